@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds mqgate with sanitizers in build-test/ and runs the whole test suite.
+# The last line printed is `N passed, N failed`. Extra arguments go to test/run.py
+# (e.g. `scripts/test.sh test/integration/test_qos.py`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+
+build=build-test
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" --buildtype=debugoptimized -Db_sanitize=address,undefined \
+    -Db_lundef=false >/dev/null
+fi
+jobs=$(nproc 2>/dev/null || echo 2)
+if ! ninja -C "$build" -j "$jobs" >"$build/ninja.log" 2>&1; then
+  tail -n 60 "$build/ninja.log"
+  echo "build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+exec /usr/bin/python3 test/run.py --build-dir "$build" "$@"
