@@ -70,7 +70,7 @@ class ConnectTest(brokers.MqttTestCase):
         # [MQTT-3.1.3-5] The Server MUST allow ClientIds which are between 1 and 23 UTF-8
         # encoded bytes in length, and that contain only [0-9a-zA-Z].
         for cid in ("a", "0123456789abcdefghijABC", "Z9"):
-            with self.subTest(cid=cid):
+            with self.case(cid=cid):
                 c = self.raw()
                 self.assertEqual(c.connect(cid).return_code, 0)
                 c.disconnect()
@@ -78,7 +78,7 @@ class ConnectTest(brokers.MqttTestCase):
     def test_client_id_unicode_and_long_accepted(self):
         # Longer ids and other characters MAY be allowed; mqgate allows up to 256 bytes.
         for cid in ("client-ü-🙂", "x" * 200, "with space/and+plus#hash"):
-            with self.subTest(cid=cid):
+            with self.case(cid=cid):
                 c = self.raw()
                 self.assertEqual(c.connect(cid).return_code, 0)
                 c.disconnect()
@@ -113,7 +113,7 @@ class ConnectTest(brokers.MqttTestCase):
         # return code 0x01 (unacceptable protocol level) and then disconnect the Client if
         # the Protocol Level is not supported by the Server.
         for level in (0, 1, 2, 6, 255):
-            with self.subTest(level=level):
+            with self.case(level=level):
                 c = self.raw()
                 c.send(R.connect("lvl", proto_level=level))
                 self.assertRefusedWithCode(c, 1)
@@ -162,7 +162,7 @@ class ConnectTest(brokers.MqttTestCase):
         # Client [...] it MUST NOT continue to process the CONNECT packet in line with
         # this specification.
         for name in ("MQTX", "mqtt", "MQ", "MQTTT", ""):
-            with self.subTest(name=name):
+            with self.case(name=name):
                 c = self.raw()
                 c.send(R.connect("badname", proto_name=name))
                 self.assertRefused(c)
@@ -203,7 +203,7 @@ class ConnectTest(brokers.MqttTestCase):
     def test_will_qos_without_will_flag_closed(self):
         # [MQTT-3.1.2-13] If the Will Flag is set to 0, then the Will QoS MUST be set to 0.
         for qos in (1, 2):
-            with self.subTest(qos=qos):
+            with self.case(qos=qos):
                 c = self.raw()
                 c.send(R.connect("wq", will_qos=qos))
                 self.assertRefused(c)
@@ -218,7 +218,7 @@ class ConnectTest(brokers.MqttTestCase):
     def test_will_topic_with_wildcard_refused(self):
         # The Will Topic is a Topic Name: it MUST NOT contain wildcards [MQTT-3.3.2-2].
         for topic in ("will/+", "will/#", "#"):
-            with self.subTest(topic=topic):
+            with self.case(topic=topic):
                 c = self.raw()
                 c.send(R.connect("ww", will_topic=topic, will_payload=b"x"))
                 self.assertRefused(c)
@@ -233,7 +233,7 @@ class ConnectTest(brokers.MqttTestCase):
     def test_invalid_utf8_client_id_closed(self):
         # [MQTT-1.5.3-1]/[MQTT-1.5.3-2]: ill-formed UTF-8 or U+0000 -> close.
         for cid in (b"a\x00b", b"a\xc0\x80", b"\xed\xa0\x80", b"\xff\xfe"):
-            with self.subTest(cid=cid):
+            with self.case(cid=cid):
                 c = self.raw()
                 c.send(R.connect(cid))
                 self.assertRefused(c)
@@ -273,7 +273,7 @@ class ConnectTest(brokers.MqttTestCase):
                           ("SUBSCRIBE", R.subscribe(1, [("t", 0)])),
                           ("PINGREQ", R.pingreq()),
                           ("PUBREL", R.pubrel(1))):
-            with self.subTest(first=name):
+            with self.case(first=name):
                 c = self.raw()
                 c.send(pkt)
                 self.assertRefused(c)
@@ -325,7 +325,7 @@ class ConnectTest(brokers.MqttTestCase):
         steps = [(True, False), (False, False), (False, True), (False, True),
                  (True, False), (False, False), (False, True)]
         for i, (clean, expected) in enumerate(steps):
-            with self.subTest(step=i, clean=clean):
+            with self.case(step=i, clean=clean):
                 c = self.raw()
                 ack = c.connect("sp-client", clean=clean)
                 self.assertEqual(ack.return_code, 0)
