@@ -475,7 +475,8 @@ class MqttTestCase(unittest.TestCase):
     def cli(self, tool, *args, broker=None):
         """Argument list for mosquitto_pub/_sub against the broker (MQTT 3.1.1)."""
         b = broker or self.broker
-        return [f"/usr/bin/{tool}", "-h", b.host, "-p", str(b.port), "-V", "mqttv311", *args]
+        # line-buffered stdout, so tests can follow mosquitto_sub -d as it happens
+        return ["/usr/bin/stdbuf", "-oL", f"/usr/bin/{tool}", "-h", b.host, "-p", str(b.port), "-V", "mqttv311", *args]
 
     def run_cli(self, tool, *args, timeout=10, broker=None):
         p = subprocess.run(self.cli(tool, *args, broker=broker), capture_output=True,
@@ -487,6 +488,61 @@ class MqttTestCase(unittest.TestCase):
                              stderr=subprocess.PIPE)
         self._procs.append(p)
         return p
+
+
+class LineReader:
+    """Reads a subprocess pipe line by line with deadlines (no blocking forever)."""
+
+    def __init__(self, pipe):
+        self.fd = pipe.fileno()
+        self.buf = b""
+        self.lines = []
+        self.pos = 0
+        self.eof = False
+
+    def _read(self, timeout):
+        import select
+        if self.eof:
+            return False
+        r, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not r:
+            return False
+        chunk = os.read(self.fd, 65536)
+        if not chunk:
+            self.eof = True
+            if self.buf:
+                self.lines.append(self.buf.decode(errors="replace"))
+                self.buf = b""
+            return False
+        self.buf += chunk
+        *done, self.buf = self.buf.split(b"\n")
+        self.lines += [d.decode(errors="replace") for d in done]
+        return True
+
+    def wait_for(self, text, timeout=5.0):
+        """Waits for a line containing `text`; returns it and moves past it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.pos < len(self.lines):
+                line = self.lines[self.pos]
+                self.pos += 1
+                if text in line:
+                    return line
+            if self.eof or time.monotonic() >= deadline:
+                raise AssertionError(f"no line with {text!r} in {timeout}s: {self.lines}")
+            self._read(deadline - time.monotonic())
+
+    def rest(self, timeout=5.0):
+        """The lines after the last wait_for, up to EOF (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        out = self.lines[self.pos:]
+        self.pos = len(self.lines)
+        return out
+
+    def text(self):
+        return "\n".join(self.lines)
 
 
 def wait_until(predicate, timeout=5.0, interval=0.02):
