@@ -1,0 +1,47 @@
+// What the broker asks before letting a client in or a message through. The plugin
+// host implements it (plugin_host.cpp); without plugins every request is allowed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace mqgate {
+
+class Client;
+namespace codec {
+struct Connect;
+}
+
+enum class AuthAction : uint8_t { kPublish, kSubscribe };
+
+struct AuthResult {
+  bool allowed = true;
+  std::string reason;  // why (for the log); names the deciding plugin when there is one
+};
+
+class AuthHooks {
+ public:
+  virtual ~AuthHooks() = default;
+  // Called once per CONNECT, before any session state changes.
+  virtual AuthResult authenticate(const Client& client, const codec::Connect& connect) = 0;
+  // Called per PUBLISH (including wills and retained deliveries) and per SUBSCRIBE filter.
+  virtual AuthResult authorize(const Client& client, std::string_view topic, AuthAction action,
+                               uint8_t qos, bool retain) = 0;
+  // Notifications.
+  virtual void on_connected(const Client& client) = 0;
+  virtual void on_disconnected(const Client& client) = 0;
+};
+
+// Allows everything; used when no plugin is configured.
+class AllowAllHooks final : public AuthHooks {
+ public:
+  AuthResult authenticate(const Client&, const codec::Connect&) override { return {}; }
+  AuthResult authorize(const Client&, std::string_view, AuthAction, uint8_t, bool) override {
+    return {};
+  }
+  void on_connected(const Client&) override {}
+  void on_disconnected(const Client&) override {}
+};
+
+}  // namespace mqgate

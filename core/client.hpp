@@ -1,0 +1,110 @@
+// One MQTT network connection as the broker logic sees it: identity, protocol state
+// and the bytes waiting to be written. The transport (plain TCP or TLS, in
+// connection.cpp) derives from it and implements the three hooks at the bottom; the
+// broker and session never touch sockets, so they can be unit tested with a fake.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "log.hpp"
+#include "message.hpp"
+
+namespace mqgate {
+
+class Session;
+struct ListenerConfig;
+
+// What a TLS transport learned from the handshake; empty for plain connections.
+struct TlsPeerInfo {
+  std::vector<std::string> chain_der;  // verified peer chain, leaf first (DER)
+  std::string version;                 // e.g. "TLSv1.2"
+  std::string cipher;                  // IANA/mbedTLS suite name
+};
+
+class Client {
+ public:
+  enum class State : uint8_t {
+    kAwaitConnect,  // accepted, no CONNECT yet
+    kConnected,     // CONNACK 0 sent
+    kClosing,       // closing: ignore further input, flush what is queued
+  };
+
+  Client(const ListenerConfig* listener, std::string peer)
+      : listener_(listener), peer_(std::move(peer)) {}
+  virtual ~Client() = default;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // --- identity (stable for the connection's life; used in every log line) ---------
+  const std::string& peer() const { return peer_; }
+  const ListenerConfig* listener() const { return listener_; }
+  const std::string& client_id() const { return client_id_; }
+  void set_client_id(std::string id) { client_id_ = std::move(id); }
+  const std::string* username() const { return has_username_ ? &username_ : nullptr; }
+  void set_username(std::string_view u) {
+    username_.assign(u);
+    has_username_ = true;
+  }
+  const TlsPeerInfo* tls() const { return tls_.get(); }
+  void set_tls(std::unique_ptr<TlsPeerInfo> tls) { tls_ = std::move(tls); }
+
+  // --- protocol state -----------------------------------------------------------------
+  State state = State::kAwaitConnect;
+  uint8_t protocol_level = 0;  // 0 until CONNECT
+  uint16_t keepalive = 0;      // seconds; 0 disables the check
+  uint64_t last_rx_ms = 0;     // loop time of the last complete packet received
+  uint64_t connected_at_ms = 0;
+  bool graceful = false;  // DISCONNECT received: no will
+  MessagePtr will;        // published on an abnormal close
+  Session* session = nullptr;
+
+  // --- output -------------------------------------------------------------------------
+  // Packets are encoded straight into this buffer; the transport writes it out once
+  // per loop iteration (so a burst of packets costs one system call).
+  std::string& out() {
+    if (!flush_pending_) {
+      flush_pending_ = true;
+      schedule_flush();
+    }
+    return out_;
+  }
+  // Bytes accepted but not yet written to the socket (our buffer + the kernel-bound
+  // write in progress). A slow reader's backlog; QoS 0 is dropped beyond a limit.
+  virtual size_t pending_output() const { return out_.size(); }
+
+  // Closes the connection after flushing what is queued. `reason` is logged. Safe to
+  // call more than once; the broker is told once, through Broker::on_closed().
+  virtual void close(const char* reason) = 0;
+
+ protected:
+  virtual void schedule_flush() = 0;
+  void set_peer(std::string peer) { peer_ = std::move(peer); }
+  std::string out_;
+  bool flush_pending_ = false;
+
+ private:
+  const ListenerConfig* listener_;
+  std::string peer_;
+  std::string client_id_;
+  std::string username_;
+  bool has_username_ = false;
+  std::unique_ptr<TlsPeerInfo> tls_;
+};
+
+}  // namespace mqgate
+
+namespace mqgate {
+
+// Logs one line about a client: `client="id" peer=addr listener=name: message`.
+void client_log(log::Level level, const Client& client, const char* format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+}  // namespace mqgate
+
+#define CLIENT_LOG(lvl, client, ...)                                                  \
+  do {                                                                                \
+    if (::mqgate::log::enabled(lvl)) ::mqgate::client_log(lvl, client, __VA_ARGS__);  \
+  } while (0)

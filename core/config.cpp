@@ -1,0 +1,341 @@
+#include "config.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace mqgate {
+
+namespace {
+
+// A whole packet: 5 header bytes and the largest remaining length.
+constexpr int64_t kLargestPacket = 268435455 + 5;
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time:
+      return "a date/time";
+    default:
+      return "nothing";
+  }
+}
+
+// Reads one TOML table against a fixed set of keys; collects every problem.
+class TableChecker {
+ public:
+  TableChecker(const toml::table& table, std::string prefix, const std::string& file,
+               std::vector<std::string>& errors)
+      : table_(table), prefix_(std::move(prefix)), file_(file), errors_(errors) {}
+
+  void error_at(const toml::source_region& where, const std::string& key, const std::string& msg) {
+    std::ostringstream s;
+    s << file_;
+    if (where.begin.line) s << ':' << where.begin.line << ':' << where.begin.column;
+    s << ": " << prefix_ << key << ": " << msg;
+    errors_.push_back(s.str());
+  }
+
+  const toml::node* get(const std::string& key) {
+    seen_.insert(key);
+    return table_.get(key);
+  }
+
+  std::optional<int64_t> integer(const std::string& key, int64_t min, int64_t max) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_integer()) {
+      error_at(n->source(), key,
+               "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                   ", got " + type_name(*n));
+      return std::nullopt;
+    }
+    const int64_t v = n->as_integer()->get();
+    if (v < min || v > max) {
+      error_at(n->source(), key,
+               "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                   ", got " + std::to_string(v));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<std::string> string(const std::string& key) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_string()) {
+      error_at(n->source(), key, std::string("expected a string, got ") + type_name(*n));
+      return std::nullopt;
+    }
+    return n->as_string()->get();
+  }
+
+  std::optional<std::vector<std::string>> string_array(const std::string& key) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return std::nullopt;
+    const toml::array* a = n->as_array();
+    if (a == nullptr) {
+      error_at(n->source(), key,
+               std::string("expected an array of strings, got ") + type_name(*n));
+      return std::nullopt;
+    }
+    std::vector<std::string> out;
+    for (const toml::node& e : *a) {
+      if (!e.is_string()) {
+        error_at(e.source(), key,
+                 std::string("expected an array of strings, found ") + type_name(e));
+        return std::nullopt;
+      }
+      out.push_back(e.as_string()->get());
+    }
+    return out;
+  }
+
+  const toml::table* table(const std::string& key) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return nullptr;
+    if (!n->is_table()) {
+      error_at(n->source(), key, std::string("expected a table, got ") + type_name(*n));
+      return nullptr;
+    }
+    return n->as_table();
+  }
+
+  // Reports every key that no getter asked for.
+  void reject_unknown(const std::string& expected) {
+    for (auto&& [k, v] : table_) {
+      if (seen_.count(std::string(k.str())) == 0)
+        error_at(k.source(), std::string(k.str()), "unknown key (expected one of: " + expected + ")");
+    }
+  }
+
+ private:
+  const toml::table& table_;
+  std::string prefix_;
+  const std::string& file_;
+  std::vector<std::string>& errors_;
+  std::set<std::string> seen_;
+};
+
+// Parses "host:port": an IPv4 literal, or an IPv6 literal in brackets.
+bool parse_bind(const std::string& text, ListenerConfig& l, std::string& why) {
+  std::string host, port;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      why = "expected \"[IPv6]:port\", e.g. \"[::1]:1883\"";
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    l.ipv6 = true;
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) {
+      why = "expected \"address:port\", e.g. \"127.0.0.1:1883\"";
+      return false;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    l.ipv6 = false;
+  }
+  unsigned char buf[16];
+  if (inet_pton(l.ipv6 ? AF_INET6 : AF_INET, host.c_str(), buf) != 1) {
+    why = l.ipv6 ? "\"" + host + "\" is not an IPv6 address"
+                 : "\"" + host + "\" is not an IPv4 address (IPv6 goes in brackets: \"[::1]:1883\"; "
+                                 "host names are not resolved)";
+    return false;
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoul(port) > 65535) {
+    why = "port \"" + port + "\" is not a number from 0 to 65535 (0: any free port)";
+    return false;
+  }
+  l.host = host;
+  l.port = static_cast<uint16_t>(std::stoul(port));
+  return true;
+}
+
+bool valid_name(const std::string& name) {
+  return !name.empty() && name.size() <= 64 &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+         });
+}
+
+std::vector<std::pair<std::string, const toml::table*>> tables_in_file_order(
+    const toml::table& parent, TableChecker& checker, const std::string& what) {
+  std::vector<std::pair<std::string, const toml::table*>> out;
+  for (auto&& [k, v] : parent) {
+    const std::string name(k.str());
+    if (!v.is_table()) {
+      checker.error_at(v.source(), name,
+                       std::string("expected a table [") + what + "." + name + "], got " +
+                           type_name(v));
+      continue;
+    }
+    if (!valid_name(name)) {
+      checker.error_at(k.source(), name,
+                       "a " + what + " name must be 1-64 letters, digits, '-' or '_'");
+      continue;
+    }
+    out.emplace_back(name, v.as_table());
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.second->source().begin < b.second->source().begin;
+  });
+  return out;
+}
+
+void read_limits(const toml::table& t, const std::string& file, LimitsConfig& limits,
+                 std::vector<std::string>& errors) {
+  TableChecker c(t, "limits.", file, errors);
+  if (auto v = c.integer("max_packet_size", 16, kLargestPacket))
+    limits.max_packet_size = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_inflight_messages", 1, 65535))
+    limits.max_inflight_messages = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_queued_messages", 0, 10000000))
+    limits.max_queued_messages = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_client_id_length", 23, 65535))
+    limits.max_client_id_length = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_outgoing_bytes", 4096, 1ll << 31))
+    limits.max_outgoing_bytes = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("connect_timeout", 1, 3600)) limits.connect_timeout = static_cast<uint32_t>(*v);
+  c.reject_unknown(
+      "max_packet_size, max_inflight_messages, max_queued_messages, max_client_id_length, "
+      "max_outgoing_bytes, connect_timeout");
+}
+
+void read_listener(const std::string& name, const toml::table& t, const std::string& file,
+                   ListenerConfig& l, std::vector<std::string>& errors) {
+  TableChecker c(t, "listeners." + name + ".", file, errors);
+  l.name = name;
+  l.line = static_cast<int>(t.source().begin.line);
+  if (auto bind = c.string("bind")) {
+    std::string why;
+    l.bind = *bind;
+    if (!parse_bind(*bind, l, why)) c.error_at(t.get("bind")->source(), "bind", why);
+  } else if (t.get("bind") == nullptr) {
+    c.error_at(t.source(), "bind", "missing (e.g. bind = \"127.0.0.1:1883\")");
+  }
+  if (auto v = c.integer("max_connections", 0, 1000000)) l.max_connections = static_cast<uint32_t>(*v);
+  if (auto v = c.string_array("plugins")) l.plugins = *v;
+  c.reject_unknown("bind, max_connections, plugins");
+}
+
+void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
+                 PluginConfig& p, std::vector<std::string>& errors) {
+  TableChecker c(t, "plugins." + name + ".", file, errors);
+  p.name = name;
+  p.line = static_cast<int>(t.source().begin.line);
+  p.module = c.string("module").value_or(name);
+  p.path = c.string("path").value_or("");
+  if (!valid_name(p.module))
+    c.error_at(t.source(), "module", "a module name must be 1-64 letters, digits, '-' or '_'");
+  p.options = t;
+  p.options.erase("module");
+  p.options.erase("path");
+  // The remaining keys belong to the plugin, which checks them in its init.
+}
+
+}  // namespace
+
+std::optional<Config> parse_config(std::string_view text, const std::string& path,
+                                   std::vector<std::string>& errors) {
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream s;
+    s << path << ':' << e.source().begin.line << ':' << e.source().begin.column << ": "
+      << e.description();
+    errors.push_back(s.str());
+    return std::nullopt;
+  }
+
+  Config cfg;
+  cfg.path = path;
+  TableChecker top(root, "", path, errors);
+  if (auto level = top.string("log_level")) {
+    if (!log::parse_level(*level, cfg.log_level))
+      top.error_at(root.get("log_level")->source(), "log_level",
+                   "expected \"error\", \"warning\", \"info\" or \"debug\", got \"" + *level + "\"");
+  }
+  if (auto v = top.integer("sys_interval", 0, 86400)) cfg.sys_interval = static_cast<uint32_t>(*v);
+  if (auto v = top.string("plugin_dir")) cfg.plugin_dir = *v;
+  if (const toml::table* limits = top.table("limits")) read_limits(*limits, path, cfg.limits, errors);
+
+  if (const toml::table* listeners = top.table("listeners")) {
+    TableChecker lc(*listeners, "listeners.", path, errors);
+    for (auto& [name, t] : tables_in_file_order(*listeners, lc, "listeners")) {
+      ListenerConfig l;
+      read_listener(name, *t, path, l, errors);
+      cfg.listeners.push_back(std::move(l));
+    }
+  }
+  if (cfg.listeners.empty())
+    errors.push_back(path + ": no listener configured (add e.g. [listeners.default] with "
+                            "bind = \"127.0.0.1:1883\")");
+
+  if (const toml::table* plugins = top.table("plugins")) {
+    TableChecker pc(*plugins, "plugins.", path, errors);
+    for (auto& [name, t] : tables_in_file_order(*plugins, pc, "plugins")) {
+      PluginConfig p;
+      read_plugin(name, *t, path, p, errors);
+      cfg.plugins.push_back(std::move(p));
+    }
+  }
+  // A listener's plugin list must name configured instances.
+  for (const auto& l : cfg.listeners) {
+    if (!l.plugins) continue;
+    for (const auto& name : *l.plugins) {
+      bool found = std::any_of(cfg.plugins.begin(), cfg.plugins.end(),
+                               [&](const PluginConfig& p) { return p.name == name; });
+      if (!found)
+        errors.push_back(path + ":" + std::to_string(l.line) + ": listeners." + l.name +
+                         ".plugins: \"" + name + "\" is not a configured plugin (no [plugins." +
+                         name + "] table)");
+    }
+  }
+  top.reject_unknown("log_level, sys_interval, plugin_dir, limits, listeners, plugins");
+  if (!errors.empty()) return std::nullopt;
+  return cfg;
+}
+
+std::optional<Config> load_config(const std::string& path, std::vector<std::string>& errors) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    errors.push_back(path + ": cannot open config file: " + std::strerror(errno));
+    return std::nullopt;
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) {
+    errors.push_back(path + ": cannot read config file: " + std::strerror(errno));
+    return std::nullopt;
+  }
+  return parse_config(buf.str(), path, errors);
+}
+
+}  // namespace mqgate

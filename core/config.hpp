@@ -1,0 +1,64 @@
+// The broker's configuration, read from a TOML file and checked completely before the
+// broker listens: an unknown key, a wrong type or an impossible value is an error that
+// names the file, the line and the key, and says what was expected.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "log.hpp"
+
+namespace mqgate {
+
+struct LimitsConfig {
+  uint32_t max_packet_size = 1024 * 1024;  // bytes, whole packet
+  uint32_t max_inflight_messages = 20;     // per client, outgoing QoS 1/2 awaiting ack
+  uint32_t max_queued_messages = 1000;     // per client, beyond the window / while offline
+  uint32_t max_client_id_length = 256;     // bytes
+  uint32_t max_outgoing_bytes = 4 * 1024 * 1024;  // per client backlog; QoS 0 dropped beyond
+  uint32_t connect_timeout = 10;                  // seconds from accept to CONNECT
+};
+
+struct ListenerConfig {
+  std::string name;
+  std::string bind;  // as written, for messages
+  std::string host;  // IPv4 or IPv6 literal
+  uint16_t port = 0;
+  bool ipv6 = false;
+  uint32_t max_connections = 0;  // 0: no limit
+  // Plugin instances asked for this listener; unset: every configured plugin.
+  std::optional<std::vector<std::string>> plugins;
+  int line = 0;  // where the table starts, for later messages
+};
+
+struct PluginConfig {
+  std::string name;  // the instance name: [plugins.<name>]
+  std::string module;  // the .so to load: `module` key, default: the instance name
+  std::string path;    // explicit file, overrides plugin_dir lookup
+  toml::table options;  // the whole table, minus the keys the host consumes
+  int line = 0;
+};
+
+struct Config {
+  std::string path;  // the file it came from
+  log::Level log_level = log::Level::kInfo;
+  uint32_t sys_interval = 10;  // seconds; 0 disables $SYS
+  std::string plugin_dir;      // empty: the build's or install's plugin directory
+  LimitsConfig limits;
+  std::vector<ListenerConfig> listeners;  // in file order
+  std::vector<PluginConfig> plugins;      // in file order
+};
+
+// Reads and checks `path`. On failure returns nullopt and fills `errors` with one
+// message per problem, each naming the file, line and key.
+std::optional<Config> load_config(const std::string& path, std::vector<std::string>& errors);
+
+// Same, from text (for tests); `path` is only used in messages.
+std::optional<Config> parse_config(std::string_view text, const std::string& path,
+                                   std::vector<std::string>& errors);
+
+}  // namespace mqgate

@@ -1,0 +1,232 @@
+#include "connection.hpp"
+
+#include <cstring>
+
+#include "broker.hpp"
+#include "listener.hpp"
+#include "server.hpp"
+
+namespace mqgate {
+
+namespace {
+
+std::string peer_name(uv_tcp_t* handle) {
+  sockaddr_storage addr;
+  int len = sizeof addr;
+  if (uv_tcp_getpeername(handle, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (addr.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    uv_ip6_name(a, ip, sizeof ip);
+    return std::string("[") + ip + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+  uv_ip4_name(a, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+}
+
+// A write handed to libuv: owns its bytes until the write completes.
+struct WriteRequest {
+  uv_write_t req;
+  std::string data;
+  size_t offset;
+};
+
+}  // namespace
+
+Connection::Connection(Server& server, Listener& listener, std::string peer)
+    : Client(&listener.config(), std::move(peer)), server_(server), listener_(listener) {}
+
+Connection::~Connection() = default;
+
+Connection* Connection::accept(Server& server, Listener& listener) {
+  auto* conn = new Connection(server, listener, std::string());
+  uv_tcp_init(server.loop(), &conn->handle_);
+  conn->handle_.data = conn;
+  int rc = uv_accept(listener.stream(), reinterpret_cast<uv_stream_t*>(&conn->handle_));
+  if (rc != 0) {
+    LOG_WARN("listener \"%s\": accept failed: %s", listener.config().name.c_str(), uv_strerror(rc));
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->handle_),
+             [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
+    return nullptr;
+  }
+  conn->set_peer(peer_name(&conn->handle_));
+  uv_tcp_nodelay(&conn->handle_, 1);
+  listener.active_connections++;
+  server.add_connection(conn);
+  server.broker().on_open(*conn, server.now_ms());
+  rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&conn->handle_), on_alloc, on_read);
+  if (rc != 0) conn->close(uv_strerror(rc));
+  return conn;
+}
+
+void Connection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<Connection*>(handle->data);
+  buf->base = self->server_.read_buffer();
+  buf->len = self->server_.read_buffer_size();
+}
+
+void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<Connection*>(stream->data);
+  if (nread > 0) {
+    self->server_.broker().stats().bytes_received += static_cast<uint64_t>(nread);
+    self->last_rx_ms = self->server_.now_ms();
+    self->process(std::string_view(buf->base, static_cast<size_t>(nread)));
+    return;
+  }
+  if (nread == UV_EOF) {
+    self->close(self->state == State::kConnected ? "connection closed by the client without DISCONNECT"
+                                                 : "connection closed by the client");
+  } else if (nread < 0) {
+    self->close(uv_strerror(static_cast<int>(nread)));
+  }
+}
+
+void Connection::process(std::string_view data) {
+  const uint32_t limit = server_.broker().limits().max_packet_size;
+  // First finish a packet whose start arrived earlier.
+  while (!partial_.empty() && !data.empty() && !closing_) {
+    codec::HeaderResult h = codec::parse_fixed_header(partial_);
+    if (h.status == codec::HeaderStatus::kIncomplete) {
+      partial_.push_back(data[0]);  // the length field is at most 4 more bytes
+      data.remove_prefix(1);
+      continue;
+    }
+    if (h.status == codec::HeaderStatus::kError) {
+      server_.broker().on_decode_error(*this, h.error, nullptr, nullptr);
+      return;
+    }
+    if (h.header.packet_length() > limit) {
+      server_.broker().on_oversized_packet(*this, h.header);
+      return;
+    }
+    const size_t take = std::min(h.header.packet_length() - partial_.size(), data.size());
+    partial_.append(data.substr(0, take));
+    data.remove_prefix(take);
+    if (partial_.size() == h.header.packet_length()) {
+      std::string packet;
+      packet.swap(partial_);  // dispatch may run long; keep the member empty meanwhile
+      if (!dispatch(h.header, packet)) return;
+    }
+  }
+  // Then whole packets straight from the read buffer.
+  while (!data.empty() && !closing_) {
+    codec::HeaderResult h = codec::parse_fixed_header(data);
+    if (h.status == codec::HeaderStatus::kError) {
+      server_.broker().on_decode_error(*this, h.error, nullptr, nullptr);
+      return;
+    }
+    if (h.status == codec::HeaderStatus::kComplete) {
+      if (h.header.packet_length() > limit) {
+        server_.broker().on_oversized_packet(*this, h.header);
+        return;
+      }
+      if (data.size() >= h.header.packet_length()) {
+        if (!dispatch(h.header, data.substr(0, h.header.packet_length()))) return;
+        data.remove_prefix(h.header.packet_length());
+        continue;
+      }
+      partial_.reserve(h.header.packet_length());
+    }
+    partial_.assign(data);  // keep the incomplete tail
+    return;
+  }
+  if (partial_.empty() && partial_.capacity() > 4096) std::string().swap(partial_);
+}
+
+bool Connection::dispatch(const codec::FixedHeader& header, std::string_view packet) {
+  codec::Packet decoded;
+  const std::string_view body = packet.substr(header.header_length);
+  codec::DecodeError err = codec::decode_body(header, body, protocol_level, decoded);
+  if (err != codec::DecodeError::kNone) {
+    server_.broker().on_decode_error(*this, err, &header, &decoded);
+    return false;
+  }
+  server_.broker().on_packet(*this, decoded, server_.now_ms());
+  return !closing_;
+}
+
+void Connection::schedule_flush() { server_.mark_dirty(this); }
+
+void Connection::flush() {
+  flush_pending_ = false;
+  if (uv_closing_ || write_pending_ || out_.empty()) return;
+  server_.broker().stats().bytes_sent += out_.size();
+  uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1);
+  if (n == UV_EAGAIN) n = 0;
+  if (n < 0) {
+    out_.clear();
+    force_close();
+    return;
+  }
+  if (static_cast<size_t>(n) == out_.size()) {
+    out_.clear();
+    if (out_.capacity() > 64 * 1024) std::string().swap(out_);
+    if (closing_) begin_uv_close();
+    return;
+  }
+  // The kernel took part of it: hand the rest to libuv, which writes when it can.
+  auto* w = new WriteRequest;
+  w->data.swap(out_);
+  w->offset = static_cast<size_t>(n);
+  w->req.data = this;
+  write_in_flight_ = w->data.size() - w->offset;
+  write_pending_ = true;
+  uv_buf_t rest = uv_buf_init(w->data.data() + w->offset, static_cast<unsigned>(write_in_flight_));
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&handle_), &rest, 1, on_write);
+  if (rc != 0) {
+    delete w;
+    write_pending_ = false;
+    write_in_flight_ = 0;
+    force_close();
+  }
+}
+
+void Connection::on_write(uv_write_t* req, int status) {
+  auto* w = reinterpret_cast<WriteRequest*>(req);
+  auto* self = static_cast<Connection*>(req->data);
+  delete w;
+  self->write_pending_ = false;
+  self->write_in_flight_ = 0;
+  if (status != 0) {
+    if (!self->closing_) self->close(uv_strerror(status));
+    self->force_close();
+    return;
+  }
+  if (!self->out_.empty()) {
+    self->flush();
+  } else if (self->closing_) {
+    self->begin_uv_close();
+  }
+}
+
+void Connection::close(const char* reason) {
+  if (closing_) return;
+  closing_ = true;
+  closing_since_ms_ = server_.now_ms();
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
+  server_.broker().on_closed(*this, reason);
+  // Whatever is queued (a CONNACK with a refusal, say) goes out first.
+  if (out_.empty() && !write_pending_) begin_uv_close();
+}
+
+void Connection::force_close() {
+  if (!closing_) close("closed by the broker");
+  begin_uv_close();
+}
+
+void Connection::begin_uv_close() {
+  if (uv_closing_) return;
+  uv_closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_close);
+}
+
+void Connection::on_close(uv_handle_t* handle) {
+  auto* self = static_cast<Connection*>(handle->data);
+  self->listener_.active_connections--;
+  self->server_.remove_connection(self);
+  delete self;
+}
+
+}  // namespace mqgate

@@ -1,0 +1,67 @@
+#include "listener.hpp"
+
+#include "connection.hpp"
+#include "log.hpp"
+#include "server.hpp"
+
+namespace mqgate {
+
+Listener::Listener(Server& server, const ListenerConfig& config) : server_(server), config_(config) {}
+
+Listener::~Listener() = default;
+
+bool Listener::start(std::string& error) {
+  sockaddr_storage addr{};
+  int rc = config_.ipv6
+               ? uv_ip6_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in6*>(&addr))
+               : uv_ip4_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc == 0) {
+    uv_tcp_init(server_.loop(), &handle_);
+    handle_.data = this;
+    initialised_ = true;
+    // IPv6 listeners are IPv6-only, so "[::]:1883" and "0.0.0.0:1883" can coexist.
+    rc = uv_tcp_bind(&handle_, reinterpret_cast<sockaddr*>(&addr), config_.ipv6 ? UV_TCP_IPV6ONLY : 0);
+  }
+  if (rc == 0) rc = uv_listen(stream(), SOMAXCONN, on_connection);
+  if (rc != 0) {
+    error = "listener \"" + config_.name + "\": cannot listen on " + config_.bind + ": " +
+            uv_strerror(rc);
+    return false;
+  }
+  sockaddr_storage bound{};
+  int len = sizeof bound;
+  uv_tcp_getsockname(&handle_, reinterpret_cast<sockaddr*>(&bound), &len);
+  bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  LOG_INFO("listener \"%s\" listening on %s port %u (mqtt)", config_.name.c_str(), config_.host.c_str(),
+           bound_port_);
+  return true;
+}
+
+void Listener::stop() {
+  if (!initialised_) return;
+  initialised_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle_), nullptr);
+}
+
+void Listener::on_connection(uv_stream_t* server, int status) {
+  auto* self = static_cast<Listener*>(server->data);
+  if (status < 0) {
+    LOG_WARN("listener \"%s\": accept error: %s", self->config_.name.c_str(), uv_strerror(status));
+    return;
+  }
+  if (self->server_.shutting_down()) return;
+  if (self->config_.max_connections != 0 && self->active_connections >= self->config_.max_connections) {
+    // Accept and close at once, so the client sees a refusal rather than a hang.
+    uv_tcp_t* reject = new uv_tcp_t;
+    uv_tcp_init(self->server_.loop(), reject);
+    if (uv_accept(server, reinterpret_cast<uv_stream_t*>(reject)) == 0)
+      LOG_WARN("listener \"%s\": max_connections (%u) reached; connection refused",
+               self->config_.name.c_str(), self->config_.max_connections);
+    uv_close(reinterpret_cast<uv_handle_t*>(reject), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    return;
+  }
+  Connection::accept(self->server_, *self);
+}
+
+}  // namespace mqgate

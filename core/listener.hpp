@@ -1,0 +1,43 @@
+// The listener knows sockets: it binds one configured address and accepts
+// connections on it, enforcing the listener's connection limit.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "config.hpp"
+
+namespace mqgate {
+
+class Server;
+
+class Listener {
+ public:
+  Listener(Server& server, const ListenerConfig& config);
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Binds and listens. On failure returns false with `error` naming the listener.
+  bool start(std::string& error);
+  // Stops accepting (shutdown). Existing connections are not touched.
+  void stop();
+
+  const ListenerConfig& config() const { return config_; }
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
+  uint16_t bound_port() const { return bound_port_; }
+  uint32_t active_connections = 0;
+
+ private:
+  static void on_connection(uv_stream_t* server, int status);
+
+  Server& server_;
+  ListenerConfig config_;
+  uv_tcp_t handle_;
+  uint16_t bound_port_ = 0;
+  bool initialised_ = false;
+};
+
+}  // namespace mqgate

@@ -1,0 +1,71 @@
+// mqgate: command line, configuration, and the server's lifetime.
+#include <cstdio>
+#include <iostream>
+
+// cxxopts' std::regex use trips a GCC 12 false positive at -O2 with sanitizers.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <cxxopts.hpp>
+
+#include "auth.hpp"
+#include "config.hpp"
+#include "log.hpp"
+#include "server.hpp"
+#include "version.hpp"
+
+#ifndef MQGATE_DEFAULT_CONFIG
+#define MQGATE_DEFAULT_CONFIG "/etc/mqgate/mqgate.toml"
+#endif
+
+int main(int argc, char** argv) {
+  cxxopts::Options options("mqgate", "mqgate " MQGATE_VERSION
+                                     " - an MQTT 3.1.1 broker with certificate identity and auth plugins");
+  options.add_options()
+      ("c,config", "configuration file (TOML)", cxxopts::value<std::string>()->default_value(MQGATE_DEFAULT_CONFIG))
+      ("check-config", "check the configuration (and plugins) and exit: 0 if valid")
+      ("version", "print the version and exit")
+      ("h,help", "print this help and exit");
+  cxxopts::ParseResult args;
+  try {
+    args = options.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mqgate: %s (see --help)\n", e.what());
+    return 2;
+  }
+  if (!args.unmatched().empty()) {
+    std::fprintf(stderr, "mqgate: unexpected argument \"%s\" (see --help)\n", args.unmatched()[0].c_str());
+    return 2;
+  }
+  if (args.count("help")) {
+    std::cout << options.help() << std::endl;
+    return 0;
+  }
+  if (args.count("version")) {
+    std::cout << "mqgate " MQGATE_VERSION << std::endl;
+    return 0;
+  }
+
+  const std::string path = args["config"].as<std::string>();
+  std::vector<std::string> errors;
+  auto config = mqgate::load_config(path, errors);
+  if (!config) {
+    for (const auto& e : errors) std::fprintf(stderr, "mqgate: %s\n", e.c_str());
+    std::fprintf(stderr, "mqgate: configuration is not valid; not started\n");
+    return 1;
+  }
+  mqgate::log::set_level(config->log_level);
+  if (args.count("check-config")) {
+    std::printf("%s: configuration is valid\n", path.c_str());
+    return 0;
+  }
+
+  mqgate::AllowAllHooks hooks;
+  mqgate::Server server(std::move(*config), hooks);
+  LOG_INFO("mqgate %s starting with %s", MQGATE_VERSION, path.c_str());
+  if (!server.start()) {
+    LOG_ERROR("not started");
+    return 1;
+  }
+  return server.run();
+}
+#pragma GCC diagnostic pop

@@ -1,0 +1,90 @@
+// An application message: topic, payload, QoS and retain flag, immutable once made.
+//
+// One allocation holds the header and both strings. Messages are reference counted
+// (single-threaded: everything that holds one runs on the event loop) so a message
+// routed to many sessions, queued, in flight and retained exists once.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string_view>
+#include <utility>
+
+namespace mqgate {
+
+class Message;
+
+// Intrusive reference-counting pointer to a Message.
+class MessagePtr {
+ public:
+  MessagePtr() = default;
+  MessagePtr(const MessagePtr& o) : p_(o.p_) { retain(); }
+  MessagePtr(MessagePtr&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  MessagePtr& operator=(MessagePtr o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~MessagePtr() { release(); }
+
+  Message* get() const { return p_; }
+  Message* operator->() const { return p_; }
+  Message& operator*() const { return *p_; }
+  explicit operator bool() const { return p_ != nullptr; }
+
+ private:
+  friend class Message;
+  explicit MessagePtr(Message* p) : p_(p) {}
+  inline void retain();
+  inline void release();
+  Message* p_ = nullptr;
+};
+
+class Message {
+ public:
+  static MessagePtr create(std::string_view topic, std::string_view payload, uint8_t qos,
+                           bool retain) {
+    void* mem = std::malloc(sizeof(Message) + topic.size() + payload.size());
+    if (mem == nullptr) throw std::bad_alloc();
+    auto* m = new (mem) Message(static_cast<uint32_t>(topic.size()),
+                                static_cast<uint32_t>(payload.size()), qos, retain);
+    std::memcpy(m->data_, topic.data(), topic.size());
+    if (!payload.empty()) std::memcpy(m->data_ + topic.size(), payload.data(), payload.size());
+    return MessagePtr(m);
+  }
+
+  std::string_view topic() const { return {data_, topic_size_}; }
+  std::string_view payload() const { return {data_ + topic_size_, payload_size_}; }
+  uint8_t qos() const { return qos_; }
+  bool retain() const { return retain_; }
+
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+
+ private:
+  friend class MessagePtr;
+  Message(uint32_t topic_size, uint32_t payload_size, uint8_t qos, bool retain)
+      : topic_size_(topic_size), payload_size_(payload_size), qos_(qos), retain_(retain) {}
+
+  uint32_t refs_ = 1;
+  uint32_t topic_size_;
+  uint32_t payload_size_;
+  uint8_t qos_;
+  bool retain_;
+  char data_[];  // topic bytes, then payload bytes
+};
+
+inline void MessagePtr::retain() {
+  if (p_) ++p_->refs_;
+}
+
+inline void MessagePtr::release() {
+  if (p_ && --p_->refs_ == 0) {
+    p_->~Message();
+    std::free(p_);
+  }
+  p_ = nullptr;
+}
+
+}  // namespace mqgate

@@ -1,0 +1,179 @@
+#include "server.hpp"
+
+#include <algorithm>
+#include <csignal>
+
+#include "connection.hpp"
+#include "listener.hpp"
+#include "log.hpp"
+#include "sys_topics.hpp"
+
+namespace mqgate {
+
+Server::Server(Config config, AuthHooks& hooks)
+    : config_(std::move(config)),
+      broker_(config_.limits, hooks),
+      read_buffer_(new char[kReadBufferSize]) {
+  uv_loop_init(&loop_);
+  loop_.data = this;
+}
+
+Server::~Server() {
+  // Everything was closed by run(); this drains any close callbacks left.
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  uv_loop_close(&loop_);
+}
+
+bool Server::start() {
+  for (const auto& lc : config_.listeners) {
+    auto l = std::make_unique<Listener>(*this, lc);
+    std::string error;
+    if (!l->start(error)) {
+      LOG_ERROR("%s", error.c_str());
+      l->stop();
+      for (auto& started : listeners_) started->stop();
+      listeners_.clear();
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      return false;
+    }
+    listeners_.push_back(std::move(l));
+  }
+  for (auto* sig : {&sigint_, &sigterm_, &sighup_}) {
+    uv_signal_init(&loop_, sig);
+    sig->data = this;
+  }
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_start(&sighup_, on_signal, SIGHUP);
+  // A peer that closes while we write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+
+  uv_check_init(&loop_, &check_);
+  check_.data = this;
+  uv_check_start(&check_, on_check);
+  uv_timer_init(&loop_, &sweep_timer_);
+  sweep_timer_.data = this;
+  uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
+  sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
+  return true;
+}
+
+int Server::run() {
+  LOG_INFO("mqgate ready (%zu listener%s)", listeners_.size(), listeners_.size() == 1 ? "" : "s");
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  // Stopped: close the remaining handles and let their callbacks run.
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  LOG_INFO("mqgate stopped");
+  return 0;
+}
+
+void Server::add_connection(Connection* c) {
+  c->next = connections_;
+  if (connections_) connections_->prev = c;
+  connections_ = c;
+}
+
+void Server::remove_connection(Connection* c) {
+  if (c->prev) c->prev->next = c->next;
+  else connections_ = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = nullptr;
+  if (c->in_dirty_list) {
+    dirty_.erase(std::find(dirty_.begin(), dirty_.end(), c));
+    c->in_dirty_list = false;
+  }
+}
+
+void Server::mark_dirty(Connection* c) {
+  if (c->in_dirty_list) return;
+  c->in_dirty_list = true;
+  dirty_.push_back(c);
+}
+
+void Server::on_check(uv_check_t* handle) { static_cast<Server*>(handle->data)->flush_dirty(); }
+
+void Server::flush_dirty() {
+  // flush() can complete writes synchronously and close connections, which removes them
+  // from dirty_; so take the list first.
+  std::vector<Connection*> batch;
+  batch.swap(dirty_);
+  for (Connection* c : batch) c->in_dirty_list = false;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Connection* c = batch[i];
+    c->flush();
+  }
+  if (dirty_.empty() && dirty_.capacity() < batch.capacity()) {
+    batch.clear();
+    dirty_.swap(batch);  // keep the larger allocation
+  }
+}
+
+void Server::on_sweep(uv_timer_t* handle) { static_cast<Server*>(handle->data)->sweep(); }
+
+void Server::sweep() {
+  const uint64_t now = now_ms();
+  for (Connection* c = connections_; c != nullptr;) {
+    Connection* next = c->next;  // closing may unlink c
+    if (c->closing()) {
+      if (now - c->closing_since_ms() > kCloseGraceMs) c->force_close();
+    } else {
+      broker_.check_timeouts(*c, now);
+    }
+    c = next;
+  }
+  if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {
+    for (Connection* c = connections_; c != nullptr; c = c->next) c->force_close();
+    uv_stop(&loop_);
+  }
+}
+
+void Server::on_signal(uv_signal_t* handle, int signum) {
+  auto* self = static_cast<Server*>(handle->data);
+  if (signum == SIGHUP) {
+    self->reload();
+  } else {
+    self->begin_shutdown(signum == SIGINT ? "SIGINT" : "SIGTERM");
+  }
+}
+
+void Server::begin_shutdown(const char* why) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  shutdown_started_ms_ = now_ms();
+  LOG_INFO("%s received: closing listeners and %s", why,
+           connections_ ? "disconnecting clients" : "stopping");
+  broker_.begin_shutdown();
+  for (auto& l : listeners_) l->stop();
+  if (sys_) sys_->stop();
+  for (Connection* c = connections_; c != nullptr;) {
+    Connection* next = c->next;
+    c->close("broker shutting down");
+    c = next;
+  }
+  // The sweep stops the loop once every connection has flushed and closed.
+  uv_timer_stop(&sweep_timer_);
+  uv_timer_start(&sweep_timer_, on_sweep, 10, 50);
+}
+
+void Server::reload() {
+  LOG_INFO("SIGHUP received: reloading %s", config_.path.c_str());
+  std::vector<std::string> errors;
+  auto fresh = load_config(config_.path, errors);
+  if (!fresh) {
+    for (const auto& e : errors) LOG_ERROR("reload: %s", e.c_str());
+    LOG_ERROR("reload failed; keeping the running configuration");
+    return;
+  }
+  log::set_level(fresh->log_level);
+  LOG_INFO("reload: log_level is %s", log::level_name(fresh->log_level));
+  for (auto& hook : reload_hooks_) hook(*fresh);
+  config_.log_level = fresh->log_level;
+}
+
+}  // namespace mqgate

@@ -1,0 +1,80 @@
+// The server owns the event loop and wires everything to it: listeners, the broker,
+// signals (SIGINT/SIGTERM stop, SIGHUP reloads), the keep-alive sweep, $SYS
+// publishing, and the end-of-iteration flush of every connection with output.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "auth.hpp"
+#include "broker.hpp"
+#include "config.hpp"
+
+namespace mqgate {
+
+class Connection;
+class Listener;
+class SysTopics;
+
+class Server {
+ public:
+  Server(Config config, AuthHooks& hooks);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds every listener. On failure logs why and returns false (nothing listens).
+  bool start();
+  // Runs the loop until stopped by a signal; returns the process exit code.
+  int run();
+
+  // --- for connections and listeners ----------------------------------------------
+  uv_loop_t* loop() { return &loop_; }
+  Broker& broker() { return broker_; }
+  const Config& config() const { return config_; }
+  uint64_t now_ms() { return uv_now(&loop_); }
+  bool shutting_down() const { return shutting_down_; }
+  // One loop-wide read buffer: every read lands here first.
+  char* read_buffer() { return read_buffer_.get(); }
+  size_t read_buffer_size() const { return kReadBufferSize; }
+  void add_connection(Connection* c);
+  void remove_connection(Connection* c);
+  void mark_dirty(Connection* c);
+
+  // Reload hook: later subsystems (TLS material, plugins) register here.
+  using ReloadHook = std::function<void(const Config& new_config)>;
+  void on_reload(ReloadHook hook) { reload_hooks_.push_back(std::move(hook)); }
+
+ private:
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+  static constexpr uint64_t kSweepIntervalMs = 250;
+  static constexpr uint64_t kCloseGraceMs = 5000;  // flush time for a closing connection
+
+  static void on_signal(uv_signal_t* handle, int signum);
+  static void on_check(uv_check_t* handle);
+  static void on_sweep(uv_timer_t* handle);
+  void flush_dirty();
+  void sweep();
+  void reload();
+  void begin_shutdown(const char* why);
+
+  Config config_;
+  uv_loop_t loop_;
+  Broker broker_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unique_ptr<SysTopics> sys_;
+  std::unique_ptr<char[]> read_buffer_;
+  Connection* connections_ = nullptr;  // all live connections (intrusive list)
+  std::vector<Connection*> dirty_;     // connections with output to flush
+  std::vector<ReloadHook> reload_hooks_;
+  uv_signal_t sigint_, sigterm_, sighup_;
+  uv_check_t check_;
+  uv_timer_t sweep_timer_;
+  bool shutting_down_ = false;
+  uint64_t shutdown_started_ms_ = 0;
+};
+
+}  // namespace mqgate

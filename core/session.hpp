@@ -1,0 +1,120 @@
+// The session knows MQTT state: a client's subscriptions, the QoS 1/2 messages in
+// flight in both directions, and the messages queued for it. It outlives the network
+// connection when the client asked for a persistent session (clean session 0).
+//
+// Outgoing flow per message: queued -> in flight (PUBLISH sent) -> acknowledged.
+// The in-flight window bounds how many QoS 1/2 messages await an ack; what does not
+// fit is queued, in order, up to a bound; past the bound the newest is dropped (and
+// counted), as Mosquitto does.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "message.hpp"
+#include "router.hpp"
+
+namespace mqgate {
+
+class Client;
+
+struct SessionLimits {
+  uint32_t max_inflight = 20;
+  uint32_t max_queued = 1000;
+};
+
+// Counters a session reports to the broker's statistics.
+struct DeliveryStats {
+  uint64_t messages_sent = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t messages_dropped = 0;
+};
+
+class Session : public RouteTarget {
+ public:
+  struct Subscription {
+    std::string filter;
+    uint8_t qos;
+  };
+
+  Session(std::string client_id, bool clean) : client_id_(std::move(client_id)), clean_(clean) {}
+
+  const std::string& client_id() const { return client_id_; }
+  bool clean() const { return clean_; }
+  void set_clean(bool clean) { clean_ = clean; }
+  Client* client() const { return client_; }
+
+  // --- subscriptions (the router holds the index; this is the session's own list) ----
+  // Returns true if the filter is new.
+  bool add_subscription(std::string_view filter, uint8_t qos);
+  bool remove_subscription(std::string_view filter);
+  const std::vector<Subscription>& subscriptions() const { return subscriptions_; }
+
+  // --- outgoing ----------------------------------------------------------------------
+  // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
+  // the RETAIN flag to send: 1 only for retained messages sent because of a new
+  // subscription [MQTT-3.3.1-8, -9]. QoS 0 goes out at once if online (dropped when
+  // offline or when the client's output backlog is over `max_backlog`).
+  // QoS 1/2 messages are queued while offline or when the window is full.
+  void deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
+               size_t max_backlog, DeliveryStats& stats);
+  // QoS 0 fast path: sends an already-validated publish without creating a Message.
+  void deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
+                    size_t max_backlog, DeliveryStats& stats);
+  // PUBACK / PUBREC / PUBCOMP from the client. Return false for an unknown identifier.
+  bool on_puback(uint16_t packet_id, DeliveryStats& stats);
+  bool on_pubrec(uint16_t packet_id);
+  bool on_pubcomp(uint16_t packet_id, DeliveryStats& stats);
+
+  // --- incoming QoS 2 -------------------------------------------------------------------
+  // Records a QoS 2 PUBLISH; false if that identifier is already awaiting PUBREL
+  // (a resend: acknowledge again, do not deliver again).
+  bool begin_incoming_qos2(uint16_t packet_id) { return incoming_qos2_.insert(packet_id).second; }
+  void end_incoming_qos2(uint16_t packet_id) { incoming_qos2_.erase(packet_id); }
+
+  // --- connection -------------------------------------------------------------------
+  // Attaches a connected client: resends everything unacknowledged (PUBLISH with DUP,
+  // PUBREL) with the original identifiers [MQTT-4.4.0-1], then fills the window.
+  void attach(Client* client, const SessionLimits& limits, DeliveryStats& stats);
+  void detach() { client_ = nullptr; }
+
+  size_t inflight_count() const { return inflight_.size(); }
+  size_t queued_count() const { return queue_.size() - queue_head_; }
+
+ private:
+  enum class OutState : uint8_t { kAwaitPuback, kAwaitPubrec, kAwaitPubcomp };
+  struct Outgoing {
+    MessagePtr msg;  // released once PUBREC arrives (only the id is needed after)
+    uint16_t packet_id;
+    uint8_t qos;
+    bool retain;
+    OutState state;
+  };
+  struct Queued {
+    MessagePtr msg;
+    uint8_t qos;
+    bool retain;
+  };
+
+  uint16_t next_packet_id();
+  void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats);
+  void fill_window(DeliveryStats& stats);
+  Outgoing* find_inflight(uint16_t packet_id, OutState state);
+  void erase_inflight(Outgoing* o);
+
+  std::string client_id_;
+  bool clean_;
+  Client* client_ = nullptr;
+  uint16_t last_packet_id_ = 0;
+  const SessionLimits* limits_ = nullptr;  // set by attach()
+  std::vector<Subscription> subscriptions_;
+  std::vector<Outgoing> inflight_;  // in send order
+  // FIFO of queued messages: queue_[queue_head_..] are live (amortised O(1) pops).
+  std::vector<Queued> queue_;
+  size_t queue_head_ = 0;
+  std::unordered_set<uint16_t> incoming_qos2_;
+};
+
+}  // namespace mqgate

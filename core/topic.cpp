@@ -1,0 +1,37 @@
+#include "topic.hpp"
+
+namespace mqgate {
+
+bool is_valid_topic_name(std::string_view topic) {
+  return !topic.empty() && topic.find_first_of("+#") == std::string_view::npos;
+}
+
+bool is_valid_topic_filter(std::string_view filter) {
+  if (filter.empty()) return false;
+  TopicLevels levels(filter);
+  std::string_view level;
+  bool last_was_hash = false;
+  while (levels.next(level)) {
+    if (last_was_hash) return false;  // '#' must be the last level
+    if (level.find_first_of("+#") != std::string_view::npos) {
+      if (level.size() != 1) return false;  // a wildcard must be the whole level
+      last_was_hash = level[0] == '#';
+    }
+  }
+  return true;
+}
+
+bool topic_matches(std::string_view filter, std::string_view topic) {
+  if (!topic.empty() && topic[0] == '$' && !filter.empty() && (filter[0] == '+' || filter[0] == '#'))
+    return false;
+  TopicLevels f(filter), t(topic);
+  std::string_view fl, tl;
+  while (f.next(fl)) {
+    if (fl == "#") return true;  // matches the parent level and everything below
+    if (!t.next(tl)) return false;
+    if (fl != "+" && fl != tl) return false;
+  }
+  return !t.next(tl);
+}
+
+}  // namespace mqgate
