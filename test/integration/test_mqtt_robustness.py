@@ -1,0 +1,147 @@
+"""Broker robustness under many clients, floods, slow consumers and abrupt closes, and
+the IPv6 listener. No timing assertions beyond generous bounded waits."""
+import os
+import socket
+import struct
+import threading
+import time
+import unittest
+
+import brokers
+import mqtt_raw as R
+
+
+class RobustnessTest(brokers.MqttTestCase):
+    broker_settings = {"sys_interval": 0}
+
+    def test_200_clients_connect_at_once(self):
+        n = 200
+        clients = [self.raw() for _ in range(n)]
+        for i, c in enumerate(clients):
+            c.send(R.connect(f"crowd{i}") + R.subscribe(1, [("crowd/all", 0)]))
+        for i, c in enumerate(clients):
+            ack = c.expect(R.CONNACK, timeout=10)
+            self.assertEqual(ack.return_code, 0, f"client {i}")
+            self.assertEqual(c.expect(R.SUBACK, timeout=10).granted, [0])
+        p = self.raw_connect("crowd-pub")
+        p.publish("crowd/all", b"hello crowd", qos=1)
+        for i, c in enumerate(clients):
+            m = c.next_publish(timeout=10)
+            self.assertEqual(m.payload, b"hello crowd", f"client {i}")
+
+    def test_connect_disconnect_churn(self):
+        for i in range(300):
+            c = self.raw()
+            c.send(R.connect(f"churn{i % 7}") + R.disconnect())
+            c.expect(R.CONNACK)
+            c.close()
+        stable = self.raw_connect("stable")
+        stable.subscribe([("churn", 1)])
+        stable.publish("churn", b"alive", qos=1)
+        self.assertEqual(stable.next_publish().payload, b"alive")
+
+    def test_abrupt_resets_mid_packet(self):
+        watch = self.raw_connect("watch")
+        watch.subscribe([("rst/#", 1)])
+        for i in range(30):
+            c = self.raw_connect(f"rst{i}")
+            c.send(R.publish("rst/x", b"y" * 5000, qos=1)[:2000])
+            # RST instead of FIN
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        p = self.raw_connect("after")
+        p.publish("rst/ok", b"fine", qos=1)
+        got = [m.payload for m in watch.read_all(0.5) if m.type == R.PUBLISH]
+        self.assertEqual(got, [b"fine"])
+
+    def test_burst_of_qos1_messages_all_delivered_in_order(self):
+        s = self.raw_connect("burst-sub")
+        s.subscribe([("burst", 1)])
+        p = self.paho("burst-pub")
+        n = 1000
+        infos = [p.c.publish("burst", str(i).encode(), 1) for i in range(n)]
+        got = []
+        while len(got) < n:
+            got.append(int(s.next_publish(timeout=10).payload))
+        self.assertEqual(got, list(range(n)))
+        for info in infos:
+            info.wait_for_publish(5)
+            self.assertTrue(info.is_published())
+
+    def test_stalled_reader_does_not_stall_others(self):
+        # A subscriber that never reads while a publisher floods its topic: other
+        # clients (on that topic and on others) keep being served.
+        stalled = self.raw()
+        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.send(R.connect("stalled") + R.subscribe(1, [("flood/#", 0)]))
+        time.sleep(0.2)  # let CONNECT/SUBSCRIBE be processed; never read again
+        reader = self.paho("reader")
+        reader.subscribe("flood/#", 0)
+        other_sub = self.raw_connect("other-sub")
+        other_sub.subscribe([("quiet/t", 1)])
+        other_pub = self.raw_connect("other-pub")
+
+        flooder = self.raw_connect("flooder")
+        chunk = os.urandom(10 * 1024)
+        stop = threading.Event()
+        sent = [0]
+
+        def flood():
+            try:
+                while not stop.is_set() and sent[0] < 3000:
+                    flooder.send(R.publish("flood/data", chunk, qos=0))
+                    sent[0] += 1
+            except OSError:
+                pass
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        try:
+            # during the flood, an unrelated pair still gets through within 5 s each
+            for i in range(5):
+                other_pub.publish("quiet/t", str(i).encode(), qos=1, packet_id=i + 1,
+                                  timeout=5)
+                self.assertEqual(other_sub.next_publish(timeout=5).payload, str(i).encode())
+                time.sleep(0.1)
+        finally:
+            t.join(30)
+            stop.set()
+        self.assertGreater(sent[0], 500, "flooder could hardly send")
+        # the reading subscriber of the flooded topic gets the end of the flood
+        flooder.send(R.publish("flood/end", b"end", qos=0))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = reader.get(timeout=max(0.1, deadline - time.monotonic()))
+            if m.topic == "flood/end":
+                break
+        else:
+            self.fail("reader never got the end marker")
+        self.assertOpen(other_pub)
+
+
+@unittest.skipUnless(brokers.has_ipv6_loopback(), "no ::1 on this host")
+class IPv6Test(brokers.MqttTestCase):
+    broker_settings = {"sys_interval": 0, "ipv6": True}
+
+    def test_ipv6_listener(self):
+        self.assertEqual(self.broker.host, "::1")
+        s = self.raw_connect("v6-sub")
+        s.subscribe([("v6/#", 2)])
+        p = self.raw_connect("v6-pub")
+        p.publish("v6/raw", b"over ::1", qos=2)
+        self.assertEqual(s.next_publish().payload, b"over ::1")
+        ps = self.paho("v6-paho")
+        ps.subscribe("v6/#", 1)
+        p.publish("v6/paho", b"paho too", qos=1, packet_id=2)
+        self.assertEqual(ps.get().payload, b"paho too")
+        r = self.run_cli("mosquitto_pub", "-t", "v6/cli", "-m", "cli", "-q", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(ps.get().payload, b"cli")
+
+    def test_ipv4_not_served_by_ipv6_only_listener(self):
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", self.broker.port), timeout=2).close()
+
+
+if __name__ == "__main__":
+    unittest.main()
