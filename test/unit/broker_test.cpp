@@ -1,0 +1,388 @@
+#include <doctest/doctest.h>
+
+#include <memory>
+
+#include "broker.hpp"
+#include "fake_client.hpp"
+
+using namespace mqgate;
+using namespace mqgate::test;
+using codec::PacketType;
+
+namespace {
+
+struct Fixture {
+  LimitsConfig limits;
+  ListenerConfig listener;
+  AllowAllHooks allow;
+  std::unique_ptr<Broker> broker;
+
+  explicit Fixture(LimitsConfig l = {}, AuthHooks* hooks = nullptr) : limits(l) {
+    listener.name = "default";
+    broker = std::make_unique<Broker>(limits, hooks ? *hooks : allow);
+  }
+
+  std::unique_ptr<FakeClient> connect(std::string_view id, bool clean = true,
+                                      std::optional<codec::Will> will = std::nullopt) {
+    auto c = std::make_unique<FakeClient>(*broker, &listener);
+    c->feed(connect_packet(id, clean, 60, will));
+    auto out = c->take();
+    REQUIRE(out.size() >= 1);
+    REQUIRE(out[0].type == PacketType::kConnack);
+    REQUIRE(out[0].body[1] == 0);
+    return c;
+  }
+};
+
+uint8_t connack_code(std::vector<OutPacket>& out) {
+  REQUIRE(!out.empty());
+  REQUIRE(out[0].type == PacketType::kConnack);
+  return static_cast<uint8_t>(out[0].body[1]);
+}
+
+}  // namespace
+
+TEST_CASE("CONNECT accepted; session present only when resuming") {
+  Fixture f;
+  FakeClient c(*f.broker, &f.listener);
+  c.feed(connect_packet("dev", false));
+  auto out = c.take();
+  CHECK(connack_code(out) == 0);
+  CHECK(out[0].body[0] == 0);  // no session yet
+  CHECK(c.state == Client::State::kConnected);
+  CHECK(f.broker->stats().clients_connected == 1);
+  c.close("bye");
+  CHECK(f.broker->stats().clients_connected == 0);
+  CHECK(f.broker->sessions().size() == 1);  // persistent
+
+  FakeClient again(*f.broker, &f.listener);
+  again.feed(connect_packet("dev", false));
+  out = again.take();
+  CHECK(out[0].body[0] == 1);  // session present
+
+  FakeClient clean(*f.broker, &f.listener);
+  clean.feed(connect_packet("dev2", true));
+  out = clean.take();
+  CHECK(out[0].body[0] == 0);
+}
+
+TEST_CASE("client identifiers: generated, rejected when empty without clean session, too long") {
+  LimitsConfig l;
+  l.max_client_id_length = 30;
+  Fixture f(l);
+  FakeClient gen(*f.broker, &f.listener);
+  gen.feed(connect_packet("", true));
+  auto out = gen.take();
+  CHECK(connack_code(out) == 0);
+  CHECK(gen.client_id().rfind("mqgate-", 0) == 0);
+
+  FakeClient persistent(*f.broker, &f.listener);
+  persistent.feed(connect_packet("", false));
+  out = persistent.take();
+  CHECK(connack_code(out) == 2);
+  CHECK(persistent.closed);
+
+  FakeClient v31(*f.broker, &f.listener);
+  v31.feed(connect_packet("", true, 60, std::nullopt, std::nullopt, 3));
+  out = v31.take();
+  CHECK(connack_code(out) == 2);
+
+  FakeClient longid(*f.broker, &f.listener);
+  longid.feed(connect_packet(std::string(31, 'x')));
+  out = longid.take();
+  CHECK(connack_code(out) == 2);
+  CHECK(longid.closed);
+}
+
+TEST_CASE("unsupported protocol level gets CONNACK 1; non-CONNECT first and second CONNECT close") {
+  Fixture f;
+  FakeClient v5(*f.broker, &f.listener);
+  v5.feed(connect_packet("x", true, 60, std::nullopt, std::nullopt, 5));
+  auto out = v5.take();
+  CHECK(connack_code(out) == 1);
+  CHECK(v5.closed);
+
+  FakeClient early(*f.broker, &f.listener);
+  early.feed(publish_packet("a", "b"));
+  CHECK(early.closed);
+  CHECK(early.take().empty());
+
+  auto twice = f.connect("twice");
+  twice->feed(connect_packet("twice"));
+  CHECK(twice->closed);
+}
+
+TEST_CASE("QoS 0/1/2 flows and downgrade to the subscription's QoS") {
+  Fixture f;
+  auto sub = f.connect("sub");
+  auto pub = f.connect("pub");
+  sub->feed(subscribe_packet(1, {{"t/1", 1}}));
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kSuback);
+  CHECK(out[0].body == std::string("\x00\x01\x01", 3));
+
+  pub->feed(publish_packet("t/1", "q2", 2, false, 10));
+  out = pub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kPubrec);
+  CHECK(out[0].packet_id == 10);
+  out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].qos == 1);  // downgraded
+  CHECK(out[0].payload == "q2");
+  CHECK_FALSE(out[0].retain);
+  const uint16_t id = out[0].packet_id;
+
+  // A resend of the same QoS 2 message before PUBREL is not delivered again.
+  pub->feed(publish_packet("t/1", "q2", 2, false, 10, true));
+  CHECK(pub->take()[0].type == PacketType::kPubrec);
+  CHECK(sub->take().empty());
+  pub->feed(ack_packet(PacketType::kPubrel, 10));
+  out = pub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kPubcomp);
+  // PUBREL for an unknown id is still answered.
+  pub->feed(ack_packet(PacketType::kPubrel, 99));
+  CHECK(pub->take()[0].type == PacketType::kPubcomp);
+
+  sub->feed(ack_packet(PacketType::kPuback, id));
+  CHECK(f.broker->sessions().find("sub")->inflight_count() == 0);
+
+  pub->feed(publish_packet("t/1", "q1", 1, false, 11));
+  CHECK(pub->take()[0].type == PacketType::kPuback);
+  pub->feed(publish_packet("t/1", "q0", 0));
+  CHECK(pub->take().empty());
+  out = sub->take();
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].qos == 1);
+  CHECK(out[1].qos == 0);
+}
+
+TEST_CASE("QoS 2 outgoing: PUBREC -> PUBREL -> PUBCOMP") {
+  Fixture f;
+  auto sub = f.connect("sub");
+  auto pub = f.connect("pub");
+  sub->feed(subscribe_packet(1, {{"t", 2}}));
+  sub->take();
+  pub->feed(publish_packet("t", "x", 2, false, 1));
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].qos == 2);
+  sub->feed(ack_packet(PacketType::kPubrec, out[0].packet_id));
+  auto rel = sub->take();
+  REQUIRE(rel.size() == 1);
+  CHECK(rel[0].type == PacketType::kPubrel);
+  CHECK(rel[0].flags == 2);
+  sub->feed(ack_packet(PacketType::kPubcomp, out[0].packet_id));
+  CHECK(f.broker->sessions().find("sub")->inflight_count() == 0);
+}
+
+TEST_CASE("overlapping subscriptions deliver once at the highest QoS") {
+  Fixture f;
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"a/#", 0}, {"a/b", 2}, {"+/b", 1}}));
+  sub->take();
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("a/b", "x", 2, false, 5));
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].qos == 2);
+}
+
+TEST_CASE("retained messages: delivered on subscribe with RETAIN, live copies without") {
+  Fixture f;
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("r/1", "kept", 1, true, 1));
+  pub->take();
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"r/+", 2}}));
+  auto out = sub->take();
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].type == PacketType::kSuback);  // SUBACK first
+  CHECK(out[1].retain);
+  CHECK(out[1].qos == 1);  // min(message QoS, granted QoS)
+  CHECK(out[1].payload == "kept");
+  sub->feed(ack_packet(PacketType::kPuback, out[1].packet_id));
+
+  pub->feed(publish_packet("r/1", "live", 0, true));
+  out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK_FALSE(out[0].retain);
+
+  // An empty retained payload clears, and is forwarded to current subscribers.
+  pub->feed(publish_packet("r/1", "", 0, true));
+  out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload.empty());
+  CHECK(f.broker->router().retained_count() == 0);
+
+  // Re-subscribing re-sends retained messages.
+  pub->feed(publish_packet("r/2", "again", 0, true));
+  sub->take();
+  sub->feed(subscribe_packet(2, {{"r/+", 0}}));
+  out = sub->take();
+  REQUIRE(out.size() == 2);
+  CHECK(out[1].retain);
+}
+
+TEST_CASE("will: published on abnormal close, not after DISCONNECT") {
+  Fixture f;
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"will/#", 1}}));
+  sub->take();
+  auto a = f.connect("a", true, codec::Will{"will/a", "a-died", 1, true});
+  a->close("network error");
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].topic == "will/a");
+  CHECK(out[0].qos == 1);
+  CHECK(f.broker->router().retained_count() == 1);
+
+  auto b = f.connect("b", true, codec::Will{"will/b", "b-died", 0, false});
+  b->feed(std::string("\xe0\x00", 2));
+  CHECK(b->closed);
+  CHECK(sub->take().empty());
+}
+
+TEST_CASE("session takeover closes the old connection and keeps the session") {
+  Fixture f;
+  auto first = f.connect("dup", false, codec::Will{"w", "first-will", 0, false});
+  first->feed(subscribe_packet(1, {{"t", 1}}));
+  first->take();
+  auto watcher = f.connect("watcher");
+  watcher->feed(subscribe_packet(1, {{"w", 0}}));
+  watcher->take();
+
+  FakeClient second(*f.broker, &f.listener);
+  second.feed(connect_packet("dup", false));
+  CHECK(first->closed);
+  auto out = second.take();
+  CHECK(connack_code(out) == 0);
+  CHECK(out[0].body[0] == 1);  // the session survived the takeover
+  CHECK(watcher->take().size() == 1);  // the old connection's will
+
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("t", "to-second", 1, false, 3));
+  out = second.take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload == "to-second");
+}
+
+TEST_CASE("persistent session: offline QoS 1/2 queued, QoS 0 not, in-flight resent with DUP") {
+  Fixture f;
+  auto sub = f.connect("p", false);
+  sub->feed(subscribe_packet(1, {{"t", 2}}));
+  sub->take();
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("t", "unacked", 1, false, 1));
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  const uint16_t unacked_id = out[0].packet_id;
+  sub->close("network error");
+
+  pub->feed(publish_packet("t", "q0", 0));
+  pub->feed(publish_packet("t", "q1", 1, false, 2));
+  pub->feed(publish_packet("t", "q2", 2, false, 3));
+
+  FakeClient back(*f.broker, &f.listener);
+  back.feed(connect_packet("p", false));
+  out = back.take();
+  REQUIRE(out.size() == 4);
+  CHECK(out[0].body[0] == 1);
+  CHECK(out[1].payload == "unacked");
+  CHECK(out[1].dup);
+  CHECK(out[1].packet_id == unacked_id);
+  CHECK(out[2].payload == "q1");
+  CHECK_FALSE(out[2].dup);
+  CHECK(out[3].payload == "q2");
+  CHECK(out[3].qos == 2);
+}
+
+TEST_CASE("in-flight window and queue bound") {
+  LimitsConfig l;
+  l.max_inflight_messages = 2;
+  l.max_queued_messages = 3;
+  Fixture f(l);
+  auto sub = f.connect("s");
+  sub->feed(subscribe_packet(1, {{"t", 1}}));
+  sub->take();
+  auto pub = f.connect("pub");
+  for (int i = 0; i < 7; ++i) pub->feed(publish_packet("t", std::to_string(i), 1, false, static_cast<uint16_t>(i + 1)));
+  auto out = sub->take();
+  REQUIRE(out.size() == 2);  // the window
+  CHECK(out[0].payload == "0");
+  CHECK(out[1].payload == "1");
+  CHECK(f.broker->stats().delivery.messages_dropped == 2);  // 7 - 2 in flight - 3 queued
+  sub->feed(ack_packet(PacketType::kPuback, out[0].packet_id));
+  auto next = sub->take();
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].payload == "2");  // in order
+  sub->feed(ack_packet(PacketType::kPuback, out[1].packet_id));
+  sub->feed(ack_packet(PacketType::kPuback, next[0].packet_id));
+  auto rest = sub->take();
+  REQUIRE(rest.size() == 2);
+  CHECK(rest[0].payload == "3");
+  CHECK(rest[1].payload == "4");
+}
+
+TEST_CASE("keep-alive and connect timeouts") {
+  Fixture f;
+  FakeClient idle(*f.broker, &f.listener);
+  f.broker->check_timeouts(idle, 9000);
+  CHECK_FALSE(idle.closed);
+  f.broker->check_timeouts(idle, 10000);
+  CHECK(idle.closed);
+
+  FakeClient c(*f.broker, &f.listener);
+  c.feed(connect_packet("k", true, 2), 0);
+  f.broker->check_timeouts(c, 3000);
+  CHECK_FALSE(c.closed);
+  f.broker->check_timeouts(c, 3001);
+  CHECK(c.closed);
+}
+
+namespace {
+struct DenyingHooks final : AuthHooks {
+  AuthResult authenticate(const Client& c, const codec::Connect&) override {
+    if (c.client_id() == "bad") return {false, "test says no"};
+    return {};
+  }
+  AuthResult authorize(const Client&, std::string_view topic, AuthAction action, uint8_t, bool) override {
+    if (topic.rfind("secret", 0) == 0) return {false, "secret"};
+    (void)action;
+    return {};
+  }
+  void on_connected(const Client&) override { connected++; }
+  void on_disconnected(const Client&) override { disconnected++; }
+  int connected = 0, disconnected = 0;
+};
+}  // namespace
+
+TEST_CASE("auth hooks: CONNACK 5, SUBACK 0x80 per filter, denied PUBLISH acked but not forwarded") {
+  DenyingHooks hooks;
+  Fixture f({}, &hooks);
+  FakeClient bad(*f.broker, &f.listener);
+  bad.feed(connect_packet("bad"));
+  auto out = bad.take();
+  CHECK(connack_code(out) == 5);
+  CHECK(bad.closed);
+  CHECK(hooks.connected == 0);
+
+  auto sub = f.connect("sub");
+  CHECK(hooks.connected == 1);
+  sub->feed(subscribe_packet(1, {{"secret/x", 1}, {"#", 1}}));
+  out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].body == std::string("\x00\x01\x80\x01", 4));
+
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("secret/x", "no", 1, false, 4));
+  out = pub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kPuback);
+  CHECK(sub->take().empty());
+  CHECK(f.broker->stats().publish_denied == 1);
+  sub->close("x");
+  CHECK(hooks.disconnected == 1);
+}

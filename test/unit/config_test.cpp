@@ -1,0 +1,104 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "config.hpp"
+
+using namespace mqgate;
+
+namespace {
+std::vector<std::string> errors_of(const std::string& text) {
+  std::vector<std::string> errors;
+  auto cfg = parse_config(text, "test.toml", errors);
+  CHECK_MESSAGE(!cfg, "expected the config to be refused");
+  return errors;
+}
+
+bool any_contains(const std::vector<std::string>& errors, const std::string& needle) {
+  for (const auto& e : errors)
+    if (e.find(needle) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
+TEST_CASE("a full config parses, listeners and plugins in file order") {
+  std::vector<std::string> errors;
+  auto cfg = parse_config(R"(
+log_level = "debug"
+sys_interval = 0
+[limits]
+max_packet_size = 2048
+max_inflight_messages = 5
+[listeners.zeta]
+bind = "127.0.0.1:0"
+[listeners.alpha]
+bind = "[::1]:1884"
+max_connections = 10
+plugins = ["b"]
+[plugins.b]
+allow_anonymous = true
+[plugins.a]
+module = "anonymous"
+)",
+                          "test.toml", errors);
+  REQUIRE_MESSAGE(cfg, (errors.empty() ? "" : errors[0]));
+  CHECK(cfg->log_level == log::Level::kDebug);
+  CHECK(cfg->sys_interval == 0);
+  CHECK(cfg->limits.max_packet_size == 2048);
+  CHECK(cfg->limits.max_inflight_messages == 5);
+  CHECK(cfg->limits.max_queued_messages == 1000);
+  REQUIRE(cfg->listeners.size() == 2);
+  CHECK(cfg->listeners[0].name == "zeta");
+  CHECK(cfg->listeners[1].name == "alpha");
+  CHECK(cfg->listeners[1].ipv6);
+  CHECK(cfg->listeners[1].host == "::1");
+  CHECK(cfg->listeners[1].port == 1884);
+  REQUIRE(cfg->listeners[1].plugins);
+  REQUIRE(cfg->plugins.size() == 2);
+  CHECK(cfg->plugins[0].name == "b");
+  CHECK(cfg->plugins[0].module == "b");
+  CHECK(cfg->plugins[1].module == "anonymous");
+  CHECK(cfg->plugins[0].options.contains("allow_anonymous"));
+  CHECK_FALSE(cfg->plugins[1].options.contains("module"));
+}
+
+TEST_CASE("errors name the file, line and key") {
+  auto e = errors_of("log_level = \"loud\"\n[listeners.default]\nbind = \"127.0.0.1:1883\"\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].find("test.toml:1:") == 0);
+  CHECK(e[0].find("log_level") != std::string::npos);
+
+  e = errors_of("[listeners.default]\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_packet_size = \"big\"\n");
+  CHECK(any_contains(e, "test.toml:4:"));
+  CHECK(any_contains(e, "limits.max_packet_size: expected an integer"));
+
+  e = errors_of("[listeners.default]\nbind = \"127.0.0.1:1883\"\nbindd = 1\n");
+  CHECK(any_contains(e, "test.toml:3:1: listeners.default.bindd: unknown key"));
+
+  e = errors_of("[listeners.default]\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_inflight_messages = 0\n");
+  CHECK(any_contains(e, "from 1 to 65535, got 0"));
+
+  e = errors_of("sys_interval = 10\n");
+  CHECK(any_contains(e, "no listener configured"));
+
+  e = errors_of("[listeners.default\nbind = 1\n");
+  CHECK(any_contains(e, "test.toml:1:"));  // a TOML syntax error
+}
+
+TEST_CASE("bind addresses") {
+  for (const char* bad : {"localhost:1883", "127.0.0.1", "127.0.0.1:99999", "[::1:1883", "::1:1883",
+                          "127.0.0.1:-1", "127.0.0.1:"}) {
+    INFO(bad);
+    auto e = errors_of(std::string("[listeners.x]\nbind = \"") + bad + "\"\n");
+    CHECK(any_contains(e, "listeners.x.bind"));
+  }
+  auto e = errors_of("[listeners.x]\nmax_connections = 1\n");
+  CHECK(any_contains(e, "listeners.x.bind: missing"));
+}
+
+TEST_CASE("a listener's plugin list must name configured plugins") {
+  auto e = errors_of("[listeners.x]\nbind = \"127.0.0.1:0\"\nplugins = [\"nope\"]\n");
+  CHECK(any_contains(e, "\"nope\" is not a configured plugin"));
+  e = errors_of("[listeners.x]\nbind = \"127.0.0.1:0\"\nplugins = \"certauth\"\n");
+  CHECK(any_contains(e, "expected an array of strings"));
+}

@@ -1,0 +1,48 @@
+#include <doctest/doctest.h>
+
+#include "fake_client.hpp"
+#include "session.hpp"
+
+using namespace mqgate;
+using namespace mqgate::test;
+
+TEST_CASE("packet identifiers skip those in flight and wrap past 0") {
+  LimitsConfig limits;
+  AllowAllHooks hooks;
+  Broker broker(limits, hooks);
+  ListenerConfig listener;
+  FakeClient client(broker, &listener);
+  Session s("id", false);
+  SessionLimits sl{3, 100};
+  DeliveryStats stats;
+  s.attach(&client, sl, stats);
+  auto msg = Message::create("t", "p", 1, false);
+  for (int i = 0; i < 70000; ++i) {
+    s.deliver(msg, 1, false, sl, 1 << 30, stats);
+    auto out = client.take();
+    REQUIRE(out.size() == 1);
+    REQUIRE(out[0].packet_id != 0);
+    REQUIRE(s.on_puback(out[0].packet_id, stats));
+  }
+  CHECK(s.inflight_count() == 0);
+}
+
+TEST_CASE("QoS 0 is dropped for an offline session and past the backlog limit") {
+  Session s("id", false);
+  DeliveryStats stats;
+  s.deliver_qos0("t", "p", false, 100, stats);
+  CHECK(stats.messages_dropped == 1);
+  SessionLimits sl;
+  s.deliver(Message::create("t", "p", 1, false), 1, false, sl, 100, stats);
+  CHECK(s.queued_count() == 1);
+}
+
+TEST_CASE("subscription list replaces QoS and removes") {
+  Session s("id", true);
+  CHECK(s.add_subscription("a", 0));
+  CHECK_FALSE(s.add_subscription("a", 2));
+  REQUIRE(s.subscriptions().size() == 1);
+  CHECK(s.subscriptions()[0].qos == 2);
+  CHECK(s.remove_subscription("a"));
+  CHECK_FALSE(s.remove_subscription("a"));
+}
