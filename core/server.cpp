@@ -172,8 +172,18 @@ void Server::reload() {
   }
   log::set_level(fresh->log_level);
   LOG_INFO("reload: log_level is %s", log::level_name(fresh->log_level));
+  broker_.set_limits(fresh->limits);
+  if (sys_ && fresh->sys_interval != config_.sys_interval) sys_->set_interval(fresh->sys_interval);
+  bool listeners_changed = fresh->listeners.size() != config_.listeners.size();
+  for (size_t i = 0; !listeners_changed && i < fresh->listeners.size(); ++i)
+    listeners_changed = fresh->listeners[i].name != config_.listeners[i].name ||
+                        fresh->listeners[i].bind != config_.listeners[i].bind;
+  if (listeners_changed)
+    LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
   for (auto& hook : reload_hooks_) hook(*fresh);
   config_.log_level = fresh->log_level;
+  config_.sys_interval = fresh->sys_interval;
+  config_.limits = fresh->limits;
 }
 
 }  // namespace mqgate

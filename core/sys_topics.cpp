@@ -13,7 +13,6 @@ SysTopics::SysTopics(uv_loop_t* loop, Broker& broker, uint32_t interval_s)
     : broker_(broker), started_ms_(uv_now(loop)), loop_(loop) {
   uv_timer_init(loop, &timer_);
   timer_.data = this;
-  broker_.publish_internal("$SYS/broker/version", "mqgate " MQGATE_VERSION, true);
   set_interval(interval_s);
 }
 
@@ -41,6 +40,7 @@ void SysTopics::publish_now() {
     snprintf(text, sizeof text, "%" PRIu64, value);
     broker_.publish_internal(topic, text, true);
   };
+  broker_.publish_internal("$SYS/broker/version", "mqgate " MQGATE_VERSION, true);
   const uint64_t uptime_s = (uv_now(loop_) - started_ms_) / 1000;
   broker_.publish_internal("$SYS/broker/uptime", std::to_string(uptime_s) + " seconds", true);
   put("$SYS/broker/clients/connected", s.clients_connected);
