@@ -66,6 +66,17 @@ class ConnectTest(brokers.MqttTestCase):
         self.assertEqual(c.connect("user-only", username="bob").return_code, 0)
         self.assertOpen(c)
 
+    def test_empty_username_and_password_accepted(self):
+        # Zero-length strings are valid values for both fields.
+        c = self.raw()
+        self.assertEqual(c.connect("empties", username="", password=b"").return_code, 0)
+        self.assertOpen(c)
+
+    def test_maximum_keepalive_accepted(self):
+        c = self.raw()
+        self.assertEqual(c.connect("ka-max", keepalive=65535).return_code, 0)
+        self.assertOpen(c)
+
     def test_client_id_of_23_alphanumerics_accepted(self):
         # [MQTT-3.1.3-5] The Server MUST allow ClientIds which are between 1 and 23 UTF-8
         # encoded bytes in length, and that contain only [0-9a-zA-Z].

@@ -289,6 +289,15 @@ class PublishTest(brokers.MqttTestCase):
         m = s.next_publish()
         self.assertEqual((m.topic, m.payload), (topic, b"deep"))
 
+    def test_longest_possible_topic_name(self):
+        # A UTF-8 string field holds at most 65535 bytes (1.5.3).
+        topic = "m/" + "x" * 65533
+        s = self.sub(topic, 1)
+        p = self.raw_connect("pub")
+        p.publish(topic, b"max", qos=1)
+        m = s.next_publish()
+        self.assertEqual((len(m.topic_bytes), m.payload), (65535, b"max"))
+
     # -- fan-out ------------------------------------------------------------------------
     def test_fan_out_to_many_subscribers(self):
         subs = [self.sub("fan/out", i % 3, f"fan{i}") for i in range(30)]

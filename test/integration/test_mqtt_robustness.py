@@ -68,6 +68,57 @@ class RobustnessTest(brokers.MqttTestCase):
             info.wait_for_publish(5)
             self.assertTrue(info.is_published())
 
+    def test_sigterm_with_busy_clients(self):
+        # The broker stops cleanly (exit 0, no sanitizer report for mqgate) while
+        # clients are connected with in-flight and queued messages.
+        stalled = self.raw_connect("stalled", clean=False)
+        stalled.subscribe([("busy/#", 2)])
+        fast = self.paho("fast")
+        fast.subscribe("busy/#", 1)
+        p = self.raw_connect("pub", will_topic="busy/will", will_payload=b"w")
+        for i in range(50):
+            p.publish("busy/t", b"z" * 1000, qos=1 + i % 2, packet_id=i + 1)
+        half = self.raw_connect("half")
+        half.send(R.publish("busy/t", b"q" * 100, qos=1)[:30])
+        self.broker.close()
+        for c in (stalled, p, half):
+            self.assertClosed(c, timeout=10)
+
+    def test_outgoing_packet_ids_wrap_around_without_zero(self):
+        # More than 65535 QoS 1 messages to one subscriber: the broker's packet ids wrap
+        # and never use 0 [MQTT-2.3.1-1]; nothing is lost or reordered.
+        s = self.raw_connect("wrap-sub")
+        s.subscribe([("wrap", 1)])
+        p = self.raw_connect("wrap-pub")
+        total, batch = 66000, 500
+        seen_ids = set()
+        wrapped = False
+        received = 0
+        for start in range(0, total, batch):
+            p.send(b"".join(R.publish("wrap", str(i).encode(), qos=1,
+                                      packet_id=i % 65535 + 1)
+                            for i in range(start, start + batch)))
+            acks = 0
+            while acks < batch or received < start + batch:
+                if acks < batch:
+                    ack = p.expect(R.PUBACK, timeout=10)
+                    acks += 1
+                while received < start + batch:
+                    try:
+                        m = s.read_packet(0 if acks < batch else 10)
+                    except R.NoPacket:
+                        break
+                    self.assertEqual(m.type, R.PUBLISH)
+                    self.assertNotEqual(m.packet_id, 0, "packet id 0 after wrap")
+                    self.assertEqual(int(m.payload), received, "lost or reordered")
+                    if m.packet_id in seen_ids:
+                        wrapped = True
+                    seen_ids.add(m.packet_id)
+                    s.send(R.puback(m.packet_id))
+                    received += 1
+        self.assertTrue(wrapped or len(seen_ids) < total)
+        self.assertEqual(received, total)
+
     def test_stalled_reader_does_not_stall_others(self):
         # A subscriber that never reads while a publisher floods its topic: other
         # clients (on that topic and on others) keep being served.

@@ -119,6 +119,18 @@ class SessionTest(brokers.MqttTestCase):
         p.publish("up/b", b"b", qos=1, packet_id=2)
         self.assertEqual([m.payload for m in c.read_all(0.5)], [b"b"])
 
+    def test_retained_not_resent_on_session_resume(self):
+        # Retained messages are sent in response to SUBSCRIBE [MQTT-3.3.1-6]; resuming a
+        # session re-sends nothing that was already delivered.
+        p = self.raw_connect("pub")
+        p.publish("resume/r", b"retained", qos=1, retain=True)
+        c = self.persistent("resumer")
+        c.subscribe([("resume/#", 1)])
+        self.assertEqual(c.next_publish().payload, b"retained")
+        self.go_offline(c)
+        c = self.reconnect("resumer")
+        self.assertEqual(c.read_all(0.5), [])
+
     # -- redelivery on reconnect [MQTT-4.4.0-1] ----------------------------------------
     def test_unacked_qos1_redelivered_with_dup_and_same_id(self):
         # [MQTT-4.4.0-1] When a Client reconnects with CleanSession set to 0, both the

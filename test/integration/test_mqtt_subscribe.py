@@ -133,6 +133,16 @@ class SubscribeTest(brokers.MqttTestCase):
                 self.assertEqual((m.payload, m.qos), (f"at{q}".encode(), q))
                 self.assertEqual(c.read_all(0.2), [], "old subscription still active")
 
+    def test_same_filter_twice_in_one_subscribe(self):
+        # Each filter gets its return code; the later one replaces the earlier
+        # [MQTT-3.8.4-3], so there is one subscription, at QoS 2.
+        c = self.raw_connect("twice")
+        self.assertEqual(c.subscribe([("tw", 0), ("tw", 2)]), [0, 2])
+        p = self.raw_connect("pub")
+        p.publish("tw", b"x", qos=2)
+        got = [m for m in c.read_all(0.5) if m.type == R.PUBLISH]
+        self.assertEqual([(m.payload, m.qos) for m in got], [(b"x", 2)])
+
     def test_invalid_topic_filters(self):
         # 4.7.1.2: '#' MUST be the last character and on its own in its level
         # [MQTT-4.7.1-2]; '+' MUST occupy an entire level [MQTT-4.7.1-3]. The broker
