@@ -13,11 +13,20 @@ namespace mqgate::pki {
 
 namespace {
 
-// cxxopts quotes with U+2018/U+2019; keep messages plain ASCII.
-std::string plain_quotes(std::string s) {
-  for (const char* q : {"\u2018", "\u2019"}) {
+// cxxopts says "Option ‘name’ does not exist"; say "option --name does not exist".
+std::string usage_message(std::string s) {
+  const std::string open = "Option \u2018", close = "\u2019";
+  if (s.rfind(open, 0) == 0) {
+    size_t end = s.find(close, open.size());
+    if (end != std::string::npos) {
+      std::string name = s.substr(open.size(), end - open.size());
+      s = "option " + std::string(name.size() == 1 ? "-" : "--") + name +
+          s.substr(end + close.size());
+    }
+  }
+  for (const std::string q : {"\u2018", "\u2019"}) {
     for (size_t pos; (pos = s.find(q)) != std::string::npos;)
-      s.replace(pos, std::string(q).size(), "'");
+      s.replace(pos, q.size(), "'");
   }
   return s;
 }
@@ -38,7 +47,7 @@ int run_tool(const char* tool, int argc, char** argv,
     print_error(e.what());
     return e.exit_code();
   } catch (const cxxopts::exceptions::exception& e) {
-    print_error(plain_quotes(e.what()) + " (see --help)");
+    print_error(usage_message(e.what()) + " (see --help)");
     return kExitUsage;
   } catch (const std::bad_alloc&) {
     print_error("out of memory");
@@ -55,13 +64,15 @@ CommandLine::CommandLine(const std::string& tool, const std::string& description
   options_.set_width(100);
 }
 
-void CommandLine::option(const std::string& name, const std::string& description) {
-  options_.add_options()(name, description, cxxopts::value<std::string>(), "TEXT");
+void CommandLine::option(const std::string& name, const std::string& description,
+                         const std::string& arg) {
+  options_.add_options()(name, description, cxxopts::value<std::string>(), arg);
   single_valued_.push_back(name);
 }
 
-void CommandLine::repeatable(const std::string& name, const std::string& description) {
-  options_.add_options()(name, description, cxxopts::value<std::vector<std::string>>(), "TEXT");
+void CommandLine::repeatable(const std::string& name, const std::string& description,
+                             const std::string& arg) {
+  options_.add_options()(name, description, cxxopts::value<std::vector<std::string>>(), arg);
 }
 
 void CommandLine::flag(const std::string& name, const std::string& description) {
@@ -131,13 +142,15 @@ void add_ca_options(CommandLine& cl) {
 }
 
 void add_key_options(CommandLine& cl) {
-  cl.option("key-type", "key algorithm: rsa or ec (ec = NIST P-256) [default: rsa]");
-  cl.option("key-bits", "RSA key size: 2048, 3072 or 4096 [default: 2048]");
+  cl.option("key-type", "key algorithm: rsa, or ec for NIST P-256 [default: rsa]", "rsa|ec");
+  cl.option("key-bits", "RSA key size: 2048, 3072 or 4096 [default: 2048]", "N");
 }
 
 void add_days_option(CommandLine& cl, unsigned default_days) {
-  cl.option("days", "validity in days, from 1 to " + std::to_string(kMaxDays) +
-                        " [default: " + std::to_string(default_days) + "]");
+  cl.option("days",
+            "validity in days, from 1 to " + std::to_string(kMaxDays) +
+                " [default: " + std::to_string(default_days) + "]",
+            "N");
 }
 
 KeySpec key_spec(const CommandLine& cl) {

@@ -25,10 +25,12 @@ class CommandLine {
  public:
   CommandLine(const std::string& tool, const std::string& description);
 
-  // Declares an option taking a value: `--name TEXT  description`.
-  void option(const std::string& name, const std::string& description);
+  // Declares an option taking a value: `--name ARG  description`.
+  void option(const std::string& name, const std::string& description,
+              const std::string& arg = "TEXT");
   // An option that may be given several times.
-  void repeatable(const std::string& name, const std::string& description);
+  void repeatable(const std::string& name, const std::string& description,
+                  const std::string& arg = "TEXT");
   // An option without a value.
   void flag(const std::string& name, const std::string& description);
 

@@ -45,8 +45,26 @@ void install_signal_cleanup() {
     sigaction(sig, &sa, nullptr);
 }
 
+// Holds back SIGINT/SIGTERM/SIGHUP for a scope, so that the handler sees either no
+// temporary file or a registered one, and a set of renames happens whole.
+class SignalBlock {
+ public:
+  SignalBlock() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP})
+      sigaddset(&set, sig);
+    sigprocmask(SIG_BLOCK, &set, &old_);
+  }
+  ~SignalBlock() { sigprocmask(SIG_SETMASK, &old_, nullptr); }
+  SignalBlock(const SignalBlock&) = delete;
+  SignalBlock& operator=(const SignalBlock&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
 void register_temp(const std::string& path) {
-  install_signal_cleanup();
   if (path.size() >= PATH_MAX) return;
   for (size_t i = 0; i < kMaxTemps; ++i) {
     if (!g_temp_used[i]) {
@@ -222,13 +240,17 @@ size_t OutputSet::add(const std::string& path, mode_t mode) {
   f.mode = mode;
   std::string dir = dir_of(path);
   std::string temp = join_path(dir, "." + base_of(path) + ".tmp-XXXXXX");
-  int fd = mkostemp(temp.data(), O_CLOEXEC);  // mode 0600
-  if (fd < 0) {
-    throw Error("cannot write to directory '" + dir + "': " + errno_message(errno));
+  install_signal_cleanup();
+  {
+    SignalBlock block;
+    int fd = mkostemp(temp.data(), O_CLOEXEC);  // mode 0600
+    if (fd < 0) {
+      throw Error("cannot write to directory '" + dir + "': " + errno_message(errno));
+    }
+    register_temp(temp);
+    f.fd = fd;
+    f.temp = temp;
   }
-  f.fd = fd;
-  f.temp = temp;
-  register_temp(temp);
   files_.push_back(std::move(f));
   return files_.size() - 1;
 }
@@ -260,6 +282,7 @@ void OutputSet::commit() {
   for (const File& f : files_) {
     if (!f.written) throw Error("internal error: '" + f.path + "' was never written");
   }
+  SignalBlock block;  // all renames, or (on failure) none kept: see discard()
   for (File& f : files_) {
     int ret = overwrite_ ? rename(f.temp.c_str(), f.path.c_str())
                          : rename_noreplace(f.temp.c_str(), f.path.c_str());

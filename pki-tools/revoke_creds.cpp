@@ -27,10 +27,11 @@ int main(int argc, char** argv) {
     CommandLine cl("revoke_creds",
                    "Revoke certificates issued by the CA: add their serials to the CA's "
                    "certificate revocation list (CRL), creating it if missing, and sign it anew.");
-    cl.repeatable("cert", "certificate file to revoke (repeatable) [required unless --refresh]");
+    cl.repeatable("cert", "certificate file to revoke (repeatable) [required unless --refresh]",
+                  "FILE");
     add_ca_options(cl);
     cl.option("crl", "CRL file to update or create. [default: ca.crl]");
-    cl.option("days", "days until the CRL's next update, from 1 to 3650 [default: 30]");
+    cl.option("days", "days until the CRL's next update, from 1 to 3650 [default: 30]", "N");
     cl.flag("refresh",
             "re-sign the CRL with new dates and number without revoking anything (creates an "
             "empty CRL if missing)");

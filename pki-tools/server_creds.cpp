@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     add_output_options(cl);
     add_ca_options(cl);
     cl.repeatable("san-dns", "extra DNS subject alternative name (repeatable)");
-    cl.repeatable("san-ip", "extra IP address subject alternative name (repeatable)");
+    cl.repeatable("san-ip", "extra IP address subject alternative name (repeatable)", "ADDRESS");
     add_key_options(cl);
     add_days_option(cl, 365);
     cl.parse(argc, argv);
@@ -47,8 +47,12 @@ int main(int argc, char** argv) {
     // The CN names the server: a DNS name, or an IP address for IP-only deployments.
     if (Bytes ip = parse_ip_address(cn); !ip.empty()) {
       add_unique(req.alt_names, AltName::ip_address(std::move(ip)));
-    } else {
+    } else if (is_dns_name(cn, true)) {
       add_unique(req.alt_names, AltName::dns(normalize_dns_name("--cn", cn, true)));
+    } else {
+      throw UsageError("--cn '" + cn +
+                       "' is neither a DNS name nor an IP address (it becomes the certificate's "
+                       "subject alternative name)");
     }
     for (const std::string& name : cl.values("san-dns")) {
       add_unique(req.alt_names, AltName::dns(normalize_dns_name("--san-dns", name, true)));
