@@ -380,6 +380,33 @@ class QueueLimitTest(brokers.MqttTestCase):
             self.assertEqual([m.payload for m in more], [expected])
             inflight += more
 
+    def test_out_of_order_acks_free_the_window(self):
+        c = self.raw_connect("ooo")
+        c.subscribe([("ooo", 1)])
+        p = self.raw_connect("pub")
+        for i in range(5):
+            p.publish("ooo", str(i).encode(), qos=1, packet_id=i + 1)
+        first = c.read_all(0.5)
+        self.assertEqual([m.payload for m in first], [b"0", b"1"])
+        c.send(R.puback(first[1].packet_id))  # the second one first
+        self.assertEqual(c.next_publish(ack=False).payload, b"2")
+        c.send(R.puback(first[0].packet_id))
+        self.assertEqual(c.next_publish(ack=False).payload, b"3")
+
+    def test_bogus_puback_does_not_open_the_window(self):
+        c = self.raw_connect("bogus")
+        c.subscribe([("bogus", 1)])
+        p = self.raw_connect("pub")
+        for i in range(4):
+            p.publish("bogus", str(i).encode(), qos=1, packet_id=i + 1)
+        first = c.read_all(0.5)
+        self.assertEqual(len(first), 2)
+        used = {m.packet_id for m in first}
+        bogus = next(i for i in range(1000, 2000) if i not in used)
+        c.send(R.puback(bogus))
+        self.assertEqual([x for x in c.read_all(0.4) if x.type == R.PUBLISH], [],
+                         "a PUBACK for an unknown id freed a window slot")
+
     def test_qos2_inflight_until_pubcomp(self):
         c = self.raw_connect("window2")
         c.subscribe([("win2", 2)])
