@@ -239,7 +239,11 @@ size_t OutputSet::add(const std::string& path, mode_t mode) {
   f.path = path;
   f.mode = mode;
   std::string dir = dir_of(path);
-  std::string temp = join_path(dir, "." + base_of(path) + ".tmp-XXXXXX");
+  // Built by appending: GCC 12 -O3 warns falsely (-Wrestrict) on "." + std::string&&.
+  std::string temp_name = ".";
+  temp_name += base_of(path);
+  temp_name += ".tmp-XXXXXX";
+  std::string temp = join_path(dir, temp_name);
   install_signal_cleanup();
   {
     SignalBlock block;
