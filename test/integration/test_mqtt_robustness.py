@@ -54,6 +54,26 @@ class RobustnessTest(brokers.MqttTestCase):
         got = [m.payload for m in watch.read_all(0.5) if m.type == R.PUBLISH]
         self.assertEqual(got, [b"fine"])
 
+    def test_reset_while_broker_has_backlog_for_the_client(self):
+        # A reader stops reading while the broker is sending it a large backlog, then
+        # resets the connection: the broker drops that client's state cleanly.
+        watch = self.raw_connect("watch")
+        watch.subscribe([("backlog/end", 1)])
+        for round_ in range(5):
+            slow = self.raw()
+            slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.send(R.connect(f"slow{round_}", clean=round_ % 2 == 0)
+                      + R.subscribe(1, [("backlog/#", round_ % 3)]))
+            time.sleep(0.1)
+            p = self.raw_connect("pub")
+            for i in range(30):
+                p.publish("backlog/x", b"b" * 50000, qos=i % 3, packet_id=i + 1)
+            slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            slow.close()
+            p.publish("backlog/end", str(round_).encode(), qos=1, packet_id=99)
+            self.assertEqual(watch.next_publish().payload, str(round_).encode())
+            p.disconnect()
+
     def test_burst_of_qos1_messages_all_delivered_in_order(self):
         s = self.raw_connect("burst-sub")
         s.subscribe([("burst", 1)])

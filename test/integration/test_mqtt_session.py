@@ -270,6 +270,61 @@ class SessionTest(brokers.MqttTestCase):
             self.assertClosed(old)
         self.assertOpen(conns[-1])
 
+    def test_no_qos1_loss_across_repeated_takeovers(self):
+        # A persistent QoS 1 subscriber whose connection is replaced every few messages,
+        # leaving the last message of each connection unacknowledged: every message
+        # still arrives at least once (duplicates allowed, and only with DUP=1).
+        p = self.raw_connect("pub")
+        c = self.persistent("hopper")
+        c.subscribe([("hop", 1)])
+        received = []
+        n, per = 60, 6
+        for start in range(0, n, per):
+            for i in range(start, start + per):
+                p.publish("hop", str(i).encode(), qos=1, packet_id=i % 1000 + 1)
+            # read what this connection gets; ack all but the last one
+            got = []
+            while True:
+                try:
+                    got.append(c.next_publish(timeout=0.3, ack=False))
+                except (R.NoPacket, R.ConnectionClosed):
+                    break
+            for m in got[:-1]:
+                c.send(R.puback(m.packet_id))
+            received += got
+            nxt = self.persistent("hopper", expect_session_present=True)
+            self.assertClosed(c)
+            c = nxt
+        received += [c.next_publish(timeout=0.5) for _ in range(1)]
+        received += [m for m in c.read_all(0.5) if m.type == R.PUBLISH]
+        payloads = [int(m.payload) for m in received]
+        self.assertEqual(sorted(set(payloads)), list(range(n)), "QoS 1 message lost")
+        first_seen = set()
+        for m in received:
+            v = int(m.payload)
+            if v in first_seen:
+                self.assertTrue(m.dup, f"duplicate of {v} without DUP=1")
+            first_seen.add(v)
+
+    def test_takeover_of_a_stalled_connection(self):
+        # The old connection has a large unsent backlog (more than the socket buffers
+        # hold) when it is taken over.
+        old = self.raw()
+        old.send(R.connect("stalled-id", clean=False) + R.subscribe(1, [("st/#", 1)]))
+        time.sleep(0.2)
+        p = self.raw_connect("pub")
+        for i in range(60):
+            p.publish("st/x", bytes([i]) * 200000, qos=1 if i % 2 else 0, packet_id=i + 1)
+        new = self.persistent("stalled-id", expect_session_present=True)
+        self.assertClosed(old, timeout=10)
+        p.publish("st/after", b"after", qos=1, packet_id=100)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = new.next_publish(timeout=10)
+            if m.topic == "st/after":
+                break
+        self.assertEqual(m.payload, b"after")
+
     def test_paho_persistent_session(self):
         sub = self.paho("paho-persist", clean_session=False)
         sub.subscribe("pp/#", 2)

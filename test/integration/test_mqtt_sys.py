@@ -130,14 +130,32 @@ class SysTest(brokers.MqttTestCase):
         s.subscribe([(f"sc/{i}", 0) for i in range(5)])
         self.wait_value(c, "$SYS/broker/subscriptions/count", lambda v: v >= base + 5)
 
-    def test_retained_count_grows(self):
+    def test_subscription_count_shrinks(self):
+        t = "$SYS/broker/subscriptions/count"
+        c = self.sys_watcher([t])
+        base = self.wait_value(c, t, lambda v: v >= 1)
+        s = self.raw_connect("unsubscriber")
+        s.subscribe([(f"sc/{i}", 0) for i in range(6)])
+        self.wait_value(c, t, lambda v: v == base + 6)
+        s.send(R.unsubscribe(2, ["sc/0", "sc/1"]))
+        s.expect(R.UNSUBACK)
+        self.wait_value(c, t, lambda v: v == base + 4)
+        s.close()  # clean session: its subscriptions go away with the connection
+        self.wait_value(c, t, lambda v: v == base)
+
+    def test_retained_count_grows_and_shrinks(self):
+        # (Mosquitto counts its own retained $SYS topics too, and adds some of them
+        # lazily, so only relative changes are checked.)
         t = "$SYS/broker/retained messages/count"
         c = self.sys_watcher([t])
         base = self.wait_value(c, t, lambda v: True)
         p = self.raw_connect("ret-pub")
-        for i in range(3):
+        for i in range(5):
             p.publish(f"rc/{i}", b"keep", qos=1, retain=True, packet_id=i + 1)
-        self.wait_value(c, t, lambda v: v >= base + 3)
+        peak = self.wait_value(c, t, lambda v: v >= base + 5)
+        for i in range(3):
+            p.publish(f"rc/{i}", b"", qos=1, retain=True, packet_id=10 + i)
+        self.wait_value(c, t, lambda v: v <= peak - 3)
 
     def test_sys_not_matched_by_leading_wildcards(self):
         # [MQTT-4.7.2-1] "#" and "+/..." do not match $SYS topics ...
