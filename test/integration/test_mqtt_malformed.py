@@ -233,6 +233,15 @@ class MalformedTest(brokers.MqttTestCase):
                 p.disconnect()
                 self.watch.next_publish()
 
+    def test_nothing_processed_after_disconnect(self):
+        # 3.14.4: on DISCONNECT the Server closes the connection; a PUBLISH the client
+        # (wrongly, [MQTT-3.14.4-2]) sent behind it in the same segment is not routed.
+        c = self.offender("leaver")
+        c.send(R.disconnect() + R.publish("probe/after-disconnect", b"x", qos=1))
+        self.assertClosed(c)
+        self.assertEqual([p.type for p in c.discarded], [])
+        self.assertEqual(self.watch.read_all(0.3), [])
+
     # -- framing ------------------------------------------------------------------------
     def test_packets_sent_byte_by_byte(self):
         # TCP is a byte stream: a packet split into 1-byte segments is still parsed.

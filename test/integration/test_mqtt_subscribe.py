@@ -73,6 +73,16 @@ class SubscribeTest(brokers.MqttTestCase):
                 self.assertEqual(sorted(got), sorted(expected))
                 self.assertEqual(len(got), len(set(got)), "duplicate delivery")
 
+    def test_topics_compared_byte_for_byte(self):
+        # No Unicode normalisation (4.7.3): U+00E9 and "e" + U+0301 are different topics.
+        c = self.raw_connect("nfc")
+        c.subscribe([("caf\u00e9", 1)])
+        p = self.raw_connect("pub")
+        p.publish("cafe\u0301", b"decomposed", qos=1)
+        p.publish("caf\u00e9", b"composed", qos=1, packet_id=2)
+        p.publish("CAF\u00c9", b"upper", qos=1, packet_id=3)
+        self.assertEqual([m.payload for m in c.read_all(0.3)], [b"composed"])
+
     def test_dollar_topics_not_matched_by_leading_wildcards(self):
         # [MQTT-4.7.2-1] The Server MUST NOT match Topic Filters starting with a
         # wildcard character (# or +) with Topic Names beginning with a $ character.

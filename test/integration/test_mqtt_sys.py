@@ -103,6 +103,27 @@ class SysTest(brokers.MqttTestCase):
             e.disconnect()
         self.wait_value(c, "$SYS/broker/clients/connected", lambda v: v == base)
 
+    def test_clients_connected_bookkeeping(self):
+        # Takeovers do not leak a connection; abrupt closes and refused CONNECTs are
+        # accounted for; two empty client ids are two clients.
+        t = "$SYS/broker/clients/connected"
+        c = self.sys_watcher([t])
+        base = self.wait_value(c, t, lambda v: v >= 1)
+        a = self.raw_connect("same")
+        b = self.raw_connect("same", clean=False)  # takes over a
+        self.assertClosed(a)
+        e1 = self.raw_connect("")
+        e2 = self.raw_connect("")
+        refused = self.raw()
+        refused.send(R.connect("", clean=False))
+        refused.expect(R.CONNACK)
+        self.wait_value(c, t, lambda v: v == base + 3)
+        b.close()  # abrupt
+        e1.disconnect()
+        self.wait_value(c, t, lambda v: v == base + 1)
+        e2.close()
+        self.wait_value(c, t, lambda v: v == base)
+
     def test_message_and_byte_counters_grow(self):
         topics = ["$SYS/broker/messages/received", "$SYS/broker/messages/sent",
                   "$SYS/broker/bytes/received", "$SYS/broker/bytes/sent"]
