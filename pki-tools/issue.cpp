@@ -130,12 +130,10 @@ void make_credentials(const CredentialRequest& req) {
   out.write(crt_file, to_pem(der, "CERTIFICATE"));
   out.commit();
 
-  ParsedCertificate crt;
-  crt.parse_der(der);
   std::printf("wrote %s (%s private key, mode 0600)\n", out.path(key_file).c_str(),
               key.describe().c_str());
   std::printf("wrote %s (%s; serial %s; valid until %s)\n", out.path(crt_file).c_str(),
-              req.subject.to_string().c_str(), serial_hex({crt->serial.p, crt->serial.len}).c_str(),
+              req.subject.to_string().c_str(), serial_hex(*serial).c_str(),
               human_time(not_after).c_str());
 }
 

@@ -72,19 +72,15 @@ std::string PrivateKey::to_pem() {
 }
 
 std::string PrivateKey::describe() const {
-  return describe_key(pk_);
-}
-
-std::string describe_key(const mbedtls_pk_context& pk) {
-  if (mbedtls_pk_can_do(&pk, MBEDTLS_PK_RSA)) {
-    return "RSA " + std::to_string(mbedtls_pk_get_bitlen(&pk));
+  if (mbedtls_pk_can_do(&pk_, MBEDTLS_PK_RSA)) {
+    return "RSA " + std::to_string(mbedtls_pk_get_bitlen(&pk_));
   }
-  if (mbedtls_pk_can_do(&pk, MBEDTLS_PK_ECKEY)) {
+  if (mbedtls_pk_can_do(&pk_, MBEDTLS_PK_ECKEY)) {
     const mbedtls_ecp_curve_info* info =
-        mbedtls_ecp_curve_info_from_grp_id(mbedtls_pk_ec(pk)->grp.id);
+        mbedtls_ecp_curve_info_from_grp_id(mbedtls_pk_ec(pk_)->grp.id);
     return std::string("EC ") + (info ? info->name : "unknown curve");
   }
-  return mbedtls_pk_get_name(&pk);
+  return mbedtls_pk_get_name(&pk_);
 }
 
 }  // namespace mqgate::pki

@@ -37,7 +37,7 @@ class PrivateKey {
   // PEM as mbedTLS writes it: "RSA PRIVATE KEY" (PKCS#1) or "EC PRIVATE KEY" (SEC1).
   std::string to_pem();
 
-  // "RSA 2048" or "EC P-256".
+  // "RSA 2048" or "EC secp256r1".
   std::string describe() const;
 
   mbedtls_pk_context* get() { return &pk_; }
@@ -45,8 +45,5 @@ class PrivateKey {
  private:
   mbedtls_pk_context pk_;
 };
-
-// "RSA 2048", "EC P-384"... for any public or private key.
-std::string describe_key(const mbedtls_pk_context& pk);
 
 }  // namespace mqgate::pki

@@ -4,7 +4,7 @@
 // Validators throw UsageError with a message that names the option and the problem.
 #pragma once
 
-#include <mbedtls/x509.h>
+#include <mbedtls/asn1.h>
 
 #include <string>
 #include <string_view>

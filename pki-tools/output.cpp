@@ -20,15 +20,21 @@ namespace {
 
 constexpr off_t kMaxInputSize = 4 << 20;  // certificates, keys and CRLs are far smaller
 
-// Temporary files to remove if the process is interrupted. Signal handlers may only use
+// What to remove if the process is interrupted: the temporary files, then the
+// directories the run created, deepest first. Signal handlers may only make
 // async-signal-safe calls, so the paths live in fixed buffers.
-constexpr size_t kMaxTemps = 8;
-std::array<char[PATH_MAX], kMaxTemps> g_temp_paths;
-volatile sig_atomic_t g_temp_used[kMaxTemps];
+enum : sig_atomic_t { kFree = 0, kTempFile = 1, kCreatedDir = 2 };
+constexpr size_t kMaxCleanup = 16;
+std::array<char[PATH_MAX], kMaxCleanup> g_cleanup_paths;
+volatile sig_atomic_t g_cleanup_kind[kMaxCleanup];
 
 void on_fatal_signal(int sig) {
-  for (size_t i = 0; i < kMaxTemps; ++i) {
-    if (g_temp_used[i]) unlink(g_temp_paths[i]);
+  for (size_t i = 0; i < kMaxCleanup; ++i) {
+    if (g_cleanup_kind[i] == kTempFile) unlink(g_cleanup_paths[i]);
+  }
+  // Directories take the first slots, parents before children.
+  for (size_t i = kMaxCleanup; i-- > 0;) {
+    if (g_cleanup_kind[i] == kCreatedDir) rmdir(g_cleanup_paths[i]);
   }
   signal(sig, SIG_DFL);
   raise(sig);
@@ -45,8 +51,8 @@ void install_signal_cleanup() {
     sigaction(sig, &sa, nullptr);
 }
 
-// Holds back SIGINT/SIGTERM/SIGHUP for a scope, so that the handler sees either no
-// temporary file or a registered one, and a set of renames happens whole.
+// Holds back SIGINT/SIGTERM/SIGHUP for a scope, so that the handler sees either no new
+// file or directory or a registered one, and a set of renames happens whole.
 class SignalBlock {
  public:
   SignalBlock() {
@@ -64,20 +70,21 @@ class SignalBlock {
   sigset_t old_;
 };
 
-void register_temp(const std::string& path) {
+// Call with the signals blocked (SignalBlock).
+void register_cleanup(const std::string& path, sig_atomic_t kind) {
   if (path.size() >= PATH_MAX) return;
-  for (size_t i = 0; i < kMaxTemps; ++i) {
-    if (!g_temp_used[i]) {
-      std::memcpy(g_temp_paths[i], path.c_str(), path.size() + 1);
-      g_temp_used[i] = 1;
+  for (size_t i = 0; i < kMaxCleanup; ++i) {
+    if (g_cleanup_kind[i] == kFree) {
+      std::memcpy(g_cleanup_paths[i], path.c_str(), path.size() + 1);
+      g_cleanup_kind[i] = kind;
       return;
     }
   }
 }
 
-void unregister_temp(const std::string& path) {
-  for (size_t i = 0; i < kMaxTemps; ++i) {
-    if (g_temp_used[i] && path == g_temp_paths[i]) g_temp_used[i] = 0;
+void unregister_cleanup(const std::string& path) {
+  for (size_t i = 0; i < kMaxCleanup; ++i) {
+    if (g_cleanup_kind[i] != kFree && path == g_cleanup_paths[i]) g_cleanup_kind[i] = kFree;
   }
 }
 
@@ -192,17 +199,20 @@ void OutputSet::discard() {
     f.fd = -1;
     if (!f.temp.empty()) {
       unlink(f.temp.c_str());
-      unregister_temp(f.temp);
+      unregister_cleanup(f.temp);
     }
     // A file already renamed into place is only taken back if it was new.
     if (f.committed && !overwrite_) unlink(f.path.c_str());
   }
-  for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it)
+  for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it) {
     rmdir(it->c_str());
+    unregister_cleanup(*it);
+  }
 }
 
 void OutputSet::create_directory(const std::string& dir) {
   if (dir.empty()) return;
+  install_signal_cleanup();
   // Walk the path from the top, creating each missing component.
   size_t pos = 0;
   while (pos != std::string::npos) {
@@ -217,9 +227,12 @@ void OutputSet::create_directory(const std::string& dir) {
       }
       continue;
     }
-    if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) {
+    SignalBlock block;
+    if (mkdir(part.c_str(), 0755) != 0) {
+      if (errno == EEXIST) continue;  // made by someone else meanwhile
       throw Error("cannot create output directory '" + dir + "': " + errno_message(errno));
     }
+    register_cleanup(part, kCreatedDir);
     created_dirs_.push_back(part);
   }
 }
@@ -251,7 +264,7 @@ size_t OutputSet::add(const std::string& path, mode_t mode) {
     if (fd < 0) {
       throw Error("cannot write to directory '" + dir + "': " + errno_message(errno));
     }
-    register_temp(temp);
+    register_cleanup(temp, kTempFile);
     f.fd = fd;
     f.temp = temp;
   }
@@ -297,10 +310,12 @@ void OutputSet::commit() {
       }
       throw Error("cannot write '" + f.path + "': " + errno_message(err));
     }
-    unregister_temp(f.temp);
+    unregister_cleanup(f.temp);
     f.temp.clear();
     f.committed = true;
   }
+  for (const std::string& d : created_dirs_)
+    unregister_cleanup(d);
   std::vector<std::string> dirs;
   for (const File& f : files_) {
     std::string d = dir_of(f.path);

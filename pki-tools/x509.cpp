@@ -1,7 +1,6 @@
 #include "x509.hpp"
 
 #include <mbedtls/asn1write.h>
-#include <mbedtls/ecdsa.h>
 #include <mbedtls/md.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pem.h>
@@ -15,6 +14,9 @@ namespace mqgate::pki {
 
 // --- time -------------------------------------------------------------------------------
 
+namespace {
+
+// "YYYYMMDDhhmmss" in UTC.
 std::string x509_time_string(std::time_t t) {
   struct tm tm {};
   gmtime_r(&t, &tm);
@@ -22,6 +24,8 @@ std::string x509_time_string(std::time_t t) {
   strftime(buf, sizeof buf, "%Y%m%d%H%M%S", &tm);
   return buf;
 }
+
+}  // namespace
 
 std::string human_time(std::time_t t) {
   struct tm tm {};
@@ -76,6 +80,13 @@ std::string serial_hex(ByteView serial) {
     out += hex[serial[i] & 15];
   }
   return out;
+}
+
+std::string serial_hex(const mbedtls_mpi& serial) {
+  Bytes bytes(mbedtls_mpi_size(&serial));
+  check_mbedtls(mbedtls_mpi_write_binary(&serial, bytes.data(), bytes.size()),
+                "cannot write the serial");
+  return serial_hex(bytes);
 }
 
 // --- extensions -----------------------------------------------------------------------

@@ -21,8 +21,6 @@ namespace mqgate::pki {
 
 inline constexpr long kSecondsPerDay = 86400;
 
-// "YYYYMMDDhhmmss" in UTC.
-std::string x509_time_string(std::time_t t);
 // "2026-11-27 04:19:00 UTC" for messages.
 std::string human_time(std::time_t t);
 std::time_t to_time_t(const mbedtls_x509_time& t);
@@ -35,8 +33,9 @@ void write_x509_time(DerWriter& w, std::time_t t);
 // from the DRBG): unpredictable and within RFC 5280's 20-octet limit.
 void random_serial(mbedtls_mpi& serial, Random& rng);
 
-// "4F:3A:..." like openssl shows serials.
+// "4F:3A:..." like openssl shows serials: from DER INTEGER content, or from a number.
 std::string serial_hex(ByteView serial);
+std::string serial_hex(const mbedtls_mpi& serial);
 
 // An owned mbedtls_mpi.
 class Mpi {

@@ -172,10 +172,12 @@ class CaCredsTest(PkiTestCase):
     def test_interrupted_run_leaves_nothing(self):
         # The temporary files exist while the (slow) RSA-4096 key is generated; SIGTERM
         # then must remove them and leave no output behind.
-        proc = subprocess.Popen([pki_tool("ca_creds"), *SEED_ARGS, "--key-bits", "4096"],
+        # The output directory it created goes too.
+        proc = subprocess.Popen([pki_tool("ca_creds"), *SEED_ARGS, "--key-bits", "4096",
+                                 "--output-dir", "new/ca"],
                                 cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
-        while not any(".tmp-" in n for n in os.listdir(self.tmp)):
+        while not any(".tmp-" in n for n in dir_listing(self.tmp)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 proc.communicate()
