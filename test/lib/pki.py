@@ -52,9 +52,9 @@ class PkiError(AssertionError):
     """A tool or openssl command failed; the message carries its output."""
 
 
-def _run(cmd, cwd=None, check=True, timeout=TIMEOUT_S, input=None):
+def _run(cmd, cwd=None, check=True, timeout=TIMEOUT_S, input=None, preexec_fn=None):
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       input=input)
+                       input=input, preexec_fn=preexec_fn)
     if check and p.returncode != 0:
         raise PkiError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
     return p
@@ -66,6 +66,33 @@ def run_tool(name, *args, cwd=None, check=True, timeout=TIMEOUT_S):
     """Runs one of ca_creds, server_creds, device_creds, revoke_creds (or pki_check).
     Returns the CompletedProcess (text); with check, raises PkiError on a non-zero exit."""
     return _run([pki_tool(name), *map(str, args)], cwd=cwd, check=check, timeout=timeout)
+
+
+NOBODY = 65534
+
+
+def _drop_to_nobody():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def run_tool_unprivileged(name, *args, cwd):
+    """Runs a tool as user nobody when the tests run as root (root writes anywhere, so
+    permission errors need another user). The binary is run from a copy in a fresh
+    world-readable directory, in case the build directory is not readable by nobody; cwd
+    and the files the tool reads must be. Returns the CompletedProcess, unchecked."""
+    if os.geteuid() != 0:
+        return run_tool(name, *args, cwd=cwd, check=False)
+    bindir = tempfile.mkdtemp(prefix="mqgate-pki-bin-")
+    try:
+        os.chmod(bindir, 0o755)
+        exe = os.path.join(bindir, name)
+        shutil.copy(pki_tool(name), exe)
+        os.chmod(exe, 0o755)
+        return _run([exe, *map(str, args)], cwd=cwd, check=False, preexec_fn=_drop_to_nobody)
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def _common(key_type, days, output_dir, force):

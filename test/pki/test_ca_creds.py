@@ -7,7 +7,8 @@ import time
 
 from mqgate_test import pki_tool
 from pki import (PkiTestCase, cert_dates, dir_listing, file_mode, openssl, openssl_verify,
-                 run_tool, serial_of, subject_of, x509_extensions, x509_text)
+                 run_tool, run_tool_unprivileged, serial_of, subject_of, x509_extensions,
+                 x509_text)
 
 SEED_ARGS = ["--country", "US", "--state", "NY", "--locality", "NY", "--org-name",
              "My Org's Name", "--cn", "my.domain.name"]
@@ -15,11 +16,6 @@ SEED_SUBJECT = "C = US, ST = NY, L = NY, O = My Org's Name, CN = my.domain.name"
 EC_ARGS = ["--country", "us", "--state", "Bavaria", "--locality", "München",
            "--org-name", "Ünïcode, Inc.", "--cn", "EC test CA", "--key-type", "ec"]
 UTC = datetime.timezone.utc
-
-
-def nobody():
-    os.setgid(65534)
-    os.setuid(65534)
 
 
 class CaCredsTest(PkiTestCase):
@@ -253,15 +249,11 @@ class CaCredsTest(PkiTestCase):
         out = os.path.join(self.tmp, "locked")
         os.mkdir(out, 0o555)
         os.chmod(self.tmp, 0o755)
-        # Root writes anywhere: drop to nobody to meet a directory we may not write.
-        p = subprocess.run([pki_tool("ca_creds"), *EC_ARGS, "--output-dir", out],
-                           capture_output=True, text=True, timeout=60,
-                           preexec_fn=nobody if os.geteuid() == 0 else None)
+        p = run_tool_unprivileged("ca_creds", *EC_ARGS, "--output-dir", out, cwd=self.tmp)
         self.assertToolFails(p, "ca_creds", 1, f"'{out}'", "Permission denied")
         self.assertEqual(dir_listing(self.tmp), ["locked"])
 
-        p = subprocess.run([pki_tool("ca_creds"), *EC_ARGS, "--output-dir", out + "/new"],
-                           capture_output=True, text=True, timeout=60,
-                           preexec_fn=nobody if os.geteuid() == 0 else None)
+        p = run_tool_unprivileged("ca_creds", *EC_ARGS, "--output-dir", out + "/new",
+                                  cwd=self.tmp)
         self.assertToolFails(p, "ca_creds", 1, "cannot create output directory", "new")
         self.assertEqual(dir_listing(self.tmp), ["locked"])

@@ -2,23 +2,17 @@
 import datetime
 import os
 import shutil
-import subprocess
 
-from mqgate_test import pki_tool
 from pki import (Creds, PkiTestCase, cert_dates, dir_listing, file_mode, issuer_of, make_ca,
                  make_device, make_server, openssl, openssl_ca, openssl_intermediate,
-                 openssl_verify, run_tool, serial_of, subject_of, x509_extensions, x509_text)
+                 openssl_verify, run_tool, run_tool_unprivileged, serial_of, subject_of,
+                 x509_extensions, x509_text)
 
 ORG = "My Org's Name"
 UTC = datetime.timezone.utc
 SERVER_ARGS = ["--country", "US", "--org-name", ORG, "--cn", "my.domain.name"]
 DEVICE_ARGS = ["--country", "US", "--org-name", ORG, "--device-id", "myUniqueDeviceId",
                "--uri", "my.domain.name"]
-
-
-def nobody():
-    os.setgid(65534)
-    os.setuid(65534)
 
 
 class IssueCredsTest(PkiTestCase):
@@ -405,11 +399,10 @@ class IssueCredsTest(PkiTestCase):
         out = os.path.join(self.tmp, "locked")
         os.mkdir(out, 0o555)
         os.chmod(self.tmp, 0o755)
-        p = subprocess.run([pki_tool("device_creds"), "--country", "US", "--org-name", "O",
-                            "--device-id", "d1", "--uri", "example.com", "--output-dir", out,
-                            "--ca-key", "ca/ca.key", "--ca-crt", "ca/ca.crt"],
-                           cwd=self.tmp, capture_output=True, text=True, timeout=60,
-                           preexec_fn=nobody if os.geteuid() == 0 else None)
+        p = run_tool_unprivileged("device_creds", "--country", "US", "--org-name", "O",
+                                  "--device-id", "d1", "--uri", "example.com", "--output-dir",
+                                  out, "--ca-key", "ca/ca.key", "--ca-crt", "ca/ca.crt",
+                                  cwd=self.tmp)
         self.assertToolFails(p, "device_creds", 1, f"cannot write to directory '{out}'",
                              "Permission denied")
         self.assertEqual(os.listdir(out), [])
