@@ -139,6 +139,23 @@ class RobustnessTest(brokers.MqttTestCase):
         self.assertTrue(wrapped or len(seen_ids) < total)
         self.assertEqual(received, total)
 
+    def test_stalled_qos1_subscriber_does_not_block_publisher(self):
+        # A QoS 1 subscriber that never acks: its window and queue fill up and further
+        # messages for it are dropped, but the publisher's QoS 1 flow keeps completing
+        # and a healthy subscriber gets everything.
+        stalled = self.raw_connect("stalled-q1")
+        stalled.subscribe([("q1flood", 1)])
+        healthy = self.paho("healthy")
+        healthy.subscribe("q1flood", 1)
+        p = self.paho("q1-flooder")
+        n = 2500
+        infos = [p.c.publish("q1flood", str(i).encode(), 1) for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(20)
+            self.assertTrue(info.is_published(), "publisher blocked by a stalled subscriber")
+        got = [int(m.payload) for m in healthy.get_n(n, timeout=20)]
+        self.assertEqual(got, list(range(n)))
+
     def test_stalled_reader_does_not_stall_others(self):
         # A subscriber that never reads while a publisher floods its topic: other
         # clients (on that topic and on others) keep being served.

@@ -171,6 +171,22 @@ class SessionTest(brokers.MqttTestCase):
         c.ack(again)
         self.assertEqual(c.read_all(0.5), [])
 
+    def test_redelivered_retained_message_keeps_retain_flag(self):
+        # A retained message sent in response to SUBSCRIBE (RETAIN=1) and not
+        # acknowledged is re-sent on reconnect as the same packet: DUP=1, same id,
+        # RETAIN still 1.
+        p = self.raw_connect("pub")
+        p.publish("rr/t", b"ret", qos=1, retain=True)
+        c = self.persistent("rr")
+        c.subscribe([("rr/t", 1)])
+        first = c.next_publish(ack=False)
+        self.assertTrue(first.retain)
+        c.close()
+        c = self.reconnect("rr")
+        again = c.next_publish(ack=False)
+        self.assertEqual((again.payload, again.packet_id, again.dup, again.retain),
+                         (b"ret", first.packet_id, True, True))
+
     def test_qos2_in_pubrel_state_resumed_with_pubrel(self):
         c = self.persistent("resume-rel")
         c.subscribe([("rd/rel", 2)])
