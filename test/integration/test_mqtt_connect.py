@@ -54,6 +54,27 @@ class ConnectTest(brokers.MqttTestCase):
         m = c.next_publish()
         self.assertEqual((m.topic, m.payload), ("v31/t", b"hello 3.1"))
 
+    def test_mqisdp_empty_client_id_rc2(self):
+        # MQTT 3.1 requires a client id of 1-23 characters: an empty one is rejected
+        # with CONNACK 2 whatever the clean session flag.
+        c = self.raw()
+        c.send(R.connect("", clean=True, proto_name="MQIsdp", proto_level=3))
+        self.assertRefusedWithCode(c, 2)
+
+    def test_paho_mqtt_3_1_client(self):
+        import paho.mqtt.client as mqtt
+        c = brokers.PahoClient(self.broker.host, self.broker.port, "paho31")
+        c.c = mqtt.Client(client_id="paho31", protocol=mqtt.MQTTv31,
+                          reconnect_on_failure=False)
+        c.c.on_connect, c.c.on_message = c._on_connect, c._on_message
+        c.c.on_subscribe, c.c.on_disconnect = c._on_subscribe, c._on_disconnect
+        self._clients.append(c)
+        rc, _ = c.connect()
+        self.assertEqual(rc, 0)
+        self.assertEqual(c.subscribe("v31/paho", 2), [2])
+        c.publish("v31/paho", b"three one", qos=2)
+        self.assertEqual(c.get().payload, b"three one")
+
     def test_username_and_password_accepted_anonymous_broker(self):
         # No authentication configured: credentials are accepted and ignored.
         c = self.raw()

@@ -228,6 +228,18 @@ class WillTest(brokers.MqttTestCase):
         w.next_publish()
         self.assertEqual(w.read_all(0.5), [])
 
+    def test_will_published_on_session_takeover(self):
+        # mqgate (like Mosquitto) treats the connection closed by a takeover as a
+        # close without DISCONNECT: its will is published.
+        w = self.watcher()
+        a = self.raw_connect("taken", will_topic="will/taken", will_payload=b"replaced")
+        b = self.raw_connect("taken")
+        self.assertClosed(a)
+        m = w.next_publish()
+        self.assertEqual((m.topic, m.payload), ("will/taken", b"replaced"))
+        b.disconnect()
+        self.assertEqual(w.read_all(0.3), [], "the new connection has no will")
+
     def test_will_not_published_for_a_refused_connection(self):
         # CONNACK rc != 0: no session, so no will either.
         w = self.watcher()

@@ -402,6 +402,13 @@ class PacketSizeTest(brokers.MqttTestCase):
         other.publish("size/under", payload, qos=1)
         self.assertEqual(s.next_publish(timeout=10).payload, payload)
 
+    def test_oversized_packet_refused_on_its_header(self):
+        # Only the fixed header of a 2 MB PUBLISH is sent: the broker closes at once
+        # instead of waiting for (and buffering) the body.
+        c = self.raw_connect("header-only")
+        c.send(bytes([0x30]) + R.encode_remaining_length(2 * 1024 * 1024))
+        self.assertClosed(c, timeout=5)
+
     def test_exactly_max_packet_size_accepted(self):
         b = self.start_broker(sys_interval=0, max_packet_size=1000)
         s = self.raw_connect("sub", broker=b)

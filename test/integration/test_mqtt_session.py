@@ -478,6 +478,21 @@ class QueueLimitTest(brokers.MqttTestCase):
         self.assertEqual([x for x in c.read_all(0.4) if x.type == R.PUBLISH], [],
                          "a PUBACK for an unknown id freed a window slot")
 
+    @skip_if_mosquitto("Mosquitto 2.0.11 logs 'Reloading config.' on SIGHUP but keeps "
+                       "the old max_inflight_messages, although its manual says it is "
+                       "reloaded (not an MQTT spec matter)")
+    def test_sighup_reload_changes_the_window(self):
+        # [limits] are re-read on SIGHUP (mqgate and Mosquitto): a window of 4 applies
+        # to the next subscriber.
+        self.broker.reload(max_inflight_messages=4)
+        time.sleep(0.5)
+        c = self.raw_connect("reloaded")
+        c.subscribe([("rl", 1)])
+        p = self.raw_connect("pub")
+        for i in range(8):
+            p.publish("rl", str(i).encode(), qos=1, packet_id=i + 1)
+        self.assertEqual([m.payload for m in c.read_all(0.5)], [b"0", b"1", b"2", b"3"])
+
     def test_qos2_inflight_until_pubcomp(self):
         c = self.raw_connect("window2")
         c.subscribe([("win2", 2)])

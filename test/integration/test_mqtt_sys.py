@@ -198,6 +198,33 @@ class SysOffTest(brokers.MqttTestCase):
         c.subscribe([("$SYS/#", 0)])
         self.assertEqual(c.read_all(1.5), [])
 
+    def test_sighup_reload_turns_sys_on(self):
+        # sys_interval is re-read on SIGHUP (mqgate and Mosquitto).
+        c = self.raw_connect("reload")
+        c.subscribe([("$SYS/broker/uptime", 0)])
+        self.assertEqual(c.read_all(1.0), [])
+        self.broker.reload(sys_interval=1)
+        m = c.next_publish(timeout=5)
+        self.assertEqual(m.topic, "$SYS/broker/uptime")
+        self.assertOpen(c, "clients survive a reload")
+
+
+class SysDroppedTest(brokers.MqttTestCase):
+    broker_settings = {"sys_interval": 1, "max_inflight_messages": 2,
+                       "max_queued_messages": 3}
+
+    def test_dropped_messages_counted(self):
+        t = "$SYS/broker/publish/messages/dropped"
+        c = self.raw_connect("watch")
+        c.subscribe([(t, 0)])
+        base = SysTest.wait_value(self, c, t, lambda v: True)
+        stalled = self.raw_connect("stalled")
+        stalled.subscribe([("drop/me", 1)])
+        p = self.raw_connect("pub")
+        for i in range(10):  # 2 in flight + 3 queued, 5 dropped
+            p.publish("drop/me", b"x", qos=1, packet_id=i + 1)
+        SysTest.wait_value(self, c, t, lambda v: v == base + 5)
+
 
 if __name__ == "__main__":
     unittest.main()

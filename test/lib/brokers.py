@@ -102,6 +102,7 @@ class MosquittoBroker:
 
     def __init__(self, workdir, settings, timeout=10.0):
         self.dir = workdir
+        self.settings = settings
         self.host = "::1" if settings["ipv6"] else "127.0.0.1"
         self.log_path = os.path.join(workdir, "mosquitto.log")
         self.proc = None
@@ -139,6 +140,9 @@ class MosquittoBroker:
             "log_timestamp_format %H:%M:%S",
             f"sys_interval {s['sys_interval']}",
         ]
+        if os.geteuid() == 0:
+            # stay root: the temp dir (0700) must stay readable for SIGHUP reloads
+            lines.append("user root")
         if s["log_level"] == "debug":
             lines.append("log_type all")
         elif s["log_level"] == "info":
@@ -153,6 +157,13 @@ class MosquittoBroker:
         if s["max_queued_messages"] is not None:
             lines.append(f"max_queued_messages {s['max_queued_messages']}")
         return "\n".join(lines) + "\n"
+
+    def reload(self, **changes):
+        """Rewrites the config with `changes` and sends SIGHUP (a config reload)."""
+        self.settings = dict(self.settings, **changes)
+        with open(os.path.join(self.dir, "mosquitto.conf"), "w") as f:
+            f.write(self._config(self.settings))
+        self.proc.send_signal(signal.SIGHUP)
 
     def log(self):
         try:
@@ -178,6 +189,13 @@ class MqgateBroker:
 
     def __init__(self, workdir, settings, timeout=10.0):
         self.dir = workdir
+        self.settings = settings
+        self.impl = mqgate_test.Broker(self._config(settings), workdir=workdir, timeout=timeout)
+        self.port = self.impl.port("default")
+        self.host = "::1" if settings["ipv6"] else "127.0.0.1"
+
+    @staticmethod
+    def _config(settings):
         limits = []
         for key in ("max_packet_size", "max_inflight_messages", "max_queued_messages",
                     "max_client_id_length"):
@@ -189,9 +207,14 @@ class MqgateBroker:
         if limits:
             config += "\n[limits]\n" + "\n".join(limits) + "\n"
         config += f'\n[listeners.default]\nbind = "{bind}"\n'
-        self.impl = mqgate_test.Broker(config, workdir=workdir, timeout=timeout)
-        self.port = self.impl.port("default")
-        self.host = "::1" if settings["ipv6"] else "127.0.0.1"
+        return config
+
+    def reload(self, **changes):
+        """Rewrites the config with `changes` and sends SIGHUP (a config reload)."""
+        self.settings = dict(self.settings, **changes)
+        with open(self.impl.config_path, "w") as f:
+            f.write(self._config(self.settings))
+        self.impl.signal(signal.SIGHUP)
 
     def log(self):
         return self.impl.log()
