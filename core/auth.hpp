@@ -18,19 +18,23 @@ enum class AuthAction : uint8_t { kPublish, kSubscribe };
 struct AuthResult {
   bool allowed = true;
   std::string reason;  // why (for the log); names the deciding plugin when there is one
+  // authenticate() only: a client id a plugin assigns to a client that sent an empty
+  // one (e.g. the device id from its certificate). Empty: keep the generated id.
+  std::string assigned_client_id;
 };
 
 class AuthHooks {
  public:
   virtual ~AuthHooks() = default;
-  // Called once per CONNECT, before any session state changes.
+  // Called once per CONNECT, before any session state changes. The client's id is
+  // already set (generated when the CONNECT's was empty).
   virtual AuthResult authenticate(const Client& client, const codec::Connect& connect) = 0;
   // Called per PUBLISH (including wills and retained deliveries) and per SUBSCRIBE filter.
   virtual AuthResult authorize(const Client& client, std::string_view topic, AuthAction action,
                                uint8_t qos, bool retain) = 0;
   // Notifications.
-  virtual void on_connected(const Client& client) = 0;
-  virtual void on_disconnected(const Client& client) = 0;
+  virtual void on_connected(const Client& client, bool session_present) = 0;
+  virtual void on_disconnected(const Client& client, const char* reason) = 0;
 };
 
 // Allows everything; used when no plugin is configured.
@@ -40,8 +44,8 @@ class AllowAllHooks final : public AuthHooks {
   AuthResult authorize(const Client&, std::string_view, AuthAction, uint8_t, bool) override {
     return {};
   }
-  void on_connected(const Client&) override {}
-  void on_disconnected(const Client&) override {}
+  void on_connected(const Client&, bool) override {}
+  void on_disconnected(const Client&, const char*) override {}
 };
 
 }  // namespace mqgate

@@ -4,6 +4,7 @@
 #include <cinttypes>
 
 #include "codec/encoder.hpp"
+#include "codec/utf8.hpp"
 
 namespace mqgate {
 
@@ -144,6 +145,16 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
                    ("not authorised: " + auth.reason).c_str());
     return;
   }
+  if (!auth.assigned_client_id.empty() && c.client_id.empty()) {
+    if (auth.assigned_client_id.size() > limits_.max_client_id_length ||
+        !codec::is_valid_mqtt_utf8(auth.assigned_client_id)) {
+      refuse_connect(client, ConnackCode::kIdentifierRejected,
+                     "the client id an auth plugin assigned is not valid UTF-8 or too long");
+      return;
+    }
+    id = auth.assigned_client_id;
+    client.set_client_id(id);
+  }
   if (c.will) client.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
 
   Session* session = sessions_->find(id);
@@ -174,7 +185,7 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
              client.username() ? ", username " : "",
              client.username() ? log::quote(*client.username(), 64).c_str() : "");
   session->attach(&client, session_limits_, stats_.delivery);
-  hooks_.on_connected(client);
+  hooks_.on_connected(client, present);
 }
 
 void Broker::on_closed(Client& client, const char* reason) {
@@ -192,7 +203,8 @@ void Broker::on_closed(Client& client, const char* reason) {
   session->detach();
   if (session->clean()) destroy_session(session);
   stats_.clients_connected--;
-  hooks_.on_disconnected(client);
+  hooks_.on_disconnected(client, reason);
+  client.clear_plugin_data();
   CLIENT_LOG(log::Level::kInfo, client, "disconnected (%s)", reason);
 }
 

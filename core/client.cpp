@@ -7,6 +7,30 @@
 
 namespace mqgate {
 
+void Client::set_plugin_data(const void* plugin, void* data, void (*free_fn)(void*)) {
+  for (auto& slot : plugin_slots_) {
+    if (slot.plugin != plugin) continue;
+    if (slot.free_fn && slot.data != data) slot.free_fn(slot.data);
+    slot.data = data;
+    slot.free_fn = free_fn;
+    return;
+  }
+  plugin_slots_.push_back({plugin, data, free_fn});
+}
+
+void* Client::plugin_data(const void* plugin) const {
+  for (const auto& slot : plugin_slots_)
+    if (slot.plugin == plugin) return slot.data;
+  return nullptr;
+}
+
+void Client::clear_plugin_data() {
+  std::vector<PluginSlot> slots;
+  slots.swap(plugin_slots_);
+  for (auto& slot : slots)
+    if (slot.free_fn) slot.free_fn(slot.data);
+}
+
 void client_log(log::Level level, const Client& client, const char* format, ...) {
   char message[1536];
   va_list ap;

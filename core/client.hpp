@@ -19,7 +19,12 @@ struct ListenerConfig;
 
 // What a TLS transport learned from the handshake; empty for plain connections.
 struct TlsPeerInfo {
+  struct CertView {  // layout of the plugin ABI's mqgate_cert
+    const uint8_t* der;
+    size_t der_len;
+  };
   std::vector<std::string> chain_der;  // verified peer chain, leaf first (DER)
+  std::vector<CertView> chain;         // views of chain_der
   std::string version;                 // e.g. "TLSv1.2"
   std::string cipher;                  // IANA/mbedTLS suite name
 };
@@ -34,7 +39,7 @@ class Client {
 
   Client(const ListenerConfig* listener, std::string peer)
       : listener_(listener), peer_(std::move(peer)) {}
-  virtual ~Client() = default;
+  virtual ~Client() { clear_plugin_data(); }
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
@@ -60,6 +65,12 @@ class Client {
   bool graceful = false;  // DISCONNECT received: no will
   MessagePtr will;        // published on an abnormal close
   Session* session = nullptr;
+
+  // --- plugin data: one slot per plugin instance (mqgate_host_api.client_set_data) --
+  void set_plugin_data(const void* plugin, void* data, void (*free_fn)(void*));
+  void* plugin_data(const void* plugin) const;
+  // Frees every slot; done when the client goes away.
+  void clear_plugin_data();
 
   // --- output -------------------------------------------------------------------------
   // Packets are encoded straight into this buffer; the transport writes it out once
@@ -92,6 +103,12 @@ class Client {
   std::string username_;
   bool has_username_ = false;
   std::unique_ptr<TlsPeerInfo> tls_;
+  struct PluginSlot {
+    const void* plugin;
+    void* data;
+    void (*free_fn)(void*);
+  };
+  std::vector<PluginSlot> plugin_slots_;
 };
 
 }  // namespace mqgate

@@ -253,9 +253,7 @@ void read_plugin(const std::string& name, const toml::table& t, const std::strin
   p.path = c.string("path").value_or("");
   if (!valid_name(p.module))
     c.error_at(t.source(), "module", "a module name must be 1-64 letters, digits, '-' or '_'");
-  p.options = t;
-  p.options.erase("module");
-  p.options.erase("path");
+  p.table = &t;
   // The remaining keys belong to the plugin, which checks them in its init.
 }
 
@@ -263,7 +261,8 @@ void read_plugin(const std::string& name, const toml::table& t, const std::strin
 
 std::optional<Config> parse_config(std::string_view text, const std::string& path,
                                    std::vector<std::string>& errors) {
-  toml::table root;
+  auto document = std::make_shared<toml::table>();
+  toml::table& root = *document;
   try {
     root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
@@ -290,6 +289,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     TableChecker lc(*listeners, "listeners.", path, errors);
     for (auto& [name, t] : tables_in_file_order(*listeners, lc, "listeners")) {
       ListenerConfig l;
+      l.index = cfg.listeners.size();
       read_listener(name, *t, path, l, errors);
       cfg.listeners.push_back(std::move(l));
     }
@@ -302,6 +302,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     TableChecker pc(*plugins, "plugins.", path, errors);
     for (auto& [name, t] : tables_in_file_order(*plugins, pc, "plugins")) {
       PluginConfig p;
+      p.document = document;
       read_plugin(name, *t, path, p, errors);
       cfg.plugins.push_back(std::move(p));
     }

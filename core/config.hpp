@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct LimitsConfig {
 
 struct ListenerConfig {
   std::string name;
+  size_t index = 0;  // position in Config::listeners
   std::string bind;  // as written, for messages
   std::string host;  // IPv4 or IPv6 literal
   uint16_t port = 0;
@@ -39,8 +41,12 @@ struct PluginConfig {
   std::string name;  // the instance name: [plugins.<name>]
   std::string module;  // the .so to load: `module` key, default: the instance name
   std::string path;    // explicit file, overrides plugin_dir lookup
-  toml::table options;  // the whole table, minus the keys the host consumes
+  // The plugin's table (inside `document`, which keeps it and its source positions
+  // alive). The host's keys (`module`, `path`) are not the plugin's options.
+  std::shared_ptr<const toml::table> document;
+  const toml::table* table = nullptr;
   int line = 0;
+  static bool is_host_key(std::string_view key) { return key == "module" || key == "path"; }
 };
 
 struct Config {

@@ -70,7 +70,6 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   auto* self = static_cast<Connection*>(stream->data);
   if (nread > 0) {
     self->server_.broker().stats().bytes_received += static_cast<uint64_t>(nread);
-    self->last_rx_ms = self->server_.now_ms();
     self->process(std::string_view(buf->base, static_cast<size_t>(nread)));
     return;
   }
@@ -142,7 +141,9 @@ bool Connection::dispatch(const codec::FixedHeader& header, std::string_view pac
     server_.broker().on_decode_error(*this, err, &header, &decoded);
     return false;
   }
-  server_.broker().on_packet(*this, decoded, server_.now_ms());
+  // Keep-alive counts whole control packets [MQTT-3.1.2-24]: trickled bytes don't.
+  last_rx_ms = server_.now_ms();
+  server_.broker().on_packet(*this, decoded, last_rx_ms);
   return !closing_;
 }
 

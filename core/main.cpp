@@ -10,6 +10,7 @@
 #include "auth.hpp"
 #include "config.hpp"
 #include "log.hpp"
+#include "plugin_host.hpp"
 #include "server.hpp"
 #include "version.hpp"
 
@@ -54,13 +55,27 @@ int main(int argc, char** argv) {
     return 1;
   }
   mqgate::log::set_level(config->log_level);
-  if (args.count("check-config")) {
+  const bool check_only = args.count("check-config") > 0;
+  if (check_only && config->log_level > mqgate::log::Level::kWarning)
+    mqgate::log::set_level(mqgate::log::Level::kWarning);
+
+  // Plugins are loaded (and their options checked by their init) before anything
+  // listens; --check-config does the same, then unloads them.
+  mqgate::PluginHost plugins;
+  if (!plugins.load(*config, errors)) {
+    for (const auto& e : errors) std::fprintf(stderr, "mqgate: %s\n", e.c_str());
+    std::fprintf(stderr, "mqgate: a plugin could not be loaded; not started\n");
+    return 1;
+  }
+  if (check_only) {
+    plugins.unload();
     std::printf("%s: configuration is valid\n", path.c_str());
     return 0;
   }
 
-  mqgate::AllowAllHooks hooks;
-  mqgate::Server server(std::move(*config), hooks);
+  mqgate::Server server(std::move(*config), plugins);
+  server.on_reload([&plugins](const mqgate::Config& fresh) { plugins.reload(fresh); });
+  server.on_tick([&plugins](uint64_t now) { plugins.tick(now); });
   LOG_INFO("mqgate %s starting with %s", MQGATE_VERSION, path.c_str());
   if (!server.start()) {
     LOG_ERROR("not started");

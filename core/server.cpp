@@ -127,6 +127,10 @@ void Server::sweep() {
     }
     c = next;
   }
+  if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
+    last_tick_ms_ = now;
+    for (auto& hook : tick_hooks_) hook(now);
+  }
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {
     for (Connection* c = connections_; c != nullptr; c = c->next) c->force_close();
     uv_stop(&loop_);

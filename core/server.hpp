@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,9 @@ class Server {
   // Reload hook: later subsystems (TLS material, plugins) register here.
   using ReloadHook = std::function<void(const Config& new_config)>;
   void on_reload(ReloadHook hook) { reload_hooks_.push_back(std::move(hook)); }
+  // Called about once a second with the loop time.
+  using TickHook = std::function<void(uint64_t now_ms)>;
+  void on_tick(TickHook hook) { tick_hooks_.push_back(std::move(hook)); }
 
  private:
   static constexpr size_t kReadBufferSize = 64 * 1024;
@@ -70,6 +74,8 @@ class Server {
   Connection* connections_ = nullptr;  // all live connections (intrusive list)
   std::vector<Connection*> dirty_;     // connections with output to flush
   std::vector<ReloadHook> reload_hooks_;
+  std::vector<TickHook> tick_hooks_;
+  uint64_t last_tick_ms_ = 0;
   uv_signal_t sigint_, sigterm_, sighup_;
   uv_check_t check_;
   uv_timer_t sweep_timer_;

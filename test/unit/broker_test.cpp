@@ -345,16 +345,16 @@ TEST_CASE("keep-alive and connect timeouts") {
 namespace {
 struct DenyingHooks final : AuthHooks {
   AuthResult authenticate(const Client& c, const codec::Connect&) override {
-    if (c.client_id() == "bad") return {false, "test says no"};
+    if (c.client_id() == "bad") return {false, "test says no", ""};
     return {};
   }
   AuthResult authorize(const Client&, std::string_view topic, AuthAction action, uint8_t, bool) override {
-    if (topic.rfind("secret", 0) == 0) return {false, "secret"};
+    if (topic.rfind("secret", 0) == 0) return {false, "secret", ""};
     (void)action;
     return {};
   }
-  void on_connected(const Client&) override { connected++; }
-  void on_disconnected(const Client&) override { disconnected++; }
+  void on_connected(const Client&, bool) override { connected++; }
+  void on_disconnected(const Client&, const char*) override { disconnected++; }
   int connected = 0, disconnected = 0;
 };
 }  // namespace

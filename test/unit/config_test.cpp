@@ -58,8 +58,8 @@ module = "anonymous"
   CHECK(cfg->plugins[0].name == "b");
   CHECK(cfg->plugins[0].module == "b");
   CHECK(cfg->plugins[1].module == "anonymous");
-  CHECK(cfg->plugins[0].options.contains("allow_anonymous"));
-  CHECK_FALSE(cfg->plugins[1].options.contains("module"));
+  CHECK(cfg->plugins[0].table->contains("allow_anonymous"));
+  CHECK(PluginConfig::is_host_key("module"));
 }
 
 TEST_CASE("errors name the file, line and key") {

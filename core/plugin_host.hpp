@@ -1,0 +1,62 @@
+// The plugin host knows .so files: it loads the plugin instances the configuration
+// names, agrees an ABI version with each, runs their init, and asks them -- in
+// configuration order, per listener -- whether clients may connect, publish and
+// subscribe (as the broker's AuthHooks). It also forwards the connected,
+// disconnected, reload and tick events.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "auth.hpp"
+#include "config.hpp"
+#include "mqgate_plugin.h"
+
+// The ABI's opaque plugin handle, defined in plugin_instance.hpp.
+struct mqgate_plugin;
+
+namespace mqgate {
+
+class PluginHost final : public AuthHooks {
+ public:
+  PluginHost();
+  ~PluginHost() override;
+  PluginHost(const PluginHost&) = delete;
+  PluginHost& operator=(const PluginHost&) = delete;
+
+  // Loads and initialises every [plugins.*] instance, then builds each listener's
+  // chain. On failure returns false with one message per problem in `errors`; every
+  // instance loaded so far is shut down again.
+  bool load(const Config& config, std::vector<std::string>& errors);
+  // Shuts every instance down and unloads them (also done by the destructor).
+  void unload();
+
+  // SIGHUP: hands each instance its re-read table.
+  void reload(const Config& config);
+  // Once a second.
+  void tick(uint64_t now_ms);
+
+  size_t instance_count() const;
+
+  // AuthHooks
+  AuthResult authenticate(const Client& client, const codec::Connect& connect) override;
+  AuthResult authorize(const Client& client, std::string_view topic, AuthAction action,
+                       uint8_t qos, bool retain) override;
+  void on_connected(const Client& client, bool session_present) override;
+  void on_disconnected(const Client& client, const char* reason) override;
+
+  // The plugin directory used when a plugin has no `path` and the configuration no
+  // `plugin_dir`: the installed one, or the build tree's when running from it.
+  static std::string default_plugin_dir();
+
+ private:
+  struct Chain;
+  const Chain& chain_for(const Client& client) const;
+  std::vector<std::unique_ptr<mqgate_plugin>> instances_;
+  std::vector<std::unique_ptr<Chain>> chains_;  // indexed by ListenerConfig::index
+  std::unique_ptr<Chain> empty_chain_;
+};
+
+}  // namespace mqgate

@@ -1,0 +1,56 @@
+// Internal to the plugin host: what it knows about one loaded plugin instance, and
+// the host API table it hands to plugins. Not part of the plugin ABI.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "mqgate_plugin.h"
+
+// The ABI's opaque mqgate_plugin handle is this struct.
+struct mqgate_plugin {
+  std::string name;    // instance name: [plugins.<name>]
+  std::string module;  // module name (file stem)
+  std::string file;    // the .so that was loaded
+  std::string config_file;
+  int config_line = 0;
+  void* dl = nullptr;
+  int abi_version = 0;
+  void* instance = nullptr;  // what init stored
+  bool in_init = false;      // register_event is allowed only then
+  bool initialised = false;
+  mqgate_event_cb callbacks[MQGATE_EVT_TICK + 1] = {};
+  void (*shutdown)(void*) = nullptr;
+};
+
+// The ABI's opaque mqgate_options handle: a plugin's TOML table.
+struct mqgate_options {
+  const toml::table* table = nullptr;
+  std::shared_ptr<const toml::table> document;  // keeps `table` alive
+  std::string file;    // the configuration file, for opt_location
+  int table_line = 0;  // where [plugins.<name>] starts
+  std::vector<std::string> keys;  // in file order
+  mutable std::vector<std::unique_ptr<std::string>> scratch;  // strings handed out
+};
+
+namespace mqgate::detail {
+
+// The host API table (one for the process; it never changes after start-up).
+const mqgate_host_api* host_api();
+
+// Builds the options view of a plugin's table (keys in file order).
+std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const std::string& file);
+
+// Loads `config`'s .so, agrees on the ABI version and runs init. On failure returns
+// nullptr with `error` naming the plugin, the file and the reason.
+std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& config, const Config& broker_config,
+                                           const std::string& default_dir, std::string& error);
+// Runs shutdown (if init succeeded) and unloads the .so.
+void unload_plugin(mqgate_plugin& plugin);
+
+// Takes ownership of a string a plugin allocated with api->mprintf / strdup.
+std::string take_plugin_string(char*& s);
+
+}  // namespace mqgate::detail
