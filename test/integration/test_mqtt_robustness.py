@@ -29,6 +29,40 @@ class RobustnessTest(brokers.MqttTestCase):
             m = c.next_publish(timeout=10)
             self.assertEqual(m.payload, b"hello crowd", f"client {i}")
 
+    def test_very_deep_topics_do_not_crash_the_broker(self):
+        # Topics and filters with thousands of levels (a 65535-byte topic of '/'s has
+        # 65536 levels): the broker may refuse them by closing that connection
+        # (Mosquitto does beyond ~200 levels) or route them, but must not crash.
+        watch = self.raw_connect("watch-all")
+        watch.subscribe([("#", 0)])
+
+        def attempt(fn):
+            try:
+                fn()
+                return "ok"
+            except R.ConnectionClosed:
+                return "closed"
+
+        for depth in (300, 5000, 65534):
+            with self.case(depth=depth):
+                topic = "/" * depth + "x"
+                s = self.raw_connect("deep-sub")
+                attempt(lambda: s.subscribe([("/".join(["+"] * min(depth, 30000)), 0),
+                                             ("/" * depth + "#", 0)]))
+                p = self.raw_connect("deep-pub")
+                attempt(lambda: p.publish(topic, b"deep", qos=1, retain=True))
+                late = self.raw_connect("deep-late")
+                attempt(lambda: late.subscribe([("#", 0), ("+/#", 0)]))
+                watch.read_all(0.2)
+                # the broker is alive and still routing
+                ok = self.raw_connect("ok-pub")
+                ok.publish("alive/check", str(depth).encode(), qos=1)
+                got = [m.payload for m in watch.read_all(0.3)
+                       if m.type == R.PUBLISH and m.topic == "alive/check"]
+                self.assertEqual(got, [str(depth).encode()])
+                for c in (s, p, late, ok):
+                    c.close()
+
     def test_connect_disconnect_churn(self):
         for i in range(300):
             c = self.raw()
