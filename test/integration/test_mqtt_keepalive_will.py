@@ -61,6 +61,16 @@ class KeepAliveTest(brokers.MqttTestCase):
             c.expect(R.PINGRESP)
         self.assertOpen(c)
 
+    def test_keepalive_grace_of_one_and_a_half(self):
+        # A client may be up to 1.5 x its keep-alive between packets: PINGREQ every
+        # 1.2 s with keep-alive 1 s must not be cut off.
+        c = self.raw_connect("graceful", keepalive=1)
+        for _ in range(3):
+            time.sleep(1.2)
+            c.send(R.pingreq())
+            c.expect(R.PINGRESP)
+        self.assertOpen(c)
+
     def test_any_control_packet_resets_keepalive(self):
         c = self.raw_connect("busy", keepalive=1)
         deadline = time.monotonic() + 3.0

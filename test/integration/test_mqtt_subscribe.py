@@ -251,6 +251,12 @@ class SubscribeTest(brokers.MqttTestCase):
         p.publish("x/b", b"still", qos=1)
         self.assertEqual(c.next_publish().payload, b"still")
 
+    def test_unsubscribe_empty_filter_closed(self):
+        # [MQTT-4.7.3-1] Topic Filters MUST be at least one character long.
+        c = self.raw_connect("unsub-empty")
+        c.send(R.unsubscribe(1, [""]))
+        self.assertClosed(c)
+
     def test_unsubscribe_without_payload_closed(self):
         # [MQTT-3.10.3-2] The Payload of an UNSUBSCRIBE packet MUST contain at least one
         # Topic Filter. An UNSUBSCRIBE packet with no payload is a protocol violation.
