@@ -338,7 +338,9 @@ class PahoClient:
             try:
                 out.append(self.messages.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
-                raise AssertionError(f"got {len(out)} of {n} messages within {timeout}s: {out}")
+                shown = out if len(out) <= 10 else out[:3] + ["..."] + out[-5:]
+                raise AssertionError(f"got {len(out)} of {n} messages within {timeout}s: "
+                                     f"{shown}")
         return out
 
     def drain(self, wait=0.5):
