@@ -85,7 +85,7 @@ class RobustnessTest(brokers.MqttTestCase):
             c.close()
         p = self.raw_connect("after")
         p.publish("rst/ok", b"fine", qos=1)
-        got = [m.payload for m in watch.read_all(0.5) if m.type == R.PUBLISH]
+        got = [m.payload for m in watch.read_all(0.5, first=5) if m.type == R.PUBLISH]
         self.assertEqual(got, [b"fine"])
 
     def test_reset_while_broker_has_backlog_for_the_client(self):

@@ -117,7 +117,7 @@ class SessionTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         p.publish("up/a", b"a", qos=1)
         p.publish("up/b", b"b", qos=1, packet_id=2)
-        self.assertEqual([m.payload for m in c.read_all(0.5)], [b"b"])
+        self.assertEqual([m.payload for m in c.read_all(0.5, first=5)], [b"b"])
 
     def test_retained_not_resent_on_session_resume(self):
         # Retained messages are sent in response to SUBSCRIBE [MQTT-3.3.1-6]; resuming a
@@ -422,7 +422,7 @@ class QueueLimitTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         for i in range(5):
             p.publish("win", str(i).encode(), qos=1, packet_id=i + 1)
-        first = c.read_all(0.5)
+        first = c.read_all(0.5, first=5)
         self.assertEqual([m.payload for m in first], [b"0", b"1"],
                          "max_inflight_messages=2 unacknowledged PUBLISHes")
         c.send(R.puback(first[0].packet_id))
@@ -443,7 +443,7 @@ class QueueLimitTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         for i in range(6):
             p.publish("win1", str(i).encode(), qos=1, packet_id=i + 1)
-        inflight = c.read_all(0.5)
+        inflight = c.read_all(0.5, first=5)
         self.assertEqual(len(inflight), 2)
         for expected in (b"2", b"3", b"4", b"5"):
             c.send(R.puback(inflight.pop(0).packet_id))
@@ -457,7 +457,7 @@ class QueueLimitTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         for i in range(5):
             p.publish("ooo", str(i).encode(), qos=1, packet_id=i + 1)
-        first = c.read_all(0.5)
+        first = c.read_all(0.5, first=5)
         self.assertEqual([m.payload for m in first], [b"0", b"1"])
         c.send(R.puback(first[1].packet_id))  # the second one first
         self.assertEqual(c.next_publish(ack=False).payload, b"2")
@@ -470,7 +470,7 @@ class QueueLimitTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         for i in range(4):
             p.publish("bogus", str(i).encode(), qos=1, packet_id=i + 1)
-        first = c.read_all(0.5)
+        first = c.read_all(0.5, first=5)
         self.assertEqual(len(first), 2)
         used = {m.packet_id for m in first}
         bogus = next(i for i in range(1000, 2000) if i not in used)
@@ -491,7 +491,7 @@ class QueueLimitTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         for i in range(8):
             p.publish("rl", str(i).encode(), qos=1, packet_id=i + 1)
-        self.assertEqual([m.payload for m in c.read_all(0.5)], [b"0", b"1", b"2", b"3"])
+        self.assertEqual([m.payload for m in c.read_all(0.5, first=5)], [b"0", b"1", b"2", b"3"])
 
     def test_qos2_inflight_until_pubcomp(self):
         c = self.raw_connect("window2")
@@ -499,10 +499,10 @@ class QueueLimitTest(brokers.MqttTestCase):
         p = self.raw_connect("pub")
         for i in range(4):
             p.publish("win2", str(i).encode(), qos=2, packet_id=i + 1)
-        first = c.read_all(0.5)
+        first = c.read_all(0.5, first=5)
         self.assertEqual([m.payload for m in first], [b"0", b"1"])
         c.send(R.pubrec(first[0].packet_id))
-        self.assertEqual([x.type for x in c.read_all(0.3)], [R.PUBREL],
+        self.assertEqual([x.type for x in c.read_all(0.3, first=5)], [R.PUBREL],
                          "a message awaiting PUBCOMP is still in flight")
         c.send(R.pubcomp(first[0].packet_id))
         self.assertEqual(c.next_publish(ack=False).payload, b"2")

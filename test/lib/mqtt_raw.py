@@ -301,12 +301,13 @@ class RawClient:
             raise AssertionError(f"expected {NAMES[ptype]}, got {p!r}")
         return p
 
-    def read_all(self, timeout=0.5):
-        """Reads packets until none arrives for `timeout` seconds (or the peer closes)."""
+    def read_all(self, timeout=0.5, first=None):
+        """Reads packets until none arrives for `timeout` seconds (or the peer closes).
+        `first`: wait that long for the first packet (when at least one is expected)."""
         out = []
         while True:
             try:
-                out.append(self.read_packet(timeout))
+                out.append(self.read_packet(first if (first and not out) else timeout))
             except (NoPacket, ConnectionClosed):
                 return out
 
