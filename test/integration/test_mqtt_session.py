@@ -131,6 +131,29 @@ class SessionTest(brokers.MqttTestCase):
         c = self.reconnect("resumer")
         self.assertEqual(c.read_all(0.5), [])
 
+    def test_session_kept_after_keepalive_timeout(self):
+        # A persistent client dropped for keep-alive keeps its session: messages
+        # published meanwhile are waiting when it comes back.
+        c = self.persistent("dozy", keepalive=1)
+        c.subscribe([("dozy/#", 1)])
+        self.assertTrue(c.closed_by_peer(10.0), "not dropped for keep-alive")
+        p = self.raw_connect("pub")
+        p.publish("dozy/x", b"while you slept", qos=1)
+        c = self.reconnect("dozy")
+        self.assertEqual(c.next_publish().payload, b"while you slept")
+
+    def test_will_queued_for_offline_persistent_subscriber(self):
+        s = self.persistent("heir")
+        s.subscribe([("testament/#", 2)])
+        self.go_offline(s)
+        d = self.raw_connect("dying", will_topic="testament/x", will_payload=b"all yours",
+                             will_qos=2)
+        d.close()
+        time.sleep(0.2)
+        s = self.reconnect("heir")
+        m = s.next_publish()
+        self.assertEqual((m.topic, m.payload, m.qos), ("testament/x", b"all yours", 2))
+
     # -- redelivery on reconnect [MQTT-4.4.0-1] ----------------------------------------
     def test_unacked_qos1_redelivered_with_dup_and_same_id(self):
         # [MQTT-4.4.0-1] When a Client reconnects with CleanSession set to 0, both the
