@@ -9,7 +9,7 @@ import unittest
 
 import brokers
 import mqtt_raw as R
-from brokers import MOSQUITTO, skip_if_mosquitto
+from brokers import skip_if_mosquitto
 
 
 class ConnectTest(brokers.MqttTestCase):

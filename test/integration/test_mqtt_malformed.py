@@ -1,8 +1,6 @@
 """MQTT 3.1.1 conformance: fixed header, packet framing, UTF-8 validation and malformed
 packets (spec sections 1.5.3, 2.2, 4.8). A protocol violation closes that connection only.
 """
-import socket
-import struct
 import time
 import unittest
 

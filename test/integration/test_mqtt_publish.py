@@ -1,6 +1,5 @@
 """MQTT 3.1.1 conformance: PUBLISH and the QoS 0/1/2 flows (spec 3.3-3.7, 4.3, 4.6)."""
 import os
-import time
 import unittest
 
 import brokers
