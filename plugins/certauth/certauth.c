@@ -578,6 +578,12 @@ static void text_list(text* t, const span* items, size_t shown, size_t total, si
   }
 }
 
+/* The certificate's distinct device ids (the first few). */
+static void text_ids(text* t, const scan* s) {
+  text_list(t, s->ids, s->id_count, s->id_count, SHOW_ID);
+  if (s->more_ids) text_str(t, " and more");
+}
+
 static int deny(const certauth* self, mqgate_evt_authenticate* evt, const text* t) {
   evt->reason = self->api->strdup(t->buf);
   return MQGATE_DECISION_DENY;
@@ -629,7 +635,7 @@ static int decide(const certauth* self, mqgate_evt_authenticate* evt, const scan
       text_expected(&t, s);
       text_str(&t, s->id_count > 1 ? ", the certificate names device ids "
                                    : ", the certificate names device id ");
-      text_list(&t, s->ids, s->id_count, s->id_count + (s->more_ids ? 1 : 0), SHOW_ID);
+      text_ids(&t, s);
       return deny(self, evt, &t);
     }
     client.p = (const unsigned char*)s->client_id;
@@ -643,13 +649,13 @@ static int decide(const certauth* self, mqgate_evt_authenticate* evt, const scan
   /* The client sent an empty client id; the broker generated one. */
   if (!s->cfg->client_id_from_cert) {
     text_str(&t, "empty client id: connect with the certificate's device id as client id (");
-    text_list(&t, s->ids, s->id_count, s->id_count + (s->more_ids ? 1 : 0), SHOW_ID);
+    text_ids(&t, s);
     text_str(&t, "), or enable client_id_from_cert");
     return deny(self, evt, &t);
   }
   if (s->id_count > 1) {
     text_str(&t, "empty client id and the certificate names several device ids (");
-    text_list(&t, s->ids, s->id_count, s->id_count + (s->more_ids ? 1 : 0), SHOW_ID);
+    text_ids(&t, s);
     text_str(&t, "): ambiguous, connect with one of them as client id");
     return deny(self, evt, &t);
   }

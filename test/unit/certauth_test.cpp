@@ -461,6 +461,13 @@ TEST_CASE("every URI is looked at, not only the first") {
   AuthResult r = h.check(third, "dev2");
   CHECK_FALSE(r.allowed);
   CHECK(contains(r.reason, "device ids \"dev0\", \"dev1\""));
+  const std::string five =
+      cert_with_san({uri(device_uri("a")), uri(device_uri("b")), uri(device_uri("a")),
+                     uri(device_uri("c")), uri(device_uri("d")), uri(device_uri("e"))});
+  r = h.check(five, "x");
+  CHECK_FALSE(r.allowed);
+  CHECK(contains(r.reason, "device ids \"a\", \"b\", \"c\" and more"));
+  CHECK(h.check(five, "e").allowed);
 }
 
 TEST_CASE("only the leaf counts: a matching URI in a CA certificate of the chain does not") {
