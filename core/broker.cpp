@@ -111,7 +111,19 @@ void Broker::refuse_connect(Client& client, ConnackCode code, const char* reason
   client.close("connection refused");
 }
 
+bool Broker::too_deep(Client& client, std::string_view topic) {
+  // Levels are '/' + 1. Deep topics are legal MQTT, but the router walks them level by
+  // level: cap them (as Mosquitto does) so no client can exhaust the stack.
+  const size_t levels = static_cast<size_t>(std::count(topic.begin(), topic.end(), '/')) + 1;
+  if (levels <= limits_.max_topic_levels) return false;
+  CLIENT_LOG(log::Level::kWarning, client, "topic with %zu levels is over max_topic_levels (%u); closing",
+             levels, limits_.max_topic_levels);
+  client.close("topic too deep");
+  return true;
+}
+
 void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) {
+  if (c.will && too_deep(client, c.will->topic)) return;
   client.protocol_level = c.protocol_level;
   client.keepalive = c.keepalive;
   client.last_rx_ms = now_ms;
@@ -240,6 +252,7 @@ void Broker::publish_will(Client& client) {
 }
 
 void Broker::handle_publish(Client& client, const codec::Publish& p) {
+  if (too_deep(client, p.topic)) return;
   stats_.messages_received++;
   Session& session = *client.session;
   if (p.qos == 2 && !session.begin_incoming_qos2(p.packet_id)) {
@@ -299,6 +312,8 @@ void Broker::send_retained(Client& client, Session& session, std::string_view fi
 }
 
 void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
+  for (const auto& t : s.topics)
+    if (too_deep(client, t.filter)) return;
   Session& session = *client.session;
   std::vector<uint8_t> codes;
   codes.reserve(s.topics.size());
@@ -325,6 +340,8 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
 }
 
 void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
+  for (auto filter : u.filters)
+    if (too_deep(client, filter)) return;
   Session& session = *client.session;
   for (auto filter : u.filters) {
     router_.unsubscribe(&session, filter);

@@ -75,6 +75,8 @@ class Broker {
   void handle_unsubscribe(Client& client, const codec::Unsubscribe& unsubscribe);
   void handle_ack(Client& client, const codec::Ack& ack);
   void protocol_violation(Client& client, const char* what);
+  // Closes the client if `topic` has more than max_topic_levels levels.
+  bool too_deep(Client& client, std::string_view topic);
 
   // Stores (if retained) and delivers a publication to every matching session.
   void route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain);

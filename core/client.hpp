@@ -25,6 +25,9 @@ struct TlsPeerInfo {
   };
   std::vector<std::string> chain_der;  // verified peer chain, leaf first (DER)
   std::vector<CertView> chain;         // views of chain_der
+  std::string issuer_raw;              // leaf's issuer DN (DER), for CRL lookups
+  std::string serial_raw;              // leaf's serial number (DER content)
+  int64_t not_after = 0;               // leaf's notAfter, seconds since the epoch
   std::string version;                 // e.g. "TLSv1.2"
   std::string cipher;                  // IANA/mbedTLS suite name
 };

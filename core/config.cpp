@@ -89,6 +89,21 @@ class TableChecker {
     return n->as_string()->get();
   }
 
+  std::optional<bool> boolean(const std::string& key) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_boolean()) {
+      error_at(n->source(), key, std::string("expected true or false, got ") + type_name(*n));
+      return std::nullopt;
+    }
+    return n->as_boolean()->get();
+  }
+
+  const toml::source_region& where(const std::string& key) const {
+    const toml::node* n = table_.get(key);
+    return n ? n->source() : table_.source();
+  }
+
   std::optional<std::vector<std::string>> string_array(const std::string& key) {
     const toml::node* n = get(key);
     if (n == nullptr) return std::nullopt;
@@ -222,9 +237,92 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
   if (auto v = c.integer("max_outgoing_bytes", 4096, 1ll << 31))
     limits.max_outgoing_bytes = static_cast<uint32_t>(*v);
   if (auto v = c.integer("connect_timeout", 1, 3600)) limits.connect_timeout = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_topic_levels", 1, 10000)) limits.max_topic_levels = static_cast<uint32_t>(*v);
   c.reject_unknown(
       "max_packet_size, max_inflight_messages, max_queued_messages, max_client_id_length, "
-      "max_outgoing_bytes, connect_timeout");
+      "max_outgoing_bytes, connect_timeout, max_topic_levels");
+}
+
+std::string resolve_path(const std::string& path, const std::string& config_file) {
+  if (path.empty() || path[0] == '/') return path;
+  const auto slash = config_file.rfind('/');
+  if (slash == std::string::npos) return path;
+  return config_file.substr(0, slash + 1) + path;
+}
+
+// The TLS keys of a listener table; called for every listener so that TLS keys
+// without `ssl = true` are reported rather than silently ignored.
+void read_listener_tls(TableChecker& c, const toml::table& t, const std::string& file,
+                       ListenerConfig& l) {
+  const bool ssl = c.boolean("ssl").value_or(false);
+  TlsConfig tls;
+  auto path_key = [&](const char* key, std::string& out) {
+    if (auto v = c.string(key)) {
+      if (v->empty()) c.error_at(c.where(key), key, "must not be empty");
+      out = resolve_path(*v, file);
+    }
+  };
+  path_key("certfile", tls.certfile);
+  path_key("keyfile", tls.keyfile);
+  path_key("cafile", tls.cafile);
+  path_key("crlfile", tls.crlfile);
+  std::optional<std::string> client_cert = c.string("client_cert");
+  if (client_cert) {
+    if (*client_cert == "none") tls.client_cert = TlsConfig::ClientCert::kNone;
+    else if (*client_cert == "optional") tls.client_cert = TlsConfig::ClientCert::kOptional;
+    else if (*client_cert == "required") tls.client_cert = TlsConfig::ClientCert::kRequired;
+    else
+      c.error_at(c.where("client_cert"), "client_cert",
+                 "expected \"none\", \"optional\" or \"required\", got \"" + *client_cert + "\"");
+  } else {
+    // As in the seed: with a CA, a client certificate is asked for but not required.
+    tls.client_cert = tls.cafile.empty() ? TlsConfig::ClientCert::kNone : TlsConfig::ClientCert::kOptional;
+  }
+  if (auto v = c.string("tls_min_version")) {
+    if (*v == "1.2") tls.min_version_minor = 3;
+    else if (*v == "1.1") tls.min_version_minor = 2;
+    else if (*v == "1.0") tls.min_version_minor = 1;
+    else if (*v == "1.3")
+      c.error_at(c.where("tls_min_version"), "tls_min_version",
+                 "TLS 1.3 is not available: mbedTLS 2.28 (Debian 12) implements TLS up to 1.2");
+    else
+      c.error_at(c.where("tls_min_version"), "tls_min_version",
+                 "expected \"1.2\", \"1.1\" or \"1.0\", got \"" + *v + "\"");
+  }
+  if (auto v = c.string_array("ciphers")) tls.ciphers = *v;
+  tls.disconnect_revoked = c.boolean("disconnect_revoked").value_or(false);
+  tls.disconnect_expired = c.boolean("disconnect_expired").value_or(false);
+  tls.session_tickets = c.boolean("session_tickets").value_or(true);
+  if (auto v = c.integer("session_cache_size", 0, 1000000)) tls.session_cache_size = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("session_lifetime", 1, 86400 * 7)) tls.session_lifetime = static_cast<uint32_t>(*v);
+
+  static const char* kTlsKeys[] = {"certfile", "keyfile", "cafile", "crlfile", "client_cert",
+                                   "tls_min_version", "ciphers", "disconnect_revoked",
+                                   "disconnect_expired", "session_tickets", "session_cache_size",
+                                   "session_lifetime"};
+  if (!ssl) {
+    for (const char* key : kTlsKeys)
+      if (t.get(key)) c.error_at(c.where(key), key, "is a TLS setting: it needs ssl = true on this listener");
+    return;
+  }
+  if (tls.certfile.empty() && !t.get("certfile"))
+    c.error_at(t.source(), "certfile", "missing: ssl = true needs the server certificate (PEM)");
+  if (tls.keyfile.empty() && !t.get("keyfile"))
+    c.error_at(t.source(), "keyfile", "missing: ssl = true needs the server's private key (PEM)");
+  if (tls.client_cert != TlsConfig::ClientCert::kNone && tls.cafile.empty())
+    c.error_at(c.where("client_cert"), "client_cert",
+               "asks for client certificates but there is no cafile to verify them against");
+  if (!tls.crlfile.empty() && tls.cafile.empty())
+    c.error_at(c.where("crlfile"), "crlfile", "needs cafile (the CRL is checked against those CAs)");
+  if (!tls.crlfile.empty() && tls.client_cert == TlsConfig::ClientCert::kNone)
+    c.error_at(c.where("crlfile"), "crlfile", "is useless with client_cert = \"none\"");
+  if ((tls.disconnect_revoked || tls.disconnect_expired) && tls.client_cert == TlsConfig::ClientCert::kNone)
+    c.error_at(c.where(tls.disconnect_revoked ? "disconnect_revoked" : "disconnect_expired"),
+               tls.disconnect_revoked ? "disconnect_revoked" : "disconnect_expired",
+               "needs client certificates (client_cert = \"optional\" or \"required\")");
+  if (tls.disconnect_revoked && tls.crlfile.empty())
+    c.error_at(c.where("disconnect_revoked"), "disconnect_revoked", "needs a crlfile");
+  l.tls = std::move(tls);
 }
 
 void read_listener(const std::string& name, const toml::table& t, const std::string& file,
@@ -241,7 +339,11 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
   }
   if (auto v = c.integer("max_connections", 0, 1000000)) l.max_connections = static_cast<uint32_t>(*v);
   if (auto v = c.string_array("plugins")) l.plugins = *v;
-  c.reject_unknown("bind, max_connections, plugins");
+  read_listener_tls(c, t, file, l);
+  c.reject_unknown(
+      "bind, max_connections, plugins, ssl, certfile, keyfile, cafile, crlfile, client_cert, "
+      "tls_min_version, ciphers, disconnect_revoked, disconnect_expired, session_tickets, "
+      "session_cache_size, session_lifetime");
 }
 
 void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
@@ -282,7 +384,8 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
                    "expected \"error\", \"warning\", \"info\" or \"debug\", got \"" + *level + "\"");
   }
   if (auto v = top.integer("sys_interval", 0, 86400)) cfg.sys_interval = static_cast<uint32_t>(*v);
-  if (auto v = top.string("plugin_dir")) cfg.plugin_dir = *v;
+  if (auto v = top.string("plugin_dir")) cfg.plugin_dir = resolve_path(*v, path);
+  if (auto v = top.integer("tls_threads", 0, 256)) cfg.tls_threads = static_cast<uint32_t>(*v);
   if (const toml::table* limits = top.table("limits")) read_limits(*limits, path, cfg.limits, errors);
 
   if (const toml::table* listeners = top.table("listeners")) {
@@ -319,7 +422,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
                          name + "] table)");
     }
   }
-  top.reject_unknown("log_level, sys_interval, plugin_dir, limits, listeners, plugins");
+  top.reject_unknown("log_level, sys_interval, plugin_dir, tls_threads, limits, listeners, plugins");
   if (!errors.empty()) return std::nullopt;
   return cfg;
 }

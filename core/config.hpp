@@ -22,6 +22,25 @@ struct LimitsConfig {
   uint32_t max_client_id_length = 256;     // bytes
   uint32_t max_outgoing_bytes = 4 * 1024 * 1024;  // per client backlog; QoS 0 dropped beyond
   uint32_t connect_timeout = 10;                  // seconds from accept to CONNECT
+  uint32_t max_topic_levels = 200;                // levels in a topic or filter
+};
+
+// TLS settings of a listener (`ssl = true`). File paths are resolved against the
+// configuration file's directory.
+struct TlsConfig {
+  enum class ClientCert : uint8_t { kNone, kOptional, kRequired };
+  std::string certfile;  // server certificate, may be followed by its chain
+  std::string keyfile;   // RSA or EC; PKCS#1, PKCS#8 or SEC1; not encrypted
+  std::string cafile;    // CAs that client certificates must chain to
+  std::string crlfile;   // revoked client certificates (needs cafile)
+  ClientCert client_cert = ClientCert::kNone;
+  int min_version_minor = 3;         // mbedTLS minor version: 3 = TLS 1.2, 2 = 1.1, 1 = 1.0
+  std::vector<std::string> ciphers;  // mbedTLS suite names; empty: mbedTLS's defaults
+  bool disconnect_revoked = false;   // after a CRL reload, close clients now revoked
+  bool disconnect_expired = false;   // close clients whose certificate has expired
+  bool session_tickets = true;       // RFC 5077 resumption
+  uint32_t session_cache_size = 1000;  // session-id resumption; 0 disables
+  uint32_t session_lifetime = 3600;    // seconds a ticket / cached session stays valid
 };
 
 struct ListenerConfig {
@@ -32,6 +51,7 @@ struct ListenerConfig {
   uint16_t port = 0;
   bool ipv6 = false;
   uint32_t max_connections = 0;  // 0: no limit
+  std::optional<TlsConfig> tls;  // set when ssl = true
   // Plugin instances asked for this listener; unset: every configured plugin.
   std::optional<std::vector<std::string>> plugins;
   int line = 0;  // where the table starts, for later messages
@@ -54,6 +74,7 @@ struct Config {
   log::Level log_level = log::Level::kInfo;
   uint32_t sys_interval = 10;  // seconds; 0 disables $SYS
   std::string plugin_dir;      // empty: the build's or install's plugin directory
+  uint32_t tls_threads = 0;    // TLS handshake threads; 0: one per CPU core
   LimitsConfig limits;
   std::vector<ListenerConfig> listeners;  // in file order
   std::vector<PluginConfig> plugins;      // in file order

@@ -52,6 +52,10 @@ Connection* Connection::accept(Server& server, Listener& listener) {
   }
   conn->set_peer(peer_name(&conn->handle_));
   uv_tcp_nodelay(&conn->handle_, 1);
+  if (auto generation = listener.tls_generation()) {
+    TlsWorkers& workers = *server.tls_workers();
+    conn->tls_ = std::make_unique<TlsSession>(std::move(generation), workers.next_worker(), workers, *conn);
+  }
   listener.active_connections++;
   server.add_connection(conn);
   server.broker().on_open(*conn, server.now_ms());
@@ -69,8 +73,13 @@ void Connection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(stream->data);
   if (nread > 0) {
-    self->server_.broker().stats().bytes_received += static_cast<uint64_t>(nread);
-    self->process(std::string_view(buf->base, static_cast<size_t>(nread)));
+    const std::string_view data(buf->base, static_cast<size_t>(nread));
+    if (self->tls_) {
+      self->feed_tls(data);
+    } else {
+      self->server_.broker().stats().bytes_received += static_cast<uint64_t>(nread);
+      self->process(data);
+    }
     return;
   }
   if (nread == UV_EOF) {
@@ -79,6 +88,42 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   } else if (nread < 0) {
     self->close(uv_strerror(static_cast<int>(nread)));
   }
+}
+
+void Connection::feed_tls(std::string_view ciphertext) {
+  std::string error;
+  const bool ok = tls_->feed(
+      ciphertext,
+      [this](std::string_view plain) {
+        server_.broker().stats().bytes_received += plain.size();
+        process(plain);
+        return !closing_;
+      },
+      server_.read_buffer(), server_.read_buffer_size(), error);
+  if (!ok && !closing_) {
+    CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
+    close(error.c_str());
+  }
+  if (tls_->established()) flush();  // e.g. a close_notify answer, or nothing
+}
+
+bool Connection::on_tls_progress() {
+  flush();
+  return !closing_;
+}
+
+void Connection::on_tls_handshake_done(const std::string& error) {
+  if (!error.empty()) {
+    CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
+    flush();  // the alert
+    close("TLS handshake failed");
+    return;
+  }
+  set_tls(tls_->peer_info());
+  CLIENT_LOG(log::Level::kDebug, *this, "TLS established (%s, %s, %zu client certificate%s)",
+             tls()->version.c_str(), tls()->cipher.c_str(), tls()->chain.size(),
+             tls()->chain.size() == 1 ? "" : "s");
+  feed_tls({});  // records that arrived with or after the handshake
 }
 
 void Connection::process(std::string_view data) {
@@ -151,25 +196,44 @@ void Connection::schedule_flush() { server_.mark_dirty(this); }
 
 void Connection::flush() {
   flush_pending_ = false;
-  if (uv_closing_ || write_pending_ || out_.empty()) return;
-  server_.broker().stats().bytes_sent += out_.size();
-  uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  if (uv_closing_ || write_pending_) return;
+  std::string* wire = &out_;
+  if (tls_) {
+    if (tls_->busy()) return;  // a worker owns the TLS buffers; flushed when it is done
+    if (!out_.empty() && tls_->established()) {
+      server_.broker().stats().bytes_sent += out_.size();
+      std::string error;
+      if (!tls_->encrypt(out_, error)) {
+        CLIENT_LOG(log::Level::kWarning, *this, "%s; closing", error.c_str());
+        force_close();
+        return;
+      }
+    }
+    wire = &tls_->wire();
+  } else {
+    server_.broker().stats().bytes_sent += out_.size();
+  }
+  if (wire->empty()) {
+    if (closing_ && out_.empty()) begin_uv_close();
+    return;
+  }
+  uv_buf_t buf = uv_buf_init(wire->data(), static_cast<unsigned>(wire->size()));
   int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1);
   if (n == UV_EAGAIN) n = 0;
   if (n < 0) {
-    out_.clear();
+    wire->clear();
     force_close();
     return;
   }
-  if (static_cast<size_t>(n) == out_.size()) {
-    out_.clear();
-    if (out_.capacity() > 64 * 1024) std::string().swap(out_);
+  if (static_cast<size_t>(n) == wire->size()) {
+    wire->clear();
+    if (wire->capacity() > 64 * 1024) std::string().swap(*wire);
     if (closing_) begin_uv_close();
     return;
   }
   // The kernel took part of it: hand the rest to libuv, which writes when it can.
   auto* w = new WriteRequest;
-  w->data.swap(out_);
+  w->data.swap(*wire);
   w->offset = static_cast<size_t>(n);
   w->req.data = this;
   write_in_flight_ = w->data.size() - w->offset;
@@ -195,11 +259,7 @@ void Connection::on_write(uv_write_t* req, int status) {
     self->force_close();
     return;
   }
-  if (!self->out_.empty()) {
-    self->flush();
-  } else if (self->closing_) {
-    self->begin_uv_close();
-  }
+  self->flush();  // what accumulated meanwhile, or the deferred close
 }
 
 void Connection::close(const char* reason) {
@@ -208,8 +268,14 @@ void Connection::close(const char* reason) {
   closing_since_ms_ = server_.now_ms();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
   server_.broker().on_closed(*this, reason);
-  // Whatever is queued (a CONNACK with a refusal, say) goes out first.
-  if (out_.empty() && !write_pending_) begin_uv_close();
+  // Whatever is queued (a CONNACK with a refusal, say) goes out first, then TLS's
+  // close_notify.
+  if (tls_ && !tls_->busy()) {
+    std::string error;
+    if (!out_.empty() && tls_->established()) tls_->encrypt(out_, error);
+    tls_->close_notify();
+  }
+  flush();
 }
 
 void Connection::force_close() {
@@ -227,6 +293,13 @@ void Connection::on_close(uv_handle_t* handle) {
   auto* self = static_cast<Connection*>(handle->data);
   self->listener_.active_connections--;
   self->server_.remove_connection(self);
+  if (self->tls_ && self->tls_->busy()) {
+    // A worker still runs this session's handshake step: the session deletes itself
+    // and this connection when the step comes back.
+    TlsSession* session = self->tls_.release();
+    session->abandon([self] { delete self; });
+    return;
+  }
   delete self;
 }
 

@@ -14,26 +14,32 @@
 
 #include "client.hpp"
 #include "codec/decoder.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 
 class Server;
 class Listener;
 
-class Connection final : public Client {
+class Connection final : public Client, public TlsSessionOwner {
  public:
   // Creates a connection for a socket accepted on `server_handle`; on failure returns
   // nullptr (the socket is already closed and the reason logged).
   static Connection* accept(Server& server, Listener& listener);
 
   void close(const char* reason) override;
-  size_t pending_output() const override { return out_.size() + write_in_flight_; }
+  size_t pending_output() const override {
+    return out_.size() + write_in_flight_ + (tls_ && !tls_->busy() ? tls_->wire().size() : 0);
+  }
 
   // Called by the server once per loop iteration for connections with pending output.
   void flush();
   // Closes the socket now, whatever is still queued (shutdown, stuck writers).
   void force_close();
   bool closing() const { return closing_; }
+  Listener& listener_ref() { return listener_; }
+  // The TLS session, for TLS listeners (nullptr on plain ones).
+  TlsSession* tls_session() { return tls_.get(); }
   uint64_t closing_since_ms() const { return closing_since_ms_; }
 
   // Intrusive links, owned by Server.
@@ -54,6 +60,9 @@ class Connection final : public Client {
   static void on_close(uv_handle_t* handle);
 
   void process(std::string_view data);
+  void feed_tls(std::string_view ciphertext);
+  bool on_tls_progress() override;
+  void on_tls_handshake_done(const std::string& error) override;
   // Decodes and dispatches one whole packet; false if the connection is closing.
   bool dispatch(const codec::FixedHeader& header, std::string_view packet);
   void begin_uv_close();
@@ -61,6 +70,7 @@ class Connection final : public Client {
   Server& server_;
   Listener& listener_;
   uv_tcp_t handle_;
+  std::unique_ptr<TlsSession> tls_;
   std::string partial_;          // bytes of a packet not yet complete
   size_t write_in_flight_ = 0;   // bytes handed to uv_write, not yet completed
   uint64_t closing_since_ms_ = 0;

@@ -10,6 +10,33 @@ Listener::Listener(Server& server, const ListenerConfig& config) : server_(serve
 
 Listener::~Listener() = default;
 
+bool Listener::load_tls(size_t workers, std::string& error) {
+  if (!config_.tls) return true;
+  tls_ = TlsGeneration::load(config_, workers, error);
+  if (tls_) LOG_INFO("listener \"%s\": TLS %s", config_.name.c_str(), tls_->summary().c_str());
+  return tls_ != nullptr;
+}
+
+std::shared_ptr<const TlsGeneration> Listener::reload_tls(const ListenerConfig& fresh, size_t workers) {
+  if (!config_.tls) return nullptr;
+  if (!fresh.tls) {
+    LOG_ERROR("reload: listener \"%s\": ssl cannot be turned off without a restart; keeping TLS",
+              config_.name.c_str());
+    return nullptr;
+  }
+  std::string error;
+  auto generation = TlsGeneration::load(fresh, workers, error);
+  if (!generation) {
+    LOG_ERROR("reload: %s; keeping the previous TLS material", error.c_str());
+    return nullptr;
+  }
+  tls_ = generation;
+  config_.tls = fresh.tls;
+  LOG_INFO("reload: listener \"%s\": TLS %s (live connections keep theirs)", config_.name.c_str(),
+           generation->summary().c_str());
+  return generation;
+}
+
 bool Listener::start(std::string& error) {
   sockaddr_storage addr{};
   int rc = config_.ipv6
@@ -33,8 +60,8 @@ bool Listener::start(std::string& error) {
   uv_tcp_getsockname(&handle_, reinterpret_cast<sockaddr*>(&bound), &len);
   bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                   : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  LOG_INFO("listener \"%s\" listening on %s port %u (mqtt)", config_.name.c_str(), config_.host.c_str(),
-           bound_port_);
+  LOG_INFO("listener \"%s\" listening on %s port %u (%s)", config_.name.c_str(), config_.host.c_str(),
+           bound_port_, config_.tls ? "mqtts" : "mqtt");
   return true;
 }
 

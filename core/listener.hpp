@@ -8,6 +8,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 
@@ -20,14 +21,22 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
+  // Loads the TLS material (TLS listeners only; `workers` handshake threads). On
+  // failure returns false with `error` naming the listener, the key and the file.
+  bool load_tls(size_t workers, std::string& error);
   // Binds and listens. On failure returns false with `error` naming the listener.
   bool start(std::string& error);
+  // SIGHUP: builds a new TLS generation from `fresh` (this listener's new table);
+  // keeps the old one if that fails. Returns the new generation or nullptr.
+  std::shared_ptr<const TlsGeneration> reload_tls(const ListenerConfig& fresh, size_t workers);
   // Stops accepting (shutdown). Existing connections are not touched.
   void stop();
 
   const ListenerConfig& config() const { return config_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
   uint16_t bound_port() const { return bound_port_; }
+  // The TLS generation new connections use (nullptr for plain listeners).
+  std::shared_ptr<const TlsGeneration> tls_generation() const { return tls_; }
   uint32_t active_connections = 0;
 
  private:
@@ -37,6 +46,7 @@ class Listener {
   ListenerConfig config_;
   uv_tcp_t handle_;
   uint16_t bound_port_ = 0;
+  std::shared_ptr<const TlsGeneration> tls_;
   bool initialised_ = false;
 };
 

@@ -12,6 +12,7 @@
 #include "log.hpp"
 #include "plugin_host.hpp"
 #include "server.hpp"
+#include "tls.hpp"
 #include "version.hpp"
 
 #ifndef MQGATE_DEFAULT_CONFIG
@@ -69,6 +70,19 @@ int main(int argc, char** argv) {
   }
   if (check_only) {
     plugins.unload();
+    bool tls_ok = true;
+    for (const auto& l : config->listeners) {
+      if (!l.tls) continue;
+      std::string error;
+      if (!mqgate::TlsGeneration::load(l, 1, error)) {
+        std::fprintf(stderr, "mqgate: %s\n", error.c_str());
+        tls_ok = false;
+      }
+    }
+    if (!tls_ok) {
+      std::fprintf(stderr, "mqgate: TLS material is not valid; not started\n");
+      return 1;
+    }
     std::printf("%s: configuration is valid\n", path.c_str());
     return 0;
   }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <csignal>
+#include <ctime>
+#include <thread>
 
 #include "connection.hpp"
 #include "listener.hpp"
@@ -25,10 +27,18 @@ Server::~Server() {
 }
 
 bool Server::start() {
+  const bool any_tls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
+                                   [](const ListenerConfig& l) { return l.tls.has_value(); });
+  if (any_tls) {
+    const size_t threads = config_.tls_threads ? config_.tls_threads
+                                               : std::max(1u, std::thread::hardware_concurrency());
+    tls_workers_ = std::make_unique<TlsWorkers>(&loop_, threads);
+    LOG_INFO("TLS handshakes run on %zu thread%s", threads, threads == 1 ? "" : "s");
+  }
   for (const auto& lc : config_.listeners) {
     auto l = std::make_unique<Listener>(*this, lc);
     std::string error;
-    if (!l->start(error)) {
+    if (!l->load_tls(tls_workers_ ? tls_workers_->size() : 1, error) || !l->start(error)) {
       LOG_ERROR("%s", error.c_str());
       l->stop();
       for (auto& started : listeners_) started->stop();
@@ -61,7 +71,9 @@ bool Server::start() {
 int Server::run() {
   LOG_INFO("mqgate ready (%zu listener%s)", listeners_.size(), listeners_.size() == 1 ? "" : "s");
   uv_run(&loop_, UV_RUN_DEFAULT);
-  // Stopped: close the remaining handles and let their callbacks run.
+  // Stopped: finish what the TLS threads hold, close the remaining handles and let
+  // their callbacks run.
+  if (tls_workers_) tls_workers_->stop();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
@@ -130,6 +142,7 @@ void Server::sweep() {
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_) hook(now);
+    if (tls_workers_) check_tls_health(now);
   }
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {
     for (Connection* c = connections_; c != nullptr; c = c->next) c->force_close();
@@ -184,10 +197,65 @@ void Server::reload() {
                         fresh->listeners[i].bind != config_.listeners[i].bind;
   if (listeners_changed)
     LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
+  reload_tls(*fresh);
   for (auto& hook : reload_hooks_) hook(*fresh);
   config_.log_level = fresh->log_level;
   config_.sys_interval = fresh->sys_interval;
   config_.limits = fresh->limits;
+}
+
+void Server::reload_tls(const Config& fresh) {
+  for (auto& l : listeners_) {
+    if (!l->config().tls) continue;
+    auto it = std::find_if(fresh.listeners.begin(), fresh.listeners.end(),
+                           [&](const ListenerConfig& f) { return f.name == l->config().name; });
+    if (it == fresh.listeners.end()) continue;
+    auto generation = l->reload_tls(*it, tls_workers_->size());
+    if (!generation || !generation->settings().disconnect_revoked) continue;
+    size_t closed = 0;
+    for (Connection* c = connections_; c != nullptr;) {
+      Connection* next = c->next;
+      const TlsPeerInfo* info = c->tls();
+      if (&c->listener_ref() == l.get() && info && !c->closing() && !info->serial_raw.empty() &&
+          generation->is_revoked(info->issuer_raw, info->serial_raw)) {
+        CLIENT_LOG(log::Level::kInfo, *c, "client certificate is revoked by the reloaded CRL; closing");
+        c->close("client certificate revoked");
+        ++closed;
+      }
+      c = next;
+    }
+    LOG_INFO("reload: listener \"%s\": %zu client%s with a revoked certificate disconnected",
+             l->config().name.c_str(), closed, closed == 1 ? "" : "s");
+  }
+}
+
+void Server::check_tls_health(uint64_t now_ms) {
+  const int64_t now = static_cast<int64_t>(time(nullptr));
+  // A stale CRL is a loud error, every ten minutes, until it is refreshed.
+  if (last_stale_crl_log_ms_ == 0 || now_ms - last_stale_crl_log_ms_ >= 600000) {
+    for (auto& l : listeners_) {
+      auto g = l->tls_generation();
+      if (g && g->crl_next_update() != 0 && g->crl_next_update() < now) {
+        LOG_ERROR("listener \"%s\": the CRL in %s is stale (nextUpdate passed %lld s ago); revoked "
+                  "certificates it lists are still refused; refresh it and send SIGHUP",
+                  l->config().name.c_str(), g->settings().crlfile.c_str(),
+                  static_cast<long long>(now - g->crl_next_update()));
+        last_stale_crl_log_ms_ = now_ms;
+      }
+    }
+  }
+  for (Connection* c = connections_; c != nullptr;) {
+    Connection* next = c->next;
+    const TlsPeerInfo* info = c->tls();
+    if (info && info->not_after != 0 && info->not_after < now && !c->closing()) {
+      const auto& tls = c->listener_ref().config().tls;
+      if (tls && tls->disconnect_expired) {
+        CLIENT_LOG(log::Level::kInfo, *c, "client certificate expired; closing (disconnect_expired)");
+        c->close("client certificate expired");
+      }
+    }
+    c = next;
+  }
 }
 
 }  // namespace mqgate

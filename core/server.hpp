@@ -13,6 +13,7 @@
 #include "auth.hpp"
 #include "broker.hpp"
 #include "config.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 
@@ -44,6 +45,8 @@ class Server {
   void add_connection(Connection* c);
   void remove_connection(Connection* c);
   void mark_dirty(Connection* c);
+  // The TLS handshake threads (nullptr when no listener uses TLS).
+  TlsWorkers* tls_workers() { return tls_workers_.get(); }
 
   // Reload hook: later subsystems (TLS material, plugins) register here.
   using ReloadHook = std::function<void(const Config& new_config)>;
@@ -64,12 +67,16 @@ class Server {
   void sweep();
   void reload();
   void begin_shutdown(const char* why);
+  void reload_tls(const Config& fresh);
+  void check_tls_health(uint64_t now_ms);
 
   Config config_;
   uv_loop_t loop_;
   Broker broker_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<SysTopics> sys_;
+  std::unique_ptr<TlsWorkers> tls_workers_;
+  uint64_t last_stale_crl_log_ms_ = 0;
   std::unique_ptr<char[]> read_buffer_;
   Connection* connections_ = nullptr;  // all live connections (intrusive list)
   std::vector<Connection*> dirty_;     // connections with output to flush

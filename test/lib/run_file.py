@@ -31,9 +31,13 @@ def main():
         loader.testNamePatterns = [f"*{pattern}*"]
     suite = loader.loadTestsFromModule(module)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # A test counts once: subTest failures, or an error plus a tearDown failure, are
+    # several entries for one test id.
+    failed_ids = {t.id().split(" ")[0] for t, _ in result.failures + result.errors}
+    failed_ids |= {t.id() for t in result.unexpectedSuccesses}
+    failed = len(failed_ids)
     skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
+    passed = max(0, result.testsRun - failed - skipped)
     sys.stdout.flush()
     print("RESULT " + json.dumps({"passed": passed, "failed": failed, "skipped": skipped}))
     return 0 if failed == 0 else 1

@@ -1,0 +1,194 @@
+// TLS for listeners, on mbedTLS 2.28.
+//
+// The listener knows TLS: a TlsContext per TLS listener holds the loaded material
+// (certificate chain, key, CAs, CRL) as immutable "generations"; a reload builds a new
+// generation and new handshakes use it while live connections keep theirs. A
+// TlsSession is one connection's TLS state.
+//
+// Handshakes never run on the event loop. mbedTLS 2.28 (as Debian builds it) has no
+// asynchronous private-key hook, so the whole handshake runs on TlsWorkers threads:
+// the loop thread only moves bytes between the socket and the session's memory
+// buffers. Each worker has its own copy of the private key and its own ssl config,
+// because mbedTLS serialises RSA private operations on one key with a mutex. Once the
+// handshake is done, record encryption (cheap, AES-GCM with AES-NI) runs on the loop.
+#pragma once
+
+#include <uv.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/x509_crl.h>
+#include <mbedtls/x509_crt.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "client.hpp"
+#include "config.hpp"
+
+namespace mqgate {
+
+class TlsSession;
+
+// Text for an mbedTLS error code, e.g. "X509 - Certificate verification failed".
+std::string tls_error_text(int code);
+
+// The material of one generation: parsed once, read by every worker, never changed.
+class TlsGeneration {
+ public:
+  // Loads and checks everything `config` names. On failure returns nullptr and sets
+  // `error` (naming the listener, the key and the file).
+  static std::shared_ptr<TlsGeneration> load(const ListenerConfig& listener, size_t workers,
+                                             std::string& error);
+  ~TlsGeneration();
+  TlsGeneration(const TlsGeneration&) = delete;
+  TlsGeneration& operator=(const TlsGeneration&) = delete;
+
+  const mbedtls_ssl_config* config(size_t worker) const { return &per_worker_[worker]->conf; }
+  const TlsConfig& settings() const { return settings_; }
+  const mbedtls_x509_crl* crl() const { return has_crl_ ? &crl_ : nullptr; }
+  // Seconds since the epoch of the CRL's nextUpdate (0 without a CRL).
+  int64_t crl_next_update() const { return crl_next_update_; }
+  // Whether (issuer DER, serial) is listed in the CRL.
+  bool is_revoked(const std::string& issuer_raw, const std::string& serial_raw) const;
+  const std::string& summary() const { return summary_; }
+
+ private:
+  TlsGeneration() = default;
+  struct Worker {
+    mbedtls_ssl_config conf;
+    mbedtls_pk_context key;
+    mbedtls_ctr_drbg_context drbg;
+  };
+  TlsConfig settings_;
+  std::string listener_;
+  mbedtls_entropy_context entropy_;
+  mbedtls_x509_crt own_chain_;
+  mbedtls_x509_crt ca_;
+  mbedtls_x509_crl crl_;
+  bool has_ca_ = false, has_crl_ = false;
+  int64_t crl_next_update_ = 0;
+  mbedtls_ssl_ticket_context ticket_;
+  mbedtls_ssl_cache_context cache_;
+  std::vector<int> ciphersuites_;  // zero-terminated, referenced by the configs
+  std::vector<std::unique_ptr<Worker>> per_worker_;
+  std::unordered_set<std::string> revoked_;  // issuer DER + serial DER
+  std::string summary_;
+};
+
+// The handshake threads. Jobs run mbedtls_ssl_handshake() on a session's memory
+// buffers; completions come back to the loop through a uv_async_t.
+class TlsWorkers {
+ public:
+  TlsWorkers(uv_loop_t* loop, size_t threads);
+  ~TlsWorkers();
+  size_t size() const { return queues_.size(); }
+  // Picks the worker for a new session (round robin).
+  size_t next_worker() { return next_++ % queues_.size(); }
+  void submit(TlsSession* session);
+  // Stops the threads (finishing the jobs they run) and completes every job that is
+  // left, on the calling (loop) thread. For shutdown.
+  void stop();
+
+ private:
+  struct Queue {
+    std::mutex mutex;
+    std::condition_variable ready;
+    std::deque<TlsSession*> jobs;
+    bool stopping = false;
+  };
+  void run(Queue& queue);
+  static void on_async(uv_async_t* async);
+
+  std::vector<std::unique_ptr<Queue>> queues_;
+  std::vector<std::thread> threads_;
+  std::mutex done_mutex_;
+  std::vector<TlsSession*> done_;
+  uv_async_t async_;
+  size_t next_ = 0;
+  bool stopped_ = false;
+};
+
+// What a TLS session tells its connection.
+class TlsSessionOwner {
+ public:
+  virtual ~TlsSessionOwner() = default;
+  // A handshake step produced messages (in wire()) and now waits for the peer.
+  // Return false if the connection is closing (no further step is started).
+  virtual bool on_tls_progress() = 0;
+  // The handshake finished; `error` is empty on success. On success, call feed() with
+  // no bytes to decrypt what arrived meanwhile.
+  virtual void on_tls_handshake_done(const std::string& error) = 0;
+};
+
+class TlsSession {
+ public:
+  TlsSession(std::shared_ptr<const TlsGeneration> generation, size_t worker, TlsWorkers& workers,
+             TlsSessionOwner& owner);
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  bool established() const { return state_ == State::kEstablished; }
+  bool busy() const { return job_in_flight_; }
+  // Ciphertext from the socket. During the handshake it is queued for the worker;
+  // afterwards it is decrypted and each plaintext chunk handed to `on_plain`. Returns
+  // false (with `error`) when the connection must close.
+  bool feed(std::string_view ciphertext, const std::function<bool(std::string_view)>& on_plain,
+            char* scratch, size_t scratch_size, std::string& error);
+  // Encrypts `plain` (then clears it) into the outgoing ciphertext.
+  bool encrypt(std::string& plain, std::string& error);
+  // Queues a close_notify alert.
+  void close_notify();
+  // Ciphertext waiting for the socket (handshake messages, records, alerts).
+  std::string& wire() { return cipher_out_; }
+
+  // After the handshake: what the peer proved, for the plugins.
+  std::unique_ptr<TlsPeerInfo> peer_info() const;
+  const TlsGeneration& generation() const { return *generation_; }
+
+  // Called by the connection when its socket closed while a job was in flight: the
+  // session then deletes itself (and `on_dead`) when the job comes back.
+  void abandon(std::function<void()> on_dead);
+
+ private:
+  friend class TlsWorkers;
+  enum class State : uint8_t { kHandshake, kEstablished, kFailed };
+
+  void start_job();
+  void run_job();       // on a worker thread
+  void finish_job();    // back on the loop thread
+  static int bio_send(void* ctx, const unsigned char* buf, size_t len);
+  static int bio_recv(void* ctx, unsigned char* buf, size_t len);
+  static int verify(void* ctx, mbedtls_x509_crt* crt, int depth, uint32_t* flags);
+
+  std::shared_ptr<const TlsGeneration> generation_;
+  size_t worker_;
+  TlsWorkers& workers_;
+  TlsSessionOwner& owner_;
+  mbedtls_ssl_context ssl_;
+  State state_ = State::kHandshake;
+  bool job_in_flight_ = false;
+  int job_result_ = 0;
+  std::string cipher_in_;   // ciphertext mbedTLS has not read yet (from in_pos_)
+  size_t in_pos_ = 0;
+  std::string pending_in_;  // ciphertext that arrived while a job ran
+  std::string cipher_out_;
+  std::vector<std::string> verified_chain_;  // DER, index = depth (0 = leaf)
+  std::string verify_error_;
+  std::function<void()> on_dead_;
+};
+
+}  // namespace mqgate
