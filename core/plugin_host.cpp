@@ -108,6 +108,13 @@ const char* decision_name(int d) {
   return "invalid";
 }
 
+// A plugin's reason, made safe for a log line (control characters escaped), unquoted.
+std::string escaped(const std::string& reason) {
+  std::string q = log::quote(reason, 512);
+  const bool cut = q.size() >= 3 && q.compare(q.size() - 3, 3, "...") == 0;
+  return q.substr(1, q.size() - (cut ? 5 : 2)) + (cut ? "..." : "");
+}
+
 mqgate_client* handle(const Client& c) {
   return reinterpret_cast<mqgate_client*>(const_cast<Client*>(&c));
 }
@@ -149,7 +156,7 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
     CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s", p->name.c_str(),
                decision_name(d), reason.empty() ? "" : ": ", log::quote(reason).c_str());
     std::string why;
-    switch (d) {
+    switch (d) {  // reasons are plugin text that may carry client data: quoted below
       case MQGATE_DECISION_ALLOW:
         allowed = true;
         if (assigned.empty()) assigned = std::move(assign);
@@ -167,7 +174,7 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
     }
     denied = true;
     if (!reasons.empty()) reasons += "; ";
-    reasons += "plugin \"" + p->name + "\": " + why;
+    reasons += "plugin \"" + p->name + "\": " + escaped(why);
   }
   if (denied) return {false, reasons, ""};
   if (!allowed) return {false, "no plugin allowed the client (all abstained)", ""};
@@ -203,7 +210,7 @@ AuthResult PluginHost::authorize(const Client& client, std::string_view topic, A
     }
     denied = true;
     if (!reasons.empty()) reasons += "; ";
-    reasons += "plugin \"" + p->name + "\": " + why;
+    reasons += "plugin \"" + p->name + "\": " + escaped(why);
   }
   if (denied) return {false, reasons, ""};
   return {};

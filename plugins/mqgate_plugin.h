@@ -351,8 +351,10 @@ typedef struct mqgate_host_api {
    * *count to 0 (and returns NULL) for a client without one. */
   const mqgate_cert *(*client_peer_chain)(const mqgate_client *client, size_t *count);
   /* Attaches plugin data to a client, one slot per plugin instance. `free_fn` (may be
-   * NULL) is called with `data` when the client goes away or the slot is set again.
-   * Returns MQGATE_OK or MQGATE_ERR_NOMEM. */
+   * NULL) is called with `data` when the client goes away (after its DISCONNECTED
+   * event, and always before this instance's shutdown) or when the slot is set again.
+   * Returns MQGATE_OK, or MQGATE_ERR_NOMEM / MQGATE_ERR_INVALID, in which case `data`
+   * stays the plugin's to free. */
   int (*client_set_data)(mqgate_client *client, mqgate_plugin *plugin, void *data,
                          void (*free_fn)(void *data));
   /* The data attached by this instance, or NULL. */
