@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -63,6 +64,24 @@ void write(Level lvl, const char* format, ...) {
     p += w;
     len -= static_cast<size_t>(w);
   }
+}
+
+std::string sanitize(std::string_view text, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes));
+  size_t i = 0;
+  for (; i < text.size() && i < max_bytes; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) {
+      char esc[5];
+      snprintf(esc, sizeof esc, "\\x%02x", c);
+      out.append(esc);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (i < text.size()) out.append("...");
+  return out;
 }
 
 std::string quote(std::string_view text, size_t max_bytes) {

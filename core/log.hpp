@@ -20,6 +20,9 @@ void write(Level level, const char* format, ...) __attribute__((format(printf, 2
 // Quotes untrusted text (client ids, topics, usernames, plugin reasons) for a log
 // line: control characters, quotes and backslashes are escaped, long text is cut.
 std::string quote(std::string_view text, size_t max_bytes = 200);
+// Escapes only control characters (as \xNN), for text that is already readable, such
+// as a plugin's reason: one log line stays one line.
+std::string sanitize(std::string_view text, size_t max_bytes = 512);
 
 }  // namespace mqgate::log
 

@@ -49,10 +49,8 @@ void api_log(mqgate_plugin* plugin, int level, const char* format, ...) {
   va_start(ap, format);
   vsnprintf(text, sizeof text, format, ap);
   va_end(ap);
-  // A plugin's text may carry client data: escape it like any untrusted text.
-  std::string quoted = log::quote(text, sizeof text);
-  quoted = quoted.substr(1, quoted.size() - 2);
-  log::write(lvl, "plugin \"%s\": %s", plugin ? plugin->name.c_str() : "?", quoted.c_str());
+  // A plugin's text may carry client data: one event stays one line.
+  log::write(lvl, "plugin \"%s\": %s", plugin ? plugin->name.c_str() : "?", log::sanitize(text).c_str());
 }
 
 char* api_mprintf(const char* format, ...) {

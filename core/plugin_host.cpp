@@ -108,12 +108,8 @@ const char* decision_name(int d) {
   return "invalid";
 }
 
-// A plugin's reason, made safe for a log line (control characters escaped), unquoted.
-std::string escaped(const std::string& reason) {
-  std::string q = log::quote(reason, 512);
-  const bool cut = q.size() >= 3 && q.compare(q.size() - 3, 3, "...") == 0;
-  return q.substr(1, q.size() - (cut ? 5 : 2)) + (cut ? "..." : "");
-}
+// A plugin's reason, made safe for a log line (control characters escaped).
+std::string escaped(const std::string& reason) { return log::sanitize(reason); }
 
 mqgate_client* handle(const Client& c) {
   return reinterpret_cast<mqgate_client*>(const_cast<Client*>(&c));

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds mqgate (release) in build/ and runs it on etc/mqgate.toml (127.0.0.1:1883).
+# Builds mqgate (release) in build/ and runs the seed scenario on etc/mqgate.toml:
+# plain MQTT on 127.0.0.1:1883 and mutual-TLS MQTT with certauth on 127.0.0.1:8883.
+# On first run it makes demo credentials with the pki-tools in demo/ (git-ignored).
 # Extra arguments go to mqgate, e.g. `scripts/run.sh --config my.toml`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +13,36 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 ninja -C "$build" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
-if [ $# -eq 0 ]; then set -- --config etc/mqgate.toml; fi
+demo=demo
+device=myUniqueDeviceId
+if [ ! -f "$demo/ca.crt" ]; then
+  echo "Making demo credentials in $demo/ (the seed's quick start):"
+  mkdir -p "$demo"
+  tools=$build/pki-tools
+  "$tools/ca_creds" --country US --state NY --locality NY --org-name "My Org's Name" \
+    --cn "my.domain.name" --output-dir "$demo"
+  "$tools/server_creds" --country US --org-name "My Org's Name" --cn "my.domain.name" \
+    --ca-key "$demo/ca.key" --ca-crt "$demo/ca.crt" --output-dir "$demo"
+  "$tools/device_creds" --country US --org-name "My Org's Name" --device-id "$device" \
+    --uri my.domain.name --ca-key "$demo/ca.key" --ca-crt "$demo/ca.crt" --output-dir "$demo"
+fi
+
+if [ $# -eq 0 ]; then
+  set -- --config etc/mqgate.toml
+  cat <<MSG
+
+mqgate is starting: plain MQTT on 127.0.0.1:1883, MQTT over mutual TLS on 127.0.0.1:8883.
+In another terminal, watch everything on the plain listener:
+
+  mosquitto_sub -h 127.0.0.1 -p 1883 -t 'devices/#' -v
+
+and publish as the demo device, proving its identity with its certificate:
+
+  mosquitto_pub -h 127.0.0.1 -p 8883 --cafile $demo/ca.crt --cert $demo/$device.crt --key $demo/$device.key -i $device -t devices/$device/hello -m hi
+
+With another client id (-i someoneElse) or without --cert, the broker answers
+"not authorised" (CONNACK 5). Ctrl-C stops the broker.
+
+MSG
+fi
 exec "$build/core/mqgate" "$@"
