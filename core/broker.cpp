@@ -25,8 +25,7 @@ void Broker::set_limits(const LimitsConfig& limits) {
 }
 
 void Broker::on_open(Client& client, uint64_t now_ms) {
-  client.last_rx_ms = now_ms;
-  client.connected_at_ms = now_ms;
+  client.last_rx_ms = now_ms;  // before CONNECT: when the connection was accepted
   stats_.connections_total++;
   CLIENT_LOG(log::Level::kDebug, client, "new connection");
 }
@@ -222,7 +221,7 @@ void Broker::on_closed(Client& client, const char* reason) {
 
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {
   if (client.state == Client::State::kAwaitConnect) {
-    if (now_ms - client.connected_at_ms >= uint64_t{limits_.connect_timeout} * 1000) {
+    if (now_ms - client.last_rx_ms >= uint64_t{limits_.connect_timeout} * 1000) {
       CLIENT_LOG(log::Level::kInfo, client, "no CONNECT within connect_timeout (%u s); closing",
                  limits_.connect_timeout);
       client.close("connect timeout");
@@ -355,13 +354,13 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
   bool known = true;
   switch (ack.type) {
     case PacketType::kPuback:
-      known = session.on_puback(ack.packet_id, stats_.delivery);
+      known = session.on_puback(ack.packet_id, session_limits_, stats_.delivery);
       break;
     case PacketType::kPubrec:
       known = session.on_pubrec(ack.packet_id);
       break;
     case PacketType::kPubcomp:
-      known = session.on_pubcomp(ack.packet_id, stats_.delivery);
+      known = session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
       break;
     case PacketType::kPubrel:
       // Always answered, even for an unknown identifier [MQTT-4.3.3-?]: the client may

@@ -8,6 +8,7 @@
 namespace mqgate {
 
 void Client::set_plugin_data(const void* plugin, void* data, void (*free_fn)(void*)) {
+  auto& plugin_slots_ = extras().plugin_slots;
   for (auto& slot : plugin_slots_) {
     if (slot.plugin != plugin) continue;
     if (slot.free_fn && slot.data != data) slot.free_fn(slot.data);
@@ -19,14 +20,16 @@ void Client::set_plugin_data(const void* plugin, void* data, void (*free_fn)(voi
 }
 
 void* Client::plugin_data(const void* plugin) const {
-  for (const auto& slot : plugin_slots_)
+  if (!extras_) return nullptr;
+  for (const auto& slot : extras_->plugin_slots)
     if (slot.plugin == plugin) return slot.data;
   return nullptr;
 }
 
 void Client::clear_plugin_data() {
+  if (!extras_) return;
   std::vector<PluginSlot> slots;
-  slots.swap(plugin_slots_);
+  slots.swap(extras_->plugin_slots);
   for (auto& slot : slots)
     if (slot.free_fn) slot.free_fn(slot.data);
 }

@@ -51,20 +51,21 @@ class Client {
   const ListenerConfig* listener() const { return listener_; }
   const std::string& client_id() const { return client_id_; }
   void set_client_id(std::string id) { client_id_ = std::move(id); }
-  const std::string* username() const { return has_username_ ? &username_ : nullptr; }
-  void set_username(std::string_view u) {
-    username_.assign(u);
-    has_username_ = true;
+  const std::string* username() const {
+    return extras_ && extras_->has_username ? &extras_->username : nullptr;
   }
-  const TlsPeerInfo* tls() const { return tls_.get(); }
-  void set_tls(std::unique_ptr<TlsPeerInfo> tls) { tls_ = std::move(tls); }
+  void set_username(std::string_view u) {
+    extras().username.assign(u);
+    extras().has_username = true;
+  }
+  const TlsPeerInfo* tls() const { return extras_ ? extras_->tls.get() : nullptr; }
+  void set_tls(std::unique_ptr<TlsPeerInfo> tls) { extras().tls = std::move(tls); }
 
   // --- protocol state -----------------------------------------------------------------
   State state = State::kAwaitConnect;
   uint8_t protocol_level = 0;  // 0 until CONNECT
   uint16_t keepalive = 0;      // seconds; 0 disables the check
-  uint64_t last_rx_ms = 0;     // loop time of the last complete packet received
-  uint64_t connected_at_ms = 0;
+  uint64_t last_rx_ms = 0;     // loop time of the last complete packet (or of accept)
   bool graceful = false;  // DISCONNECT received: no will
   MessagePtr will;        // published on an abnormal close
   Session* session = nullptr;
@@ -100,18 +101,28 @@ class Client {
   bool flush_pending_ = false;
 
  private:
-  const ListenerConfig* listener_;
-  std::string peer_;
-  std::string client_id_;
-  std::string username_;
-  bool has_username_ = false;
-  std::unique_ptr<TlsPeerInfo> tls_;
   struct PluginSlot {
     const void* plugin;
     void* data;
     void (*free_fn)(void*);
   };
-  std::vector<PluginSlot> plugin_slots_;
+  // What most connections never need, allocated on first use (an idle connection's
+  // memory is a budget: see README "Performance").
+  struct Extras {
+    std::string username;
+    bool has_username = false;
+    std::unique_ptr<TlsPeerInfo> tls;
+    std::vector<PluginSlot> plugin_slots;
+  };
+  Extras& extras() {
+    if (!extras_) extras_ = std::make_unique<Extras>();
+    return *extras_;
+  }
+
+  const ListenerConfig* listener_;
+  std::string peer_;
+  std::string client_id_;
+  std::unique_ptr<Extras> extras_;
 };
 
 }  // namespace mqgate

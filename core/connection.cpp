@@ -34,13 +34,15 @@ struct WriteRequest {
 
 }  // namespace
 
-Connection::Connection(Server& server, Listener& listener, std::string peer)
-    : Client(&listener.config(), std::move(peer)), server_(server), listener_(listener) {}
+Connection::Connection(Listener& listener, std::string peer)
+    : Client(&listener.config(), std::move(peer)), listener_(listener) {}
+
+Server& Connection::server() const { return *static_cast<Server*>(handle_.loop->data); }
 
 Connection::~Connection() = default;
 
 Connection* Connection::accept(Server& server, Listener& listener) {
-  auto* conn = new Connection(server, listener, std::string());
+  auto* conn = new Connection(listener, std::string());
   uv_tcp_init(server.loop(), &conn->handle_);
   conn->handle_.data = conn;
   int rc = uv_accept(listener.stream(), reinterpret_cast<uv_stream_t*>(&conn->handle_));
@@ -66,8 +68,8 @@ Connection* Connection::accept(Server& server, Listener& listener) {
 
 void Connection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(handle->data);
-  buf->base = self->server_.read_buffer();
-  buf->len = self->server_.read_buffer_size();
+  buf->base = self->server().read_buffer();
+  buf->len = self->server().read_buffer_size();
 }
 
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
@@ -77,7 +79,7 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     if (self->tls_) {
       self->feed_tls(data);
     } else {
-      self->server_.broker().stats().bytes_received += static_cast<uint64_t>(nread);
+      self->server().broker().stats().bytes_received += static_cast<uint64_t>(nread);
       self->process(data);
     }
     return;
@@ -95,11 +97,11 @@ void Connection::feed_tls(std::string_view ciphertext) {
   const bool ok = tls_->feed(
       ciphertext,
       [this](std::string_view plain) {
-        server_.broker().stats().bytes_received += plain.size();
+        server().broker().stats().bytes_received += plain.size();
         process(plain);
         return !closing_;
       },
-      server_.read_buffer(), server_.read_buffer_size(), error);
+      server().read_buffer(), server().read_buffer_size(), error);
   if (!ok && !closing_) {
     CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
     close(error.c_str());
@@ -127,7 +129,7 @@ void Connection::on_tls_handshake_done(const std::string& error) {
 }
 
 void Connection::process(std::string_view data) {
-  const uint32_t limit = server_.broker().limits().max_packet_size;
+  const uint32_t limit = server().broker().limits().max_packet_size;
   // First finish a packet whose start arrived earlier.
   while (!partial_.empty() && !data.empty() && !closing_) {
     codec::HeaderResult h = codec::parse_fixed_header(partial_);
@@ -137,11 +139,11 @@ void Connection::process(std::string_view data) {
       continue;
     }
     if (h.status == codec::HeaderStatus::kError) {
-      server_.broker().on_decode_error(*this, h.error, nullptr, nullptr);
+      server().broker().on_decode_error(*this, h.error, nullptr, nullptr);
       return;
     }
     if (h.header.packet_length() > limit) {
-      server_.broker().on_oversized_packet(*this, h.header);
+      server().broker().on_oversized_packet(*this, h.header);
       return;
     }
     const size_t take = std::min(h.header.packet_length() - partial_.size(), data.size());
@@ -157,12 +159,12 @@ void Connection::process(std::string_view data) {
   while (!data.empty() && !closing_) {
     codec::HeaderResult h = codec::parse_fixed_header(data);
     if (h.status == codec::HeaderStatus::kError) {
-      server_.broker().on_decode_error(*this, h.error, nullptr, nullptr);
+      server().broker().on_decode_error(*this, h.error, nullptr, nullptr);
       return;
     }
     if (h.status == codec::HeaderStatus::kComplete) {
       if (h.header.packet_length() > limit) {
-        server_.broker().on_oversized_packet(*this, h.header);
+        server().broker().on_oversized_packet(*this, h.header);
         return;
       }
       if (data.size() >= h.header.packet_length()) {
@@ -183,16 +185,16 @@ bool Connection::dispatch(const codec::FixedHeader& header, std::string_view pac
   const std::string_view body = packet.substr(header.header_length);
   codec::DecodeError err = codec::decode_body(header, body, protocol_level, decoded);
   if (err != codec::DecodeError::kNone) {
-    server_.broker().on_decode_error(*this, err, &header, &decoded);
+    server().broker().on_decode_error(*this, err, &header, &decoded);
     return false;
   }
   // Keep-alive counts whole control packets [MQTT-3.1.2-24]: trickled bytes don't.
-  last_rx_ms = server_.now_ms();
-  server_.broker().on_packet(*this, decoded, last_rx_ms);
+  last_rx_ms = server().now_ms();
+  server().broker().on_packet(*this, decoded, last_rx_ms);
   return !closing_;
 }
 
-void Connection::schedule_flush() { server_.mark_dirty(this); }
+void Connection::schedule_flush() { server().mark_dirty(this); }
 
 void Connection::flush() {
   flush_pending_ = false;
@@ -201,7 +203,7 @@ void Connection::flush() {
   if (tls_) {
     if (tls_->busy()) return;  // a worker owns the TLS buffers; flushed when it is done
     if (!out_.empty() && tls_->established()) {
-      server_.broker().stats().bytes_sent += out_.size();
+      server().broker().stats().bytes_sent += out_.size();
       std::string error;
       if (!tls_->encrypt(out_, error)) {
         CLIENT_LOG(log::Level::kWarning, *this, "%s; closing", error.c_str());
@@ -211,7 +213,7 @@ void Connection::flush() {
     }
     wire = &tls_->wire();
   } else {
-    server_.broker().stats().bytes_sent += out_.size();
+    server().broker().stats().bytes_sent += out_.size();
   }
   if (wire->empty()) {
     if (closing_ && out_.empty()) begin_uv_close();
@@ -265,9 +267,9 @@ void Connection::on_write(uv_write_t* req, int status) {
 void Connection::close(const char* reason) {
   if (closing_) return;
   closing_ = true;
-  closing_since_ms_ = server_.now_ms();
+  closing_since_ms_ = server().now_ms();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
-  server_.broker().on_closed(*this, reason);
+  server().broker().on_closed(*this, reason);
   // Whatever is queued (a CONNACK with a refusal, say) goes out first, then TLS's
   // close_notify.
   if (tls_ && !tls_->busy()) {
@@ -292,7 +294,7 @@ void Connection::begin_uv_close() {
 void Connection::on_close(uv_handle_t* handle) {
   auto* self = static_cast<Connection*>(handle->data);
   self->listener_.active_connections--;
-  self->server_.remove_connection(self);
+  self->server().remove_connection(self);
   if (self->tls_ && self->tls_->busy()) {
     // A worker still runs this session's handshake step: the session deletes itself
     // and this connection when the step comes back.

@@ -51,7 +51,9 @@ class Connection final : public Client, public TlsSessionOwner {
   void schedule_flush() override;
 
  private:
-  Connection(Server& server, Listener& listener, std::string peer);
+  Connection(Listener& listener, std::string peer);
+  // The server is the loop's data: no per-connection pointer to it.
+  Server& server() const;
   ~Connection() override;
 
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
@@ -67,7 +69,6 @@ class Connection final : public Client, public TlsSessionOwner {
   bool dispatch(const codec::FixedHeader& header, std::string_view packet);
   void begin_uv_close();
 
-  Server& server_;
   Listener& listener_;
   uv_tcp_t handle_;
   std::unique_ptr<TlsSession> tls_;

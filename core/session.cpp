@@ -26,12 +26,28 @@ bool Session::remove_subscription(std::string_view filter) {
   return true;
 }
 
+bool Session::begin_incoming_qos2(uint16_t packet_id) {
+  auto& ids = flow().incoming_qos2;
+  auto it = std::lower_bound(ids.begin(), ids.end(), packet_id);
+  if (it != ids.end() && *it == packet_id) return false;
+  ids.insert(it, packet_id);
+  return true;
+}
+
+void Session::end_incoming_qos2(uint16_t packet_id) {
+  if (!flow_) return;
+  auto& ids = flow_->incoming_qos2;
+  auto it = std::lower_bound(ids.begin(), ids.end(), packet_id);
+  if (it != ids.end() && *it == packet_id) ids.erase(it);
+}
+
 uint16_t Session::next_packet_id() {
   // Identifiers in flight are at most max_inflight (<= 65535), so a free one exists.
+  const auto& inflight = flow().inflight;
   for (;;) {
     if (++last_packet_id_ == 0) last_packet_id_ = 1;
     const uint16_t id = last_packet_id_;
-    if (std::none_of(inflight_.begin(), inflight_.end(),
+    if (std::none_of(inflight.begin(), inflight.end(),
                      [id](const Outgoing& o) { return o.packet_id == id; }))
       return id;
   }
@@ -64,52 +80,61 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats);
     return;
   }
+  Flow& f = flow();
   // In order: straight into the window only if nothing is queued ahead of it.
-  if (client_ != nullptr && queued_count() == 0 && inflight_.size() < limits.max_inflight) {
-    inflight_.push_back({msg, next_packet_id(), qos, retain,
-                         qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
-    send_publish(inflight_.back(), false, stats);
+  if (client_ != nullptr && queued_count() == 0 && f.inflight.size() < limits.max_inflight) {
+    const uint16_t id = next_packet_id();
+    f.inflight.push_back({msg, id, qos, retain, qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    send_publish(f.inflight.back(), false, stats);
     return;
   }
   if (queued_count() >= limits.max_queued) {
     stats.messages_dropped++;
     return;
   }
-  if (queue_head_ > 0 && queue_head_ == queue_.size()) {
-    queue_.clear();
-    queue_head_ = 0;
+  if (f.queue_head > 0 && f.queue_head == f.queue.size()) {
+    f.queue.clear();
+    f.queue_head = 0;
   }
-  queue_.push_back({msg, qos, retain});
+  f.queue.push_back({msg, qos, retain});
 }
 
 Session::Outgoing* Session::find_inflight(uint16_t packet_id, OutState state) {
-  for (auto& o : inflight_)
+  if (!flow_) return nullptr;
+  for (auto& o : flow_->inflight)
     if (o.packet_id == packet_id && o.state == state) return &o;
   return nullptr;
 }
 
-void Session::erase_inflight(Outgoing* o) { inflight_.erase(inflight_.begin() + (o - inflight_.data())); }
-
-void Session::fill_window(DeliveryStats& stats) {
-  if (client_ == nullptr || limits_ == nullptr) return;
-  while (queue_head_ < queue_.size() && inflight_.size() < limits_->max_inflight) {
-    Queued& q = queue_[queue_head_++];
-    inflight_.push_back({std::move(q.msg), next_packet_id(), q.qos, q.retain,
-                         q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
-    send_publish(inflight_.back(), false, stats);
-  }
-  if (queue_head_ == queue_.size()) {
-    queue_.clear();
-    queue_head_ = 0;
-    if (queue_.capacity() > 64) queue_.shrink_to_fit();
-  }
+void Session::erase_inflight(Outgoing* o) {
+  auto& inflight = flow_->inflight;
+  inflight.erase(inflight.begin() + (o - inflight.data()));
 }
 
-bool Session::on_puback(uint16_t packet_id, DeliveryStats& stats) {
+void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
+  if (client_ == nullptr || !flow_) return;
+  Flow& f = *flow_;
+  while (f.queue_head < f.queue.size() && f.inflight.size() < limits.max_inflight) {
+    Queued& q = f.queue[f.queue_head++];
+    const uint16_t id = next_packet_id();
+    f.inflight.push_back({std::move(q.msg), id, q.qos, q.retain,
+                          q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    send_publish(f.inflight.back(), false, stats);
+  }
+  if (f.queue_head == f.queue.size()) {
+    f.queue.clear();
+    f.queue_head = 0;
+    if (f.queue.capacity() > 64) f.queue.shrink_to_fit();
+  }
+  // A session with nothing in flight or queued gives its flow state back.
+  if (f.inflight.empty() && f.queue.empty() && f.incoming_qos2.empty()) flow_.reset();
+}
+
+bool Session::on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats) {
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPuback);
   if (o == nullptr) return false;
   erase_inflight(o);
-  fill_window(stats);
+  fill_window(limits, stats);
   return true;
 }
 
@@ -126,25 +151,25 @@ bool Session::on_pubrec(uint16_t packet_id) {
   return true;
 }
 
-bool Session::on_pubcomp(uint16_t packet_id, DeliveryStats& stats) {
+bool Session::on_pubcomp(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats) {
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPubcomp);
   if (o == nullptr) return false;
   erase_inflight(o);
-  fill_window(stats);
+  fill_window(limits, stats);
   return true;
 }
 
 void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats& stats) {
   client_ = client;
-  limits_ = &limits;
-  for (const Outgoing& o : inflight_) {
+  if (!flow_) return;
+  for (const Outgoing& o : flow_->inflight) {
     if (o.state == OutState::kAwaitPubcomp) {
       codec::encode_ack(client_->out(), codec::PacketType::kPubrel, o.packet_id);
     } else {
       send_publish(o, true, stats);
     }
   }
-  fill_window(stats);
+  fill_window(limits, stats);
 }
 
 }  // namespace mqgate

@@ -10,7 +10,7 @@
 
 #include <cstdint>
 #include <string>
-#include <unordered_set>
+#include <memory>
 #include <vector>
 
 #include "message.hpp"
@@ -64,15 +64,15 @@ class Session : public RouteTarget {
   void deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
                     size_t max_backlog, DeliveryStats& stats);
   // PUBACK / PUBREC / PUBCOMP from the client. Return false for an unknown identifier.
-  bool on_puback(uint16_t packet_id, DeliveryStats& stats);
+  bool on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
   bool on_pubrec(uint16_t packet_id);
-  bool on_pubcomp(uint16_t packet_id, DeliveryStats& stats);
+  bool on_pubcomp(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
 
   // --- incoming QoS 2 -------------------------------------------------------------------
   // Records a QoS 2 PUBLISH; false if that identifier is already awaiting PUBREL
   // (a resend: acknowledge again, do not deliver again).
-  bool begin_incoming_qos2(uint16_t packet_id) { return incoming_qos2_.insert(packet_id).second; }
-  void end_incoming_qos2(uint16_t packet_id) { incoming_qos2_.erase(packet_id); }
+  bool begin_incoming_qos2(uint16_t packet_id);
+  void end_incoming_qos2(uint16_t packet_id);
 
   // --- connection -------------------------------------------------------------------
   // Attaches a connected client: resends everything unacknowledged (PUBLISH with DUP,
@@ -80,8 +80,8 @@ class Session : public RouteTarget {
   void attach(Client* client, const SessionLimits& limits, DeliveryStats& stats);
   void detach() { client_ = nullptr; }
 
-  size_t inflight_count() const { return inflight_.size(); }
-  size_t queued_count() const { return queue_.size() - queue_head_; }
+  size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
+  size_t queued_count() const { return flow_ ? flow_->queue.size() - flow_->queue_head : 0; }
 
  private:
   enum class OutState : uint8_t { kAwaitPuback, kAwaitPubrec, kAwaitPubcomp };
@@ -98,23 +98,32 @@ class Session : public RouteTarget {
     bool retain;
   };
 
+  // QoS 1/2 state, allocated on first use: most sessions of an idle broker never
+  // need it, and an idle connection's memory is a budget.
+  struct Flow {
+    std::vector<Outgoing> inflight;  // in send order
+    // FIFO of queued messages: queue[queue_head..] are live (amortised O(1) pops).
+    std::vector<Queued> queue;
+    size_t queue_head = 0;
+    std::vector<uint16_t> incoming_qos2;  // ids of QoS 2 PUBLISHes awaiting PUBREL
+  };
+  Flow& flow() {
+    if (!flow_) flow_ = std::make_unique<Flow>();
+    return *flow_;
+  }
+
   uint16_t next_packet_id();
   void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats);
-  void fill_window(DeliveryStats& stats);
+  void fill_window(const SessionLimits& limits, DeliveryStats& stats);
   Outgoing* find_inflight(uint16_t packet_id, OutState state);
   void erase_inflight(Outgoing* o);
 
   std::string client_id_;
-  bool clean_;
   Client* client_ = nullptr;
+  bool clean_;
   uint16_t last_packet_id_ = 0;
-  const SessionLimits* limits_ = nullptr;  // set by attach()
   std::vector<Subscription> subscriptions_;
-  std::vector<Outgoing> inflight_;  // in send order
-  // FIFO of queued messages: queue_[queue_head_..] are live (amortised O(1) pops).
-  std::vector<Queued> queue_;
-  size_t queue_head_ = 0;
-  std::unordered_set<uint16_t> incoming_qos2_;
+  std::unique_ptr<Flow> flow_;
 };
 
 }  // namespace mqgate

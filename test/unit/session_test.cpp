@@ -22,7 +22,7 @@ TEST_CASE("packet identifiers skip those in flight and wrap past 0") {
     auto out = client.take();
     REQUIRE(out.size() == 1);
     REQUIRE(out[0].packet_id != 0);
-    REQUIRE(s.on_puback(out[0].packet_id, stats));
+    REQUIRE(s.on_puback(out[0].packet_id, sl, stats));
   }
   CHECK(s.inflight_count() == 0);
 }
