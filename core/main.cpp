@@ -2,9 +2,9 @@
 #include <cstdio>
 #include <iostream>
 
-// cxxopts' std::regex use trips a GCC 12 false positive at -O2 with sanitizers.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Without std::regex, cxxopts compiles in a fraction of the time (and without a GCC 12
+// -Wmaybe-uninitialized false positive under sanitizers).
+#define CXXOPTS_NO_REGEX 1
 #include <cxxopts.hpp>
 
 #include "auth.hpp"
@@ -97,4 +97,3 @@ int main(int argc, char** argv) {
   }
   return server.run();
 }
-#pragma GCC diagnostic pop

@@ -8,8 +8,9 @@ scripts/deps.sh test
 
 build=build-test
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" --buildtype=debugoptimized -Db_sanitize=address,undefined \
-    -Db_lundef=false >/dev/null
+  # -O1: what the sanitizers are designed for, and half the compile time of -O2.
+  meson setup "$build" --buildtype=debugoptimized -Doptimization=1 \
+    -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
 jobs=$(nproc 2>/dev/null || echo 2)
 if ! ninja -C "$build" -j "$jobs" >"$build/ninja.log" 2>&1; then
