@@ -121,11 +121,12 @@ void Connection::on_tls_handshake_done(const std::string& error) {
     close("TLS handshake failed");
     return;
   }
-  set_tls(tls_->peer_info());
+  set_tls(tls_->take_peer_info());
   CLIENT_LOG(log::Level::kDebug, *this, "TLS established (%s, %s, %zu client certificate%s)",
              tls()->version.c_str(), tls()->cipher.c_str(), tls()->chain.size(),
              tls()->chain.size() == 1 ? "" : "s");
   feed_tls({});  // records that arrived with or after the handshake
+  if (tls_) tls_->release_idle_buffers();
 }
 
 void Connection::process(std::string_view data) {

@@ -136,6 +136,8 @@ void Server::sweep() {
       if (now - c->closing_since_ms() > kCloseGraceMs) c->force_close();
     } else {
       broker_.check_timeouts(*c, now);
+      // An idle TLS connection gives its record buffers' pages back (a no-op once done).
+      if (c->tls_session() && now - c->last_rx_ms > kTlsIdleTrimMs) c->tls_session()->release_idle_buffers();
     }
     c = next;
   }

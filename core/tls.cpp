@@ -4,7 +4,10 @@
 #include <mbedtls/md.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/ssl_internal.h>  // MBEDTLS_SSL_{IN,OUT}_BUFFER_LEN
 #include <mbedtls/x509.h>
+
+#include <sys/mman.h>
 
 #include <cstring>
 #include <ctime>
@@ -25,6 +28,17 @@ namespace {
 const mbedtls_ecp_group_id kCurves[] = {MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_CURVE25519,
                                         MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_SECP521R1,
                                         MBEDTLS_ECP_DP_NONE};
+
+// Gives the whole pages inside a record buffer back to the kernel (they read as zeros
+// when touched again). The first page is kept: it holds the allocator's header and the
+// start of the buffer, where mbedTLS keeps the incoming record counter.
+void release_pages(unsigned char* buf, size_t len) {
+  const uintptr_t page = 4096;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(buf);
+  const uintptr_t start = (begin + page) & ~(page - 1);  // past the buffer's first page
+  const uintptr_t end = (begin + len) & ~(page - 1);
+  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+}
 
 // Default suites: forward-secret AEAD only, AES-GCM first (AES-NI makes it the
 // cheapest per record here), then ChaCha20-Poly1305.
@@ -460,6 +474,7 @@ bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std:
     return true;
   }
   cipher_in_.append(ciphertext);
+  trimmed_ = false;
   for (;;) {
     const int n = mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(scratch), scratch_size);
     if (n > 0) {
@@ -479,6 +494,7 @@ bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std:
 }
 
 bool TlsSession::encrypt(std::string& plain, std::string& error) {
+  trimmed_ = false;
   size_t done = 0;
   while (done < plain.size()) {
     const int n = mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(plain.data() + done),
@@ -498,12 +514,28 @@ void TlsSession::close_notify() {
   if (state_ == State::kEstablished && !job_in_flight_) mbedtls_ssl_close_notify(&ssl_);
 }
 
-std::unique_ptr<TlsPeerInfo> TlsSession::peer_info() const {
+void TlsSession::release_idle_buffers() {
+  if (job_in_flight_) return;  // a worker owns the buffers
+  if (cipher_out_.empty()) std::string().swap(cipher_out_);
+  if (cipher_in_.empty()) std::string().swap(cipher_in_);
+  if (pending_in_.empty()) std::string().swap(pending_in_);
+  // mbedTLS 2.28 keeps two fixed ~16.7 KiB record buffers per connection (Debian's
+  // build has no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH). Between records their content is
+  // dead: with nothing buffered in either direction, their pages go back to the kernel.
+  if (state_ != State::kEstablished || trimmed_) return;
+  if (ssl_.in_left != 0 || mbedtls_ssl_get_bytes_avail(&ssl_) != 0 || ssl_.out_left != 0) return;
+  release_pages(ssl_.in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
+  release_pages(ssl_.out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
+  trimmed_ = true;
+}
+
+std::unique_ptr<TlsPeerInfo> TlsSession::take_peer_info() {
   auto info = std::make_unique<TlsPeerInfo>();
   info->version = mbedtls_ssl_get_version(&ssl_);
   info->cipher = mbedtls_ssl_get_ciphersuite(&ssl_);
   if (!verified_chain_.empty()) {
-    info->chain_der = verified_chain_;
+    info->chain_der = std::move(verified_chain_);
+    verified_chain_.clear();
   } else if (const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_)) {
     info->chain_der.push_back(raw(peer->raw));  // a resumed session keeps only the leaf
   }

@@ -155,8 +155,10 @@ class TlsSession {
   // Ciphertext waiting for the socket (handshake messages, records, alerts).
   std::string& wire() { return cipher_out_; }
 
-  // After the handshake: what the peer proved, for the plugins.
-  std::unique_ptr<TlsPeerInfo> peer_info() const;
+  // After the handshake: what the peer proved, for the plugins (call once).
+  std::unique_ptr<TlsPeerInfo> take_peer_info();
+  // Gives back buffer capacity the handshake needed and an idle connection does not.
+  void release_idle_buffers();
   const TlsGeneration& generation() const { return *generation_; }
 
   // Called by the connection when its socket closed while a job was in flight: the
@@ -181,6 +183,7 @@ class TlsSession {
   mbedtls_ssl_context ssl_;
   State state_ = State::kHandshake;
   bool job_in_flight_ = false;
+  bool trimmed_ = false;  // record buffers' pages released since the last traffic
   int job_result_ = 0;
   std::string cipher_in_;   // ciphertext mbedTLS has not read yet (from in_pos_)
   size_t in_pos_ = 0;
