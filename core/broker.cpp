@@ -199,7 +199,7 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
   hooks_.on_connected(client, present);
 }
 
-void Broker::on_closed(Client& client, const char* reason) {
+void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   if (client.state != Client::State::kConnected) {
     CLIENT_LOG(log::Level::kDebug, client, "connection closed before CONNECT completed (%s)",
                reason);
@@ -211,12 +211,26 @@ void Broker::on_closed(Client& client, const char* reason) {
   client.will = MessagePtr();
   Session* session = client.session;
   client.session = nullptr;
-  session->detach();
+  session->detach(now_ms);
   if (session->clean()) destroy_session(session);
   stats_.clients_connected--;
   hooks_.on_disconnected(client, reason);
   client.clear_plugin_data();
   CLIENT_LOG(log::Level::kInfo, client, "disconnected (%s)", reason);
+}
+
+void Broker::expire_sessions(uint64_t now_ms) {
+  if (limits_.session_expiry == 0) return;
+  const uint64_t max_age = uint64_t{limits_.session_expiry} * 1000;
+  std::vector<Session*> expired;
+  sessions_->for_each([&](Session& s) {
+    if (s.client() == nullptr && now_ms - s.offline_since_ms() >= max_age) expired.push_back(&s);
+  });
+  for (Session* s : expired) {
+    LOG_INFO("session of client %s expired after %u s offline (session_expiry)",
+             log::quote(s->client_id()).c_str(), limits_.session_expiry);
+    destroy_session(s);
+  }
 }
 
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {

@@ -51,7 +51,9 @@ class Broker {
   // The client announced a packet bigger than max_packet_size.
   void on_oversized_packet(Client& client, const codec::FixedHeader& header);
   // Called exactly once when a client is closed (by itself, by us, or by the network).
-  void on_closed(Client& client, const char* reason);
+  void on_closed(Client& client, const char* reason, uint64_t now_ms = 0);
+  // Removes persistent sessions offline for longer than limits.session_expiry.
+  void expire_sessions(uint64_t now_ms);
   // Closes the client if it broke its keep-alive or never sent CONNECT in time.
   void check_timeouts(Client& client, uint64_t now_ms);
 

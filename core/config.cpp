@@ -238,9 +238,10 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
     limits.max_outgoing_bytes = static_cast<uint32_t>(*v);
   if (auto v = c.integer("connect_timeout", 1, 3600)) limits.connect_timeout = static_cast<uint32_t>(*v);
   if (auto v = c.integer("max_topic_levels", 1, 10000)) limits.max_topic_levels = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("session_expiry", 0, 86400ll * 365 * 10)) limits.session_expiry = static_cast<uint32_t>(*v);
   c.reject_unknown(
       "max_packet_size, max_inflight_messages, max_queued_messages, max_client_id_length, "
-      "max_outgoing_bytes, connect_timeout, max_topic_levels");
+      "max_outgoing_bytes, connect_timeout, max_topic_levels, session_expiry");
 }
 
 std::string resolve_path(const std::string& path, const std::string& config_file) {

@@ -23,6 +23,7 @@ struct LimitsConfig {
   uint32_t max_outgoing_bytes = 4 * 1024 * 1024;  // per client backlog; QoS 0 dropped beyond
   uint32_t connect_timeout = 10;                  // seconds from accept to CONNECT
   uint32_t max_topic_levels = 200;                // levels in a topic or filter
+  uint32_t session_expiry = 0;  // seconds an offline persistent session is kept; 0: forever
 };
 
 // TLS settings of a listener (`ssl = true`). File paths are resolved against the

@@ -270,7 +270,7 @@ void Connection::close(const char* reason) {
   closing_ = true;
   closing_since_ms_ = server().now_ms();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
-  server().broker().on_closed(*this, reason);
+  server().broker().on_closed(*this, reason, server().now_ms());
   // Whatever is queued (a CONNACK with a refusal, say) goes out first, then TLS's
   // close_notify.
   if (tls_ && !tls_->busy()) {

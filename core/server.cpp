@@ -144,6 +144,7 @@ void Server::sweep() {
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_) hook(now);
+    if (++ticks_ % 10 == 0) broker_.expire_sessions(now);
     if (tls_workers_) check_tls_health(now);
   }
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {

@@ -84,6 +84,7 @@ class Server {
   std::vector<ReloadHook> reload_hooks_;
   std::vector<TickHook> tick_hooks_;
   uint64_t last_tick_ms_ = 0;
+  uint64_t ticks_ = 0;
   uv_signal_t sigint_, sigterm_, sighup_;
   uv_check_t check_;
   uv_timer_t sweep_timer_;

@@ -78,7 +78,12 @@ class Session : public RouteTarget {
   // Attaches a connected client: resends everything unacknowledged (PUBLISH with DUP,
   // PUBREL) with the original identifiers [MQTT-4.4.0-1], then fills the window.
   void attach(Client* client, const SessionLimits& limits, DeliveryStats& stats);
-  void detach() { client_ = nullptr; }
+  void detach(uint64_t now_ms) {
+    client_ = nullptr;
+    offline_since_ms_ = now_ms;
+  }
+  // Loop time the client went away (meaningful while client() is null).
+  uint64_t offline_since_ms() const { return offline_since_ms_; }
 
   size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
   size_t queued_count() const { return flow_ ? flow_->queue.size() - flow_->queue_head : 0; }
@@ -120,6 +125,7 @@ class Session : public RouteTarget {
 
   std::string client_id_;
   Client* client_ = nullptr;
+  uint64_t offline_since_ms_ = 0;
   bool clean_;
   uint16_t last_packet_id_ = 0;
   std::vector<Subscription> subscriptions_;

@@ -342,6 +342,23 @@ TEST_CASE("keep-alive and connect timeouts") {
   CHECK(c.closed);
 }
 
+TEST_CASE("persistent sessions expire after session_expiry offline, and only offline") {
+  LimitsConfig l;
+  l.session_expiry = 60;
+  Fixture f(l);
+  FakeClient a(*f.broker, &f.listener);
+  a.feed(connect_packet("gone", false), 0);
+  a.take();
+  a.close("network error");  // offline at t=0 (FakeClient passes no time)
+  FakeClient b(*f.broker, &f.listener);
+  b.feed(connect_packet("online", false), 0);
+  f.broker->expire_sessions(59000);
+  CHECK(f.broker->sessions().size() == 2);
+  f.broker->expire_sessions(60000);
+  CHECK(f.broker->sessions().size() == 1);
+  CHECK(f.broker->sessions().find("online") != nullptr);
+}
+
 namespace {
 struct DenyingHooks final : AuthHooks {
   AuthResult authenticate(const Client& c, const codec::Connect&) override {
