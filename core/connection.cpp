@@ -173,7 +173,9 @@ void Connection::process(std::string_view data) {
         data.remove_prefix(h.header.packet_length());
         continue;
       }
-      partial_.reserve(h.header.packet_length());
+      // Grow with the bytes that actually arrive: a header alone must not make us
+      // reserve max_packet_size.
+      partial_.reserve(std::min<size_t>(h.header.packet_length(), 64 * 1024));
     }
     partial_.assign(data);  // keep the incomplete tail
     return;
@@ -197,9 +199,22 @@ bool Connection::dispatch(const codec::FixedHeader& header, std::string_view pac
 
 void Connection::schedule_flush() { server().mark_dirty(this); }
 
+void Connection::pause_reading_if_backlogged() {
+  // Backpressure: a client that does not read what we send (acks, mostly; deliveries
+  // are bounded elsewhere) is not read from until its backlog drains.
+  if (read_paused_ || closing_ || pending_output() <= server().broker().limits().max_outgoing_bytes) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
+  read_paused_ = true;
+  CLIENT_LOG(log::Level::kDebug, *this, "not reading: %zu bytes wait to be written", pending_output());
+}
+
 void Connection::flush() {
   flush_pending_ = false;
-  if (uv_closing_ || write_pending_) return;
+  if (uv_closing_) return;
+  if (write_pending_) {  // written when the pending write completes
+    pause_reading_if_backlogged();
+    return;
+  }
   std::string* wire = &out_;
   if (tls_) {
     if (tls_->busy()) return;  // a worker owns the TLS buffers; flushed when it is done
@@ -263,6 +278,11 @@ void Connection::on_write(uv_write_t* req, int status) {
     return;
   }
   self->flush();  // what accumulated meanwhile, or the deferred close
+  if (self->read_paused_ && !self->closing_ && !self->uv_closing_ &&
+      self->pending_output() <= self->server().broker().limits().max_outgoing_bytes / 2) {
+    self->read_paused_ = false;
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&self->handle_), on_alloc, on_read);
+  }
 }
 
 void Connection::close(const char* reason) {

@@ -68,6 +68,7 @@ class Connection final : public Client, public TlsSessionOwner {
   // Decodes and dispatches one whole packet; false if the connection is closing.
   bool dispatch(const codec::FixedHeader& header, std::string_view packet);
   void begin_uv_close();
+  void pause_reading_if_backlogged();
 
   Listener& listener_;
   uv_tcp_t handle_;
@@ -78,6 +79,7 @@ class Connection final : public Client, public TlsSessionOwner {
   bool closing_ = false;
   bool uv_closing_ = false;
   bool write_pending_ = false;
+  bool read_paused_ = false;  // backpressure: output backlog over max_outgoing_bytes
 };
 
 }  // namespace mqgate
