@@ -3,10 +3,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cinttypes>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "codec/encoder.hpp"
@@ -21,22 +21,56 @@ double wall_seconds() {
 
 // CPU seconds of one of our own threads, by kernel thread id.
 double tid_cpu_seconds(int tid) {
-  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return 0;
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; i++) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return std::max(0.0, stat_file_cpu_seconds("/proc/self/task/" + std::to_string(tid) + "/stat"));
 }
 
 }  // namespace
+
+void Failures::record(Fail kind, const std::string& detail) {
+  by_kind[static_cast<int>(kind)].add();
+  details[std::string(fail_name(kind)) + ": " + detail]++;
+}
+
+uint64_t Failures::total() const {
+  uint64_t n = 0;
+  for (const auto& c : by_kind)
+    n += c.get();
+  return n;
+}
+
+void FailureReport::add(const Failures& f) {
+  for (int k = 0; k < kFailKinds; k++) {
+    by_kind[k] += f.by_kind[k].get();
+    total += f.by_kind[k].get();
+  }
+  for (const auto& [d, n] : f.details)
+    details[d] += n;
+}
+
+void FailureReport::json(Json& j) const {
+  j.begin("failures");
+  j.field("total", total);
+  for (int k = 0; k < kFailKinds; k++)
+    j.field(fail_name(static_cast<Fail>(k)), by_kind[k]);
+  j.end();
+}
+
+void FailureReport::print(FILE* f) const {
+  std::fprintf(f, "  failures    %" PRIu64, total);
+  for (int k = 0; k < kFailKinds; k++)
+    if (by_kind[k]) std::fprintf(f, "  %s %" PRIu64, fail_name(static_cast<Fail>(k)), by_kind[k]);
+  std::fprintf(f, "\n");
+}
+
+void FailureReport::print_details(FILE* f) const {
+  std::vector<std::pair<uint64_t, std::string>> most;
+  for (const auto& [d, n] : details)
+    most.emplace_back(n, d);
+  std::sort(most.begin(), most.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; i < most.size() && i < 5; i++)
+    std::fprintf(f, "  failure: %s (x%" PRIu64 ")\n", most[i].second.c_str(), most[i].first);
+}
 
 Harness::Harness(const Options& options) : options_(options) {
   std::string error;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,38 @@ struct Options {
   int concurrency = 64;
   double hold = 3;
 };
+
+// One worker's failed connection attempts: by kind (read from any thread) and with
+// their details ("kind: detail" -> count; written and read on the worker's thread, or
+// after it stopped).
+struct Failures {
+  Counter by_kind[kFailKinds];
+  std::map<std::string, uint64_t> details;
+
+  void record(Fail kind, const std::string& detail);
+  uint64_t total() const;
+};
+
+// The failures of all workers, summed once they have stopped.
+struct FailureReport {
+  uint64_t by_kind[kFailKinds] = {};
+  uint64_t total = 0;
+  std::map<std::string, uint64_t> details;
+
+  void add(const Failures& f);
+  void json(Json& j) const;           // "failures": {"total": n, "<kind>": n, ...}
+  void print(FILE* f) const;          // "  failures    n  <kind> n ..."
+  void print_details(FILE* f) const;  // the five most common details
+};
+
+// Sums `field(stats)` over the workers' statistics (relaxed counters: any thread).
+template <typename Stats, typename Field>
+uint64_t sum_over(const std::vector<std::unique_ptr<Stats>>& per_worker, Field field) {
+  uint64_t n = 0;
+  for (const auto& s : per_worker)
+    n += field(*s);
+  return n;
+}
 
 // Workers plus accounting. A mode creates one, starts it, marks the measured window
 // and reports resources next to its own figures.

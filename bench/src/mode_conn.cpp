@@ -23,9 +23,8 @@ struct ConnWorkerStats {
   Counter full;
   Counter resumed;
   Counter slow_closes;  // the broker did not close within 2 s of DISCONNECT
-  Counter failures[kFailKinds];
+  Failures failures;
   Histogram latency;
-  std::map<std::string, uint64_t> failure_details;  // "kind: detail" -> count
 };
 
 class Connector final : public Conn {
@@ -87,9 +86,7 @@ class Connector final : public Conn {
   }
 
   void on_failed(Fail kind, const std::string& detail) override {
-    stats_.failures[static_cast<int>(kind)].add();
-    auto& n = stats_.failure_details[std::string(fail_name(kind)) + ": " + detail];
-    n++;
+    stats_.failures.record(kind, detail);
   }
 
   void on_closed() override {
@@ -134,20 +131,9 @@ int run_conn(const Options& o) {
   }
   if (!h.start()) return kExitSetup;
 
-  auto sum = [&](auto field) {
-    uint64_t n = 0;
-    for (auto& s : stats)
-      n += field(*s);
-    return n;
-  };
-  auto ok = [&] { return sum([](ConnWorkerStats& s) { return s.ok.get(); }); };
+  auto ok = [&] { return sum_over(stats, [](const ConnWorkerStats& s) { return s.ok.get(); }); };
   auto failures = [&] {
-    return sum([](ConnWorkerStats& s) {
-      uint64_t n = 0;
-      for (auto& f : s.failures)
-        n += f.get();
-      return n;
-    });
+    return sum_over(stats, [](const ConnWorkerStats& s) { return s.failures.total(); });
   };
   auto all_idle = [&] {
     bool idle = true;
@@ -210,21 +196,15 @@ int run_conn(const Options& o) {
   h.stop();
 
   Histogram latency;
-  uint64_t full = 0, resumed = 0, slow_closes = 0, fail_by_kind[kFailKinds] = {};
-  std::map<std::string, uint64_t> details;
+  uint64_t full = 0, resumed = 0, slow_closes = 0;
+  FailureReport failed;
   for (auto& s : stats) {
     latency.merge(s->latency);
     full += s->full.get();
     resumed += s->resumed.get();
     slow_closes += s->slow_closes.get();
-    for (int k = 0; k < kFailKinds; k++)
-      fail_by_kind[k] += s->failures[k].get();
-    for (auto& [d, n] : s->failure_details)
-      details[d] += n;
+    failed.add(s->failures);
   }
-  uint64_t total_failures = 0;
-  for (auto n : fail_by_kind)
-    total_failures += n;
   const double window = h.window_seconds();
   const double rate = window > 0 ? static_cast<double>(measured) / window : 0;
 
@@ -243,11 +223,7 @@ int run_conn(const Options& o) {
     j.field("full", full);
     j.field("resumed", resumed);
     j.end();
-    j.begin("failures");
-    j.field("total", total_failures);
-    for (int k = 0; k < kFailKinds; k++)
-      j.field(fail_name(static_cast<Fail>(k)), fail_by_kind[k]);
-    j.end();
+    failed.json(j);
     j.latency("latency_us", latency);
     j.field("slow_closes", slow_closes);
     h.json_resources(j, measured);
@@ -268,18 +244,10 @@ int run_conn(const Options& o) {
                 format_ns(latency.percentile(0.5)).c_str(),
                 format_ns(latency.percentile(0.9)).c_str(),
                 format_ns(latency.percentile(0.99)).c_str(), format_ns(latency.max()).c_str());
-    std::printf("  failures    %" PRIu64, total_failures);
-    for (int k = 0; k < kFailKinds; k++)
-      if (fail_by_kind[k])
-        std::printf("  %s %" PRIu64, fail_name(static_cast<Fail>(k)), fail_by_kind[k]);
-    std::printf("\n");
+    failed.print(stdout);
     h.print_resources(stdout, measured, "connection");
   }
-  int shown = 0;
-  for (auto& [d, n] : details) {
-    if (shown++ == 5) break;
-    std::fprintf(stderr, "  failure: %s (x%" PRIu64 ")\n", d.c_str(), n);
-  }
+  failed.print_details(stderr);
   if (o.tls && o.resume && measured > static_cast<uint64_t>(o.connectors) && resumed * 2 < measured)
     std::fprintf(stderr,
                  "mqgate-bench: warning: only %" PRIu64 " of %" PRIu64
@@ -292,7 +260,7 @@ int run_conn(const Options& o) {
                  slow_closes);
   if (timed_out) std::fprintf(stderr, "mqgate-bench: gave up waiting (--max-time)\n");
   connectors.clear();
-  return total_failures || timed_out ? kExitFailures : kExitOk;
+  return failed.total || timed_out ? kExitFailures : kExitOk;
 }
 
 }  // namespace mqgate::bench

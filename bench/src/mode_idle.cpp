@@ -16,9 +16,8 @@ struct IdleWorker;
 
 struct IdleStats {
   Counter established;
-  Counter failures[kFailKinds];
+  Failures failures;
   Histogram latency;
-  std::map<std::string, uint64_t> failure_details;
 };
 
 class IdleConn final : public Conn {
@@ -59,8 +58,7 @@ class IdleConn final : public Conn {
   }
 
   void on_failed(Fail kind, const std::string& detail) override {
-    stats_.failures[static_cast<int>(kind)].add();
-    stats_.failure_details[std::string(fail_name(kind)) + ": " + detail]++;
+    stats_.failures.record(kind, detail);
     settle();
   }
 
@@ -154,20 +152,11 @@ int run_idle(const Options& o) {
   }
   if (!h.start()) return kExitSetup;
 
-  auto count = [&](auto field) {
-    uint64_t n = 0;
-    for (auto& s : stats)
-      n += field(*s);
-    return n;
+  auto established = [&] {
+    return sum_over(stats, [](const IdleStats& s) { return s.established.get(); });
   };
-  auto established = [&] { return count([](IdleStats& s) { return s.established.get(); }); };
   auto failures = [&] {
-    return count([](IdleStats& s) {
-      uint64_t n = 0;
-      for (auto& f : s.failures)
-        n += f.get();
-      return n;
-    });
+    return sum_over(stats, [](const IdleStats& s) { return s.failures.total(); });
   };
 
   // The broker's memory before: after a moment with no load.
@@ -239,17 +228,11 @@ int run_idle(const Options& o) {
   const long long rss_closed = pid_rss_bytes(o.broker_pid);
 
   Histogram latency;
-  uint64_t fail_by_kind[kFailKinds] = {}, total_failures = 0;
-  std::map<std::string, uint64_t> details;
+  FailureReport failed;
   for (auto& s : stats) {
     latency.merge(s->latency);
-    for (int k = 0; k < kFailKinds; k++)
-      fail_by_kind[k] += s->failures[k].get();
-    for (auto& [d, c] : s->failure_details)
-      details[d] += c;
+    failed.add(s->failures);
   }
-  for (auto c : fail_by_kind)
-    total_failures += c;
   const bool have_rss = rss_before >= 0 && rss_after >= 0 && n > 0;
   const double per_conn =
       have_rss ? static_cast<double>(rss_after - rss_before) / static_cast<double>(n) : 0;
@@ -271,11 +254,7 @@ int run_idle(const Options& o) {
     j.field("rss_after", static_cast<int64_t>(rss_after));
     j.field("rss_after_close", static_cast<int64_t>(rss_closed));
     if (have_rss) j.field("bytes_per_connection", per_conn);
-    j.begin("failures");
-    j.field("total", total_failures);
-    for (int k = 0; k < kFailKinds; k++)
-      j.field(fail_name(static_cast<Fail>(k)), fail_by_kind[k]);
-    j.end();
+    failed.json(j);
     j.latency("latency_us", latency);
     h.json_resources(j);
     j.end();
@@ -296,15 +275,11 @@ int run_idle(const Options& o) {
     std::printf("  latency     p50 %s  p99 %s (connect to CONNACK)\n",
                 format_ns(latency.percentile(0.5)).c_str(),
                 format_ns(latency.percentile(0.99)).c_str());
-    std::printf("  failures    %" PRIu64 "\n", total_failures);
+    failed.print(stdout);
   }
-  int shown = 0;
-  for (auto& [d, c] : details) {
-    if (shown++ == 5) break;
-    std::fprintf(stderr, "  failure: %s (x%" PRIu64 ")\n", d.c_str(), c);
-  }
+  failed.print_details(stderr);
   iw.clear();
-  return total_failures || dropped || !all ? kExitFailures : kExitOk;
+  return failed.total || dropped || !all ? kExitFailures : kExitOk;
 }
 
 }  // namespace mqgate::bench

@@ -56,8 +56,7 @@ struct PsStats {
   Counter subscribed;
   Counter stalls;
   Counter last_delivery_ns;
-  Counter failures[kFailKinds];
-  std::map<std::string, uint64_t> failure_details;
+  Failures failures;
 };
 
 // What one subscriber saw of one publisher.
@@ -94,8 +93,7 @@ class Base : public Conn {
 
  protected:
   void on_failed(Fail kind, const std::string& detail) override {
-    stats_.failures[static_cast<int>(kind)].add();
-    stats_.failure_details[std::string(fail_name(kind)) + ": " + detail]++;
+    stats_.failures.record(kind, detail);
   }
   bool check_connack(const codec::FixedHeader& h, std::string_view body) {
     if (h.type != codec::PacketType::kConnack || body.size() != 2) {
@@ -454,18 +452,18 @@ int run_pubsub(const Options& o) {
   }
   std::vector<std::unique_ptr<Subscriber>> subs;
   std::vector<std::unique_ptr<Publisher>> pubs;
-  std::vector<size_t> sub_worker, pub_worker;
+  std::vector<Conn*> everyone;  // subscribers, then publishers
   for (int s = 0; s < o.subscribers; s++) {
     const size_t wi = static_cast<size_t>(s) % nw;
     subs.push_back(std::make_unique<Subscriber>(h.worker(wi), h, shared, *stats[wi],
                                                 static_cast<uint32_t>(s)));
-    sub_worker.push_back(wi);
+    everyone.push_back(subs.back().get());
   }
   for (int p = 0; p < o.publishers; p++) {
     const size_t wi = static_cast<size_t>(o.subscribers + p) % nw;
     pubs.push_back(
         std::make_unique<Publisher>(h.worker(wi), h, shared, *stats[wi], static_cast<uint32_t>(p)));
-    pub_worker.push_back(wi);
+    everyone.push_back(pubs.back().get());
     psw[wi]->pubs.push_back(pubs.back().get());
   }
   for (size_t wi = 0; wi < nw; wi++) {
@@ -481,19 +479,8 @@ int run_pubsub(const Options& o) {
   }
   if (!h.start()) return kExitSetup;
 
-  auto total = [&](auto field) {
-    uint64_t n = 0;
-    for (auto& s : stats)
-      n += field(*s);
-    return n;
-  };
   auto failures = [&] {
-    return total([](PsStats& s) {
-      uint64_t n = 0;
-      for (auto& f : s.failures)
-        n += f.get();
-      return n;
-    });
+    return sum_over(stats, [](const PsStats& s) { return s.failures.total(); });
   };
   auto close_all = [&] {
     for (size_t wi = 0; wi < nw; wi++)
@@ -503,37 +490,24 @@ int run_pubsub(const Options& o) {
         pw->worker->set_busy(false);
         pw->pubs.clear();
       });
-    for (size_t i = 0; i < subs.size(); i++)
-      h.worker(sub_worker[i]).post([c = subs[i].get()] {
+    for (Conn* c : everyone)
+      c->worker().post([c] {
         if (c->established()) codec::encode_disconnect(c->out());
         c->close_gracefully();
       });
-    for (size_t i = 0; i < pubs.size(); i++)
-      h.worker(pub_worker[i]).post([c = pubs[i].get()] {
-        if (c->established()) codec::encode_disconnect(c->out());
-        c->close_gracefully();
-      });
-    bool all_closed = false;
-    h.wait(
-        10,
-        [&] {
-          all_closed = true;
-          for (size_t wi = 0; wi < nw; wi++)
-            h.worker(wi).run_sync([&] {
-              for (size_t i = 0; i < subs.size(); i++)
-                if (sub_worker[i] == wi && !subs[i]->closed()) all_closed = false;
-              for (size_t i = 0; i < pubs.size(); i++)
-                if (pub_worker[i] == wi && !pubs[i]->closed()) all_closed = false;
-            });
-          return all_closed;
-        },
-        nullptr);
-    if (!all_closed) {
-      for (size_t i = 0; i < subs.size(); i++)
-        h.worker(sub_worker[i]).run_sync([c = subs[i].get()] { c->close(); });
-      for (size_t i = 0; i < pubs.size(); i++)
-        h.worker(pub_worker[i]).run_sync([c = pubs[i].get()] { c->close(); });
-      h.wait(5, nullptr, nullptr);
+    auto all_closed = [&] {
+      bool closed = true;
+      for (size_t wi = 0; wi < nw; wi++)
+        h.worker(wi).run_sync([&] {
+          for (Conn* c : everyone)
+            if (&c->worker() == &h.worker(wi) && !c->closed()) closed = false;
+        });
+      return closed;
+    };
+    if (!h.wait(10, all_closed, nullptr)) {
+      for (Conn* c : everyone)
+        c->worker().run_sync([c] { c->close(); });
+      h.wait(5, all_closed, nullptr);
     }
     h.stop();
   };
@@ -550,23 +524,25 @@ int run_pubsub(const Options& o) {
         nw);
 
   // Subscribers first, then publishers.
-  for (size_t i = 0; i < subs.size(); i++)
-    h.worker(sub_worker[i]).post([c = subs[i].get()] { c->open(); });
+  for (auto& c : subs)
+    c->worker().post([c = c.get()] { c->open(); });
   const double setup_limit = 30 + o.subscribers * 0.05;
   const bool subs_ok = h.wait(
       setup_limit,
       [&] {
-        return total([](PsStats& s) { return s.subscribed.get(); }) == subs.size() ||
+        return sum_over(stats, [](const PsStats& s) { return s.subscribed.get(); }) ==
+                   subs.size() ||
                failures() > 0;
       },
       nullptr);
-  for (size_t i = 0; i < pubs.size(); i++)
-    h.worker(pub_worker[i]).post([c = pubs[i].get()] { c->open(); });
+  for (auto& c : pubs)
+    c->worker().post([c = c.get()] { c->open(); });
   const bool pubs_ok =
       subs_ok && h.wait(
                      setup_limit,
                      [&] {
-                       return total([](PsStats& s) { return s.connected.get(); }) == pubs.size() ||
+                       return sum_over(stats, [](const PsStats& s) { return s.connected.get(); }) ==
+                                  pubs.size() ||
                               failures() > 0;
                      },
                      nullptr);
@@ -574,12 +550,13 @@ int run_pubsub(const Options& o) {
     std::fprintf(stderr,
                  "mqgate-bench: setup failed: %" PRIu64 " of %zu subscribed, %" PRIu64
                  " of %zu publishers connected\n",
-                 total([](PsStats& s) { return s.subscribed.get(); }), subs.size(),
-                 total([](PsStats& s) { return s.connected.get(); }), pubs.size());
+                 sum_over(stats, [](const PsStats& s) { return s.subscribed.get(); }), subs.size(),
+                 sum_over(stats, [](const PsStats& s) { return s.connected.get(); }), pubs.size());
+    close_all();  // the workers stop: their failure details can be read
+    FailureReport failed;
     for (auto& s : stats)
-      for (auto& [d, n] : s->failure_details)
-        std::fprintf(stderr, "  failure: %s (x%" PRIu64 ")\n", d.c_str(), n);
-    close_all();
+      failed.add(s->failures);
+    failed.print_details(stderr);
     return kExitFailures;
   }
 
@@ -611,8 +588,12 @@ int run_pubsub(const Options& o) {
       pw->pump_all();
     });
   }
-  auto delivered = [&] { return total([](PsStats& s) { return s.delivered.get(); }); };
-  auto published = [&] { return total([](PsStats& s) { return s.published.get(); }); };
+  auto delivered = [&] {
+    return sum_over(stats, [](const PsStats& s) { return s.delivered.get(); });
+  };
+  auto published = [&] {
+    return sum_over(stats, [](const PsStats& s) { return s.published.get(); });
+  };
   uint64_t last_pub = 0, last_del = 0;
   auto progress = [&](double, double dt) {
     const uint64_t p = published(), d = delivered();
@@ -717,17 +698,12 @@ int run_pubsub(const Options& o) {
       reordered += t.reordered;
     }
   }
-  uint64_t fail_by_kind[kFailKinds] = {}, total_failures = 0, stalls = 0;
-  std::map<std::string, uint64_t> details;
+  uint64_t stalls = 0;
+  FailureReport failures_seen;
   for (auto& s : stats) {
-    for (int k = 0; k < kFailKinds; k++)
-      fail_by_kind[k] += s->failures[k].get();
-    for (auto& [d, n] : s->failure_details)
-      details[d] += n;
+    failures_seen.add(s->failures);
     stalls += s->stalls.get();
   }
-  for (auto n : fail_by_kind)
-    total_failures += n;
   const uint64_t missing = expected > unique ? expected - unique : 0;
   uint64_t sent_total = 0;
   for (auto& ps : shared.pubs)
@@ -738,7 +714,7 @@ int run_pubsub(const Options& o) {
       measured_seconds > 0 ? static_cast<double>(measured_published) / measured_seconds : 0;
   const double mbps = rate * static_cast<double>(o.payload) / 1e6;
   const bool verified = missing == 0 && reordered == 0 && bad == 0 && (o.qos != 2 || dups == 0);
-  const bool failed = total_failures > 0 || reordered > 0 || bad > 0 ||
+  const bool failed = failures_seen.total > 0 || reordered > 0 || bad > 0 ||
                       (o.qos > 0 && missing > 0) || (o.qos == 2 && dups > 0);
 
   if (o.json) {
@@ -771,11 +747,7 @@ int run_pubsub(const Options& o) {
     j.field("qos0_window_stalls", stalls);
     j.field("ok", verified);
     j.end();
-    j.begin("failures");
-    j.field("total", total_failures);
-    for (int k = 0; k < kFailKinds; k++)
-      j.field(fail_name(static_cast<Fail>(k)), fail_by_kind[k]);
-    j.end();
+    failures_seen.json(j);
     j.latency("latency_us", latency);
     h.json_resources(j, measured_deliveries);
     j.end();
@@ -797,14 +769,10 @@ int run_pubsub(const Options& o) {
                 " missing%s, %" PRIu64 " duplicates, %" PRIu64 " out of order%s\n",
                 sent_total, expected, missing, o.qos == 0 && missing ? " (QoS 0 loss)" : "", dups,
                 reordered, verified ? ": OK" : ": NOT OK");
-    std::printf("  failures    %" PRIu64 "\n", total_failures);
+    failures_seen.print(stdout);
     h.print_resources(stdout, measured_deliveries, "delivery");
   }
-  int shown = 0;
-  for (auto& [d, n] : details) {
-    if (shown++ == 5) break;
-    std::fprintf(stderr, "  failure: %s (x%" PRIu64 ")\n", d.c_str(), n);
-  }
+  failures_seen.print_details(stderr);
   subs.clear();
   pubs.clear();
   return failed ? kExitFailures : kExitOk;

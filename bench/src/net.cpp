@@ -396,21 +396,25 @@ void Conn::on_write(uv_write_t* req, int status) {
   }
 }
 
+bool Conn::seal_output() {
+  if (!tls_) return true;
+  // The MQTT bytes first, then the alert after them.
+  if (!out_.empty() && !tls_->write(out_)) {
+    close();
+    return false;
+  }
+  out_.clear();
+  tls_->close_notify();
+  return true;
+}
+
 void Conn::close_gracefully() {
   if (state_ == State::kIdle || state_ == State::kClosing) return;
   if (state_ != State::kOpen) {
     close();
     return;
   }
-  if (tls_) {
-    // The MQTT bytes first, then the alert after them.
-    if (!out_.empty() && !tls_->write(out_)) {
-      close();
-      return;
-    }
-    out_.clear();
-    tls_->close_notify();
-  }
+  if (!seal_output()) return;
   state_ = State::kClosing;
   close_after_write_ = true;
   flush();
@@ -421,14 +425,7 @@ void Conn::close_after_peer() {
     close();
     return;
   }
-  if (tls_) {
-    if (!out_.empty() && !tls_->write(out_)) {
-      close();
-      return;
-    }
-    out_.clear();
-    tls_->close_notify();
-  }
+  if (!seal_output()) return;
   expect_eof_ = true;
   mark_dirty();
 }

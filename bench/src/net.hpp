@@ -185,6 +185,9 @@ class Conn {
   void continue_handshake();
   void process(std::string_view data);
   size_t parse(std::string_view data);
+  // Encrypts what out() holds and queues a close_notify (TLS only); false if the
+  // connection had to be closed instead.
+  bool seal_output();
   void start_write();
   void begin_close();
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }

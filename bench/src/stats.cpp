@@ -81,14 +81,13 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-double pid_cpu_seconds(int pid) {
-  if (pid <= 0) return -1;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+double stat_file_cpu_seconds(const std::string& path) {
+  std::ifstream f(path);
   std::string line;
   if (!std::getline(f, line)) return -1;
   // The command name (field 2) may hold spaces: fields after the last ')'.
   const size_t close = line.rfind(')');
-  if (close == std::string::npos) return -1;
+  if (close == std::string::npos || close + 2 > line.size()) return -1;
   std::istringstream rest(line.substr(close + 2));
   std::string field;
   unsigned long long utime = 0, stime = 0;
@@ -98,6 +97,11 @@ double pid_cpu_seconds(int pid) {
     if (i == 15) stime = std::stoull(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double pid_cpu_seconds(int pid) {
+  if (pid <= 0) return -1;
+  return stat_file_cpu_seconds("/proc/" + std::to_string(pid) + "/stat");
 }
 
 double machine_busy_seconds() {

@@ -55,6 +55,8 @@ struct alignas(64) Counter {
 // CPU seconds (user + system) consumed so far by this process / the calling thread.
 double process_cpu_seconds();
 double thread_cpu_seconds();
+// CPU seconds (utime + stime) in a /proc/.../stat file; negative if unreadable.
+double stat_file_cpu_seconds(const std::string& path);
 // CPU seconds of another process from /proc/<pid>/stat; negative if unreadable.
 double pid_cpu_seconds(int pid);
 // CPU seconds the whole machine spent busy (all cores, /proc/stat); negative if unknown.
