@@ -126,7 +126,9 @@ void Connection::on_tls_handshake_done(const std::string& error) {
              tls()->version.c_str(), tls()->cipher.c_str(), tls()->chain.size(),
              tls()->chain.size() == 1 ? "" : "s");
   feed_tls({});  // records that arrived with or after the handshake
-  if (tls_) tls_->release_idle_buffers();
+  // Only the handshake's scratch strings: trimming the record buffers now would cost
+  // page faults on the CONNECT/CONNACK that follow (the idle sweep does it later).
+  if (tls_) tls_->release_idle_buffers(false);
 }
 
 void Connection::process(std::string_view data) {

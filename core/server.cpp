@@ -137,7 +137,7 @@ void Server::sweep() {
     } else {
       broker_.check_timeouts(*c, now);
       // An idle TLS connection gives its record buffers' pages back (a no-op once done).
-      if (c->tls_session() && now - c->last_rx_ms > kTlsIdleTrimMs) c->tls_session()->release_idle_buffers();
+      if (c->tls_session() && now - c->last_rx_ms > kTlsIdleTrimMs) c->tls_session()->release_idle_buffers(true);
     }
     c = next;
   }

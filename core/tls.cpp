@@ -514,7 +514,7 @@ void TlsSession::close_notify() {
   if (state_ == State::kEstablished && !job_in_flight_) mbedtls_ssl_close_notify(&ssl_);
 }
 
-void TlsSession::release_idle_buffers() {
+void TlsSession::release_idle_buffers(bool trim_records) {
   if (job_in_flight_) return;  // a worker owns the buffers
   if (cipher_out_.empty()) std::string().swap(cipher_out_);
   if (cipher_in_.empty()) std::string().swap(cipher_in_);
@@ -522,7 +522,7 @@ void TlsSession::release_idle_buffers() {
   // mbedTLS 2.28 keeps two fixed ~16.7 KiB record buffers per connection (Debian's
   // build has no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH). Between records their content is
   // dead: with nothing buffered in either direction, their pages go back to the kernel.
-  if (state_ != State::kEstablished || trimmed_) return;
+  if (!trim_records || state_ != State::kEstablished || trimmed_) return;
   if (ssl_.in_left != 0 || mbedtls_ssl_get_bytes_avail(&ssl_) != 0 || ssl_.out_left != 0) return;
   release_pages(ssl_.in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
   release_pages(ssl_.out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);

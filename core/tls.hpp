@@ -158,7 +158,9 @@ class TlsSession {
   // After the handshake: what the peer proved, for the plugins (call once).
   std::unique_ptr<TlsPeerInfo> take_peer_info();
   // Gives back buffer capacity the handshake needed and an idle connection does not.
-  void release_idle_buffers();
+  // With `trim_records`, also the pages of mbedTLS's record buffers (a syscall and page
+  // faults on the next record: for connections that have been idle a while).
+  void release_idle_buffers(bool trim_records);
   const TlsGeneration& generation() const { return *generation_; }
 
   // Called by the connection when its socket closed while a job was in flight: the
