@@ -108,9 +108,6 @@ const char* decision_name(int d) {
   return "invalid";
 }
 
-// A plugin's reason, made safe for a log line (control characters escaped).
-std::string escaped(const std::string& reason) { return log::sanitize(reason); }
-
 mqgate_client* handle(const Client& c) {
   return reinterpret_cast<mqgate_client*>(const_cast<Client*>(&c));
 }
@@ -170,7 +167,7 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
     }
     denied = true;
     if (!reasons.empty()) reasons += "; ";
-    reasons += "plugin \"" + p->name + "\": " + escaped(why);
+    reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
   }
   if (denied) return {false, reasons, ""};
   if (!allowed) return {false, "no plugin allowed the client (all abstained)", ""};
@@ -206,7 +203,7 @@ AuthResult PluginHost::authorize(const Client& client, std::string_view topic, A
     }
     denied = true;
     if (!reasons.empty()) reasons += "; ";
-    reasons += "plugin \"" + p->name + "\": " + escaped(why);
+    reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
   }
   if (denied) return {false, reasons, ""};
   return {};
