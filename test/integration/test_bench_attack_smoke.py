@@ -1,0 +1,54 @@
+"""bench/attack, so it cannot rot: a small subscribe-flood against mqgate alone (the test
+build), checking only that the table has a row with numbers and that the JSON holds
+the bystander's figures. Never timing: what the figures say is bench/attack's business.
+"""
+import json
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+from mqgate_test import BROKER_BIN, BUILD_DIR, SANITIZER_REPORT, SOURCE_DIR
+
+ATTACK = os.path.join(SOURCE_DIR, "bench", "attack")
+ROW = re.compile(r"^subscribe-flood.*?\s+mqgate\s+(>= )?([\d,.]+)\s+([\d,.]+)\s+([\d,.]+)\s+"
+                 r"([+-][\d,.]+)\s+(.*)$", re.M)
+
+
+@unittest.skipUnless(os.access(BROKER_BIN, os.X_OK), f"{BROKER_BIN} is not built")
+class BenchAttackSmokeTest(unittest.TestCase):
+    def test_subscribe_flood_against_mqgate_prints_a_row(self):
+        with tempfile.TemporaryDirectory(prefix="attack-smoke-") as d:
+            out_json = os.path.join(d, "attack.json")
+            cmd = ["/usr/bin/python3", ATTACK, "--brokers", "mqgate", "--only", "subscribe-flood",
+                   "--duration", "2", "--quick", "--no-build", "--build-dir", BUILD_DIR,
+                   "--json", out_json]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, f"{' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+            rows = ROW.findall(p.stdout)
+            # One row, or two when mqgate has max_subscriptions_per_client (raised, default).
+            self.assertIn(len(rows), (1, 2), p.stdout)
+            for row in rows:
+                self.assertGreater(float(row[1].replace(",", "")), 0, row)
+                self.assertIn("SUBACK", row[5], row)
+            with open(out_json) as f:
+                results = json.load(f)["results"]
+            self.assertEqual(len(results), len(rows), results)
+            for r in results:
+                self.assertNotIn("error", r, r)
+                self.assertEqual(r["broker"], "mqgate", r)
+                self.assertGreater(r["bystander"]["count"], 0, r)
+                self.assertGreater(r["rss_peak_mib"], 0, r)
+                self.assertIsNone(SANITIZER_REPORT.search(r["broker_log_tail"]), r)
+
+    def test_bad_usage_is_refused(self):
+        for args in (["--only", "nope"], ["--brokers", "hivemq"], ["--duration", "0"]):
+            p = subprocess.run(["/usr/bin/python3", ATTACK, "--no-build", *args],
+                               capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0, args)
+            self.assertIn("attack:", p.stderr, args)
+
+
+if __name__ == "__main__":
+    unittest.main()
