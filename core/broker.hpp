@@ -29,6 +29,7 @@ struct BrokerStats {
   uint64_t connections_total = 0;  // accepted network connections, ever
   uint64_t clients_connected = 0;  // CONNACK 0 sent, not yet closed
   uint64_t clients_maximum = 0;
+  uint64_t tls_handshakes_refused = 0;  // TLS connections closed: tls_max_pending_handshakes
   DeliveryStats delivery;          // PUBLISH packets sent, dropped
 };
 

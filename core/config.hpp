@@ -76,6 +76,11 @@ struct Config {
   uint32_t sys_interval = 10;  // seconds; 0 disables $SYS
   std::string plugin_dir;      // empty: the build's or install's plugin directory
   uint32_t tls_threads = 0;    // TLS handshake threads; 0: one per CPU core
+  // TLS handshakes in progress (waiting for a worker, on one, or for the client's next
+  // flight) beyond which new TLS connections are closed at once. 1024 is a reconnect
+  // storm of a thousand devices, about a second of full RSA handshakes on two cores and
+  // well inside connect_timeout; at most ~100 MiB of handshake buffers.
+  uint32_t tls_max_pending_handshakes = 1024;
   LimitsConfig limits;
   std::vector<ListenerConfig> listeners;  // in file order
   std::vector<PluginConfig> plugins;      // in file order

@@ -293,6 +293,8 @@ void Connection::close(const char* reason) {
   closing_since_ms_ = server().now_ms();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
   server().broker().on_closed(*this, reason, server().now_ms());
+  if (tls_ && tls_->connection_closing())
+    CLIENT_LOG(log::Level::kDebug, *this, "TLS handshake job dropped before a worker ran it");
   // Whatever is queued (a CONNACK with a refusal, say) goes out first, then TLS's
   // close_notify.
   if (tls_ && !tls_->busy()) {

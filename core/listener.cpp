@@ -79,16 +79,32 @@ void Listener::on_connection(uv_stream_t* server, int status) {
   }
   if (self->server_.shutting_down()) return;
   if (self->config_.max_connections != 0 && self->active_connections >= self->config_.max_connections) {
-    // Accept and close at once, so the client sees a refusal rather than a hang.
-    uv_tcp_t* reject = new uv_tcp_t;
-    uv_tcp_init(self->server_.loop(), reject);
-    if (uv_accept(server, reinterpret_cast<uv_stream_t*>(reject)) == 0)
+    if (self->refuse_connection())
       LOG_WARN("listener \"%s\": max_connections (%u) reached; connection refused",
                self->config_.name.c_str(), self->config_.max_connections);
-    uv_close(reinterpret_cast<uv_handle_t*>(reject), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    return;
+  }
+  // Handshakes queue for the workers: beyond tls_max_pending_handshakes a flood of
+  // ClientHellos would only make every client, honest ones too, wait past its timeout.
+  // Refused before any byte is read: a refusal costs the loop an accept and a close.
+  TlsWorkers* workers = self->server_.tls_workers();
+  if (self->config_.tls && !workers->has_room()) {
+    if (self->refuse_connection()) {
+      self->server_.broker().stats().tls_handshakes_refused++;
+      workers->refused(self->server_.now_ms());
+    }
     return;
   }
   Connection::accept(self->server_, *self);
+}
+
+bool Listener::refuse_connection() {
+  uv_tcp_t* reject = new uv_tcp_t;
+  uv_tcp_init(server_.loop(), reject);
+  const bool accepted = uv_accept(stream(), reinterpret_cast<uv_stream_t*>(reject)) == 0;
+  uv_close(reinterpret_cast<uv_handle_t*>(reject),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  return accepted;
 }
 
 }  // namespace mqgate

@@ -1,5 +1,6 @@
 // The listener knows sockets: it binds one configured address and accepts
-// connections on it, enforcing the listener's connection limit.
+// connections on it, enforcing the listener's connection limit and, for TLS, the
+// limit on handshakes in progress.
 #pragma once
 
 #include <uv.h>
@@ -41,6 +42,9 @@ class Listener {
 
  private:
   static void on_connection(uv_stream_t* server, int status);
+  // Accepts the pending connection and closes it at once, so the client sees a refusal
+  // rather than a hang. Returns whether there was one to accept.
+  bool refuse_connection();
 
   Server& server_;
   ListenerConfig config_;

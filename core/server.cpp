@@ -32,8 +32,10 @@ bool Server::start() {
   if (any_tls) {
     const size_t threads = config_.tls_threads ? config_.tls_threads
                                                : std::max(1u, std::thread::hardware_concurrency());
-    tls_workers_ = std::make_unique<TlsWorkers>(&loop_, threads);
-    LOG_INFO("TLS handshakes run on %zu thread%s", threads, threads == 1 ? "" : "s");
+    tls_workers_ =
+        std::make_unique<TlsWorkers>(&loop_, threads, config_.tls_max_pending_handshakes);
+    LOG_INFO("TLS handshakes run on %zu thread%s, at most %u in progress", threads,
+             threads == 1 ? "" : "s", config_.tls_max_pending_handshakes);
   }
   for (const auto& lc : config_.listeners) {
     auto l = std::make_unique<Listener>(*this, lc);
@@ -233,6 +235,7 @@ void Server::reload_tls(const Config& fresh) {
 }
 
 void Server::check_tls_health(uint64_t now_ms) {
+  tls_workers_->report_refused(now_ms);  // the rest of a burst of refusals
   const int64_t now = static_cast<int64_t>(time(nullptr));
   // A stale CRL is a loud error, every ten minutes, until it is refreshed.
   if (last_stale_crl_log_ms_ == 0 || now_ms - last_stale_crl_log_ms_ >= 600000) {

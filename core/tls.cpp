@@ -9,6 +9,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -275,7 +276,8 @@ bool TlsGeneration::is_revoked(const std::string& issuer_raw, const std::string&
 
 // --- TlsWorkers -------------------------------------------------------------------------
 
-TlsWorkers::TlsWorkers(uv_loop_t* loop, size_t threads) {
+TlsWorkers::TlsWorkers(uv_loop_t* loop, size_t threads, size_t max_pending)
+    : max_pending_(max_pending) {
   uv_async_init(loop, &async_, on_async);
   async_.data = this;
   for (size_t i = 0; i < threads; ++i) queues_.push_back(std::make_unique<Queue>());
@@ -320,6 +322,33 @@ void TlsWorkers::submit(TlsSession* session) {
   q.ready.notify_one();
 }
 
+bool TlsWorkers::cancel(TlsSession* session) {
+  Queue& q = *queues_[session->worker_];
+  std::lock_guard<std::mutex> lock(q.mutex);
+  // At most tls_max_pending_handshakes entries, and rarely called: a linear search.
+  auto it = std::find(q.jobs.begin(), q.jobs.end(), session);
+  if (it == q.jobs.end()) return false;  // a worker runs it, or it is done
+  q.jobs.erase(it);
+  return true;
+}
+
+void TlsWorkers::refused(uint64_t now_ms) {
+  ++refused_unreported_;
+  report_refused(now_ms);
+}
+
+void TlsWorkers::report_refused(uint64_t now_ms) {
+  // One line a second at most: a flood of connections must not become a flood of logs.
+  if (refused_unreported_ == 0 || (refused_logged_ && now_ms - last_refused_log_ms_ < 1000)) return;
+  LOG_INFO("TLS: refused %llu new connection%s since the last report: "
+           "tls_max_pending_handshakes (%zu) handshakes were in progress",
+           static_cast<unsigned long long>(refused_unreported_),
+           refused_unreported_ == 1 ? "" : "s", max_pending_);
+  refused_unreported_ = 0;
+  refused_logged_ = true;
+  last_refused_log_ms_ = now_ms;
+}
+
 void TlsWorkers::run(Queue& q) {
   for (;;) {
     TlsSession* session;
@@ -354,13 +383,22 @@ void TlsWorkers::on_async(uv_async_t* async) {
 TlsSession::TlsSession(std::shared_ptr<const TlsGeneration> generation, size_t worker,
                        TlsWorkers& workers, TlsSessionOwner& owner)
     : generation_(std::move(generation)), worker_(worker), workers_(workers), owner_(owner) {
+  workers_.handshake_started();
   mbedtls_ssl_init(&ssl_);
-  if (mbedtls_ssl_setup(&ssl_, generation_->config(worker_)) != 0) state_ = State::kFailed;
+  if (mbedtls_ssl_setup(&ssl_, generation_->config(worker_)) != 0) set_state(State::kFailed);
   mbedtls_ssl_set_bio(&ssl_, this, bio_send, bio_recv, nullptr);
   mbedtls_ssl_set_verify(&ssl_, verify, this);
 }
 
-TlsSession::~TlsSession() { mbedtls_ssl_free(&ssl_); }
+TlsSession::~TlsSession() {
+  if (state_ == State::kHandshake) workers_.handshake_ended();
+  mbedtls_ssl_free(&ssl_);
+}
+
+void TlsSession::set_state(State state) {
+  if (state_ == State::kHandshake && state != State::kHandshake) workers_.handshake_ended();
+  state_ = state;
+}
 
 int TlsSession::bio_send(void* ctx, const unsigned char* buf, size_t len) {
   static_cast<TlsSession*>(ctx)->cipher_out_.append(reinterpret_cast<const char*>(buf), len);
@@ -410,6 +448,13 @@ void TlsSession::start_job() {
   workers_.submit(this);
 }
 
+bool TlsSession::connection_closing() {
+  if (!job_in_flight_ || !workers_.cancel(this)) return false;
+  job_in_flight_ = false;
+  std::string().swap(pending_in_);
+  return true;
+}
+
 void TlsSession::run_job() { job_result_ = mbedtls_ssl_handshake(&ssl_); }
 
 void TlsSession::finish_job() {
@@ -421,7 +466,7 @@ void TlsSession::finish_job() {
     return;
   }
   if (job_result_ == 0) {
-    state_ = State::kEstablished;
+    set_state(State::kEstablished);
     // Resumed sessions skip verification: check the leaf's dates and revocation now.
     const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_);
     if (peer != nullptr && verified_chain_.empty()) {
@@ -452,7 +497,7 @@ void TlsSession::finish_job() {
     }
     return;
   }
-  state_ = State::kFailed;
+  set_state(State::kFailed);
   std::string why = tls_error_text(job_result_);
   if (!verify_error_.empty()) why = verify_error_;
   owner_.on_tls_handshake_done("TLS handshake failed: " + why);
@@ -465,6 +510,14 @@ bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std:
     return false;
   }
   if (state_ == State::kHandshake) {
+    handshake_bytes_ += static_cast<uint32_t>(ciphertext.size());  // reads are <= 64 KiB
+    if (handshake_bytes_ > kMaxHandshakeBytes) {
+      error = "TLS handshake flooded: the client sent " + std::to_string(handshake_bytes_) +
+              " bytes before its handshake completed, more than the " +
+              std::to_string(kMaxHandshakeBytes >> 10) + " KiB a handshake needs";
+      std::string().swap(pending_in_);
+      return false;
+    }
     if (job_in_flight_) {
       pending_in_.append(ciphertext);
     } else {
@@ -549,6 +602,13 @@ std::unique_ptr<TlsPeerInfo> TlsSession::take_peer_info() {
   return info;
 }
 
-void TlsSession::abandon(std::function<void()> on_dead) { on_dead_ = std::move(on_dead); }
+void TlsSession::abandon(std::function<void()> on_dead) {
+  if (job_in_flight_ && workers_.cancel(this)) {  // never started: nothing to wait for
+    delete this;
+    on_dead();
+    return;
+  }
+  on_dead_ = std::move(on_dead);
+}
 
 }  // namespace mqgate

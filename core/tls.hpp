@@ -11,6 +11,11 @@
 // buffers. Each worker has its own copy of the private key and its own ssl config,
 // because mbedTLS serialises RSA private operations on one key with a mutex. Once the
 // handshake is done, record encryption (cheap, AES-GCM with AES-NI) runs on the loop.
+//
+// Hostile clients meet limits, not the event loop: at most tls_max_pending_handshakes
+// handshakes are in progress at once (which also bounds the workers' queues), a job whose
+// connection closed before a worker took it is dropped unrun, a client sends at most
+// kMaxHandshakeBytes before its handshake completes.
 #pragma once
 
 #include <uv.h>
@@ -25,6 +30,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -90,19 +96,39 @@ class TlsGeneration {
 
 // The handshake threads. Jobs run mbedtls_ssl_handshake() on a session's memory
 // buffers; completions come back to the loop through a uv_async_t.
+//
+// It also counts the handshakes in progress: sessions from their creation until their
+// handshake ends (waiting for a worker, on one, or waiting for the client's next flight;
+// connect_timeout bounds the last). A session has at most one job queued, so the queues
+// hold at most max_pending() jobs. Everything but run() is for the loop thread.
 class TlsWorkers {
  public:
-  TlsWorkers(uv_loop_t* loop, size_t threads);
+  TlsWorkers(uv_loop_t* loop, size_t threads, size_t max_pending);
   ~TlsWorkers();
   size_t size() const { return queues_.size(); }
   // Picks the worker for a new session (round robin).
   size_t next_worker() { return next_++ % queues_.size(); }
   void submit(TlsSession* session);
+  // Takes `session`'s job out of its worker's queue if no worker has started it yet.
+  // Returns whether it did (the job will then never run nor complete).
+  bool cancel(TlsSession* session);
   // Stops the threads (finishing the jobs they run) and completes every job that is
   // left, on the calling (loop) thread. For shutdown.
   void stop();
 
+  // Whether a new TLS connection may start a handshake (tls_max_pending_handshakes).
+  bool has_room() const { return pending_ < max_pending_; }
+  size_t pending() const { return pending_; }
+  size_t max_pending() const { return max_pending_; }
+  void set_max_pending(size_t max) { max_pending_ = max; }
+  // A connection was refused for want of room: logged at most once a second, with how
+  // many were refused since the last line. report_refused() (called every second)
+  // writes the line a burst left unreported.
+  void refused(uint64_t now_ms);
+  void report_refused(uint64_t now_ms);
+
  private:
+  friend class TlsSession;
   struct Queue {
     std::mutex mutex;
     std::condition_variable ready;
@@ -111,6 +137,8 @@ class TlsWorkers {
   };
   void run(Queue& queue);
   static void on_async(uv_async_t* async);
+  void handshake_started() { ++pending_; }
+  void handshake_ended() { --pending_; }
 
   std::vector<std::unique_ptr<Queue>> queues_;
   std::vector<std::thread> threads_;
@@ -119,6 +147,11 @@ class TlsWorkers {
   uv_async_t async_;
   size_t next_ = 0;
   bool stopped_ = false;
+  size_t pending_ = 0;
+  size_t max_pending_;
+  uint64_t refused_unreported_ = 0;
+  uint64_t last_refused_log_ms_ = 0;
+  bool refused_logged_ = false;
 };
 
 // What a TLS session tells its connection.
@@ -135,6 +168,15 @@ class TlsSessionOwner {
 
 class TlsSession {
  public:
+  // A client may send at most this much ciphertext until its handshake completes, which
+  // bounds what is buffered while a job runs (pending_in_, cipher_in_) and what a worker
+  // parses for it. A client's whole side of a handshake is two flights of one record per
+  // handshake message, and mbedTLS refuses a handshake message bigger than its 16 KiB
+  // record buffer: with a long certificate chain and an MQTT CONNECT sent right behind
+  // its Finished, a few KiB to 20 KiB. More is a flood: the connection closes, rather
+  // than memory growing while a worker is busy.
+  static constexpr uint32_t kMaxHandshakeBytes = 64 * 1024;
+
   TlsSession(std::shared_ptr<const TlsGeneration> generation, size_t worker, TlsWorkers& workers,
              TlsSessionOwner& owner);
   ~TlsSession();
@@ -163,8 +205,12 @@ class TlsSession {
   void release_idle_buffers(bool trim_records);
   const TlsGeneration& generation() const { return *generation_; }
 
+  // The connection is closing: a handshake job still waiting for a worker is dropped
+  // unrun (no private-key operation for a client that is gone). Returns whether one was.
+  bool connection_closing();
   // Called by the connection when its socket closed while a job was in flight: the
-  // session then deletes itself (and `on_dead`) when the job comes back.
+  // session then deletes itself (and `on_dead`) when the job comes back, or at once if
+  // the job had not started.
   void abandon(std::function<void()> on_dead);
 
  private:
@@ -174,6 +220,8 @@ class TlsSession {
   void start_job();
   void run_job();       // on a worker thread
   void finish_job();    // back on the loop thread
+  // Leaves the handshake state (counted by the workers) for `state`.
+  void set_state(State state);
   static int bio_send(void* ctx, const unsigned char* buf, size_t len);
   static int bio_recv(void* ctx, unsigned char* buf, size_t len);
   static int verify(void* ctx, mbedtls_x509_crt* crt, int depth, uint32_t* flags);
@@ -187,6 +235,7 @@ class TlsSession {
   bool job_in_flight_ = false;
   bool trimmed_ = false;  // record buffers' pages released since the last traffic
   int job_result_ = 0;
+  uint32_t handshake_bytes_ = 0;  // ciphertext received until the handshake completed
   std::string cipher_in_;   // ciphertext mbedTLS has not read yet (from in_pos_)
   size_t in_pos_ = 0;
   std::string pending_in_;  // ciphertext that arrived while a job ran

@@ -102,3 +102,27 @@ TEST_CASE("a listener's plugin list must name configured plugins") {
   e = errors_of("[listeners.x]\nbind = \"127.0.0.1:0\"\nplugins = \"certauth\"\n");
   CHECK(any_contains(e, "expected an array of strings"));
 }
+
+TEST_CASE("tls_max_pending_handshakes: default, range and errors") {
+  const std::string listener = "[listeners.default]\nbind = \"127.0.0.1:1883\"\n";
+  std::vector<std::string> errors;
+  auto cfg = parse_config(listener, "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->tls_max_pending_handshakes == 1024);
+  cfg = parse_config("tls_max_pending_handshakes = 1\n" + listener, "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->tls_max_pending_handshakes == 1);
+
+  auto e = errors_of("tls_max_pending_handshakes = 0\n" + listener);
+  CHECK(any_contains(e, "test.toml:1:30: tls_max_pending_handshakes: expected an integer from 1 to "
+                        "1000000, got 0"));
+  e = errors_of("tls_max_pending_handshakes = 1000001\n" + listener);
+  CHECK(any_contains(e, "tls_max_pending_handshakes: expected an integer from 1 to 1000000, got "
+                        "1000001"));
+  e = errors_of("tls_max_pending_handshakes = \"many\"\n" + listener);
+  CHECK(any_contains(e, "test.toml:1:30: tls_max_pending_handshakes: expected an integer from 1 to "
+                        "1000000, got a string"));
+  // Top level only: inside [limits] it is an unknown key.
+  e = errors_of(listener + "[limits]\ntls_max_pending_handshakes = 5\n");
+  CHECK(any_contains(e, "limits.tls_max_pending_handshakes: unknown key"));
+}
