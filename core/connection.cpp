@@ -54,9 +54,10 @@ Connection* Connection::accept(Server& server, Listener& listener) {
   }
   conn->set_peer(peer_name(&conn->handle_));
   uv_tcp_nodelay(&conn->handle_, 1);
-  if (auto generation = listener.tls_generation()) {
+  if (listener.tls_generation()) {
     TlsWorkers& workers = *server.tls_workers();
-    conn->tls_ = std::make_unique<TlsSession>(std::move(generation), workers.next_worker(), workers, *conn);
+    conn->tls_ = std::make_unique<TlsSession>(&listener.tls_generation(), workers.next_worker(),
+                                              workers, *conn);
   }
   listener.active_connections++;
   server.add_connection(conn);

@@ -36,8 +36,9 @@ class Listener {
   const ListenerConfig& config() const { return config_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
   uint16_t bound_port() const { return bound_port_; }
-  // The TLS generation new connections use (nullptr for plain listeners).
-  std::shared_ptr<const TlsGeneration> tls_generation() const { return tls_; }
+  // The TLS generation new connections use (nullptr for plain listeners). A reference
+  // to the listener's own pointer: TLS sessions keep it to see later reloads.
+  const std::shared_ptr<const TlsGeneration>& tls_generation() const { return tls_; }
   uint32_t active_connections = 0;
 
  private:

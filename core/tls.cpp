@@ -380,9 +380,9 @@ void TlsWorkers::on_async(uv_async_t* async) {
 
 // --- TlsSession ---------------------------------------------------------------------------
 
-TlsSession::TlsSession(std::shared_ptr<const TlsGeneration> generation, size_t worker,
+TlsSession::TlsSession(const std::shared_ptr<const TlsGeneration>* current, size_t worker,
                        TlsWorkers& workers, TlsSessionOwner& owner)
-    : generation_(std::move(generation)), worker_(worker), workers_(workers), owner_(owner) {
+    : generation_(*current), current_(current), worker_(worker), workers_(workers), owner_(owner) {
   workers_.handshake_started();
   mbedtls_ssl_init(&ssl_);
   if (mbedtls_ssl_setup(&ssl_, generation_->config(worker_)) != 0) set_state(State::kFailed);
@@ -466,22 +466,16 @@ void TlsSession::finish_job() {
     return;
   }
   if (job_result_ == 0) {
-    set_state(State::kEstablished);
-    // Resumed sessions skip verification: check the leaf's dates and revocation now.
-    const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_);
-    if (peer != nullptr && verified_chain_.empty()) {
-      const int64_t now = static_cast<int64_t>(time(nullptr));
-      if (to_epoch(peer->valid_to) < now) {
-        state_ = State::kFailed;
-        owner_.on_tls_handshake_done("resumed session's client certificate has expired");
-        return;
-      }
-      if (generation_->is_revoked(raw(peer->issuer_raw), raw(peer->serial))) {
-        state_ = State::kFailed;
-        owner_.on_tls_handshake_done("resumed session's client certificate is revoked");
-        return;
-      }
+    unsigned char alert = 0;
+    const std::string refused = check_completed(alert);
+    if (!refused.empty()) {
+      set_state(State::kFailed);
+      // The client has finished its side: tell it why before the connection closes.
+      mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, alert);
+      owner_.on_tls_handshake_done(refused);
+      return;
     }
+    set_state(State::kEstablished);
     // Bytes that arrived during the job are application data now.
     cipher_in_.append(pending_in_);
     std::string().swap(pending_in_);
@@ -501,6 +495,43 @@ void TlsSession::finish_job() {
   std::string why = tls_error_text(job_result_);
   if (!verify_error_.empty()) why = verify_error_;
   owner_.on_tls_handshake_done("TLS handshake failed: " + why);
+}
+
+std::string TlsSession::check_completed(unsigned char& alert) const {
+  const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_);
+  if (peer == nullptr) return "";
+  // With client_cert = "optional" (mbedTLS's VERIFY_OPTIONAL) mbedTLS checks keyUsage,
+  // extendedKeyUsage and nsCertType after our verify callback, and only records a
+  // certificate not meant for client authentication in the verify result. "Optional"
+  // means a client may send no certificate, not a wrong one: refuse it as "required"
+  // would. Resumed sessions carry the result of their full handshake.
+  if (generation_->settings().client_cert != TlsConfig::ClientCert::kNone) {
+    if (const uint32_t flags = mbedtls_ssl_get_verify_result(&ssl_); flags != 0) {
+      char info[256];
+      mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+      for (char* p = info; *p; ++p)
+        if (*p == '\n') *p = ';';
+      alert = MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT;
+      return "TLS handshake failed: client certificate (" + subject_of(*peer) +
+             ") rejected: " + info;
+    }
+  }
+  const bool resumed = verified_chain_.empty();  // resumption skips the verify callback
+  if (resumed && to_epoch(peer->valid_to) < static_cast<int64_t>(time(nullptr))) {
+    alert = MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED;
+    return "resumed session's client certificate has expired";
+  }
+  // The CRL in force now, which a SIGHUP may have replaced during the handshake (the
+  // handshake verified against the generation it started with). Resumed sessions skip
+  // verification altogether.
+  const TlsGeneration& current = *current_ ? **current_ : *generation_;
+  if (current.is_revoked(raw(peer->issuer_raw), raw(peer->serial))) {
+    alert = MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED;
+    if (resumed) return "resumed session's client certificate is revoked";
+    return "TLS handshake failed: client certificate (" + subject_of(*peer) + ") is revoked by " +
+           (&current != generation_.get() ? "the CRL reloaded during the handshake" : "the CRL");
+  }
+  return "";
 }
 
 bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std::string_view)>& on_plain,

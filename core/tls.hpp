@@ -177,8 +177,11 @@ class TlsSession {
   // than memory growing while a worker is busy.
   static constexpr uint32_t kMaxHandshakeBytes = 64 * 1024;
 
-  TlsSession(std::shared_ptr<const TlsGeneration> generation, size_t worker, TlsWorkers& workers,
-             TlsSessionOwner& owner);
+  // `current` is the listener's current generation (it outlives the session): the session
+  // uses the one current now, and at the end of the handshake checks the client's
+  // certificate against the CRL of the one current then (a SIGHUP may have come between).
+  TlsSession(const std::shared_ptr<const TlsGeneration>* current, size_t worker,
+             TlsWorkers& workers, TlsSessionOwner& owner);
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -222,11 +225,15 @@ class TlsSession {
   void finish_job();    // back on the loop thread
   // Leaves the handshake state (counted by the workers) for `state`.
   void set_state(State state);
+  // Checks a completed handshake's client certificate; returns why it is refused ("" if
+  // it is not) and the alert to send.
+  std::string check_completed(unsigned char& alert) const;
   static int bio_send(void* ctx, const unsigned char* buf, size_t len);
   static int bio_recv(void* ctx, unsigned char* buf, size_t len);
   static int verify(void* ctx, mbedtls_x509_crt* crt, int depth, uint32_t* flags);
 
   std::shared_ptr<const TlsGeneration> generation_;
+  const std::shared_ptr<const TlsGeneration>* current_;
   size_t worker_;
   TlsWorkers& workers_;
   TlsSessionOwner& owner_;

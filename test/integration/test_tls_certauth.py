@@ -144,9 +144,14 @@ class CertauthTest(PkiFixture, BrokerTestCase):
         self.b.wait_log(r'client="dev1" .*refused \(CONNACK 5\)')
 
     def test_server_certificate_as_client_certificate(self):
-        # A certificate from the right CA but without a URI SAN: denied, never a crash.
+        # A certificate from the right CA but for servers only (extendedKeyUsage serverAuth):
+        # refused in the handshake, "optional" or not (test_tls_limits.py has the details).
         self.assertEqual(connack(self.port, self.ca.cert, self.server.cert, self.server.key,
-                                 "localhost"), 5)
+                                 "localhost"), "refused")
+        # One meant for clients but without a URI SAN reaches certauth: denied, never a crash.
+        nouri = pki.openssl_device(self.tmp, self.ca, "nouri", DOMAIN, key_type="ec",
+                                   san="DNS:nouri.local")
+        self.assertEqual(connack(self.port, self.ca.cert, nouri.cert, nouri.key, "nouri"), 5)
         self.assertEqual(connack(self.port, self.ca.cert, self.dev1.cert, self.dev1.key, "dev1"), 0)
 
     def test_parent_and_child_domains_are_refused(self):
