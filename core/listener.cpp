@@ -17,23 +17,22 @@ bool Listener::load_tls(size_t workers, std::string& error) {
   return tls_ != nullptr;
 }
 
-std::shared_ptr<const TlsGeneration> Listener::reload_tls(const ListenerConfig& fresh, size_t workers) {
-  if (!config_.tls) return nullptr;
+bool Listener::can_reload_tls(const ListenerConfig& fresh) const {
+  if (!config_.tls) return false;
   if (!fresh.tls) {
     LOG_ERROR("reload: listener \"%s\": ssl cannot be turned off without a restart; keeping TLS",
               config_.name.c_str());
-    return nullptr;
+    return false;
   }
-  std::string error;
-  auto generation = TlsGeneration::load(fresh, workers, error);
-  if (!generation) {
-    LOG_ERROR("reload: %s; keeping the previous TLS material", error.c_str());
-    return nullptr;
-  }
-  tls_ = generation;
+  return true;
+}
+
+std::shared_ptr<const TlsGeneration> Listener::install_tls(
+    std::shared_ptr<const TlsGeneration> generation, const ListenerConfig& fresh) {
+  tls_.swap(generation);
   config_.tls = fresh.tls;
   LOG_INFO("reload: listener \"%s\": TLS %s (live connections keep theirs)", config_.name.c_str(),
-           generation->summary().c_str());
+           tls_->summary().c_str());
   return generation;
 }
 

@@ -27,9 +27,13 @@ class Listener {
   bool load_tls(size_t workers, std::string& error);
   // Binds and listens. On failure returns false with `error` naming the listener.
   bool start(std::string& error);
-  // SIGHUP: builds a new TLS generation from `fresh` (this listener's new table);
-  // keeps the old one if that fails. Returns the new generation or nullptr.
-  std::shared_ptr<const TlsGeneration> reload_tls(const ListenerConfig& fresh, size_t workers);
+  // SIGHUP, on the loop, before the new material is loaded (off the loop): whether
+  // `fresh` (this listener's new table) can be applied; logs why not.
+  bool can_reload_tls(const ListenerConfig& fresh) const;
+  // SIGHUP, back on the loop: new handshakes use `generation`, loaded from `fresh`.
+  // Returns the previous generation.
+  std::shared_ptr<const TlsGeneration> install_tls(std::shared_ptr<const TlsGeneration> generation,
+                                                   const ListenerConfig& fresh);
   // Stops accepting (shutdown). Existing connections are not touched.
   void stop();
 

@@ -209,33 +209,133 @@ void Server::reload() {
   config_.limits = fresh->limits;
 }
 
+// Reading and parsing certificates, keys and a CRL of up to 16 MiB can take a second:
+// done on the loop it would stall every client, so it runs on libuv's thread pool.
+struct Server::TlsReload {
+  uv_work_t req;
+  Server* server;
+  size_t workers;
+  struct Item {
+    Listener* listener;
+    ListenerConfig fresh;
+    std::shared_ptr<TlsGeneration> generation;  // set by the thread, or `error`
+    std::string error;
+  };
+  std::vector<Item> items;
+};
+
 void Server::reload_tls(const Config& fresh) {
-  for (auto& l : listeners_) {
-    if (!l->config().tls) continue;
-    auto it = std::find_if(fresh.listeners.begin(), fresh.listeners.end(),
-                           [&](const ListenerConfig& f) { return f.name == l->config().name; });
-    if (it == fresh.listeners.end()) continue;
-    auto generation = l->reload_tls(*it, tls_workers_->size());
-    if (!generation || !generation->settings().disconnect_revoked) continue;
-    size_t closed = 0;
-    for (Connection* c = connections_; c != nullptr;) {
-      Connection* next = c->next;
-      const TlsPeerInfo* info = c->tls();
-      if (&c->listener_ref() == l.get() && info && !c->closing() && !info->serial_raw.empty() &&
-          generation->is_revoked(info->issuer_raw, info->serial_raw)) {
-        CLIENT_LOG(log::Level::kInfo, *c, "client certificate is revoked by the reloaded CRL; closing");
-        c->close("client certificate revoked");
-        ++closed;
-      }
-      c = next;
-    }
-    LOG_INFO("reload: listener \"%s\": %zu client%s with a revoked certificate disconnected",
-             l->config().name.c_str(), closed, closed == 1 ? "" : "s");
+  if (!tls_workers_) return;
+  if (fresh.tls_max_pending_handshakes != tls_workers_->max_pending()) {
+    tls_workers_->set_max_pending(fresh.tls_max_pending_handshakes);
+    LOG_INFO("reload: tls_max_pending_handshakes is %u", fresh.tls_max_pending_handshakes);
   }
+  if (tls_reload_running_) {
+    // Queued, not run beside it: the newest file wins, and one load at a time is enough.
+    LOG_INFO("reload: the TLS material of the previous SIGHUP is still loading; loading again "
+             "after it");
+    tls_reload_waiting_ = fresh.listeners;
+    return;
+  }
+  start_tls_reload(fresh.listeners);
+}
+
+void Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
+  auto reload = std::make_unique<TlsReload>();
+  reload->server = this;
+  reload->workers = tls_workers_->size();
+  for (auto& l : listeners_) {
+    auto it = std::find_if(fresh.begin(), fresh.end(),
+                           [&](const ListenerConfig& f) { return f.name == l->config().name; });
+    if (it == fresh.end() || !l->can_reload_tls(*it)) continue;
+    reload->items.push_back({l.get(), *it, nullptr, {}});
+  }
+  if (reload->items.empty()) return;
+  reload->req.data = reload.get();
+  const int rc = uv_queue_work(
+      &loop_, &reload->req,
+      [](uv_work_t* req) {  // on a thread: nothing here touches the loop's state
+        auto* r = static_cast<TlsReload*>(req->data);
+        for (auto& item : r->items)
+          item.generation = TlsGeneration::load(item.fresh, r->workers, item.error);
+      },
+      [](uv_work_t* req, int status) {
+        std::unique_ptr<TlsReload> r(static_cast<TlsReload*>(req->data));
+        r->server->tls_reload_running_ = false;
+        if (status == 0 && !r->server->shutting_down_) r->server->finish_tls_reload(*r);
+      });
+  if (rc != 0) {
+    LOG_ERROR("reload: cannot load the TLS material: %s; keeping the previous", uv_strerror(rc));
+    return;
+  }
+  reload.release();  // the after-work callback owns it
+  tls_reload_running_ = true;
+}
+
+void Server::finish_tls_reload(TlsReload& reload) {
+  for (auto& item : reload.items) {
+    if (!item.generation) {
+      LOG_ERROR("reload: %s; keeping the previous TLS material", item.error.c_str());
+      continue;
+    }
+    const bool disconnect = item.generation->settings().disconnect_revoked;
+    retired_tls_.push_back(item.listener->install_tls(item.generation, item.fresh));
+    if (disconnect) disconnect_revoked(*item.listener, *item.generation);
+  }
+  free_retired_tls();
+  if (tls_reload_waiting_) {
+    auto next = std::move(*tls_reload_waiting_);
+    tls_reload_waiting_.reset();
+    start_tls_reload(next);
+  }
+}
+
+// Freeing a generation is slow too (a CRL of 300,000 entries: ~0.1 s), so a generation a
+// reload replaced is freed on a thread once no connection uses it. Only the loop thread
+// copies these pointers: use_count() is exact here.
+void Server::free_retired_tls() {
+  struct Work {
+    uv_work_t req;
+    std::vector<std::shared_ptr<const TlsGeneration>> unused;
+  };
+  auto work = std::make_unique<Work>();
+  for (auto it = retired_tls_.begin(); it != retired_tls_.end();) {
+    if (it->use_count() > 1) {
+      ++it;
+      continue;
+    }
+    work->unused.push_back(std::move(*it));
+    it = retired_tls_.erase(it);
+  }
+  if (work->unused.empty()) return;
+  work->req.data = work.get();
+  const int rc = uv_queue_work(
+      &loop_, &work->req, [](uv_work_t* req) { static_cast<Work*>(req->data)->unused.clear(); },
+      [](uv_work_t* req, int) { delete static_cast<Work*>(req->data); });
+  if (rc == 0) work.release();  // else freed here, on the loop
+}
+
+void Server::disconnect_revoked(Listener& listener, const TlsGeneration& generation) {
+  size_t closed = 0;
+  for (Connection* c = connections_; c != nullptr;) {
+    Connection* next = c->next;
+    const TlsPeerInfo* info = c->tls();
+    if (&c->listener_ref() == &listener && info && !c->closing() && !info->serial_raw.empty() &&
+        generation.is_revoked(info->issuer_raw, info->serial_raw)) {
+      CLIENT_LOG(log::Level::kInfo, *c,
+                 "client certificate is revoked by the reloaded CRL; closing");
+      c->close("client certificate revoked");
+      ++closed;
+    }
+    c = next;
+  }
+  LOG_INFO("reload: listener \"%s\": %zu client%s with a revoked certificate disconnected",
+           listener.config().name.c_str(), closed, closed == 1 ? "" : "s");
 }
 
 void Server::check_tls_health(uint64_t now_ms) {
   tls_workers_->report_refused(now_ms);  // the rest of a burst of refusals
+  if (!retired_tls_.empty()) free_retired_tls();
   const int64_t now = static_cast<int64_t>(time(nullptr));
   // A stale CRL is a loud error, every ten minutes, until it is refreshed.
   if (last_stale_crl_log_ms_ == 0 || now_ms - last_stale_crl_log_ms_ >= 600000) {

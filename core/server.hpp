@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,7 +69,14 @@ class Server {
   void sweep();
   void reload();
   void begin_shutdown(const char* why);
+  // SIGHUP's TLS part: loads the new material on libuv's thread pool (TlsReload), then
+  // installs it on the loop. A SIGHUP during a load waits for it, then loads once more.
+  struct TlsReload;
   void reload_tls(const Config& fresh);
+  void start_tls_reload(const std::vector<ListenerConfig>& fresh);
+  void finish_tls_reload(TlsReload& reload);
+  void disconnect_revoked(Listener& listener, const TlsGeneration& generation);
+  void free_retired_tls();
   void check_tls_health(uint64_t now_ms);
 
   Config config_;
@@ -78,6 +86,10 @@ class Server {
   std::unique_ptr<SysTopics> sys_;
   std::unique_ptr<TlsWorkers> tls_workers_;
   uint64_t last_stale_crl_log_ms_ = 0;
+  bool tls_reload_running_ = false;
+  std::optional<std::vector<ListenerConfig>> tls_reload_waiting_;  // latest SIGHUP's listeners
+  // Generations replaced by a reload, until no connection uses them (then freed off the loop).
+  std::vector<std::shared_ptr<const TlsGeneration>> retired_tls_;
   std::unique_ptr<char[]> read_buffer_;
   Connection* connections_ = nullptr;  // all live connections (intrusive list)
   std::vector<Connection*> dirty_;     // connections with output to flush

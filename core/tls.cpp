@@ -3,13 +3,18 @@
 #include <mbedtls/error.h>
 #include <mbedtls/md.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/ssl_internal.h>  // MBEDTLS_SSL_{IN,OUT}_BUFFER_LEN
 #include <mbedtls/x509.h>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -91,6 +96,51 @@ bool crl_signed_by(const mbedtls_x509_crl& crl, const mbedtls_x509_crt* ca) {
   return false;
 }
 
+// Reads a whole certificate, key or CRL file into `data`, refusing one over `cap` bytes
+// before reading it. Returns "" or why not.
+std::string read_capped(const std::string& path, size_t cap, std::string& data) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string("cannot open: ") + strerror(errno);
+  struct stat st;
+  std::string why;
+  if (fstat(fd, &st) != 0) {
+    why = std::string("cannot read: ") + strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (static_cast<uint64_t>(st.st_size) > cap) {
+    why = "is " + std::to_string(st.st_size) + " bytes, more than the " +
+          std::to_string(cap >> 20) + " MiB such a file may have";
+  } else {
+    data.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < data.size()) {
+      const ssize_t n = read(fd, data.data() + got, data.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) why = std::string("cannot read: ") + strerror(errno);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    data.resize(got);  // a file that shrank meanwhile
+  }
+  close(fd);
+  return why;
+}
+
+// mbedTLS's *_parse() want PEM text with its terminating NUL counted (std::string has
+// one past size()), DER without: what its *_parse_file() pass.
+const unsigned char* bytes(const std::string& data) {
+  return reinterpret_cast<const unsigned char*>(data.c_str());
+}
+size_t parse_length(const std::string& data) {
+  return data.size() + (data.find("-----BEGIN ") != std::string::npos ? 1 : 0);
+}
+
+// Wipes a key file's text from memory, however load() returns.
+struct Wipe {
+  std::string& data;
+  ~Wipe() { mbedtls_platform_zeroize(data.data(), data.size()); }
+};
+
 }  // namespace
 
 // --- TlsGeneration ----------------------------------------------------------------------
@@ -127,7 +177,10 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     return nullptr;
   };
 
-  int rc = mbedtls_x509_crt_parse_file(&g->own_chain_, s.certfile.c_str());
+  std::string text;
+  std::string why = read_capped(s.certfile, kMaxCertFileBytes, text);
+  if (!why.empty()) return fail("certfile", s.certfile, why);
+  int rc = mbedtls_x509_crt_parse(&g->own_chain_, bytes(text), parse_length(text));
   if (rc != 0 || g->own_chain_.raw.p == nullptr)
     return fail("certfile", s.certfile,
                 rc < 0 ? tls_error_text(rc) : "not a PEM or DER certificate (chain)");
@@ -136,10 +189,15 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     LOG_ERROR("%scertfile %s expired on %s: clients that check it will refuse to connect",
               where.c_str(), s.certfile.c_str(), format_time(g->own_chain_.valid_to).c_str());
 
-  // The key is parsed once to check it, then once more per worker (see the header).
+  // The key is read once, parsed once to check it, then once more per worker (see the
+  // header).
+  std::string key_text;
+  Wipe wipe_key{key_text};
+  why = read_capped(s.keyfile, kMaxKeyFileBytes, key_text);
+  if (!why.empty()) return fail("keyfile", s.keyfile, why);
   mbedtls_pk_context probe;
   mbedtls_pk_init(&probe);
-  rc = mbedtls_pk_parse_keyfile(&probe, s.keyfile.c_str(), nullptr);
+  rc = mbedtls_pk_parse_key(&probe, bytes(key_text), parse_length(key_text), nullptr, 0);
   if (rc != 0) {
     mbedtls_pk_free(&probe);
     return fail("keyfile", s.keyfile,
@@ -152,7 +210,9 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     return fail("keyfile", s.keyfile, "does not match the certificate in certfile " + s.certfile);
 
   if (!s.cafile.empty()) {
-    rc = mbedtls_x509_crt_parse_file(&g->ca_, s.cafile.c_str());
+    why = read_capped(s.cafile, kMaxCaFileBytes, text);
+    if (!why.empty()) return fail("cafile", s.cafile, why);
+    rc = mbedtls_x509_crt_parse(&g->ca_, bytes(text), parse_length(text));
     if (rc < 0 || g->ca_.raw.p == nullptr)
       return fail("cafile", s.cafile, rc < 0 ? tls_error_text(rc) : "holds no certificate");
     if (rc > 0)
@@ -161,7 +221,10 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     g->has_ca_ = true;
   }
   if (!s.crlfile.empty()) {
-    rc = mbedtls_x509_crl_parse_file(&g->crl_, s.crlfile.c_str());
+    why = read_capped(s.crlfile, kMaxCrlFileBytes, text);
+    if (!why.empty()) return fail("crlfile", s.crlfile, why);
+    rc = mbedtls_x509_crl_parse(&g->crl_, bytes(text), parse_length(text));
+    std::string().swap(text);  // up to 16 MiB, parsed
     if (rc != 0) return fail("crlfile", s.crlfile, tls_error_text(rc));
     for (const mbedtls_x509_crl* c = &g->crl_; c != nullptr && c->raw.p != nullptr; c = c->next) {
       if (!crl_signed_by(*c, &g->ca_))
@@ -222,7 +285,8 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     g->per_worker_.push_back(std::move(w));
     rc = mbedtls_ctr_drbg_seed(&wp->drbg, mbedtls_entropy_func, &g->entropy_,
                                reinterpret_cast<const unsigned char*>(personal), strlen(personal));
-    if (rc == 0) rc = mbedtls_pk_parse_keyfile(&wp->key, s.keyfile.c_str(), nullptr);
+    if (rc == 0)
+      rc = mbedtls_pk_parse_key(&wp->key, bytes(key_text), parse_length(key_text), nullptr, 0);
     if (rc == 0)
       rc = mbedtls_ssl_config_defaults(&wp->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
                                        MBEDTLS_SSL_PRESET_DEFAULT);

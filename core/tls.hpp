@@ -15,7 +15,8 @@
 // Hostile clients meet limits, not the event loop: at most tls_max_pending_handshakes
 // handshakes are in progress at once (which also bounds the workers' queues), a job whose
 // connection closed before a worker took it is dropped unrun, a client sends at most
-// kMaxHandshakeBytes before its handshake completes.
+// kMaxHandshakeBytes before its handshake completes, and TLS material is loaded (at
+// SIGHUP) on a thread, from files of bounded size.
 #pragma once
 
 #include <uv.h>
@@ -51,11 +52,21 @@ class TlsSession;
 // Text for an mbedTLS error code, e.g. "X509 - Certificate verification failed".
 std::string tls_error_text(int code);
 
+// The largest files TlsGeneration::load reads. A certificate chain or a key is a few KiB
+// and a CA bundle (Debian's whole ca-certificates) ~200 KiB; 16 MiB of PEM CRL lists some
+// 300,000 revoked certificates. Anything bigger is a mistaken path (a log, an image),
+// refused before it is read into memory.
+inline constexpr size_t kMaxCertFileBytes = 1 << 20;
+inline constexpr size_t kMaxKeyFileBytes = 1 << 20;
+inline constexpr size_t kMaxCaFileBytes = 16 << 20;
+inline constexpr size_t kMaxCrlFileBytes = 16 << 20;
+
 // The material of one generation: parsed once, read by every worker, never changed.
 class TlsGeneration {
  public:
   // Loads and checks everything `config` names. On failure returns nullptr and sets
-  // `error` (naming the listener, the key and the file).
+  // `error` (naming the listener, the key and the file). Thread-safe: a reload runs it
+  // off the loop.
   static std::shared_ptr<TlsGeneration> load(const ListenerConfig& listener, size_t workers,
                                              std::string& error);
   ~TlsGeneration();
