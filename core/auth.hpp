@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,17 @@ struct AuthResult {
   // authenticate() only: a client id a plugin assigns to a client that sent an empty
   // one (e.g. the device id from its certificate). Empty: keep the generated id.
   std::string assigned_client_id;
+  // authenticate() only: who the client proved to be. A persistent session belongs to
+  // the identity that created it (Broker::handle_connect). Shared: most anonymous
+  // clients of a listener have the same one.
+  std::shared_ptr<const std::string> identity;
+
+  static AuthResult deny(std::string why) {
+    AuthResult r;
+    r.allowed = false;
+    r.reason = std::move(why);
+    return r;
+  }
 };
 
 class AuthHooks {

@@ -166,9 +166,37 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
     id = auth.assigned_client_id;
     client.set_client_id(id);
   }
-  if (c.will) client.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
+  std::shared_ptr<const std::string> identity =
+      auth.identity ? std::move(auth.identity) : anonymous_identity_;
 
   Session* session = sessions_->find(id);
+  if (session != nullptr && session_owner_ == Config::SessionOwner::kIdentity &&
+      session->owner() != *identity) {
+    // A client id does not prove anything: only the identity that made a session may
+    // take it over or resume it. The owner's connection and session stay untouched.
+    stats_.connects_identity_mismatch++;
+    CLIENT_LOG(log::Level::kWarning, client,
+               "refused (CONNACK 2): client id belongs to a %s session of identity %s, this "
+               "connection is identity %s",
+               session->client() ? "connected" : "stored", log::quote(session->owner(), 200).c_str(),
+               log::quote(*identity, 200).c_str());
+    codec::encode_connack(client.out(), false, ConnackCode::kIdentifierRejected);
+    client.close("client id owned by another identity");
+    return;
+  }
+  const bool creates_persistent =
+      !c.clean_session && (session == nullptr || session->clean());
+  if (creates_persistent && persistent_sessions_ >= limits_.max_persistent_sessions) {
+    stats_.connects_session_limit++;
+    CLIENT_LOG(log::Level::kError, client,
+               "refused (CONNACK 3): %zu persistent sessions exist, max_persistent_sessions is %u",
+               persistent_sessions_, limits_.max_persistent_sessions);
+    codec::encode_connack(client.out(), false, ConnackCode::kServerUnavailable);
+    client.close("too many persistent sessions");
+    return;
+  }
+  if (c.will) client.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
+
   if (session != nullptr && session->client() != nullptr) {
     // Takeover [MQTT-3.1.4-2]: the older connection goes, with its will.
     Client* old = session->client();
@@ -182,8 +210,9 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
     session = nullptr;
   }
   const bool present = session != nullptr;
-  if (session == nullptr) session = sessions_->create(id, c.clean_session);
-  session->set_clean(c.clean_session);
+  if (session == nullptr) session = sessions_->create(id, true);
+  set_session_clean(*session, c.clean_session);
+  session->set_owner(std::move(identity));
 
   client.session = session;
   client.state = Client::State::kConnected;
@@ -195,6 +224,7 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
              c.protocol_level, c.clean_session ? 1 : 0, c.keepalive, present ? 1 : 0,
              client.username() ? ", username " : "",
              client.username() ? log::quote(*client.username(), 64).c_str() : "");
+  offline_.remove(session);
   session->attach(&client, session_limits_, stats_.delivery);
   hooks_.on_connected(client, present);
 }
@@ -209,31 +239,49 @@ void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   client.state = Client::State::kClosing;
   if (!client.graceful && client.will && !shutting_down_) publish_will(client);
   client.will = MessagePtr();
+  retained_jobs_.erase(&client);
   Session* session = client.session;
   client.session = nullptr;
   session->detach(now_ms);
   if (session->clean()) destroy_session(session);
+  else offline_.push_back(session);
   stats_.clients_connected--;
   hooks_.on_disconnected(client, reason);
   client.clear_plugin_data();
   CLIENT_LOG(log::Level::kInfo, client, "disconnected (%s)", reason);
 }
 
-void Broker::expire_sessions(uint64_t now_ms) {
-  if (limits_.session_expiry == 0) return;
+void Broker::check_expiry(uint64_t now_ms) {
+  if (limits_.session_expiry == 0 || offline_.empty()) return;
+  expiry_due_ = now_ms - offline_.front()->offline_since_ms() >= uint64_t{limits_.session_expiry} * 1000;
+}
+
+bool Broker::expire_sessions(uint64_t now_ms, size_t& budget) {
+  if (limits_.session_expiry == 0) return false;
   const uint64_t max_age = uint64_t{limits_.session_expiry} * 1000;
-  std::vector<Session*> expired;
-  sessions_->for_each([&](Session& s) {
-    if (s.client() == nullptr && now_ms - s.offline_since_ms() >= max_age) expired.push_back(&s);
-  });
-  for (Session* s : expired) {
+  // Oldest first: the list is in the order sessions went offline.
+  while (!offline_.empty()) {
+    Session* s = offline_.front();
+    if (now_ms - s->offline_since_ms() < max_age) return false;
+    if (budget == 0) return true;  // more next slice
     LOG_INFO("session of client %s expired after %u s offline (session_expiry)",
              log::quote(s->client_id()).c_str(), limits_.session_expiry);
+    budget -= std::min(budget, 1 + s->subscription_count());
     destroy_session(s);
   }
+  return false;
 }
 
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {
+  // A started packet must arrive whole in time, whatever the keep-alive (0 disables
+  // that): a client trickling one byte a minute must not hold a buffer forever.
+  if (client.partial_since_ms != 0 && client.state != Client::State::kClosing &&
+      now_ms - client.partial_since_ms >= uint64_t{limits_.packet_timeout} * 1000) {
+    CLIENT_LOG(log::Level::kInfo, client, "a packet did not arrive whole within packet_timeout (%u s); closing",
+               limits_.packet_timeout);
+    client.close("packet timeout");
+    return;
+  }
   if (client.state == Client::State::kAwaitConnect) {
     if (now_ms - client.last_rx_ms >= uint64_t{limits_.connect_timeout} * 1000) {
       CLIENT_LOG(log::Level::kInfo, client, "no CONNECT within connect_timeout (%u s); closing",
@@ -252,8 +300,7 @@ void Broker::check_timeouts(Client& client, uint64_t now_ms) {
 
 void Broker::publish_will(Client& client) {
   const MessagePtr& will = client.will;
-  AuthResult auth = hooks_.authorize(client, will->topic(), AuthAction::kPublish, will->qos(),
-                                     will->retain());
+  AuthResult auth = authorize_publish(client, will->topic(), will->qos(), will->retain());
   if (!auth.allowed) {
     stats_.publish_denied++;
     CLIENT_LOG(log::Level::kInfo, client, "will to %s denied: %s", log::quote(will->topic()).c_str(),
@@ -262,6 +309,15 @@ void Broker::publish_will(Client& client) {
   }
   CLIENT_LOG(log::Level::kDebug, client, "publishing will to %s", log::quote(will->topic()).c_str());
   route(will->topic(), will->payload(), will->qos(), will->retain());
+}
+
+AuthResult Broker::authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
+                                     bool retain) {
+  // '$' topics are the broker's ($SYS). MQTT 3.1.1 section 4.7.2: "The Server SHOULD
+  // prevent Clients from using such Topic Names to exchange messages with other Clients."
+  if (!topic.empty() && topic[0] == '$')
+    return AuthResult::deny("topics starting with '$' are reserved for the broker");
+  return hooks_.authorize(client, topic, AuthAction::kPublish, qos, retain);
 }
 
 void Broker::handle_publish(Client& client, const codec::Publish& p) {
@@ -273,7 +329,7 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
     return;
   }
-  AuthResult auth = hooks_.authorize(client, p.topic, AuthAction::kPublish, p.qos, p.retain);
+  AuthResult auth = authorize_publish(client, p.topic, p.qos, p.retain);
   if (auth.allowed) {
     route(p.topic, p.payload, p.qos, p.retain);
   } else {
@@ -286,42 +342,163 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
   if (p.qos == 2) codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
 }
 
-void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain) {
+void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+                   bool internal) {
   MessagePtr msg;
   if (retain) {
     msg = Message::create(topic, payload, qos, true);
-    router_.retain(msg);
+    if (internal) router_.retain(msg);  // the broker's own few $SYS topics are not capped
+    else store_retained(msg);
   }
-  const size_t backlog = limits_.max_outgoing_bytes;
-  router_.match(topic, [&](RouteTarget* target, uint8_t sub_qos) {
-    auto* session = static_cast<Session*>(target);
-    const uint8_t q = std::min(qos, sub_qos);  // [MQTT-3.8.4-6]
-    if (q == 0) {
-      // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
-      session->deliver_qos0(topic, payload, false, backlog, stats_.delivery);
-      return;
+  const std::vector<RouteTarget*>& targets = router_.matches(topic);
+  size_t inline_count = targets.size();
+  if (!fanouts_.empty()) inline_count = 0;  // behind a fan-out in progress: keep the order
+  else if (inline_count > kSliceBudget) inline_count = kSliceBudget;
+  for (size_t i = 0; i < inline_count; ++i)
+    deliver_routed(*static_cast<Session*>(targets[i]), targets[i]->match_qos, topic, payload, qos,
+                   msg);
+  if (inline_count == targets.size()) return;
+  // A fan-out too big for one slice: the rest goes out in later slices, and until it
+  // has, no connection's next packet is read (congested()), so nothing overtakes it.
+  FanoutJob job;
+  job.msg = msg ? msg : Message::create(topic, payload, qos, false);
+  job.qos = qos;
+  job.targets.reserve(targets.size() - inline_count);
+  for (size_t i = inline_count; i < targets.size(); ++i)
+    job.targets.push_back({static_cast<Session*>(targets[i]), targets[i]->match_qos});
+  fanouts_.push_back(std::move(job));
+}
+
+void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
+                            std::string_view payload, uint8_t qos, MessagePtr& msg) {
+  const uint8_t q = std::min(qos, sub_qos);  // [MQTT-3.8.4-6]
+  if (q == 0) {
+    // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
+    session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery);
+    return;
+  }
+  if (!msg) msg = Message::create(topic, payload, qos, false);
+  session.deliver(msg, q, false, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
+}
+
+size_t Broker::run_fanouts(size_t budget) {
+  size_t spent = 0;
+  while (!fanouts_.empty() && spent < budget) {
+    FanoutJob& job = fanouts_.front();
+    MessagePtr msg = job.msg;
+    while (job.next < job.targets.size() && spent < budget) {
+      auto [session, sub_qos] = job.targets[job.next++];
+      ++spent;
+      if (!session->removed())
+        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg);
     }
-    if (!msg) msg = Message::create(topic, payload, qos, retain);
-    session->deliver(msg, q, false, session_limits_, backlog, stats_.delivery);
-  });
+    if (job.next == job.targets.size()) fanouts_.pop_front();
+  }
+  if (fanouts_.empty()) graveyard_.clear();  // nothing points at them any more
+  return spent;
+}
+
+void Broker::store_retained(const MessagePtr& msg) {
+  const Router::RetainResult r =
+      router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes);
+  if (r != Router::RetainResult::kRefused) {
+    retained_full_ = false;
+    return;
+  }
+  // Still forwarded to current subscribers; only not kept. Logged once per episode.
+  stats_.retained_refused++;
+  if (retained_full_) return;
+  retained_full_ = true;
+  LOG_WARN("retained message on %s not stored: the store holds %zu messages, %" PRIu64
+           " bytes (max_retained_messages %" PRIu64 ", max_retained_bytes %" PRIu64
+           "); further refusals are counted in $SYS/broker/retained messages/refused",
+           log::quote(msg->topic()).c_str(), router_.capped_retained_count(), router_.capped_retained_bytes(),
+           limits_.max_retained_messages, limits_.max_retained_bytes);
 }
 
 void Broker::publish_internal(std::string_view topic, std::string_view payload, bool retain) {
-  route(topic, payload, 0, retain);
+  route(topic, payload, 0, retain, true);
 }
 
-void Broker::send_retained(Client& client, Session& session, std::string_view filter,
-                           uint8_t granted_qos) {
-  router_.retained_matching(filter, [&](const MessagePtr& msg) {
-    const uint8_t q = std::min(msg->qos(), granted_qos);
-    AuthResult auth = hooks_.authorize(client, msg->topic(), AuthAction::kSubscribe, q, true);
-    if (!auth.allowed) {
-      CLIENT_LOG(log::Level::kDebug, client, "retained message on %s withheld: %s",
-                 log::quote(msg->topic()).c_str(), auth.reason.c_str());
-      return;
+void Broker::queue_retained(Client& client, std::string_view filter, uint8_t granted_qos) {
+  auto [it, created] = retained_jobs_.try_emplace(&client);
+  RetainedJob& job = it->second;
+  if (created) {
+    job.serial = ++retained_serial_;
+    retained_order_.push_back({&client, job.serial});
+  }
+  // A filter subscribed again before its turn is sent once, at the latest QoS.
+  auto [pending, added] = job.pending_qos.try_emplace(std::string(filter), granted_qos);
+  if (added) job.filters.push_back(std::string(filter));
+  else pending->second = granted_qos;
+}
+
+bool Broker::retained_job_blocked(const Client& client) const {
+  // Paced by the client: no more retained messages while it has not read half of what
+  // it may hold, so a wide filter never turns into drops or a giant output buffer.
+  const Session* session = client.session;
+  return client.pending_output() > limits_.max_outgoing_bytes / 2 ||
+         (session != nullptr && session->queued_count() > limits_.max_queued_messages / 2);
+}
+
+bool Broker::run_retained_job(Client& client, RetainedJob& job, size_t& budget) {
+  Session& session = *client.session;
+  while (budget > 0 && !retained_job_blocked(client)) {
+    if (job.current.empty()) {
+      if (job.filters.empty()) return true;
+      job.current = std::move(job.filters.front());
+      job.filters.pop_front();
+      auto q = job.pending_qos.find(job.current);
+      job.current_qos = q->second;
+      job.pending_qos.erase(q);
+      job.cursor.clear();
     }
-    session.deliver(msg, q, true, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
-  });
+    const bool done = router_.retained_matching(job.current, job.cursor, budget, [&](const MessagePtr& msg) {
+      const uint8_t q = std::min(msg->qos(), job.current_qos);
+      AuthResult auth = hooks_.authorize(client, msg->topic(), AuthAction::kSubscribe, q, true);
+      if (!auth.allowed) {
+        CLIENT_LOG(log::Level::kDebug, client, "retained message on %s withheld: %s",
+                   log::quote(msg->topic()).c_str(), auth.reason.c_str());
+        return;
+      }
+      session.deliver(msg, q, true, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
+    });
+    if (done) job.current.clear();
+  }
+  return job.current.empty() && job.filters.empty();
+}
+
+bool Broker::run_slice(uint64_t now_ms) {
+  size_t budget = kSliceBudget;
+  bool progress = false;
+  // Fan-outs first: while one is in progress no connection is read.
+  if (!fanouts_.empty()) {
+    budget -= run_fanouts(budget);
+    progress = true;
+  }
+  // Retained deliveries, round robin over clients, a share of the budget each.
+  for (size_t n = retained_order_.size(); n > 0 && budget > 0; --n) {
+    auto [client, serial] = retained_order_.front();
+    retained_order_.pop_front();
+    auto it = retained_jobs_.find(client);
+    if (it == retained_jobs_.end() || it->second.serial != serial) continue;  // closed
+    size_t share = std::min(budget, kSliceBudget / 4);
+    const size_t before = share;
+    const bool done = run_retained_job(*client, it->second, share);
+    progress |= share != before;
+    budget -= before - share;
+    if (done) retained_jobs_.erase(it);
+    else retained_order_.push_back({client, serial});
+  }
+  if (budget > 0 && expiry_due_) {
+    expiry_due_ = expire_sessions(now_ms, budget);
+    progress = true;
+  }
+  return progress;
+}
+
+bool Broker::has_work() const {
+  return !fanouts_.empty() || !retained_jobs_.empty() || expiry_due_;
 }
 
 void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
@@ -330,7 +507,14 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
   Session& session = *client.session;
   std::vector<uint8_t> codes;
   codes.reserve(s.topics.size());
+  size_t over_limit = 0;
   for (const auto& t : s.topics) {
+    if (session.subscription_count() >= limits_.max_subscriptions_per_client &&
+        !session.has_subscription(t.filter)) {
+      ++over_limit;
+      codes.push_back(codec::kSubackFailure);
+      continue;
+    }
     AuthResult auth = hooks_.authorize(client, t.filter, AuthAction::kSubscribe, t.qos, false);
     if (!auth.allowed) {
       CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
@@ -344,12 +528,26 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
     CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(t.filter).c_str(),
                t.qos);
   }
+  if (over_limit > 0) {
+    stats_.subscriptions_refused += over_limit;
+    CLIENT_LOG(log::Level::kWarning, client,
+               "%zu subscription%s refused (0x80): the client has %zu, max_subscriptions_per_client "
+               "is %u",
+               over_limit, over_limit == 1 ? "" : "s", session.subscription_count(),
+               limits_.max_subscriptions_per_client);
+  }
   codec::encode_suback(client.out(), s.packet_id, codes);
   // Retained messages follow the SUBACK, for every filter granted (again, when a
-  // subscription is replaced [MQTT-3.8.4-3]).
+  // subscription is replaced [MQTT-3.8.4-3]). A first slice goes at once; what a wide
+  // filter matches beyond it is sent in later slices (run_slice), so one SUBSCRIBE
+  // never holds the loop.
   for (size_t i = 0; i < s.topics.size(); ++i) {
-    if (codes[i] != codec::kSubackFailure) send_retained(client, session, s.topics[i].filter, codes[i]);
+    if (codes[i] != codec::kSubackFailure) queue_retained(client, s.topics[i].filter, codes[i]);
   }
+  auto job = retained_jobs_.find(&client);
+  if (job == retained_jobs_.end()) return;
+  size_t budget = kSliceBudget / 4;
+  if (run_retained_job(client, job->second, budget)) retained_jobs_.erase(job);
 }
 
 void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
@@ -390,9 +588,23 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
                codec::packet_type_name(ack.type), ack.packet_id);
 }
 
+void Broker::set_session_clean(Session& session, bool clean) {
+  if (session.clean() == clean) return;
+  if (clean) persistent_sessions_--;
+  else persistent_sessions_++;
+  session.set_clean(clean);
+}
+
 void Broker::destroy_session(Session* session) {
-  for (const auto& sub : session->subscriptions()) router_.unsubscribe(session, sub.filter);
-  sessions_->remove(session);
+  offline_.remove(session);
+  session->for_each_subscription(
+      [&](const std::string& filter, uint8_t) { router_.unsubscribe(session, filter); });
+  if (!session->clean()) persistent_sessions_--;
+  std::unique_ptr<Session> gone = sessions_->remove(session);
+  if (gone && !fanouts_.empty()) {
+    gone->mark_removed();  // a fan-out in progress still points at it
+    graveyard_.push_back(std::move(gone));
+  }
 }
 
 }  // namespace mqgate

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <unordered_map>
 #include <random>
 #include <string>
 #include <string_view>
@@ -30,6 +32,10 @@ struct BrokerStats {
   uint64_t clients_connected = 0;  // CONNACK 0 sent, not yet closed
   uint64_t clients_maximum = 0;
   uint64_t tls_handshakes_refused = 0;  // TLS connections closed: tls_max_pending_handshakes
+  uint64_t subscriptions_refused = 0;      // filters over max_subscriptions_per_client
+  uint64_t retained_refused = 0;           // retained messages over the store's caps
+  uint64_t connects_identity_mismatch = 0; // CONNACK 2: the client id is another identity's
+  uint64_t connects_session_limit = 0;     // CONNACK 3: max_persistent_sessions reached
   DeliveryStats delivery;          // PUBLISH packets sent, dropped
 };
 
@@ -53,8 +59,21 @@ class Broker {
   void on_oversized_packet(Client& client, const codec::FixedHeader& header);
   // Called exactly once when a client is closed (by itself, by us, or by the network).
   void on_closed(Client& client, const char* reason, uint64_t now_ms = 0);
-  // Removes persistent sessions offline for longer than limits.session_expiry.
-  void expire_sessions(uint64_t now_ms);
+  // --- long work, in slices --------------------------------------------------------
+  // Work too big for one packet's turn (retained messages for a wide filter, expired
+  // sessions) waits here; the server calls run_slice() once per loop iteration while
+  // has_work(), so I/O is polled between slices. Returns whether anything moved (work
+  // paced by a slow client may have to wait for its output to drain).
+  bool has_work() const;
+  bool run_slice(uint64_t now_ms);
+  // A fan-out is in progress: transports hold further packets until it is done, so no
+  // publication overtakes another and the backlog stays one message per fan-out.
+  bool congested() const { return !fanouts_.empty(); }
+  // One slice's budget: trie nodes visited, messages delivered, sessions expired.
+  static constexpr size_t kSliceBudget = 4096;
+  // Once a second: queues the expiry of persistent sessions offline for longer than
+  // limits.session_expiry (done by run_slice).
+  void check_expiry(uint64_t now_ms);
   // Closes the client if it broke its keep-alive or never sent CONNECT in time.
   void check_timeouts(Client& client, uint64_t now_ms);
 
@@ -63,6 +82,8 @@ class Broker {
 
   // --- configuration and introspection --------------------------------------------------
   void set_limits(const LimitsConfig& limits);
+  void set_session_owner(Config::SessionOwner rule) { session_owner_ = rule; }
+  size_t persistent_sessions() const { return persistent_sessions_; }
   // From now on closing clients do not publish wills (the whole broker is going away).
   void begin_shutdown() { shutting_down_ = true; }
   const LimitsConfig& limits() const { return limits_; }
@@ -82,8 +103,40 @@ class Broker {
   bool too_deep(Client& client, std::string_view topic);
 
   // Stores (if retained) and delivers a publication to every matching session.
-  void route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain);
-  void send_retained(Client& client, Session& session, std::string_view filter, uint8_t granted_qos);
+  // `internal`: the broker's own ($SYS), not subject to the retained store's caps.
+  void route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+             bool internal = false);
+  void store_retained(const MessagePtr& msg);
+  // The plugins' decision on a PUBLISH or will, after the broker's own rules.
+  AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
+                               bool retain);
+  void set_session_clean(Session& session, bool clean);
+  // Retained messages owed to a client for the filters it subscribed to.
+  struct RetainedJob {
+    uint64_t serial = 0;                 // tells a new client at a reused address apart
+    std::deque<std::string> filters;     // waiting, in SUBSCRIBE order
+    std::unordered_map<std::string, uint8_t> pending_qos;  // filter -> QoS, for those
+    std::string current;                 // being walked ("" between filters)
+    uint8_t current_qos = 0;
+    Router::RetainedCursor cursor;
+  };
+  // The rest of a publication's delivery, for fan-outs too big for one slice.
+  struct FanoutJob {
+    MessagePtr msg;
+    uint8_t qos = 0;  // the publication's QoS (each target gets min(qos, its QoS))
+    std::vector<std::pair<Session*, uint8_t>> targets;
+    size_t next = 0;
+  };
+  void deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
+                      std::string_view payload, uint8_t qos, MessagePtr& msg);
+  // Delivers up to `budget` fan-out copies; returns how many it did.
+  size_t run_fanouts(size_t budget);
+  void queue_retained(Client& client, std::string_view filter, uint8_t granted_qos);
+  bool retained_job_blocked(const Client& client) const;
+  // Runs `job` until `budget` is spent or the client's output is full; true when done.
+  bool run_retained_job(Client& client, RetainedJob& job, size_t& budget);
+  // Removes expired sessions within `budget`; true if expired ones remain.
+  bool expire_sessions(uint64_t now_ms, size_t& budget);
   void publish_will(Client& client);
   void destroy_session(Session* session);
   std::string generate_client_id();
@@ -95,6 +148,19 @@ class Broker {
   Router router_;
   BrokerStats stats_;
   std::mt19937_64 rng_;
+  Config::SessionOwner session_owner_ = Config::SessionOwner::kIdentity;
+  // Identity of clients whose auth hooks named none (AllowAllHooks in tests).
+  std::shared_ptr<const std::string> anonymous_identity_ =
+      std::make_shared<const std::string>("anonymous");
+  size_t persistent_sessions_ = 0;  // sessions with clean session 0, online or not
+  std::unordered_map<const Client*, RetainedJob> retained_jobs_;
+  std::deque<std::pair<Client*, uint64_t>> retained_order_;  // round robin (client, serial)
+  uint64_t retained_serial_ = 0;
+  std::deque<FanoutJob> fanouts_;
+  std::vector<std::unique_ptr<Session>> graveyard_;  // removed while fan-outs held them
+  OfflineSessions offline_;  // persistent sessions without a client, oldest first
+  bool expiry_due_ = false;  // the oldest offline session has expired
+  bool retained_full_ = false;      // a refusal was logged; reset by the next store
   bool shutting_down_ = false;
 };
 

@@ -66,6 +66,7 @@ class Client {
   uint8_t protocol_level = 0;  // 0 until CONNECT
   uint16_t keepalive = 0;      // seconds; 0 disables the check
   uint64_t last_rx_ms = 0;     // loop time of the last complete packet (or of accept)
+  uint64_t partial_since_ms = 0;  // loop time a packet started arriving; 0: none pending
   bool graceful = false;  // DISCONNECT received: no will
   MessagePtr will;        // published on an abnormal close
   Session* session = nullptr;

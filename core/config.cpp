@@ -135,7 +135,12 @@ class TableChecker {
     return n->as_table();
   }
 
-  // Reports every key that no getter asked for.
+  // Reports every key that no getter asked for; the keys asked for are the expected ones.
+  void reject_unknown() {
+    std::string expected;
+    for (const auto& k : seen_) expected += (expected.empty() ? "" : ", ") + k;
+    reject_unknown(expected);
+  }
   void reject_unknown(const std::string& expected) {
     for (auto&& [k, v] : table_) {
       if (seen_.count(std::string(k.str())) == 0)
@@ -239,9 +244,14 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
   if (auto v = c.integer("connect_timeout", 1, 3600)) limits.connect_timeout = static_cast<uint32_t>(*v);
   if (auto v = c.integer("max_topic_levels", 1, 10000)) limits.max_topic_levels = static_cast<uint32_t>(*v);
   if (auto v = c.integer("session_expiry", 0, 86400ll * 365 * 10)) limits.session_expiry = static_cast<uint32_t>(*v);
-  c.reject_unknown(
-      "max_packet_size, max_inflight_messages, max_queued_messages, max_client_id_length, "
-      "max_outgoing_bytes, connect_timeout, max_topic_levels, session_expiry");
+  if (auto v = c.integer("max_subscriptions_per_client", 1, 10000000))
+    limits.max_subscriptions_per_client = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_persistent_sessions", 0, 100000000))
+    limits.max_persistent_sessions = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_retained_messages", 0, 1000000000)) limits.max_retained_messages = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("max_retained_bytes", 0, 1ll << 40)) limits.max_retained_bytes = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("packet_timeout", 1, 3600)) limits.packet_timeout = static_cast<uint32_t>(*v);
+  c.reject_unknown();
 }
 
 std::string resolve_path(const std::string& path, const std::string& config_file) {
@@ -389,6 +399,13 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
   if (auto v = top.integer("tls_threads", 0, 256)) cfg.tls_threads = static_cast<uint32_t>(*v);
   if (auto v = top.integer("tls_max_pending_handshakes", 1, 1000000))
     cfg.tls_max_pending_handshakes = static_cast<uint32_t>(*v);
+  if (auto v = top.string("session_owner")) {
+    if (*v == "identity") cfg.session_owner = Config::SessionOwner::kIdentity;
+    else if (*v == "client_id") cfg.session_owner = Config::SessionOwner::kClientId;
+    else
+      top.error_at(root.get("session_owner")->source(), "session_owner",
+                   "expected \"identity\" or \"client_id\", got \"" + *v + "\"");
+  }
   if (const toml::table* limits = top.table("limits")) read_limits(*limits, path, cfg.limits, errors);
 
   if (const toml::table* listeners = top.table("listeners")) {
@@ -426,8 +443,8 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     }
   }
   top.reject_unknown(
-      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, limits, "
-      "listeners, plugins");
+      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, session_owner, "
+      "limits, listeners, plugins");
   if (!errors.empty()) return std::nullopt;
   return cfg;
 }

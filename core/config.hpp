@@ -24,6 +24,11 @@ struct LimitsConfig {
   uint32_t connect_timeout = 10;                  // seconds from accept to CONNECT
   uint32_t max_topic_levels = 200;                // levels in a topic or filter
   uint32_t session_expiry = 0;  // seconds an offline persistent session is kept; 0: forever
+  uint32_t max_subscriptions_per_client = 1000;  // beyond: SUBACK 0x80
+  uint32_t max_persistent_sessions = 100000;      // clean session 0, online or not; beyond: CONNACK 3
+  uint64_t max_retained_messages = 1000000;       // beyond: a new retained topic is not stored
+  uint64_t max_retained_bytes = 256ull << 20;     // topic + payload bytes of retained messages
+  uint32_t packet_timeout = 60;  // seconds a started packet has to arrive completely
 };
 
 // TLS settings of a listener (`ssl = true`). File paths are resolved against the
@@ -81,6 +86,10 @@ struct Config {
   // storm of a thousand devices, about a second of full RSA handshakes on two cores and
   // well inside connect_timeout; at most ~100 MiB of handshake buffers.
   uint32_t tls_max_pending_handshakes = 1024;
+  // Who may take over or resume a session: only the identity that created it
+  // (default), or anybody with its client id (MQTT's and Mosquitto's rule).
+  enum class SessionOwner : uint8_t { kIdentity, kClientId };
+  SessionOwner session_owner = SessionOwner::kIdentity;
   LimitsConfig limits;
   std::vector<ListenerConfig> listeners;  // in file order
   std::vector<PluginConfig> plugins;      // in file order

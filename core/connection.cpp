@@ -132,7 +132,30 @@ void Connection::on_tls_handshake_done(const std::string& error) {
   if (tls_) tls_->release_idle_buffers(false);
 }
 
+void Connection::hold_input(std::string_view data) {
+  // After partial_ (an incomplete packet, if any), in arrival order.
+  held_.append(data);
+  partial_since_ms = 0;  // waiting on the broker is not the client's delay
+  if (input_held_) return;
+  input_held_ = true;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
+  server().hold_input(this);
+}
+
+void Connection::resume_input() {
+  if (!input_held_ || closing_) return;
+  input_held_ = false;
+  if (!read_paused_) uv_read_start(reinterpret_cast<uv_stream_t*>(&handle_), on_alloc, on_read);
+  std::string held;
+  held.swap(held_);
+  process(held);
+}
+
 void Connection::process(std::string_view data) {
+  if (input_held_) {
+    hold_input(data);  // e.g. TLS plaintext decrypted from bytes read before the hold
+    return;
+  }
   const uint32_t limit = server().broker().limits().max_packet_size;
   // First finish a packet whose start arrived earlier.
   while (!partial_.empty() && !data.empty() && !closing_) {
@@ -161,6 +184,11 @@ void Connection::process(std::string_view data) {
   }
   // Then whole packets straight from the read buffer.
   while (!data.empty() && !closing_) {
+    if (server().broker().congested()) {
+      // A big fan-out is going out in slices: the next packets wait for it.
+      hold_input(data);
+      return;
+    }
     codec::HeaderResult h = codec::parse_fixed_header(data);
     if (h.status == codec::HeaderStatus::kError) {
       server().broker().on_decode_error(*this, h.error, nullptr, nullptr);
@@ -181,9 +209,14 @@ void Connection::process(std::string_view data) {
       partial_.reserve(std::min<size_t>(h.header.packet_length(), 64 * 1024));
     }
     partial_.assign(data);  // keep the incomplete tail
-    return;
+    break;
   }
-  if (partial_.empty() && partial_.capacity() > 4096) std::string().swap(partial_);
+  if (partial_.empty()) {
+    partial_since_ms = 0;
+    if (partial_.capacity() > 4096) std::string().swap(partial_);
+  } else if (partial_since_ms == 0) {
+    partial_since_ms = server().now_ms();  // the packet_timeout clock starts
+  }
 }
 
 bool Connection::dispatch(const codec::FixedHeader& header, std::string_view packet) {
@@ -196,6 +229,7 @@ bool Connection::dispatch(const codec::FixedHeader& header, std::string_view pac
   }
   // Keep-alive counts whole control packets [MQTT-3.1.2-24]: trickled bytes don't.
   last_rx_ms = server().now_ms();
+  partial_since_ms = 0;  // the next packet's clock starts when its first bytes stay
   server().broker().on_packet(*this, decoded, last_rx_ms);
   return !closing_;
 }
@@ -208,6 +242,7 @@ void Connection::pause_reading_if_backlogged() {
   if (read_paused_ || closing_ || pending_output() <= server().broker().limits().max_outgoing_bytes) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
   read_paused_ = true;
+  partial_since_ms = 0;  // we are not reading: not the client's delay
   CLIENT_LOG(log::Level::kDebug, *this, "not reading: %zu bytes wait to be written", pending_output());
 }
 
@@ -284,7 +319,8 @@ void Connection::on_write(uv_write_t* req, int status) {
   if (self->read_paused_ && !self->closing_ && !self->uv_closing_ &&
       self->pending_output() <= self->server().broker().limits().max_outgoing_bytes / 2) {
     self->read_paused_ = false;
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&self->handle_), on_alloc, on_read);
+    if (!self->partial_.empty() && !self->input_held_) self->partial_since_ms = self->server().now_ms();
+    if (!self->input_held_) uv_read_start(reinterpret_cast<uv_stream_t*>(&self->handle_), on_alloc, on_read);
   }
 }
 

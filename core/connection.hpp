@@ -34,6 +34,8 @@ class Connection final : public Client, public TlsSessionOwner {
 
   // Called by the server once per loop iteration for connections with pending output.
   void flush();
+  // The broker is no longer congested: process the packets held meanwhile, read again.
+  void resume_input();
   // Closes the socket now, whatever is still queued (shutdown, stuck writers).
   void force_close();
   bool closing() const { return closing_; }
@@ -46,6 +48,7 @@ class Connection final : public Client, public TlsSessionOwner {
   Connection* prev = nullptr;
   Connection* next = nullptr;
   bool in_dirty_list = false;
+  bool in_held_list = false;
 
  protected:
   void schedule_flush() override;
@@ -62,6 +65,8 @@ class Connection final : public Client, public TlsSessionOwner {
   static void on_close(uv_handle_t* handle);
 
   void process(std::string_view data);
+  // Keeps `data` unprocessed and stops reading until resume_input().
+  void hold_input(std::string_view data);
   void feed_tls(std::string_view ciphertext);
   bool on_tls_progress() override;
   void on_tls_handshake_done(const std::string& error) override;
@@ -74,12 +79,14 @@ class Connection final : public Client, public TlsSessionOwner {
   uv_tcp_t handle_;
   std::unique_ptr<TlsSession> tls_;
   std::string partial_;          // bytes of a packet not yet complete
+  std::string held_;             // bytes after partial_ not processed while input is held
   size_t write_in_flight_ = 0;   // bytes handed to uv_write, not yet completed
   uint64_t closing_since_ms_ = 0;
   bool closing_ = false;
   bool uv_closing_ = false;
   bool write_pending_ = false;
   bool read_paused_ = false;  // backpressure: output backlog over max_outgoing_bytes
+  bool input_held_ = false;   // the broker is congested (a fan-out in slices)
 };
 
 }  // namespace mqgate

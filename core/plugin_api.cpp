@@ -200,6 +200,11 @@ int api_topic_matches(const char* filter, const char* topic) {
   return topic_matches(filter, topic) ? 1 : 0;
 }
 
+const char* api_client_identity(const mqgate_client* c) {
+  const Session* session = c ? as_client(c)->session : nullptr;
+  return session ? session->owner().c_str() : nullptr;
+}
+
 const mqgate_host_api kHostApi = {
     sizeof(mqgate_host_api),
     MQGATE_PLUGIN_ABI_VERSION,
@@ -227,6 +232,7 @@ const mqgate_host_api kHostApi = {
     api_client_set_data,
     api_client_get_data,
     api_topic_matches,
+    api_client_identity,
 };
 
 }  // namespace

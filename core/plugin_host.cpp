@@ -24,9 +24,22 @@ using detail::take_plugin_string;
 // The instances a listener asks, per event, in order.
 struct PluginHost::Chain {
   std::vector<mqgate_plugin*> authenticate, authorize, connected, disconnected;
+  // Identities for clients no plugin named: "<auth instances>:anonymous" (shared) and
+  // "<auth instances>:user:<username>". Listeners with the same auth plugins share them.
+  std::string identity_prefix;
+  std::shared_ptr<const std::string> anonymous_identity;
 };
 
-PluginHost::PluginHost() : empty_chain_(std::make_unique<Chain>()) {}
+namespace {
+// Plugin identities are prefixed with the instance name, so one plugin cannot claim
+// another's identities; they are bounded so a session key stays small.
+constexpr size_t kMaxIdentityLength = 128 * 1024;
+}  // namespace
+
+PluginHost::PluginHost() : empty_chain_(std::make_unique<Chain>()) {
+  empty_chain_->identity_prefix = "(no auth plugin)";
+  empty_chain_->anonymous_identity = std::make_shared<const std::string>("(no auth plugin):anonymous");
+}
 
 PluginHost::~PluginHost() { unload(); }
 
@@ -73,6 +86,11 @@ bool PluginHost::load(const Config& config, std::vector<std::string>& errors) {
       if (p->callbacks[MQGATE_EVT_CONNECTED]) chain->connected.push_back(p);
       if (p->callbacks[MQGATE_EVT_DISCONNECTED]) chain->disconnected.push_back(p);
     }
+    for (mqgate_plugin* p : chain->authenticate)
+      chain->identity_prefix += (chain->identity_prefix.empty() ? "" : ",") + p->name;
+    if (chain->authenticate.empty()) chain->identity_prefix = "(no auth plugin)";
+    chain->anonymous_identity =
+        std::make_shared<const std::string>(chain->identity_prefix + ":anonymous");
     if (chain->authenticate.empty())
       LOG_WARN("listener \"%s\" has no authentication plugin: every client may connect",
                lc.name.c_str());
@@ -114,11 +132,26 @@ mqgate_client* handle(const Client& c) {
 
 }  // namespace
 
+namespace {
+
+std::shared_ptr<const std::string> default_identity(const std::string& prefix,
+                                                    const std::shared_ptr<const std::string>& anonymous,
+                                                    const Client& client) {
+  if (client.username() == nullptr) return anonymous;
+  return std::make_shared<const std::string>(prefix + ":user:" + *client.username());
+}
+
+}  // namespace
+
 AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& connect) {
   const Chain& chain = chain_for(client);
-  if (chain.authenticate.empty()) return {};
+  if (chain.authenticate.empty()) {
+    AuthResult open;
+    open.identity = default_identity(chain.identity_prefix, chain.anonymous_identity, client);
+    return open;
+  }
   bool allowed = false, denied = false;
-  std::string reasons, assigned;
+  std::string reasons, assigned, identity;
   const TlsPeerInfo* tls = client.tls();
   for (mqgate_plugin* p : chain.authenticate) {
     mqgate_evt_authenticate evt;
@@ -146,6 +179,7 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
     const int d = p->callbacks[MQGATE_EVT_AUTHENTICATE](MQGATE_EVT_AUTHENTICATE, &evt, p->instance);
     const std::string reason = take_plugin_string(evt.reason);
     std::string assign = take_plugin_string(evt.assign_client_id);
+    std::string vouched = take_plugin_string(evt.identity);
     CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s", p->name.c_str(),
                decision_name(d), reason.empty() ? "" : ": ", log::quote(reason).c_str());
     std::string why;
@@ -153,6 +187,15 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
       case MQGATE_DECISION_ALLOW:
         allowed = true;
         if (assigned.empty()) assigned = std::move(assign);
+        if (identity.empty() && !vouched.empty()) {
+          if (vouched.size() > kMaxIdentityLength) {
+            LOG_ERROR("plugin \"%s\": identity of %zu bytes is over %zu; treated as DENY",
+                      p->name.c_str(), vouched.size(), kMaxIdentityLength);
+            why = "set an identity longer than " + std::to_string(kMaxIdentityLength) + " bytes";
+            break;
+          }
+          identity = p->name + ":" + vouched;
+        }
         continue;
       case MQGATE_DECISION_ABSTAIN:
         continue;
@@ -169,9 +212,14 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
     if (!reasons.empty()) reasons += "; ";
     reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
   }
-  if (denied) return {false, reasons, ""};
-  if (!allowed) return {false, "no plugin allowed the client (all abstained)", ""};
-  return {true, "", assigned};
+  if (denied) return AuthResult::deny(reasons);
+  if (!allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
+  AuthResult ok;
+  ok.assigned_client_id = std::move(assigned);
+  ok.identity = identity.empty()
+                    ? default_identity(chain.identity_prefix, chain.anonymous_identity, client)
+                    : std::make_shared<const std::string>(std::move(identity));
+  return ok;
 }
 
 AuthResult PluginHost::authorize(const Client& client, std::string_view topic, AuthAction action,
@@ -205,7 +253,7 @@ AuthResult PluginHost::authorize(const Client& client, std::string_view topic, A
     if (!reasons.empty()) reasons += "; ";
     reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
   }
-  if (denied) return {false, reasons, ""};
+  if (denied) return AuthResult::deny(reasons);
   return {};
 }
 

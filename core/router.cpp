@@ -1,6 +1,8 @@
 #include "router.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <optional>
 
 #include "topic.hpp"
 
@@ -38,7 +40,8 @@ struct Router::SubNode {
 };
 
 struct Router::RetainNode {
-  detail::LevelMap<RetainNode> children;
+  // Ordered, so a sliced walk can resume where it stopped (retained_matching).
+  std::map<std::string, std::unique_ptr<RetainNode>, std::less<>> children;
   MessagePtr message;
 };
 
@@ -151,7 +154,12 @@ void Router::collect(const SubNode& node, const detail::SplitTopic& levels, size
   if (node.plus && wildcards_allowed) collect(*node.plus, levels, i + 1, false);
 }
 
-void Router::retain(const MessagePtr& msg) {
+namespace {
+uint64_t retained_size(const Message& m) { return m.topic().size() + m.payload().size(); }
+bool is_system(std::string_view topic) { return !topic.empty() && topic[0] == '$'; }
+}  // namespace
+
+Router::RetainResult Router::retain(const MessagePtr& msg, uint64_t max_count, uint64_t max_bytes) {
   detail::SplitTopic levels(msg->topic());
   if (msg->payload().empty()) {
     // Clear: find the node, drop its message, prune empty nodes upwards.
@@ -159,20 +167,33 @@ void Router::retain(const MessagePtr& msg) {
     RetainNode* node = retained_root_.get();
     for (size_t i = 0; i < levels.size(); ++i) {
       auto it = node->children.find(levels[i]);
-      if (it == node->children.end()) return;
+      if (it == node->children.end()) return RetainResult::kCleared;
       path.emplace_back(node, levels[i]);
       node = it->second.get();
     }
-    if (!node->message) return;
+    if (!node->message) return RetainResult::kCleared;
+    account(*node->message, -1);
     node->message = MessagePtr();
-    --retained_count_;
     for (auto step = path.rbegin(); step != path.rend(); ++step) {
       if (node->message || !node->children.empty()) break;
       step->first->children.erase(step->first->children.find(step->second));
       node = step->first;
     }
-    return;
+    return RetainResult::kCleared;
   }
+  // Check the caps before creating any node, so a refusal leaves the trie as it was.
+  const RetainNode* existing = retained_root_.get();
+  for (size_t i = 0; i < levels.size() && existing != nullptr; ++i) {
+    auto it = existing->children.find(levels[i]);
+    existing = it == existing->children.end() ? nullptr : it->second.get();
+  }
+  const MessagePtr* old = existing && existing->message ? &existing->message : nullptr;
+  const uint64_t old_bytes = old ? retained_size(**old) : 0;
+  // The caps are the clients' budget: the broker's own '$' topics are not counted.
+  if (!is_system(msg->topic()) &&
+      ((old == nullptr && capped_count_ >= max_count) ||
+       capped_bytes_ - old_bytes + retained_size(*msg) > max_bytes))
+    return RetainResult::kRefused;
   RetainNode* node = retained_root_.get();
   for (size_t i = 0; i < levels.size(); ++i) {
     auto it = node->children.find(levels[i]);
@@ -180,48 +201,109 @@ void Router::retain(const MessagePtr& msg) {
       it = node->children.emplace(std::string(levels[i]), std::make_unique<RetainNode>()).first;
     node = it->second.get();
   }
-  if (!node->message) ++retained_count_;
+  if (node->message) account(*node->message, -1);
+  account(*msg, 1);
   node->message = msg;
+  return RetainResult::kStored;
 }
 
-void Router::retained_all(const RetainNode& node,
-                          const std::function<void(const MessagePtr&)>& fn) {
-  if (node.message) fn(node.message);
-  for (const auto& [level, child] : node.children) retained_all(*child, fn);
+void Router::account(const Message& m, int sign) {
+  const uint64_t bytes = retained_size(m);
+  const bool capped = !is_system(m.topic());
+  if (sign > 0) {
+    ++retained_count_;
+    retained_bytes_ += bytes;
+    if (capped) ++capped_count_, capped_bytes_ += bytes;
+  } else {
+    --retained_count_;
+    retained_bytes_ -= bytes;
+    if (capped) --capped_count_, capped_bytes_ -= bytes;
+  }
 }
 
-void Router::retained_walk(const RetainNode& node, const detail::SplitTopic& filter, size_t i,
-                           bool root, const std::function<void(const MessagePtr&)>& fn) {
-  if (i == filter.size()) {
-    if (node.message) fn(node.message);
-    return;
-  }
-  const std::string_view level = filter[i];
-  if (level == "#") {
-    // '#' matches the parent level itself and every topic below it, except '$' topics
-    // when '#' is the first level.
-    if (node.message && !root) fn(node.message);
-    for (const auto& [name, child] : node.children) {
-      if (root && !name.empty() && name[0] == '$') continue;
-      retained_all(*child, fn);
+// A pre-order walk of the retained trie guided by a filter, resumable after a cursor:
+// a node's own message comes before its children, children in key order.
+struct Router::RetainedWalk {
+  // Where a node stands relative to the cursor (the last node of the previous slice).
+  enum class Resume : uint8_t {
+    kAfter,   // after the cursor: visit it
+    kPrefix,  // on the cursor's path above it: visited already, some children are not
+    kAt,      // the cursor itself: visited already, all its children are not
+  };
+
+  const detail::SplitTopic& filter;
+  const RetainedCursor& resume;
+  size_t& budget;
+  const std::function<void(const MessagePtr&)>& fn;
+  std::optional<RetainedCursor> stopped_at;  // set when the budget runs out
+  std::vector<std::string_view> path;        // levels of the node being visited
+
+  // Visits `node` (at `path`), which matched filter levels [0, i); `hash`: a '#' above
+  // matched already, so the whole subtree matches.
+  void visit(const RetainNode& node, size_t i, bool hash, Resume where) {
+    const bool root = path.empty();
+    const bool at_hash = !hash && i < filter.size() && filter[i] == "#";
+    if (where == Resume::kAfter && !root) {
+      // '#' matches its parent level too [MQTT-4.7.1-2].
+      if ((hash || at_hash || i == filter.size()) && node.message) fn(node.message);
+      if (budget > 0) --budget;
+      if (budget == 0) {
+        stopped_at.emplace(path.begin(), path.end());
+        return;
+      }
     }
-    return;
-  }
-  if (level == "+") {
-    for (const auto& [name, child] : node.children) {
-      if (root && !name.empty() && name[0] == '$') continue;
-      retained_walk(*child, filter, i + 1, false, fn);
+    if (!hash && !at_hash && i == filter.size()) return;
+    const bool subtree = hash || at_hash;
+    const bool any_child = subtree || filter[i] == "+";
+    const size_t next_i = subtree ? i : i + 1;
+    if (where == Resume::kAt) where = Resume::kAfter;  // all of the cursor's children are new
+    auto descend = [&](const std::string& name, const RetainNode& child) {
+      Resume child_where = Resume::kAfter;
+      if (where == Resume::kPrefix) {
+        const std::string& want = resume[path.size()];
+        if (name < want) return true;  // visited in an earlier slice
+        if (name == want) child_where = path.size() + 1 == resume.size() ? Resume::kAt : Resume::kPrefix;
+      }
+      path.push_back(name);
+      visit(child, next_i, subtree, child_where);
+      path.pop_back();
+      return !stopped_at;
+    };
+    if (!any_child) {
+      auto it = node.children.find(filter[i]);
+      if (it != node.children.end()) descend(it->first, *it->second);
+      return;
     }
-    return;
+    auto it = where == Resume::kPrefix ? node.children.lower_bound(resume[path.size()])
+                                       : node.children.begin();
+    for (; it != node.children.end(); ++it) {
+      // Topics starting with '$' are not matched by a leading wildcard [MQTT-4.7.2-1].
+      if (root && !it->first.empty() && it->first[0] == '$') continue;
+      if (!descend(it->first, *it->second)) return;
+    }
   }
-  auto it = node.children.find(level);
-  if (it != node.children.end()) retained_walk(*it->second, filter, i + 1, false, fn);
-}
+};
 
 void Router::retained_matching(std::string_view filter,
                                const std::function<void(const MessagePtr&)>& fn) const {
+  RetainedCursor cursor;
+  size_t budget = SIZE_MAX;
+  retained_matching(filter, cursor, budget, fn);
+}
+
+bool Router::retained_matching(std::string_view filter, RetainedCursor& cursor, size_t& budget,
+                               const std::function<void(const MessagePtr&)>& fn) const {
   detail::SplitTopic levels(filter);
-  retained_walk(*retained_root_, levels, 0, true, fn);
+  RetainedWalk walk{levels, cursor, budget, fn, std::nullopt, {}};
+  // The root is never a cursor (it holds no message and costs no budget).
+  walk.visit(*retained_root_, 0, false,
+             cursor.empty() ? RetainedWalk::Resume::kAfter : RetainedWalk::Resume::kPrefix);
+  if (!walk.stopped_at) {
+    cursor.clear();
+    return true;
+  }
+  cursor = std::move(*walk.stopped_at);
+  return false;
 }
 
 }  // namespace mqgate

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -71,37 +72,61 @@ class Router {
   // highest QoS among its matching filters. `fn` must not change subscriptions.
   template <typename Fn>
   void match(std::string_view topic, Fn&& fn) {
+    for (RouteTarget* t : matches(topic)) fn(t, t->match_qos);
+  }
+  // The same as a list: each target once, its QoS in match_qos. Valid until the next
+  // call or subscription change.
+  const std::vector<RouteTarget*>& matches(std::string_view topic) {
     matched_.clear();
     ++epoch_;
     if (epoch_ == 0) epoch_ = 1;  // 0 is "never matched"
     detail::SplitTopic levels(topic);
     collect(*subs_root_, levels, 0, true);
-    for (RouteTarget* t : matched_) fn(t, t->match_qos);
+    return matched_;
   }
 
   // --- retained messages -----------------------------------------------------------
   // Stores `msg` as the retained message of its topic, or clears that topic when the
-  // payload is empty [MQTT-3.3.1-10, -11].
-  void retain(const MessagePtr& msg);
+  // payload is empty [MQTT-3.3.1-10, -11]. Refuses (and keeps what is there) when
+  // storing would take the store over `max_count` messages or `max_bytes` bytes of
+  // topics and payloads, not counting '$' topics (the broker's own, always stored).
+  enum class RetainResult : uint8_t { kStored, kCleared, kRefused };
+  RetainResult retain(const MessagePtr& msg, uint64_t max_count = UINT64_MAX,
+                      uint64_t max_bytes = UINT64_MAX);
   size_t retained_count() const { return retained_count_; }
+  uint64_t retained_bytes() const { return retained_bytes_; }
+  // The part the caps apply to (clients' messages, not '$' topics).
+  size_t capped_retained_count() const { return capped_count_; }
+  uint64_t capped_retained_bytes() const { return capped_bytes_; }
   // Calls fn(message) for each retained message whose topic matches `filter`.
   void retained_matching(std::string_view filter, const std::function<void(const MessagePtr&)>& fn) const;
+  // The same in slices, for filters that match very many messages: the walk visits the
+  // store's nodes in a fixed order, takes one unit of `budget` per node, and stops when
+  // the budget is spent, leaving in `cursor` where to go on (the levels of the last
+  // node visited; empty to start). Returns true when the walk is complete. Messages
+  // stored or removed between slices are seen or not, nothing is visited twice.
+  using RetainedCursor = std::vector<std::string>;
+  bool retained_matching(std::string_view filter, RetainedCursor& cursor, size_t& budget,
+                         const std::function<void(const MessagePtr&)>& fn) const;
 
  private:
   struct SubNode;
   struct RetainNode;
+  struct RetainedWalk;
   void collect(const SubNode& node, const detail::SplitTopic& levels, size_t i, bool root);
   void add_matched(const SubNode& node);
-  static void retained_walk(const RetainNode& node, const detail::SplitTopic& filter, size_t i,
-                            bool root, const std::function<void(const MessagePtr&)>& fn);
-  static void retained_all(const RetainNode& node, const std::function<void(const MessagePtr&)>& fn);
 
   std::unique_ptr<SubNode> subs_root_;
   std::unique_ptr<RetainNode> retained_root_;
   std::vector<RouteTarget*> matched_;
   uint32_t epoch_ = 0;
   size_t subscription_count_ = 0;
+  void account(const Message& m, int sign);
   size_t retained_count_ = 0;
+  uint64_t retained_bytes_ = 0;
+  // What counts against retain()'s caps: all but the broker's own '$' topics.
+  size_t capped_count_ = 0;
+  uint64_t capped_bytes_ = 0;
 };
 
 }  // namespace mqgate

@@ -18,6 +18,7 @@ Server::Server(Config config, AuthHooks& hooks)
       read_buffer_(new char[kReadBufferSize]) {
   uv_loop_init(&loop_);
   loop_.data = this;
+  broker_.set_session_owner(config_.session_owner);
 }
 
 Server::~Server() {
@@ -63,6 +64,8 @@ bool Server::start() {
   uv_check_init(&loop_, &check_);
   check_.data = this;
   uv_check_start(&check_, on_check);
+  uv_idle_init(&loop_, &idle_);
+  idle_.data = this;
   uv_timer_init(&loop_, &sweep_timer_);
   sweep_timer_.data = this;
   uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
@@ -102,6 +105,27 @@ void Server::remove_connection(Connection* c) {
     dirty_.erase(std::find(dirty_.begin(), dirty_.end(), c));
     c->in_dirty_list = false;
   }
+  if (c->in_held_list) {
+    held_.erase(std::find(held_.begin(), held_.end(), c));
+    c->in_held_list = false;
+  }
+}
+
+void Server::hold_input(Connection* c) {
+  if (c->in_held_list) return;
+  c->in_held_list = true;
+  held_.push_back(c);
+}
+
+void Server::resume_held_inputs() {
+  // In the order they were held; one may congest the broker again, and then the rest
+  // (and it) are held again at their next packet.
+  std::vector<Connection*> batch;
+  batch.swap(held_);
+  for (Connection* c : batch) c->in_held_list = false;
+  // Connections closed meanwhile are only deleted by libuv's close callback, later in
+  // the iteration: the pointers stay valid, and resume_input() skips closing ones.
+  for (Connection* c : batch) c->resume_input();
 }
 
 void Server::mark_dirty(Connection* c) {
@@ -110,7 +134,30 @@ void Server::mark_dirty(Connection* c) {
   dirty_.push_back(c);
 }
 
-void Server::on_check(uv_check_t* handle) { static_cast<Server*>(handle->data)->flush_dirty(); }
+void Server::on_check(uv_check_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  self->schedule_slices();
+  self->flush_dirty();
+}
+
+void Server::schedule_slices() {
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&idle_)) || !broker_.has_work()) return;
+  if (slices_blocked_ && broker_.stats().bytes_received == blocked_at_bytes_received_) return;
+  slices_blocked_ = false;
+  // An active idle handle makes the loop poll without blocking, then run one slice.
+  uv_idle_start(&idle_, on_idle);
+}
+
+void Server::on_idle(uv_idle_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  const bool progress = self->broker_.run_slice(self->now_ms());
+  if (!self->broker_.congested() && !self->held_.empty()) self->resume_held_inputs();
+  if (!self->broker_.has_work() || !progress) {
+    uv_idle_stop(handle);
+    self->slices_blocked_ = self->broker_.has_work();
+    self->blocked_at_bytes_received_ = self->broker_.stats().bytes_received;
+  }
+}
 
 void Server::flush_dirty() {
   // flush() can complete writes synchronously and close connections, which removes them
@@ -146,9 +193,11 @@ void Server::sweep() {
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_) hook(now);
-    if (++ticks_ % 10 == 0) broker_.expire_sessions(now);
+    broker_.check_expiry(now);
     if (tls_workers_) check_tls_health(now);
   }
+  slices_blocked_ = false;  // paced work is retried at least every sweep
+  schedule_slices();
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {
     for (Connection* c = connections_; c != nullptr; c = c->next) c->force_close();
     uv_stop(&loop_);
@@ -195,6 +244,7 @@ void Server::reload() {
   log::set_level(fresh->log_level);
   LOG_INFO("reload: log_level is %s", log::level_name(fresh->log_level));
   broker_.set_limits(fresh->limits);
+  broker_.set_session_owner(fresh->session_owner);
   if (sys_ && fresh->sys_interval != config_.sys_interval) sys_->set_interval(fresh->sys_interval);
   bool listeners_changed = fresh->listeners.size() != config_.listeners.size();
   for (size_t i = 0; !listeners_changed && i < fresh->listeners.size(); ++i)
@@ -207,6 +257,7 @@ void Server::reload() {
   config_.log_level = fresh->log_level;
   config_.sys_interval = fresh->sys_interval;
   config_.limits = fresh->limits;
+  config_.session_owner = fresh->session_owner;
 }
 
 // Reading and parsing certificates, keys and a CRL of up to 16 MiB can take a second:

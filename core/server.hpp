@@ -46,6 +46,9 @@ class Server {
   void add_connection(Connection* c);
   void remove_connection(Connection* c);
   void mark_dirty(Connection* c);
+  // A connection stopped processing input while the broker is congested; it is resumed
+  // (Connection::resume_input) once the broker is not.
+  void hold_input(Connection* c);
   // The TLS handshake threads (nullptr when no listener uses TLS).
   TlsWorkers* tls_workers() { return tls_workers_.get(); }
 
@@ -64,6 +67,9 @@ class Server {
 
   static void on_signal(uv_signal_t* handle, int signum);
   static void on_check(uv_check_t* handle);
+  static void on_idle(uv_idle_t* handle);
+  // Keeps the broker's sliced work (Broker::run_slice) going, one slice per iteration.
+  void schedule_slices();
   static void on_sweep(uv_timer_t* handle);
   void flush_dirty();
   void sweep();
@@ -93,12 +99,18 @@ class Server {
   std::unique_ptr<char[]> read_buffer_;
   Connection* connections_ = nullptr;  // all live connections (intrusive list)
   std::vector<Connection*> dirty_;     // connections with output to flush
+  std::vector<Connection*> held_;      // connections waiting for the broker (FIFO)
+  void resume_held_inputs();
   std::vector<ReloadHook> reload_hooks_;
   std::vector<TickHook> tick_hooks_;
   uint64_t last_tick_ms_ = 0;
-  uint64_t ticks_ = 0;
   uv_signal_t sigint_, sigterm_, sighup_;
   uv_check_t check_;
+  uv_idle_t idle_;  // active while the broker has runnable sliced work
+  // The last slice moved nothing (paced by slow clients): retry when clients send
+  // something (bytes_received moved) or at the next sweep.
+  bool slices_blocked_ = false;
+  uint64_t blocked_at_bytes_received_ = 0;
   uv_timer_t sweep_timer_;
   bool shutting_down_ = false;
   uint64_t shutdown_started_ms_ = 0;

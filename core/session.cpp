@@ -7,22 +7,28 @@
 
 namespace mqgate {
 
+const std::string& Session::owner() const {
+  static const std::string kNone;
+  return owner_ ? *owner_ : kNone;
+}
+
 bool Session::add_subscription(std::string_view filter, uint8_t qos) {
-  for (auto& s : subscriptions_) {
-    if (s.filter == filter) {
-      s.qos = qos;
-      return false;
-    }
+  if (!subscriptions_) subscriptions_ = std::make_unique<Subscriptions>();
+  auto it = subscriptions_->find(filter);
+  if (it != subscriptions_->end()) {
+    it->second = qos;
+    return false;
   }
-  subscriptions_.push_back({std::string(filter), qos});
+  subscriptions_->emplace(std::string(filter), qos);
   return true;
 }
 
 bool Session::remove_subscription(std::string_view filter) {
-  auto it = std::find_if(subscriptions_.begin(), subscriptions_.end(),
-                         [&](const Subscription& s) { return s.filter == filter; });
-  if (it == subscriptions_.end()) return false;
-  subscriptions_.erase(it);
+  if (!subscriptions_) return false;
+  auto it = subscriptions_->find(filter);
+  if (it == subscriptions_->end()) return false;
+  subscriptions_->erase(it);
+  if (subscriptions_->empty()) subscriptions_.reset();
   return true;
 }
 
@@ -92,11 +98,24 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     stats.messages_dropped++;
     return;
   }
-  if (f.queue_head > 0 && f.queue_head == f.queue.size()) {
-    f.queue.clear();
-    f.queue_head = 0;
-  }
+  compact_queue(f);
   f.queue.push_back({msg, qos, retain});
+}
+
+void Session::compact_queue(Flow& f) {
+  // Popped entries sit before queue_head. Drop them once they are at least half the
+  // vector: a client that acknowledges one message per message queued never empties
+  // the queue, and without this the vector would grow forever (amortised O(1)).
+  if (f.queue_head == 0) return;
+  if (f.queue_head == f.queue.size()) {
+    f.queue.clear();
+  } else if (f.queue_head >= 32 && f.queue_head * 2 >= f.queue.size()) {
+    f.queue.erase(f.queue.begin(), f.queue.begin() + static_cast<ptrdiff_t>(f.queue_head));
+    if (f.queue.capacity() > 64 && f.queue.size() * 4 < f.queue.capacity()) f.queue.shrink_to_fit();
+  } else {
+    return;
+  }
+  f.queue_head = 0;
 }
 
 Session::Outgoing* Session::find_inflight(uint16_t packet_id, OutState state) {
@@ -121,11 +140,8 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
                           q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
     send_publish(f.inflight.back(), false, stats);
   }
-  if (f.queue_head == f.queue.size()) {
-    f.queue.clear();
-    f.queue_head = 0;
-    if (f.queue.capacity() > 64) f.queue.shrink_to_fit();
-  }
+  compact_queue(f);
+  if (f.queue.empty() && f.queue.capacity() > 64) f.queue.shrink_to_fit();
   // A session with nothing in flight or queued gives its flow state back.
   if (f.inflight.empty() && f.queue.empty() && f.incoming_qos2.empty()) flow_.reset();
 }

@@ -9,8 +9,10 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "message.hpp"
@@ -34,23 +36,38 @@ struct DeliveryStats {
 
 class Session : public RouteTarget {
  public:
-  struct Subscription {
-    std::string filter;
-    uint8_t qos;
-  };
+  // filter -> granted QoS. Hashed: one SUBSCRIBE may carry tens of thousands of filters.
+  using Subscriptions = std::unordered_map<std::string, uint8_t, detail::StringHash, std::equal_to<>>;
 
-  Session(std::string client_id, bool clean) : client_id_(std::move(client_id)), clean_(clean) {}
+  Session(std::string client_id, bool clean, std::shared_ptr<const std::string> owner = nullptr)
+      : client_id_(std::move(client_id)), owner_(std::move(owner)), clean_(clean) {}
 
   const std::string& client_id() const { return client_id_; }
+  // The identity that created the session (AuthResult::identity): only the same
+  // identity may take it over or resume it.
+  const std::string& owner() const;
+  void set_owner(std::shared_ptr<const std::string> owner) { owner_ = std::move(owner); }
   bool clean() const { return clean_; }
   void set_clean(bool clean) { clean_ = clean; }
+  // Destroyed, but still referenced by a fan-out in progress: deliver nothing to it.
+  bool removed() const { return removed_; }
+  void mark_removed() { removed_ = true; }
   Client* client() const { return client_; }
 
   // --- subscriptions (the router holds the index; this is the session's own list) ----
   // Returns true if the filter is new.
   bool add_subscription(std::string_view filter, uint8_t qos);
   bool remove_subscription(std::string_view filter);
-  const std::vector<Subscription>& subscriptions() const { return subscriptions_; }
+  bool has_subscription(std::string_view filter) const {
+    return subscriptions_ && subscriptions_->find(filter) != subscriptions_->end();
+  }
+  size_t subscription_count() const { return subscriptions_ ? subscriptions_->size() : 0; }
+  // Calls fn(filter, qos) for every subscription.
+  template <typename Fn>
+  void for_each_subscription(Fn&& fn) const {
+    if (subscriptions_)
+      for (const auto& [filter, qos] : *subscriptions_) fn(filter, qos);
+  }
 
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
@@ -87,6 +104,8 @@ class Session : public RouteTarget {
 
   size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
   size_t queued_count() const { return flow_ ? flow_->queue.size() - flow_->queue_head : 0; }
+  // Slots the queue holds, live or popped (memory; for tests).
+  size_t queue_capacity() const { return flow_ ? flow_->queue.capacity() : 0; }
 
  private:
   enum class OutState : uint8_t { kAwaitPuback, kAwaitPubrec, kAwaitPubcomp };
@@ -120,16 +139,55 @@ class Session : public RouteTarget {
   uint16_t next_packet_id();
   void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats);
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
+  static void compact_queue(Flow& f);
   Outgoing* find_inflight(uint16_t packet_id, OutState state);
   void erase_inflight(Outgoing* o);
 
   std::string client_id_;
+  std::shared_ptr<const std::string> owner_;
   Client* client_ = nullptr;
   uint64_t offline_since_ms_ = 0;
   bool clean_;
   uint16_t last_packet_id_ = 0;
-  std::vector<Subscription> subscriptions_;
+  std::unique_ptr<Subscriptions> subscriptions_;  // allocated on the first subscription
   std::unique_ptr<Flow> flow_;
+
+  friend class OfflineSessions;
+  Session* offline_prev_ = nullptr;
+  Session* offline_next_ = nullptr;
+  bool offline_listed_ = false;
+  bool removed_ = false;
+};
+
+// Persistent sessions without a client, in the order they went offline: the oldest,
+// which expire first, are at the front. Intrusive, so adding and removing cost O(1)
+// and no allocation.
+class OfflineSessions {
+ public:
+  bool empty() const { return head_ == nullptr; }
+  Session* front() const { return head_; }
+  void push_back(Session* s) {
+    if (s->offline_listed_) remove(s);
+    s->offline_listed_ = true;
+    s->offline_prev_ = tail_;
+    s->offline_next_ = nullptr;
+    if (tail_) tail_->offline_next_ = s;
+    else head_ = s;
+    tail_ = s;
+  }
+  void remove(Session* s) {  // a no-op for a session not listed
+    if (!s->offline_listed_) return;
+    if (s->offline_prev_) s->offline_prev_->offline_next_ = s->offline_next_;
+    else head_ = s->offline_next_;
+    if (s->offline_next_) s->offline_next_->offline_prev_ = s->offline_prev_;
+    else tail_ = s->offline_prev_;
+    s->offline_prev_ = s->offline_next_ = nullptr;
+    s->offline_listed_ = false;
+  }
+
+ private:
+  Session* head_ = nullptr;
+  Session* tail_ = nullptr;
 };
 
 }  // namespace mqgate

@@ -18,7 +18,9 @@ class SessionStore {
   virtual Session* find(std::string_view client_id) = 0;
   // Creates a session; there must be none with that id.
   virtual Session* create(std::string client_id, bool clean) = 0;
-  virtual void remove(Session* session) = 0;
+  // Removes the session and hands it over (the broker may keep it a little longer, while
+  // sliced work still holds pointers to it).
+  virtual std::unique_ptr<Session> remove(Session* session) = 0;
   virtual size_t size() const = 0;
   virtual void for_each(const std::function<void(Session&)>& fn) = 0;
 };
@@ -35,9 +37,12 @@ class MemorySessionStore final : public SessionStore {
     sessions_.emplace(raw->client_id(), std::move(s));  // the key views the session's id
     return raw;
   }
-  void remove(Session* session) override {
+  std::unique_ptr<Session> remove(Session* session) override {
     auto it = sessions_.find(session->client_id());
-    if (it != sessions_.end()) sessions_.erase(it);  // by iterator: the key dies with it
+    if (it == sessions_.end()) return nullptr;
+    std::unique_ptr<Session> s = std::move(it->second);
+    sessions_.erase(it);  // by iterator: the key views the session's id, still alive
+    return s;
   }
   size_t size() const override { return sessions_.size(); }
   void for_each(const std::function<void(Session&)>& fn) override {

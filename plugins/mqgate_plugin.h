@@ -225,7 +225,20 @@ typedef struct mqgate_evt_authenticate {
                                  the generated one. Honoured only when
                                  client_id_generated is 1 and the final decision is
                                  ALLOW; allocate with api->mprintf/strdup */
-  void *reserved[4];          /* zero; for future use */
+  char *identity;             /* out, optional (since broker 0.2; the first reserved
+                                 slot of ABI 1, so older hosts ignore it): the stable
+                                 identity this plugin vouches for, e.g. a username or a
+                                 certificate's subject. A persistent session belongs
+                                 to the identity that created it: a client with the
+                                 same client id but another identity is refused
+                                 (CONNACK 2). The host prefixes it with the instance
+                                 name, so plugins cannot forge each other's
+                                 identities. Used from the first plugin that ALLOWs and
+                                 sets one; if none does, the host uses
+                                 "<listener's auth plugins>:user:<username>" or
+                                 "<listener's auth plugins>:anonymous". At most 131072
+                                 bytes of UTF-8; allocate with api->mprintf/strdup */
+  void *reserved[3];          /* zero; for future use */
 } mqgate_evt_authenticate;
 
 /* MQGATE_EVT_AUTHORIZE: a connected client wants to publish or subscribe. Return a
@@ -364,6 +377,12 @@ typedef struct mqgate_host_api {
   /* 1 if topic filter `filter` matches topic name `topic` by MQTT 3.1.1 rules (a
    * leading wildcard does not match a topic starting with '$'), else 0. */
   int (*topic_matches)(const char *filter, const char *topic);
+
+  /* --- since broker 0.2 (check with MQGATE_API_HAS) ------------------------------- */
+  /* The identity that owns the client's session (see mqgate_evt_authenticate's
+   * `identity`, with the host's instance prefix), e.g. "certauth:x509:...". Valid
+   * from the CONNECTED event until DISCONNECTED returns; NULL before. */
+  const char *(*client_identity)(const mqgate_client *client);
 } mqgate_host_api;
 
 /* ------------------------------------------------------------------------------ */

@@ -676,6 +676,29 @@ static int decide(const certauth* self, mqgate_evt_authenticate* evt, const scan
   return MQGATE_DECISION_ALLOW;
 }
 
+/* Names the identity the session will belong to: the SPIFFE id and the issuer's name.
+ * The issuer is part of it so that another CA trusted by the same listener cannot mint
+ * a certificate for the same device id and take its session over; a device whose
+ * certificate is renewed by the same CA keeps its identity. */
+static int vouch(const certauth* self, mqgate_evt_authenticate* evt, const mbedtls_x509_crt* crt) {
+  const char* device = (const char*)self->api->client_get_data(evt->client, self->plugin);
+  char issuer[768];
+  text t;
+  text_init(&t);
+  if (!MQGATE_HAS_FIELD(evt, mqgate_evt_authenticate, identity)) return MQGATE_DECISION_ALLOW;
+  if (device == NULL || mbedtls_x509_dn_gets(issuer, sizeof issuer, &crt->issuer) < 0) {
+    text_str(&t, "client certificate's issuer name is too long to name an identity");
+    return deny(self, evt, &t);
+  }
+  evt->identity = self->api->mprintf("spiffe://%s/device/%s issuer=%s", self->cfg->uri_domain,
+                                     device, issuer);
+  if (evt->identity == NULL) {
+    text_str(&t, "out of memory");
+    return deny(self, evt, &t);
+  }
+  return MQGATE_DECISION_ALLOW;
+}
+
 static int on_authenticate(const certauth* self, mqgate_evt_authenticate* evt) {
   const mqgate_cert* leaf;
   mbedtls_x509_crt crt;
@@ -719,6 +742,7 @@ static int on_authenticate(const certauth* self, mqgate_evt_authenticate* evt) {
     return deny(self, evt, &t);
   }
   decision = decide(self, evt, &s); /* uses spans into crt: free it afterwards */
+  if (decision == MQGATE_DECISION_ALLOW) decision = vouch(self, evt, &crt);
   mbedtls_x509_crt_free(&crt);
   return decision;
 }

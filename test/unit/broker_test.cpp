@@ -352,21 +352,52 @@ TEST_CASE("persistent sessions expire after session_expiry offline, and only off
   a.close("network error");  // offline at t=0 (FakeClient passes no time)
   FakeClient b(*f.broker, &f.listener);
   b.feed(connect_packet("online", false), 0);
-  f.broker->expire_sessions(59000);
+  f.broker->check_expiry(59000);
+  CHECK_FALSE(f.broker->has_work());
   CHECK(f.broker->sessions().size() == 2);
-  f.broker->expire_sessions(60000);
+  f.broker->check_expiry(60000);
+  REQUIRE(f.broker->has_work());
+  f.broker->run_slice(60000);
+  CHECK_FALSE(f.broker->has_work());
   CHECK(f.broker->sessions().size() == 1);
   CHECK(f.broker->sessions().find("online") != nullptr);
+}
+
+TEST_CASE("session expiry in slices: many expired sessions never all in one slice") {
+  LimitsConfig l;
+  l.session_expiry = 1;
+  Fixture f(l);
+  for (int i = 0; i < 20000; ++i) {
+    FakeClient a(*f.broker, &f.listener);
+    a.feed(connect_packet("s" + std::to_string(i), false), 0);
+    a.close("network error");
+  }
+  CHECK(f.broker->persistent_sessions() == 20000);
+  // A session that came back is not expired, wherever it sits in the offline order.
+  FakeClient back(*f.broker, &f.listener);
+  back.feed(connect_packet("s7", false), 0);
+  f.broker->check_expiry(1000);
+  int slices = 0;
+  while (f.broker->has_work()) {
+    const size_t before = f.broker->sessions().size();
+    CHECK(f.broker->run_slice(1000));
+    CHECK(before - f.broker->sessions().size() <= Broker::kSliceBudget);
+    ++slices;
+  }
+  CHECK(slices >= 20000 / static_cast<int>(Broker::kSliceBudget));
+  CHECK(f.broker->sessions().size() == 1);
+  CHECK(f.broker->sessions().find("s7") != nullptr);
+  CHECK(f.broker->persistent_sessions() == 1);
 }
 
 namespace {
 struct DenyingHooks final : AuthHooks {
   AuthResult authenticate(const Client& c, const codec::Connect&) override {
-    if (c.client_id() == "bad") return {false, "test says no", ""};
+    if (c.client_id() == "bad") return AuthResult::deny("test says no");
     return {};
   }
   AuthResult authorize(const Client&, std::string_view topic, AuthAction action, uint8_t, bool) override {
-    if (topic.rfind("secret", 0) == 0) return {false, "secret", ""};
+    if (topic.rfind("secret", 0) == 0) return AuthResult::deny("secret");
     (void)action;
     return {};
   }
@@ -402,4 +433,76 @@ TEST_CASE("auth hooks: CONNACK 5, SUBACK 0x80 per filter, denied PUBLISH acked b
   CHECK(f.broker->stats().publish_denied == 1);
   sub->close("x");
   CHECK(hooks.disconnected == 1);
+}
+
+TEST_CASE("a fan-out bigger than a slice goes out in slices, in order, and congests input") {
+  Fixture f;
+  const size_t n = Broker::kSliceBudget * 2 + 100;
+  std::vector<std::unique_ptr<FakeClient>> subs;
+  for (size_t i = 0; i < n; ++i) {
+    subs.push_back(f.connect("s" + std::to_string(i)));
+    subs.back()->feed(subscribe_packet(1, {{"fan/#", 1}}));
+    subs.back()->take();
+  }
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("fan/1", "one", 1, false, 1));
+  CHECK(f.broker->congested());
+  size_t got_now = 0;
+  for (auto& s : subs) got_now += s->take().size();
+  CHECK(got_now == Broker::kSliceBudget);
+  // While congested, a will (a route the transports cannot hold) queues behind.
+  auto dying = f.connect("dying", true, codec::Will{"fan/2", "two", 1, false});
+  dying->close("network error");
+  // A subscriber whose clean session goes away mid fan-out gets nothing, and nothing
+  // breaks (its session is kept until the fan-out is done).
+  subs[n - 1]->close("network error");
+  int slices = 0;
+  while (f.broker->has_work()) {
+    f.broker->run_slice(0);
+    ++slices;
+  }
+  CHECK_FALSE(f.broker->congested());
+  CHECK(slices >= 2);
+  for (size_t i = 0; i + 1 < n; ++i) {
+    auto out = subs[i]->take();
+    if (i < Broker::kSliceBudget) {
+      REQUIRE(out.size() == 1);
+      CHECK(out[0].payload == "two");
+    } else {
+      REQUIRE(out.size() == 2);  // "one" first, then the will
+      CHECK(out[0].payload == "one");
+      CHECK(out[1].payload == "two");
+    }
+  }
+}
+
+TEST_CASE("retained messages for a wide filter come in slices paced by the client") {
+  LimitsConfig l;
+  l.max_queued_messages = 100000;
+  Fixture f(l);
+  auto pub = f.connect("pub");
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) pub->feed(publish_packet("r/" + std::to_string(i), "v", 0, true));
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"r/#", 0}, {"#", 0}, {"r/#", 0}}));
+  auto first = sub->take();
+  REQUIRE(first.size() >= 1);
+  CHECK(first[0].type == PacketType::kSuback);
+  CHECK(first.size() < static_cast<size_t>(n));
+  CHECK(f.broker->has_work());
+  size_t total = first.size() - 1;
+  while (f.broker->has_work()) {
+    REQUIRE(f.broker->run_slice(0));
+    auto out = sub->take();
+    CHECK(out.size() <= Broker::kSliceBudget);
+    total += out.size();
+  }
+  // Duplicate filters in one SUBSCRIBE are sent once; "#" and "r/#" each once.
+  CHECK(total == 2 * static_cast<size_t>(n));
+  // A client that closes mid-way drops its pending retained work.
+  auto gone = f.connect("gone");
+  gone->feed(subscribe_packet(1, {{"#", 0}}));
+  CHECK(f.broker->has_work());
+  gone->close("network error");
+  CHECK_FALSE(f.broker->has_work());
 }

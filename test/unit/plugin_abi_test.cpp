@@ -30,7 +30,8 @@ FIELD_AT(mqgate_evt_authenticate, tls_version, 96);
 FIELD_AT(mqgate_evt_authenticate, tls_cipher, 104);
 FIELD_AT(mqgate_evt_authenticate, reason, 112);
 FIELD_AT(mqgate_evt_authenticate, assign_client_id, 120);
-FIELD_AT(mqgate_evt_authenticate, reserved, 128);
+FIELD_AT(mqgate_evt_authenticate, identity, 128);
+FIELD_AT(mqgate_evt_authenticate, reserved, 136);
 static_assert(sizeof(mqgate_evt_authenticate) == 160);
 
 FIELD_AT(mqgate_evt_authorize, client, 8);
@@ -81,7 +82,8 @@ FIELD_AT(mqgate_host_api, client_peer_chain, 176);
 FIELD_AT(mqgate_host_api, client_set_data, 184);
 FIELD_AT(mqgate_host_api, client_get_data, 192);
 FIELD_AT(mqgate_host_api, topic_matches, 200);
-static_assert(sizeof(mqgate_host_api) == 208);
+FIELD_AT(mqgate_host_api, client_identity, 208);
+static_assert(sizeof(mqgate_host_api) == 216);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 1);

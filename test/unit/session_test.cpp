@@ -41,8 +41,36 @@ TEST_CASE("subscription list replaces QoS and removes") {
   Session s("id", true);
   CHECK(s.add_subscription("a", 0));
   CHECK_FALSE(s.add_subscription("a", 2));
-  REQUIRE(s.subscriptions().size() == 1);
-  CHECK(s.subscriptions()[0].qos == 2);
+  REQUIRE(s.subscription_count() == 1);
+  s.for_each_subscription([](const std::string& filter, uint8_t qos) {
+    CHECK(filter == "a");
+    CHECK(qos == 2);
+  });
   CHECK(s.remove_subscription("a"));
   CHECK_FALSE(s.remove_subscription("a"));
+}
+
+TEST_CASE("a queue that never empties is compacted: ack one, queue one, forever") {
+  LimitsConfig limits;
+  AllowAllHooks hooks;
+  Broker broker(limits, hooks);
+  ListenerConfig listener;
+  FakeClient client(broker, &listener);
+  Session s("id", false);
+  SessionLimits sl{1, 1000};
+  DeliveryStats stats;
+  s.attach(&client, sl, stats);
+  auto msg = Message::create("t", "p", 1, false);
+  for (int i = 0; i < 10; ++i) s.deliver(msg, 1, false, sl, 1 << 30, stats);
+  size_t peak = 0;
+  for (int i = 0; i < 200000; ++i) {
+    auto out = client.take();
+    REQUIRE(out.size() == 1);
+    REQUIRE(s.on_puback(out[0].packet_id, sl, stats));
+    s.deliver(msg, 1, false, sl, 1 << 30, stats);
+    peak = std::max(peak, s.queue_capacity());
+  }
+  CHECK(s.queued_count() == 9);
+  CHECK(stats.messages_dropped == 0);
+  CHECK(peak <= 64);
 }
