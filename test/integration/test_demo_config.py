@@ -74,6 +74,42 @@ class DemoConfigTest(unittest.TestCase):
         finally:
             b.close()
 
+    def test_a_session_belongs_to_the_device_not_to_its_client_id(self):
+        # The demo's own reproduction of the hijack: the device's queued command must not
+        # go to an anonymous client on the plain listener that borrows its client id.
+        b = Broker(self.config, workdir=os.path.join(self.tmp, "etc"))
+        try:
+            plain, tls = str(b.port("default")), str(b.port("ssl-mqtt"))
+            demo = os.path.join(self.tmp, "demo")
+            device = ["-h", "127.0.0.1", "-p", tls, "--cafile", f"{demo}/ca.crt", "--cert",
+                      f"{demo}/{DEVICE}.crt", "--key", f"{demo}/{DEVICE}.key", "-i", DEVICE]
+            cmd_topic = f"devices/{DEVICE}/cmd"
+            p = subprocess.run(["mosquitto_sub", *device, "-c", "-q", "1", "-t", cmd_topic,
+                                "-W", "1"], capture_output=True, text=True, timeout=20)
+            self.assertIn(p.returncode, (0, 27), p.stderr)  # 27: -W timed out, as intended
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", plain, "-q", "1", "-t",
+                            cmd_topic, "-m", "secret-command"], check=True, timeout=20)
+            thief = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", plain, "-i", DEVICE,
+                                    "-c", "-q", "1", "-t", "x/y", "-v", "-W", "2"],
+                                   capture_output=True, text=True, timeout=20)
+            self.assertNotIn("secret-command", thief.stdout)
+            self.assertIn("identifier rejected", thief.stderr)
+            got = subprocess.run(["mosquitto_sub", *device, "-c", "-q", "1", "-t", cmd_topic,
+                                  "-C", "1", "-W", "5"], capture_output=True, text=True, timeout=20)
+            self.assertEqual(got.stdout.strip(), "secret-command", got.stderr)
+            # Secure by default: the device keeps to its own topics (allowed_topics).
+            sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", plain, "-t", "#",
+                                    "-v", "-W", "3"], stdout=subprocess.PIPE, text=True)
+            b.wait_log(r"listener=default: connected")
+            for topic in ("devices/someoneElse/cmd", f"devices/{DEVICE}/ok"):
+                subprocess.run(["mosquitto_pub", *device, "-t", topic, "-m", topic, "-q", "1"],
+                               check=True, timeout=20)
+            out, _ = sub.communicate(timeout=10)
+            self.assertIn(f"devices/{DEVICE}/ok", out)
+            self.assertNotIn("devices/someoneElse/cmd", out)
+        finally:
+            b.close()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -86,20 +86,50 @@ class SubscribeTest(brokers.MqttTestCase):
     def test_dollar_topics_not_matched_by_leading_wildcards(self):
         # [MQTT-4.7.2-1] The Server MUST NOT match Topic Filters starting with a
         # wildcard character (# or +) with Topic Names beginning with a $ character.
+        # The '$' messages are the broker's $SYS updates (clients may not publish there).
+        self.broker = self.start_broker(sys_interval=1)
         wild = self.raw_connect("wild")
-        wild.subscribe([("#", 1), ("+/x", 1), ("+/+", 1), ("+", 1)])
+        wild.subscribe([("#", 0), ("+/broker/uptime", 0), ("+/+/+", 0), ("+", 0)])
         dollar = self.raw_connect("dollar")
-        dollar.subscribe([("$app/#", 1)])
+        dollar.subscribe([("$SYS/broker/uptime", 0)])
         plus = self.raw_connect("dollar-plus")
-        plus.subscribe([("$app/+", 1)])
+        plus.subscribe([("$SYS/+/uptime", 0)])
+        dollar.next_publish(timeout=5)  # the retained copy
+        plus.next_publish(timeout=5)
+        p = self.raw_connect("pub")
+        p.publish("normal/x", b"normal", qos=1)
+        # a live update, a sys_interval later
+        self.assertEqual(dollar.next_publish(timeout=5).topic, "$SYS/broker/uptime")
+        self.assertEqual(plus.next_publish(timeout=5).topic, "$SYS/broker/uptime")
+        got = [m.topic for m in wild.read_all(0.3, first=5) if m.type == R.PUBLISH]
+        self.assertFalse([t for t in got if t.startswith("$")], got)
+        self.assertIn("normal/x", got)
+
+    def test_clients_cannot_publish_to_dollar_sys(self):
+        # 4.7.2: "The Server SHOULD prevent Clients from using such Topic Names to
+        # exchange messages with other Clients." A fake $SYS value is acknowledged (3.1.1
+        # has no negative acknowledgement) but neither stored nor forwarded.
+        self.broker = self.start_broker(sys_interval=0)
+        sub = self.raw_connect("sub")
+        sub.subscribe([("$SYS/#", 1)])
+        p = self.raw_connect("faker")
+        p.publish("$SYS/broker/version", b"fake", qos=1, retain=True)  # asserts the PUBACK
+        self.assertOpen(p)
+        self.assertEqual([m for m in sub.read_all(0.3, first=1) if m.type == R.PUBLISH], [])
+        late = self.raw_connect("late")
+        late.subscribe([("$SYS/broker/version", 1)])
+        self.assertEqual([m for m in late.read_all(0.3, first=1) if m.type == R.PUBLISH], [])
+
+    @brokers.skip_if_mosquitto("it lets clients publish to '$' topics other than $SYS")
+    def test_clients_cannot_publish_to_any_dollar_topic(self):
+        sub = self.raw_connect("sub")
+        sub.subscribe([("$app/#", 1)])
         p = self.raw_connect("pub")
         p.publish("$app/x", b"dollar", qos=1)
-        p.publish("normal/x", b"normal", qos=1)
-        self.assertEqual(dollar.next_publish().payload, b"dollar")
-        self.assertEqual(plus.next_publish().payload, b"dollar")
-        got = [m.payload for m in wild.read_all(0.3, first=5) if m.type == R.PUBLISH]
-        self.assertNotIn(b"dollar", got)
-        self.assertIn(b"normal", got)
+        will = self.raw_connect("will", will_topic="$app/will", will_payload=b"gone", will_qos=1)
+        will.sock.close()
+        self.assertEqual([m for m in sub.read_all(0.5, first=1) if m.type == R.PUBLISH], [])
+        self.assertIn("topics starting with '$' are reserved", self.broker.log())
 
     def test_overlapping_subscriptions_delivered_once(self):
         # mqgate delivers one copy per message even when several of a client's filters
