@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include "config_toml.hpp"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -358,7 +360,8 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
 }
 
 void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
-                 PluginConfig& p, std::vector<std::string>& errors) {
+                 const std::shared_ptr<const toml::table>& document, PluginConfig& p,
+                 std::vector<std::string>& errors) {
   TableChecker c(t, "plugins." + name + ".", file, errors);
   p.name = name;
   p.line = static_cast<int>(t.source().begin.line);
@@ -366,7 +369,10 @@ void read_plugin(const std::string& name, const toml::table& t, const std::strin
   p.path = resolve_path(c.string("path").value_or(""), file);
   if (!valid_name(p.module))
     c.error_at(t.source(), "module", "a module name must be 1-64 letters, digits, '-' or '_'");
-  p.table = &t;
+  auto options = std::make_shared<PluginTable>();
+  options->document = document;
+  options->table = &t;
+  p.options = std::move(options);
   // The remaining keys belong to the plugin, which checks them in its init.
 }
 
@@ -425,8 +431,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     TableChecker pc(*plugins, "plugins.", path, errors);
     for (auto& [name, t] : tables_in_file_order(*plugins, pc, "plugins")) {
       PluginConfig p;
-      p.document = document;
-      read_plugin(name, *t, path, p, errors);
+      read_plugin(name, *t, path, document, p, errors);
       cfg.plugins.push_back(std::move(p));
     }
   }

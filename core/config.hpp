@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include <toml++/toml.h>
-
 #include "log.hpp"
 
 namespace mqgate {
+
+struct PluginTable;
 
 struct LimitsConfig {
   uint32_t max_packet_size = 1024 * 1024;  // bytes, whole packet
@@ -67,10 +67,10 @@ struct PluginConfig {
   std::string name;  // the instance name: [plugins.<name>]
   std::string module;  // the .so to load: `module` key, default: the instance name
   std::string path;    // explicit file, overrides plugin_dir lookup
-  // The plugin's table (inside `document`, which keeps it and its source positions
-  // alive). The host's keys (`module`, `path`) are not the plugin's options.
-  std::shared_ptr<const toml::table> document;
-  const toml::table* table = nullptr;
+  // The plugin's TOML table, with its source positions (config_toml.hpp; kept opaque
+  // here so that the broker's headers do not carry toml++). The host's keys (`module`,
+  // `path`) are not the plugin's options.
+  std::shared_ptr<const PluginTable> options;
   int line = 0;
   static bool is_host_key(std::string_view key) { return key == "module" || key == "path"; }
 };

@@ -241,12 +241,12 @@ const mqgate_host_api* host_api() { return &kHostApi; }
 
 std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const std::string& file) {
   auto o = std::make_unique<mqgate_options>();
-  o->table = config.table;
-  o->document = config.document;
+  o->table = config.options->table;
+  o->document = config.options->document;
   o->file = file;
   o->table_line = config.line;
   std::vector<std::pair<toml::source_position, std::string>> keys;
-  for (auto&& [k, v] : *config.table)
+  for (auto&& [k, v] : *config.options->table)
     if (!PluginConfig::is_host_key(k.str())) keys.emplace_back(k.source().begin, std::string(k.str()));
   std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [pos, k] : keys) o->keys.push_back(std::move(k));

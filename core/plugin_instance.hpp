@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "config_toml.hpp"
 #include "mqgate_plugin.h"
 
 // The ABI's opaque mqgate_plugin handle is this struct.

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "config_toml.hpp"
 
 using namespace mqgate;
 
@@ -58,7 +59,7 @@ module = "anonymous"
   CHECK(cfg->plugins[0].name == "b");
   CHECK(cfg->plugins[0].module == "b");
   CHECK(cfg->plugins[1].module == "anonymous");
-  CHECK(cfg->plugins[0].table->contains("allow_anonymous"));
+  CHECK(cfg->plugins[0].options->table->contains("allow_anonymous"));
   CHECK(PluginConfig::is_host_key("module"));
 }
 
