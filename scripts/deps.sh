@@ -7,9 +7,9 @@ set -euo pipefail
 
 profile=${1:-run}
 run_pkgs=(g++ meson ninja-build pkg-config libuv1-dev libmbedtls-dev libtomlplusplus-dev
-  libcxxopts-dev mosquitto-clients)
+  libcxxopts-dev libsqlite3-dev mosquitto-clients)
 test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev)
-bench_pkgs=(procps)
+bench_pkgs=(procps liblmdb-dev)
 
 case "$profile" in
   run) want=("${run_pkgs[@]}") ;;

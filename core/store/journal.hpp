@@ -1,0 +1,130 @@
+// What the broker's durable state is made of, as records, and the journal it writes them
+// through. The broker keeps its state in memory (sessions, queues, retained messages) and
+// tells the journal every change, in order; the journal makes the changes durable in
+// batches on a thread of its own and says when everything up to a point is on disk. A
+// PUBACK waits for that point. At start-up the journal's backend hands the whole state
+// back, before the broker listens.
+//
+// The interface knows nothing of SQLite: a distributed backend implements the same
+// calls (apply batches in order, report durability in order, load everything).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mqgate::store {
+
+// A persistent session (clean session 0) and what it owns.
+struct SessionRecord {
+  std::string client_id;
+  std::string owner;        // the identity that created it
+  int64_t expires_at_ms = 0;  // wall-clock ms when it expires if still offline; 0: never
+  uint16_t last_packet_id = 0;
+};
+
+struct SubscriptionRecord {
+  std::string client_id;
+  std::string filter;
+  uint8_t qos = 0;
+};
+
+// A message body, shared by every queue entry that refers to it.
+struct MessageRecord {
+  uint64_t id = 0;  // the broker's durable message id
+  std::string topic;
+  std::string payload;
+  uint8_t qos = 0;
+  int64_t expires_at_ms = 0;  // 0: never (MQTT 5 message expiry)
+};
+
+// One outgoing QoS 1/2 message of a session: queued, or in flight with its packet id.
+struct OutgoingRecord {
+  enum class State : uint8_t { kQueued = 0, kAwaitPuback = 1, kAwaitPubrec = 2, kAwaitPubcomp = 3 };
+  std::string client_id;
+  uint64_t seq = 0;  // order within the session
+  uint64_t message_id = 0;  // 0 once PUBREC arrived (the body is no longer needed)
+  uint8_t qos = 1;
+  bool retain = false;  // the RETAIN flag to send
+  uint16_t packet_id = 0;  // 0 while queued
+  State state = State::kQueued;
+};
+
+// A QoS 2 PUBLISH received and acknowledged with PUBREC, awaiting PUBREL: its packet
+// id must survive a restart so a resend is not delivered twice.
+struct IncomingQos2Record {
+  std::string client_id;
+  uint16_t packet_id = 0;
+};
+
+struct RetainedRecord {
+  std::string topic;
+  std::string payload;
+  uint8_t qos = 0;
+  int64_t expires_at_ms = 0;
+};
+
+// Everything, as loaded at start-up.
+struct State {
+  std::vector<SessionRecord> sessions;
+  std::vector<SubscriptionRecord> subscriptions;
+  std::vector<MessageRecord> messages;
+  std::vector<OutgoingRecord> outgoing;  // per client, in seq order
+  std::vector<IncomingQos2Record> incoming_qos2;
+  std::vector<RetainedRecord> retained;
+  uint64_t next_message_id = 1;
+};
+
+// One change. Mutations of one batch are applied in order, atomically.
+struct Mutation {
+  enum class Kind : uint8_t {
+    kPutSession,         // session (replaces)
+    kRemoveSession,      // session.client_id: also its subscriptions, queue, incoming
+    kPutSubscription,    // subscription (replaces)
+    kRemoveSubscription, // subscription.client_id + filter
+    kPutMessage,         // message
+    kRemoveMessage,      // message.id
+    kPutOutgoing,        // outgoing (replaces client_id + seq)
+    kRemoveOutgoing,     // outgoing.client_id + seq
+    kPutIncoming,        // incoming
+    kRemoveIncoming,     // incoming.client_id + packet_id
+    kPutRetained,        // retained (replaces the topic's)
+    kRemoveRetained,     // retained.topic
+  };
+  Kind kind;
+  SessionRecord session;
+  SubscriptionRecord subscription;
+  MessageRecord message;
+  OutgoingRecord outgoing;
+  IncomingQos2Record incoming;
+  RetainedRecord retained;
+};
+
+// How durable an acknowledgement is.
+enum class Durability : uint8_t {
+  kSync,     // a commit is fsynced before its barrier completes (default: nothing acked is lost)
+  kBatched,  // commits are written at once but fsynced every flush interval: a crash of
+             // the machine (not of the broker) may lose the last interval
+};
+
+class Journal {
+ public:
+  virtual ~Journal() = default;
+  // Queues a change (loop thread; cheap).
+  virtual void add(Mutation m) = 0;
+  // A barrier: `done(ok)` runs on the loop thread once every change added before it is
+  // durable (ok = true), or could not be written (ok = false: disk full, I/O error;
+  // the batch is retried with the next one, so later barriers may still succeed).
+  // Barriers complete in the order they were made.
+  virtual void barrier(std::function<void(bool ok)> done) = 0;
+  // Blocks until everything queued is written (shutdown).
+  virtual void flush() = 0;
+};
+
+// How a journal hands completions back to the loop thread: `post` must be callable from
+// any thread and run the function on the loop soon after.
+using Poster = std::function<void(std::function<void()>)>;
+
+}  // namespace mqgate::store

@@ -1,0 +1,404 @@
+#include "store/sqlite_journal.hpp"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <iterator>
+
+#include "log.hpp"
+
+namespace mqgate::store {
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+const char* const kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions(client_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+  expires_at INTEGER NOT NULL, last_packet_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,
+  qos INTEGER NOT NULL, PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+  payload BLOB NOT NULL, qos INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outgoing(client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  message_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+  packet_id INTEGER NOT NULL, state INTEGER NOT NULL, PRIMARY KEY(client_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS incoming(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
+  PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retained(topic TEXT PRIMARY KEY, payload BLOB NOT NULL,
+  qos INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+)sql";
+
+// One statement per Mutation::Kind, in enum order.
+const char* const kStatements[] = {
+    "INSERT OR REPLACE INTO sessions VALUES(?1, ?2, ?3, ?4)",
+    "DELETE FROM sessions WHERE client_id = ?1",
+    "INSERT OR REPLACE INTO subscriptions VALUES(?1, ?2, ?3)",
+    "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
+    "INSERT OR REPLACE INTO messages VALUES(?1, ?2, ?3, ?4, ?5)",
+    "DELETE FROM messages WHERE id = ?1",
+    "INSERT OR REPLACE INTO outgoing VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    "DELETE FROM outgoing WHERE client_id = ?1 AND seq = ?2",
+    "INSERT OR REPLACE INTO incoming VALUES(?1, ?2)",
+    "DELETE FROM incoming WHERE client_id = ?1 AND packet_id = ?2",
+    "INSERT OR REPLACE INTO retained VALUES(?1, ?2, ?3, ?4)",
+    "DELETE FROM retained WHERE topic = ?1",
+};
+constexpr size_t kStatementCount = sizeof kStatements / sizeof kStatements[0];
+static_assert(kStatementCount == static_cast<size_t>(Mutation::Kind::kRemoveRetained) + 1);
+
+// A session's removal takes what it owns with it.
+const char* const kRemoveSessionContents[] = {
+    "DELETE FROM subscriptions WHERE client_id = ?1",
+    "DELETE FROM outgoing WHERE client_id = ?1",
+    "DELETE FROM incoming WHERE client_id = ?1",
+};
+
+void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+void bind_blob(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+std::string column_text(sqlite3_stmt* s, int i) {
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
+}
+
+std::string what_to_do(const std::string& path) {
+  return "; restore " + path + " from a backup, or move it (and its -wal file) away to "
+         "start with an empty state";
+}
+
+}  // namespace
+
+std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poster post,
+                                                   std::string& error) {
+  std::unique_ptr<SqliteJournal> j(new SqliteJournal);
+  j->options_ = options;
+  j->post_ = std::move(post);
+  const std::string& path = options.path;
+  // A lock file beside the database: SQLite's own locks are per transaction, and closing
+  // any descriptor of the database would drop them, so the broker's lock is separate.
+  const std::string lock_path = path + ".lock";
+  j->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (j->lock_fd_ < 0) {
+    error = lock_path + ": cannot open the persistence lock file: " + std::strerror(errno);
+    return nullptr;
+  }
+  if (flock(j->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    error = errno == EWOULDBLOCK
+                ? path + ": another mqgate process uses this persistence file (" + lock_path +
+                      " is locked); give each broker its own [persistence] path"
+                : lock_path + ": cannot lock: " + std::strerror(errno);
+    return nullptr;
+  }
+  if (sqlite3_open_v2(path.c_str(), &j->db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    error = path + ": cannot open: " + (j->db_ ? sqlite3_errmsg(j->db_) : "out of memory");
+    return nullptr;
+  }
+  sqlite3_extended_result_codes(j->db_, 1);
+  std::string why;
+  if (options.max_bytes != 0) {
+    // A cap on the file: past it writes fail as on a full disk (and are retried).
+    const uint64_t pages = std::max<uint64_t>(options.max_bytes / 4096, 16);
+    j->exec(("PRAGMA page_size = 4096; PRAGMA max_page_count = " + std::to_string(pages)).c_str(), why);
+  }
+  if (!j->exec("PRAGMA journal_mode = WAL", why) ||
+      !j->exec(options.durability == Durability::kSync ? "PRAGMA synchronous = FULL"
+                                                       : "PRAGMA synchronous = NORMAL",
+               why)) {
+    error = path + ": not a usable mqgate persistence file (" + why + ")" + what_to_do(path);
+    return nullptr;
+  }
+  // A quick structural check: a damaged file stops the broker rather than losing data
+  // silently later.
+  sqlite3_stmt* check = nullptr;
+  if (sqlite3_prepare_v2(j->db_, "PRAGMA quick_check", -1, &check, nullptr) != SQLITE_OK) {
+    error = path + ": cannot be checked (" + sqlite3_errmsg(j->db_) + ")" + what_to_do(path);
+    return nullptr;
+  }
+  std::string verdict = sqlite3_step(check) == SQLITE_ROW ? column_text(check, 0) : sqlite3_errmsg(j->db_);
+  sqlite3_finalize(check);
+  if (verdict != "ok") {
+    error = path + ": the persistence file is damaged (" + verdict + ")" + what_to_do(path);
+    return nullptr;
+  }
+  if (!j->exec(kSchema, why)) {
+    error = path + ": cannot create the tables (" + why + ")" + what_to_do(path);
+    return nullptr;
+  }
+  sqlite3_stmt* version = nullptr;
+  sqlite3_prepare_v2(j->db_, "SELECT value FROM meta WHERE key = 'schema'", -1, &version, nullptr);
+  const int found = sqlite3_step(version) == SQLITE_ROW ? sqlite3_column_int(version, 0) : 0;
+  sqlite3_finalize(version);
+  if (found == 0) {
+    j->exec(("INSERT INTO meta VALUES('schema', " + std::to_string(kSchemaVersion) + ")").c_str(), why);
+  } else if (found != kSchemaVersion) {
+    error = path + ": written by another version of mqgate (schema " + std::to_string(found) +
+            ", this broker reads " + std::to_string(kSchemaVersion) + ")";
+    return nullptr;
+  }
+  if (!j->prepare_statements(why)) {
+    error = path + ": " + why + what_to_do(path);
+    return nullptr;
+  }
+  return j;
+}
+
+SqliteJournal::~SqliteJournal() {
+  if (writer_.joinable()) {
+    flush();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    writer_.join();
+  }
+  for (sqlite3_stmt* s : statements_) sqlite3_finalize(s);
+  if (db_) sqlite3_close(db_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+}
+
+bool SqliteJournal::exec(const char* sql, std::string& error) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &msg) == SQLITE_OK) return true;
+  error = msg ? msg : sqlite3_errmsg(db_);
+  sqlite3_free(msg);
+  return false;
+}
+
+bool SqliteJournal::prepare_statements(std::string& error) {
+  auto prepare = [&](const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &s, nullptr) != SQLITE_OK) {
+      error = std::string("cannot prepare a statement: ") + sqlite3_errmsg(db_);
+      return false;
+    }
+    statements_.push_back(s);
+    return true;
+  };
+  for (const char* sql : kStatements)
+    if (!prepare(sql)) return false;
+  for (const char* sql : kRemoveSessionContents)
+    if (!prepare(sql)) return false;
+  return true;
+}
+
+bool SqliteJournal::load(State& state, std::string& error) {
+  auto query = [&](const char* sql, auto&& row) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &s, nullptr) != SQLITE_OK) {
+      error = options_.path + ": " + sqlite3_errmsg(db_) + what_to_do(options_.path);
+      return false;
+    }
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) row(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+      error = options_.path + ": reading failed: " + sqlite3_errmsg(db_) + what_to_do(options_.path);
+      return false;
+    }
+    return true;
+  };
+  auto u8 = [](sqlite3_stmt* s, int i) { return static_cast<uint8_t>(sqlite3_column_int(s, i)); };
+  auto u16 = [](sqlite3_stmt* s, int i) { return static_cast<uint16_t>(sqlite3_column_int(s, i)); };
+  return query("SELECT client_id, owner, expires_at, last_packet_id FROM sessions",
+               [&](sqlite3_stmt* s) {
+                 state.sessions.push_back({column_text(s, 0), column_text(s, 1),
+                                           sqlite3_column_int64(s, 2), u16(s, 3)});
+               }) &&
+         query("SELECT client_id, filter, qos FROM subscriptions", [&](sqlite3_stmt* s) {
+           state.subscriptions.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2)});
+         }) &&
+         query("SELECT id, topic, payload, qos, expires_at FROM messages ORDER BY id",
+               [&](sqlite3_stmt* s) {
+                 MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)), column_text(s, 1),
+                                 column_text(s, 2), u8(s, 3), sqlite3_column_int64(s, 4)};
+                 state.next_message_id = std::max(state.next_message_id, m.id + 1);
+                 state.messages.push_back(std::move(m));
+               }) &&
+         query("SELECT client_id, seq, message_id, qos, retain, packet_id, state FROM outgoing "
+               "ORDER BY client_id, seq",
+               [&](sqlite3_stmt* s) {
+                 OutgoingRecord o;
+                 o.client_id = column_text(s, 0);
+                 o.seq = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
+                 o.message_id = static_cast<uint64_t>(sqlite3_column_int64(s, 2));
+                 o.qos = u8(s, 3);
+                 o.retain = sqlite3_column_int(s, 4) != 0;
+                 o.packet_id = u16(s, 5);
+                 o.state = static_cast<OutgoingRecord::State>(sqlite3_column_int(s, 6));
+                 state.outgoing.push_back(std::move(o));
+               }) &&
+         query("SELECT client_id, packet_id FROM incoming", [&](sqlite3_stmt* s) {
+           state.incoming_qos2.push_back({column_text(s, 0), u16(s, 1)});
+         }) &&
+         query("SELECT topic, payload, qos, expires_at FROM retained", [&](sqlite3_stmt* s) {
+           state.retained.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2),
+                                     sqlite3_column_int64(s, 3)});
+         });
+}
+
+void SqliteJournal::start() { writer_ = std::thread([this] { run(); }); }
+
+void SqliteJournal::add(Mutation m) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pending_.push_back({false, std::move(m)});
+}
+
+void SqliteJournal::barrier(std::function<void(bool ok)> done) {
+  barriers_->waiting.push_back(std::move(done));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Item b;
+    b.is_barrier = true;
+    pending_.push_back(std::move(b));
+  }
+  wake_.notify_one();
+}
+
+void SqliteJournal::flush() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  wake_.notify_one();
+  flushed_.wait(lock, [&] { return (pending_.empty() && !writing_) || !writer_.joinable(); });
+}
+
+bool SqliteJournal::apply(const Mutation& m) {
+  using K = Mutation::Kind;
+  sqlite3_stmt* s = statements_[static_cast<size_t>(m.kind)];
+  switch (m.kind) {
+    case K::kPutSession:
+      bind_text(s, 1, m.session.client_id);
+      bind_text(s, 2, m.session.owner);
+      sqlite3_bind_int64(s, 3, m.session.expires_at_ms);
+      sqlite3_bind_int(s, 4, m.session.last_packet_id);
+      break;
+    case K::kRemoveSession:
+      for (size_t i = 0; i < std::size(kRemoveSessionContents); ++i) {
+        sqlite3_stmt* c = statements_[kStatementCount + i];
+        bind_text(c, 1, m.session.client_id);
+        const int rc = sqlite3_step(c);
+        sqlite3_reset(c);
+        if (rc != SQLITE_DONE) return false;
+      }
+      bind_text(s, 1, m.session.client_id);
+      break;
+    case K::kPutSubscription:
+      bind_text(s, 1, m.subscription.client_id);
+      bind_text(s, 2, m.subscription.filter);
+      sqlite3_bind_int(s, 3, m.subscription.qos);
+      break;
+    case K::kRemoveSubscription:
+      bind_text(s, 1, m.subscription.client_id);
+      bind_text(s, 2, m.subscription.filter);
+      break;
+    case K::kPutMessage:
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      bind_text(s, 2, m.message.topic);
+      bind_blob(s, 3, m.message.payload);
+      sqlite3_bind_int(s, 4, m.message.qos);
+      sqlite3_bind_int64(s, 5, m.message.expires_at_ms);
+      break;
+    case K::kRemoveMessage:
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      break;
+    case K::kPutOutgoing:
+      bind_text(s, 1, m.outgoing.client_id);
+      sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(m.outgoing.seq));
+      sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(m.outgoing.message_id));
+      sqlite3_bind_int(s, 4, m.outgoing.qos);
+      sqlite3_bind_int(s, 5, m.outgoing.retain ? 1 : 0);
+      sqlite3_bind_int(s, 6, m.outgoing.packet_id);
+      sqlite3_bind_int(s, 7, static_cast<int>(m.outgoing.state));
+      break;
+    case K::kRemoveOutgoing:
+      bind_text(s, 1, m.outgoing.client_id);
+      sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(m.outgoing.seq));
+      break;
+    case K::kPutIncoming:
+    case K::kRemoveIncoming:
+      bind_text(s, 1, m.incoming.client_id);
+      sqlite3_bind_int(s, 2, m.incoming.packet_id);
+      break;
+    case K::kPutRetained:
+      bind_text(s, 1, m.retained.topic);
+      bind_blob(s, 2, m.retained.payload);
+      sqlite3_bind_int(s, 3, m.retained.qos);
+      sqlite3_bind_int64(s, 4, m.retained.expires_at_ms);
+      break;
+    case K::kRemoveRetained:
+      bind_text(s, 1, m.retained.topic);
+      break;
+  }
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_DONE;
+}
+
+void SqliteJournal::run() {
+  std::vector<Item> batch, retry;
+  bool gave_up = false;
+  auto last_sync = std::chrono::steady_clock::now();
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      writing_ = false;
+      flushed_.notify_all();
+      // After a failure, wait a second (or for shutdown) before trying again.
+      const auto wait = retry.empty() ? std::chrono::milliseconds(options_.flush_interval_ms)
+                                      : std::chrono::milliseconds(1000);
+      wake_.wait_for(lock, wait, [&] { return (!pending_.empty() && retry.empty()) || stopping_; });
+      if (stopping_ && pending_.empty() && (retry.empty() || gave_up)) return;
+      if (stopping_) gave_up = true;  // one last try for what failed, then stop
+      batch.swap(retry);  // what failed last time goes first, in order
+      for (Item& i : pending_) batch.push_back(std::move(i));
+      pending_.clear();
+      writing_ = !batch.empty();
+    }
+    if (options_.durability == Durability::kBatched &&
+        std::chrono::steady_clock::now() - last_sync >= std::chrono::milliseconds(options_.flush_interval_ms)) {
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      last_sync = std::chrono::steady_clock::now();
+    }
+    if (batch.empty()) continue;
+    size_t barriers = 0;
+    bool ok = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+    for (const Item& i : batch) {
+      if (i.is_barrier) ++barriers;
+      else if (ok) ok = apply(i.mutation);
+    }
+    std::string why;
+    if (ok) ok = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
+    if (!ok) {
+      why = sqlite3_errmsg(db_);
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      LOG_ERROR("persistence: cannot write %s (%s); %zu acknowledgement%s withheld, retrying in 1 s",
+                options_.path.c_str(), why.c_str(), barriers, barriers == 1 ? "" : "s");
+      // Keep the changes (not the barriers, which fail now) to retry, in order.
+      for (Item& i : batch)
+        if (!i.is_barrier) retry.push_back(std::move(i));
+    }
+    batch.clear();
+    if (barriers == 0) continue;
+    post_([b = barriers_, barriers, ok] {
+      for (size_t n = 0; n < barriers && !b->waiting.empty(); ++n) {
+        auto done = std::move(b->waiting.front());
+        b->waiting.pop_front();
+        done(ok);
+      }
+    });
+  }
+}
+
+}  // namespace mqgate::store

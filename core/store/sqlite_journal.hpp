@@ -1,0 +1,84 @@
+// The journal on SQLite (WAL mode), chosen by measurement (bench/RESULTS.md,
+// "Persistence engine"): one fsync per commit, and a writer thread that commits
+// everything that arrived while the previous fsync ran (group commit), so durability
+// costs one fsync per few milliseconds, not one per message.
+//
+// One file per broker, locked: a second broker on the same file refuses to start. A
+// file that is not a healthy mqgate database stops the broker with a message naming it
+// and what to do; it is never wiped.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/journal.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace mqgate::store {
+
+class SqliteJournal final : public Journal {
+ public:
+  struct Options {
+    std::string path;
+    Durability durability = Durability::kSync;
+    uint32_t flush_interval_ms = 100;  // kBatched: how often the WAL is synced
+    uint64_t max_bytes = 0;            // cap on the file (0: none); past it, as disk full
+  };
+
+  // Opens (creating if needed) and checks the database, and locks it. On failure returns
+  // nullptr and sets `error` (naming the file and what to do).
+  static std::unique_ptr<SqliteJournal> open(const Options& options, Poster post,
+                                             std::string& error);
+  ~SqliteJournal() override;
+
+  // Reads the whole state (before start(): on the loop, before the broker listens).
+  bool load(State& state, std::string& error);
+  // Starts the writer thread; add()/barrier() may be called from then on.
+  void start();
+
+  void add(Mutation m) override;
+  void barrier(std::function<void(bool ok)> done) override;
+  void flush() override;
+
+ private:
+  struct Item {
+    bool is_barrier = false;
+    Mutation mutation;
+  };
+  // Loop-side barrier callbacks, in order; shared with posted completions so that a
+  // completion arriving after shutdown finds no dangling journal.
+  struct Barriers {
+    std::deque<std::function<void(bool)>> waiting;
+  };
+
+  SqliteJournal() = default;
+  bool exec(const char* sql, std::string& error);
+  bool prepare_statements(std::string& error);
+  bool apply(const Mutation& m);
+  void run();  // the writer thread
+
+  Options options_;
+  Poster post_;
+  sqlite3* db_ = nullptr;
+  int lock_fd_ = -1;
+  std::vector<sqlite3_stmt*> statements_;  // indexed by Mutation::Kind
+
+  std::mutex mutex_;
+  std::condition_variable wake_, flushed_;
+  std::vector<Item> pending_;  // added, not yet taken by the writer
+  bool writing_ = false;       // the writer holds a batch
+  bool stopping_ = false;
+  std::thread writer_;
+
+  std::shared_ptr<Barriers> barriers_ = std::make_shared<Barriers>();
+};
+
+}  // namespace mqgate::store
