@@ -127,3 +127,166 @@ TEST_CASE("responses: status line, length, close") {
         "Connection: close\r\nCache-Control: no-store\r\n\r\nno\n");
   CHECK(response(101, "", "", {"Upgrade: websocket"}).find("Content-Length: 0") != std::string::npos);
 }
+
+// --- the endpoint, on a real loop, with a blocking client on another thread ------------
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <thread>
+
+#include "http/endpoint.hpp"
+#include "http/metrics_text.hpp"
+
+namespace {
+
+// Sends `request`, reads until the server closes; "" if it closed without answering.
+std::string exchange(uint16_t port, const std::string& request, int hold_ms = 0) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return "connect failed";
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (!request.empty()) (void)!send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  if (hold_ms) std::this_thread::sleep_for(std::chrono::milliseconds(hold_ms));
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+struct EndpointFixture {
+  uv_loop_t loop;
+  std::unique_ptr<Endpoint> endpoint;
+  bool healthy = true;
+  explicit EndpointFixture(Endpoint::Options o = {}) {
+    uv_loop_init(&loop);
+    endpoint = std::make_unique<Endpoint>(
+        &loop, o,
+        Endpoint::Callbacks{[] {
+                              MetricsText m;
+                              m.family("mqgate_clients_connected", MetricsText::Type::kGauge, "Connected clients.");
+                              m.sample(uint64_t{3});
+                              return m.text();
+                            },
+                            [this] { return healthy; }});
+    std::string error;
+    REQUIRE_MESSAGE(endpoint->start(error), error);
+  }
+  ~EndpointFixture() {
+    endpoint.reset();
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_loop_close(&loop);
+  }
+  // Runs the client on a thread while the loop turns.
+  std::string run(const std::function<std::string()>& client) {
+    std::atomic<bool> done{false};
+    std::string result;
+    std::thread t([&] {
+      result = client();
+      done = true;
+    });
+    while (!done) uv_run(&loop, UV_RUN_NOWAIT), std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    t.join();
+    return result;
+  }
+  std::string get(const std::string& request) {
+    const uint16_t port = endpoint->bound_port();
+    return run([&] { return exchange(port, request); });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("endpoint: /metrics and /healthz, nothing else, strict requests") {
+  EndpointFixture f;
+  std::string r = f.get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(r.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(r.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n") != std::string::npos);
+  CHECK(r.find("\r\n\r\n# HELP mqgate_clients_connected Connected clients.\n# TYPE mqgate_clients_connected gauge\nmqgate_clients_connected 3\n") != std::string::npos);
+  r = f.get("HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(r.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(r.substr(r.size() - 4) == "\r\n\r\n");
+  CHECK(f.get("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 200 OK", 0) == 0);
+  f.healthy = false;
+  CHECK(f.get("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 503", 0) == 0);
+  CHECK(f.get("GET / HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 404", 0) == 0);
+  CHECK(f.get("GET /metrics/../etc HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 404", 0) == 0);
+  r = f.get("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  CHECK(r.rfind("HTTP/1.1 405", 0) == 0);
+  CHECK(r.find("Allow: GET, HEAD\r\n") != std::string::npos);
+  CHECK(f.get("GET /metrics HTTP/1.0\r\n\r\n").rfind("HTTP/1.1 505", 0) == 0);
+  CHECK(f.get("GET /metrics HTTP/1.1\nHost: x\n\n").rfind("HTTP/1.1 400", 0) == 0);
+  CHECK(f.get("GET /" + std::string(10000, 'a') + " HTTP/1.1\r\n").rfind("HTTP/1.1 414", 0) == 0);
+  CHECK(f.endpoint->requests() == 7);  // whole requests; the 3 malformed ones are not counted
+}
+
+TEST_CASE("endpoint: the bearer token guards /metrics (not /healthz)") {
+  Endpoint::Options o;
+  o.bearer_token = "s3cret";
+  EndpointFixture f(o);
+  std::string r = f.get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(r.rfind("HTTP/1.1 401", 0) == 0);
+  CHECK(r.find("WWW-Authenticate: Bearer") != std::string::npos);
+  CHECK(r.find("mqgate_clients_connected") == std::string::npos);
+  CHECK(f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cre\r\n\r\n").rfind("HTTP/1.1 401", 0) == 0);
+  CHECK(f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret!\r\n\r\n").rfind("HTTP/1.1 401", 0) == 0);
+  CHECK(f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic s3cret\r\n\r\n").rfind("HTTP/1.1 401", 0) == 0);
+  CHECK(f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(f.get("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
+}
+
+TEST_CASE("endpoint: a slow request times out, too many connections are closed at once") {
+  Endpoint::Options o;
+  o.request_timeout_ms = 200;
+  o.max_connections = 2;
+  EndpointFixture f(o);
+  const uint16_t port = f.endpoint->bound_port();
+  CHECK(f.run([&] { return exchange(port, "GET /metrics HTTP/1.1\r\n"); }).rfind("HTTP/1.1 408", 0) == 0);
+  // Two slow clients hold both places; a third is closed without an answer.
+  std::string third = f.run([&] {
+    std::string a, b, c;
+    std::thread t1([&] { a = exchange(port, "GET", 0); });
+    std::thread t2([&] { b = exchange(port, "GET", 0); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c = exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    t1.join();
+    t2.join();
+    CHECK(a.rfind("HTTP/1.1 408", 0) == 0);
+    CHECK(b.rfind("HTTP/1.1 408", 0) == 0);
+    return c;
+  });
+  CHECK(third.empty());
+}
+
+TEST_CASE("metrics text: names, labels and help escaped as the format says") {
+  MetricsText m;
+  m.family("mqgate_messages_dropped", MetricsText::Type::kCounter, "Dropped \\ messages\nby reason.");
+  m.sample(uint64_t{5}, {{"reason", "queue \"full\"\n"}, {"listener", "a\\b"}});
+  m.family("mqgate_loop_lag_seconds", MetricsText::Type::kGauge, "Loop lag.");
+  m.sample(0.25);
+  CHECK(m.text() ==
+        "# HELP mqgate_messages_dropped_total Dropped \\\\ messages\\nby reason.\n"
+        "# TYPE mqgate_messages_dropped_total counter\n"
+        "mqgate_messages_dropped_total{reason=\"queue \\\"full\\\"\\n\",listener=\"a\\\\b\"} 5\n"
+        "# HELP mqgate_loop_lag_seconds Loop lag.\n"
+        "# TYPE mqgate_loop_lag_seconds gauge\n"
+        "mqgate_loop_lag_seconds 0.25\n");
+  CHECK(MetricsText::valid_name("a_b:c"));
+  CHECK_FALSE(MetricsText::valid_name("1abc"));
+  CHECK_FALSE(MetricsText::valid_name("a-b"));
+  CHECK(MetricsText::valid_label_name("listener"));
+  CHECK_FALSE(MetricsText::valid_label_name("__name__"));
+  CHECK_FALSE(MetricsText::valid_label_name("a:b"));
+}
