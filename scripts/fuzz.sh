@@ -11,9 +11,9 @@ if [ ! -f "$build/build.ninja" ]; then
   CC=clang CXX=clang++ meson setup "$build" --buildtype=debugoptimized -Dfuzz=true \
     -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$build" -j "$(nproc)" test/fuzz/codec_fuzz test/fuzz/broker_fuzz >/dev/null
+ninja -C "$build" -j "$(nproc)" test/fuzz/codec_fuzz test/fuzz/broker_fuzz test/fuzz/ws_fuzz >/dev/null
 status=0
-for target in codec_fuzz broker_fuzz; do
+for target in codec_fuzz broker_fuzz ws_fuzz; do
   out=fuzz-out/$target
   mkdir -p "$out/corpus" "$out/artifacts"
   /usr/bin/python3 test/fuzz/make_corpus.py "$out/corpus"

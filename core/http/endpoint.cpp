@@ -97,7 +97,7 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
     LOG_WARN("http: accept failed: %s", uv_strerror(status));
     return;
   }
-  auto* x = new Exchange{};
+  auto* x = new Exchange();
   x->endpoint = self;
   uv_tcp_init(self->loop_, &x->tcp);
   uv_timer_init(self->loop_, &x->timer);

@@ -1,0 +1,54 @@
+// libFuzzer target: the WebSocket frame decoder and the HTTP request parser must never
+// crash, hang, read out of bounds or hold more than a frame header or a control frame,
+// whatever bytes arrive and however they are split. The first byte picks the split.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "http/request.hpp"
+#include "ws/websocket.hpp"
+
+using namespace mqgate;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const size_t step = 1 + data[0] % 32;
+  const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
+
+  ws::FrameDecoder frames(4096);
+  size_t delivered = 0;
+  bool ok = true;
+  for (size_t i = 0; i < input.size() && ok; i += step) {
+    ok = frames.feed(input.substr(i, step), [&](const ws::Event& e) {
+      delivered += e.data.size();
+      if (e.kind == ws::Event::Kind::kPing && e.data.size() > 125) std::abort();
+    });
+    if (frames.buffered() > 14 + 125) std::abort();
+  }
+  if (delivered > input.size()) std::abort();
+
+  http::Limits limits;
+  limits.max_head_bytes = 1024;
+  http::RequestParser parser(limits);
+  size_t consumed_total = 0;
+  for (size_t i = 0; i < input.size(); i += step) {
+    size_t consumed = 0;
+    const http::ParseStatus s = parser.feed(input.substr(i, step), consumed);
+    consumed_total += consumed;
+    if (s == http::ParseStatus::kError) {
+      if (parser.error_status() < 400 || parser.error_status() > 505) std::abort();
+      break;
+    }
+    if (s == http::ParseStatus::kComplete) {
+      if (parser.request().method.empty() || parser.request().path.empty() ||
+          parser.request().path[0] != '/')
+        std::abort();
+      ws::HandshakeSettings settings;
+      (void)ws::accept_upgrade(parser.request(), settings);
+      break;
+    }
+  }
+  if (consumed_total > input.size() || consumed_total > limits.max_head_bytes) std::abort();
+  return 0;
+}
