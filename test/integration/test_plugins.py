@@ -92,7 +92,7 @@ class LoaderFailureTest(BrokerTestCase):
     def test_abi_version_mismatch(self):
         self.check_refused(f'[plugins.old]\npath = "{test_plugin("bad_version")}"\n',
                            r'plugin "old" \(.*bad_version\.so\): plugin ABI version mismatch: the '
-                           r'plugin was built for version 99, this broker hosts version 1')
+                           r'plugin was built for version 99, this broker hosts versions 2, 1')
 
     def test_init_error_message(self):
         self.check_refused(scripted("failing", fail_init=True),
