@@ -348,7 +348,8 @@ void PluginHost::on_completion(const Completion& c) {
   job->waiting_on = nullptr;
   CLIENT_LOG(log::Level::kDebug, *job->client, "plugin \"%s\": deferred %s -> %s%s%s",
              p->name.c_str(), job->authenticating ? "authenticate" : action_name(job->action),
-             decision_name(c.verdict), c.reason.empty() ? "" : ": ", log::quote(c.reason).c_str());
+             decision_name(c.verdict), c.reason.empty() ? "" : ": ",
+             c.reason.empty() ? "" : log::quote(c.reason).c_str());
   apply(*job, p, c.verdict, c.reason, c.assign, c.identity, c.connack_code, c.verdict);
   job->next++;
   if (!run(*job)) return;  // another plugin deferred
@@ -512,7 +513,8 @@ bool PluginHost::run(Job& job) {
     int verdict = to_verdict(*p, d);
     if (job.authenticating)
       CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s", p->name.c_str(),
-                 decision_name(verdict), reason.empty() ? "" : ": ", log::quote(reason).c_str());
+                 decision_name(verdict), reason.empty() ? "" : ": ",
+                 reason.empty() ? "" : log::quote(reason).c_str());
     if (verdict == MQGATE_VERDICT_DEFER && slot.token != nullptr) {
       job.waiting_on = p;
       job.token = slot.token;
