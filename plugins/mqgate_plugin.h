@@ -120,7 +120,8 @@ extern "C" {
 
 /* The ABI version this header describes. Bumped only for incompatible changes;
  * compatible additions (new events, new trailing fields, new host functions) keep
- * the number. Since: 1. */
+ * the number. Version 2 changed what decision callbacks return (enum mqgate_verdict).
+ * Since: 1. */
 #define MQGATE_PLUGIN_ABI_VERSION 2
 
 /* Marks a symbol the broker must find in the plugin (mqgate_plugin_version,
@@ -571,11 +572,15 @@ MQGATE_PLUGIN_EXPORT extern const int mqgate_plugin_abi_version;
 MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance);
 
 /* Defines mqgate_plugin_version() for a plugin built for ABI version `v`, and a data
- * symbol the broker reads to explain a mismatch. Use once, at file scope. */
+ * symbol the broker reads to explain a mismatch. Use once, at file scope. Both are
+ * exported (their declarations above carry MQGATE_PLUGIN_EXPORT), also under
+ * -fvisibility=hidden. Pass the version your code is written for as a number, e.g.
+ * MQGATE_PLUGIN_DECLARE_VERSION(2): MQGATE_PLUGIN_ABI_VERSION changes when you rebuild
+ * against a newer header, and an ABI 1 plugin rebuilt as ABI 2 would return ABI 1
+ * decisions where ABI 2 expects verdicts. */
 #define MQGATE_PLUGIN_DECLARE_VERSION(v)                                      \
-  MQGATE_PLUGIN_EXPORT const int mqgate_plugin_abi_version = (v);             \
-  MQGATE_PLUGIN_EXPORT int mqgate_plugin_version(int supported_count,         \
-                                                 const int *supported) {      \
+  const int mqgate_plugin_abi_version = (v);                                  \
+  int mqgate_plugin_version(int supported_count, const int *supported) {      \
     int i;                                                                    \
     for (i = 0; i < supported_count; i++) {                                   \
       if (supported[i] == (v)) return (v);                                    \
