@@ -531,7 +531,9 @@ struct DeferringHooks final : AuthHooks {
 };
 }  // namespace
 
-TEST_CASE("deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials deny, PUBACK and SUBACK wait") {
+TEST_CASE(
+    "deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials deny, PUBACK and SUBACK "
+    "wait") {
   DeferringHooks hooks;
   Fixture f({}, &hooks);
   FakeClient c(*f.broker, &f.listener);
@@ -553,7 +555,7 @@ TEST_CASE("deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials den
 
   c.feed(subscribe_packet(3, {{"a", 1}, {"b", 0}}));
   CHECK(c.take().empty());
-  hooks.decide(c, AuthResult{});                  // "a" granted; "b" is asked next
+  hooks.decide(c, AuthResult{});  // "a" granted; "b" is asked next
   CHECK(c.take().empty());
   hooks.decide(c, AuthResult::deny("not b"));
   out = c.take();
