@@ -194,9 +194,11 @@ static int on_event(int event, void *data, void *instance) {
     case MQGATE_EVT_CONNECTED: {
       mqgate_evt_connected *e = (mqgate_evt_connected *)data;
       api->log(self->plugin, MQGATE_LOG_INFO,
-               "deferred %s: connected client_id=%s identity=%s clean_session=%d", self->tag,
-               api->client_id(e->client), api->client_identity(e->client),
-               api->client_clean_session(e->client));
+               "deferred %s: connected client_id=%s identity=%s clean_session=%d tls=%s cipher=%s",
+               self->tag, api->client_id(e->client), api->client_identity(e->client),
+               api->client_clean_session(e->client),
+               api->client_tls_version(e->client) ? api->client_tls_version(e->client) : "(none)",
+               api->client_tls_cipher(e->client) ? api->client_tls_cipher(e->client) : "(none)");
       return MQGATE_OK;
     }
     case MQGATE_EVT_DISCONNECTED: {
