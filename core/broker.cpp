@@ -93,6 +93,14 @@ void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& heade
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   if (client.state == Client::State::kClosing) return;
+  if (awaiting_decision(client)) {
+    // Client::hold(true) was ignored: better a closed client than packets reordered.
+    CLIENT_LOG(log::Level::kError, client,
+               "packet while a plugin's decision is pending (the transport does not hold "
+               "input); closing");
+    client.close("internal error: input not held");
+    return;
+  }
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
     if (client.state != Client::State::kAwaitConnect) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]

@@ -580,3 +580,12 @@ TEST_CASE(
   hooks.decide(gone, AuthResult{});  // too late: ignored
   CHECK(gone.take().empty());
 }
+
+TEST_CASE("deferred decisions: a transport that does not hold input gets its client closed") {
+  DeferringHooks hooks;
+  Fixture f({}, &hooks);
+  FakeClient c(*f.broker, &f.listener);  // FakeClient ignores hold()
+  c.feed(connect_packet("eager") + connect_packet("eager"));
+  CHECK(c.closed);
+  CHECK(c.close_reason == "internal error: input not held");
+}
