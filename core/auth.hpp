@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,7 +15,19 @@ namespace codec {
 struct Connect;
 }
 
-enum class AuthAction : uint8_t { kPublish, kSubscribe };
+// kReceive: a retained message about to be delivered to a client that subscribed.
+enum class AuthAction : uint8_t { kPublish, kSubscribe, kReceive };
+
+// One authorisation question (AuthHooks::check).
+struct AuthRequest {
+  std::string_view topic;  // topic name (kPublish, kReceive) or filter (kSubscribe)
+  AuthAction action = AuthAction::kPublish;
+  uint8_t qos = 0;
+  bool retain = false;
+  std::string_view filter;  // kReceive: the subscription's filter
+  // A client's PUBLISH or SUBSCRIBE: the answer may come later (see AuthHooks).
+  bool may_defer = false;
+};
 
 struct AuthResult {
   bool allowed = true;
@@ -26,6 +39,11 @@ struct AuthResult {
   // the identity that created it (Broker::handle_connect). Shared: most anonymous
   // clients of a listener have the same one.
   std::shared_ptr<const std::string> identity;
+  // authenticate() only, when denied: the CONNACK return code (4 or 5).
+  uint8_t connack_code = 5;
+  // The decision is not made yet: it arrives later through the decision sink (the
+  // other fields are meaningless). Only from authenticate() and check() with may_defer.
+  bool pending = false;
 
   static AuthResult deny(std::string why) {
     AuthResult r;
@@ -39,14 +57,29 @@ class AuthHooks {
  public:
   virtual ~AuthHooks() = default;
   // Called once per CONNECT, before any session state changes. The client's id is
-  // already set (generated when the CONNECT's was empty).
+  // already set (generated when the CONNECT's was empty). May return `pending`: the
+  // decision then comes through the sink, on the loop, later (never from inside a call
+  // to these hooks), unless forget(client) is called first.
   virtual AuthResult authenticate(const Client& client, const codec::Connect& connect) = 0;
-  // Called per PUBLISH (including wills and retained deliveries) and per SUBSCRIBE filter.
+  // Called per PUBLISH (including wills and retained deliveries) and per SUBSCRIBE
+  // filter. Never pending.
   virtual AuthResult authorize(const Client& client, std::string_view topic, AuthAction action,
                                uint8_t qos, bool retain) = 0;
+  // The same with every detail; may be pending when request.may_defer.
+  virtual AuthResult check(const Client& client, const AuthRequest& request) {
+    return authorize(client, request.topic, request.action, request.qos, request.retain);
+  }
+  // The client is going away: drop its pending decision (no sink call for it).
+  virtual void forget(const Client&) {}
+  // Where pending decisions go (the broker sets it).
+  using DecisionSink = std::function<void(const Client& client, AuthResult result)>;
+  void set_decision_sink(DecisionSink sink) { sink_ = std::move(sink); }
   // Notifications.
   virtual void on_connected(const Client& client, bool session_present) = 0;
   virtual void on_disconnected(const Client& client, const char* reason) = 0;
+
+ protected:
+  DecisionSink sink_;
 };
 
 // Allows everything; used when no plugin is configured.

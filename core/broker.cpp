@@ -14,9 +14,41 @@ using codec::PacketType;
 Broker::Broker(const LimitsConfig& limits, AuthHooks& hooks, std::unique_ptr<SessionStore> store)
     : hooks_(hooks), sessions_(std::move(store)), rng_(std::random_device{}()) {
   set_limits(limits);
+  hooks_.set_decision_sink([this](const Client& client, AuthResult result) {
+    on_decided(const_cast<Client&>(client), std::move(result));
+  });
 }
 
-Broker::~Broker() = default;
+Broker::~Broker() {
+  hooks_.set_decision_sink(nullptr);
+}
+
+void Broker::await(Client& client, Awaiting a) {
+  awaiting_.insert_or_assign(&client, std::move(a));
+  client.hold(true);
+}
+
+void Broker::on_decided(Client& client, AuthResult result) {
+  auto it = awaiting_.find(&client);
+  if (it == awaiting_.end()) return;
+  Awaiting a = std::move(it->second);
+  awaiting_.erase(it);
+  if (auto* c = std::get_if<ConnectState>(&a.state)) {
+    finish_connect(client, *c, std::move(result));
+  } else if (auto* p = std::get_if<PublishState>(&a.state)) {
+    finish_publish(client, *p, result);
+  } else if (auto* s = std::get_if<SubscribeState>(&a.state)) {
+    subscribe_decided(client, *s, result);
+    s->next++;
+    if (!continue_subscribe(client, *s)) {
+      await(client, std::move(a));  // the next filter is deferred too
+      return;
+    }
+    finish_subscribe(client, *s);
+  }
+  // The packets that arrived meanwhile, in order (may await again).
+  if (client.state != Client::State::kClosing && !awaiting_decision(client)) client.hold(false);
+}
 
 void Broker::set_limits(const LimitsConfig& limits) {
   limits_ = limits;
@@ -61,6 +93,14 @@ void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& heade
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   if (client.state == Client::State::kClosing) return;
+  if (awaiting_decision(client)) {
+    // Client::hold(true) was ignored: better a closed client than packets reordered.
+    CLIENT_LOG(log::Level::kError, client,
+               "packet while a plugin's decision is pending (the transport does not hold "
+               "input); closing");
+    client.close("internal error: input not held");
+    return;
+  }
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
     if (client.state != Client::State::kAwaitConnect) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
@@ -149,14 +189,34 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
     return;
   }
   client.set_client_id(id);
+  client.clean_session = c.clean_session;
 
+  ConnectState state;
+  state.clean_session = c.clean_session;
+  state.client_id_empty = c.client_id.empty();
+  state.protocol_level = c.protocol_level;
+  state.keepalive = c.keepalive;
+  state.id = std::move(id);
+  if (c.will)
+    state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
   AuthResult auth = hooks_.authenticate(client, c);
-  if (!auth.allowed) {
-    refuse_connect(client, ConnackCode::kNotAuthorized,
-                   ("not authorised: " + auth.reason).c_str());
+  if (auth.pending) {
+    await(client, Awaiting{std::move(state)});
     return;
   }
-  if (!auth.assigned_client_id.empty() && c.client_id.empty()) {
+  finish_connect(client, state, std::move(auth));
+}
+
+void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
+  std::string& id = c.id;
+  if (!auth.allowed) {
+    refuse_connect(
+        client,
+        auth.connack_code == 4 ? ConnackCode::kBadUsernameOrPassword : ConnackCode::kNotAuthorized,
+        ("not authorised: " + auth.reason).c_str());
+    return;
+  }
+  if (!auth.assigned_client_id.empty() && c.client_id_empty) {
     if (auth.assigned_client_id.size() > limits_.max_client_id_length ||
         !codec::is_valid_mqtt_utf8(auth.assigned_client_id)) {
       refuse_connect(client, ConnackCode::kIdentifierRejected,
@@ -195,7 +255,7 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
     client.close("too many persistent sessions");
     return;
   }
-  if (c.will) client.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
+  if (c.will) client.will = std::move(c.will);
 
   if (session != nullptr && session->client() != nullptr) {
     // Takeover [MQTT-3.1.4-2]: the older connection goes, with its will.
@@ -230,6 +290,8 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
 }
 
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
+  awaiting_.erase(&client);
+  hooks_.forget(client);  // a pending decision or request about it is moot
   if (client.state != Client::State::kConnected) {
     CLIENT_LOG(log::Level::kDebug, client, "connection closed before CONNECT completed (%s)",
                reason);
@@ -282,6 +344,7 @@ void Broker::check_timeouts(Client& client, uint64_t now_ms) {
     client.close("packet timeout");
     return;
   }
+  if (awaiting_decision(client)) return;  // the plugins' auth_timeout bounds the wait
   if (client.state == Client::State::kAwaitConnect) {
     if (now_ms - client.last_rx_ms >= uint64_t{limits_.connect_timeout} * 1000) {
       CLIENT_LOG(log::Level::kInfo, client, "no CONNECT within connect_timeout (%u s); closing",
@@ -329,7 +392,41 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
     return;
   }
-  AuthResult auth = authorize_publish(client, p.topic, p.qos, p.retain);
+  AuthResult auth;
+  if (!p.topic.empty() && p.topic[0] == '$') {
+    auth = authorize_publish(client, p.topic, p.qos, p.retain);  // refused by the broker
+  } else {
+    AuthRequest req;
+    req.topic = p.topic;
+    req.action = AuthAction::kPublish;
+    req.qos = p.qos;
+    req.retain = p.retain;
+    req.may_defer = true;
+    auth = hooks_.check(client, req);
+  }
+  PublishState state;
+  state.packet_id = p.packet_id;
+  state.qos = p.qos;
+  state.retain = p.retain;
+  if (auth.pending) {
+    // Routed and acknowledged once decided; the client's next packets wait meanwhile.
+    state.topic.assign(p.topic);
+    state.payload.assign(p.payload);
+    await(client, Awaiting{std::move(state)});
+    return;
+  }
+  if (auth.allowed) {
+    route(p.topic, p.payload, p.qos, p.retain);
+  } else {
+    state.topic.assign(p.topic);
+    finish_publish(client, state, auth);
+    return;
+  }
+  if (p.qos == 1) codec::encode_ack(client.out(), PacketType::kPuback, p.packet_id);
+  if (p.qos == 2) codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
+}
+
+void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
   if (auth.allowed) {
     route(p.topic, p.payload, p.qos, p.retain);
   } else {
@@ -455,7 +552,13 @@ bool Broker::run_retained_job(Client& client, RetainedJob& job, size_t& budget) 
     }
     const bool done = router_.retained_matching(job.current, job.cursor, budget, [&](const MessagePtr& msg) {
       const uint8_t q = std::min(msg->qos(), job.current_qos);
-      AuthResult auth = hooks_.authorize(client, msg->topic(), AuthAction::kSubscribe, q, true);
+      AuthRequest req;
+      req.topic = msg->topic();
+      req.action = AuthAction::kReceive;
+      req.qos = q;
+      req.retain = true;
+      req.filter = job.current;
+      AuthResult auth = hooks_.check(client, req);
       if (!auth.allowed) {
         CLIENT_LOG(log::Level::kDebug, client, "retained message on %s withheld: %s",
                    log::quote(msg->topic()).c_str(), auth.reason.c_str());
@@ -504,30 +607,61 @@ bool Broker::has_work() const {
 void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
   for (const auto& t : s.topics)
     if (too_deep(client, t.filter)) return;
-  Session& session = *client.session;
-  std::vector<uint8_t> codes;
-  codes.reserve(s.topics.size());
-  size_t over_limit = 0;
-  for (const auto& t : s.topics) {
-    if (session.subscription_count() >= limits_.max_subscriptions_per_client &&
-        !session.has_subscription(t.filter)) {
-      ++over_limit;
-      codes.push_back(codec::kSubackFailure);
-      continue;
-    }
-    AuthResult auth = hooks_.authorize(client, t.filter, AuthAction::kSubscribe, t.qos, false);
-    if (!auth.allowed) {
-      CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
-                 log::quote(t.filter).c_str(), auth.reason.c_str());
-      codes.push_back(codec::kSubackFailure);
-      continue;
-    }
-    router_.subscribe(&session, t.filter, t.qos);
-    session.add_subscription(t.filter, t.qos);
-    codes.push_back(t.qos);
-    CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(t.filter).c_str(),
-               t.qos);
+  SubscribeState state;
+  state.packet_id = s.packet_id;
+  state.topics.reserve(s.topics.size());
+  for (const auto& t : s.topics)
+    state.topics.emplace_back(std::string(t.filter), t.qos);
+  state.codes.reserve(s.topics.size());
+  if (!continue_subscribe(client, state)) {
+    await(client, Awaiting{std::move(state)});  // SUBACK once every filter is decided
+    return;
   }
+  finish_subscribe(client, state);
+}
+
+bool Broker::continue_subscribe(Client& client, SubscribeState& s) {
+  Session& session = *client.session;
+  for (; s.next < s.topics.size(); ++s.next) {
+    const auto& [filter, qos] = s.topics[s.next];
+    if (session.subscription_count() >= limits_.max_subscriptions_per_client &&
+        !session.has_subscription(filter)) {
+      ++s.over_limit;
+      s.codes.push_back(codec::kSubackFailure);
+      continue;
+    }
+    AuthRequest req;
+    req.topic = filter;
+    req.action = AuthAction::kSubscribe;
+    req.qos = qos;
+    req.may_defer = true;
+    AuthResult auth = hooks_.check(client, req);
+    if (auth.pending) return false;
+    subscribe_decided(client, s, auth);
+  }
+  return true;
+}
+
+void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResult& auth) {
+  Session& session = *client.session;
+  const auto& [filter, qos] = s.topics[s.next];
+  if (!auth.allowed) {
+    CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
+               log::quote(filter).c_str(), auth.reason.c_str());
+    s.codes.push_back(codec::kSubackFailure);
+    return;
+  }
+  router_.subscribe(&session, filter, qos);
+  session.add_subscription(filter, qos);
+  s.codes.push_back(qos);
+  CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(),
+             qos);
+}
+
+void Broker::finish_subscribe(Client& client, SubscribeState& st) {
+  Session& session = *client.session;
+  const std::vector<uint8_t>& codes = st.codes;
+  const size_t over_limit = st.over_limit;
   if (over_limit > 0) {
     stats_.subscriptions_refused += over_limit;
     CLIENT_LOG(log::Level::kWarning, client,
@@ -536,13 +670,13 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
                over_limit, over_limit == 1 ? "" : "s", session.subscription_count(),
                limits_.max_subscriptions_per_client);
   }
-  codec::encode_suback(client.out(), s.packet_id, codes);
+  codec::encode_suback(client.out(), st.packet_id, codes);
   // Retained messages follow the SUBACK, for every filter granted (again, when a
   // subscription is replaced [MQTT-3.8.4-3]). A first slice goes at once; what a wide
   // filter matches beyond it is sent in later slices (run_slice), so one SUBSCRIBE
   // never holds the loop.
-  for (size_t i = 0; i < s.topics.size(); ++i) {
-    if (codes[i] != codec::kSubackFailure) queue_retained(client, s.topics[i].filter, codes[i]);
+  for (size_t i = 0; i < st.topics.size(); ++i) {
+    if (codes[i] != codec::kSubackFailure) queue_retained(client, st.topics[i].first, codes[i]);
   }
   auto job = retained_jobs_.find(&client);
   if (job == retained_jobs_.end()) return;

@@ -7,10 +7,11 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <unordered_map>
 #include <random>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <variant>
 
 #include "auth.hpp"
 #include "client.hpp"
@@ -76,6 +77,9 @@ class Broker {
   void check_expiry(uint64_t now_ms);
   // Closes the client if it broke its keep-alive or never sent CONNECT in time.
   void check_timeouts(Client& client, uint64_t now_ms);
+  // An auth plugin owes a decision about the client's last packet: its next packets
+  // wait (Client::hold) until the decision arrives (AuthHooks' sink).
+  bool awaiting_decision(const Client& client) const { return awaiting_.count(&client) != 0; }
 
   // --- from inside the broker ($SYS) --------------------------------------------------
   void publish_internal(std::string_view topic, std::string_view payload, bool retain);
@@ -93,6 +97,42 @@ class Broker {
 
  private:
   void handle_connect(Client& client, codec::Connect& connect, uint64_t now_ms);
+  // What handle_connect keeps while the plugins decide.
+  struct ConnectState {
+    bool clean_session = false;
+    bool client_id_empty = false;
+    uint8_t protocol_level = 0;
+    uint16_t keepalive = 0;
+    std::string id;
+    MessagePtr will;
+  };
+  void finish_connect(Client& client, ConnectState& c, AuthResult auth);
+  struct PublishState {
+    std::string topic, payload;
+    uint16_t packet_id = 0;
+    uint8_t qos = 0;
+    bool retain = false;
+  };
+  void finish_publish(Client& client, const PublishState& p, const AuthResult& auth);
+  struct SubscribeState {
+    uint16_t packet_id = 0;
+    std::vector<std::pair<std::string, uint8_t>> topics;
+    size_t next = 0;  // the next filter to decide
+    std::vector<uint8_t> codes;
+    size_t over_limit = 0;
+  };
+  // Decides filters from s.next on; false when a plugin deferred one (then the
+  // decision's AuthResult resumes it).
+  bool continue_subscribe(Client& client, SubscribeState& s);
+  void subscribe_decided(Client& client, SubscribeState& s, const AuthResult& auth);
+  void finish_subscribe(Client& client, SubscribeState& s);
+  // A deferred decision about `client` arrived.
+  void on_decided(Client& client, AuthResult result);
+  struct Awaiting {
+    std::variant<ConnectState, PublishState, SubscribeState> state;
+  };
+  void await(Client& client, Awaiting a);
+  std::unordered_map<const Client*, Awaiting> awaiting_;
   void refuse_connect(Client& client, codec::ConnackCode code, const char* reason);
   void handle_publish(Client& client, const codec::Publish& publish);
   void handle_subscribe(Client& client, const codec::Subscribe& subscribe);

@@ -64,6 +64,7 @@ class Client {
   // --- protocol state -----------------------------------------------------------------
   State state = State::kAwaitConnect;
   uint8_t protocol_level = 0;  // 0 until CONNECT
+  bool clean_session = false;  // the CONNECT's flag
   uint16_t keepalive = 0;      // seconds; 0 disables the check
   uint64_t last_rx_ms = 0;     // loop time of the last complete packet (or of accept)
   uint64_t partial_since_ms = 0;  // loop time a packet started arriving; 0: none pending
@@ -94,6 +95,11 @@ class Client {
   // Closes the connection after flushing what is queued. `reason` is logged. Safe to
   // call more than once; the broker is told once, through Broker::on_closed().
   virtual void close(const char* reason) = 0;
+
+  // The broker waits for a plugin's deferred decision about this client: stop handing
+  // it packets (keep them, in order) until hold(false). A transport that does not
+  // hold (tests) keeps delivering; the broker then must not be fed meanwhile.
+  virtual void hold(bool on) { (void)on; }
 
  protected:
   virtual void schedule_flush() = 0;

@@ -403,6 +403,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
   if (auto v = top.integer("sys_interval", 0, 86400)) cfg.sys_interval = static_cast<uint32_t>(*v);
   if (auto v = top.string("plugin_dir")) cfg.plugin_dir = resolve_path(*v, path);
   if (auto v = top.integer("tls_threads", 0, 256)) cfg.tls_threads = static_cast<uint32_t>(*v);
+  if (auto v = top.integer("auth_timeout", 1, 3600)) cfg.auth_timeout = static_cast<uint32_t>(*v);
   if (auto v = top.integer("tls_max_pending_handshakes", 1, 1000000))
     cfg.tls_max_pending_handshakes = static_cast<uint32_t>(*v);
   if (auto v = top.string("session_owner")) {
@@ -448,8 +449,8 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     }
   }
   top.reject_unknown(
-      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, session_owner, "
-      "limits, listeners, plugins");
+      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, "
+      "session_owner, auth_timeout, limits, listeners, plugins");
   if (!errors.empty()) return std::nullopt;
   return cfg;
 }

@@ -81,6 +81,8 @@ struct Config {
   uint32_t sys_interval = 10;  // seconds; 0 disables $SYS
   std::string plugin_dir;      // empty: the build's or install's plugin directory
   uint32_t tls_threads = 0;    // TLS handshake threads; 0: one per CPU core
+  // Seconds a plugin may take over a deferred decision before it counts as DENY.
+  uint32_t auth_timeout = 10;
   // TLS handshakes in progress (waiting for a worker, on one, or for the client's next
   // flight) beyond which new TLS connections are closed at once. 1024 is a reconnect
   // storm of a thousand devices, about a second of full RSA handshakes on two cores and

@@ -139,11 +139,21 @@ void Connection::hold_input(std::string_view data) {
   if (input_held_) return;
   input_held_ = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
-  server().hold_input(this);
+  if (!auth_held_) server().hold_input(this);  // else hold(false) resumes it
+}
+
+void Connection::hold(bool on) {
+  if (auth_held_ == on) return;
+  auth_held_ = on;
+  if (on || !input_held_ || closing_) return;
+  if (server().broker().congested())
+    server().hold_input(this);  // resumed with the others
+  else
+    resume_input();
 }
 
 void Connection::resume_input() {
-  if (!input_held_ || closing_) return;
+  if (!input_held_ || closing_ || auth_held_) return;
   input_held_ = false;
   if (!read_paused_) uv_read_start(reinterpret_cast<uv_stream_t*>(&handle_), on_alloc, on_read);
   std::string held;
@@ -184,8 +194,9 @@ void Connection::process(std::string_view data) {
   }
   // Then whole packets straight from the read buffer.
   while (!data.empty() && !closing_) {
-    if (server().broker().congested()) {
-      // A big fan-out is going out in slices: the next packets wait for it.
+    if (server().broker().congested() || auth_held_) {
+      // A big fan-out is going out in slices, or a plugin's decision about this client
+      // is pending: the next packets wait for it.
       hold_input(data);
       return;
     }

@@ -28,6 +28,8 @@ class Connection final : public Client, public TlsSessionOwner {
   static Connection* accept(Server& server, Listener& listener);
 
   void close(const char* reason) override;
+  // A plugin's deferred decision: hold input (in order) until hold(false).
+  void hold(bool on) override;
   size_t pending_output() const override {
     return out_.size() + write_in_flight_ + (tls_ && !tls_->busy() ? tls_->wire().size() : 0);
   }
@@ -87,6 +89,7 @@ class Connection final : public Client, public TlsSessionOwner {
   bool write_pending_ = false;
   bool read_paused_ = false;  // backpressure: output backlog over max_outgoing_bytes
   bool input_held_ = false;   // the broker is congested (a fan-out in slices)
+  bool auth_held_ = false;    // the broker awaits a plugin's decision about us
 };
 
 }  // namespace mqgate

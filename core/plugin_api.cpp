@@ -205,6 +205,32 @@ const char* api_client_identity(const mqgate_client* c) {
   return session ? session->owner().c_str() : nullptr;
 }
 
+int api_client_protocol_level(const mqgate_client* c) {
+  return c ? as_client(c)->protocol_level : 0;
+}
+
+int api_client_clean_session(const mqgate_client* c) {
+  return c && as_client(c)->clean_session ? 1 : 0;
+}
+
+const char* api_client_tls_version(const mqgate_client* c) {
+  const TlsPeerInfo* tls = c ? as_client(c)->tls() : nullptr;
+  return tls ? tls->version.c_str() : nullptr;
+}
+
+const char* api_client_tls_cipher(const mqgate_client* c) {
+  const TlsPeerInfo* tls = c ? as_client(c)->tls() : nullptr;
+  return tls ? tls->cipher.c_str() : nullptr;
+}
+
+int api_filter_covers(const char* pattern, const char* filter) {
+  if (pattern == nullptr || filter == nullptr) return 0;
+  if (!is_valid_topic_filter(pattern) || !is_valid_topic_filter(filter)) return 0;
+  return filter_covers(pattern, filter) ? 1 : 0;
+}
+
+// ABI 2's table; ABI 1 plugins get the same with their version and size (up to
+// client_identity), so MQGATE_API_HAS tells them the newer members are not theirs.
 const mqgate_host_api kHostApi = {
     sizeof(mqgate_host_api),
     MQGATE_PLUGIN_ABI_VERSION,
@@ -233,11 +259,29 @@ const mqgate_host_api kHostApi = {
     api_client_get_data,
     api_topic_matches,
     api_client_identity,
+    api_defer,
+    api_complete,
+    api_disconnect,
+    api_client_protocol_level,
+    api_client_clean_session,
+    api_client_tls_version,
+    api_client_tls_cipher,
+    api_filter_covers,
 };
+
+mqgate_host_api make_v1_api() {
+  mqgate_host_api api = kHostApi;
+  api.struct_size = offsetof(mqgate_host_api, defer);
+  api.abi_version = 1;
+  return api;
+}
+const mqgate_host_api kHostApiV1 = make_v1_api();
 
 }  // namespace
 
-const mqgate_host_api* host_api() { return &kHostApi; }
+const mqgate_host_api* host_api(int abi_version) {
+  return abi_version == 1 ? &kHostApiV1 : &kHostApi;
+}
 
 std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const std::string& file) {
   auto o = std::make_unique<mqgate_options>();

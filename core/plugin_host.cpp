@@ -3,10 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "client.hpp"
 #include "codec/packet.hpp"
+#include "deferred.hpp"
 #include "log.hpp"
 #include "plugin_instance.hpp"
 
@@ -28,6 +30,46 @@ struct PluginHost::Chain {
   // "<auth instances>:user:<username>". Listeners with the same auth plugins share them.
   std::string identity_prefix;
   std::shared_ptr<const std::string> anonymous_identity;
+};
+
+// One question to a listener's chain, asked plugin by plugin; parked in jobs_ while a
+// plugin owes a deferred decision.
+struct PluginHost::Job {
+  uint64_t id = 0;
+  Client* client = nullptr;
+  const Chain* chain = nullptr;
+  bool authenticating = true;  // else authorising
+  size_t next = 0;             // the next plugin of the chain to ask
+  // AUTHENTICATE inputs (the rest is on the client).
+  bool client_id_generated = false, clean_session = false;
+  uint8_t protocol_level = 0;
+  std::optional<std::string> password;
+  // AUTHORIZE inputs.
+  std::string topic, filter;
+  AuthAction action = AuthAction::kPublish;
+  uint8_t qos = 0;
+  bool retain = false, may_defer = false;
+  // So far.
+  bool allowed = false, denied = false;
+  std::string reasons, assigned, identity;
+  int connack_code = 0;
+  // Waiting for `waiting_on` to complete `token` (the host's reference) by `deadline`.
+  mqgate_plugin* waiting_on = nullptr;
+  mqgate_deferred* token = nullptr;
+  std::chrono::steady_clock::time_point deadline;
+};
+
+struct PluginHost::Completion {
+  mqgate_deferred* token = nullptr;  // the plugin's reference, released by the destructor
+  int verdict = 0;
+  std::string reason, identity, assign;
+  int connack_code = 0;
+  Completion() = default;
+  Completion(const Completion&) = delete;
+  Completion& operator=(const Completion&) = delete;
+  ~Completion() {
+    if (token) detail::unref_token(token);
+  }
 };
 
 namespace {
@@ -67,8 +109,10 @@ bool PluginHost::load(const Config& config, std::vector<std::string>& errors) {
       unload();
       return false;
     }
+    p->host = this;
     instances_.push_back(std::move(p));
   }
+  auth_timeout_ms_ = uint64_t{config.auth_timeout} * 1000;
   chains_.clear();
   for (const auto& lc : config.listeners) {
     auto chain = std::make_unique<Chain>();
@@ -100,6 +144,12 @@ bool PluginHost::load(const Config& config, std::vector<std::string>& errors) {
 }
 
 void PluginHost::unload() {
+  // Pending decisions die with the plugins; their tokens' completions are ignored.
+  for (auto& [id, job] : jobs_)
+    if (job->token) detail::unref_token(job->token);
+  jobs_.clear();
+  job_of_client_.clear();
+  disconnects_.clear();
   // Last loaded, first unloaded.
   for (auto it = instances_.rbegin(); it != instances_.rend(); ++it) detail::unload_plugin(**it);
   instances_.clear();
@@ -114,14 +164,17 @@ const PluginHost::Chain& PluginHost::chain_for(const Client& client) const {
 
 namespace {
 
-const char* decision_name(int d) {
-  switch (d) {
-    case MQGATE_DECISION_ALLOW:
+// Names a verdict (ABI 1 decisions are mapped to verdicts first).
+const char* decision_name(int v) {
+  switch (v) {
+    case MQGATE_VERDICT_ALLOW:
       return "ALLOW";
-    case MQGATE_DECISION_DENY:
+    case MQGATE_VERDICT_DENY:
       return "DENY";
-    case MQGATE_DECISION_ABSTAIN:
+    case MQGATE_VERDICT_ABSTAIN:
       return "ABSTAIN";
+    case MQGATE_VERDICT_DEFER:
+      return "DEFER";
   }
   return "invalid";
 }
@@ -143,6 +196,344 @@ std::shared_ptr<const std::string> default_identity(const std::string& prefix,
 
 }  // namespace
 
+namespace {
+
+// Where api->defer() finds the call it may defer (loop thread only).
+struct DeferSlot {
+  PluginHost* host = nullptr;
+  mqgate_plugin* plugin = nullptr;
+  uint64_t job_id = 0;
+  bool allowed = false;
+  mqgate_deferred* token = nullptr;
+};
+DeferSlot* g_defer_slot = nullptr;
+
+const char* action_name(AuthAction a) {
+  switch (a) {
+    case AuthAction::kPublish:
+      return "publish";
+    case AuthAction::kSubscribe:
+      return "subscribe";
+    case AuthAction::kReceive:
+      return "receive";
+  }
+  return "?";
+}
+
+// A plugin's answer, in ABI 2 terms; 0 for one that is not valid for its ABI version.
+int to_verdict(const mqgate_plugin& p, int d) {
+  if (p.abi_version == 1) {
+    switch (d) {
+      case MQGATE_DECISION_ABSTAIN:
+        return MQGATE_VERDICT_ABSTAIN;
+      case MQGATE_DECISION_ALLOW:
+        return MQGATE_VERDICT_ALLOW;
+      case MQGATE_DECISION_DENY:
+        return MQGATE_VERDICT_DENY;
+    }
+    return 0;
+  }
+  return d >= MQGATE_VERDICT_ABSTAIN && d <= MQGATE_VERDICT_DEFER ? d : 0;
+}
+
+}  // namespace
+
+mqgate_deferred* detail::api_defer(mqgate_plugin* plugin) {
+  DeferSlot* slot = g_defer_slot;
+  if (slot == nullptr || plugin != slot->plugin || !slot->allowed || slot->token != nullptr)
+    return nullptr;
+  auto* t = new mqgate_deferred;
+  t->host = slot->host;
+  t->job_id = slot->job_id;
+  slot->token = t;
+  return t;
+}
+
+void detail::unref_token(mqgate_deferred* t) {
+  if (t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
+}
+
+int detail::api_complete(mqgate_deferred* token, const mqgate_completion* c) {
+  if (token == nullptr) return MQGATE_ERR_INVALID;
+  if (token->completed.exchange(true)) return MQGATE_ERR_INVALID;  // the plugin's ref is gone
+  auto done = std::make_shared<PluginHost::Completion>();
+  done->token = token;
+  int rc = MQGATE_OK;
+  if (c == nullptr || c->struct_size < offsetof(mqgate_completion, reserved) ||
+      (c->verdict != MQGATE_VERDICT_ALLOW && c->verdict != MQGATE_VERDICT_DENY &&
+       c->verdict != MQGATE_VERDICT_ABSTAIN)) {
+    done->verdict = MQGATE_VERDICT_DENY;
+    done->reason = "completed with an invalid verdict";
+    rc = MQGATE_ERR_INVALID;
+  } else {
+    done->verdict = c->verdict;
+    if (c->reason) done->reason = c->reason;
+    if (c->identity) done->identity = c->identity;
+    if (c->assign_client_id) done->assign = c->assign_client_id;
+    done->connack_code = c->connack_code;
+  }
+  PluginHost* host = token->host;
+  if (!DeferredQueue::post([host, done] { host->on_completion(*done); }))
+    return MQGATE_ERR_UNSUPPORTED;  // shutting down: `done` released the token
+  return rc;
+}
+
+int detail::api_disconnect(mqgate_plugin* plugin, mqgate_client* client, const char* reason) {
+  if (plugin == nullptr || plugin->host == nullptr || client == nullptr) return MQGATE_ERR_INVALID;
+  std::string why = "disconnected by plugin \"" + plugin->name + "\"";
+  if (reason != nullptr && *reason != '\0') why += ": " + log::sanitize(reason);
+  if (!plugin->host->request_disconnect(*reinterpret_cast<Client*>(client), std::move(why)))
+    return MQGATE_ERR_UNSUPPORTED;
+  return MQGATE_OK;
+}
+
+bool PluginHost::request_disconnect(Client& client, std::string reason) {
+  if (client.state == Client::State::kClosing) return true;
+  for (auto& [c, why] : disconnects_)
+    if (c == &client) return true;
+  if (disconnects_.empty() && !DeferredQueue::post([this] { run_disconnects(); })) return false;
+  disconnects_.emplace_back(&client, std::move(reason));
+  return true;
+}
+
+void PluginHost::run_disconnects() {
+  // forget() removes the requests of clients that closed meanwhile; clients are only
+  // deleted by the transport later in the loop iteration, so the batch stays valid.
+  auto batch = std::move(disconnects_);
+  disconnects_.clear();
+  for (auto& [c, why] : batch) {
+    if (c->state == Client::State::kClosing) continue;
+    CLIENT_LOG(log::Level::kInfo, *c, "%s; closing", why.c_str());
+    c->close(why.c_str());
+  }
+}
+
+void PluginHost::park(std::unique_ptr<Job> job) {
+  job_of_client_[job->client] = job->id;
+  const uint64_t id = job->id;
+  jobs_.emplace(id, std::move(job));
+}
+
+std::unique_ptr<PluginHost::Job> PluginHost::unpark(uint64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return nullptr;
+  std::unique_ptr<Job> job = std::move(it->second);
+  jobs_.erase(it);
+  job_of_client_.erase(job->client);
+  return job;
+}
+
+void PluginHost::forget(const Client& client) {
+  for (size_t i = 0; i < disconnects_.size(); ++i)
+    if (disconnects_[i].first == &client)
+      disconnects_.erase(disconnects_.begin() + static_cast<long>(i--));
+  auto it = job_of_client_.find(&client);
+  if (it == job_of_client_.end()) return;
+  std::unique_ptr<Job> job = unpark(it->second);
+  CLIENT_LOG(log::Level::kDebug, client, "gone while plugin \"%s\" owed a decision",
+             job->waiting_on->name.c_str());
+  if (job->token) detail::unref_token(job->token);
+}
+
+void PluginHost::on_completion(const Completion& c) {
+  std::unique_ptr<Job> job = unpark(c.token->job_id);
+  if (!job || job->token != c.token) {
+    LOG_DEBUG("a deferred decision arrived for a client that is gone or timed out; ignored");
+    if (job) park(std::move(job));
+    return;
+  }
+  detail::unref_token(job->token);
+  job->token = nullptr;
+  mqgate_plugin* p = job->waiting_on;
+  job->waiting_on = nullptr;
+  CLIENT_LOG(log::Level::kDebug, *job->client, "plugin \"%s\": deferred %s -> %s%s%s",
+             p->name.c_str(), job->authenticating ? "authenticate" : action_name(job->action),
+             decision_name(c.verdict), c.reason.empty() ? "" : ": ",
+             c.reason.empty() ? "" : log::quote(c.reason).c_str());
+  apply(*job, p, c.verdict, c.reason, c.assign, c.identity, c.connack_code, c.verdict);
+  job->next++;
+  if (!run(*job)) return;  // another plugin deferred
+  Client* client = job->client;
+  AuthResult r = result(*job);
+  job.reset();
+  if (sink_) sink_(*client, std::move(r));
+}
+
+void PluginHost::expire_decisions() {
+  if (jobs_.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<uint64_t> expired;
+  for (auto& [id, job] : jobs_)
+    if (job->deadline <= now) expired.push_back(id);
+  for (uint64_t id : expired) {
+    std::unique_ptr<Job> job = unpark(id);
+    if (!job) continue;  // a client closed by an earlier one's consequences
+    if (job->token) detail::unref_token(job->token);
+    job->token = nullptr;
+    const std::string why =
+        "no decision within auth_timeout (" + std::to_string(auth_timeout_ms_ / 1000) + " s)";
+    CLIENT_LOG(log::Level::kWarning, *job->client, "plugin \"%s\": %s; treated as DENY",
+               job->waiting_on->name.c_str(), why.c_str());
+    apply(*job, job->waiting_on, MQGATE_VERDICT_DENY, why, {}, {}, 0, 0);
+    Client* client = job->client;
+    AuthResult r = result(*job);
+    job.reset();
+    if (sink_) sink_(*client, std::move(r));
+  }
+}
+
+void PluginHost::apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason,
+                       std::string assign, std::string vouched, int connack_code, int raw) {
+  std::string why;
+  switch (verdict) {  // reasons are plugin text that may carry client data: sanitised below
+    case MQGATE_VERDICT_ALLOW:
+      if (!job.authenticating) return;
+      if (!vouched.empty() && job.identity.empty() && vouched.size() > kMaxIdentityLength) {
+        LOG_ERROR("plugin \"%s\": identity of %zu bytes is over %zu; treated as DENY",
+                  p->name.c_str(), vouched.size(), kMaxIdentityLength);
+        why = "set an identity longer than " + std::to_string(kMaxIdentityLength) + " bytes";
+        break;
+      }
+      job.allowed = true;
+      // The first plugin that ALLOWs with a client id (identity) sets it.
+      if (job.assigned.empty()) job.assigned = std::move(assign);
+      if (job.identity.empty() && !vouched.empty()) job.identity = p->name + ":" + vouched;
+      return;
+    case MQGATE_VERDICT_ABSTAIN:
+      return;
+    case MQGATE_VERDICT_DENY:
+      why = reason.empty() ? "denied" : reason;
+      break;
+    default:
+      LOG_ERROR("plugin \"%s\": %s returned %d, %s; treated as DENY", p->name.c_str(),
+                job.authenticating ? "authenticate" : "authorize", raw,
+                p->abi_version >= 2 && (raw == MQGATE_OK || raw < 0)
+                    ? "an error code, not a verdict (ABI 2 callbacks return MQGATE_VERDICT_*)"
+                    : "not a decision");
+      why = "returned an invalid decision (" + std::to_string(raw) + ")";
+      break;
+  }
+  if (!job.denied && job.authenticating)
+    job.connack_code = connack_code == MQGATE_CONNACK_BAD_CREDENTIALS ? 4 : 5;
+  job.denied = true;
+  if (!job.reasons.empty()) job.reasons += "; ";
+  job.reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
+}
+
+AuthResult PluginHost::result(const Job& job) const {
+  if (job.denied) {
+    AuthResult r = AuthResult::deny(job.reasons);
+    if (job.authenticating) r.connack_code = static_cast<uint8_t>(job.connack_code);
+    return r;
+  }
+  if (!job.authenticating) return {};
+  if (!job.allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
+  AuthResult ok;
+  ok.assigned_client_id = job.assigned;
+  ok.identity = job.identity.empty() ? default_identity(job.chain->identity_prefix,
+                                                        job.chain->anonymous_identity, *job.client)
+                                     : std::make_shared<const std::string>(job.identity);
+  return ok;
+}
+
+bool PluginHost::run(Job& job) {
+  const std::vector<mqgate_plugin*>& plugins =
+      job.authenticating ? job.chain->authenticate : job.chain->authorize;
+  const Client& client = *job.client;
+  for (; job.next < plugins.size(); ++job.next) {
+    mqgate_plugin* p = plugins[job.next];
+    const bool v1 = p->abi_version < 2;
+    DeferSlot slot;
+    slot.host = this;
+    slot.plugin = p;
+    slot.job_id = job.id;
+    slot.allowed = !v1 && (job.authenticating || job.may_defer);
+    int d;
+    std::string reason, assign, vouched;
+    int connack_code = 0;
+    if (job.authenticating) {
+      mqgate_evt_authenticate evt;
+      std::memset(&evt, 0, sizeof evt);
+      evt.struct_size = v1 ? MQGATE_EVT_AUTHENTICATE_SIZE_V1 : sizeof evt;
+      evt.client = handle(client);
+      evt.client_id = client.client_id().c_str();
+      evt.client_id_generated = job.client_id_generated ? 1 : 0;
+      evt.username = client.username() ? client.username()->c_str() : nullptr;
+      if (job.password) {
+        evt.password = reinterpret_cast<const uint8_t*>(job.password->data());
+        evt.password_len = job.password->size();
+      }
+      evt.protocol_level = job.protocol_level;
+      evt.listener = client.listener() ? client.listener()->name.c_str() : "";
+      evt.peer_address = client.peer().c_str();
+      if (const TlsPeerInfo* tls = client.tls()) {
+        if (!tls->chain.empty()) {
+          evt.peer_chain = reinterpret_cast<const mqgate_cert*>(tls->chain.data());
+          evt.peer_chain_len = tls->chain.size();
+        }
+        evt.tls_version = tls->version.c_str();
+        evt.tls_cipher = tls->cipher.c_str();
+      }
+      if (!v1) evt.clean_session = job.clean_session ? 1 : 0;
+      g_defer_slot = &slot;
+      d = p->callbacks[MQGATE_EVT_AUTHENTICATE](MQGATE_EVT_AUTHENTICATE, &evt, p->instance);
+      g_defer_slot = nullptr;
+      reason = take_plugin_string(evt.reason);
+      assign = take_plugin_string(evt.assign_client_id);
+      vouched = take_plugin_string(evt.identity);
+      if (!v1) connack_code = evt.connack_code;
+    } else {
+      mqgate_evt_authorize evt;
+      std::memset(&evt, 0, sizeof evt);
+      evt.struct_size = v1 ? MQGATE_EVT_AUTHORIZE_SIZE_V1 : sizeof evt;
+      evt.client = handle(client);
+      evt.topic = job.topic.c_str();
+      evt.qos = job.qos;
+      evt.retain = job.retain ? 1 : 0;
+      switch (job.action) {
+        case AuthAction::kPublish:
+          evt.action = MQGATE_ACTION_PUBLISH;
+          break;
+        case AuthAction::kSubscribe:
+          evt.action = MQGATE_ACTION_SUBSCRIBE;
+          break;
+        case AuthAction::kReceive:  // ABI 1: a SUBSCRIBE event with retain 1
+          evt.action = v1 ? MQGATE_ACTION_SUBSCRIBE : MQGATE_ACTION_RECEIVE;
+          evt.retain = 1;
+          if (!v1) evt.filter = job.filter.c_str();
+          break;
+      }
+      if (!v1) evt.deferrable = slot.allowed ? 1 : 0;
+      g_defer_slot = &slot;
+      d = p->callbacks[MQGATE_EVT_AUTHORIZE](MQGATE_EVT_AUTHORIZE, &evt, p->instance);
+      g_defer_slot = nullptr;
+      reason = take_plugin_string(evt.reason);
+    }
+    int verdict = to_verdict(*p, d);
+    if (job.authenticating)
+      CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s",
+                 p->name.c_str(), decision_name(verdict), reason.empty() ? "" : ": ",
+                 reason.empty() ? "" : log::quote(reason).c_str());
+    if (verdict == MQGATE_VERDICT_DEFER && slot.token != nullptr) {
+      job.waiting_on = p;
+      job.token = slot.token;
+      job.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(auth_timeout_ms_);
+      return false;
+    }
+    if (slot.token != nullptr) detail::unref_token(slot.token);  // its completion is ignored
+    if (verdict == MQGATE_VERDICT_DEFER) {
+      LOG_ERROR(
+          "plugin \"%s\": returned MQGATE_VERDICT_DEFER without a token from api->defer "
+          "(or where it cannot defer); treated as DENY",
+          p->name.c_str());
+      reason = "deferred where it cannot";
+      verdict = MQGATE_VERDICT_DENY;
+    }
+    apply(job, p, verdict, reason, std::move(assign), std::move(vouched), connack_code, d);
+  }
+  return true;
+}
+
 AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& connect) {
   const Chain& chain = chain_for(client);
   if (chain.authenticate.empty()) {
@@ -150,111 +541,55 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
     open.identity = default_identity(chain.identity_prefix, chain.anonymous_identity, client);
     return open;
   }
-  bool allowed = false, denied = false;
-  std::string reasons, assigned, identity;
-  const TlsPeerInfo* tls = client.tls();
-  for (mqgate_plugin* p : chain.authenticate) {
-    mqgate_evt_authenticate evt;
-    std::memset(&evt, 0, sizeof evt);
-    evt.struct_size = sizeof evt;
-    evt.client = handle(client);
-    evt.client_id = client.client_id().c_str();
-    evt.client_id_generated = connect.client_id.empty() ? 1 : 0;
-    evt.username = client.username() ? client.username()->c_str() : nullptr;
-    if (connect.password) {
-      evt.password = reinterpret_cast<const uint8_t*>(connect.password->data());
-      evt.password_len = connect.password->size();
-    }
-    evt.protocol_level = connect.protocol_level;
-    evt.listener = client.listener() ? client.listener()->name.c_str() : "";
-    evt.peer_address = client.peer().c_str();
-    if (tls != nullptr) {
-      if (!tls->chain.empty()) {
-        evt.peer_chain = reinterpret_cast<const mqgate_cert*>(tls->chain.data());
-        evt.peer_chain_len = tls->chain.size();
-      }
-      evt.tls_version = tls->version.c_str();
-      evt.tls_cipher = tls->cipher.c_str();
-    }
-    const int d = p->callbacks[MQGATE_EVT_AUTHENTICATE](MQGATE_EVT_AUTHENTICATE, &evt, p->instance);
-    const std::string reason = take_plugin_string(evt.reason);
-    std::string assign = take_plugin_string(evt.assign_client_id);
-    std::string vouched = take_plugin_string(evt.identity);
-    CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s", p->name.c_str(),
-               decision_name(d), reason.empty() ? "" : ": ", log::quote(reason).c_str());
-    std::string why;
-    switch (d) {  // reasons are plugin text that may carry client data: quoted below
-      case MQGATE_DECISION_ALLOW:
-        allowed = true;
-        if (assigned.empty()) assigned = std::move(assign);
-        if (identity.empty() && !vouched.empty()) {
-          if (vouched.size() > kMaxIdentityLength) {
-            LOG_ERROR("plugin \"%s\": identity of %zu bytes is over %zu; treated as DENY",
-                      p->name.c_str(), vouched.size(), kMaxIdentityLength);
-            why = "set an identity longer than " + std::to_string(kMaxIdentityLength) + " bytes";
-            break;
-          }
-          identity = p->name + ":" + vouched;
-        }
-        continue;
-      case MQGATE_DECISION_ABSTAIN:
-        continue;
-      case MQGATE_DECISION_DENY:
-        why = reason.empty() ? "denied" : reason;
-        break;
-      default:
-        LOG_ERROR("plugin \"%s\": authenticate returned %d, not a decision; treated as DENY",
-                  p->name.c_str(), d);
-        why = "returned an invalid decision (" + std::to_string(d) + ")";
-        break;
-    }
-    denied = true;
-    if (!reasons.empty()) reasons += "; ";
-    reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
+  auto job = std::make_unique<Job>();
+  job->id = next_job_id_++;
+  job->client = const_cast<Client*>(&client);
+  job->chain = &chain;
+  job->authenticating = true;
+  job->client_id_generated = connect.client_id.empty();
+  job->clean_session = connect.clean_session;
+  job->protocol_level = connect.protocol_level;
+  if (connect.password) job->password.emplace(*connect.password);
+  if (!run(*job)) {
+    park(std::move(job));
+    AuthResult pending;
+    pending.pending = true;
+    return pending;
   }
-  if (denied) return AuthResult::deny(reasons);
-  if (!allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
-  AuthResult ok;
-  ok.assigned_client_id = std::move(assigned);
-  ok.identity = identity.empty()
-                    ? default_identity(chain.identity_prefix, chain.anonymous_identity, client)
-                    : std::make_shared<const std::string>(std::move(identity));
-  return ok;
+  return result(*job);
 }
 
 AuthResult PluginHost::authorize(const Client& client, std::string_view topic, AuthAction action,
                                  uint8_t qos, bool retain) {
+  AuthRequest req;
+  req.topic = topic;
+  req.action = action;
+  req.qos = qos;
+  req.retain = retain;
+  return check(client, req);
+}
+
+AuthResult PluginHost::check(const Client& client, const AuthRequest& req) {
   const Chain& chain = chain_for(client);
   if (chain.authorize.empty()) return {};
-  const std::string topic_z(topic);  // the ABI promises NUL-terminated strings
-  std::string reasons;
-  bool denied = false;
-  for (mqgate_plugin* p : chain.authorize) {
-    mqgate_evt_authorize evt;
-    std::memset(&evt, 0, sizeof evt);
-    evt.struct_size = sizeof evt;
-    evt.client = handle(client);
-    evt.action = action == AuthAction::kPublish ? MQGATE_ACTION_PUBLISH : MQGATE_ACTION_SUBSCRIBE;
-    evt.topic = topic_z.c_str();
-    evt.qos = qos;
-    evt.retain = retain ? 1 : 0;
-    const int d = p->callbacks[MQGATE_EVT_AUTHORIZE](MQGATE_EVT_AUTHORIZE, &evt, p->instance);
-    const std::string reason = take_plugin_string(evt.reason);
-    if (d == MQGATE_DECISION_ALLOW || d == MQGATE_DECISION_ABSTAIN) continue;
-    std::string why;
-    if (d == MQGATE_DECISION_DENY) {
-      why = reason.empty() ? "denied" : reason;
-    } else {
-      LOG_ERROR("plugin \"%s\": authorize returned %d, not a decision; treated as DENY",
-                p->name.c_str(), d);
-      why = "returned an invalid decision (" + std::to_string(d) + ")";
-    }
-    denied = true;
-    if (!reasons.empty()) reasons += "; ";
-    reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
+  Job job;
+  job.id = next_job_id_++;
+  job.client = const_cast<Client*>(&client);
+  job.chain = &chain;
+  job.authenticating = false;
+  job.topic.assign(req.topic);  // the ABI promises NUL-terminated strings
+  job.filter.assign(req.filter);
+  job.action = req.action;
+  job.qos = req.qos;
+  job.retain = req.retain;
+  job.may_defer = req.may_defer && req.action != AuthAction::kReceive;
+  if (!run(job)) {
+    park(std::make_unique<Job>(std::move(job)));
+    AuthResult pending;
+    pending.pending = true;
+    return pending;
   }
-  if (denied) return AuthResult::deny(reasons);
-  return {};
+  return result(job);
 }
 
 void PluginHost::on_connected(const Client& client, bool session_present) {
@@ -317,6 +652,7 @@ void PluginHost::reload(const Config& config) {
 }
 
 void PluginHost::tick(uint64_t now_ms) {
+  expire_decisions();
   for (auto& p : instances_) {
     mqgate_event_cb cb = p->callbacks[MQGATE_EVT_TICK];
     if (cb == nullptr) continue;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "auth.hpp"
@@ -44,6 +45,18 @@ class PluginHost final : public AuthHooks {
   AuthResult authenticate(const Client& client, const codec::Connect& connect) override;
   AuthResult authorize(const Client& client, std::string_view topic, AuthAction action,
                        uint8_t qos, bool retain) override;
+  AuthResult check(const Client& client, const AuthRequest& request) override;
+  void forget(const Client& client) override;
+
+  // --- deferred decisions and host requests (loop thread) ----------------------------
+  // A plugin completed a token (posted to the loop by api->complete).
+  struct Completion;
+  void on_completion(const Completion& completion);
+  // api->disconnect: closes the client from the loop, soon, outside any callback.
+  bool request_disconnect(Client& client, std::string reason);
+  size_t pending_decisions() const { return jobs_.size(); }
+  // Seconds a deferred decision may take (Config::auth_timeout).
+  void set_auth_timeout(uint32_t seconds) { auth_timeout_ms_ = uint64_t{seconds} * 1000; }
   void on_connected(const Client& client, bool session_present) override;
   void on_disconnected(const Client& client, const char* reason) override;
 
@@ -53,7 +66,22 @@ class PluginHost final : public AuthHooks {
 
  private:
   struct Chain;
+  struct Job;
   const Chain& chain_for(const Client& client) const;
+  // Asks the chain from job.next on; false when a plugin deferred (job waits).
+  bool run(Job& job);
+  void apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason, std::string assign,
+             std::string vouched, int connack_code, int raw);
+  AuthResult result(const Job& job) const;
+  void park(std::unique_ptr<Job> job);
+  std::unique_ptr<Job> unpark(uint64_t id);
+  void expire_decisions();
+  void run_disconnects();
+  std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;  // waiting on a plugin
+  std::unordered_map<const Client*, uint64_t> job_of_client_;
+  uint64_t next_job_id_ = 1;
+  uint64_t auth_timeout_ms_ = 10000;
+  std::vector<std::pair<Client*, std::string>> disconnects_;  // api->disconnect requests
   std::vector<std::unique_ptr<mqgate_plugin>> instances_;
   std::vector<std::unique_ptr<Chain>> chains_;  // indexed by ListenerConfig::index
   std::unique_ptr<Chain> empty_chain_;

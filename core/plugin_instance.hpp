@@ -2,6 +2,7 @@
 // the host API table it hands to plugins. Not part of the plugin ABI.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,8 +11,13 @@
 #include "config_toml.hpp"
 #include "mqgate_plugin.h"
 
+namespace mqgate {
+class PluginHost;
+}
+
 // The ABI's opaque mqgate_plugin handle is this struct.
 struct mqgate_plugin {
+  mqgate::PluginHost* host = nullptr;  // set once loaded
   std::string name;    // instance name: [plugins.<name>]
   std::string module;  // module name (file stem)
   std::string file;    // the .so that was loaded
@@ -26,6 +32,17 @@ struct mqgate_plugin {
   void (*shutdown)(void*) = nullptr;
 };
 
+// The ABI's opaque deferred-decision token. Two references: the plugin's (released by
+// api->complete, from any thread) and the host's (released when the decision is
+// applied, times out or its client goes away). Validated on the loop by pointer
+// against the pending job, which holds the host's reference.
+struct mqgate_deferred {
+  std::atomic<int> refs{2};
+  std::atomic<bool> completed{false};
+  mqgate::PluginHost* host = nullptr;
+  uint64_t job_id = 0;
+};
+
 // The ABI's opaque mqgate_options handle: a plugin's TOML table.
 struct mqgate_options {
   const toml::table* table = nullptr;
@@ -38,8 +55,9 @@ struct mqgate_options {
 
 namespace mqgate::detail {
 
-// The host API table (one for the process; it never changes after start-up).
-const mqgate_host_api* host_api();
+// The host API table for plugins of an ABI version (one per version for the process;
+// they never change).
+const mqgate_host_api* host_api(int abi_version = MQGATE_PLUGIN_ABI_VERSION);
 
 // Builds the options view of a plugin's table (keys in file order).
 std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const std::string& file);
@@ -53,5 +71,12 @@ void unload_plugin(mqgate_plugin& plugin);
 
 // Takes ownership of a string a plugin allocated with api->mprintf / strdup.
 std::string take_plugin_string(char*& s);
+
+// Host API functions implemented by the plugin host (plugin_host.cpp).
+mqgate_deferred* api_defer(mqgate_plugin* plugin);
+int api_complete(mqgate_deferred* token, const mqgate_completion* completion);
+int api_disconnect(mqgate_plugin* plugin, mqgate_client* client, const char* reason);
+// Releases one reference of a token.
+void unref_token(mqgate_deferred* token);
 
 }  // namespace mqgate::detail

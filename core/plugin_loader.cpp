@@ -14,7 +14,7 @@ namespace mqgate::detail {
 namespace {
 
 // The ABI versions this broker can host, newest first.
-constexpr int kSupportedVersions[] = {MQGATE_PLUGIN_ABI_VERSION};
+constexpr int kSupportedVersions[] = {MQGATE_PLUGIN_ABI_VERSION, 1};
 
 }  // namespace
 
@@ -74,14 +74,15 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
     for (int v : kSupportedVersions) supported += (supported.empty() ? "" : ", ") + std::to_string(v);
     return fail("plugin ABI version mismatch: the plugin was built for version " +
                 (built ? std::to_string(*built) : std::string("(unknown)")) +
-                ", this broker hosts version " + supported);
+                ", this broker hosts version" + (std::size(kSupportedVersions) > 1 ? "s " : " ") +
+                supported);
   }
   p->abi_version = chosen;
 
   auto options = make_options(pc, config.path);
   char* errmsg = nullptr;
   p->in_init = true;
-  const int rc = init_fn(p.get(), host_api(), options.get(), &p->instance, &errmsg);
+  const int rc = init_fn(p.get(), host_api(p->abi_version), options.get(), &p->instance, &errmsg);
   p->in_init = false;
   std::string message = take_plugin_string(errmsg);
   if (rc != MQGATE_OK) {

@@ -70,6 +70,7 @@ bool Server::start() {
   sweep_timer_.data = this;
   uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
   sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
+  deferred_ = std::make_unique<DeferredQueue>(&loop_);
   return true;
 }
 
@@ -79,6 +80,7 @@ int Server::run() {
   // Stopped: finish what the TLS threads hold, close the remaining handles and let
   // their callbacks run.
   if (tls_workers_) tls_workers_->stop();
+  if (deferred_) deferred_->stop();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {

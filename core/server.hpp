@@ -14,6 +14,7 @@
 #include "auth.hpp"
 #include "broker.hpp"
 #include "config.hpp"
+#include "deferred.hpp"
 #include "tls.hpp"
 
 namespace mqgate {
@@ -91,6 +92,7 @@ class Server {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<SysTopics> sys_;
   std::unique_ptr<TlsWorkers> tls_workers_;
+  std::unique_ptr<DeferredQueue> deferred_;  // plugins' decisions from other threads
   uint64_t last_stale_crl_log_ms_ = 0;
   bool tls_reload_running_ = false;
   std::optional<std::vector<ListenerConfig>> tls_reload_waiting_;  // latest SIGHUP's listeners

@@ -34,4 +34,26 @@ bool topic_matches(std::string_view filter, std::string_view topic) {
   return !t.next(tl);
 }
 
+bool filter_covers(std::string_view pattern, std::string_view filter) {
+  const bool pattern_wild = !pattern.empty() && (pattern[0] == '+' || pattern[0] == '#');
+  if (pattern_wild && !filter.empty() && filter[0] == '$') return false;
+  TopicLevels p(pattern), f(filter);
+  std::string_view pl, fl;
+  for (size_t level = 0;; ++level) {
+    const bool has_p = p.next(pl);
+    const bool has_f = f.next(fl);
+    if (!has_p) return !has_f;   // the pattern ends: so must the filter
+    if (pl == "#") return true;  // everything from here on, and the parent
+    if (!has_f) return false;    // the filter's topics end here, the pattern's do not
+    if (fl == "#") {
+      // The filter matches the parent (when there is one) and any depth below: only a
+      // '#' covers that, or "+/#" for the whole filter "#" (no parent then).
+      if (level == 0 && pl == "+" && p.next(pl) && pl == "#") return !p.next(pl);
+      return false;
+    }
+    if (pl == "+") continue;  // any one level, '+' included
+    if (fl == "+" || pl != fl) return false;
+  }
+}
+
 }  // namespace mqgate

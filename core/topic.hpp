@@ -18,6 +18,14 @@ bool is_valid_topic_filter(std::string_view filter);
 // matched by a filter whose first level is a wildcard [MQTT-4.7.2-1].
 bool topic_matches(std::string_view filter, std::string_view topic);
 
+// Whether every topic `filter` (valid) matches is also matched by `pattern` (valid):
+// level by level, '#' in the pattern covers the rest (and the parent level), '+'
+// covers one level (a literal or '+', not '#'), a literal covers only itself; a '#' in
+// the filter is covered only by a '#' at the same level (or, as the whole filter "#",
+// by "+/#", which matches every topic too). '$' topics: a pattern whose first level
+// is a wildcard covers no filter whose first level starts with '$'.
+bool filter_covers(std::string_view pattern, std::string_view filter);
+
 // Iterates the '/'-separated levels of a topic or filter, including empty ones:
 // "a//b" has the levels "a", "", "b"; "/" has "", "".
 class TopicLevels {

@@ -1,5 +1,5 @@
 /*
- * mqgate_plugin.h -- the mqgate plugin ABI, version 1.
+ * mqgate_plugin.h -- the mqgate plugin ABI, version 2 (the broker also hosts version 1).
  *
  * This header is the whole contract between the mqgate broker and its plugins. A
  * plugin is a shared object (.so) written in C (or anything with a C ABI) that
@@ -29,8 +29,9 @@
  * Authentication (MQGATE_EVT_AUTHENTICATE, once per CONNECT): every auth plugin of the
  * client's listener is asked, in configuration order. ABSTAIN is ignored; any DENY
  * denies; at least one ALLOW is needed; if all abstain the client is denied. A denied
- * client gets CONNACK return code 5 (not authorised) and is disconnected; the log names
- * the plugin that denied and its reason. (A listener with no auth plugin at all lets
+ * client gets CONNACK return code 5 (not authorised), or 4 (bad user name or password)
+ * when the first denying ABI 2 plugin sets `connack_code` so, and is disconnected; the
+ * log names the plugin that denied and its reason. (A listener with no auth plugin at all lets
  * every client in; the broker warns about it at start-up.)
  *
  * Authorisation (MQGATE_EVT_AUTHORIZE, per PUBLISH, will, SUBSCRIBE filter and
@@ -38,18 +39,54 @@
  * SUBSCRIBE filter gets return code 0x80 in the SUBACK; a denied PUBLISH is not
  * forwarded (QoS 1/2 are still acknowledged: MQTT 3.1.1 has no negative ack).
  *
- * A callback that returns anything but MQGATE_DECISION_ALLOW, _DENY or _ABSTAIN is
- * treated as DENY and logged.
+ * When several plugins ALLOW and more than one assigns a client id or vouches for an
+ * identity, the first one (in configuration order) that ALLOWs with one wins; later
+ * ones are ignored.
+ *
+ * ABI 1 callbacks return an enum mqgate_decision (0 is ABSTAIN, so a stray MQGATE_OK
+ * abstains). ABI 2 callbacks return an enum mqgate_verdict instead, whose values are
+ * neither 0 nor an error code: a callback that returns MQGATE_OK or an error by
+ * mistake is caught. Anything that is not a valid answer for the plugin's ABI
+ * version is treated as DENY and logged.
+ *
+ * ## Deferred decisions (ABI 2)
+ *
+ * An ABI 2 plugin may answer AUTHENTICATE, and AUTHORIZE for MQGATE_ACTION_PUBLISH
+ * (a client's PUBLISH, not a will: evt->deferrable says which) and
+ * MQGATE_ACTION_SUBSCRIBE, later: inside the callback it calls api->defer() to get a
+ * token, returns MQGATE_VERDICT_DEFER, and later calls api->complete(token, ...)
+ * exactly once, from any thread. Meanwhile the client waits without blocking the
+ * broker: its next packets are held, in order, until the decision is in (a deferred
+ * PUBLISH is acknowledged when it is decided). The plugins after the deferring one
+ * in the chain are asked once it has answered. A decision that does not arrive
+ * within the broker's `auth_timeout` (seconds, a top-level configuration key,
+ * default 10) counts as DENY. Completing a token whose decision has timed out or
+ * whose client went away is harmless: the host ignores it. A token must be completed
+ * even then (the host frees it only when both it and the plugin are done with it);
+ * calling complete twice on one token is an error.
+ *
+ * ## Reserved fields and growth
+ *
+ * Every event struct starts with `struct_size` and ends with `reserved` pointer
+ * slots. A reserved slot may become a pointer-sized *out* field (something a plugin
+ * may set) without an ABI bump: the host zero-fills them and a host that does not
+ * know the field ignores it (ABI 1's `identity` took the authenticate event's first
+ * slot that way). New *in* fields, or anything that is not one pointer, are appended
+ * after the last field and before a reserved tail, which changes the struct's size:
+ * plugins test MQGATE_HAS_FIELD() before reading them. Offsets of existing fields
+ * never change; the unit test test/unit/plugin_abi_test.cpp pins them for ABI 1 and 2.
  *
  * ## Threading
  *
  * Every callback runs on the broker's single event-loop thread, one at a time. A
  * callback must not block: no network or disk I/O that can wait, no sleeping, no
  * heavy computation. Every host API function may be called only from inside a
- * callback or from init/shutdown, on that thread. A plugin that needs slow I/O (a
- * remote user database, say) must keep its answers in memory and refresh them from a
- * thread of its own; answering a decision later ("deferred" decisions, completed from
- * any thread) is planned for ABI version 2 and is not part of version 1.
+ * callback or from init/shutdown, on that thread, except those documented as
+ * thread-safe: api->complete, api->log, api->mprintf, api->strdup, api->free,
+ * api->strerror and api->filter_covers / topic_matches. A plugin that needs slow I/O
+ * (a remote user database, say) either keeps its answers in memory and refreshes
+ * them from a thread of its own, or (ABI 2) defers its decisions and completes them
+ * from that thread (see "Deferred decisions").
  *
  * ## Memory
  *
@@ -84,8 +121,22 @@ extern "C" {
 
 /* The ABI version this header describes. Bumped only for incompatible changes;
  * compatible additions (new events, new trailing fields, new host functions) keep
- * the number. Since: 1. */
-#define MQGATE_PLUGIN_ABI_VERSION 1
+ * the number. Version 2 changed what decision callbacks return (enum mqgate_verdict).
+ * Since: 1. */
+#define MQGATE_PLUGIN_ABI_VERSION 2
+
+/* Marks a symbol the broker must find in the plugin (mqgate_plugin_version,
+ * mqgate_plugin_init, mqgate_plugin_shutdown): plugins built with
+ * -fvisibility=hidden (a good idea) load only if their exports carry it. Write
+ * `MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(...)`. MQGATE_PLUGIN_DECLARE_VERSION
+ * uses it. Since: 2 (harmless for ABI 1 plugins too). */
+#if defined(_WIN32)
+#define MQGATE_PLUGIN_EXPORT __declspec(dllexport)
+#elif defined(__GNUC__)
+#define MQGATE_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define MQGATE_PLUGIN_EXPORT
+#endif
 
 /* ------------------------------------------------------------------------------ */
 /* Return codes of plugin and host functions (0 or negative)                       */
@@ -113,19 +164,42 @@ enum mqgate_error {
 /* Decisions (returned by AUTHENTICATE and AUTHORIZE callbacks)                     */
 /* ------------------------------------------------------------------------------ */
 
-/* Kept apart from the error codes above. A zero return ("nothing to say") abstains.
- * Since: 1. */
+/* What ABI 1 decision callbacks return. A zero return (also MQGATE_OK) abstains.
+ * Since: 1; ABI 2 plugins return an enum mqgate_verdict instead. */
 enum mqgate_decision {
   MQGATE_DECISION_ABSTAIN = 0, /* no opinion: let the other plugins decide */
   MQGATE_DECISION_ALLOW = 1,   /* this plugin allows it */
   MQGATE_DECISION_DENY = 2     /* this plugin refuses it (final: any deny denies) */
 };
 
+/* What ABI 2 decision callbacks (AUTHENTICATE, AUTHORIZE) return, and what
+ * api->complete takes. No value is 0 or negative, so an error code or MQGATE_OK
+ * returned by mistake is not read as a decision (it is treated as DENY and logged).
+ * Since: 2. */
+enum mqgate_verdict {
+  MQGATE_VERDICT_ABSTAIN = 16, /* no opinion: let the other plugins decide */
+  MQGATE_VERDICT_ALLOW = 17,   /* this plugin allows it */
+  MQGATE_VERDICT_DENY = 18,    /* this plugin refuses it (any deny denies) */
+  MQGATE_VERDICT_DEFER = 19    /* answered later through api->complete; only after
+                                  api->defer() returned a token during this call */
+};
+
 /* What an AUTHORIZE event asks about. Since: 1. */
 enum mqgate_action {
-  MQGATE_ACTION_PUBLISH = 1,  /* a PUBLISH, or a will about to be published */
-  MQGATE_ACTION_SUBSCRIBE = 2 /* a SUBSCRIBE filter, or a retained message about to be
-                                 delivered to a new subscriber (its topic name) */
+  MQGATE_ACTION_PUBLISH = 1,   /* a PUBLISH, or a will about to be published */
+  MQGATE_ACTION_SUBSCRIBE = 2, /* a SUBSCRIBE filter. ABI 1 plugins also get this for a
+                                  retained message about to be delivered to a new
+                                  subscriber (its topic name, retain = 1) */
+  MQGATE_ACTION_RECEIVE = 3    /* since 2: a retained message about to be delivered to a
+                                  client that subscribed (`topic` is the message's topic
+                                  name, `filter` the subscription); ABI 2 plugins only */
+};
+
+/* CONNACK return codes a plugin may choose for a denied client (api->complete's
+ * `connack_code`, mqgate_evt_authenticate's `connack_code`). Since: 2. */
+enum mqgate_connack_code {
+  MQGATE_CONNACK_BAD_CREDENTIALS = 4, /* bad user name or password */
+  MQGATE_CONNACK_NOT_AUTHORIZED = 5   /* not authorised (the default) */
 };
 
 /* Log levels for api->log. Since: 1. */
@@ -173,6 +247,10 @@ typedef struct mqgate_client mqgate_client;
 /* The instance's options: its TOML table minus the keys the host uses (`module`,
  * `path`). Read them with the api->opt_* functions. Valid during init and reload. */
 typedef struct mqgate_options mqgate_options;
+
+/* A decision the plugin owes (ABI 2): from api->defer(), until api->complete().
+ * Since: 2. */
+typedef struct mqgate_deferred mqgate_deferred;
 
 /* ------------------------------------------------------------------------------ */
 /* Helpers                                                                         */
@@ -226,7 +304,8 @@ typedef struct mqgate_evt_authenticate {
                                  client_id_generated is 1 and the final decision is
                                  ALLOW; allocate with api->mprintf/strdup */
   char *identity;             /* out, optional (since broker 0.2; the first reserved
-                                 slot of ABI 1, so older hosts ignore it): the stable
+                                 slot of ABI 1, so older hosts ignore it). Also ABI 1
+                                 plugins may set it. The stable
                                  identity this plugin vouches for, e.g. a username or a
                                  certificate's subject. A persistent session belongs
                                  to the identity that created it: a client with the
@@ -238,11 +317,24 @@ typedef struct mqgate_evt_authenticate {
                                  "<listener's auth plugins>:user:<username>" or
                                  "<listener's auth plugins>:anonymous". At most 131072
                                  bytes of UTF-8; allocate with api->mprintf/strdup */
-  void *reserved[3];          /* zero; for future use */
+  /* --- since ABI 2 (ABI 1 plugins get a struct_size of
+   * MQGATE_EVT_AUTHENTICATE_SIZE_V1; these overlay ABI 1's reserved slots, zero) --- */
+  int clean_session;          /* the CONNECT's clean-session flag (0 or 1) */
+  int connack_code;           /* out, optional: on DENY, the CONNACK return code, an
+                                 enum mqgate_connack_code; 0 (or any other value)
+                                 means MQGATE_CONNACK_NOT_AUTHORIZED. The first
+                                 denying plugin's choice is sent */
+  void *reserved[4];          /* zero; for future out fields (see "Reserved fields") */
 } mqgate_evt_authenticate;
 
-/* MQGATE_EVT_AUTHORIZE: a connected client wants to publish or subscribe. Return a
- * decision. Since: 1. */
+/* sizeof(mqgate_evt_authenticate) in ABI 1 (the struct up to `identity`, then three
+ * reserved pointers). Since: 2. */
+#define MQGATE_EVT_AUTHENTICATE_SIZE_V1 \
+  (offsetof(mqgate_evt_authenticate, identity) + 4 * sizeof(void *))
+
+/* MQGATE_EVT_AUTHORIZE: a connected client wants to publish or subscribe, or (ABI 2,
+ * MQGATE_ACTION_RECEIVE) is about to be sent a retained message. Return a decision
+ * (ABI 1) or a verdict (ABI 2). Since: 1. */
 typedef struct mqgate_evt_authorize {
   uint32_t struct_size;  /* sizeof this struct as the host built it */
   mqgate_client *client; /* who */
@@ -253,8 +345,16 @@ typedef struct mqgate_evt_authorize {
   int qos;               /* 0, 1 or 2: the message's QoS, or the requested QoS */
   int retain;            /* 1 if a retained publish or a retained delivery */
   char *reason;          /* out, optional: why (logged); allocate with api->mprintf */
-  void *reserved[4];     /* zero; for future use */
+  /* --- since ABI 2 (ABI 1 plugins get MQGATE_EVT_AUTHORIZE_SIZE_V1) --- */
+  const char *filter;    /* MQGATE_ACTION_RECEIVE: the subscription's filter that
+                            matched `topic`; NULL for the other actions */
+  int deferrable;        /* 1 if this call may return MQGATE_VERDICT_DEFER (a client's
+                            PUBLISH or SUBSCRIBE; not a will, not a RECEIVE) */
+  void *reserved[4];     /* zero; for future out fields (see "Reserved fields") */
 } mqgate_evt_authorize;
+
+/* sizeof(mqgate_evt_authorize) in ABI 1. Since: 2. */
+#define MQGATE_EVT_AUTHORIZE_SIZE_V1 (offsetof(mqgate_evt_authorize, filter) + 4 * sizeof(void *))
 
 /* MQGATE_EVT_CONNECTED: CONNACK 0 was sent. Since: 1. */
 typedef struct mqgate_evt_connected {
@@ -292,8 +392,24 @@ typedef struct mqgate_evt_tick {
 
 /* The callback for every event. `event` is an enum mqgate_event, `event_data` points
  * to that event's struct, `instance` is what init stored in *instance. Returns a
- * decision (AUTHENTICATE, AUTHORIZE) or MQGATE_OK / an error code (others). */
+ * decision (ABI 1) or a verdict (ABI 2) for AUTHENTICATE and AUTHORIZE, MQGATE_OK / an
+ * error code for the others. */
 typedef int (*mqgate_event_cb)(int event, void *event_data, void *instance);
+
+/* What api->complete takes: the deferred decision. Strings are copied by the host
+ * before complete returns (they need not come from api->mprintf). Since: 2. */
+typedef struct mqgate_completion {
+  uint32_t struct_size;         /* sizeof(mqgate_completion) */
+  int verdict;                  /* MQGATE_VERDICT_ALLOW, _DENY or _ABSTAIN */
+  const char *reason;           /* optional: why (logged); NULL for none */
+  const char *identity;         /* AUTHENTICATE only, optional: as the event's
+                                   `identity` */
+  const char *assign_client_id; /* AUTHENTICATE only, optional: as the event's
+                                   `assign_client_id` */
+  int connack_code;             /* AUTHENTICATE DENY only, optional: as the event's
+                                   `connack_code` */
+  void *reserved[4];            /* zero */
+} mqgate_completion;
 
 /* ------------------------------------------------------------------------------ */
 /* Host API: services the broker offers, passed to init                            */
@@ -313,7 +429,7 @@ typedef struct mqgate_host_api {
   int (*register_event)(mqgate_plugin *plugin, int event, mqgate_event_cb cb);
 
   /* Writes one line to the broker's log at `level` (enum mqgate_log_level), tagged
-   * with the plugin instance's name. printf-style. Never log secrets. */
+   * with the plugin instance's name. printf-style. Never log secrets. Thread-safe. */
   void (*log)(mqgate_plugin *plugin, int level, const char *format, ...)
 #if defined(__GNUC__)
       __attribute__((format(printf, 3, 4)))
@@ -364,8 +480,10 @@ typedef struct mqgate_host_api {
    * *count to 0 (and returns NULL) for a client without one. */
   const mqgate_cert *(*client_peer_chain)(const mqgate_client *client, size_t *count);
   /* Attaches plugin data to a client, one slot per plugin instance. `free_fn` (may be
-   * NULL) is called with `data` when the client goes away (after its DISCONNECTED
-   * event, and always before this instance's shutdown) or when the slot is set again.
+   * NULL) is called with `data` when the slot is set again, and when the client goes
+   * away: right after its DISCONNECTED event returns for a client that was connected,
+   * when the connection is gone for one that never was (refused, or closed during
+   * authentication) -- in every case before this instance's shutdown.
    * Returns MQGATE_OK, or MQGATE_ERR_NOMEM / MQGATE_ERR_INVALID, in which case `data`
    * stays the plugin's to free. */
   int (*client_set_data)(mqgate_client *client, mqgate_plugin *plugin, void *data,
@@ -383,6 +501,45 @@ typedef struct mqgate_host_api {
    * `identity`, with the host's instance prefix), e.g. "certauth:x509:...". Valid
    * from the CONNECTED event until DISCONNECTED returns; NULL before. */
   const char *(*client_identity)(const mqgate_client *client);
+
+  /* --- since ABI 2: every broker that agrees ABI 2 with a plugin has all of these;
+   * ABI 1 plugins built against this header check MQGATE_API_HAS first --- */
+
+  /* Inside an AUTHENTICATE callback, or an AUTHORIZE callback whose event has
+   * `deferrable` 1: returns a token for answering later, after which the callback
+   * returns MQGATE_VERDICT_DEFER. NULL when called anywhere else (the callback must
+   * then decide now). One token per call; calling it twice in a call returns NULL. */
+  mqgate_deferred *(*defer)(mqgate_plugin *plugin);
+  /* Answers a deferred decision. Thread-safe: call from any thread, exactly once per
+   * token, also when the client has gone meanwhile or the decision timed out (the host
+   * then ignores it). The token is invalid when this returns. Returns MQGATE_OK,
+   * MQGATE_ERR_INVALID (NULL arguments, a verdict other than ALLOW/DENY/ABSTAIN, a
+   * token completed before; the decision counts as DENY), or MQGATE_ERR_UNSUPPORTED
+   * (the broker is shutting down). */
+  int (*complete)(mqgate_deferred *token, const mqgate_completion *completion);
+  /* Asks the broker to close a connected client (a revoked credential, say): the close
+   * happens soon after, on the loop, not inside this call, so it is safe from any
+   * callback (including the client's own events); the client's DISCONNECTED event
+   * follows with `reason`. Returns MQGATE_OK, or MQGATE_ERR_INVALID. */
+  int (*disconnect)(mqgate_plugin *plugin, mqgate_client *client, const char *reason);
+  /* The client's protocol level (4 for MQTT 3.1.1, 3 for 3.1; 0 before CONNECT) and
+   * clean-session flag (0 or 1). */
+  int (*client_protocol_level)(const mqgate_client *client);
+  int (*client_clean_session)(const mqgate_client *client);
+  /* The TLS version ("TLSv1.3") and cipher suite of the client's connection; NULL on
+   * a plain connection. Valid like the client handle. */
+  const char *(*client_tls_version)(const mqgate_client *client);
+  const char *(*client_tls_cipher)(const mqgate_client *client);
+  /* 1 if every topic name `filter` can match is also matched by `pattern` (both MQTT
+   * topic filters), else 0 (also when either is not a valid filter). Level by level:
+   * '#' in `pattern` covers the rest (including the parent level: "a/#" covers "a"),
+   * '+' covers any one level (a literal or a '+' in `filter`, not a '#'), a literal
+   * covers only itself. A '#' in `filter` needs a '#' in `pattern` at or before that
+   * level. Topics starting with '$': a pattern starting with a wildcard does not cover
+   * a filter starting with '$' (and a filter starting with a wildcard matches no '$'
+   * topic), as in topic_matches. Use it to decide a SUBSCRIBE against an ACL pattern:
+   * `filter_covers(acl, requested_filter)`. Thread-safe. */
+  int (*filter_covers)(const char *pattern, const char *filter);
 } mqgate_host_api;
 
 /* ------------------------------------------------------------------------------ */
@@ -392,7 +549,7 @@ typedef struct mqgate_host_api {
 /* Required. The broker offers the ABI versions it can host (`supported`, newest
  * first); return the one you were built for, or -1 if none is. Use
  * MQGATE_PLUGIN_DECLARE_VERSION() instead of writing it by hand. */
-int mqgate_plugin_version(int supported_count, const int *supported);
+MQGATE_PLUGIN_EXPORT int mqgate_plugin_version(int supported_count, const int *supported);
 
 /* Required. Create an instance: read `options` through `api`, register callbacks with
  * api->register_event(plugin, ...), and store your state in *instance (it is passed
@@ -401,19 +558,27 @@ int mqgate_plugin_version(int supported_count, const int *supported);
  * what it should be; the broker then unregisters your callbacks, calls no shutdown
  * for this instance, and stops with your message. `api` stays valid until shutdown
  * returns: keep the pointer. */
-int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_host_api *api,
-                       const mqgate_options *options, void **instance, char **errmsg);
+MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin,
+                                            const mqgate_host_api *api,
+                                            const mqgate_options *options, void **instance,
+                                            char **errmsg);
 
 /* Defined by MQGATE_PLUGIN_DECLARE_VERSION(): the ABI version the plugin was built
  * for, so the broker can name it when it has to refuse the plugin. */
-extern const int mqgate_plugin_abi_version;
+MQGATE_PLUGIN_EXPORT extern const int mqgate_plugin_abi_version;
 
 /* Optional. Free the instance's state; called once per successful init, when the
- * broker stops. No callback runs after it. */
-void mqgate_plugin_shutdown(void *instance);
+ * broker stops. No callback runs after it. A plugin with threads that complete
+ * deferred decisions stops and joins them here. */
+MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance);
 
 /* Defines mqgate_plugin_version() for a plugin built for ABI version `v`, and a data
- * symbol the broker reads to explain a mismatch. Use once, at file scope. */
+ * symbol the broker reads to explain a mismatch. Use once, at file scope. Both are
+ * exported (their declarations above carry MQGATE_PLUGIN_EXPORT), also under
+ * -fvisibility=hidden. Pass the version your code is written for as a number, e.g.
+ * MQGATE_PLUGIN_DECLARE_VERSION(2): MQGATE_PLUGIN_ABI_VERSION changes when you rebuild
+ * against a newer header, and an ABI 1 plugin rebuilt as ABI 2 would return ABI 1
+ * decisions where ABI 2 expects verdicts. */
 #define MQGATE_PLUGIN_DECLARE_VERSION(v)                                      \
   const int mqgate_plugin_abi_version = (v);                                  \
   int mqgate_plugin_version(int supported_count, const int *supported) {      \

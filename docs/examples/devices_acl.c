@@ -18,7 +18,7 @@
 #include <string.h>
 
 /* Tells the broker which ABI this plugin was built for. */
-MQGATE_PLUGIN_DECLARE_VERSION(MQGATE_PLUGIN_ABI_VERSION)
+MQGATE_PLUGIN_DECLARE_VERSION(1) /* written for ABI 1; the broker hosts 2 and 1 */
 
 /* Per-instance state: two [plugins.*] tables using this .so get two of these. */
 typedef struct devices_acl {

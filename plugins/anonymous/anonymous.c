@@ -16,7 +16,7 @@
 
 #include "mqgate_plugin.h"
 
-MQGATE_PLUGIN_DECLARE_VERSION(1)
+MQGATE_PLUGIN_DECLARE_VERSION(2)
 
 typedef struct anonymous_instance {
   const mqgate_host_api *api;
@@ -55,10 +55,10 @@ static int on_event(int event, void *event_data, void *instance) {
   anonymous_instance *self = (anonymous_instance *)instance;
   if (event == MQGATE_EVT_AUTHENTICATE) {
     mqgate_evt_authenticate *evt = (mqgate_evt_authenticate *)event_data;
-    if (self->allow_anonymous) return MQGATE_DECISION_ALLOW;
-    if (evt->username != NULL) return MQGATE_DECISION_ALLOW;
+    if (self->allow_anonymous) return MQGATE_VERDICT_ALLOW;
+    if (evt->username != NULL) return MQGATE_VERDICT_ALLOW;
     evt->reason = self->api->strdup("no username and allow_anonymous is false");
-    return MQGATE_DECISION_DENY;
+    return MQGATE_VERDICT_DENY;
   }
   if (event == MQGATE_EVT_RELOAD) {
     mqgate_evt_reload *evt = (mqgate_evt_reload *)event_data;
@@ -71,7 +71,7 @@ static int on_event(int event, void *event_data, void *instance) {
   return MQGATE_OK;
 }
 
-int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_host_api *api,
+MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_host_api *api,
                        const mqgate_options *options, void **instance, char **errmsg) {
   anonymous_instance *self;
   int allow = 0;
@@ -88,4 +88,4 @@ int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_host_api *api,
   return MQGATE_OK;
 }
 
-void mqgate_plugin_shutdown(void *instance) { free(instance); }
+MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance) { free(instance); }

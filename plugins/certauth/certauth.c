@@ -12,7 +12,7 @@
  * equals the MQTT client id exactly; every URI of the certificate is looked at. No
  * certificate, no subjectAltName, no URI, no URI of that form or no matching id: DENY
  * with a reason. AUTHORIZE: for the clients this instance authenticated, and only when
- * allowed_topics is set, publishes (and wills and retained deliveries) must match a
+ * allowed_topics is set, publishes (and wills and retained deliveries: ABI 2's RECEIVE) must match a
  * pattern and subscriptions must be covered by one. RELOAD: all options are re-read;
  * a bad set is refused and the old one kept.
  *
@@ -30,7 +30,7 @@
 
 #include "mqgate_plugin.h"
 
-MQGATE_PLUGIN_DECLARE_VERSION(1)
+MQGATE_PLUGIN_DECLARE_VERSION(2)
 
 /* ------------------------------------------------------------------------------ */
 /* Bounded text for reasons and error messages                                     */
@@ -595,8 +595,8 @@ static int remember_device(const certauth* self, mqgate_client* client, span id)
   if (copy == NULL) return -1;
   memcpy(copy, id.p, id.len);
   copy[id.len] = '\0';
-  /* libc's free, not a function of this .so: the host may free client data after the
-   * plugin is unloaded. */
+  /* libc's free: the host calls it when the client goes away, always before this
+   * instance's shutdown (see client_set_data in mqgate_plugin.h). */
   if (self->api->client_set_data(client, self->plugin, copy, free) != MQGATE_OK) {
     free(copy);
     return -1;
@@ -864,7 +864,7 @@ static int on_authorize(const certauth* self, mqgate_evt_authorize* evt) {
   if (evt->action == MQGATE_ACTION_PUBLISH) {
     as_filter = 0;
     what = "may not publish to this topic: it matches no pattern of allowed_topics";
-  } else if (evt->action == MQGATE_ACTION_SUBSCRIBE && evt->retain) {
+  } else if (evt->action == MQGATE_ACTION_RECEIVE) {
     as_filter = 0;
     what =
         "may not receive retained messages of this topic: it matches no pattern of allowed_topics";
@@ -909,11 +909,24 @@ static int on_authorize(const certauth* self, mqgate_evt_authorize* evt) {
 /* Events, init, shutdown                                                          */
 /* ------------------------------------------------------------------------------ */
 
+/* The decisions above, as ABI 2 verdicts. */
+static int verdict(int decision) {
+  switch (decision) {
+    case MQGATE_DECISION_ALLOW:
+      return MQGATE_VERDICT_ALLOW;
+    case MQGATE_DECISION_ABSTAIN:
+      return MQGATE_VERDICT_ABSTAIN;
+    default:
+      return MQGATE_VERDICT_DENY;
+  }
+}
+
 static int on_event(int event, void* event_data, void* instance) {
   certauth* self = (certauth*)instance;
   if (event == MQGATE_EVT_AUTHENTICATE)
-    return on_authenticate(self, (mqgate_evt_authenticate*)event_data);
-  if (event == MQGATE_EVT_AUTHORIZE) return on_authorize(self, (mqgate_evt_authorize*)event_data);
+    return verdict(on_authenticate(self, (mqgate_evt_authenticate*)event_data));
+  if (event == MQGATE_EVT_AUTHORIZE)
+    return verdict(on_authorize(self, (mqgate_evt_authorize*)event_data));
   if (event == MQGATE_EVT_RELOAD) {
     mqgate_evt_reload* evt = (mqgate_evt_reload*)event_data;
     certauth_config* next = NULL;
@@ -927,7 +940,7 @@ static int on_event(int event, void* event_data, void* instance) {
   return MQGATE_OK;
 }
 
-int mqgate_plugin_init(mqgate_plugin* plugin, const mqgate_host_api* api,
+MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin* plugin, const mqgate_host_api* api,
                        const mqgate_options* options, void** instance, char** errmsg) {
   certauth* self;
   certauth_config* cfg = NULL;
@@ -954,7 +967,7 @@ int mqgate_plugin_init(mqgate_plugin* plugin, const mqgate_host_api* api,
   return MQGATE_OK;
 }
 
-void mqgate_plugin_shutdown(void* instance) {
+MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void* instance) {
   certauth* self = (certauth*)instance;
   if (self == NULL) return;
   config_free(self->cfg);

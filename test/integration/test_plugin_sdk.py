@@ -9,11 +9,13 @@ import subprocess
 import tempfile
 import unittest
 
+import mqtt_raw as r
 from brokers import PahoClient
 from mqgate_test import BUILD_DIR, SOURCE_DIR, Broker
 
 HEADER = os.path.join(SOURCE_DIR, "plugins", "mqgate_plugin.h")
 EXAMPLE = os.path.join(SOURCE_DIR, "docs", "examples", "devices_acl.c")
+SLOW_EXAMPLE = os.path.join(SOURCE_DIR, "docs", "examples", "slow_lookup.c")
 
 
 def run(cmd, **kw):
@@ -49,7 +51,7 @@ class InstalledSdkTest(unittest.TestCase):
                                          "anonymous.so"), recursive=True)
         self.assertEqual(len(plugins), 1, "anonymous.so not under lib/.../mqgate/plugins")
         self.assertTrue(self.pkg_config("--variable=plugindir").endswith("/mqgate/plugins"))
-        self.assertEqual(self.pkg_config("--variable=abi_version"), "1")
+        self.assertEqual(self.pkg_config("--variable=abi_version"), "2")
 
     def test_example_builds_out_of_tree_and_works(self):
         work = os.path.join(self.tmp, "example")
@@ -83,6 +85,38 @@ class InstalledSdkTest(unittest.TestCase):
                        r'plugin "devices_acl": may publish only under devices/sensor-7/')
             dev.disconnect()
             watcher.disconnect()
+        finally:
+            b.close()
+
+    def test_deferred_example_builds_out_of_tree_and_works(self):
+        """docs/examples/slow_lookup.c: ABI 2, hidden visibility, answers from a thread."""
+        work = os.path.join(self.tmp, "slow")
+        os.makedirs(work)
+        src = shutil.copy(SLOW_EXAMPLE, work)
+        so = os.path.join(work, "slow_lookup.so")
+        run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC",
+             "-fvisibility=hidden", "-pthread", *self.pkg_config("--cflags").split(), src, "-o", so],
+            cwd=work)
+        users = os.path.join(work, "users.txt")
+        with open(users, "w") as f:
+            f.write("alice\nbob\n")
+        b = Broker('log_level = "info"\n[listeners.default]\nbind = "127.0.0.1:0"\n'
+                   f'[plugins.slow_lookup]\npath = "{so}"\nusers_file = "{users}"\n'
+                   "delay_ms = 300\n")
+        try:
+            b.wait_log(r'plugin "slow_lookup" loaded from .* \(ABI 2\)')
+            alice = PahoClient("127.0.0.1", b.port(), "a1", username="alice", password="x")
+            self.assertEqual(alice.connect()[0], 0)
+            for cid, user, code in (("m1", "mallory", 4),  # bad user name or password
+                                    ("n1", None, 5)):      # abstained, nobody else allowed
+                raw = r.RawClient(b.port())
+                try:
+                    self.assertEqual(raw.connect(cid, username=user).return_code, code)
+                finally:
+                    raw.close()
+            b.wait_log(r'client="m1" .*refused \(CONNACK 4\): not authorised: plugin "slow_lookup": '
+                       r"unknown user")
+            alice.disconnect()
         finally:
             b.close()
 

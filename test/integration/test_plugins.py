@@ -109,7 +109,7 @@ class LoaderFailureTest(BrokerTestCase):
     def test_abi_version_mismatch(self):
         self.check_refused(f'[plugins.old]\npath = "{test_plugin("bad_version")}"\n',
                            r'plugin "old" \(.*bad_version\.so\): plugin ABI version mismatch: the '
-                           r'plugin was built for version 99, this broker hosts version 1')
+                           r'plugin was built for version 99, this broker hosts versions 2, 1')
 
     def test_init_error_message(self):
         self.check_refused(scripted("failing", fail_init=True),
@@ -203,6 +203,12 @@ class ChainTest(BrokerTestCase):
     def test_all_abstain_reason(self):
         connack(self.broker.port("abstain_abstain"), "nobody")
         self.broker.wait_log(r'client="nobody" .*no plugin allowed the client \(all abstained\)')
+
+    def test_abi1_plugin_gets_the_abi1_host_table(self):
+        log = self.broker.log()
+        self.assertIn('plugin "allow1" loaded from', log)
+        self.assertRegex(log, r"scripted allow1: abi=1 api_has_identity=1 api_has_defer=0")
+        self.assertRegex(log, r'plugin "allow1" loaded from .*scripted\.so \(ABI 1\)')
 
     def test_listener_without_auth_plugin_is_warned_about(self):
         self.assertRegex(self.broker.log(),

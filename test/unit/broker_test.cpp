@@ -506,3 +506,86 @@ TEST_CASE("retained messages for a wide filter come in slices paced by the clien
   gone->close("network error");
   CHECK_FALSE(f.broker->has_work());
 }
+
+namespace {
+// Defers every CONNECT, PUBLISH and SUBSCRIBE filter; the test decides through the sink.
+struct DeferringHooks final : AuthHooks {
+  AuthResult pending() {
+    AuthResult r;
+    r.pending = true;
+    ++asked;
+    return r;
+  }
+  AuthResult authenticate(const Client&, const codec::Connect&) override { return pending(); }
+  AuthResult authorize(const Client&, std::string_view, AuthAction, uint8_t, bool) override {
+    return {};
+  }
+  AuthResult check(const Client&, const AuthRequest& r) override {
+    return r.may_defer ? pending() : AuthResult{};
+  }
+  void forget(const Client&) override { ++forgotten; }
+  void decide(const Client& c, AuthResult r) { sink_(c, std::move(r)); }
+  void on_connected(const Client&, bool) override {}
+  void on_disconnected(const Client&, const char*) override {}
+  int asked = 0, forgotten = 0;
+};
+}  // namespace
+
+TEST_CASE(
+    "deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials deny, PUBACK and SUBACK "
+    "wait") {
+  DeferringHooks hooks;
+  Fixture f({}, &hooks);
+  FakeClient c(*f.broker, &f.listener);
+  c.feed(connect_packet("later"));
+  CHECK(c.take().empty());
+  CHECK(f.broker->awaiting_decision(c));
+  hooks.decide(c, AuthResult{});
+  auto out = c.take();
+  CHECK(connack_code(out) == 0);
+  CHECK_FALSE(f.broker->awaiting_decision(c));
+
+  c.feed(publish_packet("t", "x", 1, false, 9));
+  CHECK(c.take().empty());
+  hooks.decide(c, AuthResult::deny("no"));
+  out = c.take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kPuback);
+  CHECK(f.broker->stats().publish_denied == 1);
+
+  c.feed(subscribe_packet(3, {{"a", 1}, {"b", 0}}));
+  CHECK(c.take().empty());
+  hooks.decide(c, AuthResult{});  // "a" granted; "b" is asked next
+  CHECK(c.take().empty());
+  hooks.decide(c, AuthResult::deny("not b"));
+  out = c.take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].body == std::string("\x00\x03\x01\x80", 4));
+
+  FakeClient bad(*f.broker, &f.listener);
+  bad.feed(connect_packet("bad"));
+  AuthResult deny = AuthResult::deny("unknown user");
+  deny.connack_code = 4;
+  hooks.decide(bad, deny);
+  out = bad.take();
+  CHECK(connack_code(out) == 4);
+  CHECK(bad.closed);
+
+  FakeClient gone(*f.broker, &f.listener);
+  gone.feed(connect_packet("gone"));
+  const int before = hooks.forgotten;
+  gone.close("went away");
+  CHECK(hooks.forgotten == before + 1);
+  CHECK_FALSE(f.broker->awaiting_decision(gone));
+  hooks.decide(gone, AuthResult{});  // too late: ignored
+  CHECK(gone.take().empty());
+}
+
+TEST_CASE("deferred decisions: a transport that does not hold input gets its client closed") {
+  DeferringHooks hooks;
+  Fixture f({}, &hooks);
+  FakeClient c(*f.broker, &f.listener);  // FakeClient ignores hold()
+  c.feed(connect_packet("eager") + connect_packet("eager"));
+  CHECK(c.closed);
+  CHECK(c.close_reason == "internal error: input not held");
+}

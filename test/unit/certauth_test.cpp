@@ -1,15 +1,10 @@
 // The certauth plugin (plugins/certauth/certauth.c), loaded as the built certauth.so by
 // the real PluginHost from a parsed configuration, and asked about fake clients that
-// carry a TLS peer chain. Certificates are made here at run time, with mbedTLS's
-// x509write (any subjectAltName we like, as raw DER) and, for one case, with the openssl
-// command line in a temporary directory; nothing is written to the source tree.
+// carry a TLS peer chain. Certificates are made at run time by test/lib/x509_builder
+// (mbedTLS's x509write, any subjectAltName we like, as raw DER) and, for one case, with
+// the openssl command line in a temporary directory; nothing is written to the source
+// tree.
 #include <doctest/doctest.h>
-#include <mbedtls/ctr_drbg.h>
-#include <mbedtls/ecp.h>
-#include <mbedtls/entropy.h>
-#include <mbedtls/oid.h>
-#include <mbedtls/pk.h>
-#include <mbedtls/x509_crt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../lib/x509_builder.hpp"
 #include "broker.hpp"
 #include "config.hpp"
 #include "fake_client.hpp"
@@ -30,128 +26,14 @@
 using namespace mqgate;
 using namespace mqgate::test;
 using codec::PacketType;
+using namespace mqgate::test::x509;
 
 namespace {
 
 constexpr const char* kDomain = "my.domain.name";
 
-// --- DER for subjectAltName values --------------------------------------------------
-
-std::string der_length(size_t n) {
-  if (n < 0x80) return std::string(1, static_cast<char>(n));
-  std::string bytes;
-  while (n > 0) {
-    bytes.insert(bytes.begin(), static_cast<char>(n & 0xff));
-    n >>= 8;
-  }
-  return std::string(1, static_cast<char>(0x80 | bytes.size())) + bytes;
-}
-
-std::string tlv(uint8_t tag, std::string_view value) {
-  return std::string(1, static_cast<char>(tag)) + der_length(value.size()) + std::string(value);
-}
-
-std::string uri(std::string_view s) {
-  return tlv(0x86, s);
-}  // [6] uniformResourceIdentifier
-std::string dns(std::string_view s) {
-  return tlv(0x82, s);
-}  // [2] dNSName
-std::string email(std::string_view s) {
-  return tlv(0x81, s);
-}  // [1] rfc822Name
-std::string ipv4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {  // [7] iPAddress
-  const char raw[4] = {static_cast<char>(a), static_cast<char>(b), static_cast<char>(c),
-                       static_cast<char>(d)};
-  return tlv(0x87, std::string_view(raw, 4));
-}
-
-// GeneralNames ::= SEQUENCE OF GeneralName
-std::string san(const std::vector<std::string>& names) {
-  std::string all;
-  for (const auto& n : names)
-    all += n;
-  return tlv(0x30, all);
-}
-
 std::string device_uri(std::string_view id, std::string_view domain = kDomain) {
   return "spiffe://" + std::string(domain) + "/device/" + std::string(id);
-}
-
-// --- certificates ---------------------------------------------------------------------
-
-// One EC P-256 key for the whole run; every certificate is "signed" with it (certauth
-// does not verify signatures: TLS did that before the plugin runs).
-class CertMaker {
- public:
-  static CertMaker& get() {
-    static CertMaker maker;
-    return maker;
-  }
-
-  // A v3 certificate with the given subjectAltName extension value (none if empty).
-  // `version` 1 makes a v1 certificate, which has no extensions at all.
-  std::string make(const std::string& san_value, const std::string& cn = "device",
-                   int version = 3) {
-    mbedtls_x509write_cert w;
-    mbedtls_x509write_crt_init(&w);
-    mbedtls_x509write_crt_set_version(
-        &w, version == 1 ? MBEDTLS_X509_CRT_VERSION_1 : MBEDTLS_X509_CRT_VERSION_3);
-    mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
-    mbedtls_x509write_crt_set_subject_key(&w, &key_);
-    mbedtls_x509write_crt_set_issuer_key(&w, &key_);
-    REQUIRE(mbedtls_x509write_crt_set_subject_name(&w, ("C=US,O=mqgate tests,CN=" + cn).c_str()) ==
-            0);
-    REQUIRE(mbedtls_x509write_crt_set_issuer_name(&w, "C=US,O=mqgate tests,CN=certauth test CA") ==
-            0);
-    mbedtls_mpi serial;
-    mbedtls_mpi_init(&serial);
-    REQUIRE(mbedtls_mpi_lset(&serial, ++serial_) == 0);
-    REQUIRE(mbedtls_x509write_crt_set_serial(&w, &serial) == 0);
-    mbedtls_mpi_free(&serial);
-    REQUIRE(mbedtls_x509write_crt_set_validity(&w, "20250101000000", "20450101000000") == 0);
-    REQUIRE(mbedtls_x509write_crt_set_basic_constraints(&w, 0, -1) == 0);
-    if (!san_value.empty()) {
-      REQUIRE(mbedtls_x509write_crt_set_extension(
-                  &w, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME),
-                  0, reinterpret_cast<const unsigned char*>(san_value.data()),
-                  san_value.size()) == 0);
-    }
-    std::vector<unsigned char> buf(4096 + 2 * san_value.size());
-    const int n =
-        mbedtls_x509write_crt_der(&w, buf.data(), buf.size(), mbedtls_ctr_drbg_random, &drbg_);
-    mbedtls_x509write_crt_free(&w);
-    REQUIRE(n > 0);
-    return std::string(reinterpret_cast<const char*>(buf.data() + buf.size() - n),
-                       static_cast<size_t>(n));
-  }
-
- private:
-  CertMaker() {
-    mbedtls_pk_init(&key_);
-    mbedtls_entropy_init(&entropy_);
-    mbedtls_ctr_drbg_init(&drbg_);
-    const char pers[] = "certauth_test";
-    REQUIRE(mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_,
-                                  reinterpret_cast<const unsigned char*>(pers),
-                                  sizeof pers - 1) == 0);
-    REQUIRE(mbedtls_pk_setup(&key_, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) == 0);
-    REQUIRE(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key_),
-                                mbedtls_ctr_drbg_random, &drbg_) == 0);
-  }
-  ~CertMaker() {
-    mbedtls_pk_free(&key_);
-    mbedtls_ctr_drbg_free(&drbg_);
-    mbedtls_entropy_free(&entropy_);
-  }
-  mbedtls_pk_context key_;
-  mbedtls_entropy_context entropy_;
-  mbedtls_ctr_drbg_context drbg_;
-  int serial_ = 0;
-};
-
-std::string cert_with_san(const std::vector<std::string>& names, const std::string& cn = "device") {
-  return CertMaker::get().make(san(names), cn);
 }
 
 // What device_creds makes: URI spiffe://<domain>/device/<id> and DNS <id>.local.
@@ -251,7 +133,7 @@ struct Harness {
     return host.authorize(c, filter, AuthAction::kSubscribe, 0, false);
   }
   AuthResult retained(FakeClient& c, std::string_view topic) {
-    return host.authorize(c, topic, AuthAction::kSubscribe, 0, true);
+    return host.authorize(c, topic, AuthAction::kReceive, 0, true);
   }
 
   // A client that certauth let in as `id` (with its device certificate).
@@ -382,12 +264,12 @@ TEST_CASE("no TLS, or TLS without a client certificate, is denied") {
 
 TEST_CASE("a certificate without subjectAltName is denied") {
   Harness h(seed_config(kSeed));
-  AuthResult r = h.check(CertMaker::get().make(""), "dev1");
+  AuthResult r = h.check(make_cert(""), "dev1");
   CHECK_FALSE(r.allowed);
   CHECK(contains(r.reason, "client certificate has no subjectAltName"));
   CHECK(contains(r.reason, "expected URI \"spiffe://my.domain.name/device/dev1\""));
   // A v1 certificate has no extensions at all.
-  r = h.check(CertMaker::get().make("", "dev1", 1), "dev1");
+  r = h.check(make_cert("", "dev1", 1), "dev1");
   CHECK_FALSE(r.allowed);
   CHECK(contains(r.reason, "client certificate has no subjectAltName"));
 }
@@ -522,7 +404,7 @@ TEST_CASE("garbage, truncated and corrupted certificates are denied without cras
          {std::string("\x30\x00", 2), std::string("\x30\x02\x86\x05", 4),
           std::string("\x05\x00", 2), san({tlv(0xa6, uri(device_uri("dev1")))}),
           san({tlv(0x86, std::string(70000, 'a'))})}) {
-      AuthResult r = h.check(CertMaker::get().make(value), "dev1");
+      AuthResult r = h.check(make_cert(value), "dev1");
       CHECK_FALSE(r.allowed);
       CHECK_FALSE(r.reason.empty());
     }
@@ -564,7 +446,7 @@ TEST_CASE("garbage, truncated and corrupted certificates are denied without cras
         }
         if (tag == 0x86 && value == device_uri("dev1")) has_match = true;
       }
-      AuthResult r = h.check(CertMaker::get().make(tlv(0x30, names)), "dev1");
+      AuthResult r = h.check(make_cert(tlv(0x30, names)), "dev1");
       if (r.allowed) {
         ++allowed;
         CHECK(has_match);

@@ -1,8 +1,11 @@
-// Freezes the plugin ABI's binary layout (LP64): a change here breaks every plugin
-// built against an earlier header, so it must be a deliberate ABI version bump.
+// Freezes the plugin ABI's binary layout (LP64) by field offsets: a change here breaks
+// every plugin built against an earlier header, so it must be a deliberate ABI version
+// bump. Sizes are not frozen (structs grow at the end, see the header's "Reserved
+// fields and growth"); what ABI 1 plugins are given is (the *_SIZE_V1 constants).
 #include <doctest/doctest.h>
 
 #include <cstddef>
+#include <initializer_list>
 
 #include "mqgate_plugin.h"
 
@@ -30,9 +33,14 @@ FIELD_AT(mqgate_evt_authenticate, tls_version, 96);
 FIELD_AT(mqgate_evt_authenticate, tls_cipher, 104);
 FIELD_AT(mqgate_evt_authenticate, reason, 112);
 FIELD_AT(mqgate_evt_authenticate, assign_client_id, 120);
-FIELD_AT(mqgate_evt_authenticate, identity, 128);
-FIELD_AT(mqgate_evt_authenticate, reserved, 136);
-static_assert(sizeof(mqgate_evt_authenticate) == 160);
+FIELD_AT(mqgate_evt_authenticate, identity, 128);  // ABI 1's first reserved slot
+// ABI 1 ends here: identity, then reserved[3] (the host zeroes 136..159 for ABI 1).
+static_assert(MQGATE_EVT_AUTHENTICATE_SIZE_V1 == 160);
+// ABI 2.
+FIELD_AT(mqgate_evt_authenticate, clean_session, 136);
+FIELD_AT(mqgate_evt_authenticate, connack_code, 140);
+FIELD_AT(mqgate_evt_authenticate, reserved, 144);
+static_assert(sizeof(((mqgate_evt_authenticate*)0)->reserved) == 4 * sizeof(void*));
 
 FIELD_AT(mqgate_evt_authorize, client, 8);
 FIELD_AT(mqgate_evt_authorize, action, 16);
@@ -40,8 +48,19 @@ FIELD_AT(mqgate_evt_authorize, topic, 24);
 FIELD_AT(mqgate_evt_authorize, qos, 32);
 FIELD_AT(mqgate_evt_authorize, retain, 36);
 FIELD_AT(mqgate_evt_authorize, reason, 40);
-FIELD_AT(mqgate_evt_authorize, reserved, 48);
-static_assert(sizeof(mqgate_evt_authorize) == 80);
+static_assert(MQGATE_EVT_AUTHORIZE_SIZE_V1 == 80);  // ABI 1: reason, then reserved[4]
+// ABI 2.
+FIELD_AT(mqgate_evt_authorize, filter, 48);
+FIELD_AT(mqgate_evt_authorize, deferrable, 56);
+FIELD_AT(mqgate_evt_authorize, reserved, 64);
+
+FIELD_AT(mqgate_completion, struct_size, 0);
+FIELD_AT(mqgate_completion, verdict, 4);
+FIELD_AT(mqgate_completion, reason, 8);
+FIELD_AT(mqgate_completion, identity, 16);
+FIELD_AT(mqgate_completion, assign_client_id, 24);
+FIELD_AT(mqgate_completion, connack_code, 32);
+FIELD_AT(mqgate_completion, reserved, 40);
 
 FIELD_AT(mqgate_evt_connected, client, 8);
 FIELD_AT(mqgate_evt_connected, session_present, 16);
@@ -82,11 +101,26 @@ FIELD_AT(mqgate_host_api, client_peer_chain, 176);
 FIELD_AT(mqgate_host_api, client_set_data, 184);
 FIELD_AT(mqgate_host_api, client_get_data, 192);
 FIELD_AT(mqgate_host_api, topic_matches, 200);
-FIELD_AT(mqgate_host_api, client_identity, 208);
-static_assert(sizeof(mqgate_host_api) == 216);
+FIELD_AT(mqgate_host_api, client_identity, 208);  // the last member ABI 1 plugins get
+// ABI 2.
+FIELD_AT(mqgate_host_api, defer, 216);
+FIELD_AT(mqgate_host_api, complete, 224);
+FIELD_AT(mqgate_host_api, disconnect, 232);
+FIELD_AT(mqgate_host_api, client_protocol_level, 240);
+FIELD_AT(mqgate_host_api, client_clean_session, 248);
+FIELD_AT(mqgate_host_api, client_tls_version, 256);
+FIELD_AT(mqgate_host_api, client_tls_cipher, 264);
+FIELD_AT(mqgate_host_api, filter_covers, 272);
 
 TEST_CASE("enum values never change") {
-  CHECK(MQGATE_PLUGIN_ABI_VERSION == 1);
+  CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
+  CHECK(MQGATE_VERDICT_ABSTAIN == 16);
+  CHECK(MQGATE_VERDICT_ALLOW == 17);
+  CHECK(MQGATE_VERDICT_DENY == 18);
+  CHECK(MQGATE_VERDICT_DEFER == 19);
+  CHECK(MQGATE_ACTION_RECEIVE == 3);
+  CHECK(MQGATE_CONNACK_BAD_CREDENTIALS == 4);
+  CHECK(MQGATE_CONNACK_NOT_AUTHORIZED == 5);
   CHECK(MQGATE_DECISION_ABSTAIN == 0);
   CHECK(MQGATE_DECISION_ALLOW == 1);
   CHECK(MQGATE_DECISION_DENY == 2);
@@ -111,4 +145,25 @@ TEST_CASE("MQGATE_HAS_FIELD sees only what the struct size covers") {
   CHECK_FALSE(MQGATE_HAS_FIELD(&evt, mqgate_evt_authorize, reason));
   evt.struct_size = sizeof evt;
   CHECK(MQGATE_HAS_FIELD(&evt, mqgate_evt_authorize, reason));
+}
+
+TEST_CASE("verdicts are neither MQGATE_OK nor error codes nor ABI 1 decisions") {
+  for (int v :
+       {MQGATE_VERDICT_ABSTAIN, MQGATE_VERDICT_ALLOW, MQGATE_VERDICT_DENY, MQGATE_VERDICT_DEFER}) {
+    CHECK(v > MQGATE_DECISION_DENY);
+    CHECK(v != MQGATE_OK);
+  }
+}
+
+TEST_CASE("an ABI 1 plugin's struct size does not cover the ABI 2 fields") {
+  mqgate_evt_authenticate a{};
+  a.struct_size = MQGATE_EVT_AUTHENTICATE_SIZE_V1;
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, identity));
+  a.struct_size = sizeof a;
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, connack_code));
+  mqgate_evt_authorize z{};
+  z.struct_size = MQGATE_EVT_AUTHORIZE_SIZE_V1;
+  CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, reason));
+  z.struct_size = sizeof z;
+  CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, deferrable));
 }
