@@ -584,8 +584,12 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
     u = acl->nusers ? bsearch(&key, acl->users, acl->nusers, sizeof key, cmp_user) : NULL;
     if (u) list = &u->rules;
   }
-  /* a user-list deny does not stop a pattern from granting (Mosquitto 2.0) */
-  if (list && check_list(list, topic, access) == ALLOW) return 1;
+  /* Mosquitto 2.0: the client's own list first, where a deny is final; if it neither
+   * allows nor denies, the patterns */
+  if (list) {
+    int r = check_list(list, topic, access);
+    if (r != NO_MATCH) return r == ALLOW;
+  }
   if (acl->patterns.n == 0) return 0;
   return check_patterns(acl, username, client_id, identity, topic, access) == ALLOW;
 }

@@ -144,7 +144,12 @@ int pw_hash_parse(const char* text, size_t len, pw_hash* out, char* err, size_t 
     size_t hlen = flen[want - 1];
     if (slen > (PW_MAX_SALT_BYTES * 4 + 2) / 3 + 2 ||
         b64_decode(salt, slen, out->salt, sizeof out->salt, &olen) != 0 || olen == 0) {
-      set_err(err, errlen, "bad base64 salt (1 to %u bytes)", PW_MAX_SALT_BYTES);
+      set_err(err, errlen, "bad base64 salt");
+      return -1;
+    }
+    if (olen != PW_SALT_BYTES) {
+      /* Mosquitto 2.0 drops such an entry ("Unable to decode password salt") */
+      set_err(err, errlen, "salt is %zu bytes; Mosquitto accepts only %u", olen, PW_SALT_BYTES);
       return -1;
     }
     out->salt_len = olen;

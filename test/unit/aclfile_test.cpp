@@ -240,17 +240,23 @@ TEST_CASE("decisions: deny rules, precedence and anonymous clients") {
   CHECK(a.ok("mallory", "shared/x", R));
 }
 
-TEST_CASE("decisions: a user-list deny does not stop a pattern that grants") {
-  // Mosquitto checks the user's list; if that does not allow, the patterns.
+TEST_CASE("decisions: a deny in the client's own list is final") {
+  // Mosquitto 2.0 checks the client's list first: a deny there ends it; only when the
+  // list neither allows nor denies are the patterns asked (checked live by
+  // test_acl_parity.py).
   Acl a(
       "user alice\n"
       "topic deny alice/private\n"
       "topic readwrite alice/#\n"
-      "pattern read %u/#\n");
+      "pattern read %u/#\n"
+      "pattern write other/#\n");
   REQUIRE(a.acl != nullptr);
-  CHECK(a.ok("alice", "alice/private", R));
+  CHECK_FALSE(a.ok("alice", "alice/private", R));
   CHECK_FALSE(a.ok("alice", "alice/private", W));
   CHECK(a.ok("alice", "alice/other", W));
+  CHECK(a.ok("alice", "other/x", W));  // no match in her list: the patterns
+  CHECK_FALSE(a.ok("alice", "alice/#", S));
+  CHECK(a.ok("alice", "alice/+/x", S));
 }
 
 TEST_CASE("decisions: substituted values that would change the topic's shape") {

@@ -166,6 +166,8 @@ TEST_CASE("a bad file is refused with file, line and reason") {
       {"bob:$7$-5$" + h7.substr(7), "bad iteration count"},
       {"bob:$7$101$AA!A$" + h7.substr(24), "pw:1: bad base64 salt"},
       {"bob:$7$101$AAAAAAAAAAAAAAAA$AAAA\n", "hash is 3 bytes, SHA-512 needs 64"},
+      {"bob:$7$101$AAAAAAAAAAAA$" + h7.substr(24), "pw:1: salt is 9 bytes; Mosquitto accepts only 12"},
+      {"bob:$6$AAAAAAAAAAAAAAAAAAAA$" + h7.substr(24), "salt is 15 bytes"},
       {"bob:$7$101$AAAAAAAAAAAAAAAA$A*AA\n", "bad base64 hash"},
       {"bob:$7$101$AAAAAAAAAAAAAAAA$AAA=A\n", "bad base64 hash"},
       {good + "x:y:" + h7, "pw:2: more than one ':'"},
