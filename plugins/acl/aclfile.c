@@ -28,6 +28,7 @@ struct rules {
 
 struct user {
   char* name;
+  size_t line; /* of its "user" line */
   struct rules rules;
 };
 
@@ -245,16 +246,51 @@ static int word_is(const char* p, size_t n, const char* w) {
   return strlen(w) == n && memcmp(p, w, n) == 0;
 }
 
-static struct user* find_user(const aclfile* acl, const char* name, size_t n) {
-  size_t i;
-  for (i = 0; i < acl->nusers; i++)
-    if (strlen(acl->users[i].name) == n && memcmp(acl->users[i].name, name, n) == 0)
-      return &acl->users[i];
-  return NULL;
-}
-
 static int cmp_user(const void* a, const void* b) {
   return strcmp(((const struct user*)a)->name, ((const struct user*)b)->name);
+}
+
+/* by name, then by the line of the first rule's "user" line (kept in .line) */
+static int cmp_user_line(const void* a, const void* b) {
+  const struct user* x = a;
+  const struct user* y = b;
+  int c = strcmp(x->name, y->name);
+  if (c != 0) return c;
+  return x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* A user named on several "user" lines gets all their rules (as Mosquitto): sort the
+ * blocks by name and line, and append each repeat's rules to the first block. */
+static int merge_users(aclfile* acl) {
+  size_t i, out = 0;
+  if (acl->nusers > 1) qsort(acl->users, acl->nusers, sizeof *acl->users, cmp_user_line);
+  /* On failure every entry is either whole or zeroed, so aclfile_free stays right. */
+  for (i = 0; i < acl->nusers; i++) {
+    struct user* u = &acl->users[i];
+    if (out > 0 && strcmp(acl->users[out - 1].name, u->name) == 0) {
+      struct rules* dst = &acl->users[out - 1].rules;
+      if (dst->n + u->rules.n > dst->cap) {
+        size_t ncap = dst->n + u->rules.n;
+        struct rule* nv = realloc(dst->v, ncap * sizeof *nv);
+        if (nv == NULL) return -1;
+        dst->v = nv;
+        dst->cap = ncap;
+      }
+      if (u->rules.n > 0) memcpy(dst->v + dst->n, u->rules.v, u->rules.n * sizeof *u->rules.v);
+      dst->n += u->rules.n;
+      free(u->rules.v);
+      free(u->name);
+      memset(u, 0, sizeof *u);
+    } else {
+      if (out != i) {
+        acl->users[out] = *u;
+        memset(u, 0, sizeof *u);
+      }
+      out++;
+    }
+  }
+  acl->nusers = out;
+  return 0;
 }
 
 aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err,
@@ -296,8 +332,7 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         set_err(err, errlen, "%s:%zu: \"user\" without a username", name, lineno);
         goto fail;
       }
-      u = find_user(acl, line + ub, e - ub); /* a repeated user line adds to the same user */
-      if (u == NULL) {
+      { /* one block per "user" line; repeats are merged at the end */
         if (acl->nusers == acl->capusers) {
           size_t ncap = acl->capusers ? acl->capusers * 2 : 8;
           struct user* nu = realloc(acl->users, ncap * sizeof *nu);
@@ -311,6 +346,7 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         if (u->name == NULL) goto oom;
         memcpy(u->name, line + ub, e - ub);
         u->name[e - ub] = '\0';
+        u->line = lineno;
         acl->nusers++;
       }
       cur = (long)(u - acl->users);
@@ -411,7 +447,7 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
       goto fail;
     }
   }
-  if (acl->nusers > 1) qsort(acl->users, acl->nusers, sizeof *acl->users, cmp_user);
+  if (merge_users(acl) != 0) goto oom;
   return acl;
 oom:
   set_err(err, errlen, "%s: out of memory", name);

@@ -342,6 +342,7 @@ pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, 
     if (line[0] == '#') continue; /* comment, as Mosquitto: '#' in column 1 */
     {
       const char* c = memchr(line + b, ':', e - b);
+      if (c == NULL && line[b] == '#') continue; /* an indented comment */
       if (c == NULL) {
         set_err(err, errlen, "%s:%zu: expected \"username:hash\", found no ':'", name, lineno);
         goto fail;

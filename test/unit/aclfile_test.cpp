@@ -127,6 +127,23 @@ TEST_CASE("parsing: Mosquitto's syntax, comments, blank lines, repeated users") 
   CHECK_FALSE(a.ok("bob", "bob/x", W));
 }
 
+TEST_CASE("parsing: many users, each named on several lines") {
+  std::string text;
+  for (int round = 0; round < 3; round++)
+    for (int i = 0; i < 20000; i++)
+      text += "user u" + std::to_string(i) + "\ntopic read t" + std::to_string(round) + "/u" +
+              std::to_string(i) + "\n";
+  Acl a(text);
+  REQUIRE_MESSAGE(a.acl != nullptr, a.err);
+  for (int i : {0, 1, 9999, 19999})
+    for (int round = 0; round < 3; round++) {
+      std::string u = "u" + std::to_string(i);
+      std::string t = "t" + std::to_string(round) + "/" + u;
+      CHECK(a.ok(u.c_str(), t.c_str(), R));
+      CHECK_FALSE(a.ok("u5", t.c_str(), R));
+    }
+}
+
 TEST_CASE("parsing: a bad file is refused with file, line and reason") {
   struct Case {
     const char* text;

@@ -129,7 +129,7 @@ TEST_CASE("comments, blank lines, blanks around fields and CRLF are accepted") {
   std::string alice = make_line("alice", "a", PW_SHA512_PBKDF2);
   std::string bob = make_line("bob", "b", PW_SHA512);
   bob.insert(bob.size() - 1, "\r");  // CRLF
-  Parsed p("# users\n\n   \n" + alice + "#bob:$9$x\n" + bob + "  carol : " +
+  Parsed p("# users\n\n   \n  # indented comment\n" + alice + "#bob:$9$x\n" + bob + "  carol : " +
            make_line("", "c", PW_SHA512_PBKDF2).substr(1));
   REQUIRE_MESSAGE(p.f != nullptr, p.err);
   CHECK(pwfile_count(p.f) == 3);
