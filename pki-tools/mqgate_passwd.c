@@ -190,17 +190,17 @@ static size_t ask(const char* prompt, char* out, size_t max) {
   struct termios old, quiet;
   int tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
   size_t n;
-  fputs(prompt, stderr);
-  fflush(stderr);
-  if (tty) {
+  if (tty) { /* echo off before the prompt: what is typed after it is neither shown nor lost */
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
     quiet.c_lflag |= ECHONL;
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
   }
+  fputs(prompt, stderr);
+  fflush(stderr);
   n = read_line(out, max, STDIN_FILENO);
   if (tty)
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
   else
     fputc('\n', stderr);
   return n;
@@ -272,8 +272,11 @@ static void update_plain(const char* path, pw_type type, unsigned it) {
       if (user == NULL) die("out of memory");
       if (pn > 0 && pb[pn - 1] == '\r') pn--;
       if (pw_username_check(user, err, sizeof err) != 0) die("%s:%zu: %s", path, lineno, err);
-      if (pn > 0 && pb[0] == '$' && pw_hash_parse(pb, pn, &h, err, sizeof err) == 0) {
-        buf_add(&out, line, n); /* already hashed: kept */
+      if (pn >= 3 && pb[0] == '$' && (pb[1] == '6' || pb[1] == '7') && pb[2] == '$') {
+        /* already hashed: kept, if it is a valid hash (else it would be hashed again) */
+        if (pw_hash_parse(pb, pn, &h, err, sizeof err) != 0)
+          die("%s:%zu: %s (file left unchanged)", path, lineno, err);
+        buf_add(&out, line, n);
         buf_add(&out, "\n", 1);
       } else {
         if (pn == 0) die("%s:%zu: user \"%s\" has an empty password", path, lineno, user);

@@ -152,7 +152,17 @@ class MqgatePasswdTest(unittest.TestCase):
         os.write(fd, b"typed-secret\n")
         read_until(b"Reenter password: ")
         os.write(fd, b"typed-secret\n")
-        _, status = os.waitpid(pid, 0)
+        deadline = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                os.close(fd)
+                self.fail(f"mqgate_passwd did not finish: {out!r}")
+            time.sleep(0.05)
         try:
             while True:
                 r, _, _ = select.select([fd], [], [], 0.2)
@@ -231,6 +241,12 @@ class MqgatePasswdTest(unittest.TestCase):
         p = self.ok("-U", self.pw)  # hashes stay as they are
         self.assertIn("0 passwords hashed", p.stderr)
         self.verify_with_mosquitto({"alice": "alice pw", "bob": "bob:pw"}, {"alice": "alice"})
+        # a broken hash is not taken for a password and hashed again
+        with open(self.pw, "a") as f:
+            f.write("carol:$7$0$AAAA$BBBB\n")
+        before = read(self.pw)
+        self.fails("-U", self.pw, message=":4: iteration count 0 out of range")
+        self.assertEqual(read(self.pw), before)
 
     # -- interoperability -----------------------------------------------------------------
     def verify_with_mosquitto(self, good, bad):

@@ -314,3 +314,33 @@ TEST_CASE("decisions: no rules for the client, invalid input") {
   CHECK_FALSE(a.ok(nullptr, "a/b", R));
   CHECK_FALSE(a.ok("u", "a", 3));
 }
+
+TEST_CASE("docs/acl.md: the subscription table") {
+  struct Case {
+    const char* rules;
+    const char* user;
+    const char* filter;
+    bool allowed;
+  } cases[] = {
+      {"topic read sensors/#", nullptr, "sensors/+/temp", true},
+      {"topic read sensors/#", nullptr, "sensors", true},
+      {"topic read sensors/+", nullptr, "sensors/#", false},
+      {"topic read sensors/+/temp", nullptr, "sensors/+/+", false},
+      {"topic read sensors/+/temp", nullptr, "sensors/kitchen/temp", true},
+      {"topic read #", nullptr, "$SYS/#", false},
+      {"topic read #\ntopic deny secret/#", nullptr, "#", false},
+      {"topic read #\ntopic deny secret/#", nullptr, "public/#", true},
+      {"pattern read users/%u/#", "bob", "users/bob/#", true},
+      {"pattern read users/%u/#", "bob", "users/+/inbox", false},
+      // conservative: only the two rules together cover it
+      {"topic read a\ntopic read a/+/#", nullptr, "a/#", false},
+      {"topic read a\ntopic read a/+/#", nullptr, "a/b/#", true},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.rules);
+    CAPTURE(c.filter);
+    Acl a(std::string(c.rules) + "\n");
+    REQUIRE(a.acl != nullptr);
+    CHECK(a.ok(c.user, c.filter, S) == c.allowed);
+  }
+}
