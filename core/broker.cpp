@@ -40,8 +40,9 @@ void Broker::on_decided(Client& client, AuthResult result) {
   } else if (auto* s = std::get_if<SubscribeState>(&a.state)) {
     subscribe_decided(client, *s, result);
     s->next++;
-    if (!continue_subscribe(client, *s)) {
-      await(client, std::move(a));  // the next filter is deferred too
+    const Progress progress = continue_subscribe(client, *s);
+    if (progress != Progress::kDone) {
+      park_subscribe(client, std::move(*s), progress);  // another filter deferred, or sliced
       return;
     }
     finish_subscribe(client, *s);
@@ -579,6 +580,11 @@ bool Broker::run_slice(uint64_t now_ms) {
     budget -= run_fanouts(budget);
     progress = true;
   }
+  // SUBSCRIBEs with more filters than a slice.
+  if (!sliced_subscribes_.empty() && budget > 0) {
+    budget -= std::min(budget, run_sliced_subscribes(budget));
+    progress = true;
+  }
   // Retained deliveries, round robin over clients, a share of the budget each.
   for (size_t n = retained_order_.size(); n > 0 && budget > 0; --n) {
     auto [client, serial] = retained_order_.front();
@@ -601,7 +607,7 @@ bool Broker::run_slice(uint64_t now_ms) {
 }
 
 bool Broker::has_work() const {
-  return !fanouts_.empty() || !retained_jobs_.empty() || expiry_due_;
+  return !fanouts_.empty() || !sliced_subscribes_.empty() || !retained_jobs_.empty() || expiry_due_;
 }
 
 void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
@@ -613,16 +619,51 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
   for (const auto& t : s.topics)
     state.topics.emplace_back(std::string(t.filter), t.qos);
   state.codes.reserve(s.topics.size());
-  if (!continue_subscribe(client, state)) {
-    await(client, Awaiting{std::move(state)});  // SUBACK once every filter is decided
+  const Progress progress = continue_subscribe(client, state);
+  if (progress != Progress::kDone) {
+    park_subscribe(client, std::move(state), progress);  // SUBACK once every filter is decided
     return;
   }
   finish_subscribe(client, state);
 }
 
-bool Broker::continue_subscribe(Client& client, SubscribeState& s) {
+void Broker::park_subscribe(Client& client, SubscribeState s, Progress progress) {
+  s.sliced = progress == Progress::kSliced;
+  await(client, Awaiting{std::move(s)});
+  if (progress == Progress::kSliced) sliced_subscribes_.push_back(&client);
+}
+
+size_t Broker::run_sliced_subscribes(size_t budget) {
+  size_t spent = 0;
+  for (size_t n = sliced_subscribes_.size(); n > 0 && spent < budget; --n) {
+    Client* client = sliced_subscribes_.front();
+    sliced_subscribes_.pop_front();
+    auto it = awaiting_.find(client);
+    if (it == awaiting_.end()) continue;  // closed meanwhile
+    auto* s = std::get_if<SubscribeState>(&it->second.state);
+    if (s == nullptr || !s->sliced) continue;  // another client at a reused address
+    s->sliced = false;
+    const size_t before = s->next;
+    const Progress progress = continue_subscribe(*client, *s, std::min(budget - spent, kSliceBudget / 2));
+    spent += std::max<size_t>(1, s->next - before);
+    if (progress == Progress::kSliced) {
+      s->sliced = true;
+      sliced_subscribes_.push_back(client);
+    } else if (progress == Progress::kDone) {
+      SubscribeState done = std::move(*s);
+      awaiting_.erase(it);
+      finish_subscribe(*client, done);
+      if (client->state != Client::State::kClosing && !awaiting_decision(*client)) client->hold(false);
+    }
+    // kDeferred: stays in awaiting_ until the plugin's decision (on_decided) arrives.
+  }
+  return spent;
+}
+
+Broker::Progress Broker::continue_subscribe(Client& client, SubscribeState& s, size_t budget) {
   Session& session = *client.session;
   for (; s.next < s.topics.size(); ++s.next) {
+    if (budget-- == 0) return Progress::kSliced;
     const auto& [filter, qos] = s.topics[s.next];
     if (session.subscription_count() >= limits_.max_subscriptions_per_client &&
         !session.has_subscription(filter)) {
@@ -636,10 +677,10 @@ bool Broker::continue_subscribe(Client& client, SubscribeState& s) {
     req.qos = qos;
     req.may_defer = true;
     AuthResult auth = hooks_.check(client, req);
-    if (auth.pending) return false;
+    if (auth.pending) return Progress::kDeferred;
     subscribe_decided(client, s, auth);
   }
-  return true;
+  return Progress::kDone;
 }
 
 void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResult& auth) {

@@ -120,10 +120,15 @@ class Broker {
     size_t next = 0;  // the next filter to decide
     std::vector<uint8_t> codes;
     size_t over_limit = 0;
+    bool sliced = false;  // waits for its next slice (not for a plugin's decision)
   };
-  // Decides filters from s.next on; false when a plugin deferred one (then the
-  // decision's AuthResult resumes it).
-  bool continue_subscribe(Client& client, SubscribeState& s);
+  // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
+  // tens of thousands: the rest waits for the next slice, the client held meanwhile).
+  enum class Progress : uint8_t { kDone, kDeferred, kSliced };
+  Progress continue_subscribe(Client& client, SubscribeState& s, size_t budget = kSliceBudget);
+  // What to do with a SUBSCRIBE that is not done: wait for a plugin or for a slice.
+  void park_subscribe(Client& client, SubscribeState s, Progress progress);
+  size_t run_sliced_subscribes(size_t budget);
   void subscribe_decided(Client& client, SubscribeState& s, const AuthResult& auth);
   void finish_subscribe(Client& client, SubscribeState& s);
   // A deferred decision about `client` arrived.
@@ -133,6 +138,8 @@ class Broker {
   };
   void await(Client& client, Awaiting a);
   std::unordered_map<const Client*, Awaiting> awaiting_;
+  // Clients whose SUBSCRIBE waits in awaiting_ for its next slice (not for a plugin).
+  std::deque<Client*> sliced_subscribes_;
   void refuse_connect(Client& client, codec::ConnackCode code, const char* reason);
   void handle_publish(Client& client, const codec::Publish& publish);
   void handle_subscribe(Client& client, const codec::Subscribe& subscribe);

@@ -589,3 +589,37 @@ TEST_CASE("deferred decisions: a transport that does not hold input gets its cli
   CHECK(c.closed);
   CHECK(c.close_reason == "internal error: input not held");
 }
+
+TEST_CASE("a SUBSCRIBE with more filters than a slice is decided in slices, SUBACK at the end") {
+  LimitsConfig l;
+  l.max_subscriptions_per_client = 100000;
+  Fixture f(l);
+  auto sub = f.connect("many");
+  std::vector<codec::SubscribeTopic> topics;
+  std::vector<std::string> names;
+  const size_t n = Broker::kSliceBudget * 3 + 10;
+  names.reserve(n);
+  for (size_t i = 0; i < n; ++i) names.push_back("f/" + std::to_string(i));
+  for (size_t i = 0; i < n; ++i) topics.push_back({names[i], static_cast<uint8_t>(i % 3)});
+  sub->feed(subscribe_packet(7, topics));
+  CHECK(sub->take().empty());  // no SUBACK before every filter is decided
+  CHECK(f.broker->has_work());
+  int slices = 0;
+  while (f.broker->has_work()) {
+    REQUIRE(f.broker->run_slice(0));
+    ++slices;
+  }
+  CHECK(slices >= 3);
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  REQUIRE(out[0].type == PacketType::kSuback);
+  REQUIRE(out[0].body.size() == 2 + n);
+  for (size_t i = 0; i < n; ++i) CHECK(static_cast<uint8_t>(out[0].body[2 + i]) == i % 3);
+  CHECK(f.broker->router().subscription_count() == n);
+  // Messages flow to the new subscriptions.
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("f/" + std::to_string(n - 1), "last", 0, false));
+  out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload == "last");
+}
