@@ -42,6 +42,28 @@ std::string key64(uint64_t v) {  // big-endian, so keys sort numerically
 
 const std::string kPayload(64, 'p');
 
+// Built with append: GCC 12's -Wrestrict misfires on `"literal" + std::string` at -O2.
+std::string session_name(int subscriber) {
+  std::string k = "s";
+  k += std::to_string(subscriber);
+  return k;
+}
+
+std::string topic_of(uint64_t id) {
+  std::string t = "devices/d";
+  t += std::to_string(id % 1000);
+  t += "/cmd";
+  return t;
+}
+
+// "s<subscriber>" NUL <message key>: a session's queue entries sort together.
+std::string queue_key(int subscriber, const std::string& message_key) {
+  std::string k = session_name(subscriber);
+  k.push_back('\0');
+  k += message_key;
+  return k;
+}
+
 // --- SQLite, WAL, synchronous = FULL (every commit is fsynced) ----------------------
 struct Sqlite {
   sqlite3* db = nullptr;
@@ -76,13 +98,13 @@ struct Sqlite {
   void begin() { exec("BEGIN"); }
   void commit() { exec("COMMIT"); }
   void put(uint64_t id, int subs) {
-    const std::string topic = "devices/d" + std::to_string(id % 1000) + "/cmd";
+    const std::string topic = topic_of(id);
     sqlite3_bind_int64(ins_msg, 1, static_cast<sqlite3_int64>(id));
     sqlite3_bind_text(ins_msg, 2, topic.data(), static_cast<int>(topic.size()), SQLITE_TRANSIENT);
     sqlite3_bind_blob(ins_msg, 3, kPayload.data(), static_cast<int>(kPayload.size()), SQLITE_STATIC);
     step(ins_msg);
     for (int s = 0; s < subs; ++s) {
-      const std::string session = "s" + std::to_string(s);
+      const std::string session = session_name(s);
       sqlite3_bind_text(ins_q, 1, session.data(), static_cast<int>(session.size()), SQLITE_TRANSIENT);
       sqlite3_bind_int64(ins_q, 2, static_cast<sqlite3_int64>(id));
       sqlite3_bind_int64(ins_q, 3, static_cast<sqlite3_int64>(id));
@@ -91,7 +113,7 @@ struct Sqlite {
   }
   void remove(uint64_t id, int subs) {
     for (int s = 0; s < subs; ++s) {
-      const std::string session = "s" + std::to_string(s);
+      const std::string session = session_name(s);
       sqlite3_bind_text(del_q, 1, session.data(), static_cast<int>(session.size()), SQLITE_TRANSIENT);
       sqlite3_bind_int64(del_q, 2, static_cast<sqlite3_int64>(id));
       step(del_q);
@@ -137,13 +159,13 @@ struct Lmdb {
   void commit() { check(mdb_txn_commit(txn), "txn_commit"); }
   void put(uint64_t id, int subs) {
     const std::string k = key64(id);
-    std::string v = "devices/d" + std::to_string(id % 1000) + "/cmd";
+    std::string v = topic_of(id);
     v.push_back('\0');
     v += kPayload;
     MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), v.data()};
     check(mdb_put(txn, msg, &key, &val, 0), "put msg");
     for (int s = 0; s < subs; ++s) {
-      const std::string qk = "s" + std::to_string(s) + '\0' + k;
+      const std::string qk = queue_key(s, k);
       MDB_val key2{qk.size(), const_cast<char*>(qk.data())}, val2{k.size(), const_cast<char*>(k.data())};
       check(mdb_put(txn, q, &key2, &val2, 0), "put q");
     }
@@ -151,7 +173,7 @@ struct Lmdb {
   void remove(uint64_t id, int subs) {
     const std::string k = key64(id);
     for (int s = 0; s < subs; ++s) {
-      const std::string qk = "s" + std::to_string(s) + '\0' + k;
+      const std::string qk = queue_key(s, k);
       MDB_val key2{qk.size(), const_cast<char*>(qk.data())};
       check(mdb_del(txn, q, &key2, nullptr), "del q");
     }
