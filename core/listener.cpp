@@ -3,6 +3,7 @@
 #include "connection.hpp"
 #include "log.hpp"
 #include "server.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 
@@ -15,6 +16,10 @@ bool Listener::load_tls(size_t workers, std::string& error) {
   tls_ = TlsGeneration::load(config_, workers, error);
   if (tls_) LOG_INFO("listener \"%s\": TLS %s", config_.name.c_str(), tls_->summary().c_str());
   return tls_ != nullptr;
+}
+
+bool Listener::check_tls(const ListenerConfig& config, std::string& error) {
+  return !config.tls || TlsGeneration::load(config, 1, error) != nullptr;
 }
 
 bool Listener::can_reload_tls(const ListenerConfig& fresh) const {

@@ -10,6 +10,7 @@
 #include "listener.hpp"
 #include "log.hpp"
 #include "sys_topics.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 

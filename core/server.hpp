@@ -14,13 +14,15 @@
 #include "auth.hpp"
 #include "broker.hpp"
 #include "config.hpp"
-#include "tls.hpp"
 
 namespace mqgate {
 
 class Connection;
 class Listener;
 class SysTopics;
+// TLS stays behind server.cpp (mbedTLS, threads): only pointers here.
+class TlsGeneration;
+class TlsWorkers;
 
 class Server {
  public:
