@@ -37,7 +37,9 @@ struct WriteRequest {
 Connection::Connection(Listener& listener, std::string peer)
     : Client(&listener.config(), std::move(peer)), listener_(listener) {}
 
-Server& Connection::server() const { return *static_cast<Server*>(handle_.loop->data); }
+Server& Connection::server() const {
+  return listener_.server();
+}
 
 Connection::~Connection() = default;
 

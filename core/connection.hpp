@@ -60,7 +60,8 @@ class Connection final : public Client, public TlsSessionOwner {
 
  private:
   Connection(Listener& listener, std::string peer);
-  // The server is the loop's data: no per-connection pointer to it.
+  // Through the listener, explicitly (not the loop's data), and without a pointer of
+  // its own: an idle connection's memory is a budget.
   Server& server() const;
   ~Connection() override;
 

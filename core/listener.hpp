@@ -41,6 +41,8 @@ class Listener {
   void stop();
 
   const ListenerConfig& config() const { return config_; }
+  // The server its connections live in (their context: loop, broker, read buffer).
+  Server& server() const { return server_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
   uint16_t bound_port() const { return bound_port_; }
   // The TLS generation new connections use (nullptr for plain listeners). A reference
