@@ -93,7 +93,8 @@ void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& heade
 }
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
-  if (client.state == Client::State::kClosing) return;
+  now_ms_ = std::max(now_ms_, now_ms);
+  if (client.state == Client::State::kClosing || client.close_requested()) return;
   if (awaiting_decision(client)) {
     // Client::hold(true) was ignored: better a closed client than packets reordered.
     CLIENT_LOG(log::Level::kError, client,
@@ -263,8 +264,10 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
     Client* old = session->client();
     CLIENT_LOG(log::Level::kInfo, *old, "session taken over by a new connection from %s",
                client.peer().c_str());
+    // Closing is only a request the transport reports later: the broker lets the old
+    // connection go now (its will, its session) and ignores that report.
     old->close("session taken over");
-    session = sessions_->find(id);  // closing a clean session destroyed it
+    if (!detach_client(*old, "session taken over", now_ms_)) session = nullptr;
   }
   if (session != nullptr && (c.clean_session || session->clean())) {
     destroy_session(session);  // [MQTT-3.1.2-6]
@@ -293,25 +296,36 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   awaiting_.erase(&client);
   hooks_.forget(client);  // a pending decision or request about it is moot
+  if (client.state == Client::State::kClosing) return;  // let go already (a takeover)
   if (client.state != Client::State::kConnected) {
     CLIENT_LOG(log::Level::kDebug, client, "connection closed before CONNECT completed (%s)",
                reason);
     client.state = Client::State::kClosing;
     return;
   }
+  detach_client(client, reason, now_ms);
+}
+
+bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) {
   client.state = Client::State::kClosing;
+  awaiting_.erase(&client);  // a decision that arrives now is moot (also on takeover)
+  hooks_.forget(client);
   if (!client.graceful && client.will && !shutting_down_) publish_will(client);
   client.will = MessagePtr();
   retained_jobs_.erase(&client);
   Session* session = client.session;
   client.session = nullptr;
   session->detach(now_ms);
-  if (session->clean()) destroy_session(session);
-  else offline_.push_back(session);
+  const bool kept = !session->clean();
+  if (kept)
+    offline_.push_back(session);
+  else
+    destroy_session(session);
   stats_.clients_connected--;
   hooks_.on_disconnected(client, reason);
   client.clear_plugin_data();
   CLIENT_LOG(log::Level::kInfo, client, "disconnected (%s)", reason);
+  return kept;
 }
 
 void Broker::check_expiry(uint64_t now_ms) {

@@ -58,7 +58,8 @@ class Broker {
                        const codec::Packet* partial);
   // The client announced a packet bigger than max_packet_size.
   void on_oversized_packet(Client& client, const codec::FixedHeader& header);
-  // Called exactly once when a client is closed (by itself, by us, or by the network).
+  // Called exactly once when a client is closed (by itself, by us, or by the network),
+  // by the transport, after the broker call that asked for the close has returned.
   void on_closed(Client& client, const char* reason, uint64_t now_ms = 0);
   // --- long work, in slices --------------------------------------------------------
   // Work too big for one packet's turn (retained messages for a wide filter, expired
@@ -185,6 +186,9 @@ class Broker {
   // Removes expired sessions within `budget`; true if expired ones remain.
   bool expire_sessions(uint64_t now_ms, size_t& budget);
   void publish_will(Client& client);
+  // Lets a connected client go: its will, its session (kept offline or destroyed).
+  // Returns whether the session was kept.
+  bool detach_client(Client& client, const char* reason, uint64_t now_ms);
   void destroy_session(Session* session);
   std::string generate_client_id();
 
@@ -200,6 +204,7 @@ class Broker {
   std::shared_ptr<const std::string> anonymous_identity_ =
       std::make_shared<const std::string>("anonymous");
   size_t persistent_sessions_ = 0;  // sessions with clean session 0, online or not
+  uint64_t now_ms_ = 0;  // the latest loop time seen (for work finished after a deferral)
   std::unordered_map<const Client*, RetainedJob> retained_jobs_;
   std::deque<std::pair<Client*, uint64_t>> retained_order_;  // round robin (client, serial)
   uint64_t retained_serial_ = 0;

@@ -1,6 +1,6 @@
 // One MQTT network connection as the broker logic sees it: identity, protocol state
 // and the bytes waiting to be written. The transport (plain TCP or TLS, in
-// connection.cpp) derives from it and implements the three hooks at the bottom; the
+// connection.cpp) derives from it and implements the two hooks; the
 // broker and session never touch sockets, so they can be unit tested with a fake.
 #pragma once
 
@@ -92,9 +92,22 @@ class Client {
   // write in progress). A slow reader's backlog; QoS 0 is dropped beyond a limit.
   virtual size_t pending_output() const { return out_.size(); }
 
-  // Closes the connection after flushing what is queued. `reason` is logged. Safe to
-  // call more than once; the broker is told once, through Broker::on_closed().
-  virtual void close(const char* reason) = 0;
+  // Asks the transport to close the connection after flushing what is queued;
+  // `reason` is logged. Safe to call more than once (the first reason wins). Closing
+  // is a request, never a call back into the broker: the transport reports it once,
+  // through Broker::on_closed(), after the broker call that asked has returned. So the
+  // broker can close any client (a takeover's older connection, say) from inside its
+  // own code without being re-entered.
+  void close(const char* reason) {
+    if (close_requested_) return;
+    close_requested_ = true;
+    extras().close_reason = reason;
+    on_close_requested();
+  }
+  bool close_requested() const { return close_requested_; }
+  const char* close_reason() const {
+    return extras_ && close_requested_ ? extras_->close_reason.c_str() : "";
+  }
 
   // The broker waits for a plugin's deferred decision about this client: stop handing
   // it packets (keep them, in order) until hold(false). A transport that does not
@@ -103,9 +116,12 @@ class Client {
 
  protected:
   virtual void schedule_flush() = 0;
+  // close() was called the first time: stop reading and arrange for the report.
+  virtual void on_close_requested() = 0;
   void set_peer(std::string peer) { peer_ = std::move(peer); }
   std::string out_;
   bool flush_pending_ = false;
+  bool close_requested_ = false;
 
  private:
   struct PluginSlot {
@@ -120,6 +136,7 @@ class Client {
     bool has_username = false;
     std::unique_ptr<TlsPeerInfo> tls;
     std::vector<PluginSlot> plugin_slots;
+    std::string close_reason;  // only closing connections allocate this
   };
   Extras& extras() {
     if (!extras_) extras_ = std::make_unique<Extras>();

@@ -17,11 +17,11 @@ std::string peer_name(uv_tcp_t* handle) {
   char ip[INET6_ADDRSTRLEN] = "?";
   if (addr.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-    uv_ip6_name(a, ip, sizeof ip);
+    if (uv_ip6_name(a, ip, sizeof ip) != 0) return "?";
     return std::string("[") + ip + "]:" + std::to_string(ntohs(a->sin6_port));
   }
   auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-  uv_ip4_name(a, ip, sizeof ip);
+  if (uv_ip4_name(a, ip, sizeof ip) != 0) return "?";
   return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
 }
 
@@ -37,15 +37,25 @@ struct WriteRequest {
 Connection::Connection(Listener& listener, std::string peer)
     : Client(&listener.config(), std::move(peer)), listener_(listener) {}
 
-Server& Connection::server() const { return *static_cast<Server*>(handle_.loop->data); }
+Server& Connection::server() const {
+  return listener_.server();
+}
 
 Connection::~Connection() = default;
 
 Connection* Connection::accept(Server& server, Listener& listener) {
   auto* conn = new Connection(listener, std::string());
-  uv_tcp_init(server.loop(), &conn->handle_);
+  int rc = uv_tcp_init(server.loop(), &conn->handle_);
+  if (rc != 0) {
+    // Not a handle yet: nothing to close. The pending socket stays in the backlog until
+    // the next accept.
+    LOG_WARN("listener \"%s\": cannot create a TCP handle: %s", listener.config().name.c_str(),
+             uv_strerror(rc));
+    delete conn;
+    return nullptr;
+  }
   conn->handle_.data = conn;
-  int rc = uv_accept(listener.stream(), reinterpret_cast<uv_stream_t*>(&conn->handle_));
+  rc = uv_accept(listener.stream(), reinterpret_cast<uv_stream_t*>(&conn->handle_));
   if (rc != 0) {
     LOG_WARN("listener \"%s\": accept failed: %s", listener.config().name.c_str(), uv_strerror(rc));
     uv_close(reinterpret_cast<uv_handle_t*>(&conn->handle_),
@@ -53,7 +63,9 @@ Connection* Connection::accept(Server& server, Listener& listener) {
     return nullptr;
   }
   conn->set_peer(peer_name(&conn->handle_));
-  uv_tcp_nodelay(&conn->handle_, 1);
+  rc = uv_tcp_nodelay(&conn->handle_, 1);
+  if (rc != 0)  // still a working connection, only slower for small packets
+    CLIENT_LOG(log::Level::kWarning, *conn, "cannot set TCP_NODELAY: %s", uv_strerror(rc));
   if (listener.tls_generation()) {
     TlsWorkers& workers = *server.tls_workers();
     conn->tls_ = std::make_unique<TlsSession>(&listener.tls_generation(), workers.next_worker(),
@@ -62,8 +74,8 @@ Connection* Connection::accept(Server& server, Listener& listener) {
   listener.active_connections++;
   server.add_connection(conn);
   server.broker().on_open(*conn, server.now_ms());
-  rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&conn->handle_), on_alloc, on_read);
-  if (rc != 0) conn->close(uv_strerror(rc));
+  conn->update_reading();
+  server.report_closes();
   return conn;
 }
 
@@ -83,14 +95,14 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
       self->server().broker().stats().bytes_received += static_cast<uint64_t>(nread);
       self->process(data);
     }
-    return;
-  }
-  if (nread == UV_EOF) {
+  } else if (nread == UV_EOF) {
     self->close(self->state == State::kConnected ? "connection closed by the client without DISCONNECT"
                                                  : "connection closed by the client");
   } else if (nread < 0) {
     self->close(uv_strerror(static_cast<int>(nread)));
   }
+  // The dispatch is over: the broker hears of the closes it asked for.
+  self->server().report_closes();
 }
 
 void Connection::feed_tls(std::string_view ciphertext) {
@@ -100,10 +112,10 @@ void Connection::feed_tls(std::string_view ciphertext) {
       [this](std::string_view plain) {
         server().broker().stats().bytes_received += plain.size();
         process(plain);
-        return !closing_;
+        return !close_requested();
       },
       server().read_buffer(), server().read_buffer_size(), error);
-  if (!ok && !closing_) {
+  if (!ok && !close_requested()) {
     CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
     close(error.c_str());
   }
@@ -112,7 +124,7 @@ void Connection::feed_tls(std::string_view ciphertext) {
 
 bool Connection::on_tls_progress() {
   flush();
-  return !closing_;
+  return !close_requested();
 }
 
 void Connection::on_tls_handshake_done(const std::string& error) {
@@ -120,6 +132,7 @@ void Connection::on_tls_handshake_done(const std::string& error) {
     CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
     flush();  // the alert
     close("TLS handshake failed");
+    server().report_closes();
     return;
   }
   set_tls(tls_->take_peer_info());
@@ -130,119 +143,99 @@ void Connection::on_tls_handshake_done(const std::string& error) {
   // Only the handshake's scratch strings: trimming the record buffers now would cost
   // page faults on the CONNECT/CONNACK that follow (the idle sweep does it later).
   if (tls_) tls_->release_idle_buffers(false);
+  server().report_closes();
 }
 
-void Connection::hold_input(std::string_view data) {
-  // After partial_ (an incomplete packet, if any), in arrival order.
-  held_.append(data);
+void Connection::update_reading() {
+  // Read unless something holds the input back: bytes kept while input is held for
+  // the broker (one read's worth at most; with nothing kept, reading goes on, so a
+  // client that hangs up while it waits is noticed), an output backlog, a close.
+  const bool held_bytes = framer_.held() && framer_.buffered() > 0;
+  const bool want = !held_bytes && !read_paused_ && !close_requested() && !uv_closing_;
+  if (want == reading_) return;
+  const int rc = want ? uv_read_start(reinterpret_cast<uv_stream_t*>(&handle_), on_alloc, on_read)
+                      : uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
+  if (rc == 0) {
+    reading_ = want;
+    return;
+  }
+  CLIENT_LOG(log::Level::kWarning, *this, "cannot %s reading: %s%s", want ? "start" : "stop",
+             uv_strerror(rc), want ? "; closing" : "");
+  if (want) close(uv_strerror(rc));
+}
+
+void Connection::hold_input() {
+  framer_.hold();
   partial_since_ms = 0;  // waiting on the broker is not the client's delay
-  if (input_held_) return;
-  input_held_ = true;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
-  if (!auth_held_) server().hold_input(this);  // else hold(false) resumes it
+  update_reading();
+  // The server resumes it when the broker is no longer congested; a client awaiting a
+  // decision is resumed by hold(false).
+  if (!auth_held_) server().hold_input(this);
 }
 
 void Connection::hold(bool on) {
   if (auth_held_ == on) return;
   auth_held_ = on;
-  if (on || !input_held_ || closing_) return;
-  if (server().broker().congested())
-    server().hold_input(this);  // resumed with the others
-  else
-    resume_input();
+  if (on || !framer_.held() || close_requested()) return;
+  if (server().broker().congested()) hold_input();  // resumed with the others
+  else resume_input();
 }
 
 void Connection::resume_input() {
-  if (!input_held_ || closing_ || auth_held_) return;
-  input_held_ = false;
-  if (!read_paused_) uv_read_start(reinterpret_cast<uv_stream_t*>(&handle_), on_alloc, on_read);
-  std::string held;
-  held.swap(held_);
-  process(held);
+  // Still awaiting a decision: stays held; hold(false) resumes it.
+  if (!framer_.held() || close_requested() || auth_held_) return;
+  framer_.resume();
+  update_reading();
+  dispatch_packets();
+  server().report_closes();
 }
 
 void Connection::process(std::string_view data) {
-  if (input_held_) {
-    hold_input(data);  // e.g. TLS plaintext decrypted from bytes read before the hold
-    return;
-  }
-  const uint32_t limit = server().broker().limits().max_packet_size;
-  // First finish a packet whose start arrived earlier.
-  while (!partial_.empty() && !data.empty() && !closing_) {
-    codec::HeaderResult h = codec::parse_fixed_header(partial_);
-    if (h.status == codec::HeaderStatus::kIncomplete) {
-      partial_.push_back(data[0]);  // the length field is at most 4 more bytes
-      data.remove_prefix(1);
+  if (close_requested()) return;
+  framer_.feed(data);
+  dispatch_packets();
+}
+
+void Connection::dispatch_packets() {
+  Broker& broker = server().broker();
+  while (!close_requested()) {
+    if (!framer_.held() && (broker.congested() || auth_held_)) {
+      // A big fan-out is going out in slices, or a decision about this client is
+      // pending: the next packets wait for it.
+      hold_input();
+    }
+    const codec::Framer::Frame f = framer_.next(broker.limits().max_packet_size);
+    if (f.status == codec::Framer::Status::kPacket) {
+      dispatch(f.header, f.packet);
       continue;
     }
-    if (h.status == codec::HeaderStatus::kError) {
-      server().broker().on_decode_error(*this, h.error, nullptr, nullptr);
-      return;
+    if (f.status == codec::Framer::Status::kError) {
+      broker.on_decode_error(*this, f.error, nullptr, nullptr);
+    } else if (f.status == codec::Framer::Status::kOversized) {
+      broker.on_oversized_packet(*this, f.header);
     }
-    if (h.header.packet_length() > limit) {
-      server().broker().on_oversized_packet(*this, h.header);
-      return;
-    }
-    const size_t take = std::min(h.header.packet_length() - partial_.size(), data.size());
-    partial_.append(data.substr(0, take));
-    data.remove_prefix(take);
-    if (partial_.size() == h.header.packet_length()) {
-      std::string packet;
-      packet.swap(partial_);  // dispatch may run long; keep the member empty meanwhile
-      if (!dispatch(h.header, packet)) return;
-    }
-  }
-  // Then whole packets straight from the read buffer.
-  while (!data.empty() && !closing_) {
-    if (server().broker().congested() || auth_held_) {
-      // A big fan-out is going out in slices, or a plugin's decision about this client
-      // is pending: the next packets wait for it.
-      hold_input(data);
-      return;
-    }
-    codec::HeaderResult h = codec::parse_fixed_header(data);
-    if (h.status == codec::HeaderStatus::kError) {
-      server().broker().on_decode_error(*this, h.error, nullptr, nullptr);
-      return;
-    }
-    if (h.status == codec::HeaderStatus::kComplete) {
-      if (h.header.packet_length() > limit) {
-        server().broker().on_oversized_packet(*this, h.header);
-        return;
-      }
-      if (data.size() >= h.header.packet_length()) {
-        if (!dispatch(h.header, data.substr(0, h.header.packet_length()))) return;
-        data.remove_prefix(h.header.packet_length());
-        continue;
-      }
-      // Grow with the bytes that actually arrive: a header alone must not make us
-      // reserve max_packet_size.
-      partial_.reserve(std::min<size_t>(h.header.packet_length(), 64 * 1024));
-    }
-    partial_.assign(data);  // keep the incomplete tail
     break;
   }
-  if (partial_.empty()) {
+  update_reading();  // bytes kept while held stop the reading
+  if (!framer_.partial()) {
     partial_since_ms = 0;
-    if (partial_.capacity() > 4096) std::string().swap(partial_);
-  } else if (partial_since_ms == 0) {
+  } else if (partial_since_ms == 0 && !read_paused_) {
     partial_since_ms = server().now_ms();  // the packet_timeout clock starts
   }
 }
 
-bool Connection::dispatch(const codec::FixedHeader& header, std::string_view packet) {
+void Connection::dispatch(const codec::FixedHeader& header, std::string_view packet) {
   codec::Packet decoded;
   const std::string_view body = packet.substr(header.header_length);
   codec::DecodeError err = codec::decode_body(header, body, protocol_level, decoded);
   if (err != codec::DecodeError::kNone) {
     server().broker().on_decode_error(*this, err, &header, &decoded);
-    return false;
+    return;
   }
   // Keep-alive counts whole control packets [MQTT-3.1.2-24]: trickled bytes don't.
   last_rx_ms = server().now_ms();
   partial_since_ms = 0;  // the next packet's clock starts when its first bytes stay
   server().broker().on_packet(*this, decoded, last_rx_ms);
-  return !closing_;
 }
 
 void Connection::schedule_flush() { server().mark_dirty(this); }
@@ -250,9 +243,11 @@ void Connection::schedule_flush() { server().mark_dirty(this); }
 void Connection::pause_reading_if_backlogged() {
   // Backpressure: a client that does not read what we send (acks, mostly; deliveries
   // are bounded elsewhere) is not read from until its backlog drains.
-  if (read_paused_ || closing_ || pending_output() <= server().broker().limits().max_outgoing_bytes) return;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
+  if (read_paused_ || close_requested() ||
+      pending_output() <= server().broker().limits().max_outgoing_bytes)
+    return;
   read_paused_ = true;
+  update_reading();
   partial_since_ms = 0;  // we are not reading: not the client's delay
   CLIENT_LOG(log::Level::kDebug, *this, "not reading: %zu bytes wait to be written", pending_output());
 }
@@ -280,14 +275,16 @@ void Connection::flush() {
   } else {
     server().broker().stats().bytes_sent += out_.size();
   }
+  // The socket closes only once the broker has been told (report_close()).
   if (wire->empty()) {
-    if (closing_ && out_.empty()) begin_uv_close();
+    if (close_reported_ && out_.empty()) begin_uv_close();
     return;
   }
   uv_buf_t buf = uv_buf_init(wire->data(), static_cast<unsigned>(wire->size()));
   int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1);
   if (n == UV_EAGAIN) n = 0;
   if (n < 0) {
+    CLIENT_LOG(log::Level::kDebug, *this, "write failed: %s", uv_strerror(n));
     wire->clear();
     force_close();
     return;
@@ -295,7 +292,7 @@ void Connection::flush() {
   if (static_cast<size_t>(n) == wire->size()) {
     wire->clear();
     if (wire->capacity() > 64 * 1024) std::string().swap(*wire);
-    if (closing_) begin_uv_close();
+    if (close_reported_) begin_uv_close();
     return;
   }
   // The kernel took part of it: hand the rest to libuv, which writes when it can.
@@ -308,6 +305,7 @@ void Connection::flush() {
   uv_buf_t rest = uv_buf_init(w->data.data() + w->offset, static_cast<unsigned>(write_in_flight_));
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&handle_), &rest, 1, on_write);
   if (rc != 0) {
+    CLIENT_LOG(log::Level::kDebug, *this, "write failed: %s", uv_strerror(rc));
     delete w;
     write_pending_ = false;
     write_in_flight_ = 0;
@@ -322,44 +320,63 @@ void Connection::on_write(uv_write_t* req, int status) {
   self->write_pending_ = false;
   self->write_in_flight_ = 0;
   if (status != 0) {
-    if (!self->closing_) self->close(uv_strerror(status));
+    if (!self->close_requested()) self->close(uv_strerror(status));
     self->force_close();
     return;
   }
   self->flush();  // what accumulated meanwhile, or the deferred close
-  if (self->read_paused_ && !self->closing_ && !self->uv_closing_ &&
+  if (self->read_paused_ && !self->close_requested() && !self->uv_closing_ &&
       self->pending_output() <= self->server().broker().limits().max_outgoing_bytes / 2) {
     self->read_paused_ = false;
-    if (!self->partial_.empty() && !self->input_held_) self->partial_since_ms = self->server().now_ms();
-    if (!self->input_held_) uv_read_start(reinterpret_cast<uv_stream_t*>(&self->handle_), on_alloc, on_read);
+    if (!self->framer_.held()) {
+      if (self->framer_.partial()) self->partial_since_ms = self->server().now_ms();
+      self->update_reading();
+      self->server().report_closes();
+    }
   }
 }
 
-void Connection::close(const char* reason) {
-  if (closing_) return;
-  closing_ = true;
+void Connection::on_close_requested() {
+  // Only stop reading here: the broker may be in the middle of a call about this
+  // client (or another one, on a takeover), so it is told later, by report_close().
   closing_since_ms_ = server().now_ms();
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
-  server().broker().on_closed(*this, reason, server().now_ms());
+  update_reading();
+  server().queue_close_report(this);
+}
+
+void Connection::report_close() {
+  if (!close_requested() || close_reported_) return;
+  close_reported_ = true;
+  server().broker().on_closed(*this, close_reason(), server().now_ms());
+  framer_.clear();  // unread input is dropped
+  partial_since_ms = 0;
   if (tls_ && tls_->connection_closing())
     CLIENT_LOG(log::Level::kDebug, *this, "TLS handshake job dropped before a worker ran it");
   // Whatever is queued (a CONNACK with a refusal, say) goes out first, then TLS's
   // close_notify.
   if (tls_ && !tls_->busy()) {
-    std::string error;
-    if (!out_.empty() && tls_->established()) tls_->encrypt(out_, error);
+    if (!out_.empty() && tls_->established()) {
+      server().broker().stats().bytes_sent += out_.size();
+      std::string error;
+      if (!tls_->encrypt(out_, error))
+        CLIENT_LOG(log::Level::kInfo, *this, "%s; the last packets are not sent", error.c_str());
+    }
     tls_->close_notify();
   }
   flush();
 }
 
 void Connection::force_close() {
-  if (!closing_) close("closed by the broker");
+  close("closed by the broker");
   begin_uv_close();
 }
 
 void Connection::begin_uv_close() {
   if (uv_closing_) return;
+  if (!close_reported_) {
+    report_close();  // flushes, and comes back here
+    if (uv_closing_) return;
+  }
   uv_closing_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_close);
 }

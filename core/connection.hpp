@@ -4,7 +4,7 @@
 //
 // Memory per idle connection is kept small on purpose: reads land in one loop-wide
 // buffer and only the tail of a packet that has not fully arrived is copied into the
-// connection (`partial_`), so an idle connection holds no read buffer at all.
+// connection (by its codec::Framer), so an idle connection holds no read buffer at all.
 #pragma once
 
 #include <uv.h>
@@ -14,6 +14,7 @@
 
 #include "client.hpp"
 #include "codec/decoder.hpp"
+#include "codec/framer.hpp"
 #include "tls.hpp"
 
 namespace mqgate {
@@ -23,12 +24,12 @@ class Listener;
 
 class Connection final : public Client, public TlsSessionOwner {
  public:
-  // Creates a connection for a socket accepted on `server_handle`; on failure returns
+  // Creates a connection for a socket accepted on `listener`; on failure returns
   // nullptr (the socket is already closed and the reason logged).
   static Connection* accept(Server& server, Listener& listener);
 
-  void close(const char* reason) override;
-  // A plugin's deferred decision: hold input (in order) until hold(false).
+  // A plugin's deferred decision (or a SUBSCRIBE decided in slices): hold input, in
+  // order, until hold(false).
   void hold(bool on) override;
   size_t pending_output() const override {
     return out_.size() + write_in_flight_ + (tls_ && !tls_->busy() ? tls_->wire().size() : 0);
@@ -40,7 +41,10 @@ class Connection final : public Client, public TlsSessionOwner {
   void resume_input();
   // Closes the socket now, whatever is still queued (shutdown, stuck writers).
   void force_close();
-  bool closing() const { return closing_; }
+  // Tells the broker that close() was requested (once), then flushes and closes the
+  // socket. Called by the server after the dispatch that requested it returned.
+  void report_close();
+  bool closing() const { return close_requested(); }
   Listener& listener_ref() { return listener_; }
   // The TLS session, for TLS listeners (nullptr on plain ones).
   TlsSession* tls_session() { return tls_.get(); }
@@ -51,13 +55,16 @@ class Connection final : public Client, public TlsSessionOwner {
   Connection* next = nullptr;
   bool in_dirty_list = false;
   bool in_held_list = false;
+  bool in_close_list = false;
 
  protected:
   void schedule_flush() override;
+  void on_close_requested() override;
 
  private:
   Connection(Listener& listener, std::string peer);
-  // The server is the loop's data: no per-connection pointer to it.
+  // Through the listener, explicitly (not the loop's data), and without a pointer of
+  // its own: an idle connection's memory is a budget.
   Server& server() const;
   ~Connection() override;
 
@@ -67,29 +74,33 @@ class Connection final : public Client, public TlsSessionOwner {
   static void on_close(uv_handle_t* handle);
 
   void process(std::string_view data);
-  // Keeps `data` unprocessed and stops reading until resume_input().
-  void hold_input(std::string_view data);
+  // Cuts what the framer has into packets and dispatches them, until it needs more
+  // bytes, the broker is congested (input is held) or the connection closes.
+  void dispatch_packets();
+  // Keeps the input unprocessed and stops reading until resume_input().
+  void hold_input();
+  // Starts or stops reading the socket to match the state.
+  void update_reading();
   void feed_tls(std::string_view ciphertext);
   bool on_tls_progress() override;
   void on_tls_handshake_done(const std::string& error) override;
-  // Decodes and dispatches one whole packet; false if the connection is closing.
-  bool dispatch(const codec::FixedHeader& header, std::string_view packet);
+  // Decodes and dispatches one whole packet.
+  void dispatch(const codec::FixedHeader& header, std::string_view packet);
   void begin_uv_close();
   void pause_reading_if_backlogged();
 
   Listener& listener_;
   uv_tcp_t handle_;
   std::unique_ptr<TlsSession> tls_;
-  std::string partial_;          // bytes of a packet not yet complete
-  std::string held_;             // bytes after partial_ not processed while input is held
+  codec::Framer framer_;         // input not yet dispatched (a partial packet, held bytes)
   size_t write_in_flight_ = 0;   // bytes handed to uv_write, not yet completed
   uint64_t closing_since_ms_ = 0;
-  bool closing_ = false;
+  bool close_reported_ = false;  // the broker was told (Broker::on_closed)
   bool uv_closing_ = false;
   bool write_pending_ = false;
   bool read_paused_ = false;  // backpressure: output backlog over max_outgoing_bytes
-  bool input_held_ = false;   // the broker is congested (a fan-out in slices)
-  bool auth_held_ = false;    // the broker awaits a plugin's decision about us
+  bool auth_held_ = false;    // the broker awaits a decision about this client
+  bool reading_ = false;      // libuv reads the socket (update_reading keeps it right)
 };
 
 }  // namespace mqgate

@@ -3,6 +3,7 @@
 #include "connection.hpp"
 #include "log.hpp"
 #include "server.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 
@@ -15,6 +16,10 @@ bool Listener::load_tls(size_t workers, std::string& error) {
   tls_ = TlsGeneration::load(config_, workers, error);
   if (tls_) LOG_INFO("listener \"%s\": TLS %s", config_.name.c_str(), tls_->summary().c_str());
   return tls_ != nullptr;
+}
+
+bool Listener::check_tls(const ListenerConfig& config, std::string& error) {
+  return !config.tls || TlsGeneration::load(config, 1, error) != nullptr;
 }
 
 bool Listener::can_reload_tls(const ListenerConfig& fresh) const {
@@ -41,8 +46,8 @@ bool Listener::start(std::string& error) {
   int rc = config_.ipv6
                ? uv_ip6_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in6*>(&addr))
                : uv_ip4_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc == 0) rc = uv_tcp_init(server_.loop(), &handle_);
   if (rc == 0) {
-    uv_tcp_init(server_.loop(), &handle_);
     handle_.data = this;
     initialised_ = true;
     // IPv6 listeners are IPv6-only, so "[::]:1883" and "0.0.0.0:1883" can coexist.
@@ -56,9 +61,17 @@ bool Listener::start(std::string& error) {
   }
   sockaddr_storage bound{};
   int len = sizeof bound;
-  uv_tcp_getsockname(&handle_, reinterpret_cast<sockaddr*>(&bound), &len);
-  bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  rc = uv_tcp_getsockname(&handle_, reinterpret_cast<sockaddr*>(&bound), &len);
+  if (rc != 0) {
+    // Only the log line (and port 0's actual port) need it: the listener works.
+    LOG_WARN("listener \"%s\": cannot read the bound address: %s", config_.name.c_str(),
+             uv_strerror(rc));
+    bound_port_ = config_.port;
+  } else {
+    bound_port_ =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  }
   LOG_INFO("listener \"%s\" listening on %s port %u (%s)", config_.name.c_str(), config_.host.c_str(),
            bound_port_, config_.tls ? "mqtts" : "mqtt");
   return true;
@@ -99,7 +112,13 @@ void Listener::on_connection(uv_stream_t* server, int status) {
 
 bool Listener::refuse_connection() {
   uv_tcp_t* reject = new uv_tcp_t;
-  uv_tcp_init(server_.loop(), reject);
+  const int rc = uv_tcp_init(server_.loop(), reject);
+  if (rc != 0) {
+    LOG_WARN("listener \"%s\": cannot refuse a connection: %s", config_.name.c_str(),
+             uv_strerror(rc));
+    delete reject;
+    return false;
+  }
   const bool accepted = uv_accept(stream(), reinterpret_cast<uv_stream_t*>(reject)) == 0;
   uv_close(reinterpret_cast<uv_handle_t*>(reject),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });

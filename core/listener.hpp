@@ -6,14 +6,15 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "config.hpp"
-#include "tls.hpp"
 
 namespace mqgate {
 
 class Server;
+class TlsGeneration;  // tls.hpp (mbedTLS) stays behind listener.cpp
 
 class Listener {
  public:
@@ -25,6 +26,8 @@ class Listener {
   // Loads the TLS material (TLS listeners only; `workers` handshake threads). On
   // failure returns false with `error` naming the listener, the key and the file.
   bool load_tls(size_t workers, std::string& error);
+  // `mqgate --check`: whether `config`'s TLS material loads; if not, `error` says why.
+  static bool check_tls(const ListenerConfig& config, std::string& error);
   // Binds and listens. On failure returns false with `error` naming the listener.
   bool start(std::string& error);
   // SIGHUP, on the loop, before the new material is loaded (off the loop): whether
@@ -38,6 +41,8 @@ class Listener {
   void stop();
 
   const ListenerConfig& config() const { return config_; }
+  // The server its connections live in (their context: loop, broker, read buffer).
+  Server& server() const { return server_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
   uint16_t bound_port() const { return bound_port_; }
   // The TLS generation new connections use (nullptr for plain listeners). A reference

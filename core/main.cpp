@@ -9,10 +9,10 @@
 
 #include "auth.hpp"
 #include "config.hpp"
+#include "listener.hpp"
 #include "log.hpp"
 #include "plugin_host.hpp"
 #include "server.hpp"
-#include "tls.hpp"
 #include "version.hpp"
 
 #ifndef MQGATE_DEFAULT_CONFIG
@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
     for (const auto& l : config->listeners) {
       if (!l.tls) continue;
       std::string error;
-      if (!mqgate::TlsGeneration::load(l, 1, error)) {
+      if (!mqgate::Listener::check_tls(l, error)) {
         std::fprintf(stderr, "mqgate: %s\n", error.c_str());
         tls_ok = false;
       }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 #include <thread>
 
@@ -9,6 +10,7 @@
 #include "listener.hpp"
 #include "log.hpp"
 #include "sys_topics.hpp"
+#include "tls.hpp"
 
 namespace mqgate {
 
@@ -16,7 +18,12 @@ Server::Server(Config config, AuthHooks& hooks)
     : config_(std::move(config)),
       broker_(config_.limits, hooks),
       read_buffer_(new char[kReadBufferSize]) {
-  uv_loop_init(&loop_);
+  const int rc = uv_loop_init(&loop_);
+  if (rc != 0) {
+    // Without a loop there is nothing to run, and no caller that could go on.
+    LOG_ERROR("cannot create the event loop: %s", uv_strerror(rc));
+    std::abort();
+  }
   loop_.data = this;
   broker_.set_session_owner(config_.session_owner);
 }
@@ -24,7 +31,8 @@ Server::Server(Config config, AuthHooks& hooks)
 Server::~Server() {
   // Everything was closed by run(); this drains any close callbacks left.
   uv_run(&loop_, UV_RUN_NOWAIT);
-  uv_loop_close(&loop_);
+  const int rc = uv_loop_close(&loop_);
+  if (rc != 0) LOG_WARN("event loop closed with handles left: %s", uv_strerror(rc));
 }
 
 bool Server::start() {
@@ -51,24 +59,33 @@ bool Server::start() {
     }
     listeners_.push_back(std::move(l));
   }
+  // Without signals, the check and the sweep the broker would run but never stop,
+  // flush or time anyone out: refuse to start.
+  const auto started = [this](int rc, const char* what) {
+    if (rc != 0) LOG_ERROR("cannot start: %s: %s", what, uv_strerror(rc));
+    return rc == 0;
+  };
+  bool ok = true;
   for (auto* sig : {&sigint_, &sigterm_, &sighup_}) {
-    uv_signal_init(&loop_, sig);
+    ok = ok && started(uv_signal_init(&loop_, sig), "signal handle");
     sig->data = this;
   }
-  uv_signal_start(&sigint_, on_signal, SIGINT);
-  uv_signal_start(&sigterm_, on_signal, SIGTERM);
-  uv_signal_start(&sighup_, on_signal, SIGHUP);
+  ok = ok && started(uv_signal_start(&sigint_, on_signal, SIGINT), "SIGINT handler") &&
+       started(uv_signal_start(&sigterm_, on_signal, SIGTERM), "SIGTERM handler") &&
+       started(uv_signal_start(&sighup_, on_signal, SIGHUP), "SIGHUP handler");
   // A peer that closes while we write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
 
-  uv_check_init(&loop_, &check_);
+  ok = ok && started(uv_check_init(&loop_, &check_), "check handle");
   check_.data = this;
-  uv_check_start(&check_, on_check);
-  uv_idle_init(&loop_, &idle_);
+  ok = ok && started(uv_check_start(&check_, on_check), "check handle");
+  ok = ok && started(uv_idle_init(&loop_, &idle_), "idle handle");
   idle_.data = this;
-  uv_timer_init(&loop_, &sweep_timer_);
+  ok = ok && started(uv_timer_init(&loop_, &sweep_timer_), "sweep timer");
   sweep_timer_.data = this;
-  uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
+  ok = ok && started(uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs),
+                     "sweep timer");
+  if (!ok) return false;
   sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
   deferred_ = std::make_unique<DeferredQueue>(&loop_);
   return true;
@@ -111,6 +128,29 @@ void Server::remove_connection(Connection* c) {
     held_.erase(std::find(held_.begin(), held_.end(), c));
     c->in_held_list = false;
   }
+  if (c->in_close_list) {
+    closes_.erase(std::find(closes_.begin(), closes_.end(), c));
+    c->in_close_list = false;
+  }
+}
+
+void Server::queue_close_report(Connection* c) {
+  if (c->in_close_list) return;
+  c->in_close_list = true;
+  closes_.push_back(c);
+}
+
+void Server::report_closes() {
+  // Reporting runs the broker (wills, plugins' hooks), which may ask for more closes:
+  // take them in order until none is left.
+  for (size_t i = 0; i < closes_.size(); ++i) {
+    Connection* c = closes_[i];
+    c->in_close_list = false;
+    // Flushing may close the socket, but the connection is only deleted by libuv's
+    // close callback, later in the iteration.
+    c->report_close();
+  }
+  closes_.clear();
 }
 
 void Server::hold_input(Connection* c) {
@@ -138,6 +178,7 @@ void Server::mark_dirty(Connection* c) {
 
 void Server::on_check(uv_check_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
+  self->report_closes();  // those requested by the sliced work, say
   self->schedule_slices();
   self->flush_dirty();
 }
@@ -147,7 +188,8 @@ void Server::schedule_slices() {
   if (slices_blocked_ && broker_.stats().bytes_received == blocked_at_bytes_received_) return;
   slices_blocked_ = false;
   // An active idle handle makes the loop poll without blocking, then run one slice.
-  uv_idle_start(&idle_, on_idle);
+  const int rc = uv_idle_start(&idle_, on_idle);
+  if (rc != 0) LOG_ERROR("cannot schedule the broker's sliced work: %s", uv_strerror(rc));
 }
 
 void Server::on_idle(uv_idle_t* handle) {
@@ -192,6 +234,7 @@ void Server::sweep() {
     }
     c = next;
   }
+  report_closes();
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_) hook(now);
@@ -229,9 +272,16 @@ void Server::begin_shutdown(const char* why) {
     c->close("broker shutting down");
     c = next;
   }
+  report_closes();
   // The sweep stops the loop once every connection has flushed and closed.
-  uv_timer_stop(&sweep_timer_);
-  uv_timer_start(&sweep_timer_, on_sweep, 10, 50);
+  const int rc = uv_timer_start(&sweep_timer_, on_sweep, 10, 50);  // restarts it
+  if (rc != 0) {
+    // No sweep, no stop: stop the loop now, whatever is still queued.
+    LOG_ERROR("cannot restart the sweep timer: %s; stopping now", uv_strerror(rc));
+    for (Connection* c = connections_; c != nullptr; c = c->next)
+      c->force_close();
+    uv_stop(&loop_);
+  }
 }
 
 void Server::reload() {
@@ -382,6 +432,7 @@ void Server::disconnect_revoked(Listener& listener, const TlsGeneration& generat
     }
     c = next;
   }
+  report_closes();
   LOG_INFO("reload: listener \"%s\": %zu client%s with a revoked certificate disconnected",
            listener.config().name.c_str(), closed, closed == 1 ? "" : "s");
 }
@@ -415,6 +466,7 @@ void Server::check_tls_health(uint64_t now_ms) {
     }
     c = next;
   }
+  report_closes();
 }
 
 }  // namespace mqgate

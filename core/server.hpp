@@ -15,13 +15,15 @@
 #include "broker.hpp"
 #include "config.hpp"
 #include "deferred.hpp"
-#include "tls.hpp"
 
 namespace mqgate {
 
 class Connection;
 class Listener;
 class SysTopics;
+// TLS stays behind server.cpp (mbedTLS, threads): only pointers here.
+class TlsGeneration;
+class TlsWorkers;
 
 class Server {
  public:
@@ -50,6 +52,12 @@ class Server {
   // A connection stopped processing input while the broker is congested; it is resumed
   // (Connection::resume_input) once the broker is not.
   void hold_input(Connection* c);
+  // A connection's close was requested (Client::close); report_closes() tells the broker
+  // once the broker call that asked has returned.
+  void queue_close_report(Connection* c);
+  // Reports every queued close. Called by the transport after each dispatch (a read,
+  // a resumed input, a timeout sweep), never from inside a broker call.
+  void report_closes();
   // The TLS handshake threads (nullptr when no listener uses TLS).
   TlsWorkers* tls_workers() { return tls_workers_.get(); }
 
@@ -102,6 +110,7 @@ class Server {
   Connection* connections_ = nullptr;  // all live connections (intrusive list)
   std::vector<Connection*> dirty_;     // connections with output to flush
   std::vector<Connection*> held_;      // connections waiting for the broker (FIFO)
+  std::vector<Connection*> closes_;    // close requested, broker not told yet
   void resume_held_inputs();
   std::vector<ReloadHook> reload_hooks_;
   std::vector<TickHook> tick_hooks_;

@@ -5,11 +5,9 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl_ciphersuites.h>
-#include <mbedtls/ssl_internal.h>  // MBEDTLS_SSL_{IN,OUT}_BUFFER_LEN
 #include <mbedtls/x509.h>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +17,7 @@
 #include <ctime>
 
 #include "log.hpp"
+#include "tls_compat.hpp"
 
 namespace mqgate {
 
@@ -34,17 +33,6 @@ namespace {
 const mbedtls_ecp_group_id kCurves[] = {MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_CURVE25519,
                                         MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_SECP521R1,
                                         MBEDTLS_ECP_DP_NONE};
-
-// Gives the whole pages inside a record buffer back to the kernel (they read as zeros
-// when touched again). The first page is kept: it holds the allocator's header and the
-// start of the buffer, where mbedTLS keeps the incoming record counter.
-void release_pages(unsigned char* buf, size_t len) {
-  const uintptr_t page = 4096;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(buf);
-  const uintptr_t start = (begin + page) & ~(page - 1);  // past the buffer's first page
-  const uintptr_t end = (begin + len) & ~(page - 1);
-  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
-}
 
 // Default suites: forward-secret AEAD only, AES-GCM first (AES-NI makes it the
 // cheapest per record here), then ChaCha20-Poly1305.
@@ -316,10 +304,7 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   }
   // Ticket key rotation draws randomness later, from whichever thread issues a
   // ticket: move it to a generator that lives as long as the generation.
-  if (s.session_tickets) {
-    g->ticket_.f_rng = mbedtls_ctr_drbg_random;
-    g->ticket_.p_rng = &g->per_worker_[0]->drbg;
-  }
+  if (s.session_tickets) tls_compat::set_ticket_rng(g->ticket_, g->per_worker_[0]->drbg);
 
   char fingerprint[65] = {0};
   unsigned char digest[32];
@@ -671,9 +656,8 @@ void TlsSession::release_idle_buffers(bool trim_records) {
   // build has no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH). Between records their content is
   // dead: with nothing buffered in either direction, their pages go back to the kernel.
   if (!trim_records || state_ != State::kEstablished || trimmed_) return;
-  if (ssl_.in_left != 0 || mbedtls_ssl_get_bytes_avail(&ssl_) != 0 || ssl_.out_left != 0) return;
-  release_pages(ssl_.in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
-  release_pages(ssl_.out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
+  if (!tls_compat::records_idle(ssl_)) return;
+  tls_compat::release_record_pages(ssl_);
   trimmed_ = true;
 }
 

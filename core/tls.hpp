@@ -1,7 +1,7 @@
 // TLS for listeners, on mbedTLS 2.28.
 //
-// The listener knows TLS: a TlsContext per TLS listener holds the loaded material
-// (certificate chain, key, CAs, CRL) as immutable "generations"; a reload builds a new
+// The listener knows TLS: each TLS listener holds its loaded material (certificate
+// chain, key, CAs, CRL) as an immutable TlsGeneration; a reload builds a new
 // generation and new handshakes use it while live connections keep theirs. A
 // TlsSession is one connection's TLS state.
 //
@@ -17,6 +17,9 @@
 // connection closed before a worker took it is dropped unrun, a client sends at most
 // kMaxHandshakeBytes before its handshake completes, and TLS material is loaded (at
 // SIGHUP) on a thread, from files of bounded size.
+//
+// What mbedTLS has no public API for (ticket key randomness, record buffer pages) is in
+// tls_compat.{hpp,cpp}, and only there.
 #pragma once
 
 #include <uv.h>

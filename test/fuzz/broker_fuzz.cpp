@@ -5,61 +5,78 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "broker.hpp"
 #include "codec/decoder.hpp"
+#include "codec/framer.hpp"
 
 using namespace mqgate;
 
 namespace {
+
+class FuzzClient;
+// Closes requested during a step, reported to the broker after it, as the server does.
+std::vector<FuzzClient*> pending_closes;
 
 class FuzzClient final : public Client {
  public:
   FuzzClient(Broker& b, const ListenerConfig* l) : Client(l, "127.0.0.1:1"), broker_(b) {
     broker_.on_open(*this, 0);
   }
-  ~FuzzClient() override { close("fuzz over"); }
-  void close(const char* reason) override {
-    if (closed) return;
-    closed = true;
-    broker_.on_closed(*this, reason);
+  ~FuzzClient() override {
+    close("fuzz over");
+    report();
+    std::erase(pending_closes, this);
+  }
+  void report() {
+    if (!close_requested() || reported_) return;
+    reported_ = true;
+    framer_.clear();
+    broker_.on_closed(*this, close_reason());
   }
   void feed(std::string_view bytes, uint64_t now) {
-    partial.append(bytes);
-    std::string_view rest = partial;
-    while (!closed) {
-      codec::HeaderResult h = codec::parse_fixed_header(rest);
-      if (h.status == codec::HeaderStatus::kError) {
-        broker_.on_decode_error(*this, h.error, nullptr, nullptr);
+    framer_.feed(bytes);
+    while (!close_requested()) {
+      codec::Framer::Frame f = framer_.next(broker_.limits().max_packet_size);
+      if (f.status == codec::Framer::Status::kError) {
+        broker_.on_decode_error(*this, f.error, nullptr, nullptr);
         break;
       }
-      if (h.status == codec::HeaderStatus::kIncomplete || rest.size() < h.header.packet_length()) break;
-      if (h.header.packet_length() > broker_.limits().max_packet_size) {
-        broker_.on_oversized_packet(*this, h.header);
+      if (f.status == codec::Framer::Status::kOversized) {
+        broker_.on_oversized_packet(*this, f.header);
         break;
       }
+      if (f.status != codec::Framer::Status::kPacket) break;
       codec::Packet p;
-      auto err = codec::decode_body(h.header, rest.substr(h.header.header_length, h.header.remaining_length),
-                                    protocol_level, p);
+      auto err =
+          codec::decode_body(f.header, f.packet.substr(f.header.header_length), protocol_level, p);
       if (err != codec::DecodeError::kNone) {
-        broker_.on_decode_error(*this, err, &h.header, &p);
+        broker_.on_decode_error(*this, err, &f.header, &p);
         break;
       }
       broker_.on_packet(*this, p, now);
-      rest.remove_prefix(h.header.packet_length());
     }
-    partial = std::string(rest);
     out_.clear();  // the "network" drops what the broker sends
   }
-  bool closed = false;
-  std::string partial;
 
  protected:
   void schedule_flush() override { flush_pending_ = false; }
+  void on_close_requested() override { pending_closes.push_back(this); }
 
  private:
   Broker& broker_;
+  codec::Framer framer_;
+  bool reported_ = false;
 };
+
+void report_closes() {
+  while (!pending_closes.empty()) {
+    FuzzClient* c = pending_closes.front();
+    pending_closes.erase(pending_closes.begin());
+    c->report();
+  }
+}
 
 }  // namespace
 
@@ -83,11 +100,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if ((control & 0x04) && c) {
       c.reset();  // the network drops this client
     }
-    if (!c || c->closed) c = std::make_unique<FuzzClient>(broker, &listener);
+    if (!c || c->close_requested()) c = std::make_unique<FuzzClient>(broker, &listener);
     now += 100;
     c->feed(std::string_view(reinterpret_cast<const char*>(data + i), len), now);
-    for (auto& other : clients)
+    report_closes();
+    for (auto& other : clients) {
       if (other) broker.check_timeouts(*other, now);
+      report_closes();
+    }
     i += len;
   }
   return 0;

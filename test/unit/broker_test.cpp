@@ -269,6 +269,64 @@ TEST_CASE("session takeover closes the old connection and keeps the session") {
   CHECK(out[0].payload == "to-second");
 }
 
+namespace {
+// Records disconnections, and whether the broker was told while a client's close() was
+// still on the stack (it must not be: closing is a request).
+struct RecordingHooks final : AuthHooks {
+  AuthResult authenticate(const Client&, const codec::Connect&) override { return {}; }
+  AuthResult authorize(const Client&, std::string_view, AuthAction, uint8_t, bool) override {
+    return {};
+  }
+  void on_connected(const Client&, bool) override {}
+  void on_disconnected(const Client& c, const char* reason) override {
+    disconnects.push_back(c.client_id() + ": " + reason);
+  }
+  std::vector<std::string> disconnects;
+};
+}  // namespace
+
+TEST_CASE("close is a request: the broker hears of it once, after the call that asked") {
+  RecordingHooks hooks;
+  Fixture f({}, &hooks);
+  auto watcher = f.connect("watcher");
+  watcher->feed(subscribe_packet(1, {{"w", 0}}));
+  watcher->take();
+
+  // Outside any dispatch, a close is reported at once.
+  auto a = f.connect("a");
+  a->close("network error");
+  CHECK(hooks.disconnects == std::vector<std::string>{"a: network error"});
+
+  // A clean session taken over: the old connection goes with its will and its session,
+  // the new one gets a fresh session, and the old's own report changes nothing.
+  auto first = f.connect("dup", true, codec::Will{"w", "first-will", 0, false});
+  first->feed(subscribe_packet(1, {{"t", 1}}));
+  first->take();
+  FakeClient second(*f.broker, &f.listener);
+  second.feed(connect_packet("dup", true));
+  CHECK(first->closed);
+  CHECK(first->close_reason == "session taken over");
+  auto out = second.take();
+  CHECK(connack_code(out) == 0);
+  CHECK(out[0].body[0] == 0);          // session present 0: the clean session went with the old
+  CHECK(watcher->take().size() == 1);  // the old connection's will
+  CHECK(f.broker->stats().clients_connected == 2);
+  CHECK(hooks.disconnects.size() == 2);
+  CHECK(hooks.disconnects.back() == "dup: session taken over");
+  first.reset();
+  CHECK(hooks.disconnects.size() == 2);
+
+  // A refusal's CONNACK is queued before the close; nothing after it is dispatched.
+  FakeClient refused(*f.broker, &f.listener);
+  refused.feed(connect_packet("", false) + publish_packet("a", "b"));
+  CHECK(refused.closed);
+  CHECK(refused.close_reason == "connection refused");
+  out = refused.take();
+  REQUIRE(out.size() == 1);
+  CHECK(connack_code(out) == 2);
+  CHECK(hooks.disconnects.size() == 2);  // it never connected
+}
+
 TEST_CASE("persistent session: offline QoS 1/2 queued, QoS 0 not, in-flight resent with DUP") {
   Fixture f;
   auto sub = f.connect("p", false);

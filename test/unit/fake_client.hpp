@@ -1,5 +1,6 @@
-// A Client without a socket: output accumulates in a string the test reads back as
-// packets; close() records the reason and tells the broker, like a transport does.
+// A Client without a socket: input is cut with the transport's framer, output
+// accumulates in a string the test reads back as packets; close() records the reason
+// and tells the broker after the feed that asked for it, like a transport does.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -11,6 +12,7 @@
 #include "client.hpp"
 #include "codec/decoder.hpp"
 #include "codec/encoder.hpp"
+#include "codec/framer.hpp"
 #include "config.hpp"
 
 namespace mqgate::test {
@@ -65,48 +67,77 @@ class FakeClient final : public Client {
     broker_.on_open(*this, 0);
   }
   ~FakeClient() override {
-    if (!closed) close("test over");
+    close("test over");
+    report_closes();
+    std::erase(pending(), this);
   }
 
-  void close(const char* reason) override {
-    if (closed) return;
-    closed = true;
-    close_reason = reason;
-    broker_.on_closed(*this, reason);
-  }
-
-  // Feeds encoded bytes (one or more whole packets) as the transport would.
-  void feed(const std::string& bytes, uint64_t now_ms = 0) {
-    std::string_view rest = bytes;
-    while (!rest.empty() && !closed) {
-      codec::HeaderResult h = codec::parse_fixed_header(rest);
-      if (h.status == codec::HeaderStatus::kError) {
-        broker_.on_decode_error(*this, h.error, nullptr, nullptr);
-        return;
+  // Feeds encoded bytes (in any splits: an incomplete tail waits for the next feed) as
+  // the transport would: closes asked for meanwhile are reported once it returns.
+  void feed(std::string_view bytes, uint64_t now_ms = 0) {
+    ++depth();
+    framer_.feed(bytes);
+    while (!close_requested()) {
+      codec::Framer::Frame f = framer_.next(broker_.limits().max_packet_size);
+      if (f.status == codec::Framer::Status::kError) {
+        broker_.on_decode_error(*this, f.error, nullptr, nullptr);
+        break;
       }
-      REQUIRE(h.status == codec::HeaderStatus::kComplete);
+      if (f.status == codec::Framer::Status::kOversized) {
+        broker_.on_oversized_packet(*this, f.header);
+        break;
+      }
+      if (f.status != codec::Framer::Status::kPacket) break;
       codec::Packet p;
-      auto err = codec::decode_body(h.header, rest.substr(h.header.header_length, h.header.remaining_length),
-                                    protocol_level, p);
+      auto err =
+          codec::decode_body(f.header, f.packet.substr(f.header.header_length), protocol_level, p);
       if (err != codec::DecodeError::kNone) {
-        broker_.on_decode_error(*this, err, &h.header, &p);
-        return;
+        broker_.on_decode_error(*this, err, &f.header, &p);
+        break;
       }
       broker_.on_packet(*this, p, now_ms);
-      rest.remove_prefix(h.header.packet_length());
     }
+    if (--depth() == 0) report_closes();
   }
 
   std::vector<OutPacket> take() { return parse_out(out_); }
 
-  bool closed = false;
+  bool closed = false;  // close() was called
   std::string close_reason;
 
  protected:
   void schedule_flush() override { flush_pending_ = false; }
+  void on_close_requested() override {
+    closed = true;
+    close_reason = Client::close_reason();
+    pending().push_back(this);
+    // Outside feed() (a test calling close() or check_timeouts() itself) there is no
+    // dispatch to wait for.
+    if (depth() == 0) report_closes();
+  }
 
  private:
+  // Like the server's: closes requested during a feed (this client's or, on a
+  // takeover, another's) are reported to the broker after it.
+  static std::vector<FakeClient*>& pending() {
+    static std::vector<FakeClient*> list;
+    return list;
+  }
+  static int& depth() {
+    static int d = 0;
+    return d;
+  }
+  static void report_closes() {
+    while (!pending().empty()) {
+      FakeClient* c = pending().front();
+      pending().erase(pending().begin());
+      c->framer_.clear();
+      c->broker_.on_closed(*c, c->close_reason.c_str());
+    }
+  }
+
   Broker& broker_;
+  codec::Framer framer_;
 };
 
 // Encoders for what a test client sends.
