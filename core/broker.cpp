@@ -696,7 +696,7 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
       known = session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
       break;
     case PacketType::kPubrel:
-      // Always answered, even for an unknown identifier [MQTT-4.3.3-?]: the client may
+      // Always answered with PUBCOMP [MQTT-3.6.4-1], even for an unknown identifier: the client may
       // be resending after a reconnect.
       session.end_incoming_qos2(ack.packet_id);
       codec::encode_ack(client.out(), PacketType::kPubcomp, ack.packet_id);

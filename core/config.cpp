@@ -363,7 +363,7 @@ void read_plugin(const std::string& name, const toml::table& t, const std::strin
   p.name = name;
   p.line = static_cast<int>(t.source().begin.line);
   p.module = c.string("module").value_or(name);
-  p.path = c.string("path").value_or("");
+  p.path = resolve_path(c.string("path").value_or(""), file);
   if (!valid_name(p.module))
     c.error_at(t.source(), "module", "a module name must be 1-64 letters, digits, '-' or '_'");
   p.table = &t;

@@ -1,5 +1,5 @@
 // One line per event on stderr: time, level, message. Connection-related lines carry
-// the client id, the peer address and the listener (see log_client in broker code).
+// the client id, the peer address and the listener (CLIENT_LOG in client.hpp).
 #pragma once
 
 #include <string>

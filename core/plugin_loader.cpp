@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "log.hpp"
 #include "plugin_instance.hpp"
@@ -16,16 +15,6 @@ namespace {
 
 // The ABI versions this broker can host, newest first.
 constexpr int kSupportedVersions[] = {MQGATE_PLUGIN_ABI_VERSION, 1};
-
-std::string config_dir(const Config& config) {
-  std::filesystem::path p(config.path);
-  return p.has_parent_path() ? p.parent_path().string() : std::string(".");
-}
-
-std::string resolve(const std::string& path, const Config& config) {
-  if (path.empty() || path[0] == '/') return path;
-  return (std::filesystem::path(config_dir(config)) / path).lexically_normal().string();
-}
 
 }  // namespace
 
@@ -38,10 +27,11 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
   p->config_line = pc.line;
   const std::string where = config.path + ":" + std::to_string(pc.line) + ": plugin \"" + pc.name + "\"";
 
+  // `path` and `plugin_dir` were resolved against the configuration file when it was read.
   if (!pc.path.empty()) {
-    p->file = resolve(pc.path, config);
+    p->file = pc.path;
   } else {
-    const std::string dir = config.plugin_dir.empty() ? default_dir : resolve(config.plugin_dir, config);
+    const std::string dir = config.plugin_dir.empty() ? default_dir : config.plugin_dir;
     p->file = dir + "/" + pc.module + ".so";
   }
   struct stat st;

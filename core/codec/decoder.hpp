@@ -4,7 +4,7 @@
 // checks it against its size limit, waits until the whole packet is buffered, then
 // decodes the body. Every rule the MQTT 3.1.1 specification states about a packet's
 // own bytes is checked here; what depends on connection state (a second CONNECT, a
-// first packet that is not CONNECT) is the session's job.
+// first packet that is not CONNECT) is the broker's (Broker::on_packet).
 #pragma once
 
 #include <cstddef>

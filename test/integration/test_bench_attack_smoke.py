@@ -22,7 +22,8 @@ class BenchAttackSmokeTest(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="attack-smoke-") as d:
             out_json = os.path.join(d, "attack.json")
             cmd = ["/usr/bin/python3", ATTACK, "--brokers", "mqgate", "--only", "subscribe-flood",
-                   "--duration", "2", "--quick", "--no-build", "--build-dir", BUILD_DIR,
+                   "--duration", "2", "--quick", "--quiet-wait", "0", "--no-build",
+                   "--build-dir", BUILD_DIR,
                    "--json", out_json]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             self.assertEqual(p.returncode, 0, f"{' '.join(cmd)}\n{p.stdout}\n{p.stderr}")

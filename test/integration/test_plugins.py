@@ -42,6 +42,23 @@ def connack(port, client_id="c", username=None, password=None):
         c.sock.close()
 
 
+class RelativePathTest(BrokerTestCase):
+    def test_relative_plugin_dir_and_path_with_a_relative_config_path(self):
+        # Both are relative to the configuration file, resolved once, also when the
+        # configuration file itself is given as a relative path.
+        os.makedirs(os.path.join(self.tmp, "etc"))
+        os.symlink(PLUGIN_DIR, os.path.join(self.tmp, "plugs"))
+        with open(os.path.join(self.tmp, "etc", "mqgate.toml"), "w") as f:
+            f.write('plugin_dir = "../plugs"\n[listeners.default]\nbind = "127.0.0.1:0"\n'
+                    '[plugins.anonymous]\nallow_anonymous = true\n'
+                    '[plugins.second]\npath = "../plugs/anonymous.so"\nallow_anonymous = false\n')
+        p = subprocess.run([BROKER_BIN, "--check-config", "--config", "etc/mqgate.toml"],
+                           cwd=self.tmp, capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # (--check-config loads and initialises every plugin)
+        self.assertIn("configuration is valid", p.stdout + p.stderr)
+
+
 class LoaderFailureTest(BrokerTestCase):
     """Each way loading can fail stops the broker before it listens, naming the plugin,
     the file and the reason, with exit code 1."""

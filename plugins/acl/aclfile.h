@@ -1,0 +1,56 @@
+/* Mosquitto ACL files, read unchanged, decided as Mosquitto 2.0 does (docs/acl.md).
+ *
+ *   topic [read|write|readwrite|deny] <filter>     before any "user": anonymous clients
+ *   user <username>                                then: that user's topics
+ *   pattern [read|write|readwrite|deny] <filter>   every client; %u %c %i substituted
+ *
+ * Plain C99, shared by the acl plugin (pending ABI 2) and its tests. */
+#ifndef MQGATE_ACLFILE_H
+#define MQGATE_ACLFILE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ACL_MAX_FILE_BYTES (64u * 1024u * 1024u)
+#define ACL_MAX_LINE_BYTES 65536u
+#define ACL_ERR_LEN 512u
+
+enum acl_access {
+  ACL_READ = 1,      /* a message on `topic` may be delivered to the client */
+  ACL_WRITE = 2,     /* the client may publish on `topic` */
+  ACL_SUBSCRIBE = 4  /* the client may subscribe to the filter `topic` */
+};
+
+typedef struct aclfile aclfile;
+
+/* Parses a file held in memory; NULL with "<name>:<line>: <what>" in err. */
+aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err,
+                       size_t errlen);
+aclfile* aclfile_load(const char* path, char* err, size_t errlen);
+void aclfile_free(aclfile* acl);
+
+/* 1 allowed, 0 denied. username NULL = anonymous client; identity NULL = none (rules
+ * with %i do not apply). For ACL_SUBSCRIBE, topic is the subscription filter, allowed
+ * only if one rule grants read on every topic it can match and no deny rule of the same
+ * list can match any of them (see docs/acl.md). */
+int acl_check(const aclfile* acl, const char* username, const char* client_id,
+              const char* identity, const char* topic, int access);
+
+/* MQTT topic matching: 1 if filter matches topic ('$' topics are not matched by a filter
+ * starting with a wildcard). */
+int acl_topic_matches(const char* filter, const char* topic);
+/* 1 if every topic sub can match is matched by rule ('+' and '#' on both sides). */
+int filter_covers(const char* rule, const char* sub);
+/* 1 if some topic is matched by both filters. */
+int filter_intersects(const char* a, const char* b);
+/* 1 if s is a valid MQTT filter ('#' last and alone in its level, '+' alone). */
+int acl_filter_valid(const char* s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
