@@ -20,7 +20,7 @@ enum class AuthAction : uint8_t { kPublish, kSubscribe, kReceive };
 
 // One authorisation question (AuthHooks::check).
 struct AuthRequest {
-  std::string_view topic;   // topic name (kPublish, kReceive) or filter (kSubscribe)
+  std::string_view topic;  // topic name (kPublish, kReceive) or filter (kSubscribe)
   AuthAction action = AuthAction::kPublish;
   uint8_t qos = 0;
   bool retain = false;

@@ -19,7 +19,9 @@ Broker::Broker(const LimitsConfig& limits, AuthHooks& hooks, std::unique_ptr<Ses
   });
 }
 
-Broker::~Broker() { hooks_.set_decision_sink(nullptr); }
+Broker::~Broker() {
+  hooks_.set_decision_sink(nullptr);
+}
 
 void Broker::await(Client& client, Awaiting a) {
   awaiting_.insert_or_assign(&client, std::move(a));
@@ -91,6 +93,14 @@ void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& heade
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   if (client.state == Client::State::kClosing) return;
+  if (awaiting_decision(client)) {
+    // Client::hold(true) was ignored: better a closed client than packets reordered.
+    CLIENT_LOG(log::Level::kError, client,
+               "packet while a plugin's decision is pending (the transport does not hold "
+               "input); closing");
+    client.close("internal error: input not held");
+    return;
+  }
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
     if (client.state != Client::State::kAwaitConnect) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
@@ -187,7 +197,8 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
   state.protocol_level = c.protocol_level;
   state.keepalive = c.keepalive;
   state.id = std::move(id);
-  if (c.will) state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
+  if (c.will)
+    state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
   AuthResult auth = hooks_.authenticate(client, c);
   if (auth.pending) {
     await(client, Awaiting{std::move(state)});
@@ -199,10 +210,10 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
 void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   std::string& id = c.id;
   if (!auth.allowed) {
-    refuse_connect(client,
-                   auth.connack_code == 4 ? ConnackCode::kBadUsernameOrPassword
-                                          : ConnackCode::kNotAuthorized,
-                   ("not authorised: " + auth.reason).c_str());
+    refuse_connect(
+        client,
+        auth.connack_code == 4 ? ConnackCode::kBadUsernameOrPassword : ConnackCode::kNotAuthorized,
+        ("not authorised: " + auth.reason).c_str());
     return;
   }
   if (!auth.assigned_client_id.empty() && c.client_id_empty) {
@@ -599,7 +610,8 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
   SubscribeState state;
   state.packet_id = s.packet_id;
   state.topics.reserve(s.topics.size());
-  for (const auto& t : s.topics) state.topics.emplace_back(std::string(t.filter), t.qos);
+  for (const auto& t : s.topics)
+    state.topics.emplace_back(std::string(t.filter), t.qos);
   state.codes.reserve(s.topics.size());
   if (!continue_subscribe(client, state)) {
     await(client, Awaiting{std::move(state)});  // SUBACK once every filter is decided
@@ -634,15 +646,16 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   Session& session = *client.session;
   const auto& [filter, qos] = s.topics[s.next];
   if (!auth.allowed) {
-    CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s", log::quote(filter).c_str(),
-               auth.reason.c_str());
+    CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
+               log::quote(filter).c_str(), auth.reason.c_str());
     s.codes.push_back(codec::kSubackFailure);
     return;
   }
   router_.subscribe(&session, filter, qos);
   session.add_subscription(filter, qos);
   s.codes.push_back(qos);
-  CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(), qos);
+  CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(),
+             qos);
 }
 
 void Broker::finish_subscribe(Client& client, SubscribeState& st) {

@@ -7,10 +7,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <unordered_map>
 #include <random>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 
 #include "auth.hpp"

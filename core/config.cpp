@@ -444,8 +444,8 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     }
   }
   top.reject_unknown(
-      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, session_owner, "
-      "auth_timeout, limits, listeners, plugins");
+      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, "
+      "session_owner, auth_timeout, limits, listeners, plugins");
   if (!errors.empty()) return std::nullopt;
   return cfg;
 }

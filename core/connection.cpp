@@ -146,8 +146,10 @@ void Connection::hold(bool on) {
   if (auth_held_ == on) return;
   auth_held_ = on;
   if (on || !input_held_ || closing_) return;
-  if (server().broker().congested()) server().hold_input(this);  // resumed with the others
-  else resume_input();
+  if (server().broker().congested())
+    server().hold_input(this);  // resumed with the others
+  else
+    resume_input();
 }
 
 void Connection::resume_input() {

@@ -14,7 +14,9 @@ DeferredQueue::DeferredQueue(uv_loop_t* loop) {
   g_current = this;
 }
 
-DeferredQueue::~DeferredQueue() { stop(); }
+DeferredQueue::~DeferredQueue() {
+  stop();
+}
 
 void DeferredQueue::stop() {
   std::vector<std::function<void()>> dropped;
@@ -54,7 +56,8 @@ void DeferredQueue::on_async(uv_async_t* handle) {
     if (self->stopped_) return;
     batch.swap(self->queue_);
   }
-  for (auto& fn : batch) fn();
+  for (auto& fn : batch)
+    fn();
 }
 
 }  // namespace mqgate

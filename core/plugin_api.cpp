@@ -205,7 +205,9 @@ const char* api_client_identity(const mqgate_client* c) {
   return session ? session->owner().c_str() : nullptr;
 }
 
-int api_client_protocol_level(const mqgate_client* c) { return c ? as_client(c)->protocol_level : 0; }
+int api_client_protocol_level(const mqgate_client* c) {
+  return c ? as_client(c)->protocol_level : 0;
+}
 
 int api_client_clean_session(const mqgate_client* c) {
   return c && as_client(c)->clean_session ? 1 : 0;

@@ -72,7 +72,6 @@ struct PluginHost::Completion {
   }
 };
 
-
 namespace {
 // Plugin identities are prefixed with the instance name, so one plugin cannot claim
 // another's identities; they are bounded so a session key stays small.
@@ -326,7 +325,8 @@ std::unique_ptr<PluginHost::Job> PluginHost::unpark(uint64_t id) {
 
 void PluginHost::forget(const Client& client) {
   for (size_t i = 0; i < disconnects_.size(); ++i)
-    if (disconnects_[i].first == &client) disconnects_.erase(disconnects_.begin() + static_cast<long>(i--));
+    if (disconnects_[i].first == &client)
+      disconnects_.erase(disconnects_.begin() + static_cast<long>(i--));
   auto it = job_of_client_.find(&client);
   if (it == job_of_client_.end()) return;
   std::unique_ptr<Job> job = unpark(it->second);
@@ -370,8 +370,8 @@ void PluginHost::expire_decisions() {
     if (!job) continue;  // a client closed by an earlier one's consequences
     if (job->token) detail::unref_token(job->token);
     job->token = nullptr;
-    const std::string why = "no decision within auth_timeout (" +
-                            std::to_string(auth_timeout_ms_ / 1000) + " s)";
+    const std::string why =
+        "no decision within auth_timeout (" + std::to_string(auth_timeout_ms_ / 1000) + " s)";
     CLIENT_LOG(log::Level::kWarning, *job->client, "plugin \"%s\": %s; treated as DENY",
                job->waiting_on->name.c_str(), why.c_str());
     apply(*job, job->waiting_on, MQGATE_VERDICT_DENY, why, {}, {}, 0, 0);
@@ -430,10 +430,9 @@ AuthResult PluginHost::result(const Job& job) const {
   if (!job.allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
   AuthResult ok;
   ok.assigned_client_id = job.assigned;
-  ok.identity = job.identity.empty()
-                    ? default_identity(job.chain->identity_prefix, job.chain->anonymous_identity,
-                                       *job.client)
-                    : std::make_shared<const std::string>(job.identity);
+  ok.identity = job.identity.empty() ? default_identity(job.chain->identity_prefix,
+                                                        job.chain->anonymous_identity, *job.client)
+                                     : std::make_shared<const std::string>(job.identity);
   return ok;
 }
 
@@ -512,8 +511,8 @@ bool PluginHost::run(Job& job) {
     }
     int verdict = to_verdict(*p, d);
     if (job.authenticating)
-      CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s", p->name.c_str(),
-                 decision_name(verdict), reason.empty() ? "" : ": ",
+      CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s",
+                 p->name.c_str(), decision_name(verdict), reason.empty() ? "" : ": ",
                  reason.empty() ? "" : log::quote(reason).c_str());
     if (verdict == MQGATE_VERDICT_DEFER && slot.token != nullptr) {
       job.waiting_on = p;
@@ -523,8 +522,10 @@ bool PluginHost::run(Job& job) {
     }
     if (slot.token != nullptr) detail::unref_token(slot.token);  // its completion is ignored
     if (verdict == MQGATE_VERDICT_DEFER) {
-      LOG_ERROR("plugin \"%s\": returned MQGATE_VERDICT_DEFER without a token from api->defer "
-                "(or where it cannot defer); treated as DENY", p->name.c_str());
+      LOG_ERROR(
+          "plugin \"%s\": returned MQGATE_VERDICT_DEFER without a token from api->defer "
+          "(or where it cannot defer); treated as DENY",
+          p->name.c_str());
       reason = "deferred where it cannot";
       verdict = MQGATE_VERDICT_DENY;
     }

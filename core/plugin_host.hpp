@@ -70,8 +70,8 @@ class PluginHost final : public AuthHooks {
   const Chain& chain_for(const Client& client) const;
   // Asks the chain from job.next on; false when a plugin deferred (job waits).
   bool run(Job& job);
-  void apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason,
-             std::string assign, std::string vouched, int connack_code, int raw);
+  void apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason, std::string assign,
+             std::string vouched, int connack_code, int raw);
   AuthResult result(const Job& job) const;
   void park(std::unique_ptr<Job> job);
   std::unique_ptr<Job> unpark(uint64_t id);

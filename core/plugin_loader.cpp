@@ -74,7 +74,8 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
     for (int v : kSupportedVersions) supported += (supported.empty() ? "" : ", ") + std::to_string(v);
     return fail("plugin ABI version mismatch: the plugin was built for version " +
                 (built ? std::to_string(*built) : std::string("(unknown)")) +
-                ", this broker hosts version" + (std::size(kSupportedVersions) > 1 ? "s " : " ") + supported);
+                ", this broker hosts version" + (std::size(kSupportedVersions) > 1 ? "s " : " ") +
+                supported);
   }
   p->abi_version = chosen;
 

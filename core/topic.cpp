@@ -42,16 +42,16 @@ bool filter_covers(std::string_view pattern, std::string_view filter) {
   for (size_t level = 0;; ++level) {
     const bool has_p = p.next(pl);
     const bool has_f = f.next(fl);
-    if (!has_p) return !has_f;       // the pattern ends: so must the filter
-    if (pl == "#") return true;      // everything from here on, and the parent
-    if (!has_f) return false;        // the filter's topics end here, the pattern's do not
+    if (!has_p) return !has_f;   // the pattern ends: so must the filter
+    if (pl == "#") return true;  // everything from here on, and the parent
+    if (!has_f) return false;    // the filter's topics end here, the pattern's do not
     if (fl == "#") {
       // The filter matches the parent (when there is one) and any depth below: only a
       // '#' covers that, or "+/#" for the whole filter "#" (no parent then).
       if (level == 0 && pl == "+" && p.next(pl) && pl == "#") return !p.next(pl);
       return false;
     }
-    if (pl == "+") continue;         // any one level, '+' included
+    if (pl == "+") continue;  // any one level, '+' included
     if (fl == "+" || pl != fl) return false;
   }
 }

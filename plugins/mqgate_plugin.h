@@ -29,8 +29,9 @@
  * Authentication (MQGATE_EVT_AUTHENTICATE, once per CONNECT): every auth plugin of the
  * client's listener is asked, in configuration order. ABSTAIN is ignored; any DENY
  * denies; at least one ALLOW is needed; if all abstain the client is denied. A denied
- * client gets CONNACK return code 5 (not authorised) and is disconnected; the log names
- * the plugin that denied and its reason. (A listener with no auth plugin at all lets
+ * client gets CONNACK return code 5 (not authorised), or 4 (bad user name or password)
+ * when the first denying ABI 2 plugin sets `connack_code` so, and is disconnected; the
+ * log names the plugin that denied and its reason. (A listener with no auth plugin at all lets
  * every client in; the broker warns about it at start-up.)
  *
  * Authorisation (MQGATE_EVT_AUTHORIZE, per PUBLISH, will, SUBSCRIBE filter and

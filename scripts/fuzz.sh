@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the codec and the broker logic with libFuzzer for a bounded time.
+# Fuzzes the codec, the broker logic and the password/ACL file parsers with libFuzzer for a bounded time.
 #   scripts/fuzz.sh [seconds per target, default 60]
 # Crashes land in fuzz-out/<target>/ (git-ignored) and make the script fail.
 set -euo pipefail
@@ -11,9 +11,10 @@ if [ ! -f "$build/build.ninja" ]; then
   CC=clang CXX=clang++ meson setup "$build" --buildtype=debugoptimized -Dfuzz=true \
     -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C "$build" -j "$(nproc)" test/fuzz/codec_fuzz test/fuzz/broker_fuzz >/dev/null
+ninja -C "$build" -j "$(nproc)" test/fuzz/codec_fuzz test/fuzz/broker_fuzz \
+  test/fuzz/authfiles_fuzz >/dev/null
 status=0
-for target in codec_fuzz broker_fuzz; do
+for target in codec_fuzz broker_fuzz authfiles_fuzz; do
   out=fuzz-out/$target
   mkdir -p "$out/corpus" "$out/artifacts"
   /usr/bin/python3 test/fuzz/make_corpus.py "$out/corpus"

@@ -70,6 +70,28 @@ class DeferredTest(BrokerTestCase):
         self.assertTrue(c.closed_by_peer())
         b.wait_log(r'client="m" .*refused \(CONNACK 4\): not authorised: plugin "d": unknown user')
 
+    def test_abi2_callback_returning_mqgate_ok_is_a_deny_not_an_abstain(self):
+        b = self.broker(return_ok_users=["sloppy"])
+        c = r.RawClient(b.port())
+        self.addCleanup(c.close)
+        self.assertEqual(c.connect("s", username="sloppy").return_code, 5)
+        b.wait_log(r'ERROR plugin "d": authenticate returned 0, an error code, not a verdict '
+                   r"\(ABI 2 callbacks return MQGATE_VERDICT_\*\); treated as DENY")
+
+    def test_shutdown_with_decisions_pending(self):
+        b = self.broker(delay_ms=5000, defer_topics=["slow/#"])
+        waiting = []
+        for i in range(5):
+            c = r.RawClient(b.port())
+            self.addCleanup(c.close)
+            c.send(r.connect(f"pending-{i}"))
+            waiting.append(c)
+        b.wait_log(r"deferred d: authenticate client_id=pending-4")
+        t = time.monotonic()
+        self.assertEqual(b.stop(), 0)  # also checks the log for sanitizer reports
+        self.assertLess(time.monotonic() - t, 5.0)
+        self.assertIn("deferred d: shutdown", b.log())
+
     def test_many_deferred_connects_while_others_get_pingresp(self):
         b = self.broker(delay_ms=1500)
         bystander = r.RawClient(b.port())

@@ -204,6 +204,12 @@ class ChainTest(BrokerTestCase):
         connack(self.broker.port("abstain_abstain"), "nobody")
         self.broker.wait_log(r'client="nobody" .*no plugin allowed the client \(all abstained\)')
 
+    def test_abi1_plugin_gets_the_abi1_host_table(self):
+        log = self.broker.log()
+        self.assertIn('plugin "allow1" loaded from', log)
+        self.assertRegex(log, r"scripted allow1: abi=1 api_has_identity=1 api_has_defer=0")
+        self.assertRegex(log, r'plugin "allow1" loaded from .*scripted\.so \(ABI 1\)')
+
     def test_listener_without_auth_plugin_is_warned_about(self):
         self.assertRegex(self.broker.log(),
                          r'WARN  listener "observer_only" has no authentication plugin')

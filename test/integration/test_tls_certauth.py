@@ -194,6 +194,22 @@ class CertauthTest(PkiFixture, BrokerTestCase):
         b.wait_log(r"scripted probe: authenticate client_id=dev1 .*listener=tls .*chain=2 -> 0")
 
 
+    def test_deferred_decision_over_tls_and_tls_details_for_abi2(self):
+        """An ABI 2 plugin defers a TLS client's CONNECT after certauth allowed it, then
+        reads the connection's TLS version and cipher through the host API."""
+        plugin = os.path.join(os.environ.get("MQGATE_BUILD_DIR", ""), "test", "plugins",
+                              "deferred.so")
+        b = self.start_broker(tls_config(
+            self.pki_dir, self.server, self.ca.cert, plugins='plugins = ["certauth", "d"]')
+            + f'[plugins.d]\npath = "{plugin}"\ntag = "d"\ndelay_ms = 200\n')
+        start = time.monotonic()
+        self.assertEqual(connack(b.port("tls"), self.ca.cert, self.dev1.cert, self.dev1.key,
+                                 "dev1"), 0)
+        self.assertGreaterEqual(time.monotonic() - start, 0.18)
+        b.wait_log(r"deferred d: connected client_id=dev1 identity=certauth:spiffe://"
+                   r"my\.domain\.name/device/dev1 .*clean_session=1 tls=TLSv1\.[23] cipher=TLS-")
+
+
 class HandshakeTest(PkiFixture, BrokerTestCase):
     """Certificates the TLS layer itself refuses, before any plugin runs."""
 

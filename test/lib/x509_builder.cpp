@@ -38,9 +38,9 @@ class CertMaker {
     mbedtls_x509write_crt_set_subject_key(&w, &key_);
     mbedtls_x509write_crt_set_issuer_key(&w, &key_);
     check(mbedtls_x509write_crt_set_subject_name(&w, ("C=US,O=mqgate tests,CN=" + cn).c_str()) ==
-            0);
+          0);
     check(mbedtls_x509write_crt_set_issuer_name(&w, "C=US,O=mqgate tests,CN=certauth test CA") ==
-            0);
+          0);
     mbedtls_mpi serial;
     mbedtls_mpi_init(&serial);
     check(mbedtls_mpi_lset(&serial, ++serial_) == 0);
@@ -50,9 +50,8 @@ class CertMaker {
     check(mbedtls_x509write_crt_set_basic_constraints(&w, 0, -1) == 0);
     if (!san_value.empty()) {
       check(mbedtls_x509write_crt_set_extension(
-                  &w, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME),
-                  0, reinterpret_cast<const unsigned char*>(san_value.data()),
-                  san_value.size()) == 0);
+                &w, MBEDTLS_OID_SUBJECT_ALT_NAME, MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0,
+                reinterpret_cast<const unsigned char*>(san_value.data()), san_value.size()) == 0);
     }
     std::vector<unsigned char> buf(4096 + 2 * san_value.size());
     const int n =
@@ -70,11 +69,11 @@ class CertMaker {
     mbedtls_ctr_drbg_init(&drbg_);
     const char pers[] = "x509_builder";
     check(mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_,
-                                  reinterpret_cast<const unsigned char*>(pers),
-                                  sizeof pers - 1) == 0);
+                                reinterpret_cast<const unsigned char*>(pers),
+                                sizeof pers - 1) == 0);
     check(mbedtls_pk_setup(&key_, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) == 0);
     check(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key_),
-                                mbedtls_ctr_drbg_random, &drbg_) == 0);
+                              mbedtls_ctr_drbg_random, &drbg_) == 0);
   }
   ~CertMaker() {
     mbedtls_pk_free(&key_);
@@ -86,7 +85,6 @@ class CertMaker {
   mbedtls_ctr_drbg_context drbg_;
   int serial_ = 0;
 };
-
 
 }  // namespace
 
@@ -126,7 +124,6 @@ std::string san(const std::vector<std::string>& names) {
     all += n;
   return tlv(0x30, all);
 }
-
 
 std::string make_cert(const std::string& san_value, const std::string& cn, int version) {
   return CertMaker::get().make(san_value, cn, version);

@@ -15,9 +15,9 @@ std::string der_length(size_t n);
 std::string tlv(uint8_t tag, std::string_view value);
 
 // GeneralName values for a subjectAltName.
-std::string uri(std::string_view s);                       // [6] uniformResourceIdentifier
-std::string dns(std::string_view s);                       // [2] dNSName
-std::string email(std::string_view s);                     // [1] rfc822Name
+std::string uri(std::string_view s);                           // [6] uniformResourceIdentifier
+std::string dns(std::string_view s);                           // [2] dNSName
+std::string email(std::string_view s);                         // [1] rfc822Name
 std::string ipv4(uint8_t a, uint8_t b, uint8_t c, uint8_t d);  // [7] iPAddress
 // GeneralNames ::= SEQUENCE OF GeneralName
 std::string san(const std::vector<std::string>& names);

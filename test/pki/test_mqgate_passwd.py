@@ -101,6 +101,21 @@ class MqgatePasswdTest(unittest.TestCase):
         self.assertEqual(lines[1:3], ["", "# the robots"])
         self.assertTrue(lines[3].startswith("bob:$7$"))
 
+    def test_what_mosquitto_tolerates_we_read_alike(self):
+        # comments (also indented), blank lines, blanks around fields, CRLF, no final
+        # newline: Mosquitto reads this file, and so does our library (the tool parses
+        # the file before it adds a user)
+        self.ok("-c", "-b", self.pw, "alice", "alice pw")
+        alice = read(self.pw).strip()
+        user, hashed = alice.split(":", 1)
+        with open(self.pw, "w", newline="") as f:
+            f.write(f"# users\r\n\r\n   # indented\r\n  {user} :  {hashed} \r\n")
+        self.ok("-b", self.pw, "bob", "bob pw")
+        text = read(self.pw)
+        self.assertTrue(text.startswith("# users\n\n   # indented\n"), text)
+        self.verify_with_mosquitto({"alice": "alice pw", "bob": "bob pw"},
+                                   {"alice": "bob pw"})
+
     def test_usage_errors(self):
         self.fails(rc=2)
         self.fails("-c", "-D", self.pw, "u", rc=2)

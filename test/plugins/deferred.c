@@ -13,6 +13,8 @@
  *   disconnect_topic = "t"        a PUBLISH to t makes the plugin ask the host to
  *                                 disconnect the client ("revoked"), then ALLOW
  *   receive_deny = ["filter", ...] RECEIVE: DENY retained messages matching these
+ *   return_ok_users = ["name", ...] AUTHENTICATE: return MQGATE_OK (an ABI 1 habit; not
+ *                                 a verdict in ABI 2, so the host must deny and log)
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -46,7 +48,7 @@ typedef struct deferred {
   mqgate_plugin *plugin;
   char tag[MAX_TEXT];
   long delay_ms;
-  list deny_users, defer_topics, deny_topics, receive_deny;
+  list deny_users, defer_topics, deny_topics, receive_deny, return_ok_users;
   char disconnect_topic[MAX_TEXT];
   pthread_t thread;
   pthread_mutex_t mu;
@@ -160,6 +162,8 @@ static int on_event(int event, void *data, void *instance) {
       int deny = 0;
       for (i = 0; e->username && i < self->deny_users.count; i++)
         if (strcmp(self->deny_users.items[i], e->username) == 0) deny = 1;
+      for (i = 0; e->username && i < self->return_ok_users.count; i++)
+        if (strcmp(self->return_ok_users.items[i], e->username) == 0) return MQGATE_OK;
       api->log(self->plugin, MQGATE_LOG_INFO,
                "deferred %s: authenticate client_id=%s username=%s clean_session=%d level=%d -> defer",
                self->tag, e->client_id, e->username ? e->username : "(none)", e->clean_session,
@@ -190,9 +194,11 @@ static int on_event(int event, void *data, void *instance) {
     case MQGATE_EVT_CONNECTED: {
       mqgate_evt_connected *e = (mqgate_evt_connected *)data;
       api->log(self->plugin, MQGATE_LOG_INFO,
-               "deferred %s: connected client_id=%s identity=%s clean_session=%d", self->tag,
-               api->client_id(e->client), api->client_identity(e->client),
-               api->client_clean_session(e->client));
+               "deferred %s: connected client_id=%s identity=%s clean_session=%d tls=%s cipher=%s",
+               self->tag, api->client_id(e->client), api->client_identity(e->client),
+               api->client_clean_session(e->client),
+               api->client_tls_version(e->client) ? api->client_tls_version(e->client) : "(none)",
+               api->client_tls_cipher(e->client) ? api->client_tls_cipher(e->client) : "(none)");
       return MQGATE_OK;
     }
     case MQGATE_EVT_DISCONNECTED: {
@@ -226,7 +232,8 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   if (!read_list(api, o, "deny_users", &self->deny_users) ||
       !read_list(api, o, "defer_topics", &self->defer_topics) ||
       !read_list(api, o, "deny_topics", &self->deny_topics) ||
-      !read_list(api, o, "receive_deny", &self->receive_deny)) {
+      !read_list(api, o, "receive_deny", &self->receive_deny) ||
+      !read_list(api, o, "return_ok_users", &self->return_ok_users)) {
     *errmsg = api->mprintf("lists must be arrays of strings");
     free(self);
     return MQGATE_ERR_CONFIG;

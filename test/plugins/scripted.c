@@ -186,6 +186,11 @@ int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_host_api *api, const 
   api->register_event(plugin, MQGATE_EVT_DISCONNECTED, on_event);
   api->register_event(plugin, MQGATE_EVT_RELOAD, on_event);
   api->register_event(plugin, MQGATE_EVT_TICK, on_event);
+  /* An ABI 1 plugin built against the ABI 2 header: the host's table ends where ABI 1's
+   * did, so the newer members are not offered. */
+  api->log(plugin, MQGATE_LOG_INFO, "scripted %s: abi=%d api_has_identity=%d api_has_defer=%d",
+           self->tag, api->abi_version, MQGATE_API_HAS(api, client_identity) ? 1 : 0,
+           MQGATE_API_HAS(api, defer) ? 1 : 0);
   *instance = self;
   return MQGATE_OK;
 }

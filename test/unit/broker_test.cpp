@@ -531,7 +531,9 @@ struct DeferringHooks final : AuthHooks {
 };
 }  // namespace
 
-TEST_CASE("deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials deny, PUBACK and SUBACK wait") {
+TEST_CASE(
+    "deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials deny, PUBACK and SUBACK "
+    "wait") {
   DeferringHooks hooks;
   Fixture f({}, &hooks);
   FakeClient c(*f.broker, &f.listener);
@@ -553,7 +555,7 @@ TEST_CASE("deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials den
 
   c.feed(subscribe_packet(3, {{"a", 1}, {"b", 0}}));
   CHECK(c.take().empty());
-  hooks.decide(c, AuthResult{});                  // "a" granted; "b" is asked next
+  hooks.decide(c, AuthResult{});  // "a" granted; "b" is asked next
   CHECK(c.take().empty());
   hooks.decide(c, AuthResult::deny("not b"));
   out = c.take();
@@ -577,4 +579,13 @@ TEST_CASE("deferred decisions: CONNACK waits, CONNACK 4 on a bad-credentials den
   CHECK_FALSE(f.broker->awaiting_decision(gone));
   hooks.decide(gone, AuthResult{});  // too late: ignored
   CHECK(gone.take().empty());
+}
+
+TEST_CASE("deferred decisions: a transport that does not hold input gets its client closed") {
+  DeferringHooks hooks;
+  Fixture f({}, &hooks);
+  FakeClient c(*f.broker, &f.listener);  // FakeClient ignores hold()
+  c.feed(connect_packet("eager") + connect_packet("eager"));
+  CHECK(c.closed);
+  CHECK(c.close_reason == "internal error: input not held");
 }

@@ -126,3 +126,16 @@ TEST_CASE("tls_max_pending_handshakes: default, range and errors") {
   e = errors_of(listener + "[limits]\ntls_max_pending_handshakes = 5\n");
   CHECK(any_contains(e, "limits.tls_max_pending_handshakes: unknown key"));
 }
+
+TEST_CASE("auth_timeout: default, range and errors") {
+  const std::string listener = "[listeners.default]\nbind = \"127.0.0.1:1883\"\n";
+  std::vector<std::string> errors;
+  auto cfg = parse_config(listener, "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->auth_timeout == 10);
+  cfg = parse_config("auth_timeout = 2\n" + listener, "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->auth_timeout == 2);
+  auto e = errors_of("auth_timeout = 0\n" + listener);
+  CHECK(any_contains(e, "auth_timeout: expected an integer from 1 to 3600, got 0"));
+}

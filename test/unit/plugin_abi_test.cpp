@@ -148,8 +148,8 @@ TEST_CASE("MQGATE_HAS_FIELD sees only what the struct size covers") {
 }
 
 TEST_CASE("verdicts are neither MQGATE_OK nor error codes nor ABI 1 decisions") {
-  for (int v : {MQGATE_VERDICT_ABSTAIN, MQGATE_VERDICT_ALLOW, MQGATE_VERDICT_DENY,
-                MQGATE_VERDICT_DEFER}) {
+  for (int v :
+       {MQGATE_VERDICT_ABSTAIN, MQGATE_VERDICT_ALLOW, MQGATE_VERDICT_DENY, MQGATE_VERDICT_DEFER}) {
     CHECK(v > MQGATE_DECISION_DENY);
     CHECK(v != MQGATE_OK);
   }

@@ -79,10 +79,13 @@ std::vector<std::string> all_strings(const std::vector<std::string>& levels, siz
       auto add = [&](const std::string& level) {
         next.push_back(d == 1 ? level : prefix + "/" + level);
       };
-      for (const auto& l : levels) add(l);
+      for (const auto& l : levels)
+        add(l);
       if (d == 1)
-        for (const auto& l : first_only) add(l);
-      for (const auto& l : last_only) out.push_back(d == 1 ? l : prefix + "/" + l);
+        for (const auto& l : first_only)
+          add(l);
+      for (const auto& l : last_only)
+        out.push_back(d == 1 ? l : prefix + "/" + l);
     }
     out.insert(out.end(), next.begin(), next.end());
     by_depth.push_back(std::move(next));
@@ -103,7 +106,8 @@ TEST_CASE("filter_covers agrees with a brute-force oracle over a topic universe"
   std::vector<std::vector<bool>> matched(filters.size());
   for (size_t i = 0; i < filters.size(); ++i) {
     REQUIRE(is_valid_topic_filter(filters[i]));
-    for (const auto& t : topics) matched[i].push_back(topic_matches(filters[i], t));
+    for (const auto& t : topics)
+      matched[i].push_back(topic_matches(filters[i], t));
   }
   size_t covered = 0;
   for (size_t p = 0; p < filters.size(); ++p) {
