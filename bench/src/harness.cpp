@@ -255,6 +255,8 @@ void Harness::encode_connect(std::string& out, const std::string& client_id) con
   c.clean_session = true;
   c.keepalive = static_cast<uint16_t>(options_.keepalive);
   c.client_id = client_id;
+  if (options_.username) c.username = *options_.username;
+  if (options_.password) c.password = *options_.password;
   codec::encode_connect(out, c);
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,8 @@ struct Options {
   int broker_pid = 0;
   std::string client_prefix;
   int keepalive = 60;
+  std::optional<std::string> username;  // sent in every CONNECT when set
+  std::optional<std::string> password;
 
   // TLS
   bool tls = false;

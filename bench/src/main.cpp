@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
       ("keepalive", "CONNECT keep-alive in seconds", cxxopts::value<int>()->default_value("60"))
       ("json", "print the summary as one JSON object on stdout")
       ("q,quiet", "no progress lines on stderr")
+      ("username", "username in every CONNECT", cxxopts::value<std::string>())
+      ("password", "password in every CONNECT (a test password: visible in ps)",
+       cxxopts::value<std::string>())
       ("h,help", "print this help and exit");
   options.add_options("TLS (mutual TLS when --cert is given)")
       ("tls", "connect with TLS (implied by --cafile/--cert)")
@@ -125,6 +128,8 @@ int main(int argc, char** argv) {
     o.client_prefix = args.count("client-prefix") ? args["client-prefix"].as<std::string>()
                                                   : "mb" + std::to_string(getpid());
     o.keepalive = args["keepalive"].as<int>();
+    if (args.count("username")) o.username = args["username"].as<std::string>();
+    if (args.count("password")) o.password = args["password"].as<std::string>();
     o.json = args.count("json") > 0;
     o.quiet = args.count("quiet") > 0;
     o.tls_settings.cafile = args.count("cafile") ? args["cafile"].as<std::string>() : "";

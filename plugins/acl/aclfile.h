@@ -4,7 +4,7 @@
  *   user <username>                                then: that user's topics
  *   pattern [read|write|readwrite|deny] <filter>   every client; %u %c %i substituted
  *
- * Plain C99, shared by the acl plugin (pending ABI 2) and its tests. */
+ * Plain C99, shared by the acl plugin (acl.c) and its tests. */
 #ifndef MQGATE_ACLFILE_H
 #define MQGATE_ACLFILE_H
 

@@ -3,7 +3,7 @@
  *   user:$7$<iterations>$<base64 salt>$<base64 hash>   PBKDF2-HMAC-SHA512 (Mosquitto 2.0)
  *   user:$6$<base64 salt>$<base64 hash>                SHA512(password || salt) (1.x)
  *
- * Plain C99 over mbedTLS, so the passwd plugin (C, pending ABI 2) and the mqgate_passwd
+ * Plain C99 over mbedTLS, so the passwd plugin (passwd.c) and the mqgate_passwd
  * CLI share it. A file is accepted whole or refused with "<file>:<line>: <what>". */
 #ifndef MQGATE_PWFILE_H
 #define MQGATE_PWFILE_H

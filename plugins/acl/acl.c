@@ -1,0 +1,193 @@
+/*
+ * acl: topic access from a Mosquitto ACL file (docs/acl.md).
+ *
+ *   [plugins.acl]
+ *   acl_file = "acl"   # required; relative to the configuration file
+ *
+ * AUTHORIZE, with the client's username (%u), client id (%c) and session identity (%i,
+ * api->client_identity; NULL before CONNECTED, when rules with %i do not apply):
+ *   PUBLISH (also wills)  write access on the topic;
+ *   SUBSCRIBE             the filter must be covered by rules granting read, for every
+ *                         topic it can match, and touch no deny rule (acl_check's
+ *                         ACL_SUBSCRIBE);
+ *   RECEIVE               read access on the retained message's topic.
+ * A rule that grants: ALLOW; otherwise (a deny rule, or no rule at all, as in
+ * Mosquitto): DENY with a reason. All in memory, answered at once (no deferral).
+ *
+ * RELOAD (SIGHUP): the file is read again; a bad one is refused with "<file>:<line>:
+ * <what>" and the old rules kept. Everything runs on the loop: no locking.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aclfile.h"
+#include "mqgate_plugin.h"
+
+MQGATE_PLUGIN_DECLARE_VERSION(2)
+
+typedef struct acl_instance {
+  const mqgate_host_api *api;
+  mqgate_plugin *plugin;
+  char *path;
+  aclfile *rules;
+} acl_instance;
+
+/* `value` resolved against the directory of the configuration file that `location`
+ * ("<file>:<line>:<column>", from api->opt_location) names, as the broker resolves its
+ * own paths. NULL if out of memory. */
+static char *resolve_path(const char *value, const char *location) {
+  const char *end = location + strlen(location);
+  const char *slash;
+  size_t dir_len, i;
+  char *out;
+  if (value[0] == '/') return strdup(value);
+  for (i = 0; i < 2; i++) { /* drop ":<column>" and ":<line>" */
+    const char *p = end;
+    while (p > location && p[-1] != ':') p--;
+    if (p == location) break;
+    end = p - 1;
+  }
+  slash = NULL;
+  for (; end > location; end--) {
+    if (end[-1] == '/') {
+      slash = end;
+      break;
+    }
+  }
+  dir_len = slash ? (size_t)(slash - location) : 0;
+  out = (char *)malloc(dir_len + strlen(value) + 1);
+  if (out == NULL) return NULL;
+  memcpy(out, location, dir_len);
+  strcpy(out + dir_len, value);
+  return out;
+}
+
+/* Reads the options and the file; MQGATE_OK with *path and *rules, or an error with
+ * *errmsg. */
+static int load(const mqgate_host_api *api, const mqgate_options *options, char **path,
+                aclfile **rules, char **errmsg) {
+  size_t i;
+  const char *file = NULL;
+  char err[ACL_ERR_LEN];
+  int rc;
+  for (i = 0; i < api->opt_count(options); i++) {
+    const char *key = api->opt_key(options, i);
+    if (strcmp(key, "acl_file") != 0) {
+      *errmsg = api->mprintf("%s: unknown option \"%s\" (expected: acl_file)",
+                             api->opt_location(options, key), key);
+      return MQGATE_ERR_CONFIG;
+    }
+  }
+  rc = api->opt_string(options, "acl_file", &file);
+  if (rc != MQGATE_OK || file[0] == '\0') {
+    *errmsg = api->mprintf("%s: acl_file: %s (the path of a Mosquitto ACL file)",
+                           api->opt_location(options, "acl_file"),
+                           rc == MQGATE_ERR_NOT_FOUND ? "missing" : "expected a non-empty string");
+    return MQGATE_ERR_CONFIG;
+  }
+  *path = resolve_path(file, api->opt_location(options, "acl_file"));
+  if (*path == NULL) return MQGATE_ERR_NOMEM;
+  *rules = aclfile_load(*path, err, sizeof err);
+  if (*rules == NULL) {
+    *errmsg = api->mprintf("acl_file: %s", err);
+    free(*path);
+    *path = NULL;
+    return MQGATE_ERR_CONFIG;
+  }
+  return MQGATE_OK;
+}
+
+static int on_authorize(acl_instance *self, mqgate_evt_authorize *evt) {
+  const mqgate_host_api *api = self->api;
+  const char *username = api->client_username(evt->client);
+  const char *client_id = api->client_id(evt->client);
+  const char *identity =
+      MQGATE_API_HAS(api, client_identity) ? api->client_identity(evt->client) : NULL;
+  int access;
+  const char *what;
+  switch (evt->action) {
+    case MQGATE_ACTION_PUBLISH:
+      access = ACL_WRITE;
+      what = "write";
+      break;
+    case MQGATE_ACTION_SUBSCRIBE:
+      access = ACL_SUBSCRIBE;
+      what = "read on every topic of the filter";
+      break;
+    case MQGATE_ACTION_RECEIVE:
+      access = ACL_READ;
+      what = "read";
+      break;
+    default:
+      evt->reason = api->mprintf("unknown action %d", evt->action);
+      return MQGATE_VERDICT_DENY;
+  }
+  if (evt->topic != NULL &&
+      acl_check(self->rules, username, client_id ? client_id : "", identity, evt->topic,
+                access))
+    return MQGATE_VERDICT_ALLOW;
+  evt->reason = api->mprintf("acl: no %s for \"%s\" (username %s%s%s)", what,
+                             evt->topic ? evt->topic : "", username ? "\"" : "",
+                             username ? username : "none", username ? "\"" : "");
+  return MQGATE_VERDICT_DENY;
+}
+
+static int on_event(int event, void *event_data, void *instance) {
+  acl_instance *self = (acl_instance *)instance;
+  if (event == MQGATE_EVT_AUTHORIZE)
+    return on_authorize(self, (mqgate_evt_authorize *)event_data);
+  if (event == MQGATE_EVT_RELOAD) {
+    mqgate_evt_reload *evt = (mqgate_evt_reload *)event_data;
+    char *path = NULL;
+    aclfile *rules = NULL;
+    int rc = load(self->api, evt->options, &path, &rules, &evt->errmsg);
+    if (rc != MQGATE_OK) return rc; /* the old rules stay */
+    aclfile_free(self->rules);
+    free(self->path);
+    self->rules = rules;
+    self->path = path;
+    self->api->log(self->plugin, MQGATE_LOG_INFO, "reloaded %s", path);
+    return MQGATE_OK;
+  }
+  return MQGATE_OK;
+}
+
+MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_host_api *api,
+                                            const mqgate_options *options, void **instance,
+                                            char **errmsg) {
+  acl_instance *self;
+  char *path = NULL;
+  aclfile *rules = NULL;
+  int rc = load(api, options, &path, &rules, errmsg);
+  if (rc != MQGATE_OK) return rc;
+  self = (acl_instance *)calloc(1, sizeof *self);
+  if (self == NULL) {
+    aclfile_free(rules);
+    free(path);
+    return MQGATE_ERR_NOMEM;
+  }
+  self->api = api;
+  self->plugin = plugin;
+  self->path = path;
+  self->rules = rules;
+  if (api->register_event(plugin, MQGATE_EVT_AUTHORIZE, on_event) != MQGATE_OK ||
+      api->register_event(plugin, MQGATE_EVT_RELOAD, on_event) != MQGATE_OK) {
+    aclfile_free(rules);
+    free(path);
+    free(self);
+    *errmsg = api->strdup("cannot register the plugin's events");
+    return MQGATE_ERR_PLUGIN;
+  }
+  api->log(plugin, MQGATE_LOG_INFO, "rules from %s", path);
+  *instance = self;
+  return MQGATE_OK;
+}
+
+MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance) {
+  acl_instance *self = (acl_instance *)instance;
+  aclfile_free(self->rules);
+  free(self->path);
+  free(self);
+}
