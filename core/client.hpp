@@ -62,13 +62,20 @@ class Client {
   void set_tls(std::unique_ptr<TlsPeerInfo> tls) { extras().tls = std::move(tls); }
 
   // --- protocol state -----------------------------------------------------------------
+  // (The small fields share one word: an idle connection's memory is a budget.)
   State state = State::kAwaitConnect;
   uint8_t protocol_level = 0;  // 0 until CONNECT
   bool clean_session = false;  // the CONNECT's flag
+  bool graceful = false;       // DISCONNECT received: no will
   uint16_t keepalive = 0;      // seconds; 0 disables the check
+
+ protected:
+  bool flush_pending_ = false;
+  bool close_requested_ = false;
+
+ public:
   uint64_t last_rx_ms = 0;     // loop time of the last complete packet (or of accept)
   uint64_t partial_since_ms = 0;  // loop time a packet started arriving; 0: none pending
-  bool graceful = false;  // DISCONNECT received: no will
   MessagePtr will;        // published on an abnormal close
   Session* session = nullptr;
 
@@ -120,8 +127,6 @@ class Client {
   virtual void on_close_requested() = 0;
   void set_peer(std::string peer) { peer_ = std::move(peer); }
   std::string out_;
-  bool flush_pending_ = false;
-  bool close_requested_ = false;
 
  private:
   struct PluginSlot {

@@ -50,12 +50,6 @@ class Connection final : public Client, public TlsSessionOwner {
   TlsSession* tls_session() { return tls_.get(); }
   uint64_t closing_since_ms() const { return closing_since_ms_; }
 
-  // Intrusive links, owned by Server.
-  Connection* prev = nullptr;
-  Connection* next = nullptr;
-  bool in_dirty_list = false;
-  bool in_held_list = false;
-  bool in_close_list = false;
 
  protected:
   void schedule_flush() override;
@@ -95,12 +89,21 @@ class Connection final : public Client, public TlsSessionOwner {
   codec::Framer framer_;         // input not yet dispatched (a partial packet, held bytes)
   size_t write_in_flight_ = 0;   // bytes handed to uv_write, not yet completed
   uint64_t closing_since_ms_ = 0;
-  bool close_reported_ = false;  // the broker was told (Broker::on_closed)
-  bool uv_closing_ = false;
-  bool write_pending_ = false;
-  bool read_paused_ = false;  // backpressure: output backlog over max_outgoing_bytes
-  bool auth_held_ = false;    // the broker awaits a decision about this client
-  bool reading_ = false;      // libuv reads the socket (update_reading keeps it right)
+  bool close_reported_ : 1 = false;  // the broker was told (Broker::on_closed)
+  bool uv_closing_ : 1 = false;
+  bool write_pending_ : 1 = false;
+  bool read_paused_ : 1 = false;  // backpressure: output backlog over max_outgoing_bytes
+  bool auth_held_ : 1 = false;    // the broker awaits a decision about this client
+  bool reading_ : 1 = false;      // libuv reads the socket (update_reading keeps it right)
+
+ public:
+  // Owned by Server. Declared last, next to the flags above, so that all the flags
+  // share one word (an idle connection's memory is a budget).
+  bool in_dirty_list : 1 = false;
+  bool in_held_list : 1 = false;
+  bool in_close_list : 1 = false;
+  Connection* prev = nullptr;  // intrusive list of live connections
+  Connection* next = nullptr;
 };
 
 }  // namespace mqgate

@@ -148,6 +148,8 @@ class Session : public RouteTarget {
   Client* client_ = nullptr;
   uint64_t offline_since_ms_ = 0;
   bool clean_;
+  bool offline_listed_ = false;  // in OfflineSessions
+  bool removed_ = false;
   uint16_t last_packet_id_ = 0;
   std::unique_ptr<Subscriptions> subscriptions_;  // allocated on the first subscription
   std::unique_ptr<Flow> flow_;
@@ -155,8 +157,6 @@ class Session : public RouteTarget {
   friend class OfflineSessions;
   Session* offline_prev_ = nullptr;
   Session* offline_next_ = nullptr;
-  bool offline_listed_ = false;
-  bool removed_ = false;
 };
 
 // Persistent sessions without a client, in the order they went offline: the oldest,
