@@ -14,6 +14,13 @@
 
 namespace mqgate {
 
+std::string resolve_config_path(const std::string& path, const std::string& config_file) {
+  if (path.empty() || path[0] == '/') return path;
+  const auto slash = config_file.rfind('/');
+  if (slash == std::string::npos) return path;
+  return config_file.substr(0, slash + 1) + path;
+}
+
 namespace {
 
 // A whole packet: 5 header bytes and the largest remaining length.
@@ -256,13 +263,6 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
   c.reject_unknown();
 }
 
-std::string resolve_path(const std::string& path, const std::string& config_file) {
-  if (path.empty() || path[0] == '/') return path;
-  const auto slash = config_file.rfind('/');
-  if (slash == std::string::npos) return path;
-  return config_file.substr(0, slash + 1) + path;
-}
-
 // The TLS keys of a listener table; called for every listener so that TLS keys
 // without `ssl = true` are reported rather than silently ignored.
 void read_listener_tls(TableChecker& c, const toml::table& t, const std::string& file,
@@ -272,7 +272,7 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
   auto path_key = [&](const char* key, std::string& out) {
     if (auto v = c.string(key)) {
       if (v->empty()) c.error_at(c.where(key), key, "must not be empty");
-      out = resolve_path(*v, file);
+      out = resolve_config_path(*v, file);
     }
   };
   path_key("certfile", tls.certfile);
@@ -366,7 +366,7 @@ void read_plugin(const std::string& name, const toml::table& t, const std::strin
   p.name = name;
   p.line = static_cast<int>(t.source().begin.line);
   p.module = c.string("module").value_or(name);
-  p.path = resolve_path(c.string("path").value_or(""), file);
+  p.path = resolve_config_path(c.string("path").value_or(""), file);
   if (!valid_name(p.module))
     c.error_at(t.source(), "module", "a module name must be 1-64 letters, digits, '-' or '_'");
   auto options = std::make_shared<PluginTable>();
@@ -401,7 +401,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
                    "expected \"error\", \"warning\", \"info\" or \"debug\", got \"" + *level + "\"");
   }
   if (auto v = top.integer("sys_interval", 0, 86400)) cfg.sys_interval = static_cast<uint32_t>(*v);
-  if (auto v = top.string("plugin_dir")) cfg.plugin_dir = resolve_path(*v, path);
+  if (auto v = top.string("plugin_dir")) cfg.plugin_dir = resolve_config_path(*v, path);
   if (auto v = top.integer("tls_threads", 0, 256)) cfg.tls_threads = static_cast<uint32_t>(*v);
   if (auto v = top.integer("auth_timeout", 1, 3600)) cfg.auth_timeout = static_cast<uint32_t>(*v);
   if (auto v = top.integer("tls_max_pending_handshakes", 1, 1000000))

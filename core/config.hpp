@@ -97,6 +97,10 @@ struct Config {
   std::vector<PluginConfig> plugins;      // in file order
 };
 
+// A path from the configuration, relative to the configuration file's directory
+// (absolute paths and "" are returned as they are).
+std::string resolve_config_path(const std::string& path, const std::string& config_file);
+
 // Reads and checks `path`. On failure returns nullopt and fills `errors` with one
 // message per problem, each naming the file, line and key.
 std::optional<Config> load_config(const std::string& path, std::vector<std::string>& errors);

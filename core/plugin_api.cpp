@@ -111,6 +111,15 @@ int api_opt_string(const mqgate_options* o, const char* key, const char** out) {
   return MQGATE_OK;
 }
 
+int api_opt_path(const mqgate_options* o, const char* key, const char** out) {
+  const char* value = nullptr;
+  const int rc = api_opt_string(o, key, &value);
+  if (rc != MQGATE_OK) return rc;
+  o->scratch.push_back(std::make_unique<std::string>(resolve_config_path(value, o->file)));
+  *out = o->scratch.back()->c_str();
+  return MQGATE_OK;
+}
+
 int api_opt_integer(const mqgate_options* o, const char* key, int64_t* out) {
   const toml::node* n = option(o, key);
   if (n == nullptr) return MQGATE_ERR_NOT_FOUND;
@@ -267,6 +276,7 @@ const mqgate_host_api kHostApi = {
     api_client_tls_version,
     api_client_tls_cipher,
     api_filter_covers,
+    api_opt_path,
 };
 
 mqgate_host_api make_v1_api() {

@@ -540,6 +540,11 @@ typedef struct mqgate_host_api {
    * topic), as in topic_matches. Use it to decide a SUBSCRIBE against an ACL pattern:
    * `filter_covers(acl, requested_filter)`. Thread-safe. */
   int (*filter_covers)(const char *pattern, const char *filter);
+  /* A string option holding a file path, resolved the way the broker resolves its own
+   * paths: relative to the directory of the configuration file (an absolute path is
+   * kept). Returns MQGATE_OK and sets *out, MQGATE_ERR_NOT_FOUND, or MQGATE_ERR_TYPE.
+   * Valid like opt_string's strings; call it during init and reload. */
+  int (*opt_path)(const mqgate_options *options, const char *key, const char **out);
 } mqgate_host_api;
 
 /* ------------------------------------------------------------------------------ */

@@ -34,38 +34,17 @@ typedef struct acl_instance {
   aclfile *rules;
 } acl_instance;
 
-/* `value` resolved against the directory of the configuration file that `location`
- * ("<file>:<line>:<column>", from api->opt_location) names, as the broker resolves its
- * own paths. NULL if out of memory. */
-static char *resolve_path(const char *value, const char *location) {
-  const char *end = location + strlen(location);
-  const char *slash;
-  size_t dir_len, i;
-  char *out;
-  if (value[0] == '/') return strdup(value);
-  for (i = 0; i < 2; i++) { /* drop ":<column>" and ":<line>" */
-    const char *p = end;
-    while (p > location && p[-1] != ':') p--;
-    if (p == location) break;
-    end = p - 1;
-  }
-  slash = NULL;
-  for (; end > location; end--) {
-    if (end[-1] == '/') {
-      slash = end;
-      break;
-    }
-  }
-  dir_len = slash ? (size_t)(slash - location) : 0;
-  out = (char *)malloc(dir_len + strlen(value) + 1);
-  if (out == NULL) return NULL;
-  memcpy(out, location, dir_len);
-  strcpy(out + dir_len, value);
-  return out;
-}
-
 /* Reads the options and the file; MQGATE_OK with *path and *rules, or an error with
  * *errmsg. */
+/* The option's path, resolved by the broker against the configuration file's
+ * directory (api->opt_path), as a copy the plugin owns; NULL if out of memory. */
+static char *resolved_path(const mqgate_host_api *api, const mqgate_options *options,
+                           const char *key) {
+  const char *path = NULL;
+  if (api->opt_path(options, key, &path) != MQGATE_OK) return NULL;
+  return strdup(path);
+}
+
 static int load(const mqgate_host_api *api, const mqgate_options *options, char **path,
                 aclfile **rules, char **errmsg) {
   size_t i;
@@ -87,7 +66,7 @@ static int load(const mqgate_host_api *api, const mqgate_options *options, char 
                            rc == MQGATE_ERR_NOT_FOUND ? "missing" : "expected a non-empty string");
     return MQGATE_ERR_CONFIG;
   }
-  *path = resolve_path(file, api->opt_location(options, "acl_file"));
+  *path = resolved_path(api, options, "acl_file");
   if (*path == NULL) return MQGATE_ERR_NOMEM;
   *rules = aclfile_load(*path, err, sizeof err);
   if (*rules == NULL) {

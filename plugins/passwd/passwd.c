@@ -82,36 +82,6 @@ static const char *const kOptions = "password_file, threads, max_pending";
 /* Options                                                                         */
 /* ------------------------------------------------------------------------------ */
 
-/* `value` resolved against the directory of the configuration file that `location`
- * ("<file>:<line>:<column>", from api->opt_location) names, as the broker resolves its
- * own paths. NULL if out of memory. */
-static char *resolve_path(const char *value, const char *location) {
-  const char *end = location + strlen(location);
-  const char *slash;
-  size_t dir_len, i;
-  char *out;
-  if (value[0] == '/') return strdup(value);
-  for (i = 0; i < 2; i++) { /* drop ":<column>" and ":<line>" */
-    const char *p = end;
-    while (p > location && p[-1] != ':') p--;
-    if (p == location) break;
-    end = p - 1;
-  }
-  slash = NULL;
-  for (; end > location; end--) {
-    if (end[-1] == '/') {
-      slash = end;
-      break;
-    }
-  }
-  dir_len = slash ? (size_t)(slash - location) : 0;
-  out = (char *)malloc(dir_len + strlen(value) + 1);
-  if (out == NULL) return NULL;
-  memcpy(out, location, dir_len);
-  strcpy(out + dir_len, value);
-  return out;
-}
-
 static int read_integer(const mqgate_host_api *api, const mqgate_options *options,
                         const char *key, int64_t def, int64_t max, int64_t *out,
                         char **errmsg) {
@@ -126,6 +96,15 @@ static int read_integer(const mqgate_host_api *api, const mqgate_options *option
     return MQGATE_ERR_CONFIG;
   }
   return MQGATE_OK;
+}
+
+/* The option's path, resolved by the broker against the configuration file's
+ * directory (api->opt_path), as a copy the plugin owns; NULL if out of memory. */
+static char *resolved_path(const mqgate_host_api *api, const mqgate_options *options,
+                           const char *key) {
+  const char *path = NULL;
+  if (api->opt_path(options, key, &path) != MQGATE_OK) return NULL;
+  return strdup(path);
 }
 
 static int read_options(const mqgate_host_api *api, const mqgate_options *options,
@@ -155,7 +134,7 @@ static int read_options(const mqgate_host_api *api, const mqgate_options *option
   rc = read_integer(api, options, "max_pending", DEFAULT_MAX_PENDING, MAX_MAX_PENDING,
                     &out->max_pending, errmsg);
   if (rc != MQGATE_OK) return rc;
-  out->path = resolve_path(file, api->opt_location(options, "password_file"));
+  out->path = resolved_path(api, options, "password_file");
   return out->path ? MQGATE_OK : MQGATE_ERR_NOMEM;
 }
 

@@ -111,6 +111,7 @@ FIELD_AT(mqgate_host_api, client_clean_session, 248);
 FIELD_AT(mqgate_host_api, client_tls_version, 256);
 FIELD_AT(mqgate_host_api, client_tls_cipher, 264);
 FIELD_AT(mqgate_host_api, filter_covers, 272);
+FIELD_AT(mqgate_host_api, opt_path, 280);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
