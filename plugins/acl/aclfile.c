@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* memmem */
 #include "aclfile.h"
 
+#include "../common/bounded_read.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -457,50 +459,10 @@ fail:
 }
 
 aclfile* aclfile_load(const char* path, char* err, size_t errlen) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  char* buf;
   size_t len = 0;
   aclfile* acl;
-  if (fd < 0) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
-    return NULL;
-  }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    set_err(err, errlen, "%s: not a regular file", path);
-    close(fd);
-    return NULL;
-  }
-  if ((unsigned long long)st.st_size > ACL_MAX_FILE_BYTES) {
-    set_err(err, errlen, "%s: file is over %u bytes", path, ACL_MAX_FILE_BYTES);
-    close(fd);
-    return NULL;
-  }
-  buf = malloc((size_t)st.st_size + 1);
-  if (buf == NULL) {
-    set_err(err, errlen, "%s: out of memory", path);
-    close(fd);
-    return NULL;
-  }
-  for (;;) { /* a file that grows while read is cut at its size when opened */
-    ssize_t r = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      set_err(err, errlen, "%s: %s", path, strerror(errno));
-      free(buf);
-      close(fd);
-      return NULL;
-    }
-    if (r == 0) break;
-    len += (size_t)r;
-    if (len > (size_t)st.st_size) {
-      set_err(err, errlen, "%s: file changed while being read", path);
-      free(buf);
-      close(fd);
-      return NULL;
-    }
-  }
-  close(fd);
+  char* buf = bounded_read(path, ACL_MAX_FILE_BYTES, &len, err, errlen);
+  if (buf == NULL) return NULL;
   acl = aclfile_parse(path, buf, len, err, errlen);
   free(buf);
   return acl;

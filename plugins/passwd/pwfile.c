@@ -2,6 +2,8 @@
 #define _DEFAULT_SOURCE
 #include "pwfile.h"
 
+#include "../common/bounded_read.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -434,65 +436,10 @@ fail:
 }
 
 pwfile* pwfile_load(const char* path, char* err, size_t errlen) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  char* buf = NULL;
-  size_t len = 0, cap;
+  size_t len = 0;
   pwfile* f;
-  if (fd < 0) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
-    return NULL;
-  }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    set_err(err, errlen, "%s: not a regular file", path);
-    close(fd);
-    return NULL;
-  }
-  if ((unsigned long long)st.st_size > PW_MAX_FILE_BYTES) {
-    set_err(err, errlen, "%s: file is over %u bytes", path, PW_MAX_FILE_BYTES);
-    close(fd);
-    return NULL;
-  }
-  cap = (size_t)st.st_size + 1;
-  buf = malloc(cap);
-  if (buf == NULL) {
-    set_err(err, errlen, "%s: out of memory", path);
-    close(fd);
-    return NULL;
-  }
-  for (;;) {
-    ssize_t r;
-    if (len == cap) { /* grew while we read it */
-      if (cap > PW_MAX_FILE_BYTES) {
-        set_err(err, errlen, "%s: file is over %u bytes", path, PW_MAX_FILE_BYTES);
-        free(buf);
-        close(fd);
-        return NULL;
-      }
-      {
-        char* nb = realloc(buf, cap * 2 > PW_MAX_FILE_BYTES + 1 ? PW_MAX_FILE_BYTES + 1 : cap * 2);
-        if (nb == NULL) {
-          set_err(err, errlen, "%s: out of memory", path);
-          free(buf);
-          close(fd);
-          return NULL;
-        }
-        buf = nb;
-        cap = cap * 2 > PW_MAX_FILE_BYTES + 1 ? PW_MAX_FILE_BYTES + 1 : cap * 2;
-      }
-    }
-    r = read(fd, buf + len, cap - len);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      set_err(err, errlen, "%s: %s", path, strerror(errno));
-      free(buf);
-      close(fd);
-      return NULL;
-    }
-    if (r == 0) break;
-    len += (size_t)r;
-  }
-  close(fd);
+  char* buf = bounded_read(path, PW_MAX_FILE_BYTES, &len, err, errlen);
+  if (buf == NULL) return NULL;
   f = pwfile_parse(path, buf, len, err, errlen);
   free(buf);
   return f;
