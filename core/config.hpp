@@ -41,7 +41,7 @@ struct TlsConfig {
   std::string crlfile;   // revoked client certificates (needs cafile)
   ClientCert client_cert = ClientCert::kNone;
   int min_version_minor = 3;         // mbedTLS minor version: 3 = TLS 1.2, 2 = 1.1, 1 = 1.0
-  std::vector<std::string> ciphers;  // mbedTLS suite names; empty: ECDHE AES-GCM, then ChaCha20 (tls.cpp)
+  std::vector<std::string> ciphers;  // mbedTLS suite names; empty: ECDHE AES-GCM, then ChaCha20 (tls_material.cpp)
   bool disconnect_revoked = false;   // after a CRL reload, close clients now revoked
   bool disconnect_expired = false;   // close clients whose certificate has expired
   bool session_tickets = true;       // RFC 5077 resumption

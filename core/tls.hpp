@@ -54,6 +54,9 @@ class TlsSession;
 
 // Text for an mbedTLS error code, e.g. "X509 - Certificate verification failed".
 std::string tls_error_text(int code);
+// A certificate time as seconds since the epoch; a certificate's subject as text.
+int64_t x509_time_to_epoch(const mbedtls_x509_time& t);
+std::string x509_subject(const mbedtls_x509_crt& crt);
 
 // The largest files TlsGeneration::load reads. A certificate chain or a key is a few KiB
 // and a CA bundle (Debian's whole ca-certificates) ~200 KiB; 16 MiB of PEM CRL lists some
