@@ -6,6 +6,7 @@
 #include <ctime>
 #include <thread>
 
+#include "cert_policy.hpp"
 #include "connection.hpp"
 #include "listener.hpp"
 #include "log.hpp"
@@ -423,8 +424,9 @@ void Server::disconnect_revoked(Listener& listener, const TlsGeneration& generat
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next;
     const TlsPeerInfo* info = c->tls();
-    if (&c->listener_ref() == &listener && info && !c->closing() && !info->serial_raw.empty() &&
-        generation.is_revoked(info->issuer_raw, info->serial_raw)) {
+    if (&c->listener_ref() == &listener && info && !c->closing() &&
+        cert_standing(&generation, info->issuer_raw, info->serial_raw, 0, 0) ==
+            CertStanding::kRevoked) {
       CLIENT_LOG(log::Level::kInfo, *c,
                  "client certificate is revoked by the reloaded CRL; closing");
       c->close("client certificate revoked");
@@ -457,7 +459,9 @@ void Server::check_tls_health(uint64_t now_ms) {
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next;
     const TlsPeerInfo* info = c->tls();
-    if (info && info->not_after != 0 && info->not_after < now && !c->closing()) {
+    if (info && !c->closing() &&
+        cert_standing(nullptr, info->issuer_raw, info->serial_raw, info->not_after, now) ==
+            CertStanding::kExpired) {
       const auto& tls = c->listener_ref().config().tls;
       if (tls && tls->disconnect_expired) {
         CLIENT_LOG(log::Level::kInfo, *c, "client certificate expired; closing (disconnect_expired)");

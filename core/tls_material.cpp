@@ -1,3 +1,5 @@
+// TLS material: certificate, key, CAs and CRL, loaded and checked into immutable
+// generations (TlsGeneration in tls.hpp).
 #include "tls.hpp"
 
 #include <mbedtls/error.h>

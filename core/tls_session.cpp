@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "cert_policy.hpp"
 #include "log.hpp"
 #include "tls.hpp"
 #include "tls_compat.hpp"
@@ -156,19 +157,23 @@ std::string TlsSession::check_completed(unsigned char& alert) const {
     }
   }
   const bool resumed = verified_chain_.empty();  // resumption skips the verify callback
-  if (resumed && x509_time_to_epoch(peer->valid_to) < static_cast<int64_t>(time(nullptr))) {
-    alert = MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED;
-    return "resumed session's client certificate has expired";
-  }
   // The CRL in force now, which a SIGHUP may have replaced during the handshake (the
   // handshake verified against the generation it started with). Resumed sessions skip
-  // verification altogether.
+  // verification altogether, dates included.
   const TlsGeneration& current = *current_ ? **current_ : *generation_;
-  if (current.is_revoked(raw(peer->issuer_raw), raw(peer->serial))) {
-    alert = MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED;
-    if (resumed) return "resumed session's client certificate is revoked";
-    return "TLS handshake failed: client certificate (" + x509_subject(*peer) + ") is revoked by " +
-           (&current != generation_.get() ? "the CRL reloaded during the handshake" : "the CRL");
+  switch (cert_standing(&current, raw(peer->issuer_raw), raw(peer->serial),
+                        x509_time_to_epoch(peer->valid_to), static_cast<int64_t>(time(nullptr)))) {
+    case CertStanding::kValid:
+      return "";
+    case CertStanding::kExpired:
+      alert = MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED;
+      return resumed ? "resumed session's client certificate has expired"
+                     : "TLS handshake failed: client certificate (" + x509_subject(*peer) + ") has expired";
+    case CertStanding::kRevoked:
+      alert = MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED;
+      if (resumed) return "resumed session's client certificate is revoked";
+      return "TLS handshake failed: client certificate (" + x509_subject(*peer) + ") is revoked by " +
+             (&current != generation_.get() ? "the CRL reloaded during the handshake" : "the CRL");
   }
   return "";
 }
