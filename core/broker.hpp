@@ -92,7 +92,11 @@ class Broker {
   // From now on closing clients do not publish wills (the whole broker is going away).
   void begin_shutdown() { shutting_down_ = true; }
   const LimitsConfig& limits() const { return limits_; }
-  BrokerStats& stats() { return stats_; }
+  const BrokerStats& stats() const { return stats_; }
+  // The transports' one way into the statistics (they never write them directly).
+  void count_received(size_t bytes) { stats_.bytes_received += bytes; }
+  void count_sent(size_t bytes) { stats_.bytes_sent += bytes; }
+  void count_tls_refused() { stats_.tls_handshakes_refused++; }
   const Router& router() const { return router_; }
   SessionStore& sessions() { return *sessions_; }
 

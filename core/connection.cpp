@@ -92,7 +92,7 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     if (self->tls_) {
       self->feed_tls(data);
     } else {
-      self->server().broker().stats().bytes_received += static_cast<uint64_t>(nread);
+      self->server().broker().count_received(static_cast<size_t>(nread));
       self->process(data);
     }
   } else if (nread == UV_EOF) {
@@ -110,7 +110,7 @@ void Connection::feed_tls(std::string_view ciphertext) {
   const bool ok = tls_->feed(
       ciphertext,
       [this](std::string_view plain) {
-        server().broker().stats().bytes_received += plain.size();
+        server().broker().count_received(plain.size());
         process(plain);
         return !close_requested();
       },
@@ -263,7 +263,7 @@ void Connection::flush() {
   if (tls_) {
     if (tls_->busy()) return;  // a worker owns the TLS buffers; flushed when it is done
     if (!out_.empty() && tls_->established()) {
-      server().broker().stats().bytes_sent += out_.size();
+      server().broker().count_sent(out_.size());
       std::string error;
       if (!tls_->encrypt(out_, error)) {
         CLIENT_LOG(log::Level::kWarning, *this, "%s; closing", error.c_str());
@@ -273,7 +273,7 @@ void Connection::flush() {
     }
     wire = &tls_->wire();
   } else {
-    server().broker().stats().bytes_sent += out_.size();
+    server().broker().count_sent(out_.size());
   }
   // The socket closes only once the broker has been told (report_close()).
   if (wire->empty()) {
@@ -356,7 +356,7 @@ void Connection::report_close() {
   // close_notify.
   if (tls_ && !tls_->busy()) {
     if (!out_.empty() && tls_->established()) {
-      server().broker().stats().bytes_sent += out_.size();
+      server().broker().count_sent(out_.size());
       std::string error;
       if (!tls_->encrypt(out_, error))
         CLIENT_LOG(log::Level::kInfo, *this, "%s; the last packets are not sent", error.c_str());

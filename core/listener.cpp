@@ -102,7 +102,7 @@ void Listener::on_connection(uv_stream_t* server, int status) {
   TlsWorkers* workers = self->server_.tls_workers();
   if (self->config_.tls && !workers->has_room()) {
     if (self->refuse_connection()) {
-      self->server_.broker().stats().tls_handshakes_refused++;
+      self->server_.broker().count_tls_refused();
       workers->refused(self->server_.now_ms());
     }
     return;
