@@ -11,26 +11,12 @@
 
 #include "log.hpp"
 #include "message.hpp"
+#include "transport/peer_info.hpp"
 
 namespace mqgate {
 
 class Session;
 struct ListenerConfig;
-
-// What a TLS transport learned from the handshake; empty for plain connections.
-struct TlsPeerInfo {
-  struct CertView {  // layout of the plugin ABI's mqgate_cert
-    const uint8_t* der;
-    size_t der_len;
-  };
-  std::vector<std::string> chain_der;  // verified peer chain, leaf first (DER)
-  std::vector<CertView> chain;         // views of chain_der
-  std::string issuer_raw;              // leaf's issuer DN (DER), for CRL lookups
-  std::string serial_raw;              // leaf's serial number (DER content)
-  int64_t not_after = 0;               // leaf's notAfter, seconds since the epoch
-  std::string version;                 // e.g. "TLSv1.2"
-  std::string cipher;                  // IANA/mbedTLS suite name
-};
 
 class Client {
  public:
@@ -74,9 +60,9 @@ class Client {
   bool close_requested_ = false;
 
  public:
-  uint64_t last_rx_ms = 0;     // loop time of the last complete packet (or of accept)
+  uint64_t last_rx_ms = 0;        // loop time of the last complete packet (or of accept)
   uint64_t partial_since_ms = 0;  // loop time a packet started arriving; 0: none pending
-  MessagePtr will;        // published on an abnormal close
+  MessagePtr will;                // published on an abnormal close
   Session* session = nullptr;
 
   // --- plugin data: one slot per plugin instance (mqgate_host_api.client_set_data) --
@@ -164,7 +150,7 @@ void client_log(log::Level level, const Client& client, const char* format, ...)
 
 }  // namespace mqgate
 
-#define CLIENT_LOG(lvl, client, ...)                                                  \
-  do {                                                                                \
-    if (::mqgate::log::enabled(lvl)) ::mqgate::client_log(lvl, client, __VA_ARGS__);  \
+#define CLIENT_LOG(lvl, client, ...)                                                 \
+  do {                                                                               \
+    if (::mqgate::log::enabled(lvl)) ::mqgate::client_log(lvl, client, __VA_ARGS__); \
   } while (0)

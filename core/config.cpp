@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -118,8 +118,7 @@ class TableChecker {
     if (n == nullptr) return std::nullopt;
     const toml::array* a = n->as_array();
     if (a == nullptr) {
-      error_at(n->source(), key,
-               std::string("expected an array of strings, got ") + type_name(*n));
+      error_at(n->source(), key, std::string("expected an array of strings, got ") + type_name(*n));
       return std::nullopt;
     }
     std::vector<std::string> out;
@@ -147,13 +146,15 @@ class TableChecker {
   // Reports every key that no getter asked for; the keys asked for are the expected ones.
   void reject_unknown() {
     std::string expected;
-    for (const auto& k : seen_) expected += (expected.empty() ? "" : ", ") + k;
+    for (const auto& k : seen_)
+      expected += (expected.empty() ? "" : ", ") + k;
     reject_unknown(expected);
   }
   void reject_unknown(const std::string& expected) {
     for (auto&& [k, v] : table_) {
       if (seen_.count(std::string(k.str())) == 0)
-        error_at(k.source(), std::string(k.str()), "unknown key (expected one of: " + expected + ")");
+        error_at(k.source(), std::string(k.str()),
+                 "unknown key (expected one of: " + expected + ")");
     }
   }
 
@@ -190,8 +191,9 @@ bool parse_bind(const std::string& text, ListenerConfig& l, std::string& why) {
   unsigned char buf[16];
   if (inet_pton(l.ipv6 ? AF_INET6 : AF_INET, host.c_str(), buf) != 1) {
     why = l.ipv6 ? "\"" + host + "\" is not an IPv6 address"
-                 : "\"" + host + "\" is not an IPv4 address (IPv6 goes in brackets: \"[::1]:1883\"; "
-                                 "host names are not resolved)";
+                 : "\"" + host +
+                       "\" is not an IPv4 address (IPv6 goes in brackets: \"[::1]:1883\"; "
+                       "host names are not resolved)";
     return false;
   }
   if (port.empty() || port.size() > 5 ||
@@ -206,11 +208,10 @@ bool parse_bind(const std::string& text, ListenerConfig& l, std::string& why) {
 }
 
 bool valid_name(const std::string& name) {
-  return !name.empty() && name.size() <= 64 &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_';
-         });
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+  });
 }
 
 std::vector<std::pair<std::string, const toml::table*>> tables_in_file_order(
@@ -219,9 +220,9 @@ std::vector<std::pair<std::string, const toml::table*>> tables_in_file_order(
   for (auto&& [k, v] : parent) {
     const std::string name(k.str());
     if (!v.is_table()) {
-      checker.error_at(v.source(), name,
-                       std::string("expected a table [") + what + "." + name + "], got " +
-                           type_name(v));
+      checker.error_at(
+          v.source(), name,
+          std::string("expected a table [") + what + "." + name + "], got " + type_name(v));
       continue;
     }
     if (!valid_name(name)) {
@@ -250,16 +251,22 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
     limits.max_client_id_length = static_cast<uint32_t>(*v);
   if (auto v = c.integer("max_outgoing_bytes", 4096, 1ll << 31))
     limits.max_outgoing_bytes = static_cast<uint32_t>(*v);
-  if (auto v = c.integer("connect_timeout", 1, 3600)) limits.connect_timeout = static_cast<uint32_t>(*v);
-  if (auto v = c.integer("max_topic_levels", 1, 10000)) limits.max_topic_levels = static_cast<uint32_t>(*v);
-  if (auto v = c.integer("session_expiry", 0, 86400ll * 365 * 10)) limits.session_expiry = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("connect_timeout", 1, 3600))
+    limits.connect_timeout = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_topic_levels", 1, 10000))
+    limits.max_topic_levels = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("session_expiry", 0, 86400ll * 365 * 10))
+    limits.session_expiry = static_cast<uint32_t>(*v);
   if (auto v = c.integer("max_subscriptions_per_client", 1, 10000000))
     limits.max_subscriptions_per_client = static_cast<uint32_t>(*v);
   if (auto v = c.integer("max_persistent_sessions", 0, 100000000))
     limits.max_persistent_sessions = static_cast<uint32_t>(*v);
-  if (auto v = c.integer("max_retained_messages", 0, 1000000000)) limits.max_retained_messages = static_cast<uint64_t>(*v);
-  if (auto v = c.integer("max_retained_bytes", 0, 1ll << 40)) limits.max_retained_bytes = static_cast<uint64_t>(*v);
-  if (auto v = c.integer("packet_timeout", 1, 3600)) limits.packet_timeout = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_retained_messages", 0, 1000000000))
+    limits.max_retained_messages = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("max_retained_bytes", 0, 1ll << 40))
+    limits.max_retained_bytes = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("packet_timeout", 1, 3600))
+    limits.packet_timeout = static_cast<uint32_t>(*v);
   c.reject_unknown();
 }
 
@@ -281,20 +288,27 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
   path_key("crlfile", tls.crlfile);
   std::optional<std::string> client_cert = c.string("client_cert");
   if (client_cert) {
-    if (*client_cert == "none") tls.client_cert = TlsConfig::ClientCert::kNone;
-    else if (*client_cert == "optional") tls.client_cert = TlsConfig::ClientCert::kOptional;
-    else if (*client_cert == "required") tls.client_cert = TlsConfig::ClientCert::kRequired;
+    if (*client_cert == "none")
+      tls.client_cert = TlsConfig::ClientCert::kNone;
+    else if (*client_cert == "optional")
+      tls.client_cert = TlsConfig::ClientCert::kOptional;
+    else if (*client_cert == "required")
+      tls.client_cert = TlsConfig::ClientCert::kRequired;
     else
       c.error_at(c.where("client_cert"), "client_cert",
                  "expected \"none\", \"optional\" or \"required\", got \"" + *client_cert + "\"");
   } else {
     // As in the seed: with a CA, a client certificate is asked for but not required.
-    tls.client_cert = tls.cafile.empty() ? TlsConfig::ClientCert::kNone : TlsConfig::ClientCert::kOptional;
+    tls.client_cert =
+        tls.cafile.empty() ? TlsConfig::ClientCert::kNone : TlsConfig::ClientCert::kOptional;
   }
   if (auto v = c.string("tls_min_version")) {
-    if (*v == "1.2") tls.min_version_minor = 3;
-    else if (*v == "1.1") tls.min_version_minor = 2;
-    else if (*v == "1.0") tls.min_version_minor = 1;
+    if (*v == "1.2")
+      tls.min_version_minor = 3;
+    else if (*v == "1.1")
+      tls.min_version_minor = 2;
+    else if (*v == "1.0")
+      tls.min_version_minor = 1;
     else if (*v == "1.3")
       c.error_at(c.where("tls_min_version"), "tls_min_version",
                  "TLS 1.3 is not available: mbedTLS 2.28 (Debian 12) implements TLS up to 1.2");
@@ -306,16 +320,27 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
   tls.disconnect_revoked = c.boolean("disconnect_revoked").value_or(false);
   tls.disconnect_expired = c.boolean("disconnect_expired").value_or(false);
   tls.session_tickets = c.boolean("session_tickets").value_or(true);
-  if (auto v = c.integer("session_cache_size", 0, 1000000)) tls.session_cache_size = static_cast<uint32_t>(*v);
-  if (auto v = c.integer("session_lifetime", 1, 86400 * 7)) tls.session_lifetime = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("session_cache_size", 0, 1000000))
+    tls.session_cache_size = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("session_lifetime", 1, 86400 * 7))
+    tls.session_lifetime = static_cast<uint32_t>(*v);
 
-  static const char* kTlsKeys[] = {"certfile", "keyfile", "cafile", "crlfile", "client_cert",
-                                   "tls_min_version", "ciphers", "disconnect_revoked",
-                                   "disconnect_expired", "session_tickets", "session_cache_size",
+  static const char* kTlsKeys[] = {"certfile",
+                                   "keyfile",
+                                   "cafile",
+                                   "crlfile",
+                                   "client_cert",
+                                   "tls_min_version",
+                                   "ciphers",
+                                   "disconnect_revoked",
+                                   "disconnect_expired",
+                                   "session_tickets",
+                                   "session_cache_size",
                                    "session_lifetime"};
   if (!ssl) {
     for (const char* key : kTlsKeys)
-      if (t.get(key)) c.error_at(c.where(key), key, "is a TLS setting: it needs ssl = true on this listener");
+      if (t.get(key))
+        c.error_at(c.where(key), key, "is a TLS setting: it needs ssl = true on this listener");
     return;
   }
   if (tls.certfile.empty() && !t.get("certfile"))
@@ -326,16 +351,49 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
     c.error_at(c.where("client_cert"), "client_cert",
                "asks for client certificates but there is no cafile to verify them against");
   if (!tls.crlfile.empty() && tls.cafile.empty())
-    c.error_at(c.where("crlfile"), "crlfile", "needs cafile (the CRL is checked against those CAs)");
+    c.error_at(c.where("crlfile"), "crlfile",
+               "needs cafile (the CRL is checked against those CAs)");
   if (!tls.crlfile.empty() && tls.client_cert == TlsConfig::ClientCert::kNone)
     c.error_at(c.where("crlfile"), "crlfile", "is useless with client_cert = \"none\"");
-  if ((tls.disconnect_revoked || tls.disconnect_expired) && tls.client_cert == TlsConfig::ClientCert::kNone)
+  if ((tls.disconnect_revoked || tls.disconnect_expired) &&
+      tls.client_cert == TlsConfig::ClientCert::kNone)
     c.error_at(c.where(tls.disconnect_revoked ? "disconnect_revoked" : "disconnect_expired"),
                tls.disconnect_revoked ? "disconnect_revoked" : "disconnect_expired",
                "needs client certificates (client_cert = \"optional\" or \"required\")");
   if (tls.disconnect_revoked && tls.crlfile.empty())
     c.error_at(c.where("disconnect_revoked"), "disconnect_revoked", "needs a crlfile");
   l.tls = std::move(tls);
+}
+
+// The WebSocket keys of a listener table (path and origins need websocket = true).
+void read_listener_websocket(TableChecker& c, const toml::table& t, ListenerConfig& l) {
+  const bool websocket = c.boolean("websocket").value_or(false);
+  WebSocketConfig ws;
+  if (auto v = c.string("path")) {
+    // An origin-form path: the request target a client's URL ends with (ws://host/mqtt).
+    bool ok = !v->empty() && (*v)[0] == '/' && v->size() <= 256;
+    for (char ch : *v)
+      ok = ok && ch > 0x20 && ch < 0x7f && ch != '?' && ch != '#';
+    if (!ok)
+      c.error_at(c.where("path"), "path",
+                 "expected a URL path such as \"/mqtt\", got \"" + *v + "\"");
+    ws.path = *v;
+  }
+  if (auto v = c.string_array("origins")) {
+    for (const std::string& origin : *v)
+      if (origin.empty() || origin.find_first_of(" \t\r\n,") != std::string::npos)
+        c.error_at(c.where("origins"), "origins",
+                   "expected origins such as \"https://app.example.com\", got \"" + origin + "\"");
+    ws.origins = *v;
+  }
+  if (!websocket) {
+    for (const char* key : {"path", "origins"})
+      if (t.get(key))
+        c.error_at(c.where(key), key,
+                   "is a WebSocket setting: it needs websocket = true on this listener");
+    return;
+  }
+  l.websocket = std::move(ws);
 }
 
 void read_listener(const std::string& name, const toml::table& t, const std::string& file,
@@ -350,13 +408,12 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
   } else if (t.get("bind") == nullptr) {
     c.error_at(t.source(), "bind", "missing (e.g. bind = \"127.0.0.1:1883\")");
   }
-  if (auto v = c.integer("max_connections", 0, 1000000)) l.max_connections = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_connections", 0, 1000000))
+    l.max_connections = static_cast<uint32_t>(*v);
   if (auto v = c.string_array("plugins")) l.plugins = *v;
   read_listener_tls(c, t, file, l);
-  c.reject_unknown(
-      "bind, max_connections, plugins, ssl, certfile, keyfile, cafile, crlfile, client_cert, "
-      "tls_min_version, ciphers, disconnect_revoked, disconnect_expired, session_tickets, "
-      "session_cache_size, session_lifetime");
+  read_listener_websocket(c, t, l);
+  c.reject_unknown();
 }
 
 void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
@@ -397,8 +454,9 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
   TableChecker top(root, "", path, errors);
   if (auto level = top.string("log_level")) {
     if (!log::parse_level(*level, cfg.log_level))
-      top.error_at(root.get("log_level")->source(), "log_level",
-                   "expected \"error\", \"warning\", \"info\" or \"debug\", got \"" + *level + "\"");
+      top.error_at(
+          root.get("log_level")->source(), "log_level",
+          "expected \"error\", \"warning\", \"info\" or \"debug\", got \"" + *level + "\"");
   }
   if (auto v = top.integer("sys_interval", 0, 86400)) cfg.sys_interval = static_cast<uint32_t>(*v);
   if (auto v = top.string("plugin_dir")) cfg.plugin_dir = resolve_config_path(*v, path);
@@ -407,13 +465,16 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
   if (auto v = top.integer("tls_max_pending_handshakes", 1, 1000000))
     cfg.tls_max_pending_handshakes = static_cast<uint32_t>(*v);
   if (auto v = top.string("session_owner")) {
-    if (*v == "identity") cfg.session_owner = Config::SessionOwner::kIdentity;
-    else if (*v == "client_id") cfg.session_owner = Config::SessionOwner::kClientId;
+    if (*v == "identity")
+      cfg.session_owner = Config::SessionOwner::kIdentity;
+    else if (*v == "client_id")
+      cfg.session_owner = Config::SessionOwner::kClientId;
     else
       top.error_at(root.get("session_owner")->source(), "session_owner",
                    "expected \"identity\" or \"client_id\", got \"" + *v + "\"");
   }
-  if (const toml::table* limits = top.table("limits")) read_limits(*limits, path, cfg.limits, errors);
+  if (const toml::table* limits = top.table("limits"))
+    read_limits(*limits, path, cfg.limits, errors);
 
   if (const toml::table* listeners = top.table("listeners")) {
     TableChecker lc(*listeners, "listeners.", path, errors);
@@ -425,8 +486,9 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     }
   }
   if (cfg.listeners.empty())
-    errors.push_back(path + ": no listener configured (add e.g. [listeners.default] with "
-                            "bind = \"127.0.0.1:1883\")");
+    errors.push_back(path +
+                     ": no listener configured (add e.g. [listeners.default] with "
+                     "bind = \"127.0.0.1:1883\")");
 
   if (const toml::table* plugins = top.table("plugins")) {
     TableChecker pc(*plugins, "plugins.", path, errors);
@@ -448,9 +510,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
                          name + "] table)");
     }
   }
-  top.reject_unknown(
-      "log_level, sys_interval, plugin_dir, tls_threads, tls_max_pending_handshakes, "
-      "session_owner, auth_timeout, limits, listeners, plugins");
+  top.reject_unknown();
   if (!errors.empty()) return std::nullopt;
   return cfg;
 }

@@ -16,19 +16,19 @@ namespace mqgate {
 struct PluginTable;
 
 struct LimitsConfig {
-  uint32_t max_packet_size = 1024 * 1024;  // bytes, whole packet
-  uint32_t max_inflight_messages = 20;     // per client, outgoing QoS 1/2 awaiting ack
-  uint32_t max_queued_messages = 1000;     // per client, beyond the window / while offline
-  uint32_t max_client_id_length = 256;     // bytes
+  uint32_t max_packet_size = 1024 * 1024;         // bytes, whole packet
+  uint32_t max_inflight_messages = 20;            // per client, outgoing QoS 1/2 awaiting ack
+  uint32_t max_queued_messages = 1000;            // per client, beyond the window / while offline
+  uint32_t max_client_id_length = 256;            // bytes
   uint32_t max_outgoing_bytes = 4 * 1024 * 1024;  // per client backlog; QoS 0 dropped beyond
   uint32_t connect_timeout = 10;                  // seconds from accept to CONNECT
   uint32_t max_topic_levels = 200;                // levels in a topic or filter
   uint32_t session_expiry = 0;  // seconds an offline persistent session is kept; 0: forever
   uint32_t max_subscriptions_per_client = 1000;  // beyond: SUBACK 0x80
-  uint32_t max_persistent_sessions = 100000;      // clean session 0, online or not; beyond: CONNACK 3
-  uint64_t max_retained_messages = 1000000;       // beyond: a new retained topic is not stored
-  uint64_t max_retained_bytes = 256ull << 20;     // topic + payload bytes of retained messages
-  uint32_t packet_timeout = 60;  // seconds a started packet has to arrive completely
+  uint32_t max_persistent_sessions = 100000;   // clean session 0, online or not; beyond: CONNACK 3
+  uint64_t max_retained_messages = 1000000;    // beyond: a new retained topic is not stored
+  uint64_t max_retained_bytes = 256ull << 20;  // topic + payload bytes of retained messages
+  uint32_t packet_timeout = 60;                // seconds a started packet has to arrive completely
 };
 
 // TLS settings of a listener (`ssl = true`). File paths are resolved against the
@@ -40,13 +40,20 @@ struct TlsConfig {
   std::string cafile;    // CAs that client certificates must chain to
   std::string crlfile;   // revoked client certificates (needs cafile)
   ClientCert client_cert = ClientCert::kNone;
-  int min_version_minor = 3;         // mbedTLS minor version: 3 = TLS 1.2, 2 = 1.1, 1 = 1.0
-  std::vector<std::string> ciphers;  // mbedTLS suite names; empty: ECDHE AES-GCM, then ChaCha20 (tls_material.cpp)
-  bool disconnect_revoked = false;   // after a CRL reload, close clients now revoked
-  bool disconnect_expired = false;   // close clients whose certificate has expired
-  bool session_tickets = true;       // RFC 5077 resumption
+  int min_version_minor = 3;  // mbedTLS minor version: 3 = TLS 1.2, 2 = 1.1, 1 = 1.0
+  std::vector<std::string>
+      ciphers;  // mbedTLS suite names; empty: ECDHE AES-GCM, then ChaCha20 (tls_material.cpp)
+  bool disconnect_revoked = false;     // after a CRL reload, close clients now revoked
+  bool disconnect_expired = false;     // close clients whose certificate has expired
+  bool session_tickets = true;         // RFC 5077 resumption
   uint32_t session_cache_size = 1000;  // session-id resumption; 0 disables
   uint32_t session_lifetime = 3600;    // seconds a ticket / cached session stays valid
+};
+
+// MQTT over WebSocket on a listener (`websocket = true`).
+struct WebSocketConfig {
+  std::string path = "/mqtt";        // the only request target upgraded
+  std::vector<std::string> origins;  // allowed Origin header values; empty: any
 };
 
 struct ListenerConfig {
@@ -56,15 +63,16 @@ struct ListenerConfig {
   std::string host;  // IPv4 or IPv6 literal
   uint16_t port = 0;
   bool ipv6 = false;
-  uint32_t max_connections = 0;  // 0: no limit
-  std::optional<TlsConfig> tls;  // set when ssl = true
+  uint32_t max_connections = 0;              // 0: no limit
+  std::optional<TlsConfig> tls;              // set when ssl = true
+  std::optional<WebSocketConfig> websocket;  // set when websocket = true (above TLS if both)
   // Plugin instances asked for this listener; unset: every configured plugin.
   std::optional<std::vector<std::string>> plugins;
   int line = 0;  // where the table starts, for later messages
 };
 
 struct PluginConfig {
-  std::string name;  // the instance name: [plugins.<name>]
+  std::string name;    // the instance name: [plugins.<name>]
   std::string module;  // the .so to load: `module` key, default: the instance name
   std::string path;    // explicit file, overrides plugin_dir lookup
   // The plugin's TOML table, with its source positions (config_toml.hpp; kept opaque

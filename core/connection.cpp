@@ -66,11 +66,7 @@ Connection* Connection::accept(Server& server, Listener& listener) {
   rc = uv_tcp_nodelay(&conn->handle_, 1);
   if (rc != 0)  // still a working connection, only slower for small packets
     CLIENT_LOG(log::Level::kWarning, *conn, "cannot set TCP_NODELAY: %s", uv_strerror(rc));
-  if (listener.tls_generation()) {
-    TlsWorkers& workers = *server.tls_workers();
-    conn->tls_ = std::make_unique<TlsSession>(&listener.tls_generation(), workers.next_worker(),
-                                              workers, *conn);
-  }
+  conn->transport_ = listener.make_transport(*conn);
   listener.active_connections++;
   server.add_connection(conn);
   server.broker().on_open(*conn, server.now_ms());
@@ -89,15 +85,14 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   auto* self = static_cast<Connection*>(stream->data);
   if (nread > 0) {
     const std::string_view data(buf->base, static_cast<size_t>(nread));
-    if (self->tls_) {
-      self->feed_tls(data);
-    } else {
-      self->server().broker().count_received(static_cast<size_t>(nread));
-      self->process(data);
-    }
+    if (self->transport_)
+      self->feed_transport(data);
+    else
+      self->on_bytes(data);
   } else if (nread == UV_EOF) {
-    self->close(self->state == State::kConnected ? "connection closed by the client without DISCONNECT"
-                                                 : "connection closed by the client");
+    self->close(self->state == State::kConnected
+                    ? "connection closed by the client without DISCONNECT"
+                    : "connection closed by the client");
   } else if (nread < 0) {
     self->close(uv_strerror(static_cast<int>(nread)));
   }
@@ -105,44 +100,40 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   self->server().report_closes();
 }
 
-void Connection::feed_tls(std::string_view ciphertext) {
+void Connection::feed_transport(std::string_view bytes) {
   std::string error;
-  const bool ok = tls_->feed(
-      ciphertext,
-      [this](std::string_view plain) {
-        server().broker().count_received(plain.size());
-        process(plain);
-        return !close_requested();
-      },
-      server().read_buffer(), server().read_buffer_size(), error);
-  if (!ok && !close_requested()) {
+  if (!transport_->input(bytes, *this, error) && !close_requested()) {
     CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
     close(error.c_str());
   }
-  if (tls_->established()) flush();  // e.g. a close_notify answer, or nothing
+  // Answers the layers owe the peer (a close_notify, a pong, the upgrade response), and
+  // what the broker answered meanwhile.
+  if (!transport_->busy()) flush();
 }
 
-bool Connection::on_tls_progress() {
+bool Connection::on_layer_output(transport::StreamLayer&) {
   flush();
   return !close_requested();
 }
 
-void Connection::on_tls_handshake_done(const std::string& error) {
+void Connection::on_layer_ready(transport::StreamLayer& layer, const std::string& error) {
   if (!error.empty()) {
     CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
     flush();  // the alert
-    close("TLS handshake failed");
+    close((std::string(layer.name()) + " handshake failed").c_str());
     server().report_closes();
     return;
   }
-  set_tls(tls_->take_peer_info());
-  CLIENT_LOG(log::Level::kDebug, *this, "TLS established (%s, %s, %zu client certificate%s)",
-             tls()->version.c_str(), tls()->cipher.c_str(), tls()->chain.size(),
-             tls()->chain.size() == 1 ? "" : "s");
-  feed_tls({});  // records that arrived with or after the handshake
+  if (std::unique_ptr<TlsPeerInfo> info = layer.take_peer_info()) {
+    set_tls(std::move(info));
+    CLIENT_LOG(log::Level::kDebug, *this, "TLS established (%s, %s, %zu client certificate%s)",
+               tls()->version.c_str(), tls()->cipher.c_str(), tls()->chain.size(),
+               tls()->chain.size() == 1 ? "" : "s");
+  }
+  feed_transport({});  // what arrived with or after the handshake
   // Only the handshake's scratch strings: trimming the record buffers now would cost
   // page faults on the CONNECT/CONNACK that follow (the idle sweep does it later).
-  if (tls_) tls_->release_idle_buffers(false);
+  if (transport_) transport_->release_idle_buffers(false);
   server().report_closes();
 }
 
@@ -177,8 +168,10 @@ void Connection::hold(bool on) {
   if (auth_held_ == on) return;
   auth_held_ = on;
   if (on || !framer_.held() || close_requested()) return;
-  if (server().broker().congested()) hold_input();  // resumed with the others
-  else resume_input();
+  if (server().broker().congested())
+    hold_input();  // resumed with the others
+  else
+    resume_input();
 }
 
 void Connection::resume_input() {
@@ -190,10 +183,12 @@ void Connection::resume_input() {
   server().report_closes();
 }
 
-void Connection::process(std::string_view data) {
-  if (close_requested()) return;
+bool Connection::on_bytes(std::string_view data) {
+  if (close_requested()) return false;
+  server().broker().count_received(data.size());
   framer_.feed(data);
   dispatch_packets();
+  return !close_requested();
 }
 
 void Connection::dispatch_packets() {
@@ -238,7 +233,9 @@ void Connection::dispatch(const codec::FixedHeader& header, std::string_view pac
   server().broker().on_packet(*this, decoded, last_rx_ms);
 }
 
-void Connection::schedule_flush() { server().mark_dirty(this); }
+void Connection::schedule_flush() {
+  server().mark_dirty(this);
+}
 
 void Connection::pause_reading_if_backlogged() {
   // Backpressure: a client that does not read what we send (acks, mostly; deliveries
@@ -249,7 +246,8 @@ void Connection::pause_reading_if_backlogged() {
   read_paused_ = true;
   update_reading();
   partial_since_ms = 0;  // we are not reading: not the client's delay
-  CLIENT_LOG(log::Level::kDebug, *this, "not reading: %zu bytes wait to be written", pending_output());
+  CLIENT_LOG(log::Level::kDebug, *this, "not reading: %zu bytes wait to be written",
+             pending_output());
 }
 
 void Connection::flush() {
@@ -260,21 +258,18 @@ void Connection::flush() {
     return;
   }
   std::string* wire = &out_;
-  if (tls_) {
-    if (tls_->busy()) return;  // a worker owns the TLS buffers; flushed when it is done
-    if (!out_.empty() && tls_->established()) {
-      server().broker().count_sent(out_.size());
-      std::string error;
-      if (!tls_->encrypt(out_, error)) {
-        CLIENT_LOG(log::Level::kWarning, *this, "%s; closing", error.c_str());
-        force_close();
-        return;
-      }
+  const size_t app_bytes = out_.size();
+  if (transport_) {
+    std::string error;
+    wire = transport_->output(out_, error);
+    if (wire == nullptr) {
+      if (error.empty()) return;  // a worker owns a layer; flushed when it is done
+      CLIENT_LOG(log::Level::kWarning, *this, "%s; closing", error.c_str());
+      force_close();
+      return;
     }
-    wire = &tls_->wire();
-  } else {
-    server().broker().count_sent(out_.size());
   }
+  server().broker().count_sent(app_bytes - (wire == &out_ ? 0 : out_.size()));
   // The socket closes only once the broker has been told (report_close()).
   if (wire->empty()) {
     if (close_reported_ && out_.empty()) begin_uv_close();
@@ -350,18 +345,18 @@ void Connection::report_close() {
   server().broker().on_closed(*this, close_reason(), server().now_ms());
   framer_.clear();  // unread input is dropped
   partial_since_ms = 0;
-  if (tls_ && tls_->connection_closing())
-    CLIENT_LOG(log::Level::kDebug, *this, "TLS handshake job dropped before a worker ran it");
-  // Whatever is queued (a CONNACK with a refusal, say) goes out first, then TLS's
-  // close_notify.
-  if (tls_ && !tls_->busy()) {
-    if (!out_.empty() && tls_->established()) {
+  if (transport_) {
+    if (transport_->drop_queued_work())
+      CLIENT_LOG(log::Level::kDebug, *this, "TLS handshake job dropped before a worker ran it");
+    // Whatever is queued (a CONNACK with a refusal, say) goes out first, then the
+    // layers' goodbyes (a WebSocket close frame, TLS's close_notify).
+    if (!transport_->busy()) {
       server().broker().count_sent(out_.size());
       std::string error;
-      if (!tls_->encrypt(out_, error))
+      transport_->shutdown(out_, error);
+      if (!error.empty())
         CLIENT_LOG(log::Level::kInfo, *this, "%s; the last packets are not sent", error.c_str());
     }
-    tls_->close_notify();
   }
   flush();
 }
@@ -385,11 +380,10 @@ void Connection::on_close(uv_handle_t* handle) {
   auto* self = static_cast<Connection*>(handle->data);
   self->listener_.active_connections--;
   self->server().remove_connection(self);
-  if (self->tls_ && self->tls_->busy()) {
-    // A worker still runs this session's handshake step: the session deletes itself
-    // and this connection when the step comes back.
-    TlsSession* session = self->tls_.release();
-    session->abandon([self] { delete self; });
+  if (self->transport_) {
+    // A worker may still run a TLS handshake step: this connection is deleted when the
+    // step comes back (at once if none runs).
+    self->transport_->abandon([self] { delete self; });
     return;
   }
   delete self;

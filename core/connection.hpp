@@ -1,6 +1,8 @@
 // A client's network connection on the event loop: reads bytes from a libuv TCP
-// handle, cuts them into packets with the codec, hands packets to the broker, and
-// writes the client's output back out, batched once per loop iteration.
+// handle, passes them up through the listener's transport layers (TLS, WebSocket: see
+// transport/stream_layer.hpp), cuts what comes out into packets with the codec, hands
+// packets to the broker, and writes the client's output back down, batched once per
+// loop iteration.
 //
 // Memory per idle connection is kept small on purpose: reads land in one loop-wide
 // buffer and only the tail of a packet that has not fully arrived is copied into the
@@ -15,14 +17,14 @@
 #include "client.hpp"
 #include "codec/decoder.hpp"
 #include "codec/framer.hpp"
-#include "tls.hpp"
+#include "transport/stack.hpp"
 
 namespace mqgate {
 
 class Server;
 class Listener;
 
-class Connection final : public Client, public TlsSessionOwner {
+class Connection final : public Client, transport::Receiver, transport::LayerEvents {
  public:
   // Creates a connection for a socket accepted on `listener`; on failure returns
   // nullptr (the socket is already closed and the reason logged).
@@ -32,7 +34,7 @@ class Connection final : public Client, public TlsSessionOwner {
   // order, until hold(false).
   void hold(bool on) override;
   size_t pending_output() const override {
-    return out_.size() + write_in_flight_ + (tls_ && !tls_->busy() ? tls_->wire().size() : 0);
+    return out_.size() + write_in_flight_ + (transport_ ? transport_->pending_output() : 0);
   }
 
   // Called by the server once per loop iteration for connections with pending output.
@@ -46,10 +48,9 @@ class Connection final : public Client, public TlsSessionOwner {
   void report_close();
   bool closing() const { return close_requested(); }
   Listener& listener_ref() { return listener_; }
-  // The TLS session, for TLS listeners (nullptr on plain ones).
-  TlsSession* tls_session() { return tls_.get(); }
+  // The transport layers above TCP (nullptr on plain TCP listeners).
+  transport::Stack* transport() { return transport_.get(); }
   uint64_t closing_since_ms() const { return closing_since_ms_; }
-
 
  protected:
   void schedule_flush() override;
@@ -67,7 +68,8 @@ class Connection final : public Client, public TlsSessionOwner {
   static void on_write(uv_write_t* req, int status);
   static void on_close(uv_handle_t* handle);
 
-  void process(std::string_view data);
+  // Bytes of the MQTT stream (from the socket, or from the top transport layer).
+  bool on_bytes(std::string_view data) override;
   // Cuts what the framer has into packets and dispatches them, until it needs more
   // bytes, the broker is congested (input is held) or the connection closes.
   void dispatch_packets();
@@ -75,9 +77,10 @@ class Connection final : public Client, public TlsSessionOwner {
   void hold_input();
   // Starts or stops reading the socket to match the state.
   void update_reading();
-  void feed_tls(std::string_view ciphertext);
-  bool on_tls_progress() override;
-  void on_tls_handshake_done(const std::string& error) override;
+  // Bytes from the socket through the transport layers.
+  void feed_transport(std::string_view bytes);
+  bool on_layer_output(transport::StreamLayer& layer) override;
+  void on_layer_ready(transport::StreamLayer& layer, const std::string& error) override;
   // Decodes and dispatches one whole packet.
   void dispatch(const codec::FixedHeader& header, std::string_view packet);
   void begin_uv_close();
@@ -85,9 +88,9 @@ class Connection final : public Client, public TlsSessionOwner {
 
   Listener& listener_;
   uv_tcp_t handle_;
-  std::unique_ptr<TlsSession> tls_;
-  codec::Framer framer_;         // input not yet dispatched (a partial packet, held bytes)
-  size_t write_in_flight_ = 0;   // bytes handed to uv_write, not yet completed
+  std::unique_ptr<transport::Stack> transport_;
+  codec::Framer framer_;        // input not yet dispatched (a partial packet, held bytes)
+  size_t write_in_flight_ = 0;  // bytes handed to uv_write, not yet completed
   uint64_t closing_since_ms_ = 0;
   bool close_reported_ : 1 = false;  // the broker was told (Broker::on_closed)
   bool uv_closing_ : 1 = false;

@@ -1,13 +1,22 @@
 #include "listener.hpp"
 
+#include <algorithm>
+
 #include "connection.hpp"
 #include "log.hpp"
 #include "server.hpp"
 #include "tls.hpp"
+#include "transport/websocket_layer.hpp"
 
 namespace mqgate {
 
-Listener::Listener(Server& server, const ListenerConfig& config) : server_(server), config_(config) {}
+Listener::Listener(Server& server, const ListenerConfig& config)
+    : server_(server), config_(config) {
+  if (config_.websocket) {
+    websocket_.path = config_.websocket->path;
+    websocket_.origins = config_.websocket->origins;
+  }
+}
 
 Listener::~Listener() = default;
 
@@ -41,17 +50,37 @@ std::shared_ptr<const TlsGeneration> Listener::install_tls(
   return generation;
 }
 
+std::unique_ptr<transport::Stack> Listener::make_transport(transport::LayerEvents& events) {
+  if (!tls_ && !config_.websocket) return nullptr;
+  auto stack = std::make_unique<transport::Stack>();
+  if (tls_) {
+    TlsWorkers& workers = *server_.tls_workers();
+    stack->push(std::make_unique<TlsSession>(&tls_, workers.next_worker(), workers, events,
+                                             server_.read_buffer(), server_.read_buffer_size()));
+  }
+  if (config_.websocket) {
+    // Frames stream through (nothing is buffered per frame), so the limit only refuses
+    // absurd lengths: a few whole packets' worth, as clients may batch them.
+    const size_t max_frame =
+        std::max<size_t>(size_t{4} * server_.broker().limits().max_packet_size, 1 << 20);
+    stack->push(std::make_unique<transport::WebSocketLayer>(websocket_, max_frame));
+  }
+  return stack;
+}
+
 bool Listener::start(std::string& error) {
   sockaddr_storage addr{};
-  int rc = config_.ipv6
-               ? uv_ip6_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in6*>(&addr))
-               : uv_ip4_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in*>(&addr));
+  int rc =
+      config_.ipv6
+          ? uv_ip6_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in6*>(&addr))
+          : uv_ip4_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in*>(&addr));
   if (rc == 0) rc = uv_tcp_init(server_.loop(), &handle_);
   if (rc == 0) {
     handle_.data = this;
     initialised_ = true;
     // IPv6 listeners are IPv6-only, so "[::]:1883" and "0.0.0.0:1883" can coexist.
-    rc = uv_tcp_bind(&handle_, reinterpret_cast<sockaddr*>(&addr), config_.ipv6 ? UV_TCP_IPV6ONLY : 0);
+    rc = uv_tcp_bind(&handle_, reinterpret_cast<sockaddr*>(&addr),
+                     config_.ipv6 ? UV_TCP_IPV6ONLY : 0);
   }
   if (rc == 0) rc = uv_listen(stream(), SOMAXCONN, on_connection);
   if (rc != 0) {
@@ -72,8 +101,9 @@ bool Listener::start(std::string& error) {
         ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   }
-  LOG_INFO("listener \"%s\" listening on %s port %u (%s)", config_.name.c_str(), config_.host.c_str(),
-           bound_port_, config_.tls ? "mqtts" : "mqtt");
+  LOG_INFO("listener \"%s\" listening on %s port %u (%s)", config_.name.c_str(),
+           config_.host.c_str(), bound_port_,
+           config_.websocket ? (config_.tls ? "wss" : "ws") : (config_.tls ? "mqtts" : "mqtt"));
   return true;
 }
 
@@ -90,7 +120,8 @@ void Listener::on_connection(uv_stream_t* server, int status) {
     return;
   }
   if (self->server_.shutting_down()) return;
-  if (self->config_.max_connections != 0 && self->active_connections >= self->config_.max_connections) {
+  if (self->config_.max_connections != 0 &&
+      self->active_connections >= self->config_.max_connections) {
     if (self->refuse_connection())
       LOG_WARN("listener \"%s\": max_connections (%u) reached; connection refused",
                self->config_.name.c_str(), self->config_.max_connections);

@@ -1,6 +1,7 @@
 // The listener knows sockets: it binds one configured address and accepts
 // connections on it, enforcing the listener's connection limit and, for TLS, the
-// limit on handshakes in progress.
+// limit on handshakes in progress. It also knows which transport layers (TLS,
+// WebSocket) its connections' bytes go through, and builds them for each.
 #pragma once
 
 #include <uv.h>
@@ -10,6 +11,8 @@
 #include <string>
 
 #include "config.hpp"
+#include "transport/stack.hpp"
+#include "ws/websocket.hpp"
 
 namespace mqgate {
 
@@ -37,6 +40,9 @@ class Listener {
   // Returns the previous generation.
   std::shared_ptr<const TlsGeneration> install_tls(std::shared_ptr<const TlsGeneration> generation,
                                                    const ListenerConfig& fresh);
+  // The transport layers of a new connection, bottom first (nullptr for plain TCP).
+  // `events` hears of their asynchronous progress (TLS handshakes).
+  std::unique_ptr<transport::Stack> make_transport(transport::LayerEvents& events);
   // Stops accepting (shutdown). Existing connections are not touched.
   void stop();
 
@@ -61,6 +67,7 @@ class Listener {
   uv_tcp_t handle_;
   uint16_t bound_port_ = 0;
   std::shared_ptr<const TlsGeneration> tls_;
+  ws::HandshakeSettings websocket_;  // used when config_.websocket is set
   bool initialised_ = false;
 };
 

@@ -231,7 +231,7 @@ void Server::sweep() {
     } else {
       broker_.check_timeouts(*c, now);
       // An idle TLS connection gives its record buffers' pages back (a no-op once done).
-      if (c->tls_session() && now - c->last_rx_ms > kTlsIdleTrimMs) c->tls_session()->release_idle_buffers(true);
+      if (c->transport() && now - c->last_rx_ms > kTlsIdleTrimMs) c->transport()->release_idle_buffers(true);
     }
     c = next;
   }

@@ -47,6 +47,7 @@
 
 #include "client.hpp"
 #include "config.hpp"
+#include "transport/stream_layer.hpp"
 
 namespace mqgate {
 
@@ -171,19 +172,8 @@ class TlsWorkers {
   bool refused_logged_ = false;
 };
 
-// What a TLS session tells its connection.
-class TlsSessionOwner {
- public:
-  virtual ~TlsSessionOwner() = default;
-  // A handshake step produced messages (in wire()) and now waits for the peer.
-  // Return false if the connection is closing (no further step is started).
-  virtual bool on_tls_progress() = 0;
-  // The handshake finished; `error` is empty on success. On success, call feed() with
-  // no bytes to decrypt what arrived meanwhile.
-  virtual void on_tls_handshake_done(const std::string& error) = 0;
-};
-
-class TlsSession {
+// One connection's TLS: the layer of its transport stack above TCP.
+class TlsSession final : public transport::StreamLayer {
  public:
   // A client may send at most this much ciphertext until its handshake completes, which
   // bounds what is buffered while a job runs (pending_in_, cipher_in_) and what a worker
@@ -197,49 +187,46 @@ class TlsSession {
   // `current` is the listener's current generation (it outlives the session): the session
   // uses the one current now, and at the end of the handshake checks the client's
   // certificate against the CRL of the one current then (a SIGHUP may have come between).
+  // `scratch` (shared, e.g. the loop's read buffer) receives decrypted records on their
+  // way up. Handshake progress and its end are reported to `events`.
   TlsSession(const std::shared_ptr<const TlsGeneration>* current, size_t worker,
-             TlsWorkers& workers, TlsSessionOwner& owner);
-  ~TlsSession();
+             TlsWorkers& workers, transport::LayerEvents& events, char* scratch,
+             size_t scratch_size);
+  ~TlsSession() override;
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
-  bool established() const { return state_ == State::kEstablished; }
-  bool busy() const { return job_in_flight_; }
-  // Ciphertext from the socket. During the handshake it is queued for the worker;
-  // afterwards it is decrypted and each plaintext chunk handed to `on_plain`. Returns
-  // false (with `error`) when the connection must close.
-  bool feed(std::string_view ciphertext, const std::function<bool(std::string_view)>& on_plain,
-            char* scratch, size_t scratch_size, std::string& error);
-  // Encrypts `plain` (then clears it) into the outgoing ciphertext.
-  bool encrypt(std::string& plain, std::string& error);
-  // Queues a close_notify alert.
-  void close_notify();
-  // Ciphertext waiting for the socket (handshake messages, records, alerts).
-  std::string& wire() { return cipher_out_; }
-
+  // transport::StreamLayer. During the handshake, input is queued for a worker; after
+  // it, records are decrypted and handed up. send() encrypts; shutdown() queues a
+  // close_notify.
+  const char* name() const override { return "TLS"; }
+  bool input(std::string_view ciphertext, transport::Receiver& up, std::string& error) override;
+  bool ready() const override { return state_ == State::kEstablished; }
+  bool send(std::string& plain, std::string& error) override;
+  bool wire_available() const override { return !job_in_flight_; }
+  std::string& wire() override { return cipher_out_; }
+  void shutdown() override;
+  size_t buffered() const override { return cipher_in_.size() - in_pos_ + pending_in_.size(); }
   // After the handshake: what the peer proved, for the plugins (call once).
-  std::unique_ptr<TlsPeerInfo> take_peer_info();
+  std::unique_ptr<TlsPeerInfo> take_peer_info() override;
   // Gives back buffer capacity the handshake needed and an idle connection does not.
-  // With `trim_records`, also the pages of mbedTLS's record buffers (a syscall and page
+  // With `long_idle`, also the pages of mbedTLS's record buffers (a syscall and page
   // faults on the next record: for connections that have been idle a while).
-  void release_idle_buffers(bool trim_records);
+  void release_idle_buffers(bool long_idle) override;
+  void abandon(std::function<void()> on_dead) override;
   const TlsGeneration& generation() const { return *generation_; }
 
   // The connection is closing: a handshake job still waiting for a worker is dropped
   // unrun (no private-key operation for a client that is gone). Returns whether one was.
-  bool connection_closing();
-  // Called by the connection when its socket closed while a job was in flight: the
-  // session then deletes itself (and `on_dead`) when the job comes back, or at once if
-  // the job had not started.
-  void abandon(std::function<void()> on_dead);
+  bool drop_queued_work() override;
 
  private:
   friend class TlsWorkers;
   enum class State : uint8_t { kHandshake, kEstablished, kFailed };
 
   void start_job();
-  void run_job();       // on a worker thread
-  void finish_job();    // back on the loop thread
+  void run_job();     // on a worker thread
+  void finish_job();  // back on the loop thread
   // Leaves the handshake state (counted by the workers) for `state`.
   void set_state(State state);
   // Checks a completed handshake's client certificate; returns why it is refused ("" if
@@ -253,14 +240,16 @@ class TlsSession {
   const std::shared_ptr<const TlsGeneration>* current_;
   size_t worker_;
   TlsWorkers& workers_;
-  TlsSessionOwner& owner_;
+  transport::LayerEvents& events_;
+  char* scratch_;
+  size_t scratch_size_;
   mbedtls_ssl_context ssl_;
   State state_ = State::kHandshake;
   bool job_in_flight_ = false;
   bool trimmed_ = false;  // record buffers' pages released since the last traffic
   int job_result_ = 0;
   uint32_t handshake_bytes_ = 0;  // ciphertext received until the handshake completed
-  std::string cipher_in_;   // ciphertext mbedTLS has not read yet (from in_pos_)
+  std::string cipher_in_;         // ciphertext mbedTLS has not read yet (from in_pos_)
   size_t in_pos_ = 0;
   std::string pending_in_;  // ciphertext that arrived while a job ran
   std::string cipher_out_;

@@ -15,14 +15,23 @@
 namespace mqgate {
 
 namespace {
-std::string raw(const mbedtls_x509_buf& b) { return std::string(reinterpret_cast<const char*>(b.p), b.len); }
+std::string raw(const mbedtls_x509_buf& b) {
+  return std::string(reinterpret_cast<const char*>(b.p), b.len);
+}
 }  // namespace
 
 // --- TlsSession ---------------------------------------------------------------------------
 
 TlsSession::TlsSession(const std::shared_ptr<const TlsGeneration>* current, size_t worker,
-                       TlsWorkers& workers, TlsSessionOwner& owner)
-    : generation_(*current), current_(current), worker_(worker), workers_(workers), owner_(owner) {
+                       TlsWorkers& workers, transport::LayerEvents& events, char* scratch,
+                       size_t scratch_size)
+    : generation_(*current),
+      current_(current),
+      worker_(worker),
+      workers_(workers),
+      events_(events),
+      scratch_(scratch),
+      scratch_size_(scratch_size) {
   workers_.handshake_started();
   mbedtls_ssl_init(&ssl_);
   if (mbedtls_ssl_setup(&ssl_, generation_->config(worker_)) != 0) set_state(State::kFailed);
@@ -74,8 +83,8 @@ int TlsSession::verify(void* ctx, mbedtls_x509_crt* crt, int depth, uint32_t* fl
     mbedtls_x509_crt_verify_info(info, sizeof info, "", *flags);
     for (char* p = info; *p; ++p)
       if (*p == '\n') *p = ';';
-    self->verify_error_ = "certificate at depth " + std::to_string(depth) + " (" + x509_subject(*crt) +
-                          ") rejected: " + info;
+    self->verify_error_ = "certificate at depth " + std::to_string(depth) + " (" +
+                          x509_subject(*crt) + ") rejected: " + info;
     // Not MBEDTLS_ERR_X509_CERT_VERIFY_FAILED: with client_cert = "optional" mbedTLS would
     // ignore that. A certificate that is presented must be valid.
     return MBEDTLS_ERR_X509_FATAL_ERROR;
@@ -88,14 +97,16 @@ void TlsSession::start_job() {
   workers_.submit(this);
 }
 
-bool TlsSession::connection_closing() {
+bool TlsSession::drop_queued_work() {
   if (!job_in_flight_ || !workers_.cancel(this)) return false;
   job_in_flight_ = false;
   std::string().swap(pending_in_);
   return true;
 }
 
-void TlsSession::run_job() { job_result_ = mbedtls_ssl_handshake(&ssl_); }
+void TlsSession::run_job() {
+  job_result_ = mbedtls_ssl_handshake(&ssl_);
+}
 
 void TlsSession::finish_job() {
   job_in_flight_ = false;
@@ -112,18 +123,18 @@ void TlsSession::finish_job() {
       set_state(State::kFailed);
       // The client has finished its side: tell it why before the connection closes.
       mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, alert);
-      owner_.on_tls_handshake_done(refused);
+      events_.on_layer_ready(*this, refused);
       return;
     }
     set_state(State::kEstablished);
     // Bytes that arrived during the job are application data now.
     cipher_in_.append(pending_in_);
     std::string().swap(pending_in_);
-    owner_.on_tls_handshake_done("");
+    events_.on_layer_ready(*this, "");
     return;
   }
   if (job_result_ == MBEDTLS_ERR_SSL_WANT_READ) {
-    if (!owner_.on_tls_progress()) return;  // flushed; the connection may be closing
+    if (!events_.on_layer_output(*this)) return;  // flushed; the connection may be closing
     if (!pending_in_.empty()) {
       cipher_in_.append(pending_in_);
       pending_in_.clear();
@@ -134,7 +145,7 @@ void TlsSession::finish_job() {
   set_state(State::kFailed);
   std::string why = tls_error_text(job_result_);
   if (!verify_error_.empty()) why = verify_error_;
-  owner_.on_tls_handshake_done("TLS handshake failed: " + why);
+  events_.on_layer_ready(*this, "TLS handshake failed: " + why);
 }
 
 std::string TlsSession::check_completed(unsigned char& alert) const {
@@ -168,18 +179,19 @@ std::string TlsSession::check_completed(unsigned char& alert) const {
     case CertStanding::kExpired:
       alert = MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED;
       return resumed ? "resumed session's client certificate has expired"
-                     : "TLS handshake failed: client certificate (" + x509_subject(*peer) + ") has expired";
+                     : "TLS handshake failed: client certificate (" + x509_subject(*peer) +
+                           ") has expired";
     case CertStanding::kRevoked:
       alert = MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED;
       if (resumed) return "resumed session's client certificate is revoked";
-      return "TLS handshake failed: client certificate (" + x509_subject(*peer) + ") is revoked by " +
+      return "TLS handshake failed: client certificate (" + x509_subject(*peer) +
+             ") is revoked by " +
              (&current != generation_.get() ? "the CRL reloaded during the handshake" : "the CRL");
   }
   return "";
 }
 
-bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std::string_view)>& on_plain,
-                      char* scratch, size_t scratch_size, std::string& error) {
+bool TlsSession::input(std::string_view ciphertext, transport::Receiver& up, std::string& error) {
   if (state_ == State::kFailed) {
     error = "TLS session failed";
     return false;
@@ -204,9 +216,10 @@ bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std:
   cipher_in_.append(ciphertext);
   trimmed_ = false;
   for (;;) {
-    const int n = mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(scratch), scratch_size);
+    const int n =
+        mbedtls_ssl_read(&ssl_, reinterpret_cast<unsigned char*>(scratch_), scratch_size_);
     if (n > 0) {
-      if (!on_plain(std::string_view(scratch, static_cast<size_t>(n)))) return true;
+      if (!up.on_bytes(std::string_view(scratch_, static_cast<size_t>(n)))) return true;
       continue;
     }
     if (n == MBEDTLS_ERR_SSL_WANT_READ) break;
@@ -221,12 +234,12 @@ bool TlsSession::feed(std::string_view ciphertext, const std::function<bool(std:
   return true;
 }
 
-bool TlsSession::encrypt(std::string& plain, std::string& error) {
+bool TlsSession::send(std::string& plain, std::string& error) {
   trimmed_ = false;
   size_t done = 0;
   while (done < plain.size()) {
-    const int n = mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(plain.data() + done),
-                                    plain.size() - done);
+    const int n = mbedtls_ssl_write(
+        &ssl_, reinterpret_cast<const unsigned char*>(plain.data() + done), plain.size() - done);
     if (n < 0) {
       error = "TLS write error: " + tls_error_text(n);
       plain.clear();
@@ -238,11 +251,11 @@ bool TlsSession::encrypt(std::string& plain, std::string& error) {
   return true;
 }
 
-void TlsSession::close_notify() {
+void TlsSession::shutdown() {
   if (state_ == State::kEstablished && !job_in_flight_) mbedtls_ssl_close_notify(&ssl_);
 }
 
-void TlsSession::release_idle_buffers(bool trim_records) {
+void TlsSession::release_idle_buffers(bool long_idle) {
   if (job_in_flight_) return;  // a worker owns the buffers
   if (cipher_out_.empty()) std::string().swap(cipher_out_);
   if (cipher_in_.empty()) std::string().swap(cipher_in_);
@@ -250,7 +263,7 @@ void TlsSession::release_idle_buffers(bool trim_records) {
   // mbedTLS 2.28 keeps two fixed ~16.7 KiB record buffers per connection (Debian's
   // build has no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH). Between records their content is
   // dead: with nothing buffered in either direction, their pages go back to the kernel.
-  if (!trim_records || state_ != State::kEstablished || trimmed_) return;
+  if (!long_idle || state_ != State::kEstablished || trimmed_) return;
   if (!tls_compat::records_idle(ssl_)) return;
   tls_compat::release_record_pages(ssl_);
   trimmed_ = true;
