@@ -8,7 +8,9 @@ set -euo pipefail
 profile=${1:-run}
 run_pkgs=(g++ meson ninja-build pkg-config libuv1-dev libmbedtls-dev libtomlplusplus-dev
   libcxxopts-dev libsqlite3-dev mosquitto-clients)
-test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev)
+# nodejs/npm run MQTT.js (test/js, `npm ci`); chromium runs its browser bundle.
+test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev nodejs
+  chromium)
 bench_pkgs=(procps liblmdb-dev)
 
 case "$profile" in
@@ -17,6 +19,9 @@ case "$profile" in
   bench) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
   *) echo "deps.sh: unknown profile '$profile' (expected run, test or bench)" >&2; exit 2 ;;
 esac
+
+# Debian ships npm apart from nodejs; other builds of nodejs (NodeSource) include it.
+if [ "$profile" != run ] && ! command -v npm >/dev/null; then want+=(npm); fi
 
 missing=()
 for pkg in "${want[@]}"; do

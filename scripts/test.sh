@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 
+# MQTT.js, a test client (the versions pinned in test/js/package-lock.json).
+if [ ! -d test/js/node_modules ] || [ test/js/package-lock.json -nt test/js/node_modules ]; then
+  (cd test/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || {
+    echo "npm ci failed in test/js"
+    echo "0 passed, 1 failed"
+    exit 1
+  }
+fi
+
 build=build-test
 if [ ! -f "$build/build.ninja" ]; then
   # -O1: what the sanitizers are designed for, and half the compile time of -O2.
