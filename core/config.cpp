@@ -53,7 +53,7 @@ const char* type_name(const toml::node& n) {
 class TableChecker {
  public:
   TableChecker(const toml::table& table, std::string prefix, const std::string& file,
-               std::vector<std::string>& errors)
+               Errors& errors)
       : table_(table), prefix_(std::move(prefix)), file_(file), errors_(errors) {}
 
   void error_at(const toml::source_region& where, const std::string& key, const std::string& msg) {
@@ -162,7 +162,7 @@ class TableChecker {
   const toml::table& table_;
   std::string prefix_;
   const std::string& file_;
-  std::vector<std::string>& errors_;
+  Errors& errors_;
   std::set<std::string> seen_;
 };
 
@@ -239,7 +239,7 @@ std::vector<std::pair<std::string, const toml::table*>> tables_in_file_order(
 }
 
 void read_limits(const toml::table& t, const std::string& file, LimitsConfig& limits,
-                 std::vector<std::string>& errors) {
+                 Errors& errors) {
   TableChecker c(t, "limits.", file, errors);
   if (auto v = c.integer("max_packet_size", 16, kLargestPacket))
     limits.max_packet_size = static_cast<uint32_t>(*v);
@@ -397,7 +397,7 @@ void read_listener_websocket(TableChecker& c, const toml::table& t, ListenerConf
 }
 
 void read_listener(const std::string& name, const toml::table& t, const std::string& file,
-                   ListenerConfig& l, std::vector<std::string>& errors) {
+                   ListenerConfig& l, Errors& errors) {
   TableChecker c(t, "listeners." + name + ".", file, errors);
   l.name = name;
   l.line = static_cast<int>(t.source().begin.line);
@@ -418,7 +418,7 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
 
 void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
                  const std::shared_ptr<const toml::table>& document, PluginConfig& p,
-                 std::vector<std::string>& errors) {
+                 Errors& errors) {
   TableChecker c(t, "plugins." + name + ".", file, errors);
   p.name = name;
   p.line = static_cast<int>(t.source().begin.line);
@@ -435,8 +435,7 @@ void read_plugin(const std::string& name, const toml::table& t, const std::strin
 
 }  // namespace
 
-std::optional<Config> parse_config(std::string_view text, const std::string& path,
-                                   std::vector<std::string>& errors) {
+std::optional<Config> parse_config(std::string_view text, const std::string& path, Errors& errors) {
   auto document = std::make_shared<toml::table>();
   toml::table& root = *document;
   try {
@@ -515,7 +514,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
   return cfg;
 }
 
-std::optional<Config> load_config(const std::string& path, std::vector<std::string>& errors) {
+std::optional<Config> load_config(const std::string& path, Errors& errors) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     errors.push_back(path + ": cannot open config file: " + std::strerror(errno));

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "errors.hpp"
 #include "log.hpp"
 
 namespace mqgate {
@@ -109,12 +110,11 @@ struct Config {
 // (absolute paths and "" are returned as they are).
 std::string resolve_config_path(const std::string& path, const std::string& config_file);
 
-// Reads and checks `path`. On failure returns nullopt and fills `errors` with one
-// message per problem, each naming the file, line and key.
-std::optional<Config> load_config(const std::string& path, std::vector<std::string>& errors);
+// Reads and checks `path`. On failure returns nullopt and adds one message per problem
+// to `errors`, each naming the file, line and key (errors.hpp).
+std::optional<Config> load_config(const std::string& path, Errors& errors);
 
 // Same, from text (for tests); `path` is only used in messages.
-std::optional<Config> parse_config(std::string_view text, const std::string& path,
-                                   std::vector<std::string>& errors);
+std::optional<Config> parse_config(std::string_view text, const std::string& path, Errors& errors);
 
 }  // namespace mqgate

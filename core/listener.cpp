@@ -20,15 +20,15 @@ Listener::Listener(Server& server, const ListenerConfig& config)
 
 Listener::~Listener() = default;
 
-bool Listener::load_tls(size_t workers, std::string& error) {
+bool Listener::load_tls(size_t workers, Errors& errors) {
   if (!config_.tls) return true;
-  tls_ = TlsGeneration::load(config_, workers, error);
+  tls_ = TlsGeneration::load(config_, workers, errors);
   if (tls_) LOG_INFO("listener \"%s\": TLS %s", config_.name.c_str(), tls_->summary().c_str());
   return tls_ != nullptr;
 }
 
-bool Listener::check_tls(const ListenerConfig& config, std::string& error) {
-  return !config.tls || TlsGeneration::load(config, 1, error) != nullptr;
+bool Listener::check_tls(const ListenerConfig& config, Errors& errors) {
+  return !config.tls || TlsGeneration::load(config, 1, errors) != nullptr;
 }
 
 bool Listener::can_reload_tls(const ListenerConfig& fresh) const {
@@ -68,7 +68,7 @@ std::unique_ptr<transport::Stack> Listener::make_transport(transport::LayerEvent
   return stack;
 }
 
-bool Listener::start(std::string& error) {
+bool Listener::start(Errors& errors) {
   sockaddr_storage addr{};
   int rc =
       config_.ipv6
@@ -84,8 +84,8 @@ bool Listener::start(std::string& error) {
   }
   if (rc == 0) rc = uv_listen(stream(), SOMAXCONN, on_connection);
   if (rc != 0) {
-    error = "listener \"" + config_.name + "\": cannot listen on " + config_.bind + ": " +
-            uv_strerror(rc);
+    errors.push_back("listener \"" + config_.name + "\": cannot listen on " + config_.bind + ": " +
+                     uv_strerror(rc));
     return false;
   }
   sockaddr_storage bound{};

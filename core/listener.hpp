@@ -27,12 +27,12 @@ class Listener {
   Listener& operator=(const Listener&) = delete;
 
   // Loads the TLS material (TLS listeners only; `workers` handshake threads). On
-  // failure returns false with `error` naming the listener, the key and the file.
-  bool load_tls(size_t workers, std::string& error);
-  // `mqgate --check`: whether `config`'s TLS material loads; if not, `error` says why.
-  static bool check_tls(const ListenerConfig& config, std::string& error);
-  // Binds and listens. On failure returns false with `error` naming the listener.
-  bool start(std::string& error);
+  // failure returns false; `errors` says why, naming the listener, the key and the file.
+  bool load_tls(size_t workers, Errors& errors);
+  // `mqgate --check`: whether `config`'s TLS material loads; if not, `errors` says why.
+  static bool check_tls(const ListenerConfig& config, Errors& errors);
+  // Binds and listens. On failure returns false; `errors` says why, naming the listener.
+  bool start(Errors& errors);
   // SIGHUP, on the loop, before the new material is loaded (off the loop): whether
   // `fresh` (this listener's new table) can be applied; logs why not.
   bool can_reload_tls(const ListenerConfig& fresh) const;

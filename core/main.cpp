@@ -20,13 +20,13 @@
 #endif
 
 int main(int argc, char** argv) {
-  cxxopts::Options options("mqgate", "mqgate " MQGATE_VERSION
-                                     " - an MQTT 3.1.1 broker with certificate identity and auth plugins");
-  options.add_options()
-      ("c,config", "configuration file (TOML)", cxxopts::value<std::string>()->default_value(MQGATE_DEFAULT_CONFIG))
-      ("check-config", "check the configuration (and plugins) and exit: 0 if valid")
-      ("version", "print the version and exit")
-      ("h,help", "print this help and exit");
+  cxxopts::Options options("mqgate",
+                           "mqgate " MQGATE_VERSION
+                           " - an MQTT 3.1.1 broker with certificate identity and auth plugins");
+  options.add_options()("c,config", "configuration file (TOML)",
+                        cxxopts::value<std::string>()->default_value(MQGATE_DEFAULT_CONFIG))(
+      "check-config", "check the configuration (and plugins) and exit: 0 if valid")(
+      "version", "print the version and exit")("h,help", "print this help and exit");
   cxxopts::ParseResult args;
   try {
     args = options.parse(argc, argv);
@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!args.unmatched().empty()) {
-    std::fprintf(stderr, "mqgate: unexpected argument \"%s\" (see --help)\n", args.unmatched()[0].c_str());
+    std::fprintf(stderr, "mqgate: unexpected argument \"%s\" (see --help)\n",
+                 args.unmatched()[0].c_str());
     return 2;
   }
   if (args.count("help")) {
@@ -48,10 +49,11 @@ int main(int argc, char** argv) {
   }
 
   const std::string path = args["config"].as<std::string>();
-  std::vector<std::string> errors;
+  mqgate::Errors errors;
   auto config = mqgate::load_config(path, errors);
   if (!config) {
-    for (const auto& e : errors) std::fprintf(stderr, "mqgate: %s\n", e.c_str());
+    for (const auto& e : errors)
+      std::fprintf(stderr, "mqgate: %s\n", e.c_str());
     std::fprintf(stderr, "mqgate: configuration is not valid; not started\n");
     return 1;
   }
@@ -64,7 +66,8 @@ int main(int argc, char** argv) {
   // listens; --check-config does the same, then unloads them.
   mqgate::PluginHost plugins;
   if (!plugins.load(*config, errors)) {
-    for (const auto& e : errors) std::fprintf(stderr, "mqgate: %s\n", e.c_str());
+    for (const auto& e : errors)
+      std::fprintf(stderr, "mqgate: %s\n", e.c_str());
     std::fprintf(stderr, "mqgate: a plugin could not be loaded; not started\n");
     return 1;
   }
@@ -73,13 +76,11 @@ int main(int argc, char** argv) {
     bool tls_ok = true;
     for (const auto& l : config->listeners) {
       if (!l.tls) continue;
-      std::string error;
-      if (!mqgate::Listener::check_tls(l, error)) {
-        std::fprintf(stderr, "mqgate: %s\n", error.c_str());
-        tls_ok = false;
-      }
+      if (!mqgate::Listener::check_tls(l, errors)) tls_ok = false;
     }
     if (!tls_ok) {
+      for (const auto& e : errors)
+        std::fprintf(stderr, "mqgate: %s\n", e.c_str());
       std::fprintf(stderr, "mqgate: TLS material is not valid; not started\n");
       return 1;
     }

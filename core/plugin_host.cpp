@@ -80,10 +80,13 @@ constexpr size_t kMaxIdentityLength = 128 * 1024;
 
 PluginHost::PluginHost() : empty_chain_(std::make_unique<Chain>()) {
   empty_chain_->identity_prefix = "(no auth plugin)";
-  empty_chain_->anonymous_identity = std::make_shared<const std::string>("(no auth plugin):anonymous");
+  empty_chain_->anonymous_identity =
+      std::make_shared<const std::string>("(no auth plugin):anonymous");
 }
 
-PluginHost::~PluginHost() { unload(); }
+PluginHost::~PluginHost() {
+  unload();
+}
 
 std::string PluginHost::default_plugin_dir() {
   // Running from the build tree (core/mqgate): use the plugins built beside it.
@@ -97,15 +100,15 @@ std::string PluginHost::default_plugin_dir() {
   return MQGATE_PLUGIN_INSTALL_DIR;
 }
 
-size_t PluginHost::instance_count() const { return instances_.size(); }
+size_t PluginHost::instance_count() const {
+  return instances_.size();
+}
 
-bool PluginHost::load(const Config& config, std::vector<std::string>& errors) {
+bool PluginHost::load(const Config& config, Errors& errors) {
   const std::string default_dir = default_plugin_dir();
   for (const auto& pc : config.plugins) {
-    std::string error;
-    auto p = detail::load_plugin(pc, config, default_dir, error);
+    auto p = detail::load_plugin(pc, config, default_dir, errors);
     if (!p) {
-      errors.push_back(error);
       unload();
       return false;
     }
@@ -122,7 +125,8 @@ bool PluginHost::load(const Config& config, std::vector<std::string>& errors) {
         for (auto& p : instances_)
           if (p->name == name) members.push_back(p.get());
     } else {
-      for (auto& p : instances_) members.push_back(p.get());
+      for (auto& p : instances_)
+        members.push_back(p.get());
     }
     for (mqgate_plugin* p : members) {
       if (p->callbacks[MQGATE_EVT_AUTHENTICATE]) chain->authenticate.push_back(p);
@@ -151,7 +155,8 @@ void PluginHost::unload() {
   job_of_client_.clear();
   disconnects_.clear();
   // Last loaded, first unloaded.
-  for (auto it = instances_.rbegin(); it != instances_.rend(); ++it) detail::unload_plugin(**it);
+  for (auto it = instances_.rbegin(); it != instances_.rend(); ++it)
+    detail::unload_plugin(**it);
   instances_.clear();
   chains_.clear();
 }
@@ -187,9 +192,9 @@ mqgate_client* handle(const Client& c) {
 
 namespace {
 
-std::shared_ptr<const std::string> default_identity(const std::string& prefix,
-                                                    const std::shared_ptr<const std::string>& anonymous,
-                                                    const Client& client) {
+std::shared_ptr<const std::string> default_identity(
+    const std::string& prefix, const std::shared_ptr<const std::string>& anonymous,
+    const Client& client) {
   if (client.username() == nullptr) return anonymous;
   return std::make_shared<const std::string>(prefix + ":user:" + *client.username());
 }

@@ -30,7 +30,7 @@ class PluginHost final : public AuthHooks {
   // Loads and initialises every [plugins.*] instance, then builds each listener's
   // chain. On failure returns false with one message per problem in `errors`; every
   // instance loaded so far is shut down again.
-  bool load(const Config& config, std::vector<std::string>& errors);
+  bool load(const Config& config, Errors& errors);
   // Shuts every instance down and unloads them (also done by the destructor).
   void unload();
 

@@ -18,9 +18,9 @@ class PluginHost;
 // The ABI's opaque mqgate_plugin handle is this struct.
 struct mqgate_plugin {
   mqgate::PluginHost* host = nullptr;  // set once loaded
-  std::string name;    // instance name: [plugins.<name>]
-  std::string module;  // module name (file stem)
-  std::string file;    // the .so that was loaded
+  std::string name;                    // instance name: [plugins.<name>]
+  std::string module;                  // module name (file stem)
+  std::string file;                    // the .so that was loaded
   std::string config_file;
   int config_line = 0;
   void* dl = nullptr;
@@ -47,9 +47,9 @@ struct mqgate_deferred {
 struct mqgate_options {
   const toml::table* table = nullptr;
   std::shared_ptr<const toml::table> document;  // keeps `table` alive
-  std::string file;    // the configuration file, for opt_location
-  int table_line = 0;  // where [plugins.<name>] starts
-  std::vector<std::string> keys;  // in file order
+  std::string file;                             // the configuration file, for opt_location
+  int table_line = 0;                           // where [plugins.<name>] starts
+  std::vector<std::string> keys;                // in file order
   mutable std::vector<std::unique_ptr<std::string>> scratch;  // strings handed out
 };
 
@@ -63,9 +63,9 @@ const mqgate_host_api* host_api(int abi_version = MQGATE_PLUGIN_ABI_VERSION);
 std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const std::string& file);
 
 // Loads `config`'s .so, agrees on the ABI version and runs init. On failure returns
-// nullptr with `error` naming the plugin, the file and the reason.
+// nullptr and adds to `errors` why, naming the plugin, the file and the reason.
 std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& config, const Config& broker_config,
-                                           const std::string& default_dir, std::string& error);
+                                           const std::string& default_dir, Errors& errors);
 // Runs shutdown (if init succeeded) and unloads the .so.
 void unload_plugin(mqgate_plugin& plugin);
 

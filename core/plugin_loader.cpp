@@ -19,13 +19,14 @@ constexpr int kSupportedVersions[] = {MQGATE_PLUGIN_ABI_VERSION, 1};
 }  // namespace
 
 std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config& config,
-                                           const std::string& default_dir, std::string& error) {
+                                           const std::string& default_dir, Errors& errors) {
   auto p = std::make_unique<mqgate_plugin>();
   p->name = pc.name;
   p->module = pc.module;
   p->config_file = config.path;
   p->config_line = pc.line;
-  const std::string where = config.path + ":" + std::to_string(pc.line) + ": plugin \"" + pc.name + "\"";
+  const std::string where =
+      config.path + ":" + std::to_string(pc.line) + ": plugin \"" + pc.name + "\"";
 
   // `path` and `plugin_dir` were resolved against the configuration file when it was read.
   if (!pc.path.empty()) {
@@ -36,8 +37,8 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
   }
   struct stat st;
   if (::stat(p->file.c_str(), &st) != 0) {
-    error = where + ": cannot find " + p->file + " (" + std::strerror(errno) + ")" +
-            (pc.path.empty() ? "; set `path`, or `plugin_dir` at the top level" : "");
+    errors.push_back(where + ": cannot find " + p->file + " (" + std::strerror(errno) + ")" +
+                     (pc.path.empty() ? "; set `path`, or `plugin_dir` at the top level" : ""));
     return nullptr;
   }
 
@@ -45,24 +46,26 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
   p->dl = dlopen(p->file.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (p->dl == nullptr) {
     const char* why = dlerror();
-    error = where + ": cannot load " + p->file + ": " + (why ? why : "unknown error");
+    errors.push_back(where + ": cannot load " + p->file + ": " + (why ? why : "unknown error"));
     return nullptr;
   }
   auto fail = [&](const std::string& why) {
-    error = where + " (" + p->file + "): " + why;
+    errors.push_back(where + " (" + p->file + "): " + why);
     dlclose(p->dl);
     p->dl = nullptr;
     return nullptr;
   };
 
   using VersionFn = int (*)(int, const int*);
-  using InitFn = int (*)(mqgate_plugin*, const mqgate_host_api*, const mqgate_options*, void**, char**);
+  using InitFn =
+      int (*)(mqgate_plugin*, const mqgate_host_api*, const mqgate_options*, void**, char**);
   auto version_fn = reinterpret_cast<VersionFn>(dlsym(p->dl, "mqgate_plugin_version"));
   auto init_fn = reinterpret_cast<InitFn>(dlsym(p->dl, "mqgate_plugin_init"));
   p->shutdown = reinterpret_cast<void (*)(void*)>(dlsym(p->dl, "mqgate_plugin_shutdown"));
   if (version_fn == nullptr)
-    return fail("does not export the symbol mqgate_plugin_version (is it an mqgate plugin? "
-                "use MQGATE_PLUGIN_DECLARE_VERSION)");
+    return fail(
+        "does not export the symbol mqgate_plugin_version (is it an mqgate plugin? "
+        "use MQGATE_PLUGIN_DECLARE_VERSION)");
   if (init_fn == nullptr) return fail("does not export the symbol mqgate_plugin_init");
 
   const int count = static_cast<int>(std::size(kSupportedVersions));
@@ -71,7 +74,8 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
       std::end(kSupportedVersions)) {
     const auto* built = reinterpret_cast<const int*>(dlsym(p->dl, "mqgate_plugin_abi_version"));
     std::string supported;
-    for (int v : kSupportedVersions) supported += (supported.empty() ? "" : ", ") + std::to_string(v);
+    for (int v : kSupportedVersions)
+      supported += (supported.empty() ? "" : ", ") + std::to_string(v);
     return fail("plugin ABI version mismatch: the plugin was built for version " +
                 (built ? std::to_string(*built) : std::string("(unknown)")) +
                 ", this broker hosts version" + (std::size(kSupportedVersions) > 1 ? "s " : " ") +
@@ -91,7 +95,8 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
                 (message.empty() ? "" : ": " + message));
   }
   p->initialised = true;
-  LOG_INFO("plugin \"%s\" loaded from %s (ABI %d)", p->name.c_str(), p->file.c_str(), p->abi_version);
+  LOG_INFO("plugin \"%s\" loaded from %s (ABI %d)", p->name.c_str(), p->file.c_str(),
+           p->abi_version);
   return p;
 }
 

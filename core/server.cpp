@@ -49,11 +49,13 @@ bool Server::start() {
   }
   for (const auto& lc : config_.listeners) {
     auto l = std::make_unique<Listener>(*this, lc);
-    std::string error;
-    if (!l->load_tls(tls_workers_ ? tls_workers_->size() : 1, error) || !l->start(error)) {
-      LOG_ERROR("%s", error.c_str());
+    Errors errors;
+    if (!l->load_tls(tls_workers_ ? tls_workers_->size() : 1, errors) || !l->start(errors)) {
+      for (const std::string& e : errors)
+        LOG_ERROR("%s", e.c_str());
       l->stop();
-      for (auto& started : listeners_) started->stop();
+      for (auto& started : listeners_)
+        started->stop();
       listeners_.clear();
       uv_run(&loop_, UV_RUN_NOWAIT);
       return false;
@@ -117,8 +119,10 @@ void Server::add_connection(Connection* c) {
 }
 
 void Server::remove_connection(Connection* c) {
-  if (c->prev) c->prev->next = c->next;
-  else connections_ = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    connections_ = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = nullptr;
   if (c->in_dirty_list) {
@@ -165,10 +169,12 @@ void Server::resume_held_inputs() {
   // (and it) are held again at their next packet.
   std::vector<Connection*> batch;
   batch.swap(held_);
-  for (Connection* c : batch) c->in_held_list = false;
+  for (Connection* c : batch)
+    c->in_held_list = false;
   // Connections closed meanwhile are only deleted by libuv's close callback, later in
   // the iteration: the pointers stay valid, and resume_input() skips closing ones.
-  for (Connection* c : batch) c->resume_input();
+  for (Connection* c : batch)
+    c->resume_input();
 }
 
 void Server::mark_dirty(Connection* c) {
@@ -209,7 +215,8 @@ void Server::flush_dirty() {
   // from dirty_; so take the list first.
   std::vector<Connection*> batch;
   batch.swap(dirty_);
-  for (Connection* c : batch) c->in_dirty_list = false;
+  for (Connection* c : batch)
+    c->in_dirty_list = false;
   for (size_t i = 0; i < batch.size(); ++i) {
     Connection* c = batch[i];
     c->flush();
@@ -220,7 +227,9 @@ void Server::flush_dirty() {
   }
 }
 
-void Server::on_sweep(uv_timer_t* handle) { static_cast<Server*>(handle->data)->sweep(); }
+void Server::on_sweep(uv_timer_t* handle) {
+  static_cast<Server*>(handle->data)->sweep();
+}
 
 void Server::sweep() {
   const uint64_t now = now_ms();
@@ -231,21 +240,24 @@ void Server::sweep() {
     } else {
       broker_.check_timeouts(*c, now);
       // An idle TLS connection gives its record buffers' pages back (a no-op once done).
-      if (c->transport() && now - c->last_rx_ms > kTlsIdleTrimMs) c->transport()->release_idle_buffers(true);
+      if (c->transport() && now - c->last_rx_ms > kTlsIdleTrimMs)
+        c->transport()->release_idle_buffers(true);
     }
     c = next;
   }
   report_closes();
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
-    for (auto& hook : tick_hooks_) hook(now);
+    for (auto& hook : tick_hooks_)
+      hook(now);
     broker_.check_expiry(now);
     if (tls_workers_) check_tls_health(now);
   }
   slices_blocked_ = false;  // paced work is retried at least every sweep
   schedule_slices();
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {
-    for (Connection* c = connections_; c != nullptr; c = c->next) c->force_close();
+    for (Connection* c = connections_; c != nullptr; c = c->next)
+      c->force_close();
     uv_stop(&loop_);
   }
 }
@@ -266,7 +278,8 @@ void Server::begin_shutdown(const char* why) {
   LOG_INFO("%s received: closing listeners and %s", why,
            connections_ ? "disconnecting clients" : "stopping");
   broker_.begin_shutdown();
-  for (auto& l : listeners_) l->stop();
+  for (auto& l : listeners_)
+    l->stop();
   if (sys_) sys_->stop();
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next;
@@ -290,7 +303,8 @@ void Server::reload() {
   std::vector<std::string> errors;
   auto fresh = load_config(config_.path, errors);
   if (!fresh) {
-    for (const auto& e : errors) LOG_ERROR("reload: %s", e.c_str());
+    for (const auto& e : errors)
+      LOG_ERROR("reload: %s", e.c_str());
     LOG_ERROR("reload failed; keeping the running configuration");
     return;
   }
@@ -306,7 +320,8 @@ void Server::reload() {
   if (listeners_changed)
     LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
   reload_tls(*fresh);
-  for (auto& hook : reload_hooks_) hook(*fresh);
+  for (auto& hook : reload_hooks_)
+    hook(*fresh);
   config_.log_level = fresh->log_level;
   config_.sys_interval = fresh->sys_interval;
   config_.limits = fresh->limits;
@@ -323,7 +338,7 @@ struct Server::TlsReload {
     Listener* listener;
     ListenerConfig fresh;
     std::shared_ptr<TlsGeneration> generation;  // set by the thread, or `error`
-    std::string error;
+    Errors errors;
   };
   std::vector<Item> items;
 };
@@ -336,8 +351,9 @@ void Server::reload_tls(const Config& fresh) {
   }
   if (tls_reload_running_) {
     // Queued, not run beside it: the newest file wins, and one load at a time is enough.
-    LOG_INFO("reload: the TLS material of the previous SIGHUP is still loading; loading again "
-             "after it");
+    LOG_INFO(
+        "reload: the TLS material of the previous SIGHUP is still loading; loading again "
+        "after it");
     tls_reload_waiting_ = fresh.listeners;
     return;
   }
@@ -361,7 +377,7 @@ void Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
       [](uv_work_t* req) {  // on a thread: nothing here touches the loop's state
         auto* r = static_cast<TlsReload*>(req->data);
         for (auto& item : r->items)
-          item.generation = TlsGeneration::load(item.fresh, r->workers, item.error);
+          item.generation = TlsGeneration::load(item.fresh, r->workers, item.errors);
       },
       [](uv_work_t* req, int status) {
         std::unique_ptr<TlsReload> r(static_cast<TlsReload*>(req->data));
@@ -379,7 +395,7 @@ void Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
 void Server::finish_tls_reload(TlsReload& reload) {
   for (auto& item : reload.items) {
     if (!item.generation) {
-      LOG_ERROR("reload: %s; keeping the previous TLS material", item.error.c_str());
+      LOG_ERROR("reload: %s; keeping the previous TLS material", one_line(item.errors).c_str());
       continue;
     }
     const bool disconnect = item.generation->settings().disconnect_revoked;
@@ -448,10 +464,11 @@ void Server::check_tls_health(uint64_t now_ms) {
     for (auto& l : listeners_) {
       auto g = l->tls_generation();
       if (g && g->crl_next_update() != 0 && g->crl_next_update() < now) {
-        LOG_ERROR("listener \"%s\": the CRL in %s is stale (nextUpdate passed %lld s ago); revoked "
-                  "certificates it lists are still refused; refresh it and send SIGHUP",
-                  l->config().name.c_str(), g->settings().crlfile.c_str(),
-                  static_cast<long long>(now - g->crl_next_update()));
+        LOG_ERROR(
+            "listener \"%s\": the CRL in %s is stale (nextUpdate passed %lld s ago); revoked "
+            "certificates it lists are still refused; refresh it and send SIGHUP",
+            l->config().name.c_str(), g->settings().crlfile.c_str(),
+            static_cast<long long>(now - g->crl_next_update()));
         last_stale_crl_log_ms_ = now_ms;
       }
     }
@@ -464,7 +481,8 @@ void Server::check_tls_health(uint64_t now_ms) {
             CertStanding::kExpired) {
       const auto& tls = c->listener_ref().config().tls;
       if (tls && tls->disconnect_expired) {
-        CLIENT_LOG(log::Level::kInfo, *c, "client certificate expired; closing (disconnect_expired)");
+        CLIENT_LOG(log::Level::kInfo, *c,
+                   "client certificate expired; closing (disconnect_expired)");
         c->close("client certificate expired");
       }
     }

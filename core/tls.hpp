@@ -71,11 +71,11 @@ inline constexpr size_t kMaxCrlFileBytes = 16 << 20;
 // The material of one generation: parsed once, read by every worker, never changed.
 class TlsGeneration {
  public:
-  // Loads and checks everything `config` names. On failure returns nullptr and sets
-  // `error` (naming the listener, the key and the file). Thread-safe: a reload runs it
+  // Loads and checks everything `config` names. On failure returns nullptr and adds to
+  // `errors` why (naming the listener, the key and the file). Thread-safe: a reload runs it
   // off the loop.
   static std::shared_ptr<TlsGeneration> load(const ListenerConfig& listener, size_t workers,
-                                             std::string& error);
+                                             Errors& errors);
   ~TlsGeneration();
   TlsGeneration(const TlsGeneration&) = delete;
   TlsGeneration& operator=(const TlsGeneration&) = delete;

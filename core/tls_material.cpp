@@ -67,11 +67,14 @@ namespace {
 
 std::string format_time(const mbedtls_x509_time& t) {
   char buf[32];
-  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.year, t.mon, t.day, t.hour, t.min, t.sec);
+  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.year, t.mon, t.day, t.hour, t.min,
+           t.sec);
   return buf;
 }
 
-std::string raw(const mbedtls_x509_buf& b) { return std::string(reinterpret_cast<const char*>(b.p), b.len); }
+std::string raw(const mbedtls_x509_buf& b) {
+  return std::string(reinterpret_cast<const char*>(b.p), b.len);
+}
 
 // Verifies `crl`'s signature with one of the CAs in `ca` whose subject is its issuer.
 bool crl_signed_by(const mbedtls_x509_crl& crl, const mbedtls_x509_crt* ca) {
@@ -83,8 +86,9 @@ bool crl_signed_by(const mbedtls_x509_crl& crl, const mbedtls_x509_crt* ca) {
     if (c->subject_raw.len != crl.issuer_raw.len ||
         std::memcmp(c->subject_raw.p, crl.issuer_raw.p, crl.issuer_raw.len) != 0)
       continue;
-    if (mbedtls_pk_verify_ext(crl.sig_pk, crl.sig_opts, const_cast<mbedtls_pk_context*>(&c->pk), crl.sig_md,
-                              hash, mbedtls_md_get_size(md), crl.sig.p, crl.sig.len) == 0)
+    if (mbedtls_pk_verify_ext(crl.sig_pk, crl.sig_opts, const_cast<mbedtls_pk_context*>(&c->pk),
+                              crl.sig_md, hash, mbedtls_md_get_size(md), crl.sig.p,
+                              crl.sig.len) == 0)
       return true;
   }
   return false;
@@ -137,7 +141,8 @@ struct Wipe {
 
 }  // namespace
 
-// --- TlsGeneration: the loaded material (certificate, key, CAs, CRL) ----------------------------------------------------------------------
+// --- TlsGeneration: the loaded material (certificate, key, CAs, CRL)
+// ----------------------------------------------------------------------
 
 TlsGeneration::~TlsGeneration() {
   for (auto& w : per_worker_) {
@@ -154,7 +159,7 @@ TlsGeneration::~TlsGeneration() {
 }
 
 std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listener, size_t workers,
-                                                   std::string& error) {
+                                                   Errors& errors) {
   std::shared_ptr<TlsGeneration> g(new TlsGeneration());
   const TlsConfig& s = *listener.tls;
   g->settings_ = s;
@@ -167,7 +172,7 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   mbedtls_ssl_cache_init(&g->cache_);
   const std::string where = "listener \"" + listener.name + "\": ";
   auto fail = [&](const std::string& key, const std::string& file, const std::string& why) {
-    error = where + key + " " + file + ": " + why;
+    errors.push_back(where + key + " " + file + ": " + why);
     return nullptr;
   };
 
@@ -195,8 +200,9 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   if (rc != 0) {
     mbedtls_pk_free(&probe);
     return fail("keyfile", s.keyfile,
-                rc == MBEDTLS_ERR_PK_PASSWORD_REQUIRED ? "the key is encrypted; give an unencrypted key"
-                                                       : tls_error_text(rc));
+                rc == MBEDTLS_ERR_PK_PASSWORD_REQUIRED
+                    ? "the key is encrypted; give an unencrypted key"
+                    : tls_error_text(rc));
   }
   rc = mbedtls_pk_check_pair(&g->own_chain_.pk, &probe);
   mbedtls_pk_free(&probe);
@@ -222,16 +228,18 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     if (rc != 0) return fail("crlfile", s.crlfile, tls_error_text(rc));
     for (const mbedtls_x509_crl* c = &g->crl_; c != nullptr && c->raw.p != nullptr; c = c->next) {
       if (!crl_signed_by(*c, &g->ca_))
-        return fail("crlfile", s.crlfile, "a CRL in it is not signed by any CA in cafile " + s.cafile);
+        return fail("crlfile", s.crlfile,
+                    "a CRL in it is not signed by any CA in cafile " + s.cafile);
       const int64_t next = x509_time_to_epoch(c->next_update);
       if (g->crl_next_update_ == 0 || next < g->crl_next_update_) g->crl_next_update_ = next;
       for (const mbedtls_x509_crl_entry* e = &c->entry; e != nullptr; e = e->next)
         if (e->serial.len > 0) g->revoked_.insert(raw(c->issuer_raw) + raw(e->serial));
       if (next < now)
-        LOG_ERROR("%sCRL in %s is STALE: its nextUpdate %s has passed. The certificates it lists are "
-                  "still refused and other clients are still let in; refresh it (revoke_creds "
-                  "--refresh) and send SIGHUP",
-                  where.c_str(), s.crlfile.c_str(), format_time(c->next_update).c_str());
+        LOG_ERROR(
+            "%sCRL in %s is STALE: its nextUpdate %s has passed. The certificates it lists are "
+            "still refused and other clients are still let in; refresh it (revoke_creds "
+            "--refresh) and send SIGHUP",
+            where.c_str(), s.crlfile.c_str(), format_time(c->next_update).c_str());
     }
     g->has_crl_ = true;
   }
@@ -239,12 +247,15 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   for (const auto& name : s.ciphers) {
     const int id = mbedtls_ssl_get_ciphersuite_id(name.c_str());
     if (id == 0)
-      return fail("ciphers", "", "\"" + name + "\" is not a cipher suite mbedTLS 2.28 knows (names look like "
-                  "\"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256\")");
+      return fail("ciphers", "",
+                  "\"" + name +
+                      "\" is not a cipher suite mbedTLS 2.28 knows (names look like "
+                      "\"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256\")");
     g->ciphersuites_.push_back(id);
   }
   if (s.ciphers.empty())
-    for (const char* name : kDefaultCiphers) g->ciphersuites_.push_back(mbedtls_ssl_get_ciphersuite_id(name));
+    for (const char* name : kDefaultCiphers)
+      g->ciphersuites_.push_back(mbedtls_ssl_get_ciphersuite_id(name));
   g->ciphersuites_.push_back(0);
 
   // One DRBG seeds the ticket keys; each worker gets its own for its handshakes.
@@ -260,8 +271,8 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
                              reinterpret_cast<const unsigned char*>(personal), strlen(personal));
   if (rc != 0) return fail("", "", "cannot seed the random generator: " + tls_error_text(rc));
   if (s.session_tickets) {
-    rc = mbedtls_ssl_ticket_setup(&g->ticket_, mbedtls_ctr_drbg_random, seed.get(), MBEDTLS_CIPHER_AES_256_GCM,
-                                  s.session_lifetime);
+    rc = mbedtls_ssl_ticket_setup(&g->ticket_, mbedtls_ctr_drbg_random, seed.get(),
+                                  MBEDTLS_CIPHER_AES_256_GCM, s.session_lifetime);
     if (rc != 0) return fail("", "", "cannot set up session tickets: " + tls_error_text(rc));
     // The ticket keys are made; later key rotations use the workers' generators.
   }
@@ -282,8 +293,8 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     if (rc == 0)
       rc = mbedtls_pk_parse_key(&wp->key, bytes(key_text), parse_length(key_text), nullptr, 0);
     if (rc == 0)
-      rc = mbedtls_ssl_config_defaults(&wp->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
-                                       MBEDTLS_SSL_PRESET_DEFAULT);
+      rc = mbedtls_ssl_config_defaults(&wp->conf, MBEDTLS_SSL_IS_SERVER,
+                                       MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
     if (rc == 0) rc = mbedtls_ssl_conf_own_cert(&wp->conf, &g->own_chain_, &wp->key);
     if (rc != 0) return fail("", "", "cannot set up TLS: " + tls_error_text(rc));
     mbedtls_ssl_config* conf = &wp->conf;
@@ -304,9 +315,11 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     }
     if (g->has_ca_) mbedtls_ssl_conf_ca_chain(conf, &g->ca_, g->has_crl_ ? &g->crl_ : nullptr);
     if (s.session_tickets)
-      mbedtls_ssl_conf_session_tickets_cb(conf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse, &g->ticket_);
+      mbedtls_ssl_conf_session_tickets_cb(conf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
+                                          &g->ticket_);
     if (s.session_cache_size > 0)
-      mbedtls_ssl_conf_session_cache(conf, &g->cache_, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
+      mbedtls_ssl_conf_session_cache(conf, &g->cache_, mbedtls_ssl_cache_get,
+                                     mbedtls_ssl_cache_set);
   }
   // Ticket key rotation draws randomness later, from whichever thread issues a
   // ticket: move it to a generator that lives as long as the generation.
@@ -314,14 +327,17 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
 
   char fingerprint[65] = {0};
   unsigned char digest[32];
-  mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), g->own_chain_.raw.p, g->own_chain_.raw.len, digest);
-  for (int i = 0; i < 32; ++i) snprintf(fingerprint + 2 * i, 3, "%02x", digest[i]);
+  mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), g->own_chain_.raw.p,
+             g->own_chain_.raw.len, digest);
+  for (int i = 0; i < 32; ++i)
+    snprintf(fingerprint + 2 * i, 3, "%02x", digest[i]);
   const char* mode = s.client_cert == TlsConfig::ClientCert::kRequired   ? "required"
                      : s.client_cert == TlsConfig::ClientCert::kOptional ? "optional"
                                                                          : "none";
-  g->summary_ = "certificate " + x509_subject(g->own_chain_) + " (sha256 " + fingerprint + ", expires " +
-                format_time(g->own_chain_.valid_to) + "), client certificates " + mode +
-                (g->has_crl_ ? ", CRL with " + std::to_string(g->revoked_.size()) + " revoked" : "");
+  g->summary_ =
+      "certificate " + x509_subject(g->own_chain_) + " (sha256 " + fingerprint + ", expires " +
+      format_time(g->own_chain_.valid_to) + "), client certificates " + mode +
+      (g->has_crl_ ? ", CRL with " + std::to_string(g->revoked_.size()) + " revoked" : "");
   return g;
 }
 
