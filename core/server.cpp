@@ -64,7 +64,7 @@ bool Server::start() {
   }
   // Without signals, the check and the sweep the broker would run but never stop,
   // flush or time anyone out: refuse to start.
-  const auto started = [this](int rc, const char* what) {
+  const auto started = [](int rc, const char* what) {
     if (rc != 0) LOG_ERROR("cannot start: %s: %s", what, uv_strerror(rc));
     return rc == 0;
   };
