@@ -75,6 +75,7 @@ void FailureReport::print_details(FILE* f) const {
 Harness::Harness(const Options& options) : options_(options) {
   std::string error;
   make_target(options_.host, options_.port, target_, error);  // validated by main()
+  target_.ws_path = options_.ws_path;
   if (options_.tls) tls_ = std::make_shared<tls::Settings>(options_.tls_settings);
   const int threads = options_.threads > 0
                           ? options_.threads

@@ -20,6 +20,7 @@ namespace mqgate::bench {
 struct Options {
   std::string mode;
   std::string host = "127.0.0.1";
+  std::string ws_path;  // non-empty: MQTT over WebSocket (--ws)
   int port = 1883;
   int threads = 0;       // 0: one per core
   double duration = 10;  // seconds of load (conn, pubsub without --count)

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
       ("h,help", "print this help and exit");
   options.add_options("TLS (mutual TLS when --cert is given)")
       ("tls", "connect with TLS (implied by --cafile/--cert)")
+      ("ws", "MQTT over WebSocket: upgrade this path (e.g. /mqtt) first", cxxopts::value<std::string>())
       ("cafile", "CA certificate(s) that sign the broker's certificate", cxxopts::value<std::string>())
       ("cert", "client certificate (chain), PEM", cxxopts::value<std::string>())
       ("key", "client private key, PEM", cxxopts::value<std::string>())
@@ -170,6 +171,10 @@ int main(int argc, char** argv) {
   std::string error;
   mqgate::bench::Target target;
   if (!mqgate::bench::make_target(o.host, o.port, target, error)) return usage_error(error);
+  if (args.count("ws")) {
+    o.ws_path = args["ws"].as<std::string>();
+    if (o.ws_path.empty() || o.ws_path[0] != '/') return usage_error("--ws: a path such as /mqtt");
+  }
   if (o.mode != "conn" && o.mode != "pubsub" && o.mode != "idle")
     return usage_error("unknown mode \"" + o.mode + "\": conn, pubsub or idle");
   if (o.threads < 0 || o.threads > 64) return usage_error("--threads must be 0..64");

@@ -233,9 +233,62 @@ void Conn::on_connect(uv_connect_t* req, int status) {
     self->continue_handshake();
     return;
   }
-  self->state_ = State::kOpen;
-  self->on_established();
-  if (self->established() && !self->out_.empty()) self->out();  // make sure it is flushed
+  self->transport_ready();
+}
+
+void Conn::transport_ready() {
+  if (!worker_.target().ws_path.empty()) {
+    ws_ = std::make_unique<ws::ServerFrames>();
+    ws_in_.clear();
+    state_ = State::kUpgrade;
+    const std::string request = ws::upgrade_request(worker_.target().text, worker_.target().ws_path);
+    if (tls_) {
+      if (!tls_->write(request)) {
+        fail(Fail::kTls, tls_->error());
+        return;
+      }
+    } else {
+      wire_.append(request);
+    }
+    mark_dirty();
+    return;
+  }
+  state_ = State::kOpen;
+  on_established();
+  if (established() && !out_.empty()) out();  // make sure it is flushed
+}
+
+void Conn::upgrade_received(std::string_view data) {
+  ws_in_.append(data);
+  std::string error;
+  const long head = ws::upgrade_response(ws_in_, error);
+  if (head < 0) {
+    fail(Fail::kRefused, error);
+    return;
+  }
+  if (head == 0) return;
+  std::string rest = ws_in_.substr(static_cast<size_t>(head));
+  ws_in_.clear();
+  state_ = State::kOpen;
+  on_established();
+  if (established() && !out_.empty()) out();
+  if (!rest.empty() && established()) plaintext(rest);
+}
+
+void Conn::plaintext(std::string_view data) {
+  if (state_ == State::kUpgrade) {
+    upgrade_received(data);
+    return;
+  }
+  if (!ws_) {
+    process(data);
+    return;
+  }
+  ws_in_.clear();
+  std::string error;
+  const bool ok = ws_->feed(data, ws_in_, error);
+  if (!ws_in_.empty()) process(ws_in_);
+  if (!ok) fail(Fail::kClosed, error);
 }
 
 void Conn::continue_handshake() {
@@ -246,10 +299,7 @@ void Conn::continue_handshake() {
     return;
   }
   mark_dirty();
-  if (st == tls::Status::kDone) {
-    state_ = State::kOpen;
-    on_established();
-  }
+  if (st == tls::Status::kDone) transport_ready();
 }
 
 void Conn::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
@@ -272,7 +322,7 @@ void Conn::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 
 void Conn::received(std::string_view data) {
   if (!tls_) {
-    process(data);
+    plaintext(data);
     return;
   }
   tls_->feed(data);
@@ -280,10 +330,10 @@ void Conn::received(std::string_view data) {
     continue_handshake();
     if (state_ != State::kOpen) return;
   }
-  if (state_ != State::kOpen) return;
+  if (state_ != State::kOpen && state_ != State::kUpgrade) return;
   plain_.clear();
   const tls::Status st = tls_->read(plain_);
-  if (!plain_.empty()) process(plain_);
+  if (!plain_.empty()) plaintext(plain_);
   if (st == tls::Status::kError)
     fail(Fail::kTls, tls_->error());
   else if (st == tls::Status::kClosed)
@@ -325,6 +375,11 @@ void Conn::flush() {
   }
   if (state_ == State::kConnecting) return;  // on_connect flushes
   if (!out_.empty() && (state_ == State::kOpen || state_ == State::kClosing)) {
+    if (ws_) {
+      ws_frame_.clear();
+      ws::append_frame(ws_frame_, out_);
+      out_.swap(ws_frame_);
+    }
     if (tls_) {
       if (!tls_->write(out_)) {
         out_.clear();
@@ -398,6 +453,11 @@ void Conn::on_write(uv_write_t* req, int status) {
 
 bool Conn::seal_output() {
   if (!tls_) return true;
+  if (ws_ && !out_.empty()) {
+    ws_frame_.clear();
+    ws::append_frame(ws_frame_, out_);
+    out_.swap(ws_frame_);
+  }
   // The MQTT bytes first, then the alert after them.
   if (!out_.empty() && !tls_->write(out_)) {
     close();
@@ -466,6 +526,7 @@ void Conn::on_close(uv_handle_t* handle) {
   self->state_ = State::kIdle;
   self->write_in_flight_ = false;
   self->tls_.reset();
+  self->ws_.reset();
   self->out_.clear();
   self->wire_.clear();
   self->writing_.clear();

@@ -20,6 +20,7 @@
 
 #include "codec/decoder.hpp"
 #include "tls.hpp"
+#include "ws_client.hpp"
 
 namespace mqgate::bench {
 
@@ -27,6 +28,7 @@ namespace mqgate::bench {
 struct Target {
   sockaddr_storage addr{};
   std::string text;  // "127.0.0.1:1883", "[::1]:1883"
+  std::string ws_path;  // non-empty: MQTT over WebSocket, upgrading this path
 };
 
 // Parses host and port; only 127.0.0.1, ::1 and localhost are accepted, so the
@@ -167,7 +169,7 @@ class Conn {
   void fail(Fail kind, const std::string& detail);
 
  private:
-  enum class State : uint8_t { kIdle, kConnecting, kHandshake, kOpen, kClosing };
+  enum class State : uint8_t { kIdle, kConnecting, kHandshake, kUpgrade, kOpen, kClosing };
 
   static void on_connect(uv_connect_t* req, int status);
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
@@ -183,6 +185,11 @@ class Conn {
   }
   void received(std::string_view data);
   void continue_handshake();
+  // TCP (and TLS) is up: upgrade to WebSocket if asked, else the connection is open.
+  void transport_ready();
+  void upgrade_received(std::string_view data);
+  // Plaintext from the broker: WebSocket frames or MQTT bytes.
+  void plaintext(std::string_view data);
   void process(std::string_view data);
   size_t parse(std::string_view data);
   // Encrypts what out() holds and queues a close_notify (TLS only); false if the
@@ -209,6 +216,9 @@ class Conn {
   bool write_in_flight_ = false;
   std::string in_;     // the start of a packet that has not fully arrived
   std::string plain_;  // decrypted bytes (TLS)
+  std::unique_ptr<ws::ServerFrames> ws_;  // WebSocket targets
+  std::string ws_in_;     // the upgrade response so far; MQTT bytes out of frames
+  std::string ws_frame_;  // out() wrapped in a frame
   uint64_t opened_at_ns_ = 0;
 };
 
