@@ -95,8 +95,9 @@ void WebSocketLayer::shutdown() {
   state_ = State::kClosed;
 }
 
-void WebSocketLayer::release_idle_buffers(bool) {
+void WebSocketLayer::release_idle_buffers(bool long_idle) {
   if (wire_.empty()) std::string().swap(wire_);
+  if (long_idle) frames_.release_scratch();  // up to a read's worth, kept for the next
 }
 
 }  // namespace mqgate::transport

@@ -99,6 +99,8 @@ class FrameDecoder {
   const std::string& error_reason() const { return error_reason_; }
   // Bytes held for a frame header or a control frame not yet complete (memory).
   size_t buffered() const { return header_.size() + control_.size(); }
+  // Frees the scratch copy of the last data read (idle connections; between feeds).
+  void release_scratch() { std::string().swap(data_); }
 
  private:
   // Consumes from `bytes`; returns 1 with an event, 0 without, -1 on error.
