@@ -49,7 +49,8 @@ class ShiftLayer final : public StreamLayer {
   }
   bool ready() const override { return open; }
   bool send(std::string& bytes, std::string&) override {
-    for (char c : bytes) wire_.push_back(static_cast<char>(c + 1));
+    for (char c : bytes)
+      wire_.push_back(static_cast<char>(c + 1));
     bytes.clear();
     return true;
   }
@@ -89,7 +90,8 @@ struct Top final : Receiver {
 
 std::string shifted(std::string_view s, int by) {
   std::string out;
-  for (char c : s) out.push_back(static_cast<char>(c + by));
+  for (char c : s)
+    out.push_back(static_cast<char>(c + by));
   return out;
 }
 
@@ -130,7 +132,8 @@ TEST_CASE("stack: bytes go up through every layer and down through every layer, 
   CHECK(stack.pending_output() == out->size());
 }
 
-TEST_CASE("stack: a failing layer stops the input and names itself; a busy layer holds the output") {
+TEST_CASE(
+    "stack: a failing layer stops the input and names itself; a busy layer holds the output") {
   Stack stack;
   auto* low = new ShiftLayer("low");
   auto* high = new ShiftLayer("high");
@@ -224,8 +227,10 @@ std::string masked(uint8_t first_byte, std::string_view payload) {
   REQUIRE(payload.size() < 126);
   f.push_back(static_cast<char>(0x80 | payload.size()));
   const uint8_t m[4] = {0x12, 0x34, 0x56, 0x78};
-  for (uint8_t b : m) f.push_back(static_cast<char>(b));
-  for (size_t i = 0; i < payload.size(); ++i) f.push_back(static_cast<char>(payload[i] ^ m[i & 3]));
+  for (uint8_t b : m)
+    f.push_back(static_cast<char>(b));
+  for (size_t i = 0; i < payload.size(); ++i)
+    f.push_back(static_cast<char>(payload[i] ^ m[i & 3]));
   return f;
 }
 
@@ -248,13 +253,16 @@ TEST_CASE("websocket layer: upgrade in pieces, then frames in the same read, pin
   CHECK(layer.ready());
   CHECK(layer.protocol() == "mqtt");
   CHECK(layer.wire().rfind("HTTP/1.1 101 ", 0) == 0);
-  CHECK(layer.wire().find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") != std::string::npos);
+  CHECK(layer.wire().find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") !=
+        std::string::npos);
   CHECK(top.got == "\x10\x02");
   layer.wire().clear();
 
   // A packet split over a fragmented message, with a ping in between.
   REQUIRE(layer.input(masked(0x02, "ab") + masked(0x89, "p") + masked(0x80, "cd"), top, error));
-  CHECK(top.got == "\x10\x02" "abcd");
+  CHECK(top.got ==
+        "\x10\x02"
+        "abcd");
   CHECK(layer.wire() == std::string("\x8a\x01p", 3));  // the pong
   layer.wire().clear();
 
@@ -307,7 +315,9 @@ TEST_CASE("websocket layer: bad frames close with the right status") {
     std::string frame;
     uint16_t code;
   };
-  std::string unmasked = "\x82\x02" "ab";
+  std::string unmasked =
+      "\x82\x02"
+      "ab";
   const std::vector<Case> cases = {
       {masked(0x81, "text"), 1003},
       {unmasked, 1002},
@@ -324,7 +334,8 @@ TEST_CASE("websocket layer: bad frames close with the right status") {
     CHECK(error.find("WebSocket protocol error (" + std::to_string(c.code) + ")") == 0);
     REQUIRE(layer.wire().size() >= 4);
     CHECK(static_cast<uint8_t>(layer.wire()[0]) == 0x88);
-    CHECK(((static_cast<uint8_t>(layer.wire()[2]) << 8) | static_cast<uint8_t>(layer.wire()[3])) == c.code);
+    CHECK(((static_cast<uint8_t>(layer.wire()[2]) << 8) | static_cast<uint8_t>(layer.wire()[3])) ==
+          c.code);
   }
 }
 
@@ -342,7 +353,9 @@ TEST_CASE("websocket layer on top of another layer: the upgrade and frames go th
   REQUIRE(out != nullptr);
   const std::string plain = shifted(out->substr(2), -1);  // after the low layer's "OK"
   CHECK(plain.rfind("HTTP/1.1 101 ", 0) == 0);
-  CHECK(plain.substr(plain.size() - 5) == std::string("\x82\x03" "ack", 5));
+  CHECK(plain.substr(plain.size() - 5) == std::string("\x82\x03"
+                                                      "ack",
+                                                      5));
   out->clear();
   out = stack.shutdown(app, error);
   CHECK(shifted(*out, -1) == std::string("\x88\x02\x03\xe8", 4) + shifted("BYE", -1));
