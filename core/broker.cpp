@@ -70,9 +70,11 @@ void Broker::protocol_violation(Client& client, const char* what) {
 
 void Broker::on_decode_error(Client& client, codec::DecodeError error,
                              const codec::FixedHeader* header, const codec::Packet* partial) {
-  if (error == codec::DecodeError::kUnsupportedProtocolLevel && partial != nullptr &&
-      client.state == Client::State::kAwaitConnect) {
-    const auto& c = std::get<codec::Connect>(*partial);
+  const auto* connect = partial ? std::get_if<codec::Connect>(partial) : nullptr;
+  if (connect != nullptr && client.state == Client::State::kAwaitConnect &&
+      (error == codec::DecodeError::kUnsupportedProtocolLevel ||
+       connect->protocol_level == codec::kProtocolLevel5)) {
+    const auto& c = *connect;
     CLIENT_LOG(log::Level::kInfo, client,
                "refused: protocol %s level %u is not supported (MQTT 3.1 and 3.1.1 are)",
                log::quote(c.protocol_name, 16).c_str(), c.protocol_level);
@@ -106,6 +108,13 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
     if (client.state != Client::State::kAwaitConnect) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
+      return;
+    }
+    if (connect->protocol_level == codec::kProtocolLevel5) {
+      // The codec reads MQTT 5; the broker does not speak it yet: the 3.1.1 answer a
+      // 5.0 client understands as "unsupported protocol version" (also when its CONNECT
+      // is malformed: see on_decode_error).
+      on_decode_error(client, codec::DecodeError::kUnsupportedProtocolLevel, nullptr, &packet);
       return;
     }
     handle_connect(client, *connect, now_ms);

@@ -65,9 +65,9 @@ class Framer {
   // Drops consumed bytes from the owned buffer; frees it when empty.
   void compact();
 
-  std::string buf_;        // owned bytes not yet yielded, from head_ on
-  std::string_view in_;    // borrowed bytes not yet looked at
-  uint32_t head_ = 0;      // bytes of buf_ already yielded
+  std::string buf_;      // owned bytes not yet yielded, from head_ on
+  std::string_view in_;  // borrowed bytes not yet looked at
+  uint32_t head_ = 0;    // bytes of buf_ already yielded
   bool held_ = false;
 };
 

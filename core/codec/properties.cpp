@@ -11,7 +11,9 @@ namespace {
 enum class Kind : uint8_t { kByte, kTwoByte, kFourByte, kVarint, kUtf8, kBinary, kUtf8Pair };
 
 // Bit per PropertyContext.
-constexpr uint32_t bit(PropertyContext c) { return 1u << static_cast<unsigned>(c); }
+constexpr uint32_t bit(PropertyContext c) {
+  return 1u << static_cast<unsigned>(c);
+}
 using C = PropertyContext;
 constexpr uint32_t kAcks = bit(C::kPuback);
 constexpr uint32_t kEvery = bit(C::kConnect) | bit(C::kConnack) | bit(C::kPublish) | kAcks |
@@ -26,38 +28,61 @@ struct Definition {
 // The table of section 2.2.2.2.
 constexpr Definition definition(uint32_t id) {
   switch (static_cast<PropertyId>(id)) {
-    case PropertyId::kPayloadFormatIndicator: return {Kind::kByte, bit(C::kPublish) | bit(C::kWill)};
-    case PropertyId::kMessageExpiryInterval: return {Kind::kFourByte, bit(C::kPublish) | bit(C::kWill)};
-    case PropertyId::kContentType: return {Kind::kUtf8, bit(C::kPublish) | bit(C::kWill)};
-    case PropertyId::kResponseTopic: return {Kind::kUtf8, bit(C::kPublish) | bit(C::kWill)};
-    case PropertyId::kCorrelationData: return {Kind::kBinary, bit(C::kPublish) | bit(C::kWill)};
-    case PropertyId::kSubscriptionIdentifier: return {Kind::kVarint, bit(C::kPublish) | bit(C::kSubscribe)};
+    case PropertyId::kPayloadFormatIndicator:
+      return {Kind::kByte, bit(C::kPublish) | bit(C::kWill)};
+    case PropertyId::kMessageExpiryInterval:
+      return {Kind::kFourByte, bit(C::kPublish) | bit(C::kWill)};
+    case PropertyId::kContentType:
+      return {Kind::kUtf8, bit(C::kPublish) | bit(C::kWill)};
+    case PropertyId::kResponseTopic:
+      return {Kind::kUtf8, bit(C::kPublish) | bit(C::kWill)};
+    case PropertyId::kCorrelationData:
+      return {Kind::kBinary, bit(C::kPublish) | bit(C::kWill)};
+    case PropertyId::kSubscriptionIdentifier:
+      return {Kind::kVarint, bit(C::kPublish) | bit(C::kSubscribe)};
     case PropertyId::kSessionExpiryInterval:
       return {Kind::kFourByte, bit(C::kConnect) | bit(C::kConnack) | bit(C::kDisconnect)};
-    case PropertyId::kAssignedClientIdentifier: return {Kind::kUtf8, bit(C::kConnack)};
-    case PropertyId::kServerKeepAlive: return {Kind::kTwoByte, bit(C::kConnack)};
+    case PropertyId::kAssignedClientIdentifier:
+      return {Kind::kUtf8, bit(C::kConnack)};
+    case PropertyId::kServerKeepAlive:
+      return {Kind::kTwoByte, bit(C::kConnack)};
     case PropertyId::kAuthenticationMethod:
       return {Kind::kUtf8, bit(C::kConnect) | bit(C::kConnack) | bit(C::kAuth)};
     case PropertyId::kAuthenticationData:
       return {Kind::kBinary, bit(C::kConnect) | bit(C::kConnack) | bit(C::kAuth)};
-    case PropertyId::kRequestProblemInformation: return {Kind::kByte, bit(C::kConnect)};
-    case PropertyId::kWillDelayInterval: return {Kind::kFourByte, bit(C::kWill)};
-    case PropertyId::kRequestResponseInformation: return {Kind::kByte, bit(C::kConnect)};
-    case PropertyId::kResponseInformation: return {Kind::kUtf8, bit(C::kConnack)};
-    case PropertyId::kServerReference: return {Kind::kUtf8, bit(C::kConnack) | bit(C::kDisconnect)};
+    case PropertyId::kRequestProblemInformation:
+      return {Kind::kByte, bit(C::kConnect)};
+    case PropertyId::kWillDelayInterval:
+      return {Kind::kFourByte, bit(C::kWill)};
+    case PropertyId::kRequestResponseInformation:
+      return {Kind::kByte, bit(C::kConnect)};
+    case PropertyId::kResponseInformation:
+      return {Kind::kUtf8, bit(C::kConnack)};
+    case PropertyId::kServerReference:
+      return {Kind::kUtf8, bit(C::kConnack) | bit(C::kDisconnect)};
     case PropertyId::kReasonString:
       return {Kind::kUtf8, bit(C::kConnack) | kAcks | bit(C::kSuback) | bit(C::kUnsuback) |
                                bit(C::kDisconnect) | bit(C::kAuth)};
-    case PropertyId::kReceiveMaximum: return {Kind::kTwoByte, bit(C::kConnect) | bit(C::kConnack)};
-    case PropertyId::kTopicAliasMaximum: return {Kind::kTwoByte, bit(C::kConnect) | bit(C::kConnack)};
-    case PropertyId::kTopicAlias: return {Kind::kTwoByte, bit(C::kPublish)};
-    case PropertyId::kMaximumQoS: return {Kind::kByte, bit(C::kConnack)};
-    case PropertyId::kRetainAvailable: return {Kind::kByte, bit(C::kConnack)};
-    case PropertyId::kUserProperty: return {Kind::kUtf8Pair, kEvery};
-    case PropertyId::kMaximumPacketSize: return {Kind::kFourByte, bit(C::kConnect) | bit(C::kConnack)};
-    case PropertyId::kWildcardSubscriptionAvailable: return {Kind::kByte, bit(C::kConnack)};
-    case PropertyId::kSubscriptionIdentifierAvailable: return {Kind::kByte, bit(C::kConnack)};
-    case PropertyId::kSharedSubscriptionAvailable: return {Kind::kByte, bit(C::kConnack)};
+    case PropertyId::kReceiveMaximum:
+      return {Kind::kTwoByte, bit(C::kConnect) | bit(C::kConnack)};
+    case PropertyId::kTopicAliasMaximum:
+      return {Kind::kTwoByte, bit(C::kConnect) | bit(C::kConnack)};
+    case PropertyId::kTopicAlias:
+      return {Kind::kTwoByte, bit(C::kPublish)};
+    case PropertyId::kMaximumQoS:
+      return {Kind::kByte, bit(C::kConnack)};
+    case PropertyId::kRetainAvailable:
+      return {Kind::kByte, bit(C::kConnack)};
+    case PropertyId::kUserProperty:
+      return {Kind::kUtf8Pair, kEvery};
+    case PropertyId::kMaximumPacketSize:
+      return {Kind::kFourByte, bit(C::kConnect) | bit(C::kConnack)};
+    case PropertyId::kWildcardSubscriptionAvailable:
+      return {Kind::kByte, bit(C::kConnack)};
+    case PropertyId::kSubscriptionIdentifierAvailable:
+      return {Kind::kByte, bit(C::kConnack)};
+    case PropertyId::kSharedSubscriptionAvailable:
+      return {Kind::kByte, bit(C::kConnack)};
   }
   return {};
 }
@@ -72,7 +97,8 @@ bool read_u16(std::string_view& in, uint16_t& v) {
 bool read_u32(std::string_view& in, uint32_t& v) {
   if (in.size() < 4) return false;
   v = 0;
-  for (int i = 0; i < 4; ++i) v = v << 8 | static_cast<uint8_t>(in[static_cast<size_t>(i)]);
+  for (int i = 0; i < 4; ++i)
+    v = v << 8 | static_cast<uint8_t>(in[static_cast<size_t>(i)]);
   in.remove_prefix(4);
   return true;
 }
@@ -91,7 +117,8 @@ void put_u16(std::string& out, uint16_t v) {
 }
 
 void put_u32(std::string& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 void put_binary(std::string& out, std::string_view v) {
@@ -110,7 +137,8 @@ void for_each_property(const Properties& p, Visit&& visit) {
   one(PropertyId::kContentType, p.content_type);
   one(PropertyId::kResponseTopic, p.response_topic);
   one(PropertyId::kCorrelationData, p.correlation_data);
-  for (uint32_t id : p.subscription_identifiers) visit(PropertyId::kSubscriptionIdentifier, id);
+  for (uint32_t id : p.subscription_identifiers)
+    visit(PropertyId::kSubscriptionIdentifier, id);
   one(PropertyId::kSessionExpiryInterval, p.session_expiry_interval);
   one(PropertyId::kAssignedClientIdentifier, p.assigned_client_identifier);
   one(PropertyId::kServerKeepAlive, p.server_keep_alive);
@@ -127,7 +155,8 @@ void for_each_property(const Properties& p, Visit&& visit) {
   one(PropertyId::kTopicAlias, p.topic_alias);
   one(PropertyId::kMaximumQoS, p.maximum_qos);
   one(PropertyId::kRetainAvailable, p.retain_available);
-  for (const auto& kv : p.user_properties) visit(PropertyId::kUserProperty, kv);
+  for (const auto& kv : p.user_properties)
+    visit(PropertyId::kUserProperty, kv);
   one(PropertyId::kMaximumPacketSize, p.maximum_packet_size);
   one(PropertyId::kWildcardSubscriptionAvailable, p.wildcard_subscription_available);
   one(PropertyId::kSubscriptionIdentifierAvailable, p.subscription_identifier_available);
@@ -143,11 +172,16 @@ void encode_value(std::string& out, PropertyId id, uint16_t v) {
   put_u16(out, v);
 }
 void encode_value(std::string& out, PropertyId id, uint32_t v) {
-  if (id == PropertyId::kSubscriptionIdentifier) write_varint(out, v);
-  else put_u32(out, v);
+  if (id == PropertyId::kSubscriptionIdentifier)
+    write_varint(out, v);
+  else
+    put_u32(out, v);
 }
-void encode_value(std::string& out, PropertyId, std::string_view v) { put_binary(out, v); }
-void encode_value(std::string& out, PropertyId, const std::pair<std::string_view, std::string_view>& kv) {
+void encode_value(std::string& out, PropertyId, std::string_view v) {
+  put_binary(out, v);
+}
+void encode_value(std::string& out, PropertyId,
+                  const std::pair<std::string_view, std::string_view>& kv) {
   put_binary(out, kv.first);
   put_binary(out, kv.second);
 }
@@ -188,7 +222,9 @@ size_t varint_size(uint32_t value) {
 
 PropertyResult decode_properties(std::string_view& in, PropertyContext context, Properties& out) {
   auto malformed = [](const char* what) { return PropertyResult{PropertyError::kMalformed, what}; };
-  auto protocol = [](const char* what) { return PropertyResult{PropertyError::kProtocolError, what}; };
+  auto protocol = [](const char* what) {
+    return PropertyResult{PropertyError::kProtocolError, what};
+  };
   uint32_t length;
   if (!read_varint(in, length)) return malformed("property length");
   if (length > in.size()) return malformed("property length beyond the packet");
@@ -228,7 +264,8 @@ PropertyResult decode_properties(std::string_view& in, PropertyContext context, 
         if (!read_binary(block, text)) return malformed("truncated property");
         break;
       case Kind::kUtf8Pair:
-        if (!read_binary(block, text) || !read_binary(block, text2)) return malformed("truncated property");
+        if (!read_binary(block, text) || !read_binary(block, text2))
+          return malformed("truncated property");
         if (!is_valid_mqtt_utf8(text) || !is_valid_mqtt_utf8(text2))
           return malformed("user property is not valid UTF-8");
         break;
@@ -244,38 +281,66 @@ PropertyResult decode_properties(std::string_view& in, PropertyContext context, 
         if (byte > 1) return protocol("payload format indicator is not 0 or 1");
         ok = once(out.payload_format_indicator, byte);
         break;
-      case PropertyId::kMessageExpiryInterval: ok = once(out.message_expiry_interval, four); break;
-      case PropertyId::kContentType: ok = once(out.content_type, text); break;
-      case PropertyId::kResponseTopic: ok = once(out.response_topic, text); break;
-      case PropertyId::kCorrelationData: ok = once(out.correlation_data, text); break;
+      case PropertyId::kMessageExpiryInterval:
+        ok = once(out.message_expiry_interval, four);
+        break;
+      case PropertyId::kContentType:
+        ok = once(out.content_type, text);
+        break;
+      case PropertyId::kResponseTopic:
+        ok = once(out.response_topic, text);
+        break;
+      case PropertyId::kCorrelationData:
+        ok = once(out.correlation_data, text);
+        break;
       case PropertyId::kSubscriptionIdentifier:
         if (four == 0) return protocol("subscription identifier 0");
         if (context == PropertyContext::kSubscribe && !out.subscription_identifiers.empty())
           return protocol("property given twice");
         out.subscription_identifiers.push_back(four);
         break;
-      case PropertyId::kSessionExpiryInterval: ok = once(out.session_expiry_interval, four); break;
-      case PropertyId::kAssignedClientIdentifier: ok = once(out.assigned_client_identifier, text); break;
-      case PropertyId::kServerKeepAlive: ok = once(out.server_keep_alive, two); break;
-      case PropertyId::kAuthenticationMethod: ok = once(out.authentication_method, text); break;
-      case PropertyId::kAuthenticationData: ok = once(out.authentication_data, text); break;
+      case PropertyId::kSessionExpiryInterval:
+        ok = once(out.session_expiry_interval, four);
+        break;
+      case PropertyId::kAssignedClientIdentifier:
+        ok = once(out.assigned_client_identifier, text);
+        break;
+      case PropertyId::kServerKeepAlive:
+        ok = once(out.server_keep_alive, two);
+        break;
+      case PropertyId::kAuthenticationMethod:
+        ok = once(out.authentication_method, text);
+        break;
+      case PropertyId::kAuthenticationData:
+        ok = once(out.authentication_data, text);
+        break;
       case PropertyId::kRequestProblemInformation:
         if (byte > 1) return protocol("request problem information is not 0 or 1");
         ok = once(out.request_problem_information, byte);
         break;
-      case PropertyId::kWillDelayInterval: ok = once(out.will_delay_interval, four); break;
+      case PropertyId::kWillDelayInterval:
+        ok = once(out.will_delay_interval, four);
+        break;
       case PropertyId::kRequestResponseInformation:
         if (byte > 1) return protocol("request response information is not 0 or 1");
         ok = once(out.request_response_information, byte);
         break;
-      case PropertyId::kResponseInformation: ok = once(out.response_information, text); break;
-      case PropertyId::kServerReference: ok = once(out.server_reference, text); break;
-      case PropertyId::kReasonString: ok = once(out.reason_string, text); break;
+      case PropertyId::kResponseInformation:
+        ok = once(out.response_information, text);
+        break;
+      case PropertyId::kServerReference:
+        ok = once(out.server_reference, text);
+        break;
+      case PropertyId::kReasonString:
+        ok = once(out.reason_string, text);
+        break;
       case PropertyId::kReceiveMaximum:
         if (two == 0) return protocol("receive maximum 0");
         ok = once(out.receive_maximum, two);
         break;
-      case PropertyId::kTopicAliasMaximum: ok = once(out.topic_alias_maximum, two); break;
+      case PropertyId::kTopicAliasMaximum:
+        ok = once(out.topic_alias_maximum, two);
+        break;
       case PropertyId::kTopicAlias:
         if (two == 0) return protocol("topic alias 0");
         ok = once(out.topic_alias, two);
@@ -288,7 +353,9 @@ PropertyResult decode_properties(std::string_view& in, PropertyContext context, 
         if (byte > 1) return protocol("retain available is not 0 or 1");
         ok = once(out.retain_available, byte);
         break;
-      case PropertyId::kUserProperty: out.user_properties.emplace_back(text, text2); break;
+      case PropertyId::kUserProperty:
+        out.user_properties.emplace_back(text, text2);
+        break;
       case PropertyId::kMaximumPacketSize:
         if (four == 0) return protocol("maximum packet size 0");
         ok = once(out.maximum_packet_size, four);
@@ -323,11 +390,16 @@ size_t encoded_properties_size(const Properties& props) {
   for_each_property(props, [&](PropertyId id, const auto& v) {
     using V = std::decay_t<decltype(v)>;
     n += 1;
-    if constexpr (std::is_same_v<V, uint8_t>) n += 1;
-    else if constexpr (std::is_same_v<V, uint16_t>) n += 2;
-    else if constexpr (std::is_same_v<V, uint32_t>) n += id == PropertyId::kSubscriptionIdentifier ? varint_size(v) : 4;
-    else if constexpr (std::is_same_v<V, std::string_view>) n += 2 + v.size();
-    else n += 4 + v.first.size() + v.second.size();
+    if constexpr (std::is_same_v<V, uint8_t>)
+      n += 1;
+    else if constexpr (std::is_same_v<V, uint16_t>)
+      n += 2;
+    else if constexpr (std::is_same_v<V, uint32_t>)
+      n += id == PropertyId::kSubscriptionIdentifier ? varint_size(v) : 4;
+    else if constexpr (std::is_same_v<V, std::string_view>)
+      n += 2 + v.size();
+    else
+      n += 4 + v.first.size() + v.second.size();
   });
   return varint_size(static_cast<uint32_t>(n)) + n;
 }

@@ -46,10 +46,22 @@ bool is_valid_mqtt_utf8(std::string_view s) {
       cp = (cp << 6) | (p[i] & 0x3F);
     }
     static constexpr uint32_t kMinForLength[4] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMinForLength[extra]) return false;       // overlong
-    if (cp >= 0xD800 && cp <= 0xDFFF) return false;    // surrogate
+    if (cp < kMinForLength[extra]) return false;     // overlong
+    if (cp >= 0xD800 && cp <= 0xDFFF) return false;  // surrogate
     if (cp > 0x10FFFF) return false;
     p += extra + 1;
+  }
+  return true;
+}
+
+bool is_valid_utf8_payload(std::string_view s) {
+  // A NUL cannot sit inside a multi-byte sequence, so the pieces between NULs are
+  // checked on their own.
+  while (!s.empty()) {
+    const size_t nul = s.find('\0');
+    if (!is_valid_mqtt_utf8(s.substr(0, nul))) return false;
+    if (nul == std::string_view::npos) break;
+    s.remove_prefix(nul + 1);
   }
   return true;
 }

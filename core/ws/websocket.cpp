@@ -9,17 +9,6 @@ namespace mqgate::ws {
 
 namespace {
 
-bool valid_utf8(std::string_view s) {
-  // U+0000 is valid UTF-8 (the MQTT check refuses it): check between NULs.
-  while (!s.empty()) {
-    const size_t nul = s.find('\0');
-    if (!codec::is_valid_mqtt_utf8(s.substr(0, nul))) return false;
-    if (nul == std::string_view::npos) break;
-    s.remove_prefix(nul + 1);
-  }
-  return true;
-}
-
 // 7.4: codes an endpoint may receive in a close frame.
 bool valid_close_code(uint16_t c) {
   return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
@@ -193,7 +182,7 @@ int FrameDecoder::step(std::string_view& bytes, Event& e) {
       e.code = static_cast<uint16_t>(static_cast<uint8_t>(control_[0]) << 8 | static_cast<uint8_t>(control_[1]));
       if (!valid_close_code(e.code)) return fail(kCloseProtocolError, "an invalid close code");
       e.data = std::string_view(control_).substr(2);
-      if (!valid_utf8(e.data)) return fail(kCloseInvalidPayload, "a close reason that is not UTF-8");
+      if (!codec::is_valid_utf8_payload(e.data)) return fail(kCloseInvalidPayload, "a close reason that is not UTF-8");
       return 1;
     }
   }
