@@ -837,7 +837,8 @@ TEST_CASE("configuration errors stop the broker with a message naming the key") 
         {std::string(250, 'a') + ".com", "longer than 253"},
     };
     for (const auto& [domain, why] : cases) {
-      CAPTURE(domain);
+      const std::string& shown = domain;  // clang cannot capture a structured binding
+      CAPTURE(shown);
       std::string e = load_error("uri_domain = \"" + domain + "\"\n");
       CHECK(contains(e, "uri_domain: \""));
       CHECK(contains(e, "is not a valid DNS name"));
@@ -877,7 +878,8 @@ TEST_CASE("configuration errors stop the broker with a message naming the key") 
         {"devices/device_id}/#", "'}' outside"},
     };
     for (const auto& [pattern, why] : cases) {
-      CAPTURE(pattern);
+      const std::string& shown = pattern;  // clang cannot capture a structured binding
+      CAPTURE(shown);
       std::string e =
           load_error(kSeed + "allowed_topics = [\"devices/{device_id}/#\", \"" + pattern + "\"]\n");
       CHECK(contains(e, "/tmp/certauth-test.toml:7:1: allowed_topics[1]: \"" + pattern +
