@@ -8,10 +8,14 @@
 #include <thread>
 
 // cxxopts' std::regex use trips a GCC 12 false positive at -O2 with sanitizers.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <cxxopts.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 #include "harness.hpp"
 
