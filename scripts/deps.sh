@@ -8,7 +8,8 @@ set -euo pipefail
 profile=${1:-run}
 run_pkgs=(g++ meson ninja-build pkg-config libuv1-dev libmbedtls-dev libtomlplusplus-dev
   libcxxopts-dev libsqlite3-dev mosquitto-clients)
-test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev)
+test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev
+  prometheus)  # prometheus: promtool checks GET /metrics
 bench_pkgs=(procps liblmdb-dev)
 
 case "$profile" in
