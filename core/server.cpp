@@ -103,8 +103,10 @@ bool Server::start() {
   if (!ok) return false;
   sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
   deferred_ = std::make_unique<DeferredQueue>(&loop_);
-  lag_ = std::make_unique<LoopLag>(&loop_);
-  if (!lag_->start()) LOG_WARN("cannot start the loop lag timer; mqgate_loop_lag_* stay at 0");
+  if (http_) {  // only GET /metrics reads it: no extra wake-ups without [http]
+    lag_ = std::make_unique<LoopLag>(&loop_);
+    if (!lag_->start()) LOG_WARN("cannot start the loop lag timer; mqgate_loop_lag_* stay at 0");
+  }
   started_ = true;
   started_ms_ = now_ms();
   return true;
