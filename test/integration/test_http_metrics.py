@@ -294,6 +294,27 @@ class MetricsTest(BrokerTestCase):
         self.assertEqual(get(port, "/healthz")[0], 200)  # health needs no token
         self.assertNotIn(token, b.log())
 
+    def test_healthz_is_503_while_shutting_down(self):
+        b = self.start_broker(http_config())
+        port = http_port(b)
+        # A subscriber that never reads keeps the broker in its shutdown grace (its
+        # backlog cannot be flushed), long enough to ask.
+        sub = r.RawClient(b.port("default"))
+        sub.connect("slow")
+        sub.subscribe([("big", 0)])
+        pub = r.RawClient(b.port("default"))
+        pub.connect("pub")
+        for _ in range(300):  # 30 MB: more than socket buffers and max_outgoing_bytes hold
+            pub.send(r.publish("big", b"x" * 100000))
+        pub.ping()
+        self.assertEqual(get(port, "/healthz")[0], 200)
+        b.signal(signal.SIGTERM)
+        b.wait_log(r"SIGTERM received")
+        status, _, body = get(port, "/healthz")
+        self.assertEqual((status, body), (503, b"not listening\n"))
+        sub.sock.close()
+        pub.sock.close()
+
     def test_sighup_rereads_the_token(self):
         path = os.path.join(self.tmp, "token")
         with open(path, "w") as f:
