@@ -20,8 +20,8 @@ import unittest
 
 import mqtt_raw as r
 import pki
-from mqgate_test import (SOURCE_DIR, Broker, BrokerTestCase, closed_by_peer, connect_raw,
-                         run_config_check)
+from mqgate_test import (SOURCE_DIR, TEST_PLUGIN_DIR, Broker, BrokerTestCase, closed_by_peer,
+                         connect_raw, run_config_check)
 
 HTTP_LISTENING = re.compile(r"http endpoint listening on (\S+) port (\d+)")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -242,6 +242,35 @@ class MetricsTest(BrokerTestCase):
         for reason, n in [("certificate_revoked", 1), ("certificate", 1), ("protocol", 0)]:
             self.assertEqual(value(m, "mqgate_tls_handshake_failures_total", listener="mtls",
                                    reason=reason), n, reason)
+
+    def test_auth_decisions_by_plugin_and_verdict(self):
+        deferred = os.path.join(TEST_PLUGIN_DIR, "deferred.so")
+        config = ('auth_timeout = 1\n'
+                  '[listeners.open]\nbind = "127.0.0.1:0"\nplugins = ["anon"]\n'
+                  '[listeners.slow]\nbind = "127.0.0.1:0"\nplugins = ["d"]\n'
+                  '[plugins.anon]\nmodule = "anonymous"\nallow_anonymous = false\n'
+                  f'[plugins.d]\npath = "{deferred}"\ntag = "d"\ndelay_ms = 2500\n')
+        b = self.start_broker(http_config(extra=config, listeners=" "))
+        port = http_port(b)
+        denied = r.RawClient(b.port("open"))
+        self.assertEqual(denied.connect("nobody").return_code, 5)
+        allowed = r.RawClient(b.port("open"))
+        self.assertEqual(allowed.connect("alice", username="alice").return_code, 0)
+        slow = r.RawClient(b.port("slow"))
+        self.assertEqual(slow.connect("slow", timeout=10).return_code, 5)  # auth_timeout
+        m = parse_samples(get(port)[2].decode())
+
+        def decisions(plugin, verdict):
+            return value(m, "mqgate_auth_decisions_total", plugin=plugin, phase="authenticate",
+                         verdict=verdict)
+
+        self.assertEqual(decisions("anon", "deny"), 1)
+        self.assertEqual(decisions("anon", "allow"), 1)
+        self.assertEqual(decisions("anon", "error"), 0)
+        self.assertEqual(decisions("d", "timeout"), 1)
+        self.assertEqual(decisions("d", "deny"), 0)
+        for c in (denied, allowed, slow):
+            c.close()
 
     def test_docs_list_exactly_the_metrics_emitted(self):
         b, port = self.broker_with_tls()
