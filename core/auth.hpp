@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mqgate {
 
@@ -53,6 +54,20 @@ struct AuthResult {
   }
 };
 
+// How often one plugin decided each way (GET /metrics).
+struct AuthDecisionCounts {
+  // kError: not a valid verdict (or DEFER where it cannot); kTimeout: a deferred
+  // decision that did not come within auth_timeout. Both count as DENY for the client.
+  enum Verdict : uint8_t { kAllow, kDeny, kAbstain, kError, kTimeout, kVerdictCount };
+  enum Phase : uint8_t { kAuthenticate, kAuthorize, kPhaseCount };
+  static const char* verdict_name(Verdict v);
+  static const char* phase_name(Phase p) {
+    return p == kAuthenticate ? "authenticate" : "authorize";
+  }
+  std::string plugin;  // the instance name
+  uint64_t counts[kPhaseCount][kVerdictCount] = {};
+};
+
 class AuthHooks {
  public:
   virtual ~AuthHooks() = default;
@@ -77,6 +92,8 @@ class AuthHooks {
   // Notifications.
   virtual void on_connected(const Client& client, bool session_present) = 0;
   virtual void on_disconnected(const Client& client, const char* reason) = 0;
+  // Each plugin's decisions so far, in configuration order (none without plugins).
+  virtual std::vector<AuthDecisionCounts> decision_counts() const { return {}; }
 
  protected:
   DecisionSink sink_;

@@ -798,6 +798,11 @@ void Broker::destroy_session(Session* session) {
   session->for_each_subscription(
       [&](const std::string& filter, uint8_t) { router_.unsubscribe(session, filter); });
   if (!session->clean()) persistent_sessions_--;
+  // Its messages leave the totals with it (a removed session is delivered nothing more).
+  // Saturating: messages that reached a session some other way must not wrap them.
+  auto& d = stats_.delivery;
+  d.inflight_now -= std::min<uint64_t>(d.inflight_now, session->inflight_count());
+  d.queued_now -= std::min<uint64_t>(d.queued_now, session->queued_count());
   std::unique_ptr<Session> gone = sessions_->remove(session);
   if (gone && !fanouts_.empty()) {
     gone->mark_removed();  // a fan-out in progress still points at it

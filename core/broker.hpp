@@ -98,6 +98,10 @@ class Broker {
   void count_sent(size_t bytes) { stats_.bytes_sent += bytes; }
   void count_tls_refused() { stats_.tls_handshakes_refused++; }
   const Router& router() const { return router_; }
+  // Work waiting, for GET /metrics (each O(1)).
+  size_t pending_fanouts() const { return fanouts_.size(); }
+  size_t pending_retained_jobs() const { return retained_jobs_.size(); }
+  size_t pending_decisions() const { return awaiting_.size(); }
   SessionStore& sessions() { return *sessions_; }
 
  private:

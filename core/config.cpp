@@ -167,7 +167,8 @@ class TableChecker {
 };
 
 // Parses "host:port": an IPv4 literal, or an IPv6 literal in brackets.
-bool parse_bind(const std::string& text, ListenerConfig& l, std::string& why) {
+template <typename Bound>  // ListenerConfig or HttpConfig: host, port, ipv6
+bool parse_bind(const std::string& text, Bound& l, std::string& why) {
   std::string host, port;
   if (!text.empty() && text[0] == '[') {
     auto close = text.find(']');
@@ -416,6 +417,81 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
   c.reject_unknown();
 }
 
+// A bearer token is compared with what follows "Bearer " in a header: visible ASCII only.
+bool valid_token(const std::string& token) {
+  return std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+constexpr size_t kMaxTokenBytes = 4096;
+
+// Reads token_file: at most kMaxTokenBytes, one line (a final newline is dropped). Never
+// puts the content in a message.
+bool read_token_file(const std::string& path, std::string& token, std::string& why) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = "cannot open \"" + path + "\": " + std::strerror(errno);
+    return false;
+  }
+  std::string text(kMaxTokenBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) {
+    why = "cannot read \"" + path + "\": " + std::strerror(errno);
+    return false;
+  }
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxTokenBytes) {
+    why = "\"" + path + "\" is over " + std::to_string(kMaxTokenBytes) +
+          " bytes (a token is one line)";
+    return false;
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+    text.pop_back();
+  if (text.empty()) {
+    why = "\"" + path + "\" is empty";
+    return false;
+  }
+  if (!valid_token(text)) {
+    why = "\"" + path + "\" must hold one line of visible ASCII characters (no spaces)";
+    return false;
+  }
+  token = std::move(text);
+  return true;
+}
+
+void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
+               std::vector<std::string>& errors) {
+  TableChecker c(t, "http.", file, errors);
+  h.line = static_cast<int>(t.source().begin.line);
+  if (auto bind = c.string("bind")) {
+    std::string why;
+    h.bind = *bind;
+    if (!parse_bind(*bind, h, why)) c.error_at(t.get("bind")->source(), "bind", why);
+  } else if (t.get("bind") == nullptr) {
+    c.error_at(t.source(), "bind", "missing (e.g. bind = \"127.0.0.1:9183\")");
+  }
+  const auto token = c.string("token");
+  const auto token_file = c.string("token_file");
+  if (token && token_file) {
+    c.error_at(c.where("token_file"), "token_file", "give either token or token_file, not both");
+  } else if (token) {
+    if (token->empty() || token->size() > kMaxTokenBytes || !valid_token(*token))
+      c.error_at(c.where("token"), "token",
+                 "expected 1 to " + std::to_string(kMaxTokenBytes) +
+                     " visible ASCII characters (no spaces)");
+    else
+      h.token = *token;
+  } else if (token_file) {
+    std::string why;
+    if (token_file->empty())
+      c.error_at(c.where("token_file"), "token_file", "must not be empty");
+    else if (!read_token_file(resolve_config_path(*token_file, file), h.token, why))
+      c.error_at(c.where("token_file"), "token_file", why);
+  }
+  if (auto v = c.integer("max_connections", 1, 1024)) h.max_connections = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("request_timeout", 1, 300)) h.request_timeout = static_cast<uint32_t>(*v);
+  c.reject_unknown();
+}
+
 void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
                  const std::shared_ptr<const toml::table>& document, PluginConfig& p,
                  Errors& errors) {
@@ -488,6 +564,12 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     errors.push_back(path +
                      ": no listener configured (add e.g. [listeners.default] with "
                      "bind = \"127.0.0.1:1883\")");
+
+  if (const toml::table* http = top.table("http")) {
+    HttpConfig h;
+    read_http(*http, path, h, errors);
+    cfg.http = std::move(h);
+  }
 
   if (const toml::table* plugins = top.table("plugins")) {
     TableChecker pc(*plugins, "plugins.", path, errors);

@@ -72,6 +72,20 @@ struct ListenerConfig {
   int line = 0;  // where the table starts, for later messages
 };
 
+// The operators' HTTP endpoint (`[http]`): GET /metrics and GET /healthz.
+struct HttpConfig {
+  std::string bind;  // as written, for messages
+  std::string host;  // IPv4 or IPv6 literal
+  uint16_t port = 0;
+  bool ipv6 = false;
+  // Non-empty: GET /metrics needs "Authorization: Bearer <token>" (from `token` or
+  // `token_file`). A secret: never logged, never in an error message.
+  std::string token;
+  uint32_t max_connections = 16;  // HTTP connections open at once; beyond: closed at once
+  uint32_t request_timeout = 5;   // seconds to send a request head (and to read the answer)
+  int line = 0;
+};
+
 struct PluginConfig {
   std::string name;    // the instance name: [plugins.<name>]
   std::string module;  // the .so to load: `module` key, default: the instance name
@@ -104,6 +118,7 @@ struct Config {
   LimitsConfig limits;
   std::vector<ListenerConfig> listeners;  // in file order
   std::vector<PluginConfig> plugins;      // in file order
+  std::optional<HttpConfig> http;         // set when there is an [http] table
 };
 
 // A path from the configuration, relative to the configuration file's directory

@@ -104,6 +104,47 @@ size_t PluginHost::instance_count() const {
   return instances_.size();
 }
 
+const char* AuthDecisionCounts::verdict_name(Verdict v) {
+  switch (v) {
+    case kAllow:
+      return "allow";
+    case kDeny:
+      return "deny";
+    case kAbstain:
+      return "abstain";
+    case kError:
+      return "error";
+    case kTimeout:
+      return "timeout";
+    case kVerdictCount:
+      break;
+  }
+  return "?";
+}
+
+std::vector<AuthDecisionCounts> PluginHost::decision_counts() const {
+  std::vector<AuthDecisionCounts> out(instances_.size());
+  for (size_t i = 0; i < instances_.size(); ++i) {
+    out[i].plugin = instances_[i]->name;
+    std::memcpy(out[i].counts, instances_[i]->decisions, sizeof out[i].counts);
+  }
+  return out;
+}
+
+namespace {
+
+// Counts a plugin's final answer to one question (a DEFER is counted when it completes).
+void count_decision(mqgate_plugin& p, bool authenticating, int verdict) {
+  using C = AuthDecisionCounts;
+  const C::Verdict v = verdict == MQGATE_VERDICT_ALLOW     ? C::kAllow
+                       : verdict == MQGATE_VERDICT_DENY    ? C::kDeny
+                       : verdict == MQGATE_VERDICT_ABSTAIN ? C::kAbstain
+                                                           : C::kError;
+  p.decisions[authenticating ? C::kAuthenticate : C::kAuthorize][v]++;
+}
+
+}  // namespace
+
 bool PluginHost::load(const Config& config, Errors& errors) {
   const std::string default_dir = default_plugin_dir();
   for (const auto& pc : config.plugins) {
@@ -355,6 +396,7 @@ void PluginHost::on_completion(const Completion& c) {
              p->name.c_str(), job->authenticating ? "authenticate" : action_name(job->action),
              decision_name(c.verdict), c.reason.empty() ? "" : ": ",
              c.reason.empty() ? "" : log::quote(c.reason).c_str());
+  count_decision(*p, job->authenticating, c.verdict);
   apply(*job, p, c.verdict, c.reason, c.assign, c.identity, c.connack_code, c.verdict);
   job->next++;
   if (!run(*job)) return;  // another plugin deferred
@@ -379,6 +421,9 @@ void PluginHost::expire_decisions() {
         "no decision within auth_timeout (" + std::to_string(auth_timeout_ms_ / 1000) + " s)";
     CLIENT_LOG(log::Level::kWarning, *job->client, "plugin \"%s\": %s; treated as DENY",
                job->waiting_on->name.c_str(), why.c_str());
+    job->waiting_on->decisions[job->authenticating ? AuthDecisionCounts::kAuthenticate
+                                                   : AuthDecisionCounts::kAuthorize]
+                              [AuthDecisionCounts::kTimeout]++;
     apply(*job, job->waiting_on, MQGATE_VERDICT_DENY, why, {}, {}, 0, 0);
     Client* client = job->client;
     AuthResult r = result(*job);
@@ -526,6 +571,7 @@ bool PluginHost::run(Job& job) {
       return false;
     }
     if (slot.token != nullptr) detail::unref_token(slot.token);  // its completion is ignored
+    count_decision(*p, job.authenticating, verdict);
     if (verdict == MQGATE_VERDICT_DEFER) {
       LOG_ERROR(
           "plugin \"%s\": returned MQGATE_VERDICT_DEFER without a token from api->defer "

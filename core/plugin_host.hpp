@@ -59,6 +59,7 @@ class PluginHost final : public AuthHooks {
   void set_auth_timeout(uint32_t seconds) { auth_timeout_ms_ = uint64_t{seconds} * 1000; }
   void on_connected(const Client& client, bool session_present) override;
   void on_disconnected(const Client& client, const char* reason) override;
+  std::vector<AuthDecisionCounts> decision_counts() const override;
 
   // The plugin directory used when a plugin has no `path` and the configuration no
   // `plugin_dir`: the installed one, or the build tree's when running from it.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "auth.hpp"
 #include "config.hpp"
 #include "config_toml.hpp"
 #include "mqgate_plugin.h"
@@ -30,6 +31,9 @@ struct mqgate_plugin {
   bool initialised = false;
   mqgate_event_cb callbacks[MQGATE_EVT_TICK + 1] = {};
   void (*shutdown)(void*) = nullptr;
+  // Its decisions, counted by the host (loop thread).
+  uint64_t decisions[mqgate::AuthDecisionCounts::kPhaseCount]
+                    [mqgate::AuthDecisionCounts::kVerdictCount] = {};
 };
 
 // The ABI's opaque deferred-decision token. Two references: the plugin's (released by

@@ -8,8 +8,11 @@
 
 #include "cert_policy.hpp"
 #include "connection.hpp"
+#include "http/endpoint.hpp"
 #include "listener.hpp"
 #include "log.hpp"
+#include "loop_lag.hpp"
+#include "metrics.hpp"
 #include "sys_topics.hpp"
 #include "tls.hpp"
 
@@ -17,7 +20,9 @@ namespace mqgate {
 
 Server::Server(Config config, AuthHooks& hooks)
     : config_(std::move(config)),
+      hooks_(hooks),
       broker_(config_.limits, hooks),
+      accepted_(config_.listeners.size(), 0),
       read_buffer_(new char[kReadBufferSize]) {
   const int rc = uv_loop_init(&loop_);
   if (rc != 0) {
@@ -30,7 +35,10 @@ Server::Server(Config config, AuthHooks& hooks)
 }
 
 Server::~Server() {
-  // Everything was closed by run(); this drains any close callbacks left.
+  // Everything was closed by run(); this drains any close callbacks left (and those of
+  // an endpoint that start() opened before failing).
+  if (http_) http_->stop();
+  if (lag_) lag_->stop();
   uv_run(&loop_, UV_RUN_NOWAIT);
   const int rc = uv_loop_close(&loop_);
   if (rc != 0) LOG_WARN("event loop closed with handles left: %s", uv_strerror(rc));
@@ -62,6 +70,12 @@ bool Server::start() {
     }
     listeners_.push_back(std::move(l));
   }
+  if (!start_http()) {
+    for (auto& started : listeners_) started->stop();
+    listeners_.clear();
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    return false;
+  }
   // Without signals, the check and the sweep the broker would run but never stop,
   // flush or time anyone out: refuse to start.
   const auto started = [](int rc, const char* what) {
@@ -91,7 +105,58 @@ bool Server::start() {
   if (!ok) return false;
   sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
   deferred_ = std::make_unique<DeferredQueue>(&loop_);
+  if (http_) {  // only GET /metrics reads it: no extra wake-ups without [http]
+    lag_ = std::make_unique<LoopLag>(&loop_);
+    if (!lag_->start()) LOG_WARN("cannot start the loop lag timer; mqgate_loop_lag_* stay at 0");
+  }
+  started_ = true;
+  started_ms_ = now_ms();
   return true;
+}
+
+bool Server::start_http() {
+  if (!config_.http) return true;
+  const HttpConfig& h = *config_.http;
+  http::Endpoint::Options o;
+  o.host = h.host;
+  o.port = h.port;
+  o.ipv6 = h.ipv6;
+  o.bearer_token = h.token;
+  o.max_connections = h.max_connections;
+  o.request_timeout_ms = h.request_timeout * 1000;
+  http_ = std::make_unique<http::Endpoint>(
+      &loop_, std::move(o),
+      http::Endpoint::Callbacks{[this] { return metrics_text(); }, [this] { return healthy(); }});
+  std::string error;
+  if (!http_->start(error)) {
+    LOG_ERROR("%s:%d: http.bind: %s", config_.path.c_str(), h.line, error.c_str());
+    return false;
+  }
+  return true;
+}
+
+void Server::reload_http(const Config& fresh) {
+  const bool had = config_.http.has_value(), has = fresh.http.has_value();
+  if (had != has || (had && fresh.http->bind != config_.http->bind)) {
+    const char* what = !has ? "removed" : !had ? "added" : "bind changed";
+    LOG_WARN("reload: [http] %s; that takes effect at the next restart", what);
+  }
+  if (!http_ || !has) return;
+  if (fresh.http->token != config_.http->token) {
+    http_->set_token(fresh.http->token);
+    LOG_INFO("reload: [http] bearer token %s", fresh.http->token.empty() ? "removed" : "replaced");
+  }
+  config_.http->token = fresh.http->token;
+}
+
+std::string Server::metrics_text() {
+  MetricsSources sources{broker_, listeners_, accepted_, hooks_};
+  sources.lag = lag_.get();
+  sources.tls_workers = tls_workers_.get();
+  sources.http = http_.get();
+  sources.held_connections = held_.size();
+  sources.uptime_ms = started_ ? now_ms() - started_ms_ : 0;
+  return render_metrics(sources);
 }
 
 int Server::run() {
@@ -101,6 +166,9 @@ int Server::run() {
   // their callbacks run.
   if (tls_workers_) tls_workers_->stop();
   if (deferred_) deferred_->stop();
+  // These free what their handles point at from close callbacks: they close their own.
+  if (http_) http_->stop();
+  if (lag_) lag_->stop();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
@@ -113,6 +181,8 @@ int Server::run() {
 }
 
 void Server::add_connection(Connection* c) {
+  const size_t index = c->listener_ref().config().index;
+  if (index < accepted_.size()) accepted_[index]++;
   c->next = connections_;
   if (connections_) connections_->prev = c;
   connections_ = c;
@@ -320,8 +390,8 @@ void Server::reload() {
   if (listeners_changed)
     LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
   reload_tls(*fresh);
-  for (auto& hook : reload_hooks_)
-    hook(*fresh);
+  reload_http(*fresh);
+  for (auto& hook : reload_hooks_) hook(*fresh);
   config_.log_level = fresh->log_level;
   config_.sys_interval = fresh->sys_interval;
   config_.limits = fresh->limits;
@@ -398,6 +468,8 @@ void Server::finish_tls_reload(TlsReload& reload) {
       LOG_ERROR("reload: %s; keeping the previous TLS material", one_line(item.errors).c_str());
       continue;
     }
+    if (const auto& previous = item.listener->tls_generation())
+      item.generation->share_counts(*previous);
     const bool disconnect = item.generation->settings().disconnect_revoked;
     retired_tls_.push_back(item.listener->install_tls(item.generation, item.fresh));
     if (disconnect) disconnect_revoked(*item.listener, *item.generation);

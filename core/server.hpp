@@ -20,7 +20,11 @@ namespace mqgate {
 
 class Connection;
 class Listener;
+class LoopLag;
 class SysTopics;
+namespace http {
+class Endpoint;
+}
 // TLS stays behind server.cpp (mbedTLS, threads): only pointers here.
 class TlsGeneration;
 class TlsWorkers;
@@ -64,6 +68,11 @@ class Server {
   // Reload hook: later subsystems (TLS material, plugins) register here.
   using ReloadHook = std::function<void(const Config& new_config)>;
   void on_reload(ReloadHook hook) { reload_hooks_.push_back(std::move(hook)); }
+  // GET /healthz: every listener is listening (started, not shutting down).
+  bool healthy() const { return started_ && !shutting_down_; }
+  // GET /metrics: the exposition text (bounded work; see metrics.hpp).
+  std::string metrics_text();
+
   // Called about once a second with the loop time.
   using TickHook = std::function<void(uint64_t now_ms)>;
   void on_tick(TickHook hook) { tick_hooks_.push_back(std::move(hook)); }
@@ -93,11 +102,20 @@ class Server {
   void disconnect_revoked(Listener& listener, const TlsGeneration& generation);
   void free_retired_tls();
   void check_tls_health(uint64_t now_ms);
+  // The [http] endpoint, if configured; false (logged) if it cannot listen.
+  bool start_http();
+  void reload_http(const Config& fresh);
 
   Config config_;
   uv_loop_t loop_;
+  AuthHooks& hooks_;
   Broker broker_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<uint64_t> accepted_;  // connections accepted, by listener index (metrics)
+  std::unique_ptr<http::Endpoint> http_;
+  std::unique_ptr<LoopLag> lag_;
+  bool started_ = false;
+  uint64_t started_ms_ = 0;
   std::unique_ptr<SysTopics> sys_;
   std::unique_ptr<TlsWorkers> tls_workers_;
   std::unique_ptr<DeferredQueue> deferred_;  // plugins' decisions from other threads

@@ -71,6 +71,7 @@ void Session::deliver_qos0(std::string_view topic, std::string_view payload, boo
                            size_t max_backlog, DeliveryStats& stats) {
   if (client_ == nullptr || client_->pending_output() > max_backlog) {
     stats.messages_dropped++;
+    (client_ == nullptr ? stats.dropped_qos0_offline : stats.dropped_qos0_backlog)++;
     return;
   }
   std::string& out = client_->out();
@@ -91,15 +92,18 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
   if (client_ != nullptr && queued_count() == 0 && f.inflight.size() < limits.max_inflight) {
     const uint16_t id = next_packet_id();
     f.inflight.push_back({msg, id, qos, retain, qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    stats.inflight_now++;
     send_publish(f.inflight.back(), false, stats);
     return;
   }
   if (queued_count() >= limits.max_queued) {
     stats.messages_dropped++;
+    stats.dropped_queue_full++;
     return;
   }
   compact_queue(f);
   f.queue.push_back({msg, qos, retain});
+  stats.queued_now++;
 }
 
 void Session::compact_queue(Flow& f) {
@@ -138,6 +142,8 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
     const uint16_t id = next_packet_id();
     f.inflight.push_back({std::move(q.msg), id, q.qos, q.retain,
                           q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    stats.queued_now--;
+    stats.inflight_now++;
     send_publish(f.inflight.back(), false, stats);
   }
   compact_queue(f);
@@ -150,6 +156,7 @@ bool Session::on_puback(uint16_t packet_id, const SessionLimits& limits, Deliver
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPuback);
   if (o == nullptr) return false;
   erase_inflight(o);
+  stats.inflight_now--;
   fill_window(limits, stats);
   return true;
 }
@@ -171,6 +178,7 @@ bool Session::on_pubcomp(uint16_t packet_id, const SessionLimits& limits, Delive
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPubcomp);
   if (o == nullptr) return false;
   erase_inflight(o);
+  stats.inflight_now--;
   fill_window(limits, stats);
   return true;
 }

@@ -31,7 +31,15 @@ struct SessionLimits {
 struct DeliveryStats {
   uint64_t messages_sent = 0;
   uint64_t bytes_sent = 0;
-  uint64_t messages_dropped = 0;
+  uint64_t messages_dropped = 0;      // all of the three reasons below
+  uint64_t dropped_qos0_offline = 0;  // QoS 0 for a session without a client
+  uint64_t dropped_qos0_backlog = 0;  // QoS 0 to a client over max_outgoing_bytes
+  uint64_t dropped_queue_full = 0;    // QoS 1/2 beyond max_queued_messages
+  // QoS 1/2 messages of every session, now: sent and unacknowledged, and waiting
+  // behind them. Kept up to date as they move (Broker::destroy_session takes a
+  // removed session's share out), so reading them costs nothing.
+  uint64_t inflight_now = 0;
+  uint64_t queued_now = 0;
 };
 
 class Session : public RouteTarget {

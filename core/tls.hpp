@@ -68,6 +68,24 @@ inline constexpr size_t kMaxKeyFileBytes = 1 << 20;
 inline constexpr size_t kMaxCaFileBytes = 16 << 20;
 inline constexpr size_t kMaxCrlFileBytes = 16 << 20;
 
+// How a listener's TLS handshakes ended (GET /metrics). Loop thread only. Shared by
+// the listener's generations, so a reload keeps counting where the last one was.
+struct TlsHandshakeCounts {
+  enum Failure : uint8_t {
+    kProtocol,     // the handshake failed (version, ciphers, bad messages...)
+    kCertificate,  // the client's certificate was rejected (chain, usage, signature)
+    kExpired,      // ... has expired (or is not valid yet)
+    kRevoked,      // ... is revoked by the CRL
+    kFlood,        // the client sent more than kMaxHandshakeBytes before finishing
+    kAborted,      // the connection closed first (client gone, connect_timeout, shutdown)
+    kFailureCount
+  };
+  static const char* failure_name(Failure f);
+  uint64_t full = 0;     // completed, with a full handshake
+  uint64_t resumed = 0;  // completed, resuming a session (ticket or session id)
+  uint64_t failed[kFailureCount] = {};
+};
+
 // The material of one generation: parsed once, read by every worker, never changed.
 class TlsGeneration {
  public:
@@ -88,6 +106,10 @@ class TlsGeneration {
   // Whether (issuer DER, serial) is listed in the CRL.
   bool is_revoked(const std::string& issuer_raw, const std::string& serial_raw) const;
   const std::string& summary() const { return summary_; }
+  // The listener's handshake counts (not material: changed by its sessions, on the loop).
+  TlsHandshakeCounts& counts() const { return *counts_; }
+  // A reload's generation goes on counting in its predecessor's counts.
+  void share_counts(const TlsGeneration& previous) { counts_ = previous.counts_; }
 
  private:
   TlsGeneration() = default;
@@ -110,6 +132,7 @@ class TlsGeneration {
   std::vector<std::unique_ptr<Worker>> per_worker_;
   std::unordered_set<std::string> revoked_;  // issuer DER + serial DER
   std::string summary_;
+  std::shared_ptr<TlsHandshakeCounts> counts_ = std::make_shared<TlsHandshakeCounts>();
 };
 
 // The handshake threads. Jobs run mbedtls_ssl_handshake() on a session's memory
@@ -229,6 +252,9 @@ class TlsSession final : public transport::StreamLayer {
   void finish_job();  // back on the loop thread
   // Leaves the handshake state (counted by the workers) for `state`.
   void set_state(State state);
+  // Counts how the handshake ended (once).
+  void count_success();
+  void count_failure(TlsHandshakeCounts::Failure why);
   // Checks a completed handshake's client certificate; returns why it is refused ("" if
   // it is not) and the alert to send.
   std::string check_completed(unsigned char& alert) const;
@@ -247,6 +273,9 @@ class TlsSession final : public transport::StreamLayer {
   State state_ = State::kHandshake;
   bool job_in_flight_ = false;
   bool trimmed_ = false;  // record buffers' pages released since the last traffic
+  bool counted_ = false;  // the handshake's end is in the counts
+  bool resumed_ = false;  // the client resumes a session (seen between steps)
+  uint8_t cert_failure_ = TlsHandshakeCounts::kCertificate;  // why verify() refused
   int job_result_ = 0;
   uint32_t handshake_bytes_ = 0;  // ciphertext received until the handshake completed
   std::string cipher_in_;         // ciphertext mbedTLS has not read yet (from in_pos_)

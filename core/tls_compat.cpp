@@ -7,7 +7,8 @@
 
 #include <cstdint>
 
-// The fields used below (ticket f_rng/p_rng, in_left/out_left/in_buf/out_buf) are
+// The fields used below (ticket f_rng/p_rng, in_left/out_left/in_buf/out_buf,
+// handshake->resume) are
 // private in mbedTLS 3 and their meaning may change in any minor release: 2.28 only.
 #if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x021D0000
 #error "tls_compat.cpp uses mbedTLS 2.28 internals: review it for this mbedTLS version"
@@ -47,6 +48,10 @@ bool records_idle(const mbedtls_ssl_context& ssl) {
 void release_record_pages(mbedtls_ssl_context& ssl) {
   release_pages(ssl.in_buf, MBEDTLS_SSL_IN_BUFFER_LEN);
   release_pages(ssl.out_buf, MBEDTLS_SSL_OUT_BUFFER_LEN);
+}
+
+bool handshake_resuming(const mbedtls_ssl_context& ssl) {
+  return ssl.handshake != nullptr && ssl.handshake->resume != 0;
 }
 
 }  // namespace mqgate::tls_compat

@@ -22,4 +22,10 @@ bool records_idle(const mbedtls_ssl_context& ssl);
 // touched again). Only when records_idle().
 void release_record_pages(mbedtls_ssl_context& ssl);
 
+// During a handshake (between steps): whether the client is resuming a session
+// (ticket or session id), i.e. an abbreviated handshake. Every resumed handshake on the
+// server waits for the client's Finished after sending its own, so a step returning
+// WANT_READ sees it.
+bool handshake_resuming(const mbedtls_ssl_context& ssl);
+
 }  // namespace mqgate::tls_compat

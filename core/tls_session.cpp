@@ -39,8 +39,44 @@ TlsSession::TlsSession(const std::shared_ptr<const TlsGeneration>* current, size
   mbedtls_ssl_set_verify(&ssl_, verify, this);
 }
 
+const char* TlsHandshakeCounts::failure_name(Failure f) {
+  switch (f) {
+    case kProtocol:
+      return "protocol";
+    case kCertificate:
+      return "certificate";
+    case kExpired:
+      return "certificate_expired";
+    case kRevoked:
+      return "certificate_revoked";
+    case kFlood:
+      return "flood";
+    case kAborted:
+      return "aborted";
+    case kFailureCount:
+      break;
+  }
+  return "?";
+}
+
+void TlsSession::count_success() {
+  if (counted_) return;
+  counted_ = true;
+  TlsHandshakeCounts& c = generation_->counts();
+  (resumed_ ? c.resumed : c.full)++;
+}
+
+void TlsSession::count_failure(TlsHandshakeCounts::Failure why) {
+  if (counted_) return;
+  counted_ = true;
+  generation_->counts().failed[why]++;
+}
+
 TlsSession::~TlsSession() {
-  if (state_ == State::kHandshake) workers_.handshake_ended();
+  if (state_ == State::kHandshake) {
+    count_failure(TlsHandshakeCounts::kAborted);  // unless flooded (counted then)
+    workers_.handshake_ended();
+  }
   mbedtls_ssl_free(&ssl_);
 }
 
@@ -83,8 +119,12 @@ int TlsSession::verify(void* ctx, mbedtls_x509_crt* crt, int depth, uint32_t* fl
     mbedtls_x509_crt_verify_info(info, sizeof info, "", *flags);
     for (char* p = info; *p; ++p)
       if (*p == '\n') *p = ';';
-    self->verify_error_ = "certificate at depth " + std::to_string(depth) + " (" +
-                          x509_subject(*crt) + ") rejected: " + info;
+    self->cert_failure_ = (*flags & MBEDTLS_X509_BADCERT_REVOKED) ? TlsHandshakeCounts::kRevoked
+                          : (*flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE))
+                              ? TlsHandshakeCounts::kExpired
+                              : TlsHandshakeCounts::kCertificate;
+    self->verify_error_ = "certificate at depth " + std::to_string(depth) + " (" + x509_subject(*crt) +
+                          ") rejected: " + info;
     // Not MBEDTLS_ERR_X509_CERT_VERIFY_FAILED: with client_cert = "optional" mbedTLS would
     // ignore that. A certificate that is presented must be valid.
     return MBEDTLS_ERR_X509_FATAL_ERROR;
@@ -120,12 +160,17 @@ void TlsSession::finish_job() {
     unsigned char alert = 0;
     const std::string refused = check_completed(alert);
     if (!refused.empty()) {
+      count_failure(alert == MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED ? TlsHandshakeCounts::kExpired
+                    : alert == MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED
+                        ? TlsHandshakeCounts::kRevoked
+                        : TlsHandshakeCounts::kCertificate);
       set_state(State::kFailed);
       // The client has finished its side: tell it why before the connection closes.
       mbedtls_ssl_send_alert_message(&ssl_, MBEDTLS_SSL_ALERT_LEVEL_FATAL, alert);
       events_.on_layer_ready(*this, refused);
       return;
     }
+    count_success();
     set_state(State::kEstablished);
     // Bytes that arrived during the job are application data now.
     cipher_in_.append(pending_in_);
@@ -134,6 +179,7 @@ void TlsSession::finish_job() {
     return;
   }
   if (job_result_ == MBEDTLS_ERR_SSL_WANT_READ) {
+    if (tls_compat::handshake_resuming(ssl_)) resumed_ = true;
     if (!events_.on_layer_output(*this)) return;  // flushed; the connection may be closing
     if (!pending_in_.empty()) {
       cipher_in_.append(pending_in_);
@@ -142,6 +188,8 @@ void TlsSession::finish_job() {
     }
     return;
   }
+  count_failure(verify_error_.empty() ? TlsHandshakeCounts::kProtocol
+                                      : static_cast<TlsHandshakeCounts::Failure>(cert_failure_));
   set_state(State::kFailed);
   std::string why = tls_error_text(job_result_);
   if (!verify_error_.empty()) why = verify_error_;
@@ -202,6 +250,7 @@ bool TlsSession::input(std::string_view ciphertext, transport::Receiver& up, std
       error = "TLS handshake flooded: the client sent " + std::to_string(handshake_bytes_) +
               " bytes before its handshake completed, more than the " +
               std::to_string(kMaxHandshakeBytes >> 10) + " KiB a handshake needs";
+      count_failure(TlsHandshakeCounts::kFlood);
       std::string().swap(pending_in_);
       return false;
     }

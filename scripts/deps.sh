@@ -8,9 +8,10 @@ set -euo pipefail
 profile=${1:-run}
 run_pkgs=(g++ meson ninja-build pkg-config libuv1-dev libmbedtls-dev libtomlplusplus-dev
   libcxxopts-dev libsqlite3-dev mosquitto-clients)
-# nodejs/npm run MQTT.js (test/js, `npm ci`); chromium runs its browser bundle.
+# nodejs/npm run MQTT.js (test/js, `npm ci`); chromium runs its browser bundle;
+# prometheus's promtool checks GET /metrics.
 test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev nodejs
-  chromium)
+  chromium prometheus)
 bench_pkgs=(procps liblmdb-dev)
 
 case "$profile" in

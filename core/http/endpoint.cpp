@@ -1,5 +1,6 @@
 #include "http/endpoint.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "http/metrics_text.hpp"
@@ -7,22 +8,34 @@
 
 namespace mqgate::http {
 
+// One connection's life: reading its request head, writing the answer, then draining
+// what the client still sends until it closes (closing a socket with unread input
+// resets it, and the client could lose the answer). The timer bounds each phase.
 struct Endpoint::Exchange {
-  Endpoint* endpoint;
+  explicit Exchange(const Limits& limits) : parser(limits) {}
+  enum class Phase : uint8_t { kReading, kWriting, kDraining };
+  Endpoint* endpoint = nullptr;
   uv_tcp_t tcp;
   uv_timer_t timer;
   uv_write_t write;
+  uv_shutdown_t shutdown;
   RequestParser parser;
   std::string response;
+  std::string peer;
+  size_t drained = 0;    // bytes read and thrown away after the head
   int handles_open = 0;  // tcp and timer: freed when both are closed
-  bool answered = false;
-  bool closing = false;
+  Phase phase = Phase::kReading;
+  bool peer_eof = false;  // the client closed its side while the answer was being written
+  bool closed = false;
   Exchange* prev = nullptr;
   Exchange* next = nullptr;
   char buffer[2048];
 };
 
 namespace {
+
+// What a client may send after its request head before it is cut off.
+constexpr size_t kMaxDrainBytes = 64 * 1024;
 
 // Same time whether or not a prefix matches: the token is a secret.
 bool equal_secret(std::string_view a, std::string_view b) {
@@ -36,9 +49,40 @@ bool equal_secret(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// "Bearer <token>", the scheme case-insensitively (RFC 9110 11.1).
+bool bearer_matches(const std::string* header, const std::string& token) {
+  if (header == nullptr || header->size() < 7) return false;
+  static constexpr std::string_view kScheme = "bearer ";
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    const char c = (*header)[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kScheme[i]) return false;
+  }
+  return equal_secret(std::string_view(*header).substr(kScheme.size()), token);
+}
+
+std::string peer_name(uv_tcp_t* tcp) {
+  sockaddr_storage addr;
+  int len = sizeof addr;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+  if (addr.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    uv_ip6_name(a, ip, sizeof ip);
+    return std::string("[") + ip + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+  uv_ip4_name(a, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+}
+
 template <typename T>
 Endpoint::Exchange* owner(T* handle) {
   return static_cast<Endpoint::Exchange*>(handle->data);
+}
+
+void on_handle_closed(uv_handle_t* h) {
+  Endpoint::Exchange* x = owner(h);
+  if (--x->handles_open == 0) delete x;
 }
 
 }  // namespace
@@ -46,33 +90,42 @@ Endpoint::Exchange* owner(T* handle) {
 Endpoint::Endpoint(uv_loop_t* loop, Options options, Callbacks callbacks)
     : loop_(loop), options_(std::move(options)), callbacks_(std::move(callbacks)) {}
 
-Endpoint::~Endpoint() { stop(); }
+Endpoint::~Endpoint() {
+  stop();
+}
 
 bool Endpoint::start(std::string& error) {
-  sockaddr_storage addr;
-  int rc = options_.ipv6 ? uv_ip6_addr(options_.host.c_str(), options_.port, reinterpret_cast<sockaddr_in6*>(&addr))
-                         : uv_ip4_addr(options_.host.c_str(), options_.port, reinterpret_cast<sockaddr_in*>(&addr));
+  sockaddr_storage addr{};
+  int rc = options_.ipv6 ? uv_ip6_addr(options_.host.c_str(), options_.port,
+                                       reinterpret_cast<sockaddr_in6*>(&addr))
+                         : uv_ip4_addr(options_.host.c_str(), options_.port,
+                                       reinterpret_cast<sockaddr_in*>(&addr));
   if (rc == 0) rc = uv_tcp_init(loop_, &handle_);
   if (rc != 0) {
-    error = "http: " + options_.host + ": " + uv_strerror(rc);
+    error = options_.host + ": " + uv_strerror(rc);
     return false;
   }
   handle_.data = this;
   listening_ = true;
-  rc = uv_tcp_bind(&handle_, reinterpret_cast<const sockaddr*>(&addr), options_.ipv6 ? UV_TCP_IPV6ONLY : 0);
+  rc = uv_tcp_bind(&handle_, reinterpret_cast<const sockaddr*>(&addr),
+                   options_.ipv6 ? UV_TCP_IPV6ONLY : 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&handle_), 64, on_connection);
   if (rc != 0) {
-    error = "http: cannot listen on " + options_.host + ":" + std::to_string(options_.port) + ": " +
-            uv_strerror(rc);
+    error = "cannot listen on " + options_.host + " port " + std::to_string(options_.port) +
+            ": " + uv_strerror(rc);
     stop();
     return false;
   }
   sockaddr_storage bound;
   int len = sizeof bound;
   if (uv_tcp_getsockname(&handle_, reinterpret_cast<sockaddr*>(&bound), &len) == 0)
-    bound_port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                    : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  LOG_INFO("http endpoint listening on %s port %u (/metrics, /healthz)", options_.host.c_str(), bound_port_);
+    bound_port_ =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  else
+    bound_port_ = options_.port;
+  LOG_INFO("http endpoint listening on %s port %u (/metrics%s, /healthz)", options_.host.c_str(),
+           bound_port_, options_.bearer_token.empty() ? "" : " with a bearer token");
   return true;
 }
 
@@ -81,14 +134,24 @@ void Endpoint::stop() {
     listening_ = false;
     uv_close(reinterpret_cast<uv_handle_t*>(&handle_), nullptr);
   }
-  while (exchanges_ != nullptr) finish(exchanges_, std::string());
+  while (exchanges_ != nullptr)
+    close(exchanges_);
 }
 
-void Endpoint::unlink(Exchange* x) {
-  if (x->prev) x->prev->next = x->next;
-  else if (exchanges_ == x) exchanges_ = x->next;
+void Endpoint::close(Exchange* x) {
+  if (x->closed) return;
+  x->closed = true;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    exchanges_ = x->next;
   if (x->next) x->next->prev = x->prev;
   x->prev = x->next = nullptr;
+  open_--;
+  // A pending write or shutdown gets its callback (cancelled) before the handle's close
+  // callback: the exchange is still there for it.
+  uv_close(reinterpret_cast<uv_handle_t*>(&x->timer), on_handle_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), on_handle_closed);
 }
 
 void Endpoint::on_connection(uv_stream_t* server, int status) {
@@ -97,25 +160,46 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
     LOG_WARN("http: accept failed: %s", uv_strerror(status));
     return;
   }
-  auto* x = new Exchange();
+  auto* x = new Exchange(self->options_.limits);
   x->endpoint = self;
-  uv_tcp_init(self->loop_, &x->tcp);
-  uv_timer_init(self->loop_, &x->timer);
+  const int rc = uv_tcp_init(self->loop_, &x->tcp);
+  if (rc != 0) {
+    LOG_WARN("http: cannot accept a connection: %s", uv_strerror(rc));
+    delete x;
+    return;
+  }
+  uv_timer_init(self->loop_, &x->timer);  // cannot fail
   x->tcp.data = x->timer.data = x;
   x->handles_open = 2;
   x->next = self->exchanges_;
   if (self->exchanges_) self->exchanges_->prev = x;
   self->exchanges_ = x;
   self->open_++;
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&x->tcp)) != 0 ||
-      self->open_ > self->options_.max_connections) {
-    self->finish(x, std::string());  // over the limit: closed at once, no answer
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&x->tcp)) != 0) {
+    self->close(x);
     return;
   }
+  if (self->open_ > self->options_.max_connections) {
+    self->refused_++;
+    LOG_DEBUG("http: %s: more than %u connections open; closed", peer_name(&x->tcp).c_str(),
+              self->options_.max_connections);
+    self->close(x);  // over the limit: closed at once, no answer
+    return;
+  }
+  x->peer = peer_name(&x->tcp);
   uv_timer_start(
-      &x->timer, [](uv_timer_t* t) { owner(t)->endpoint->finish(owner(t), response(408, "text/plain", "timeout\n")); },
+      &x->timer,
+      [](uv_timer_t* t) {
+        Exchange* e = owner(t);
+        if (e->phase == Exchange::Phase::kReading) {
+          LOG_DEBUG("http: %s: no whole request head in time; 408", e->peer.c_str());
+          e->endpoint->respond(e, 408, response(408, "text/plain; charset=utf-8", "timeout\n"));
+        } else {
+          e->endpoint->close(e);  // not reading the answer, or not closing after it
+        }
+      },
       self->options_.request_timeout_ms, 0);
-  uv_read_start(
+  const int read_rc = uv_read_start(
       reinterpret_cast<uv_stream_t*>(&x->tcp),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
         Exchange* e = owner(h);
@@ -123,81 +207,112 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
         Exchange* e = owner(s);
+        Endpoint* ep = e->endpoint;
+        if (e->closed || n == 0) return;
         if (n < 0) {
-          e->endpoint->finish(e, std::string());
+          if (e->phase == Exchange::Phase::kWriting) {
+            // The client half-closed after its request: the answer is still written.
+            uv_read_stop(s);
+            e->peer_eof = true;
+            return;
+          }
+          ep->close(e);
+          return;
+        }
+        if (e->phase != Exchange::Phase::kReading) {
+          e->drained += static_cast<size_t>(n);
+          if (e->drained > kMaxDrainBytes) ep->close(e);
           return;
         }
         size_t consumed = 0;
         switch (e->parser.feed(std::string_view(buf->base, static_cast<size_t>(n)), consumed)) {
           case ParseStatus::kIncomplete:
             return;
-          case ParseStatus::kError:
-            e->endpoint->finish(e, response(e->parser.error_status(), "text/plain; charset=utf-8",
-                                            e->parser.error_reason() + "\n"));
+          case ParseStatus::kError: {
+            const int status = e->parser.error_status();
+            LOG_DEBUG("http: %s: bad request: %s; %d", e->peer.c_str(),
+                      e->parser.error_reason().c_str(), status);
+            ep->respond(
+                e, status,
+                response(status, "text/plain; charset=utf-8", e->parser.error_reason() + "\n"));
             return;
-          case ParseStatus::kComplete:
-            e->endpoint->requests_++;
-            e->endpoint->finish(e, e->endpoint->answer(e->parser.request()));
+          }
+          case ParseStatus::kComplete: {
+            ep->requests_++;
+            int status = 0;
+            std::string r = ep->answer(e->parser.request(), status);
+            LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
+                      log::quote(e->parser.request().path, 100).c_str(), status);
+            ep->respond(e, status, std::move(r));
             return;
+          }
         }
       });
+  if (read_rc != 0) self->close(x);
 }
 
-std::string Endpoint::answer(const Request& request) const {
+std::string Endpoint::answer(const Request& request, int& status) const {
   const bool head = request.method == "HEAD";
-  if (request.method != "GET" && !head)
+  if (request.method != "GET" && !head) {
+    status = 405;
     return response(405, "text/plain; charset=utf-8", "only GET and HEAD\n", {"Allow: GET, HEAD"});
+  }
   std::string r;
   if (request.path == "/metrics") {
-    if (!options_.bearer_token.empty()) {
-      const std::string* auth = request.header("authorization");
-      const std::string_view prefix = "Bearer ";
-      if (auth == nullptr || auth->compare(0, prefix.size(), prefix) != 0 ||
-          !equal_secret(std::string_view(*auth).substr(prefix.size()), options_.bearer_token))
-        return response(401, "text/plain; charset=utf-8", "a bearer token is needed\n",
-                        {"WWW-Authenticate: Bearer realm=\"mqgate\""});
+    if (!options_.bearer_token.empty() &&
+        !bearer_matches(request.header("authorization"), options_.bearer_token)) {
+      status = 401;
+      return response(401, "text/plain; charset=utf-8", "a bearer token is needed\n",
+                      {"WWW-Authenticate: Bearer realm=\"mqgate\""});
     }
+    status = 200;
     r = response(200, MetricsText::kContentType, callbacks_.metrics ? callbacks_.metrics() : "",
                  {"Cache-Control: no-store"});
   } else if (request.path == "/healthz") {
     const bool ok = callbacks_.healthy && callbacks_.healthy();
-    r = response(ok ? 200 : 503, "text/plain; charset=utf-8", ok ? "ok\n" : "not listening\n",
+    status = ok ? 200 : 503;
+    r = response(status, "text/plain; charset=utf-8", ok ? "ok\n" : "not listening\n",
                  {"Cache-Control: no-store"});
   } else {
+    status = 404;
     return response(404, "text/plain; charset=utf-8", "only /metrics and /healthz\n");
   }
   if (head) r.resize(r.find("\r\n\r\n") + 4);  // the same head, no body
   return r;
 }
 
-void Endpoint::finish(Exchange* x, std::string resp) {
-  if (x->closing) return;
-  x->closing = true;
-  unlink(x);
-  open_--;
-  uv_timer_stop(&x->timer);
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&x->tcp));
-  auto on_closed = [](uv_handle_t* h) {
-    Exchange* e = owner(h);
-    if (--e->handles_open == 0) delete e;
-  };
-  uv_close(reinterpret_cast<uv_handle_t*>(&x->timer), on_closed);
-  if (resp.empty()) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), on_closed);
-    return;
-  }
-  // Answer, then close once written (or failed).
+void Endpoint::respond(Exchange* x, int status, std::string resp) {
+  if (x->closed || x->phase != Exchange::Phase::kReading) return;
+  responses_[status]++;
+  x->phase = Exchange::Phase::kWriting;
   x->response = std::move(resp);
+  // The same time again for the client to read the answer.
+  uv_timer_start(
+      &x->timer, [](uv_timer_t* t) { owner(t)->endpoint->close(owner(t)); },
+      options_.request_timeout_ms, 0);
   x->write.data = x;
   uv_buf_t buf = uv_buf_init(x->response.data(), static_cast<unsigned>(x->response.size()));
-  const int rc = uv_write(&x->write, reinterpret_cast<uv_stream_t*>(&x->tcp), &buf, 1, [](uv_write_t* w, int) {
-    Exchange* e = static_cast<Exchange*>(w->data);
-    uv_close(reinterpret_cast<uv_handle_t*>(&e->tcp), [](uv_handle_t* h) {
-      Exchange* e2 = owner(h);
-      if (--e2->handles_open == 0) delete e2;
-    });
-  });
-  if (rc != 0) uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), on_closed);
+  const int rc = uv_write(
+      &x->write, reinterpret_cast<uv_stream_t*>(&x->tcp), &buf, 1, [](uv_write_t* w, int status) {
+        Exchange* e = static_cast<Exchange*>(w->data);
+        if (e->closed) return;
+        Endpoint* ep = e->endpoint;
+        std::string().swap(e->response);
+        if (status < 0 || e->peer_eof) {
+          ep->close(e);
+          return;
+        }
+        // Our side is done (FIN); wait for the client's until the timer.
+        e->phase = Exchange::Phase::kDraining;
+        e->shutdown.data = e;
+        const int rc = uv_shutdown(&e->shutdown, reinterpret_cast<uv_stream_t*>(&e->tcp),
+                                   [](uv_shutdown_t* req, int st) {
+                                     Exchange* e2 = static_cast<Exchange*>(req->data);
+                                     if (st < 0 && !e2->closed) e2->endpoint->close(e2);
+                                   });
+        if (rc != 0) ep->close(e);
+      });
+  if (rc != 0) close(x);
 }
 
 }  // namespace mqgate::http

@@ -1,6 +1,7 @@
 #include "http/metrics_text.hpp"
 
 #include <cassert>
+#include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -86,9 +87,11 @@ void MetricsText::sample(double value, const Labels& labels) {
   } else if (std::isinf(value)) {
     out_ += value > 0 ? "+Inf\n" : "-Inf\n";
   } else {
+    // The shortest text that reads back as the same double ("0.003", not 0.00299999...).
     char buf[40];
-    snprintf(buf, sizeof buf, "%.17g\n", value);
-    out_ += buf;
+    const auto r = std::to_chars(buf, buf + sizeof buf, value);
+    out_.append(buf, r.ptr);
+    out_ += '\n';
   }
 }
 

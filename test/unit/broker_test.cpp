@@ -372,6 +372,9 @@ TEST_CASE("in-flight window and queue bound") {
   CHECK(out[0].payload == "0");
   CHECK(out[1].payload == "1");
   CHECK(f.broker->stats().delivery.messages_dropped == 2);  // 7 - 2 in flight - 3 queued
+  CHECK(f.broker->stats().delivery.dropped_queue_full == 2);
+  CHECK(f.broker->stats().delivery.inflight_now == 2);
+  CHECK(f.broker->stats().delivery.queued_now == 3);
   sub->feed(ack_packet(PacketType::kPuback, out[0].packet_id));
   auto next = sub->take();
   REQUIRE(next.size() == 1);
@@ -382,6 +385,37 @@ TEST_CASE("in-flight window and queue bound") {
   REQUIRE(rest.size() == 2);
   CHECK(rest[0].payload == "3");
   CHECK(rest[1].payload == "4");
+  CHECK(f.broker->stats().delivery.inflight_now == 2);
+  CHECK(f.broker->stats().delivery.queued_now == 0);
+  // A clean session goes with its messages: they leave the totals with it.
+  sub->close("network error");
+  CHECK(f.broker->stats().delivery.inflight_now == 0);
+  CHECK(f.broker->stats().delivery.queued_now == 0);
+}
+
+TEST_CASE("drop reasons and queue totals follow a persistent session offline and back") {
+  Fixture f;
+  auto sub = f.connect("s", false);
+  sub->feed(subscribe_packet(1, {{"t", 1}}));
+  sub->take();
+  sub->close("network error");
+  auto pub = f.connect("pub");
+  pub->feed(publish_packet("t", "q0", 0));
+  pub->feed(publish_packet("t", "q1", 1, false, 2));
+  const auto& d = f.broker->stats().delivery;
+  CHECK(d.dropped_qos0_offline == 1);
+  CHECK(d.dropped_qos0_backlog == 0);
+  CHECK(d.queued_now == 1);
+  CHECK(d.inflight_now == 0);
+  FakeClient back(*f.broker, &f.listener);
+  back.feed(connect_packet("s", false));
+  auto out = back.take();
+  REQUIRE(out.size() == 2);  // CONNACK, the queued PUBLISH
+  CHECK(d.queued_now == 0);
+  CHECK(d.inflight_now == 1);
+  back.feed(ack_packet(PacketType::kPuback, out[1].packet_id));
+  CHECK(d.inflight_now == 0);
+  CHECK(d.messages_dropped == 1);
 }
 
 TEST_CASE("keep-alive and connect timeouts") {

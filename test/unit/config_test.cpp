@@ -140,3 +140,44 @@ TEST_CASE("auth_timeout: default, range and errors") {
   auto e = errors_of("auth_timeout = 0\n" + listener);
   CHECK(any_contains(e, "auth_timeout: expected an integer from 1 to 3600, got 0"));
 }
+
+TEST_CASE("[http]: bind, token or token_file, limits; the token never in a message") {
+  const std::string listener = "[listeners.default]\nbind = \"127.0.0.1:1883\"\n";
+  std::vector<std::string> errors;
+  auto cfg = parse_config(listener, "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(!cfg->http);
+
+  cfg = parse_config(listener + "[http]\nbind = \"[::1]:9183\"\ntoken = \"s3cret-Token\"\n",
+                     "test.toml", errors);
+  REQUIRE(cfg);
+  REQUIRE(cfg->http);
+  CHECK(cfg->http->host == "::1");
+  CHECK(cfg->http->ipv6);
+  CHECK(cfg->http->port == 9183);
+  CHECK(cfg->http->token == "s3cret-Token");
+  CHECK(cfg->http->max_connections == 16);
+  CHECK(cfg->http->request_timeout == 5);
+
+  auto e = errors_of(listener + "[http]\ntoken = \"x\"\n");
+  CHECK(any_contains(e, "http.bind: missing"));
+  e = errors_of(listener + "[http]\nbind = \"localhost:9183\"\n");
+  CHECK(any_contains(e, "test.toml:4:8: http.bind: \"localhost\" is not an IPv4 address"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nport = 1\n");
+  CHECK(any_contains(e,
+                     "http.port: unknown key (expected one of: bind, max_connections, "
+                     "request_timeout, token, token_file)"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\ntoken = \"has space\"\n");
+  CHECK(any_contains(e, "http.token: expected 1 to 4096 visible ASCII characters"));
+  CHECK(!any_contains(e, "has space"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\ntoken = \"a\"\ntoken_file = \"t\"\n");
+  CHECK(any_contains(e, "http.token_file: give either token or token_file, not both"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\ntoken_file = \"/nonexistent/token\"\n");
+  CHECK(any_contains(e, "http.token_file: cannot open \"/nonexistent/token\""));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nmax_connections = 0\n");
+  CHECK(any_contains(e, "http.max_connections: expected an integer from 1 to 1024, got 0"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nrequest_timeout = 301\n");
+  CHECK(any_contains(e, "http.request_timeout: expected an integer from 1 to 300, got 301"));
+  e = errors_of("http = 1\n" + listener);
+  CHECK(any_contains(e, "http: expected a table"));
+}

@@ -185,8 +185,9 @@ struct EndpointFixture {
     REQUIRE_MESSAGE(endpoint->start(error), error);
   }
   ~EndpointFixture() {
-    endpoint.reset();
+    endpoint->stop();  // the handles live in the endpoint: closed before it goes
     uv_run(&loop, UV_RUN_NOWAIT);
+    endpoint.reset();
     uv_loop_close(&loop);
   }
   // Runs the client on a thread while the loop turns.
@@ -289,4 +290,44 @@ TEST_CASE("metrics text: names, labels and help escaped as the format says") {
   CHECK(MetricsText::valid_label_name("listener"));
   CHECK_FALSE(MetricsText::valid_label_name("__name__"));
   CHECK_FALSE(MetricsText::valid_label_name("a:b"));
+}
+
+TEST_CASE("endpoint: answers reach clients that half-close or send more than the head") {
+  Endpoint::Options o;
+  o.bearer_token = "s3cret";
+  EndpointFixture f(o);
+  const uint16_t port = f.endpoint->bound_port();
+  // The scheme is case-insensitive (RFC 9110 11.1), the token is not.
+  CHECK(f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: bEaReR s3cret\r\n\r\n")
+            .rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer S3CRET\r\n\r\n")
+            .rfind("HTTP/1.1 401", 0) == 0);
+  // Half-closed after the request: the answer is still written.
+  std::string r = f.run([&] {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return std::string();
+    const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+    close(fd);
+    return out;
+  });
+  CHECK(r.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(r.substr(r.size() - 3) == "ok\n");
+  // An oversized head: the rest is read and discarded, so the 431 arrives (no reset).
+  r = f.get("GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + std::string(20000, 'x') + "\r\n\r\n");
+  CHECK(r.rfind("HTTP/1.1 431", 0) == 0);
+  CHECK(f.endpoint->responses().at(200) == 2);
+  CHECK(f.endpoint->responses().at(401) == 1);
+  CHECK(f.endpoint->responses().at(431) == 1);
 }
