@@ -24,6 +24,11 @@
 
 namespace mqgate {
 
+class Persistence;
+namespace store {
+struct State;
+}
+
 struct BrokerStats {
   uint64_t messages_received = 0;  // PUBLISH packets received
   uint64_t bytes_received = 0;     // all bytes read from clients (after TLS)
@@ -99,6 +104,14 @@ class Broker {
   void count_tls_refused() { stats_.tls_handshakes_refused++; }
   const Router& router() const { return router_; }
   SessionStore& sessions() { return *sessions_; }
+
+  // --- persistence (broker_persistence.cpp) -------------------------------------------
+  // From now on persistent sessions, their queues and retained messages are journaled,
+  // and QoS 1/2 acknowledgements wait for durability. Before anything connects.
+  void set_persistence(Persistence* persistence);
+  // Rebuilds the state loaded from the store (before listening). `now_ms`: loop time;
+  // `wall_ms`: wall clock (session expiry is stored as absolute time).
+  void restore(store::State& state, uint64_t now_ms, int64_t wall_ms);
 
  private:
   void handle_connect(Client& client, codec::Connect& connect, uint64_t now_ms);
@@ -195,6 +208,26 @@ class Broker {
   bool detach_client(Client& client, const char* reason, uint64_t now_ms);
   void destroy_session(Session* session);
   std::string generate_client_id();
+
+  // --- persistence hooks (broker_persistence.cpp) ---------------------------------------
+  // Sends a PUBACK/PUBREC/PUBCOMP: at once, or, when `durable` (the packet changed the
+  // store) or an earlier one of this client waits, once the journal says everything so
+  // far is on disk, in order. Not sent at all if the store failed.
+  void acknowledge(Client& client, codec::PacketType type, uint16_t packet_id, bool durable);
+  // Whether the packet being handled changed the store (persistence_->changes() moved).
+  uint64_t store_changes() const;
+  void ack_durable(const Client* client, uint64_t serial, bool ok);
+  void forget_held_acks(const Client& client) { held_acks_.erase(&client); }
+  // A persistent session's record: online (never expires), or offline from now.
+  void persist_session(const Session& session, bool online);
+  struct HeldAcks {
+    uint64_t serial = 0;  // tells a new client at a reused address apart
+    Client* client = nullptr;
+    std::deque<std::pair<codec::PacketType, uint16_t>> acks;
+  };
+  Persistence* persistence_ = nullptr;
+  std::unordered_map<const Client*, HeldAcks> held_acks_;
+  uint64_t held_serial_ = 0;
 
   LimitsConfig limits_;
   SessionLimits session_limits_;

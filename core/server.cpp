@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <ctime>
@@ -10,6 +11,8 @@
 #include "connection.hpp"
 #include "listener.hpp"
 #include "log.hpp"
+#include "persistence.hpp"
+#include "store/sqlite_journal.hpp"
 #include "sys_topics.hpp"
 #include "tls.hpp"
 
@@ -36,7 +39,36 @@ Server::~Server() {
   if (rc != 0) LOG_WARN("event loop closed with handles left: %s", uv_strerror(rc));
 }
 
+bool Server::open_store() {
+  const PersistenceConfig& pc = config_.persistence;
+  store::SqliteJournal::Options options;
+  options.path = pc.path;
+  options.durability = pc.batched ? store::Durability::kBatched : store::Durability::kSync;
+  options.flush_interval_ms = pc.flush_interval_ms;
+  options.max_bytes = pc.max_bytes;
+  std::string error;
+  const uint64_t started = uv_hrtime();
+  journal_ = store::SqliteJournal::open(
+      options, [](std::function<void()> fn) { DeferredQueue::post(std::move(fn)); }, error);
+  store::State state;
+  if (!journal_ || !journal_->load(state, error)) {
+    LOG_ERROR("persistence: %s", error.c_str());
+    journal_.reset();
+    return false;
+  }
+  persistence_ = std::make_unique<Persistence>(*journal_, state.next_message_id);
+  broker_.set_persistence(persistence_.get());
+  const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  uv_update_time(&loop_);
+  broker_.restore(state, now_ms(), wall.count());
+  LOG_INFO("persistence: %s loaded in %.3f s (durability %s)", pc.path.c_str(),
+           static_cast<double>(uv_hrtime() - started) / 1e9, pc.batched ? "batched" : "sync");
+  return true;
+}
+
 bool Server::start() {
+  if (config_.persistence.enabled() && !open_store()) return false;
   const bool any_tls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
                                    [](const ListenerConfig& l) { return l.tls.has_value(); });
   if (any_tls) {
@@ -89,6 +121,7 @@ bool Server::start() {
   if (!ok) return false;
   sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
   deferred_ = std::make_unique<DeferredQueue>(&loop_);
+  if (journal_) journal_->start();  // its completions are posted through deferred_
   return true;
 }
 
@@ -98,6 +131,7 @@ int Server::run() {
   // Stopped: finish what the TLS threads hold, close the remaining handles and let
   // their callbacks run.
   if (tls_workers_) tls_workers_->stop();
+  if (journal_) journal_->flush();  // what the last clients' departures changed
   if (deferred_) deferred_->stop();
   uv_walk(
       &loop_,
