@@ -11,6 +11,13 @@
 #include "log.hpp"
 #include "tls_compat.hpp"
 
+#include <mbedtls/version.h>
+
+// The draw sizes rng() tells apart are mbedTLS 2.28's (ssl_ticket.c): review on upgrade.
+#if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x021D0000
+#error "tls_ticket_keys.cpp relies on how mbedTLS 2.28 draws ticket keys: review it"
+#endif
+
 namespace mqgate {
 
 namespace {
@@ -145,25 +152,29 @@ int TicketKeyFile::rng(void* self, unsigned char* out, size_t len) {
     k->replay_left_ -= len;
     return 0;
   }
-  // A rotation (on a handshake thread): fresh bytes, and once a whole key is drawn it
-  // becomes the saved current key.
   const int rc = mbedtls_ctr_drbg_random(&k->drbg_, out, len);
   if (rc != 0) return rc;
-  if (k->fresh_len_ + len <= kKeyBytes) {
-    memcpy(k->fresh_ + k->fresh_len_, out, len);
-    k->fresh_len_ += len;
+  // mbedTLS 2.28 also draws each ticket's 12-byte IV here. A rotation draws a 4-byte key
+  // name, then the 32-byte key: only that pair is a new key, saved as the current one.
+  if (len == kNameBytes) {
+    memcpy(k->fresh_, out, len);
+    k->fresh_len_ = len;
+    return 0;
   }
-  if (k->fresh_len_ == kKeyBytes) {
-    memcpy(k->previous_, k->current_, kKeyBytes);
-    memcpy(k->current_, k->fresh_, kKeyBytes);
+  if (len != kKeyBytes - kNameBytes || k->fresh_len_ != kNameBytes) {
     k->fresh_len_ = 0;
-    k->created_ = static_cast<int64_t>(time(nullptr));
-    std::string why;
-    if (!k->save(why))
-      LOG_ERROR("%s", why.c_str());
-    else
-      LOG_INFO("%s: session-ticket key rotated", k->path_.c_str());
+    return 0;
   }
+  memcpy(k->previous_, k->current_, kKeyBytes);
+  memcpy(k->current_, k->fresh_, kNameBytes);
+  memcpy(k->current_ + kNameBytes, out, len);
+  k->fresh_len_ = 0;
+  k->created_ = static_cast<int64_t>(time(nullptr));
+  std::string why;
+  if (!k->save(why))
+    LOG_ERROR("%s", why.c_str());
+  else
+    LOG_INFO("%s: session-ticket key rotated", k->path_.c_str());
   return 0;
 }
 

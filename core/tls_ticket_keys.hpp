@@ -21,7 +21,8 @@ namespace mqgate {
 
 class TicketKeyFile {
  public:
-  static constexpr size_t kKeyBytes = 4 + 32;  // mbedTLS draws a key name, then the key
+  static constexpr size_t kNameBytes = 4;
+  static constexpr size_t kKeyBytes = kNameBytes + 32;  // mbedTLS draws a key name, then the key
 
   // Reads the keys in `path` (making or rotating them as needed, and saving). A missing,
   // damaged or unwritable file is not fatal: tickets then work as without it, and the

@@ -339,6 +339,9 @@ class TlsResumptionTest(BrokerTestCase):
         b = self.start_broker(self.config(persistence))
         _, session = self.handshake(b.port("tls"))
         self.assertTrue(session.has_ticket)
+        for _ in range(5):  # more tickets issued (and resumptions) before the restart
+            self.handshake(b.port("tls"), session)
+            self.handshake(b.port("tls"))
         b.close()
         self._brokers.remove(b)
         b = self.start_broker(self.config(persistence))
