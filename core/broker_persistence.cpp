@@ -54,9 +54,9 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
   if (ok) {
     codec::encode_ack(c.out(), type, packet_id);
   } else {
-    // Not stored (the journal logged why): no acknowledgement, so the client keeps the
-    // message and sends it again when it reconnects.
-    CLIENT_LOG(log::Level::kWarning, c,
+    // Not stored (the journal logged why, once per batch): no acknowledgement, so the
+    // client keeps the message and sends it again when it reconnects.
+    CLIENT_LOG(log::Level::kDebug, c,
                "%s for packet id %u withheld: the message could not be stored",
                codec::packet_type_name(type), packet_id);
   }
