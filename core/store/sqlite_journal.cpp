@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cinttypes>
 #include <cstring>
 #include <iterator>
 #include <unordered_map>
@@ -399,6 +400,7 @@ void SqliteJournal::run() {
   std::vector<bool> skip;
   std::vector<Item> batch, retry;
   bool gave_up = false;
+  uint64_t failures = 0, withheld = 0;  // consecutive failed commits, acks they withheld
   auto last_sync = std::chrono::steady_clock::now();
   for (;;) {
     {
@@ -436,11 +438,21 @@ void SqliteJournal::run() {
     if (!ok) {
       why = sqlite3_errmsg(db_);
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      LOG_ERROR("persistence: cannot write %s (%s); %zu acknowledgement%s withheld, retrying in 1 s",
-                options_.path.c_str(), why.c_str(), barriers, barriers == 1 ? "" : "s");
+      withheld += barriers;
+      // The first failure, then once a minute while it lasts (retries are every second).
+      if (failures++ % 60 == 0)
+        LOG_ERROR("persistence: cannot write %s (%s); %" PRIu64
+                  " acknowledgement%s withheld so far, "
+                  "retrying every second",
+                  options_.path.c_str(), why.c_str(), withheld, withheld == 1 ? "" : "s");
       // Keep the changes (not the barriers, which fail now) to retry, in order.
       for (Item& i : batch)
         if (!i.is_barrier) retry.push_back(std::move(i));
+    }
+    if (ok && failures > 0) {
+      LOG_WARN("persistence: writing to %s again after %" PRIu64 " failed attempt%s",
+               options_.path.c_str(), failures, failures == 1 ? "" : "s");
+      failures = withheld = 0;
     }
     batch.clear();
     if (barriers == 0) continue;
