@@ -220,6 +220,53 @@ class PersistenceTest(BrokerTestCase):
         with self.assertRaises(R.NoPacket):
             r.next_packet(timeout=0.5)
 
+    def test_in_flight_state_and_qos2_ids_survive_kill9(self):
+        b = self.start()
+        sub = R.RawClient(b.port())
+        sub.connect("sub", clean=False)
+        sub.subscribe([("f/#", 2)])
+        pub = R.RawClient(b.port())
+        pub.connect("pub", clean=False)
+        # Outgoing QoS 1 in flight (never acknowledged) and QoS 2 past PUBREC.
+        pub.publish("f/one", b"qos1 unacked", qos=1, packet_id=1)
+        m1 = sub.next_publish(ack=False)
+        pub.publish("f/two", b"qos2 half done", qos=2, packet_id=2)
+        m2 = sub.next_publish(ack=False)
+        sub.send(R.pubrec(m2.packet_id))
+        rel = sub.expect(R.PUBREL)
+        self.assertEqual(rel.packet_id, m2.packet_id)
+        # Incoming QoS 2: PUBREC received, PUBREL not sent yet.
+        pub.send(R.publish("f/three", b"qos2 exactly once", qos=2, packet_id=3))
+        self.assertEqual(pub.expect(R.PUBREC).packet_id, 3)
+        m3 = sub.next_publish(ack=False)
+        sub.send(R.pubrec(m3.packet_id))
+        sub.expect(R.PUBREL)
+        sub.send(R.pubcomp(m3.packet_id))
+        time.sleep(0.3)  # the unacknowledged changes (PUBREC from sub...) reach the disk
+        self.kill9(b)
+        sub.close()
+        pub.close()
+
+        b = self.start()
+        sub = R.RawClient(b.port())
+        self.assertTrue(sub.connect("sub", clean=False).session_present)
+        first = sub.read_packet()
+        self.assertEqual((first.type, first.packet_id, first.dup, first.payload),
+                         (R.PUBLISH, m1.packet_id, True, b"qos1 unacked"))
+        second = sub.read_packet()
+        self.assertEqual((second.type, second.packet_id), (R.PUBREL, m2.packet_id))
+        sub.send(R.puback(m1.packet_id))
+        sub.send(R.pubcomp(m2.packet_id))
+        pub = R.RawClient(b.port())
+        self.assertTrue(pub.connect("pub", clean=False).session_present)
+        # The publisher resends its QoS 2 PUBLISH: acknowledged, not delivered again.
+        pub.send(R.publish("f/three", b"qos2 exactly once", qos=2, packet_id=3, dup=True))
+        self.assertEqual(pub.expect(R.PUBREC).packet_id, 3)
+        pub.send(R.pubrel(3))
+        self.assertEqual(pub.expect(R.PUBCOMP).packet_id, 3)
+        with self.assertRaises(R.NoPacket):
+            sub.read_packet(timeout=0.5)
+
     def test_session_expiry_is_absolute_across_a_restart(self):
         b = self.start(limits="session_expiry = 4")
         for cid in ("old", "new"):
