@@ -733,6 +733,7 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
 }
 
 void Broker::finish_subscribe(Client& client, SubscribeState& st) {
+  if (hold_subscribe(client, st)) return;  // SUBACK once the subscriptions are durable
   Session& session = *client.session;
   const std::vector<uint8_t>& codes = st.codes;
   const size_t over_limit = st.over_limit;
@@ -767,7 +768,8 @@ void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
     if (session.remove_subscription(filter) && persistence_ && !session.clean())
       persistence_->remove_subscription(session, filter);
   }
-  codec::encode_ack(client.out(), PacketType::kUnsuback, u.packet_id);  // [MQTT-3.10.4-5]
+  const bool durable = persistence_ && !session.clean();
+  acknowledge(client, PacketType::kUnsuback, u.packet_id, durable);  // [MQTT-3.10.4-5]
 }
 
 void Broker::handle_ack(Client& client, const codec::Ack& ack) {

@@ -139,6 +139,7 @@ class Broker {
     std::vector<uint8_t> codes;
     size_t over_limit = 0;
     bool sliced = false;  // waits for its next slice (not for a plugin's decision)
+    bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
   // tens of thousands: the rest waits for the next slice, the client held meanwhile).
@@ -217,13 +218,21 @@ class Broker {
   // Whether the packet being handled changed the store (persistence_->changes() moved).
   uint64_t store_changes() const;
   void ack_durable(const Client* client, uint64_t serial, bool ok);
+  // A persistent session's SUBACK (and the retained messages after it) once its
+  // subscriptions are durable; false if nothing needs to wait (finish it now).
+  bool hold_subscribe(Client& client, SubscribeState& st);
   void forget_held_acks(const Client& client) { held_acks_.erase(&client); }
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
   struct HeldAcks {
     uint64_t serial = 0;  // tells a new client at a reused address apart
     Client* client = nullptr;
-    std::deque<std::pair<codec::PacketType, uint16_t>> acks;
+    struct Held {
+      codec::PacketType type;
+      uint16_t packet_id;
+      std::shared_ptr<SubscribeState> subscribe;  // a SUBACK: the rest of the SUBSCRIBE
+    };
+    std::deque<Held> acks;
   };
   Persistence* persistence_ = nullptr;
   std::unordered_map<const Client*, HeldAcks> held_acks_;

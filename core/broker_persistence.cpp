@@ -37,7 +37,7 @@ void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bo
     held->second.serial = ++held_serial_;
     held->second.client = &client;
   }
-  held->second.acks.emplace_back(type, packet_id);
+  held->second.acks.push_back({type, packet_id, nullptr});
   persistence_->barrier(
       [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
 }
@@ -46,12 +46,17 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
   auto it = held_acks_.find(client);
   if (it == held_acks_.end() || it->second.serial != serial) return;  // gone meanwhile
   HeldAcks& held = it->second;
-  auto [type, packet_id] = held.acks.front();
+  HeldAcks::Held front = std::move(held.acks.front());
   held.acks.pop_front();
   Client& c = *held.client;
   if (held.acks.empty()) held_acks_.erase(it);
+  const PacketType type = front.type;
+  const uint16_t packet_id = front.packet_id;
   if (c.state == Client::State::kClosing) return;
-  if (ok) {
+  if (ok && front.subscribe) {
+    front.subscribe->durable = true;
+    finish_subscribe(c, *front.subscribe);
+  } else if (ok) {
     codec::encode_ack(c.out(), type, packet_id);
   } else {
     // Not stored (the journal logged why, once per batch): no acknowledgement, so the
@@ -60,6 +65,25 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
                "%s for packet id %u withheld: the message could not be stored",
                codec::packet_type_name(type), packet_id);
   }
+}
+
+bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
+  if (persistence_ == nullptr || st.durable || client.session == nullptr || client.session->clean())
+    return false;
+  auto held = held_acks_.find(&client);
+  const bool granted = std::any_of(st.codes.begin(), st.codes.end(),
+                                   [](uint8_t code) { return code != codec::kSubackFailure; });
+  if (!granted && held == held_acks_.end()) return false;
+  if (held == held_acks_.end()) {
+    held = held_acks_.try_emplace(&client).first;
+    held->second.serial = ++held_serial_;
+    held->second.client = &client;
+  }
+  held->second.acks.push_back(
+      {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st))});
+  persistence_->barrier(
+      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+  return true;
 }
 
 void Broker::persist_session(const Session& session, bool online) {

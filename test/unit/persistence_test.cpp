@@ -125,7 +125,8 @@ TEST_CASE("PUBACKs wait for the barrier, in order; a failed store sends none") {
   Fixture f;
   auto sub = f.connect("sub", false);
   sub->feed(subscribe_packet(1, {{"t", 1}}));
-  sub->take();
+  f.journal.complete(true);  // the SUBACK
+  CHECK(sub->take().size() == 1);
   sub->close("offline");
   auto pub = f.connect("pub", true);
   f.journal.kinds();
@@ -167,4 +168,35 @@ TEST_CASE("incoming QoS 2 of a persistent session: PUBREC and PUBCOMP once durab
   out = pub->take();
   REQUIRE(out.size() == 1);
   CHECK(out[0].type == PacketType::kPubcomp);
+}
+
+TEST_CASE(
+    "a persistent session's SUBACK, and the retained messages after it, wait for durability") {
+  Fixture f;
+  auto pub = f.connect("pub", true);
+  pub->feed(publish_packet("r", "retained", 0, true));
+  auto sub = f.connect("sub", false);
+  f.journal.kinds();
+  sub->feed(subscribe_packet(1, {{"r", 1}}));
+  CHECK(f.journal.kinds() == std::vector<Kind>{Kind::kPutSubscription});
+  CHECK(sub->take().empty());
+  pub->feed(publish_packet("r", "live", 0, false));  // a live message may come first
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload == "live");
+  f.journal.complete(true);
+  out = sub->take();
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].type == PacketType::kSuback);
+  CHECK((out[1].type == PacketType::kPublish && out[1].payload == "retained" && out[1].retain));
+
+  std::string unsubscribe;
+  const std::string_view filters[] = {"r"};
+  codec::encode_unsubscribe(unsubscribe, 2, filters);
+  sub->feed(unsubscribe);
+  CHECK(sub->take().empty());
+  f.journal.complete(true);
+  out = sub->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kUnsuback);
 }
