@@ -5,6 +5,7 @@
 
 #include "codec/encoder.hpp"
 #include "codec/utf8.hpp"
+#include "persistence.hpp"
 
 namespace mqgate {
 
@@ -298,12 +299,14 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
              client.username() ? ", username " : "",
              client.username() ? log::quote(*client.username(), 64).c_str() : "");
   offline_.remove(session);
+  if (persistence_ && !session->clean()) persist_session(*session, true);
   session->attach(&client, session_limits_, stats_.delivery);
   hooks_.on_connected(client, present);
 }
 
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   awaiting_.erase(&client);
+  forget_held_acks(client);
   hooks_.forget(client);  // a pending decision or request about it is moot
   if (client.state == Client::State::kClosing) return;  // let go already (a takeover)
   if (client.state != Client::State::kConnected) {
@@ -319,6 +322,7 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   client.state = Client::State::kClosing;
   awaiting_.erase(&client);  // a decision that arrives now is moot (also on takeover)
   hooks_.forget(client);
+  forget_held_acks(client);
   if (!client.graceful && client.will && !shutting_down_) publish_will(client);
   client.will = MessagePtr();
   retained_jobs_.erase(&client);
@@ -326,9 +330,10 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   client.session = nullptr;
   session->detach(now_ms);
   const bool kept = !session->clean();
-  if (kept)
+  if (kept) {
     offline_.push_back(session);
-  else
+    if (persistence_) persist_session(*session, false);
+  } else
     destroy_session(session);
   stats_.clients_connected--;
   hooks_.on_disconnected(client, reason);
@@ -411,9 +416,11 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
   if (too_deep(client, p.topic)) return;
   stats_.messages_received++;
   Session& session = *client.session;
-  if (p.qos == 2 && !session.begin_incoming_qos2(p.packet_id)) {
-    // A resend of a QoS 2 message we already have: acknowledge, don't deliver twice.
-    codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
+  const uint64_t changes = store_changes();
+  if (p.qos == 2 && !session.begin_incoming_qos2(p.packet_id, session_limits_)) {
+    // A resend of a QoS 2 message we already have: acknowledge, don't deliver twice
+    // (once its id is durable).
+    acknowledge(client, PacketType::kPubrec, p.packet_id, !session.clean());
     return;
   }
   AuthResult auth;
@@ -446,11 +453,13 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     finish_publish(client, state, auth);
     return;
   }
-  if (p.qos == 1) codec::encode_ack(client.out(), PacketType::kPuback, p.packet_id);
-  if (p.qos == 2) codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
+  const bool durable = store_changes() != changes;
+  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable);
+  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable);
 }
 
 void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
+  const uint64_t changes = store_changes();
   if (auth.allowed) {
     route(p.topic, p.payload, p.qos, p.retain);
   } else {
@@ -459,8 +468,11 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
                log::quote(p.topic).c_str(), auth.reason.c_str());
   }
   // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked.
-  if (p.qos == 1) codec::encode_ack(client.out(), PacketType::kPuback, p.packet_id);
-  if (p.qos == 2) codec::encode_ack(client.out(), PacketType::kPubrec, p.packet_id);
+  // (A QoS 2 id of a persistent session was journaled when the PUBLISH arrived.)
+  const bool durable =
+      store_changes() != changes || (p.qos == 2 && client.session && !client.session->clean());
+  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable);
+  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable);
 }
 
 void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
@@ -524,6 +536,12 @@ void Broker::store_retained(const MessagePtr& msg) {
       router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes);
   if (r != Router::RetainResult::kRefused) {
     retained_full_ = false;
+    if (persistence_) {
+      if (r == Router::RetainResult::kStored)
+        persistence_->put_retained(*msg);
+      else
+        persistence_->remove_retained(msg->topic());
+    }
     return;
   }
   // Still forwarded to current subscribers; only not kept. Logged once per episode.
@@ -717,12 +735,14 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   }
   router_.subscribe(&session, filter, qos);
   session.add_subscription(filter, qos);
+  if (persistence_ && !session.clean()) persistence_->put_subscription(session, filter, qos);
   s.codes.push_back(qos);
   CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(),
              qos);
 }
 
 void Broker::finish_subscribe(Client& client, SubscribeState& st) {
+  if (hold_subscribe(client, st)) return;  // SUBACK once the subscriptions are durable
   Session& session = *client.session;
   const std::vector<uint8_t>& codes = st.codes;
   const size_t over_limit = st.over_limit;
@@ -754,9 +774,11 @@ void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
   Session& session = *client.session;
   for (auto filter : u.filters) {
     router_.unsubscribe(&session, filter);
-    session.remove_subscription(filter);
+    if (session.remove_subscription(filter) && persistence_ && !session.clean())
+      persistence_->remove_subscription(session, filter);
   }
-  codec::encode_ack(client.out(), PacketType::kUnsuback, u.packet_id);  // [MQTT-3.10.4-5]
+  const bool durable = persistence_ && !session.clean();
+  acknowledge(client, PacketType::kUnsuback, u.packet_id, durable);  // [MQTT-3.10.4-5]
 }
 
 void Broker::handle_ack(Client& client, const codec::Ack& ack) {
@@ -766,17 +788,26 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
     case PacketType::kPuback:
       known = session.on_puback(ack.packet_id, session_limits_, stats_.delivery);
       break;
-    case PacketType::kPubrec:
-      known = session.on_pubrec(ack.packet_id);
-      break;
+    case PacketType::kPubrec: {
+      // PUBREL only once "PUBREC received" is durable: after a PUBREL the client may
+      // forget the id, and a restarted broker must not send the PUBLISH again.
+      const uint64_t changes = store_changes();
+      known = session.on_pubrec(ack.packet_id, session_limits_);
+      if (known)
+        acknowledge(client, PacketType::kPubrel, ack.packet_id, store_changes() != changes);
+    } break;
     case PacketType::kPubcomp:
       known = session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
       break;
     case PacketType::kPubrel:
       // Always answered with PUBCOMP [MQTT-3.6.4-1], even for an unknown identifier: the client may
       // be resending after a reconnect.
-      session.end_incoming_qos2(ack.packet_id);
-      codec::encode_ack(client.out(), PacketType::kPubcomp, ack.packet_id);
+      // Once the id's removal is durable: a PUBCOMP tells the client it may reuse it.
+      {
+        const uint64_t changes = store_changes();
+        session.end_incoming_qos2(ack.packet_id, session_limits_);
+        acknowledge(client, PacketType::kPubcomp, ack.packet_id, store_changes() != changes);
+      }
       break;
     default:
       break;
@@ -797,7 +828,10 @@ void Broker::destroy_session(Session* session) {
   offline_.remove(session);
   session->for_each_subscription(
       [&](const std::string& filter, uint8_t) { router_.unsubscribe(session, filter); });
-  if (!session->clean()) persistent_sessions_--;
+  if (!session->clean()) {
+    persistent_sessions_--;
+    if (persistence_) persistence_->remove_session(*session);
+  }
   // Its messages leave the totals with it (a removed session is delivered nothing more).
   // Saturating: messages that reached a session some other way must not wrap them.
   auto& d = stats_.delivery;

@@ -24,6 +24,11 @@
 
 namespace mqgate {
 
+class Persistence;
+namespace store {
+struct State;
+}
+
 struct BrokerStats {
   uint64_t messages_received = 0;  // PUBLISH packets received
   uint64_t bytes_received = 0;     // all bytes read from clients (after TLS)
@@ -104,6 +109,14 @@ class Broker {
   size_t pending_decisions() const { return awaiting_.size(); }
   SessionStore& sessions() { return *sessions_; }
 
+  // --- persistence (broker_persistence.cpp) -------------------------------------------
+  // From now on persistent sessions, their queues and retained messages are journaled,
+  // and QoS 1/2 acknowledgements wait for durability. Before anything connects.
+  void set_persistence(Persistence* persistence);
+  // Rebuilds the state loaded from the store (before listening). `now_ms`: loop time;
+  // `wall_ms`: wall clock (session expiry is stored as absolute time).
+  void restore(store::State& state, uint64_t now_ms, int64_t wall_ms);
+
  private:
   void handle_connect(Client& client, codec::Connect& connect, uint64_t now_ms);
   // What handle_connect keeps while the plugins decide.
@@ -130,6 +143,7 @@ class Broker {
     std::vector<uint8_t> codes;
     size_t over_limit = 0;
     bool sliced = false;  // waits for its next slice (not for a plugin's decision)
+    bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
   // tens of thousands: the rest waits for the next slice, the client held meanwhile).
@@ -199,6 +213,34 @@ class Broker {
   bool detach_client(Client& client, const char* reason, uint64_t now_ms);
   void destroy_session(Session* session);
   std::string generate_client_id();
+
+  // --- persistence hooks (broker_persistence.cpp) ---------------------------------------
+  // Sends a PUBACK/PUBREC/PUBCOMP: at once, or, when `durable` (the packet changed the
+  // store) or an earlier one of this client waits, once the journal says everything so
+  // far is on disk, in order. Not sent at all if the store failed.
+  void acknowledge(Client& client, codec::PacketType type, uint16_t packet_id, bool durable);
+  // Whether the packet being handled changed the store (persistence_->changes() moved).
+  uint64_t store_changes() const;
+  void ack_durable(const Client* client, uint64_t serial, bool ok);
+  // A persistent session's SUBACK (and the retained messages after it) once its
+  // subscriptions are durable; false if nothing needs to wait (finish it now).
+  bool hold_subscribe(Client& client, SubscribeState& st);
+  void forget_held_acks(const Client& client) { held_acks_.erase(&client); }
+  // A persistent session's record: online (never expires), or offline from now.
+  void persist_session(const Session& session, bool online);
+  struct HeldAcks {
+    uint64_t serial = 0;  // tells a new client at a reused address apart
+    Client* client = nullptr;
+    struct Held {
+      codec::PacketType type;
+      uint16_t packet_id;
+      std::shared_ptr<SubscribeState> subscribe;  // a SUBACK: the rest of the SUBSCRIBE
+    };
+    std::deque<Held> acks;
+  };
+  Persistence* persistence_ = nullptr;
+  std::unordered_map<const Client*, HeldAcks> held_acks_;
+  uint64_t held_serial_ = 0;
 
   LimitsConfig limits_;
   SessionLimits session_limits_;

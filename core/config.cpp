@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -268,6 +269,33 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
     limits.max_retained_bytes = static_cast<uint64_t>(*v);
   if (auto v = c.integer("packet_timeout", 1, 3600))
     limits.packet_timeout = static_cast<uint32_t>(*v);
+  c.reject_unknown();
+}
+
+void read_persistence(const toml::table& t, const std::string& file, PersistenceConfig& p,
+                      std::vector<std::string>& errors) {
+  TableChecker c(t, "persistence.", file, errors);
+  if (auto v = c.string("path")) {
+    if (v->empty())
+      c.error_at(c.where("path"), "path",
+                 "must not be empty (leave the key out to turn persistence off)");
+    else
+      p.path = resolve_config_path(*v, file);
+  }
+  if (auto v = c.string("durability")) {
+    if (*v == "sync")
+      p.batched = false;
+    else if (*v == "batched")
+      p.batched = true;
+    else
+      c.error_at(c.where("durability"), "durability",
+                 "expected \"sync\" (acknowledge once on disk) or \"batched\" (fsync every "
+                 "flush_interval_ms), got \"" +
+                     *v + "\"");
+  }
+  if (auto v = c.integer("flush_interval_ms", 1, 60000))
+    p.flush_interval_ms = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_bytes", 0, 1ll << 50)) p.max_bytes = static_cast<uint64_t>(*v);
   c.reject_unknown();
 }
 
@@ -548,8 +576,9 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
       top.error_at(root.get("session_owner")->source(), "session_owner",
                    "expected \"identity\" or \"client_id\", got \"" + *v + "\"");
   }
-  if (const toml::table* limits = top.table("limits"))
-    read_limits(*limits, path, cfg.limits, errors);
+  if (const toml::table* limits = top.table("limits")) read_limits(*limits, path, cfg.limits, errors);
+  if (const toml::table* persistence = top.table("persistence"))
+    read_persistence(*persistence, path, cfg.persistence, errors);
 
   if (const toml::table* listeners = top.table("listeners")) {
     TableChecker lc(*listeners, "listeners.", path, errors);
@@ -577,6 +606,16 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
       PluginConfig p;
       read_plugin(name, *t, path, document, p, errors);
       cfg.plugins.push_back(std::move(p));
+    }
+  }
+  // With persistence, TLS session-ticket keys live next to the store (one file per listener).
+  if (cfg.persistence.enabled()) {
+    for (auto& l : cfg.listeners) {
+      if (!l.tls) continue;
+      std::string name = l.name;
+      for (char& ch : name)
+        if (!isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
+      l.tls->ticket_key_file = cfg.persistence.path + ".tls-tickets-" + name;
     }
   }
   // A listener's plugin list must name configured instances.

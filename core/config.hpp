@@ -49,6 +49,8 @@ struct TlsConfig {
   bool session_tickets = true;         // RFC 5077 resumption
   uint32_t session_cache_size = 1000;  // session-id resumption; 0 disables
   uint32_t session_lifetime = 3600;    // seconds a ticket / cached session stays valid
+  // Where the ticket keys are kept across restarts (set when [persistence] is on); "": memory only.
+  std::string ticket_key_file;
 };
 
 // MQTT over WebSocket on a listener (`websocket = true`).
@@ -98,6 +100,18 @@ struct PluginConfig {
   static bool is_host_key(std::string_view key) { return key == "module" || key == "path"; }
 };
 
+// Durable state ([persistence]): off unless `path` is set.
+struct PersistenceConfig {
+  std::string path;  // the store file, resolved against the config file; "": off
+  // "sync" (default): a PUBACK/PUBREC waits until its message is fsynced (group
+  // commit). "batched": written at once, fsynced every flush_interval; a machine crash
+  // (not a broker crash) may lose the last interval.
+  bool batched = false;
+  uint32_t flush_interval_ms = 100;  // kBatched: fsync period; kSync: idle wake-up
+  uint64_t max_bytes = 0;            // cap on the store file; 0: none (past it: as disk full)
+  bool enabled() const { return !path.empty(); }
+};
+
 struct Config {
   std::string path;  // the file it came from
   log::Level log_level = log::Level::kInfo;
@@ -116,6 +130,7 @@ struct Config {
   enum class SessionOwner : uint8_t { kIdentity, kClientId };
   SessionOwner session_owner = SessionOwner::kIdentity;
   LimitsConfig limits;
+  PersistenceConfig persistence;
   std::vector<ListenerConfig> listeners;  // in file order
   std::vector<PluginConfig> plugins;      // in file order
   std::optional<HttpConfig> http;         // set when there is an [http] table

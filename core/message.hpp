@@ -59,6 +59,15 @@ class Message {
   uint8_t qos() const { return qos_; }
   bool retain() const { return retain_; }
 
+  // Persistence bookkeeping (persistence.cpp), not part of the message: its id in the
+  // store (0: not stored) and how many durable queue entries refer to it, so the body
+  // is written once and removed with its last entry.
+  uint64_t durable_id() const { return durable_id_; }
+  void set_durable_id(uint64_t id) const { durable_id_ = id; }
+  uint32_t durable_refs() const { return durable_refs_; }
+  uint32_t add_durable_ref() const { return ++durable_refs_; }
+  uint32_t drop_durable_ref() const { return --durable_refs_; }
+
   Message(const Message&) = delete;
   Message& operator=(const Message&) = delete;
 
@@ -68,6 +77,8 @@ class Message {
       : topic_size_(topic_size), payload_size_(payload_size), qos_(qos), retain_(retain) {}
 
   uint32_t refs_ = 1;
+  mutable uint32_t durable_refs_ = 0;
+  mutable uint64_t durable_id_ = 0;
   uint32_t topic_size_;
   uint32_t payload_size_;
   uint8_t qos_;

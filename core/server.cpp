@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <ctime>
@@ -13,6 +14,8 @@
 #include "log.hpp"
 #include "loop_lag.hpp"
 #include "metrics.hpp"
+#include "persistence.hpp"
+#include "store/sqlite_journal.hpp"
 #include "sys_topics.hpp"
 #include "tls.hpp"
 
@@ -44,7 +47,36 @@ Server::~Server() {
   if (rc != 0) LOG_WARN("event loop closed with handles left: %s", uv_strerror(rc));
 }
 
+bool Server::open_store() {
+  const PersistenceConfig& pc = config_.persistence;
+  store::SqliteJournal::Options options;
+  options.path = pc.path;
+  options.durability = pc.batched ? store::Durability::kBatched : store::Durability::kSync;
+  options.flush_interval_ms = pc.flush_interval_ms;
+  options.max_bytes = pc.max_bytes;
+  std::string error;
+  const uint64_t started = uv_hrtime();
+  journal_ = store::SqliteJournal::open(
+      options, [](std::function<void()> fn) { DeferredQueue::post(std::move(fn)); }, error);
+  store::State state;
+  if (!journal_ || !journal_->load(state, error)) {
+    LOG_ERROR("persistence: %s", error.c_str());
+    journal_.reset();
+    return false;
+  }
+  persistence_ = std::make_unique<Persistence>(*journal_, state.next_message_id);
+  broker_.set_persistence(persistence_.get());
+  const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  uv_update_time(&loop_);
+  broker_.restore(state, now_ms(), wall.count());
+  LOG_INFO("persistence: %s loaded in %.3f s (durability %s)", pc.path.c_str(),
+           static_cast<double>(uv_hrtime() - started) / 1e9, pc.batched ? "batched" : "sync");
+  return true;
+}
+
 bool Server::start() {
+  if (config_.persistence.enabled() && !open_store()) return false;
   const bool any_tls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
                                    [](const ListenerConfig& l) { return l.tls.has_value(); });
   if (any_tls) {
@@ -111,6 +143,7 @@ bool Server::start() {
   }
   started_ = true;
   started_ms_ = now_ms();
+  if (journal_) journal_->start();  // its completions are posted through deferred_
   return true;
 }
 
@@ -165,6 +198,7 @@ int Server::run() {
   // Stopped: finish what the TLS threads hold, close the remaining handles and let
   // their callbacks run.
   if (tls_workers_) tls_workers_->stop();
+  if (journal_) journal_->flush();  // what the last clients' departures changed
   if (deferred_) deferred_->stop();
   // These free what their handles point at from close callbacks: they close their own.
   if (http_) http_->stop();

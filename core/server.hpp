@@ -21,6 +21,10 @@ namespace mqgate {
 class Connection;
 class Listener;
 class LoopLag;
+class Persistence;
+namespace store {
+class SqliteJournal;
+}
 class SysTopics;
 namespace http {
 class Endpoint;
@@ -93,6 +97,8 @@ class Server {
   void sweep();
   void reload();
   void begin_shutdown(const char* why);
+  // [persistence]: opens the store, loads it into the broker (before listening).
+  bool open_store();
   // SIGHUP's TLS part: loads the new material on libuv's thread pool (TlsReload), then
   // installs it on the loop. A SIGHUP during a load waits for it, then loads once more.
   struct TlsReload;
@@ -119,6 +125,9 @@ class Server {
   std::unique_ptr<SysTopics> sys_;
   std::unique_ptr<TlsWorkers> tls_workers_;
   std::unique_ptr<DeferredQueue> deferred_;  // plugins' decisions from other threads
+  std::unique_ptr<store::SqliteJournal>
+      journal_;  // [persistence]; its completions come through deferred_
+  std::unique_ptr<Persistence> persistence_;
   uint64_t last_stale_crl_log_ms_ = 0;
   bool tls_reload_running_ = false;
   std::optional<std::vector<ListenerConfig>> tls_reload_waiting_;  // latest SIGHUP's listeners

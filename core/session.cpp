@@ -32,19 +32,42 @@ bool Session::remove_subscription(std::string_view filter) {
   return true;
 }
 
-bool Session::begin_incoming_qos2(uint16_t packet_id) {
+bool Session::begin_incoming_qos2(uint16_t packet_id, const SessionLimits& limits) {
   auto& ids = flow().incoming_qos2;
   auto it = std::lower_bound(ids.begin(), ids.end(), packet_id);
   if (it != ids.end() && *it == packet_id) return false;
   ids.insert(it, packet_id);
+  if (SessionJournal* j = journal(limits)) j->put_incoming(*this, packet_id);
   return true;
 }
 
-void Session::end_incoming_qos2(uint16_t packet_id) {
+void Session::end_incoming_qos2(uint16_t packet_id, const SessionLimits& limits) {
   if (!flow_) return;
   auto& ids = flow_->incoming_qos2;
   auto it = std::lower_bound(ids.begin(), ids.end(), packet_id);
-  if (it != ids.end() && *it == packet_id) ids.erase(it);
+  if (it == ids.end() || *it != packet_id) return;
+  ids.erase(it);
+  if (SessionJournal* j = journal(limits)) j->remove_incoming(*this, packet_id);
+}
+
+void Session::journal_put(SessionJournal* j, const Outgoing& o, bool new_entry) {
+  j->put_outgoing(*this, o.seq, o.msg.get(), o.qos, o.retain, o.packet_id,
+                  static_cast<SessionJournal::OutState>(static_cast<uint8_t>(o.state) + 1),
+                  new_entry);
+}
+
+void Session::restore_outgoing(MessagePtr msg, uint32_t seq, uint8_t qos, bool retain,
+                               uint16_t packet_id, SessionJournal::OutState state) {
+  Flow& f = flow();
+  f.last_seq = std::max(f.last_seq, seq);
+  if (state == SessionJournal::OutState::kQueued) {
+    f.queue.push_back({std::move(msg), seq, qos, retain});
+    return;
+  }
+  f.inflight.push_back({std::move(msg), seq, packet_id, qos, retain,
+                        static_cast<OutState>(static_cast<uint8_t>(state) - 1)});
+  // New identifiers continue after the restored ones (none is reused while in flight).
+  last_packet_id_ = std::max(last_packet_id_, packet_id);
 }
 
 uint16_t Session::next_packet_id() {
@@ -88,10 +111,13 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     return;
   }
   Flow& f = flow();
+  SessionJournal* j = journal(limits);
   // In order: straight into the window only if nothing is queued ahead of it.
   if (client_ != nullptr && queued_count() == 0 && f.inflight.size() < limits.max_inflight) {
     const uint16_t id = next_packet_id();
-    f.inflight.push_back({msg, id, qos, retain, qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    f.inflight.push_back({msg, ++f.last_seq, id, qos, retain,
+                          qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    if (j) journal_put(j, f.inflight.back(), true);
     stats.inflight_now++;
     send_publish(f.inflight.back(), false, stats);
     return;
@@ -102,7 +128,10 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     return;
   }
   compact_queue(f);
-  f.queue.push_back({msg, qos, retain});
+  f.queue.push_back({msg, ++f.last_seq, qos, retain});
+  if (j)
+    j->put_outgoing(*this, f.last_seq, msg.get(), qos, retain, 0, SessionJournal::OutState::kQueued,
+                    true);
   stats.queued_now++;
 }
 
@@ -129,7 +158,11 @@ Session::Outgoing* Session::find_inflight(uint16_t packet_id, OutState state) {
   return nullptr;
 }
 
-void Session::erase_inflight(Outgoing* o) {
+void Session::erase_inflight(Outgoing* o, const SessionLimits& limits) {
+  if (SessionJournal* j = journal(limits)) {
+    j->remove_outgoing(*this, o->seq);
+    if (o->msg) j->release_message(*o->msg);
+  }
   auto& inflight = flow_->inflight;
   inflight.erase(inflight.begin() + (o - inflight.data()));
 }
@@ -140,8 +173,9 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   while (f.queue_head < f.queue.size() && f.inflight.size() < limits.max_inflight) {
     Queued& q = f.queue[f.queue_head++];
     const uint16_t id = next_packet_id();
-    f.inflight.push_back({std::move(q.msg), id, q.qos, q.retain,
+    f.inflight.push_back({std::move(q.msg), q.seq, id, q.qos, q.retain,
                           q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+    if (SessionJournal* j = journal(limits)) journal_put(j, f.inflight.back(), false);
     stats.queued_now--;
     stats.inflight_now++;
     send_publish(f.inflight.back(), false, stats);
@@ -155,29 +189,33 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
 bool Session::on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats) {
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPuback);
   if (o == nullptr) return false;
-  erase_inflight(o);
+  erase_inflight(o, limits);
   stats.inflight_now--;
   fill_window(limits, stats);
   return true;
 }
 
-bool Session::on_pubrec(uint16_t packet_id) {
+bool Session::on_pubrec(uint16_t packet_id, const SessionLimits& limits) {
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPubrec);
   if (o == nullptr) {
     // A PUBREC resent after we already moved on still wants its PUBREL.
     if (find_inflight(packet_id, OutState::kAwaitPubcomp) == nullptr) return false;
   } else {
     o->state = OutState::kAwaitPubcomp;
+    if (SessionJournal* j = journal(limits)) {
+      const MessagePtr body = std::move(o->msg);
+      journal_put(j, *o, false);
+      j->release_message(*body);
+    }
     o->msg = MessagePtr();  // the payload is no longer needed
   }
-  if (client_ != nullptr) codec::encode_ack(client_->out(), codec::PacketType::kPubrel, packet_id);
-  return true;
+  return true;  // the broker answers PUBREL (once the new state is durable)
 }
 
 bool Session::on_pubcomp(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats) {
   Outgoing* o = find_inflight(packet_id, OutState::kAwaitPubcomp);
   if (o == nullptr) return false;
-  erase_inflight(o);
+  erase_inflight(o, limits);
   stats.inflight_now--;
   fill_window(limits, stats);
   return true;

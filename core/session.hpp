@@ -21,10 +21,36 @@
 namespace mqgate {
 
 class Client;
+class Session;
+
+// What a persistent session tells about every change of its durable state (queued and
+// in-flight messages, incoming QoS 2 ids); persistence.cpp turns that into store
+// mutations. Clean sessions never call it.
+class SessionJournal {
+ public:
+  // Same values as store::OutgoingRecord::State.
+  enum class OutState : uint8_t {
+    kQueued = 0,
+    kAwaitPuback = 1,
+    kAwaitPubrec = 2,
+    kAwaitPubcomp = 3
+  };
+  virtual ~SessionJournal() = default;
+  // A new entry (`msg` gains a durable reference) or a changed one (same seq).
+  // `msg` is null once PUBREC arrived.
+  virtual void put_outgoing(const Session& s, uint32_t seq, const Message* msg, uint8_t qos,
+                            bool retain, uint16_t packet_id, OutState state, bool new_entry) = 0;
+  virtual void remove_outgoing(const Session& s, uint32_t seq) = 0;
+  // An entry no longer needs `msg` (PUBREC, or the entry's removal).
+  virtual void release_message(const Message& msg) = 0;
+  virtual void put_incoming(const Session& s, uint16_t packet_id) = 0;
+  virtual void remove_incoming(const Session& s, uint16_t packet_id) = 0;
+};
 
 struct SessionLimits {
   uint32_t max_inflight = 20;
   uint32_t max_queued = 1000;
+  SessionJournal* journal = nullptr;  // persistence on: where persistent sessions report
 };
 
 // Counters a session reports to the broker's statistics.
@@ -89,15 +115,32 @@ class Session : public RouteTarget {
   void deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
                     size_t max_backlog, DeliveryStats& stats);
   // PUBACK / PUBREC / PUBCOMP from the client. Return false for an unknown identifier.
+  // After on_pubrec() returns true the caller sends PUBREL.
   bool on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
-  bool on_pubrec(uint16_t packet_id);
+  bool on_pubrec(uint16_t packet_id, const SessionLimits& limits);
   bool on_pubcomp(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
 
   // --- incoming QoS 2 -------------------------------------------------------------------
   // Records a QoS 2 PUBLISH; false if that identifier is already awaiting PUBREL
   // (a resend: acknowledge again, do not deliver again).
-  bool begin_incoming_qos2(uint16_t packet_id);
-  void end_incoming_qos2(uint16_t packet_id);
+  bool begin_incoming_qos2(uint16_t packet_id, const SessionLimits& limits);
+  void end_incoming_qos2(uint16_t packet_id, const SessionLimits& limits);
+
+  // --- persistence: restoring the state loaded at start-up, and letting it go -----
+  void restore_outgoing(MessagePtr msg, uint32_t seq, uint8_t qos, bool retain, uint16_t packet_id,
+                        SessionJournal::OutState state);
+  void restore_incoming_qos2(uint16_t packet_id) {
+    begin_incoming_qos2(packet_id, SessionLimits{});
+  }
+  // Calls fn(msg) for every message body a queued or in-flight entry holds.
+  template <typename Fn>
+  void for_each_held_message(Fn&& fn) const {
+    if (!flow_) return;
+    for (const auto& o : flow_->inflight)
+      if (o.msg) fn(*o.msg);
+    for (size_t i = flow_->queue_head; i < flow_->queue.size(); ++i)
+      fn(*flow_->queue[i].msg);
+  }
 
   // --- connection -------------------------------------------------------------------
   // Attaches a connected client: resends everything unacknowledged (PUBLISH with DUP,
@@ -119,6 +162,7 @@ class Session : public RouteTarget {
   enum class OutState : uint8_t { kAwaitPuback, kAwaitPubrec, kAwaitPubcomp };
   struct Outgoing {
     MessagePtr msg;  // released once PUBREC arrives (only the id is needed after)
+    uint32_t seq;    // order within the session (persistence's key)
     uint16_t packet_id;
     uint8_t qos;
     bool retain;
@@ -126,6 +170,7 @@ class Session : public RouteTarget {
   };
   struct Queued {
     MessagePtr msg;
+    uint32_t seq;
     uint8_t qos;
     bool retain;
   };
@@ -138,7 +183,12 @@ class Session : public RouteTarget {
     std::vector<Queued> queue;
     size_t queue_head = 0;
     std::vector<uint16_t> incoming_qos2;  // ids of QoS 2 PUBLISHes awaiting PUBREL
+    uint32_t last_seq = 0;  // entries' order; restarts with an empty flow (store empty too)
   };
+  SessionJournal* journal(const SessionLimits& limits) const {
+    return clean_ ? nullptr : limits.journal;
+  }
+  void journal_put(SessionJournal* j, const Outgoing& o, bool new_entry);
   Flow& flow() {
     if (!flow_) flow_ = std::make_unique<Flow>();
     return *flow_;
@@ -149,7 +199,7 @@ class Session : public RouteTarget {
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
   static void compact_queue(Flow& f);
   Outgoing* find_inflight(uint16_t packet_id, OutState state);
-  void erase_inflight(Outgoing* o);
+  void erase_inflight(Outgoing* o, const SessionLimits& limits);
 
   std::string client_id_;
   std::shared_ptr<const std::string> owner_;

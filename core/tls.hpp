@@ -47,6 +47,7 @@
 
 #include "client.hpp"
 #include "config.hpp"
+#include "tls_ticket_keys.hpp"
 #include "transport/stream_layer.hpp"
 
 namespace mqgate {
@@ -127,6 +128,7 @@ class TlsGeneration {
   bool has_ca_ = false, has_crl_ = false;
   int64_t crl_next_update_ = 0;
   mbedtls_ssl_ticket_context ticket_;
+  std::unique_ptr<TicketKeyFile> ticket_keys_;  // [persistence] on: the ticket keys' file
   mbedtls_ssl_cache_context cache_;
   std::vector<int> ciphersuites_;  // zero-terminated, referenced by the configs
   std::vector<std::unique_ptr<Worker>> per_worker_;

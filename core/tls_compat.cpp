@@ -41,6 +41,10 @@ void set_ticket_rng(mbedtls_ssl_ticket_context& ticket, mbedtls_ctr_drbg_context
   ticket.p_rng = &drbg;
 }
 
+void set_ticket_key_time(mbedtls_ssl_ticket_context& ticket, int index, uint32_t seconds) {
+  ticket.keys[index].generation_time = seconds;
+}
+
 bool records_idle(const mbedtls_ssl_context& ssl) {
   return ssl.in_left == 0 && mbedtls_ssl_get_bytes_avail(&ssl) == 0 && ssl.out_left == 0;
 }

@@ -14,6 +14,10 @@ namespace mqgate::tls_compat {
 // way to name a different one for later).
 void set_ticket_rng(mbedtls_ssl_ticket_context& ticket, mbedtls_ctr_drbg_context& drbg);
 
+// Sets when ticket key `index` (0 or 1) was made, for keys restored from a file, so
+// mbedTLS rotates them on their age rather than the process's.
+void set_ticket_key_time(mbedtls_ssl_ticket_context& ticket, int index, uint32_t seconds);
+
 // Whether the session has no record bytes buffered in either direction (so its record
 // buffers' content is dead).
 bool records_idle(const mbedtls_ssl_context& ssl);

@@ -270,9 +270,17 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   rc = mbedtls_ctr_drbg_seed(seed.get(), mbedtls_entropy_func, &g->entropy_,
                              reinterpret_cast<const unsigned char*>(personal), strlen(personal));
   if (rc != 0) return fail("", "", "cannot seed the random generator: " + tls_error_text(rc));
-  if (s.session_tickets) {
-    rc = mbedtls_ssl_ticket_setup(&g->ticket_, mbedtls_ctr_drbg_random, seed.get(),
-                                  MBEDTLS_CIPHER_AES_256_GCM, s.session_lifetime);
+  if (s.session_tickets && !s.ticket_key_file.empty()) {
+    // Keys kept next to the persistence store: tickets resume across restarts.
+    std::string why_keys;
+    g->ticket_keys_ =
+        TicketKeyFile::open(s.ticket_key_file, s.session_lifetime, &g->entropy_, why_keys);
+    if (!g->ticket_keys_) return fail("", "", why_keys);
+    rc = g->ticket_keys_->setup(g->ticket_, s.session_lifetime);
+    if (rc != 0) return fail("", "", "cannot set up session tickets: " + tls_error_text(rc));
+  } else if (s.session_tickets) {
+    rc = mbedtls_ssl_ticket_setup(&g->ticket_, mbedtls_ctr_drbg_random, seed.get(), MBEDTLS_CIPHER_AES_256_GCM,
+                                  s.session_lifetime);
     if (rc != 0) return fail("", "", "cannot set up session tickets: " + tls_error_text(rc));
     // The ticket keys are made; later key rotations use the workers' generators.
   }
@@ -323,7 +331,8 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   }
   // Ticket key rotation draws randomness later, from whichever thread issues a
   // ticket: move it to a generator that lives as long as the generation.
-  if (s.session_tickets) tls_compat::set_ticket_rng(g->ticket_, g->per_worker_[0]->drbg);
+  if (s.session_tickets && !g->ticket_keys_)
+    tls_compat::set_ticket_rng(g->ticket_, g->per_worker_[0]->drbg);
 
   char fingerprint[65] = {0};
   unsigned char digest[32];

@@ -249,11 +249,11 @@ std::string Harness::client_id(const char* role, uint64_t a, uint64_t b) const {
   return id;
 }
 
-void Harness::encode_connect(std::string& out, const std::string& client_id) const {
+void Harness::encode_connect(std::string& out, const std::string& client_id, bool clean) const {
   codec::Connect c;
   c.protocol_name = "MQTT";
   c.protocol_level = codec::kProtocolLevel311;
-  c.clean_session = true;
+  c.clean_session = clean;
   c.keepalive = static_cast<uint16_t>(options_.keepalive);
   c.client_id = client_id;
   if (options_.username) c.username = *options_.username;

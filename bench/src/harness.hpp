@@ -52,6 +52,7 @@ struct Options {
   size_t payload = 64;
   double rate = 0;  // total messages per second over all publishers; 0: as fast as possible
   int window = 1000;
+  bool persistent = false;  // clean session 0 for publishers and subscribers (durable state)
   double drain_timeout = 10;
 
   // idle
@@ -133,7 +134,7 @@ class Harness {
 
   // MQTT helpers.
   std::string client_id(const char* role, uint64_t a, uint64_t b = UINT64_MAX) const;
-  void encode_connect(std::string& out, const std::string& client_id) const;
+  void encode_connect(std::string& out, const std::string& client_id, bool clean = true) const;
 
  private:
   struct Sample {

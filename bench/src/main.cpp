@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
       ("window", "per publisher: messages sent but not yet delivered (times its fan-out)",
        cxxopts::value<int>()->default_value("1000"))
       ("drain-timeout", "seconds without progress after publishing stops before giving up",
-       cxxopts::value<double>()->default_value("10"));
+       cxxopts::value<double>()->default_value("10"))
+      ("persistent", "publishers and subscribers use clean session 0 (a broker's durable state)");
   options.add_options("idle")
       ("connections", "connections to open and hold (at most ~15000 with ulimit -n 20000)",
        cxxopts::value<int>()->default_value("1000"))
@@ -153,6 +154,7 @@ int main(int argc, char** argv) {
     o.payload = args["payload"].as<size_t>();
     o.rate = args["rate"].as<double>();
     o.window = args["window"].as<int>();
+    o.persistent = args.count("persistent") > 0;
     o.drain_timeout = args["drain-timeout"].as<double>();
     o.connections = args["connections"].as<int>();
     o.concurrency = args["concurrency"].as<int>();

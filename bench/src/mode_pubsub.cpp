@@ -209,7 +209,9 @@ class Publisher final : public Base {
   }
 
  protected:
-  void on_established() override { harness_.encode_connect(out(), harness_.client_id("p", id_)); }
+  void on_established() override {
+    harness_.encode_connect(out(), harness_.client_id("p", id_), !harness_.options().persistent);
+  }
 
   void on_packet(const codec::FixedHeader& h, std::string_view body) override {
     if (!ready_) {
@@ -309,7 +311,9 @@ class Subscriber final : public Base {
   uint64_t bad_payloads() const { return bad_payloads_; }
 
  protected:
-  void on_established() override { harness_.encode_connect(out(), harness_.client_id("s", id_)); }
+  void on_established() override {
+    harness_.encode_connect(out(), harness_.client_id("s", id_), !harness_.options().persistent);
+  }
 
   void on_packet(const codec::FixedHeader& h, std::string_view body) override {
     switch (h.type) {

@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cinttypes>
 #include <cstring>
 #include <iterator>
+#include <unordered_map>
 
 #include "log.hpp"
 
@@ -69,6 +71,26 @@ void bind_blob(sqlite3_stmt* s, int i, const std::string& v) {
 std::string column_text(sqlite3_stmt* s, int i) {
   const auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
   return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
+}
+
+// The row a queue entry or message body mutation writes, for skip_transient(); "" for
+// other kinds.
+std::string row_key(const Mutation& m) {
+  using K = Mutation::Kind;
+  switch (m.kind) {
+    case K::kPutOutgoing:
+    case K::kRemoveOutgoing:
+      return "o" + std::to_string(m.outgoing.seq) + ' ' + m.outgoing.client_id;
+    case K::kPutMessage:
+    case K::kRemoveMessage:
+      return "m" + std::to_string(m.message.id);
+    default:
+      return {};
+  }
+}
+
+bool is_put(Mutation::Kind k) {
+  return k == Mutation::Kind::kPutOutgoing || k == Mutation::Kind::kPutMessage;
 }
 
 std::string what_to_do(const std::string& path) {
@@ -252,8 +274,14 @@ bool SqliteJournal::load(State& state, std::string& error) {
 void SqliteJournal::start() { writer_ = std::thread([this] { run(); }); }
 
 void SqliteJournal::add(Mutation m) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  pending_.push_back({false, std::move(m)});
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_.push_back({false, std::move(m)});
+  }
+  // Sync: changes nobody waits for (a subscription, a session record) are written with
+  // the next commit too, not a flush interval later. A busy writer is not woken: what
+  // arrives meanwhile joins its next batch.
+  if (options_.durability == Durability::kSync) wake_.notify_one();
 }
 
 void SqliteJournal::barrier(std::function<void(bool ok)> done) {
@@ -346,9 +374,33 @@ bool SqliteJournal::apply(const Mutation& m) {
   return rc == SQLITE_DONE;
 }
 
+void SqliteJournal::skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip) {
+  // A message delivered and acknowledged within one group commit (the common case for
+  // online subscribers) is put and removed in the same transaction: its puts need not
+  // be written. The removal stays (the row may predate the batch).
+  skip.assign(batch.size(), false);
+  std::unordered_map<std::string, std::vector<size_t>> puts;
+  for (size_t n = 0; n < batch.size(); ++n) {
+    if (batch[n].is_barrier) continue;
+    std::string key = row_key(batch[n].mutation);
+    if (key.empty()) continue;
+    if (is_put(batch[n].mutation.kind)) {
+      puts[std::move(key)].push_back(n);
+      continue;
+    }
+    auto it = puts.find(key);
+    if (it == puts.end()) continue;
+    for (size_t p : it->second)
+      skip[p] = true;
+    puts.erase(it);
+  }
+}
+
 void SqliteJournal::run() {
+  std::vector<bool> skip;
   std::vector<Item> batch, retry;
   bool gave_up = false;
+  uint64_t failures = 0, withheld = 0;  // consecutive failed commits, acks they withheld
   auto last_sync = std::chrono::steady_clock::now();
   for (;;) {
     {
@@ -372,22 +424,35 @@ void SqliteJournal::run() {
       last_sync = std::chrono::steady_clock::now();
     }
     if (batch.empty()) continue;
+    skip_transient(batch, skip);
     size_t barriers = 0;
     bool ok = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-    for (const Item& i : batch) {
-      if (i.is_barrier) ++barriers;
-      else if (ok) ok = apply(i.mutation);
+    for (size_t n = 0; n < batch.size(); ++n) {
+      if (batch[n].is_barrier)
+        ++barriers;
+      else if (ok && !skip[n])
+        ok = apply(batch[n].mutation);
     }
     std::string why;
     if (ok) ok = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
     if (!ok) {
       why = sqlite3_errmsg(db_);
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      LOG_ERROR("persistence: cannot write %s (%s); %zu acknowledgement%s withheld, retrying in 1 s",
-                options_.path.c_str(), why.c_str(), barriers, barriers == 1 ? "" : "s");
+      withheld += barriers;
+      // The first failure, then once a minute while it lasts (retries are every second).
+      if (failures++ % 60 == 0)
+        LOG_ERROR("persistence: cannot write %s (%s); %" PRIu64
+                  " acknowledgement%s withheld so far, "
+                  "retrying every second",
+                  options_.path.c_str(), why.c_str(), withheld, withheld == 1 ? "" : "s");
       // Keep the changes (not the barriers, which fail now) to retry, in order.
       for (Item& i : batch)
         if (!i.is_barrier) retry.push_back(std::move(i));
+    }
+    if (ok && failures > 0) {
+      LOG_WARN("persistence: writing to %s again after %" PRIu64 " failed attempt%s",
+               options_.path.c_str(), failures, failures == 1 ? "" : "s");
+      failures = withheld = 0;
     }
     batch.clear();
     if (barriers == 0) continue;

@@ -64,6 +64,7 @@ class SqliteJournal final : public Journal {
   bool prepare_statements(std::string& error);
   bool apply(const Mutation& m);
   void run();  // the writer thread
+  static void skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip);
 
   Options options_;
   Poster post_;

@@ -181,3 +181,42 @@ TEST_CASE("[http]: bind, token or token_file, limits; the token never in a messa
   e = errors_of("http = 1\n" + listener);
   CHECK(any_contains(e, "http: expected a table"));
 }
+
+TEST_CASE("[persistence]: off by default; path relative to the file; ticket keys beside it") {
+  std::vector<std::string> errors;
+  auto off = parse_config("[listeners.a]\nbind = \"127.0.0.1:0\"\n", "/etc/mqgate/m.toml", errors);
+  REQUIRE(off);
+  CHECK(!off->persistence.enabled());
+  auto on = parse_config(R"(
+[persistence]
+path = "state/mqgate.db"
+durability = "batched"
+flush_interval_ms = 250
+max_bytes = 1000000
+[listeners.plain]
+bind = "127.0.0.1:0"
+[listeners.tls]
+bind = "127.0.0.1:0"
+ssl = true
+certfile = "c.crt"
+keyfile = "c.key"
+)",
+                         "/etc/mqgate/m.toml", errors);
+  REQUIRE_MESSAGE(on, (errors.empty() ? std::string() : errors[0]));
+  CHECK(on->persistence.path == "/etc/mqgate/state/mqgate.db");
+  CHECK(on->persistence.batched);
+  CHECK(on->persistence.flush_interval_ms == 250);
+  CHECK(on->persistence.max_bytes == 1000000);
+  CHECK(on->listeners[1].tls->ticket_key_file == "/etc/mqgate/state/mqgate.db.tls-tickets-tls");
+}
+
+TEST_CASE("[persistence]: bad values are named") {
+  const std::string listener = "\n[listeners.a]\nbind = \"127.0.0.1:0\"\n";
+  CHECK(any_contains(errors_of("[persistence]\npath = \"\"" + listener), "persistence.path"));
+  CHECK(any_contains(errors_of("[persistence]\npath = \"x\"\ndurability = \"fast\"" + listener),
+                     "persistence.durability: expected \"sync\""));
+  CHECK(any_contains(errors_of("[persistence]\npath = \"x\"\nflush_interval_ms = 0" + listener),
+                     "persistence.flush_interval_ms"));
+  CHECK(
+      any_contains(errors_of("[persistence]\npath = \"x\"\nautosave = 1" + listener), "autosave"));
+}

@@ -236,3 +236,38 @@ TEST_CASE("a full disk withholds acknowledgements, keeps the changes to retry, a
   CHECK(results == std::vector<bool>{false, false, false});
   j.reset();  // stops after one last try, without hanging
 }
+
+TEST_CASE("entries put and removed again (in one commit or not) leave nothing; the others stay") {
+  TempDir dir;
+  Loop loop;
+  {
+    auto j = open_ok(dir.file("s.db"), loop);
+    State empty;
+    std::string error;
+    REQUIRE(j->load(empty, error));
+    j->start();
+    Mutation body{Mutation::Kind::kPutMessage, {}, {}, {}, {}, {}, {}};
+    body.message.id = 5;
+    body.message.topic = "t";
+    Mutation put{Mutation::Kind::kPutOutgoing, {}, {}, {}, {}, {}, {}};
+    put.outgoing.client_id = "c";
+    put.outgoing.seq = 1;
+    put.outgoing.message_id = 5;
+    Mutation kept = put;
+    kept.outgoing.seq = 2;
+    Mutation gone = put;
+    gone.kind = Mutation::Kind::kRemoveOutgoing;
+    Mutation body_gone = body;
+    body_gone.kind = Mutation::Kind::kRemoveMessage;
+    for (const Mutation& m : {body, put, kept, gone, body_gone})
+      j->add(m);
+    j->flush();
+  }
+  auto j = open_ok(dir.file("s.db"), loop);
+  State s;
+  std::string error;
+  REQUIRE(j->load(s, error));
+  REQUIRE(s.outgoing.size() == 1);
+  CHECK(s.outgoing[0].seq == 2);
+  CHECK(s.messages.empty());
+}

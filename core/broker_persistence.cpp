@@ -1,0 +1,202 @@
+// The broker's persistence hooks: acknowledgements that wait for durability, the
+// records of persistent sessions, and the rebuild of the loaded state at start-up.
+// Kept apart from broker.cpp's MQTT logic, which only calls these.
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <unordered_map>
+
+#include "broker.hpp"
+#include "codec/encoder.hpp"
+#include "persistence.hpp"
+#include "store/journal.hpp"
+
+namespace mqgate {
+
+using codec::PacketType;
+
+void Broker::set_persistence(Persistence* persistence) {
+  persistence_ = persistence;
+  session_limits_.journal = persistence;
+}
+
+uint64_t Broker::store_changes() const {
+  return persistence_ ? persistence_->changes() : 0;
+}
+
+void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bool durable) {
+  auto held = held_acks_.find(&client);
+  if (persistence_ == nullptr || (!durable && held == held_acks_.end())) {
+    codec::encode_ack(client.out(), type, packet_id);
+    return;
+  }
+  // Behind a barrier, in order: acknowledgements of one client leave in the order its
+  // packets came, and barriers complete in the order they were made.
+  if (held == held_acks_.end()) {
+    held = held_acks_.try_emplace(&client).first;
+    held->second.serial = ++held_serial_;
+    held->second.client = &client;
+  }
+  held->second.acks.push_back({type, packet_id, nullptr});
+  persistence_->barrier(
+      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+}
+
+void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
+  auto it = held_acks_.find(client);
+  if (it == held_acks_.end() || it->second.serial != serial) return;  // gone meanwhile
+  HeldAcks& held = it->second;
+  HeldAcks::Held front = std::move(held.acks.front());
+  held.acks.pop_front();
+  Client& c = *held.client;
+  if (held.acks.empty()) held_acks_.erase(it);
+  const PacketType type = front.type;
+  const uint16_t packet_id = front.packet_id;
+  if (c.state == Client::State::kClosing) return;
+  if (ok && front.subscribe) {
+    front.subscribe->durable = true;
+    finish_subscribe(c, *front.subscribe);
+  } else if (ok) {
+    codec::encode_ack(c.out(), type, packet_id);
+  } else {
+    // Not stored (the journal logged why, once per batch): no acknowledgement, so the
+    // client keeps the message and sends it again when it reconnects.
+    CLIENT_LOG(log::Level::kDebug, c,
+               "%s for packet id %u withheld: the message could not be stored",
+               codec::packet_type_name(type), packet_id);
+  }
+}
+
+bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
+  if (persistence_ == nullptr || st.durable || client.session == nullptr || client.session->clean())
+    return false;
+  auto held = held_acks_.find(&client);
+  const bool granted = std::any_of(st.codes.begin(), st.codes.end(),
+                                   [](uint8_t code) { return code != codec::kSubackFailure; });
+  if (!granted && held == held_acks_.end()) return false;
+  if (held == held_acks_.end()) {
+    held = held_acks_.try_emplace(&client).first;
+    held->second.serial = ++held_serial_;
+    held->second.client = &client;
+  }
+  held->second.acks.push_back(
+      {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st))});
+  persistence_->barrier(
+      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+  return true;
+}
+
+void Broker::persist_session(const Session& session, bool online) {
+  int64_t expires_at = 0;
+  if (!online && limits_.session_expiry != 0) {
+    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    expires_at = wall.count() + int64_t{limits_.session_expiry} * 1000;
+  }
+  persistence_->put_session(session, expires_at);
+}
+
+void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
+  std::unordered_map<uint64_t, MessagePtr> bodies;
+  bodies.reserve(state.messages.size());
+  for (store::MessageRecord& m : state.messages) {
+    MessagePtr msg = Message::create(m.topic, m.payload, m.qos, false);
+    msg->set_durable_id(m.id);
+    bodies.emplace(m.id, std::move(msg));
+    std::string().swap(m.payload);  // one copy at a time
+  }
+  state.messages.clear();
+  state.messages.shrink_to_fit();
+
+  // Sessions; the offline list wants them oldest first, i.e. by expiry.
+  const uint64_t expiry_ms = uint64_t{limits_.session_expiry} * 1000;
+  std::vector<std::pair<int64_t, Session*>> offline;
+  offline.reserve(state.sessions.size());
+  size_t expired = 0;
+  for (const store::SessionRecord& r : state.sessions) {
+    if (expiry_ms != 0 && r.expires_at_ms != 0 && r.expires_at_ms <= wall_ms) {
+      persistence_->remove_session_record(r.client_id);
+      ++expired;
+      continue;
+    }
+    if (sessions_->find(r.client_id) != nullptr) continue;
+    Session* s = sessions_->create(r.client_id, false);
+    persistent_sessions_++;
+    s->set_owner(r.owner == *anonymous_identity_ ? anonymous_identity_
+                                                 : std::make_shared<const std::string>(r.owner));
+    // Offline since the restart when it was online (or has no expiry): the stored expiry
+    // is absolute, so the time the broker was down counts.
+    int64_t expires =
+        r.expires_at_ms != 0 ? r.expires_at_ms : wall_ms + static_cast<int64_t>(expiry_ms);
+    offline.emplace_back(expires, s);
+  }
+  std::sort(offline.begin(), offline.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [expires, s] : offline) {
+    uint64_t since = now_ms;
+    if (expiry_ms != 0) {
+      const uint64_t remaining = static_cast<uint64_t>(std::max<int64_t>(0, expires - wall_ms));
+      const uint64_t elapsed = expiry_ms > remaining ? expiry_ms - remaining : 0;
+      since = now_ms > elapsed ? now_ms - elapsed : 0;
+    }
+    s->detach(since);
+    offline_.push_back(s);
+  }
+
+  size_t subscriptions = 0;
+  for (const store::SubscriptionRecord& r : state.subscriptions) {
+    Session* s = sessions_->find(r.client_id);
+    if (s == nullptr) continue;  // of an expired session (removed with it)
+    router_.subscribe(s, r.filter, r.qos);
+    s->add_subscription(r.filter, r.qos);
+    ++subscriptions;
+  }
+  size_t queued = 0, dropped = 0;
+  for (const store::OutgoingRecord& r : state.outgoing) {
+    Session* s = sessions_->find(r.client_id);
+    if (s == nullptr) continue;
+    MessagePtr msg;
+    if (r.state != store::OutgoingRecord::State::kAwaitPubcomp) {
+      auto b = bodies.find(r.message_id);
+      if (b == bodies.end()) {
+        // Cannot happen with this broker's writes; never guess a body.
+        persistence_->remove_outgoing_record(r.client_id, r.seq);
+        ++dropped;
+        continue;
+      }
+      msg = b->second;
+      msg->add_durable_ref();
+    }
+    s->restore_outgoing(std::move(msg), static_cast<uint32_t>(r.seq), r.qos, r.retain, r.packet_id,
+                        static_cast<SessionJournal::OutState>(r.state));
+    ++queued;
+  }
+  for (const store::IncomingQos2Record& r : state.incoming_qos2)
+    if (Session* s = sessions_->find(r.client_id)) s->restore_incoming_qos2(r.packet_id);
+  for (auto& [id, msg] : bodies)
+    if (msg->durable_refs() == 0) persistence_->remove_message_record(id);  // orphaned
+  size_t retained = 0;
+  for (const store::RetainedRecord& r : state.retained) {
+    MessagePtr msg = Message::create(r.topic, r.payload, r.qos, true);
+    if (router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes) ==
+        Router::RetainResult::kStored)
+      ++retained;
+    else
+      LOG_WARN(
+          "stored retained message on %s not restored: over max_retained_messages or "
+          "max_retained_bytes",
+          log::quote(r.topic).c_str());
+  }
+  LOG_INFO(
+      "persistence: restored %zu persistent session%s (%zu expired while the broker was down), "
+      "%zu subscription%s, %zu queued or in-flight message%s, %zu retained message%s",
+      sessions_->size(), sessions_->size() == 1 ? "" : "s", expired, subscriptions,
+      subscriptions == 1 ? "" : "s", queued, queued == 1 ? "" : "s", retained,
+      retained == 1 ? "" : "s");
+  if (dropped)
+    LOG_ERROR("persistence: %zu queued message%s referred to a missing message body and %s dropped",
+              dropped, dropped == 1 ? "" : "s", dropped == 1 ? "was" : "were");
+  check_expiry(now_ms);
+}
+
+}  // namespace mqgate

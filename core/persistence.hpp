@@ -1,0 +1,67 @@
+// The broker's side of durable state: turns changes of persistent sessions, their
+// queues and the retained messages into store mutations, in order, through the
+// store::Journal interface (SQLite today, anything that applies batches in order and
+// reports durability in order tomorrow). It runs on the loop and never touches the disk:
+// the journal's writer thread does.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "message.hpp"
+#include "session.hpp"
+#include "store/journal.hpp"
+
+namespace mqgate {
+
+class Persistence final : public SessionJournal {
+ public:
+  // `next_message_id`: the first free durable message id (from the loaded state).
+  Persistence(store::Journal& journal, uint64_t next_message_id)
+      : journal_(journal), next_message_id_(next_message_id) {}
+
+  // How many changes were handed to the journal so far: a PUBLISH that moved it needs a
+  // barrier before its acknowledgement.
+  uint64_t changes() const { return changes_; }
+  // `done(ok)` on the loop once every change so far is durable (or could not be stored).
+  void barrier(std::function<void(bool ok)> done) { journal_.barrier(std::move(done)); }
+
+  // --- sessions (persistent ones only; the broker checks) ------------------------------
+  // `expires_at_ms`: wall-clock ms the session expires if still offline; 0: online or never.
+  void put_session(const Session& s, int64_t expires_at_ms);
+  // Also its subscriptions, queue and incoming ids; releases the message bodies it held.
+  void remove_session(const Session& s);
+  void remove_session_record(const std::string& client_id);  // one loaded, then dropped
+  void put_subscription(const Session& s, std::string_view filter, uint8_t qos);
+  void remove_subscription(const Session& s, std::string_view filter);
+
+  // --- retained messages ----------------------------------------------------------------
+  void put_retained(const Message& msg);
+  void remove_retained(std::string_view topic);
+
+  // --- loading ---------------------------------------------------------------------------
+  void remove_message_record(uint64_t id);
+  void remove_outgoing_record(const std::string& client_id, uint64_t seq);
+
+  // --- SessionJournal ---------------------------------------------------------------------
+  void put_outgoing(const Session& s, uint32_t seq, const Message* msg, uint8_t qos, bool retain,
+                    uint16_t packet_id, OutState state, bool new_entry) override;
+  void remove_outgoing(const Session& s, uint32_t seq) override;
+  void release_message(const Message& msg) override;
+  void put_incoming(const Session& s, uint16_t packet_id) override;
+  void remove_incoming(const Session& s, uint16_t packet_id) override;
+
+ private:
+  void add(store::Mutation&& m) {
+    ++changes_;
+    journal_.add(std::move(m));
+  }
+
+  store::Journal& journal_;
+  uint64_t next_message_id_;
+  uint64_t changes_ = 0;
+};
+
+}  // namespace mqgate

@@ -1,0 +1,423 @@
+"""[persistence]: durable sessions, queues and retained messages across a restart and a
+kill -9, with real clients (raw MQTT) against the broker binary; the bad cases (a
+corrupt file, a second broker on the same file, a full store)."""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+
+import mqtt_raw as R
+import pki
+import subprocess
+from mqgate_test import BROKER_BIN, BrokerTestCase, plain_config
+
+
+def persistence_config(path, extra="", limits="", log_level="info"):
+    return plain_config(extra=f"""
+sys_interval = 0
+[limits]
+max_queued_messages = 100000
+{limits}
+[persistence]
+path = "{path}"
+{extra}
+""", log_level=log_level)
+
+
+class Receiver:
+    """A persistent subscriber that keeps its own QoS 2 state across connections (the
+    ids it answered PUBREC to and awaits PUBREL for), as a real client must for
+    exactly-once, and records every message it delivers."""
+
+    def __init__(self, client_id):
+        self.client_id = client_id
+        self.got = []
+        self.awaiting_rel = set()
+        self.client = None
+
+    def connect(self, port, expect_present=None):
+        self.client = R.RawClient(port)
+        ack = self.client.connect(self.client_id, clean=False)
+        assert ack.return_code == 0, ack
+        if expect_present is not None:
+            assert ack.session_present == expect_present, ack
+        return self.client
+
+    def pump(self, stop=None, idle=None):
+        """Handles packets until `stop` is set, the connection breaks, or nothing came
+        for `idle` seconds."""
+        last = time.monotonic()
+        while True:
+            try:
+                p = self.client.read_packet(timeout=0.2)
+            except R.NoPacket:
+                if stop is not None and stop.is_set():
+                    return
+                if idle is not None and time.monotonic() - last > idle:
+                    return
+                continue
+            except (R.ConnectionClosed, OSError):
+                return
+            last = time.monotonic()
+            try:
+                if p.type == R.PUBLISH:
+                    if p.qos == 2:
+                        if p.packet_id not in self.awaiting_rel:
+                            self.got.append(p.payload)
+                            self.awaiting_rel.add(p.packet_id)
+                        self.client.send(R.pubrec(p.packet_id))
+                    else:
+                        self.got.append(p.payload)
+                        if p.qos == 1:
+                            self.client.send(R.puback(p.packet_id))
+                elif p.type == R.PUBREL:
+                    self.awaiting_rel.discard(p.packet_id)
+                    self.client.send(R.pubcomp(p.packet_id))
+            except OSError:
+                return
+
+
+def publisher(port, client_id, qos, acked, stop):
+    """Publishes until stopped or cut off; `acked` gets each payload the broker
+    acknowledged (PUBACK, or PUBREC for QoS 2)."""
+    try:
+        c = R.RawClient(port)
+        c.connect(client_id, clean=False)
+        i = 0
+        while not stop.is_set():
+            payload = f"{client_id}-{i}".encode()
+            pid = i % 65000 + 1
+            c.send(R.publish("busy/t", payload, qos=qos, packet_id=pid))
+            ack = c.read_packet(timeout=10)
+            assert ack.type == (R.PUBACK if qos == 1 else R.PUBREC) and ack.packet_id == pid, ack
+            acked.append(payload)
+            if qos == 2:
+                c.send(R.pubrel(pid))
+                c.read_packet(timeout=10)
+            i += 1
+    except (R.ConnectionClosed, R.NoPacket, OSError):
+        pass
+
+
+class PersistenceTest(BrokerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.db = os.path.join(self.tmp, "state", "mqgate.db")
+        os.makedirs(os.path.dirname(self.db))
+
+    def start(self, **kw):
+        return self.start_broker(persistence_config(self.db, **kw))
+
+    def kill9(self, broker):
+        broker.proc.send_signal(signal.SIGKILL)
+        broker.proc.wait()
+        broker._log.close()
+        self._brokers.remove(broker)
+
+    def refused(self, **kw):
+        """Runs a broker that must refuse to start; returns its output."""
+        path = os.path.join(self.tmp, "refused.toml")
+        with open(path, "w") as f:
+            f.write(persistence_config(self.db, **kw))
+        p = subprocess.run([BROKER_BIN, "--config", path], capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        return (p.stdout + p.stderr).decode(errors="replace")
+
+    def restart(self, broker, **kw):
+        broker.close()
+        self._brokers.remove(broker)
+        return self.start(**kw)
+
+    def test_kill9_while_busy_loses_nothing_acknowledged(self):
+        b = self.start()
+        online = Receiver("online-sub")
+        online.connect(b.port()).subscribe([("busy/#", 2)])
+        offline = Receiver("offline-sub")
+        offline.connect(b.port()).subscribe([("busy/#", 1)])
+        offline.client.disconnect()
+        offline.client.close()
+
+        stop = threading.Event()
+        acked1, acked2 = [], []
+        threads = [threading.Thread(target=online.pump, args=(stop,)),
+                   threading.Thread(target=publisher, args=(b.port(), "pub-q1", 1, acked1, stop)),
+                   threading.Thread(target=publisher, args=(b.port(), "pub-q2", 2, acked2, stop))]
+        for t in threads:
+            t.start()
+        # Busy: kill once both publishers have had a good number acknowledged.
+        deadline = time.monotonic() + 30
+        while (len(acked1) < 200 or len(acked2) < 100) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.kill9(b)
+        stop.set()
+        for t in threads:
+            t.join(20)
+        online.client.close()
+        self.assertGreater(len(acked1), 0)
+        self.assertGreater(len(acked2), 0)
+
+        b = self.start()
+        b.wait_log(r"persistence: restored 4 persistent sessions")
+        online.connect(b.port(), expect_present=True)
+        online.pump(idle=2.0)
+        offline.connect(b.port(), expect_present=True)
+        offline.pump(idle=2.0)
+
+        for r in (online, offline):
+            got = set(r.got)
+            missing1 = [p for p in acked1 if p not in got]
+            missing2 = [p for p in acked2 if p not in got]
+            self.assertEqual(missing1, [], f"{r.client_id}: acknowledged QoS 1 messages lost")
+            self.assertEqual(missing2, [], f"{r.client_id}: acknowledged QoS 2 messages lost")
+        # QoS 2 end to end (QoS 2 subscription): each message once, acknowledged or not.
+        q2 = [p for p in online.got if p.startswith(b"pub-q2-")]
+        dups = sorted({p for p in q2 if q2.count(p) > 1})
+        self.assertEqual(dups, [], "QoS 2 messages delivered twice")
+
+    def test_retained_subscriptions_and_queue_survive_a_restart(self):
+        b = self.start()
+        p = R.RawClient(b.port())
+        p.connect("pub")
+        p.publish("r/a", b"retained qos1", qos=1, retain=True, packet_id=1)
+        p.publish("r/b", b"retained qos0", qos=0, retain=True)
+        p.publish("r/c", b"soon cleared", qos=1, retain=True, packet_id=2)
+        p.publish("r/c", b"", qos=1, retain=True, packet_id=3)
+        s = R.RawClient(b.port())
+        s.connect("subber", clean=False)
+        s.subscribe([("s/#", 1), ("s2/+", 2)])
+        s.send(R.unsubscribe(7, ["s2/+"]))
+        s.expect(R.UNSUBACK)
+        s.disconnect()
+        p.publish("s/queued", b"queued while offline", qos=1, packet_id=4)
+        p.ping()  # the PUBACK came, so the message is on disk
+        p.close()
+        b = self.restart(b)
+        b.wait_log(r"restored 1 persistent session .* 1 subscription, 1 queued or in-flight "
+                   r"message, 2 retained messages")
+        s = R.RawClient(b.port())
+        ack = s.connect("subber", clean=False)
+        self.assertTrue(ack.session_present)
+        m = s.next_publish()
+        self.assertEqual((m.topic, m.payload, m.qos), ("s/queued", b"queued while offline", 1))
+        p = R.RawClient(b.port())
+        p.connect("pub2")
+        p.publish("s/live", b"no resubscribe needed", qos=1)
+        self.assertEqual(s.next_publish().payload, b"no resubscribe needed")
+        p.publish("s2/x", b"unsubscribed before the restart", qos=1, packet_id=2)
+        with self.assertRaises(R.NoPacket):
+            s.next_packet(timeout=0.5)
+        r = R.RawClient(b.port())
+        r.connect("reader")
+        r.subscribe([("r/#", 1)])
+        got = {m.topic: (m.payload, m.qos, m.retain) for m in
+               (r.next_publish(), r.next_publish())}
+        self.assertEqual(got, {"r/a": (b"retained qos1", 1, True),
+                               "r/b": (b"retained qos0", 0, True)})
+        with self.assertRaises(R.NoPacket):
+            r.next_packet(timeout=0.5)
+
+    def test_in_flight_state_and_qos2_ids_survive_kill9(self):
+        b = self.start()
+        sub = R.RawClient(b.port())
+        sub.connect("sub", clean=False)
+        sub.subscribe([("f/#", 2)])
+        pub = R.RawClient(b.port())
+        pub.connect("pub", clean=False)
+        # Outgoing QoS 1 in flight (never acknowledged) and QoS 2 past PUBREC.
+        pub.publish("f/one", b"qos1 unacked", qos=1, packet_id=1)
+        m1 = sub.next_publish(ack=False)
+        pub.publish("f/two", b"qos2 half done", qos=2, packet_id=2)
+        m2 = sub.next_publish(ack=False)
+        sub.send(R.pubrec(m2.packet_id))
+        rel = sub.expect(R.PUBREL)
+        self.assertEqual(rel.packet_id, m2.packet_id)
+        # Incoming QoS 2: PUBREC received, PUBREL not sent yet.
+        pub.send(R.publish("f/three", b"qos2 exactly once", qos=2, packet_id=3))
+        self.assertEqual(pub.expect(R.PUBREC).packet_id, 3)
+        m3 = sub.next_publish(ack=False)
+        sub.send(R.pubrec(m3.packet_id))
+        sub.expect(R.PUBREL)
+        sub.send(R.pubcomp(m3.packet_id))
+        time.sleep(0.3)  # the unacknowledged changes (PUBREC from sub...) reach the disk
+        self.kill9(b)
+        sub.close()
+        pub.close()
+
+        b = self.start()
+        sub = R.RawClient(b.port())
+        self.assertTrue(sub.connect("sub", clean=False).session_present)
+        first = sub.read_packet()
+        self.assertEqual((first.type, first.packet_id, first.dup, first.payload),
+                         (R.PUBLISH, m1.packet_id, True, b"qos1 unacked"))
+        second = sub.read_packet()
+        self.assertEqual((second.type, second.packet_id), (R.PUBREL, m2.packet_id))
+        sub.send(R.puback(m1.packet_id))
+        sub.send(R.pubcomp(m2.packet_id))
+        pub = R.RawClient(b.port())
+        self.assertTrue(pub.connect("pub", clean=False).session_present)
+        # The publisher resends its QoS 2 PUBLISH: acknowledged, not delivered again.
+        pub.send(R.publish("f/three", b"qos2 exactly once", qos=2, packet_id=3, dup=True))
+        self.assertEqual(pub.expect(R.PUBREC).packet_id, 3)
+        pub.send(R.pubrel(3))
+        self.assertEqual(pub.expect(R.PUBCOMP).packet_id, 3)
+        with self.assertRaises(R.NoPacket):
+            sub.read_packet(timeout=0.5)
+
+    def test_batched_durability_loses_nothing_acknowledged_on_a_broker_crash(self):
+        # "batched" skips the fsync per commit, not the write: a crash of the broker (not
+        # of the machine) keeps everything acknowledged.
+        b = self.start(extra='durability = "batched"\nflush_interval_ms = 60000')
+        s = R.RawClient(b.port())
+        s.connect("parked", clean=False)
+        s.subscribe([("b/#", 1)])
+        s.disconnect()
+        p = R.RawClient(b.port())
+        p.connect("pub")
+        for i in range(50):
+            p.publish("b/x", f"m{i}".encode(), qos=1, packet_id=i + 1)
+        self.kill9(b)
+        b = self.start()
+        s = R.RawClient(b.port())
+        s.connect("parked", clean=False)
+        self.assertEqual([s.next_publish().payload for _ in range(50)],
+                         [f"m{i}".encode() for i in range(50)])
+
+    def test_session_expiry_is_absolute_across_a_restart(self):
+        b = self.start(limits="session_expiry = 4")
+        for cid in ("old", "new"):
+            c = R.RawClient(b.port())
+            c.connect(cid, clean=False)
+            c.subscribe([(f"{cid}/#", 1)])
+            c.disconnect()
+            if cid == "old":
+                time.sleep(2.5)
+        b.wait_log(r'client="new".*disconnected')
+        time.sleep(0.3)  # unacknowledged changes are on disk within one commit
+        self.kill9(b)
+        b = self.start(limits="session_expiry = 4")
+        # "old" went offline 4 s ago counting the time the broker was down: it expires
+        # about 1.5 s after the restart, not 4 s after it.
+        b.wait_log(r'session of client "old" expired', timeout=3.5)
+        c = R.RawClient(b.port())
+        self.assertTrue(c.connect("new", clean=False).session_present)
+        c = R.RawClient(b.port())
+        self.assertFalse(c.connect("old", clean=False).session_present)
+
+    def test_session_expired_while_down_is_dropped_at_start(self):
+        b = self.start(limits="session_expiry = 1")
+        c = R.RawClient(b.port())
+        c.connect("gone", clean=False)
+        c.subscribe([("g/#", 1)])
+        c.disconnect()
+        b.wait_log(r'client="gone".*disconnected')
+        time.sleep(0.3)  # unacknowledged changes are on disk within one commit
+        self.kill9(b)
+        time.sleep(1.2)
+        b = self.start(limits="session_expiry = 1")
+        b.wait_log(r"restored 0 persistent sessions \(1 expired while the broker was down\)")
+
+    def test_corrupt_file_stops_the_broker_naming_it(self):
+        with open(self.db, "wb") as f:
+            f.write(b"this is not a database" * 500)
+        log = self.refused()
+        self.assertIn(self.db, log)
+        self.assertIn("from a backup, or move it", log)
+        self.assertIn("not started", log)
+        with open(self.db, "rb") as f:  # never wiped
+            self.assertEqual(f.read(22), b"this is not a database")
+
+    def test_unreadable_file_stops_the_broker(self):
+        if os.geteuid() == 0:
+            self.skipTest("root reads any file")
+        with open(self.db, "wb"):
+            pass
+        os.chmod(self.db, 0)
+        try:
+            self.assertIn(self.db, self.refused())
+        finally:
+            os.chmod(self.db, 0o600)
+
+    def test_second_broker_on_the_same_file_refuses(self):
+        self.start()
+        self.assertIn("another mqgate process uses this persistence file", self.refused())
+
+    def test_store_full_withholds_puback_and_keeps_serving(self):
+        b = self.start(extra="max_bytes = 131072")
+        s = R.RawClient(b.port())
+        s.connect("parked", clean=False)
+        s.subscribe([("big/#", 1)])
+        s.disconnect()
+        p = R.RawClient(b.port())
+        p.connect("pub", clean=False)
+        p.send(R.publish("big/x", b"x" * 400000, qos=1, packet_id=11))
+        b.wait_log(r"ERROR .*persistence: cannot write .*mqgate\.db")
+        # No PUBACK for what could not be stored...
+        with self.assertRaises(R.NoPacket):
+            p.read_packet(timeout=1.5)
+        self.assertIn("withheld", b.log())
+        # ...and the broker still serves: QoS 0 and clean sessions never need the disk.
+        q = R.RawClient(b.port())
+        q.connect("")
+        q.subscribe([("live/#", 0)])
+        q.publish("live/x", b"still here", qos=0)
+        self.assertEqual(q.next_publish().payload, b"still here")
+        q.ping()
+        p.ping()
+
+
+class TlsResumptionTest(BrokerTestCase):
+    """Session-ticket keys kept beside the store: a device resumes its TLS session with a
+    broker that restarted in between."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.mkdtemp(prefix="mqgate-persist-tls-")
+        cls.ca = pki.make_ca(cls.pki_dir, key_type="ec")
+        cls.server = pki.make_server(cls.pki_dir, cn="localhost", key_type="ec")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.pki_dir, ignore_errors=True)
+
+    def config(self, persistence):
+        table = f'[persistence]\npath = "{self.tmp}/mqgate.db"\n' if persistence else ""
+        return (f'log_level = "info"\nsys_interval = 0\n{table}'
+                f'[listeners.tls]\nbind = "127.0.0.1:0"\nssl = true\n'
+                f'certfile = "{self.server.cert}"\nkeyfile = "{self.server.key}"\n')
+
+    def handshake(self, port, session=None):
+        if not hasattr(self, "ctx"):
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.ctx.load_verify_locations(self.ca.cert)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s = self.ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        s.sendall(R.connect("device", clean=True))
+        s.recv(4)  # CONNACK: the ticket has arrived with the handshake
+        reused, session = s.session_reused, s.session
+        s.close()
+        return reused, session
+
+    def resumed_after_restart(self, persistence):
+        b = self.start_broker(self.config(persistence))
+        _, session = self.handshake(b.port("tls"))
+        self.assertTrue(session.has_ticket)
+        for _ in range(5):  # more tickets issued (and resumptions) before the restart
+            self.handshake(b.port("tls"), session)
+            self.handshake(b.port("tls"))
+        b.close()
+        self._brokers.remove(b)
+        b = self.start_broker(self.config(persistence))
+        reused, _ = self.handshake(b.port("tls"), session)
+        return reused
+
+    def test_tls_session_resumes_after_a_restart(self):
+        self.assertTrue(self.resumed_after_restart(True))
+        keys = os.path.join(self.tmp, "mqgate.db.tls-tickets-tls")
+        self.assertEqual(os.stat(keys).st_mode & 0o777, 0o600)
+
+    def test_without_persistence_a_restart_forgets_the_ticket_keys(self):
+        self.assertFalse(self.resumed_after_restart(False))
