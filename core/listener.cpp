@@ -63,7 +63,8 @@ std::unique_ptr<transport::Stack> Listener::make_transport(transport::LayerEvent
     // absurd lengths: a few whole packets' worth, as clients may batch them.
     const size_t max_frame =
         std::max<size_t>(size_t{4} * server_.broker().limits().max_packet_size, 1 << 20);
-    stack->push(std::make_unique<transport::WebSocketLayer>(websocket_, max_frame));
+    stack->push(
+        std::make_unique<transport::WebSocketLayer>(websocket_, max_frame, websocket_counts_));
   }
   return stack;
 }

@@ -12,6 +12,7 @@
 
 #include "config.hpp"
 #include "transport/stack.hpp"
+#include "transport/websocket_layer.hpp"
 #include "ws/websocket.hpp"
 
 namespace mqgate {
@@ -54,6 +55,8 @@ class Listener {
   // The TLS generation new connections use (nullptr for plain listeners). A reference
   // to the listener's own pointer: TLS sessions keep it to see later reloads.
   const std::shared_ptr<const TlsGeneration>& tls_generation() const { return tls_; }
+  // What its WebSocket connections did (zeros on other listeners).
+  const transport::WebSocketCounts& websocket_counts() const { return websocket_counts_; }
   uint32_t active_connections = 0;
 
  private:
@@ -68,6 +71,7 @@ class Listener {
   uint16_t bound_port_ = 0;
   std::shared_ptr<const TlsGeneration> tls_;
   ws::HandshakeSettings websocket_;  // used when config_.websocket is set
+  transport::WebSocketCounts websocket_counts_;
   bool initialised_ = false;
 };
 

@@ -138,6 +138,22 @@ void listener_metrics(MetricsText& m, const MetricsSources& s) {
                {{"listener", l->config().name}, {"reason", TlsHandshakeCounts::failure_name(why)}});
     }
   }
+  m.family("mqgate_websocket_upgrades", kCounter,
+           "WebSocket upgrade requests, by listener and result (upgraded, or refused with an HTTP "
+           "error).");
+  for (const auto& l : s.listeners) {
+    if (!l->config().websocket) continue;
+    m.sample(l->websocket_counts().upgraded,
+             {{"listener", l->config().name}, {"result", "upgraded"}});
+    m.sample(l->websocket_counts().refused,
+             {{"listener", l->config().name}, {"result", "refused"}});
+  }
+  m.family("mqgate_websocket_protocol_errors", kCounter,
+           "WebSocket connections closed for a bad frame, by listener.");
+  for (const auto& l : s.listeners) {
+    if (!l->config().websocket) continue;
+    m.sample(l->websocket_counts().protocol_errors, {{"listener", l->config().name}});
+  }
   m.family("mqgate_tls_handshakes_in_progress", kGauge,
            "TLS handshakes started and not finished (all listeners).");
   m.sample(uint64_t{s.tls_workers ? s.tls_workers->pending() : 0});

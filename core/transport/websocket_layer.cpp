@@ -2,8 +2,12 @@
 
 namespace mqgate::transport {
 
-WebSocketLayer::WebSocketLayer(const ws::HandshakeSettings& settings, size_t max_frame)
-    : settings_(settings), request_(std::make_unique<http::RequestParser>()), frames_(max_frame) {}
+WebSocketLayer::WebSocketLayer(const ws::HandshakeSettings& settings, size_t max_frame,
+                               WebSocketCounts& counts)
+    : settings_(settings),
+      counts_(counts),
+      request_(std::make_unique<http::RequestParser>()),
+      frames_(max_frame) {}
 
 bool WebSocketLayer::input(std::string_view bytes, Receiver& up, std::string& error) {
   if (state_ == State::kClosed) return true;  // after a close frame: nothing more is read
@@ -26,6 +30,7 @@ bool WebSocketLayer::upgrade(std::string_view& bytes, std::string& error) {
             "): " + request_->error_reason();
     state_ = State::kClosed;
     request_.reset();
+    counts_.refused++;
     return false;
   }
   const ws::HandshakeResult result = ws::accept_upgrade(request_->request(), settings_);
@@ -34,8 +39,10 @@ bool WebSocketLayer::upgrade(std::string_view& bytes, std::string& error) {
   if (result.status != 101) {
     error = "WebSocket upgrade refused (" + std::to_string(result.status) + "): " + result.reason;
     state_ = State::kClosed;
+    counts_.refused++;
     return false;
   }
+  counts_.upgraded++;
   protocol_ = result.protocol;
   state_ = State::kOpen;
   bytes.remove_prefix(consumed);  // frames the client sent right behind its request
@@ -66,6 +73,7 @@ bool WebSocketLayer::frames(std::string_view bytes, Receiver& up, std::string& e
   if (!ok) {
     ws::encode_close(wire_, frames_.error_code(), frames_.error_reason());
     state_ = State::kClosed;
+    counts_.protocol_errors++;
     error = "WebSocket protocol error (" + std::to_string(frames_.error_code()) +
             "): " + frames_.error_reason();
     return false;

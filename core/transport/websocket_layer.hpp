@@ -17,11 +17,19 @@
 
 namespace mqgate::transport {
 
+// What a listener's WebSocket connections did, for GET /metrics (loop thread only).
+struct WebSocketCounts {
+  uint64_t upgraded = 0;         // answered 101 Switching Protocols
+  uint64_t refused = 0;          // answered with an HTTP error
+  uint64_t protocol_errors = 0;  // closed for a bad frame
+};
+
 class WebSocketLayer final : public StreamLayer {
  public:
   // `max_frame` bounds a frame's announced payload (frames are decoded as they stream
-  // in, so this bounds no memory; it refuses nonsense).
-  WebSocketLayer(const ws::HandshakeSettings& settings, size_t max_frame);
+  // in, so this bounds no memory; it refuses nonsense). `counts` (the listener's)
+  // outlives the layer.
+  WebSocketLayer(const ws::HandshakeSettings& settings, size_t max_frame, WebSocketCounts& counts);
 
   const char* name() const override { return "WebSocket"; }
   bool input(std::string_view bytes, Receiver& up, std::string& error) override;
@@ -41,6 +49,7 @@ class WebSocketLayer final : public StreamLayer {
   bool frames(std::string_view bytes, Receiver& up, std::string& error);
 
   const ws::HandshakeSettings& settings_;  // the listener's, which outlives its connections
+  WebSocketCounts& counts_;
   State state_ = State::kUpgrade;
   std::unique_ptr<http::RequestParser> request_;  // until the upgrade is done
   ws::FrameDecoder frames_;

@@ -27,7 +27,8 @@ struct Sink final : transport::Receiver {
 // The layer, fed `prefix` then `input` in `step`-byte pieces, until it fails.
 void drive_layer(std::string_view prefix, std::string_view input, size_t step) {
   ws::HandshakeSettings settings;
-  transport::WebSocketLayer layer(settings, 4096);
+  transport::WebSocketCounts counts;
+  transport::WebSocketLayer layer(settings, 4096, counts);
   Sink up;
   std::string error;
   if (!layer.input(prefix, up, error)) std::abort();  // a valid upgrade

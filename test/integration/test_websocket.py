@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import struct
@@ -299,6 +300,26 @@ class WebSocketPlainTest(BrokerTestCase):
         self.assertTrue(bad.closed())
         good.send(0x2, r.pingreq())
         self.assertEqual(good.read_mqtt(2), b"\xd0\x00")
+
+    def test_metrics_count_upgrades_refusals_and_protocol_errors(self):
+        b = self.start_broker(plain_config(extra='[http]\nbind = "127.0.0.1:0"\n') + WS_LISTENER)
+        port = b.port("ws")
+        ok = RawWebSocket(port)
+        self.assertIn(" 101 ", ok.upgrade().splitlines()[0])
+        refused = RawWebSocket(port, path="/nope")
+        self.assertIn(" 404 ", refused.upgrade().splitlines()[0])
+        bad = RawWebSocket(port)
+        bad.upgrade()
+        bad.send(0x1, b"text")
+        self.assertTrue(bad.closed())
+        http_port = int(re.search(r"http endpoint listening on \S+ port (\d+)", b.log()).group(1))
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        self.assertIn('mqgate_websocket_upgrades_total{listener="ws",result="upgraded"} 2', text)
+        self.assertIn('mqgate_websocket_upgrades_total{listener="ws",result="refused"} 1', text)
+        self.assertIn('mqgate_websocket_protocol_errors_total{listener="ws"} 1', text)
+        self.assertNotIn('listener="default",result=', text)  # plain listeners have none
 
     def test_config_keys(self):
         rc, out = run_config_check(plain_config(listener_extra='path = "/mqtt"'), self.tmp)

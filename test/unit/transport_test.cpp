@@ -243,7 +243,8 @@ const char kUpgrade[] =
 
 TEST_CASE("websocket layer: upgrade in pieces, then frames in the same read, ping, close") {
   ws::HandshakeSettings settings;
-  WebSocketLayer layer(settings, 1 << 20);
+  WebSocketCounts counts;
+  WebSocketLayer layer(settings, 1 << 20, counts);
   Top top;
   std::string error;
   const std::string request = kUpgrade;
@@ -256,6 +257,7 @@ TEST_CASE("websocket layer: upgrade in pieces, then frames in the same read, pin
   CHECK(layer.wire().find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") !=
         std::string::npos);
   CHECK(top.got == "\x10\x02");
+  CHECK(counts.upgraded == 1);
   layer.wire().clear();
 
   // A packet split over a fragmented message, with a ping in between.
@@ -296,7 +298,8 @@ TEST_CASE("websocket layer: refused upgrades answer with HTTP and close") {
   };
   for (const Case& c : cases) {
     CAPTURE(c.request.substr(0, 40));
-    WebSocketLayer layer(settings, 1 << 20);
+    WebSocketCounts counts;
+    WebSocketLayer layer(settings, 1 << 20, counts);
     Top top;
     std::string error;
     CHECK_FALSE(layer.input(c.request, top, error));
@@ -304,6 +307,7 @@ TEST_CASE("websocket layer: refused upgrades answer with HTTP and close") {
     CHECK(layer.wire().rfind("HTTP/1.1 " + std::to_string(c.status) + " ", 0) == 0);
     CHECK(layer.wire().find("Connection: close\r\n") != std::string::npos);
     CHECK(top.got.empty());
+    CHECK(counts.refused == 1);
     layer.shutdown();  // nothing more is said after an HTTP error
     CHECK(layer.wire().find("\x88") == std::string::npos);
   }
@@ -325,13 +329,15 @@ TEST_CASE("websocket layer: bad frames close with the right status") {
       {masked(0x92, "rsv"), 1002},
   };
   for (const Case& c : cases) {
-    WebSocketLayer layer(settings, 1 << 20);
+    WebSocketCounts counts;
+    WebSocketLayer layer(settings, 1 << 20, counts);
     Top top;
     std::string error;
     REQUIRE(layer.input(kUpgrade, top, error));
     layer.wire().clear();
     CHECK_FALSE(layer.input(c.frame, top, error));
     CHECK(error.find("WebSocket protocol error (" + std::to_string(c.code) + ")") == 0);
+    CHECK(counts.protocol_errors == 1);
     REQUIRE(layer.wire().size() >= 4);
     CHECK(static_cast<uint8_t>(layer.wire()[0]) == 0x88);
     CHECK(((static_cast<uint8_t>(layer.wire()[2]) << 8) | static_cast<uint8_t>(layer.wire()[3])) ==
@@ -343,7 +349,8 @@ TEST_CASE("websocket layer on top of another layer: the upgrade and frames go th
   ws::HandshakeSettings settings;
   Stack stack;
   stack.push(std::make_unique<ShiftLayer>("low"));
-  stack.push(std::make_unique<WebSocketLayer>(settings, 1 << 20));
+  WebSocketCounts counts;
+  stack.push(std::make_unique<WebSocketLayer>(settings, 1 << 20, counts));
   Top top;
   std::string error;
   REQUIRE(stack.input("HI" + shifted(std::string(kUpgrade) + masked(0x82, "mqtt"), 1), top, error));
