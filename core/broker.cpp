@@ -447,7 +447,8 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     return;
   }
   if (auth.allowed) {
-    route(p.topic, p.payload, p.qos, p.retain);
+    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
+      route(p.topic, p.payload, p.qos, p.retain);
   } else {
     state.topic.assign(p.topic);
     finish_publish(client, state, auth);
@@ -461,7 +462,8 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
 void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
   const uint64_t changes = store_changes();
   if (auth.allowed) {
-    route(p.topic, p.payload, p.qos, p.retain);
+    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
+      route(p.topic, p.payload, p.qos, p.retain);
   } else {
     stats_.publish_denied++;
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",

@@ -37,12 +37,12 @@ struct BrokerStats {
   uint64_t connections_total = 0;  // accepted network connections, ever
   uint64_t clients_connected = 0;  // CONNACK 0 sent, not yet closed
   uint64_t clients_maximum = 0;
-  uint64_t tls_handshakes_refused = 0;  // TLS connections closed: tls_max_pending_handshakes
-  uint64_t subscriptions_refused = 0;      // filters over max_subscriptions_per_client
-  uint64_t retained_refused = 0;           // retained messages over the store's caps
-  uint64_t connects_identity_mismatch = 0; // CONNACK 2: the client id is another identity's
-  uint64_t connects_session_limit = 0;     // CONNACK 3: max_persistent_sessions reached
-  DeliveryStats delivery;          // PUBLISH packets sent, dropped
+  uint64_t tls_handshakes_refused = 0;      // TLS connections closed: tls_max_pending_handshakes
+  uint64_t subscriptions_refused = 0;       // filters over max_subscriptions_per_client
+  uint64_t retained_refused = 0;            // retained messages over the store's caps
+  uint64_t connects_identity_mismatch = 0;  // CONNACK 2: the client id is another identity's
+  uint64_t connects_session_limit = 0;      // CONNACK 3: max_persistent_sessions reached
+  DeliveryStats delivery;                   // PUBLISH packets sent, dropped
 };
 
 class Broker {
@@ -142,7 +142,7 @@ class Broker {
     size_t next = 0;  // the next filter to decide
     std::vector<uint8_t> codes;
     size_t over_limit = 0;
-    bool sliced = false;  // waits for its next slice (not for a plugin's decision)
+    bool sliced = false;   // waits for its next slice (not for a plugin's decision)
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
@@ -183,10 +183,10 @@ class Broker {
   void set_session_clean(Session& session, bool clean);
   // Retained messages owed to a client for the filters it subscribed to.
   struct RetainedJob {
-    uint64_t serial = 0;                 // tells a new client at a reused address apart
-    std::deque<std::string> filters;     // waiting, in SUBSCRIBE order
+    uint64_t serial = 0;              // tells a new client at a reused address apart
+    std::deque<std::string> filters;  // waiting, in SUBSCRIBE order
     std::unordered_map<std::string, uint8_t> pending_qos;  // filter -> QoS, for those
-    std::string current;                 // being walked ("" between filters)
+    std::string current;                                   // being walked ("" between filters)
     uint8_t current_qos = 0;
     Router::RetainedCursor cursor;
   };
@@ -225,7 +225,17 @@ class Broker {
   // A persistent session's SUBACK (and the retained messages after it) once its
   // subscriptions are durable; false if nothing needs to wait (finish it now).
   bool hold_subscribe(Client& client, SubscribeState& st);
-  void forget_held_acks(const Client& client) { held_acks_.erase(&client); }
+  void forget_held_acks(const Client& client) {
+    held_acks_.erase(&client);
+    route_queue_of_.erase(&client);  // its queued messages are still routed, in order
+  }
+  // A QoS 2 PUBLISH of a persistent session is routed only once its packet id is durable:
+  // then a publisher that resends it after a crash before the commit is recognised and
+  // nobody gets it twice [MQTT-4.3.3-2 across restarts]. The publisher's later messages
+  // wait behind it, in order. Returns false if the message may be routed now.
+  bool route_when_durable(const Client& client, std::string_view topic, std::string_view payload,
+                          uint8_t qos, bool retain);
+  void route_durable(uint64_t queue, bool ok);
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
   struct HeldAcks {
@@ -239,6 +249,20 @@ class Broker {
     std::deque<Held> acks;
   };
   Persistence* persistence_ = nullptr;
+  struct PendingRoute {
+    std::string topic;
+    std::string payload;
+    uint8_t qos;
+    bool retain;
+  };
+  struct RouteQueue {
+    std::deque<PendingRoute> routes;
+    size_t bytes = 0;
+    const Client* client = nullptr;  // nullptr once it closed (the queue still drains)
+  };
+  std::unordered_map<uint64_t, RouteQueue> route_queues_;       // by queue id
+  std::unordered_map<const Client*, uint64_t> route_queue_of_;  // a client's open queue
+  uint64_t next_route_queue_ = 0;
   std::unordered_map<const Client*, HeldAcks> held_acks_;
   uint64_t held_serial_ = 0;
 
@@ -260,9 +284,9 @@ class Broker {
   uint64_t retained_serial_ = 0;
   std::deque<FanoutJob> fanouts_;
   std::vector<std::unique_ptr<Session>> graveyard_;  // removed while fan-outs held them
-  OfflineSessions offline_;  // persistent sessions without a client, oldest first
-  bool expiry_due_ = false;  // the oldest offline session has expired
-  bool retained_full_ = false;      // a refusal was logged; reset by the next store
+  OfflineSessions offline_;     // persistent sessions without a client, oldest first
+  bool expiry_due_ = false;     // the oldest offline session has expired
+  bool retained_full_ = false;  // a refusal was logged; reset by the next store
   bool shutting_down_ = false;
 };
 

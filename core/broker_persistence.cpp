@@ -67,6 +67,50 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
   }
 }
 
+bool Broker::route_when_durable(const Client& client, std::string_view topic,
+                                std::string_view payload, uint8_t qos, bool retain) {
+  if (persistence_ == nullptr) return false;
+  auto open = route_queue_of_.find(&client);
+  if (open == route_queue_of_.end()) {
+    if (qos != 2 || client.session == nullptr || client.session->clean()) return false;
+    open = route_queue_of_.emplace(&client, ++next_route_queue_).first;
+    route_queues_[open->second].client = &client;
+  }
+  RouteQueue& q = route_queues_[open->second];
+  // A publisher flooding QoS 0 while the store is slow or failing must not grow the
+  // broker: past this, its QoS 0 messages are dropped (at most once allows it).
+  constexpr size_t kMaxQueuedBytes = 16u << 20;
+  if (qos == 0 && q.bytes > kMaxQueuedBytes) {
+    stats_.delivery.messages_dropped++;
+    stats_.delivery.dropped_qos0_backlog++;
+    return true;
+  }
+  q.routes.push_back({std::string(topic), std::string(payload), qos, retain});
+  q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
+  persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
+  return true;
+}
+
+void Broker::route_durable(uint64_t id, bool ok) {
+  auto it = route_queues_.find(id);
+  if (it == route_queues_.end()) return;
+  RouteQueue& q = it->second;
+  PendingRoute r = std::move(q.routes.front());
+  q.routes.pop_front();
+  q.bytes -= r.topic.size() + r.payload.size() + sizeof(PendingRoute);
+  if (q.routes.empty()) {
+    if (q.client) {
+      auto open = route_queue_of_.find(q.client);
+      if (open != route_queue_of_.end() && open->second == id) route_queue_of_.erase(open);
+    }
+    route_queues_.erase(it);
+  }
+  // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
+  // too, so the publisher sends it again (and it is routed then, once).
+  if (!ok && r.qos == 2) return;
+  route(r.topic, r.payload, r.qos, r.retain);
+}
+
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
   if (persistence_ == nullptr || st.durable || client.session == nullptr || client.session->clean())
     return false;

@@ -369,6 +369,45 @@ class PersistenceTest(BrokerTestCase):
         p.ping()
 
 
+    def test_qos2_is_routed_only_once_its_id_is_durable(self):
+        # A QoS 2 message whose packet id could not be stored must not reach anybody:
+        # its publisher gets no PUBREC and sends it again later; delivering the first copy
+        # too would deliver it twice (exactly once holds across restarts and crashes).
+        b = self.start(extra="max_bytes = 131072")
+        s = R.RawClient(b.port())
+        s.connect("parked", clean=False)
+        s.subscribe([("big/#", 1)])
+        s.disconnect()
+        filler = R.RawClient(b.port())
+        filler.connect("filler", clean=False)
+        filler.send(R.publish("big/x", b"x" * 400000, qos=1, packet_id=11))
+        b.wait_log(r"ERROR .*persistence: cannot write .*mqgate\.db")
+        live = R.RawClient(b.port())
+        live.connect("live")
+        live.subscribe([("q2/#", 2)])
+        pub = R.RawClient(b.port())
+        pub.connect("pub2", clean=False)
+        pub.send(R.publish("q2/x", b"exactly once", qos=2, packet_id=5))
+        with self.assertRaises(R.NoPacket):
+            pub.read_packet(timeout=1.5)  # no PUBREC: the id is not durable
+        with self.assertRaises(R.NoPacket):
+            live.read_packet(timeout=0.5)  # and nobody got the message
+        # A broker with room: the publisher's resend is delivered, once.
+        b = self.restart(b, extra="max_bytes = 100000000")
+        live = R.RawClient(b.port())
+        live.connect("live")
+        live.subscribe([("q2/#", 2)])
+        pub = R.RawClient(b.port())
+        pub.connect("pub2", clean=False)
+        pub.send(R.publish("q2/x", b"exactly once", qos=2, packet_id=5, dup=True))
+        self.assertEqual(pub.expect(R.PUBREC).packet_id, 5)
+        pub.send(R.packet(R.PUBREL, 2, b"\x00\x05"))
+        self.assertEqual(pub.expect(R.PUBCOMP).packet_id, 5)
+        self.assertEqual(live.next_publish().payload, b"exactly once")
+        with self.assertRaises(R.NoPacket):
+            live.read_packet(timeout=1.0)  # once
+
+
 class TlsResumptionTest(BrokerTestCase):
     """Session-ticket keys kept beside the store: a device resumes its TLS session with a
     broker that restarted in between."""
