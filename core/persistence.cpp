@@ -81,6 +81,7 @@ void Persistence::put_outgoing(const Session& s, uint32_t seq, const Message* ms
     if (msg->durable_id() == 0) {
       msg->set_durable_id(next_message_id_++);
       Mutation b = of(Kind::kPutMessage);
+      b.creates = true;
       b.message.id = msg->durable_id();
       b.message.topic.assign(msg->topic());
       b.message.payload.assign(msg->payload());
@@ -90,6 +91,7 @@ void Persistence::put_outgoing(const Session& s, uint32_t seq, const Message* ms
     msg->add_durable_ref();
   }
   Mutation m = of(Kind::kPutOutgoing);
+  m.creates = new_entry;
   m.outgoing.client_id = s.client_id();
   m.outgoing.seq = seq;
   m.outgoing.message_id = msg ? msg->durable_id() : 0;
@@ -113,6 +115,7 @@ void Persistence::release_message(const Message& msg) {
 
 void Persistence::put_incoming(const Session& s, uint16_t packet_id) {
   Mutation m = of(Kind::kPutIncoming);
+  m.creates = true;
   m.incoming.client_id = s.client_id();
   m.incoming.packet_id = packet_id;
   add(std::move(m));

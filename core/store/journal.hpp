@@ -20,7 +20,7 @@ namespace mqgate::store {
 // A persistent session (clean session 0) and what it owns.
 struct SessionRecord {
   std::string client_id;
-  std::string owner;        // the identity that created it
+  std::string owner;          // the identity that created it
   int64_t expires_at_ms = 0;  // wall-clock ms when it expires if still offline; 0: never
   uint16_t last_packet_id = 0;
 };
@@ -44,10 +44,10 @@ struct MessageRecord {
 struct OutgoingRecord {
   enum class State : uint8_t { kQueued = 0, kAwaitPuback = 1, kAwaitPubrec = 2, kAwaitPubcomp = 3 };
   std::string client_id;
-  uint64_t seq = 0;  // order within the session
+  uint64_t seq = 0;         // order within the session
   uint64_t message_id = 0;  // 0 once PUBREC arrived (the body is no longer needed)
   uint8_t qos = 1;
-  bool retain = false;  // the RETAIN flag to send
+  bool retain = false;     // the RETAIN flag to send
   uint16_t packet_id = 0;  // 0 while queued
   State state = State::kQueued;
 };
@@ -80,18 +80,18 @@ struct State {
 // One change. Mutations of one batch are applied in order, atomically.
 struct Mutation {
   enum class Kind : uint8_t {
-    kPutSession,         // session (replaces)
-    kRemoveSession,      // session.client_id: also its subscriptions, queue, incoming
-    kPutSubscription,    // subscription (replaces)
-    kRemoveSubscription, // subscription.client_id + filter
-    kPutMessage,         // message
-    kRemoveMessage,      // message.id
-    kPutOutgoing,        // outgoing (replaces client_id + seq)
-    kRemoveOutgoing,     // outgoing.client_id + seq
-    kPutIncoming,        // incoming
-    kRemoveIncoming,     // incoming.client_id + packet_id
-    kPutRetained,        // retained (replaces the topic's)
-    kRemoveRetained,     // retained.topic
+    kPutSession,          // session (replaces)
+    kRemoveSession,       // session.client_id: also its subscriptions, queue, incoming
+    kPutSubscription,     // subscription (replaces)
+    kRemoveSubscription,  // subscription.client_id + filter
+    kPutMessage,          // message
+    kRemoveMessage,       // message.id
+    kPutOutgoing,         // outgoing (replaces client_id + seq)
+    kRemoveOutgoing,      // outgoing.client_id + seq
+    kPutIncoming,         // incoming
+    kRemoveIncoming,      // incoming.client_id + packet_id
+    kPutRetained,         // retained (replaces the topic's)
+    kRemoveRetained,      // retained.topic
   };
   Kind kind;
   SessionRecord session;
@@ -100,6 +100,10 @@ struct Mutation {
   OutgoingRecord outgoing;
   IncomingQos2Record incoming;
   RetainedRecord retained;
+  // A put that creates its row (no row with its key is on disk): a message body, an
+  // incoming id, a new queue entry. Lets unwritten changes be compacted while the
+  // store fails (compact_unwritten).
+  bool creates = false;
 };
 
 // How durable an acknowledgement is.
@@ -122,6 +126,11 @@ class Journal {
   // Blocks until everything queued is written (shutdown).
   virtual void flush() = 0;
 };
+
+// Changes that could not be written yet (a full disk), compacted so that what waits is
+// bounded by the state rather than by the traffic: a put followed by a removal of its row
+// is dropped, and so is the removal when the put created the row. Order is kept.
+void compact_unwritten(std::vector<Mutation>& changes);
 
 // How a journal hands completions back to the loop thread: `post` must be callable from
 // any thread and run the function on the loop soon after.

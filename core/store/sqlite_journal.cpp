@@ -84,17 +84,22 @@ std::string row_key(const Mutation& m) {
     case K::kPutMessage:
     case K::kRemoveMessage:
       return "m" + std::to_string(m.message.id);
+    case K::kPutIncoming:
+    case K::kRemoveIncoming:
+      return "i" + std::to_string(m.incoming.packet_id) + ' ' + m.incoming.client_id;
     default:
       return {};
   }
 }
 
 bool is_put(Mutation::Kind k) {
-  return k == Mutation::Kind::kPutOutgoing || k == Mutation::Kind::kPutMessage;
+  return k == Mutation::Kind::kPutOutgoing || k == Mutation::Kind::kPutMessage ||
+         k == Mutation::Kind::kPutIncoming;
 }
 
 std::string what_to_do(const std::string& path) {
-  return "; restore " + path + " from a backup, or move it (and its -wal file) away to "
+  return "; restore " + path +
+         " from a backup, or move it (and its -wal file) away to "
          "start with an empty state";
 }
 
@@ -132,7 +137,8 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   if (options.max_bytes != 0) {
     // A cap on the file: past it writes fail as on a full disk (and are retried).
     const uint64_t pages = std::max<uint64_t>(options.max_bytes / 4096, 16);
-    j->exec(("PRAGMA page_size = 4096; PRAGMA max_page_count = " + std::to_string(pages)).c_str(), why);
+    j->exec(("PRAGMA page_size = 4096; PRAGMA max_page_count = " + std::to_string(pages)).c_str(),
+            why);
   }
   if (!j->exec("PRAGMA journal_mode = WAL", why) ||
       !j->exec(options.durability == Durability::kSync ? "PRAGMA synchronous = FULL"
@@ -148,7 +154,8 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
     error = path + ": cannot be checked (" + sqlite3_errmsg(j->db_) + ")" + what_to_do(path);
     return nullptr;
   }
-  std::string verdict = sqlite3_step(check) == SQLITE_ROW ? column_text(check, 0) : sqlite3_errmsg(j->db_);
+  std::string verdict =
+      sqlite3_step(check) == SQLITE_ROW ? column_text(check, 0) : sqlite3_errmsg(j->db_);
   sqlite3_finalize(check);
   if (verdict != "ok") {
     error = path + ": the persistence file is damaged (" + verdict + ")" + what_to_do(path);
@@ -163,7 +170,8 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   const int found = sqlite3_step(version) == SQLITE_ROW ? sqlite3_column_int(version, 0) : 0;
   sqlite3_finalize(version);
   if (found == 0) {
-    j->exec(("INSERT INTO meta VALUES('schema', " + std::to_string(kSchemaVersion) + ")").c_str(), why);
+    j->exec(("INSERT INTO meta VALUES('schema', " + std::to_string(kSchemaVersion) + ")").c_str(),
+            why);
   } else if (found != kSchemaVersion) {
     error = path + ": written by another version of mqgate (schema " + std::to_string(found) +
             ", this broker reads " + std::to_string(kSchemaVersion) + ")";
@@ -186,7 +194,8 @@ SqliteJournal::~SqliteJournal() {
     wake_.notify_all();
     writer_.join();
   }
-  for (sqlite3_stmt* s : statements_) sqlite3_finalize(s);
+  for (sqlite3_stmt* s : statements_)
+    sqlite3_finalize(s);
   if (db_) sqlite3_close(db_);
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }
@@ -224,10 +233,12 @@ bool SqliteJournal::load(State& state, std::string& error) {
       return false;
     }
     int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) row(s);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+      row(s);
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
-      error = options_.path + ": reading failed: " + sqlite3_errmsg(db_) + what_to_do(options_.path);
+      error =
+          options_.path + ": reading failed: " + sqlite3_errmsg(db_) + what_to_do(options_.path);
       return false;
     }
     return true;
@@ -236,42 +247,48 @@ bool SqliteJournal::load(State& state, std::string& error) {
   auto u16 = [](sqlite3_stmt* s, int i) { return static_cast<uint16_t>(sqlite3_column_int(s, i)); };
   return query("SELECT client_id, owner, expires_at, last_packet_id FROM sessions",
                [&](sqlite3_stmt* s) {
-                 state.sessions.push_back({column_text(s, 0), column_text(s, 1),
-                                           sqlite3_column_int64(s, 2), u16(s, 3)});
+                 state.sessions.push_back(
+                     {column_text(s, 0), column_text(s, 1), sqlite3_column_int64(s, 2), u16(s, 3)});
                }) &&
-         query("SELECT client_id, filter, qos FROM subscriptions", [&](sqlite3_stmt* s) {
-           state.subscriptions.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2)});
-         }) &&
+         query("SELECT client_id, filter, qos FROM subscriptions",
+               [&](sqlite3_stmt* s) {
+                 state.subscriptions.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2)});
+               }) &&
          query("SELECT id, topic, payload, qos, expires_at FROM messages ORDER BY id",
                [&](sqlite3_stmt* s) {
-                 MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)), column_text(s, 1),
-                                 column_text(s, 2), u8(s, 3), sqlite3_column_int64(s, 4)};
+                 MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)),
+                                 column_text(s, 1), column_text(s, 2), u8(s, 3),
+                                 sqlite3_column_int64(s, 4)};
                  state.next_message_id = std::max(state.next_message_id, m.id + 1);
                  state.messages.push_back(std::move(m));
                }) &&
-         query("SELECT client_id, seq, message_id, qos, retain, packet_id, state FROM outgoing "
-               "ORDER BY client_id, seq",
+         query(
+             "SELECT client_id, seq, message_id, qos, retain, packet_id, state FROM outgoing "
+             "ORDER BY client_id, seq",
+             [&](sqlite3_stmt* s) {
+               OutgoingRecord o;
+               o.client_id = column_text(s, 0);
+               o.seq = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
+               o.message_id = static_cast<uint64_t>(sqlite3_column_int64(s, 2));
+               o.qos = u8(s, 3);
+               o.retain = sqlite3_column_int(s, 4) != 0;
+               o.packet_id = u16(s, 5);
+               o.state = static_cast<OutgoingRecord::State>(sqlite3_column_int(s, 6));
+               state.outgoing.push_back(std::move(o));
+             }) &&
+         query("SELECT client_id, packet_id FROM incoming",
                [&](sqlite3_stmt* s) {
-                 OutgoingRecord o;
-                 o.client_id = column_text(s, 0);
-                 o.seq = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
-                 o.message_id = static_cast<uint64_t>(sqlite3_column_int64(s, 2));
-                 o.qos = u8(s, 3);
-                 o.retain = sqlite3_column_int(s, 4) != 0;
-                 o.packet_id = u16(s, 5);
-                 o.state = static_cast<OutgoingRecord::State>(sqlite3_column_int(s, 6));
-                 state.outgoing.push_back(std::move(o));
+                 state.incoming_qos2.push_back({column_text(s, 0), u16(s, 1)});
                }) &&
-         query("SELECT client_id, packet_id FROM incoming", [&](sqlite3_stmt* s) {
-           state.incoming_qos2.push_back({column_text(s, 0), u16(s, 1)});
-         }) &&
          query("SELECT topic, payload, qos, expires_at FROM retained", [&](sqlite3_stmt* s) {
-           state.retained.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2),
-                                     sqlite3_column_int64(s, 3)});
+           state.retained.push_back(
+               {column_text(s, 0), column_text(s, 1), u8(s, 2), sqlite3_column_int64(s, 3)});
          });
 }
 
-void SqliteJournal::start() { writer_ = std::thread([this] { run(); }); }
+void SqliteJournal::start() {
+  writer_ = std::thread([this] { run(); });
+}
 
 void SqliteJournal::add(Mutation m) {
   {
@@ -374,6 +391,37 @@ bool SqliteJournal::apply(const Mutation& m) {
   return rc == SQLITE_DONE;
 }
 
+void compact_unwritten(std::vector<Mutation>& changes) {
+  struct Row {
+    std::vector<size_t> puts;  // since the last removal
+    bool created = false;      // its first change here created it: nothing is on disk
+  };
+  std::unordered_map<std::string, Row> rows;
+  std::vector<bool> drop(changes.size(), false);
+  for (size_t n = 0; n < changes.size(); ++n) {
+    std::string key = row_key(changes[n]);
+    if (key.empty()) continue;
+    auto [it, fresh] = rows.try_emplace(std::move(key));
+    Row& row = it->second;
+    if (is_put(changes[n].kind)) {
+      if (fresh) row.created = changes[n].creates;
+      row.puts.push_back(n);
+      continue;
+    }
+    for (size_t p : row.puts)
+      drop[p] = true;                 // removed before it was ever written
+    if (row.created) drop[n] = true;  // and nothing older is on disk to remove
+    rows.erase(it);
+  }
+  size_t kept = 0;
+  for (size_t n = 0; n < changes.size(); ++n) {
+    if (drop[n]) continue;
+    if (kept != n) changes[kept] = std::move(changes[n]);  // never onto itself
+    ++kept;
+  }
+  changes.resize(kept);
+}
+
 void SqliteJournal::skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip) {
   // A message delivered and acknowledged within one group commit (the common case for
   // online subscribers) is put and removed in the same transaction: its puts need not
@@ -413,13 +461,15 @@ void SqliteJournal::run() {
       wake_.wait_for(lock, wait, [&] { return (!pending_.empty() && retry.empty()) || stopping_; });
       if (stopping_ && pending_.empty() && (retry.empty() || gave_up)) return;
       if (stopping_) gave_up = true;  // one last try for what failed, then stop
-      batch.swap(retry);  // what failed last time goes first, in order
-      for (Item& i : pending_) batch.push_back(std::move(i));
+      batch.swap(retry);              // what failed last time goes first, in order
+      for (Item& i : pending_)
+        batch.push_back(std::move(i));
       pending_.clear();
       writing_ = !batch.empty();
     }
     if (options_.durability == Durability::kBatched &&
-        std::chrono::steady_clock::now() - last_sync >= std::chrono::milliseconds(options_.flush_interval_ms)) {
+        std::chrono::steady_clock::now() - last_sync >=
+            std::chrono::milliseconds(options_.flush_interval_ms)) {
       sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
       last_sync = std::chrono::steady_clock::now();
     }
@@ -445,9 +495,14 @@ void SqliteJournal::run() {
                   " acknowledgement%s withheld so far, "
                   "retrying every second",
                   options_.path.c_str(), why.c_str(), withheld, withheld == 1 ? "" : "s");
-      // Keep the changes (not the barriers, which fail now) to retry, in order.
+      // Keep the changes (not the barriers, which fail now) to retry, in order, compacted:
+      // while the disk stays full, what waits must not grow with the traffic.
+      std::vector<Mutation> unwritten;
       for (Item& i : batch)
-        if (!i.is_barrier) retry.push_back(std::move(i));
+        if (!i.is_barrier) unwritten.push_back(std::move(i.mutation));
+      compact_unwritten(unwritten);
+      for (Mutation& m : unwritten)
+        retry.push_back({false, std::move(m)});
     }
     if (ok && failures > 0) {
       LOG_WARN("persistence: writing to %s again after %" PRIu64 " failed attempt%s",

@@ -44,7 +44,8 @@ struct Loop {
         if (posted.empty()) return false;
         run.swap(posted);
       }
-      for (auto& f : run) f();
+      for (auto& f : run)
+        f();
     }
     return true;
   }
@@ -65,7 +66,8 @@ Mutation session(const std::string& id, const std::string& owner) {
   return m;
 }
 
-std::unique_ptr<SqliteJournal> open_ok(const std::string& path, Loop& loop, uint64_t max_bytes = 0) {
+std::unique_ptr<SqliteJournal> open_ok(const std::string& path, Loop& loop,
+                                       uint64_t max_bytes = 0) {
   std::string error;
   SqliteJournal::Options o;
   o.path = path;
@@ -83,9 +85,16 @@ void fill(SqliteJournal& j) {
   j.add(sub);
   sub.subscription = {"dev2", "x/+", 2};
   j.add(sub);
-  Mutation msg{K::kPutMessage, {}, {}, {42, "devices/dev1/cmd", std::string("p\0q", 3), 2, 0}, {}, {}, {}};
+  Mutation msg{
+      K::kPutMessage, {}, {}, {42, "devices/dev1/cmd", std::string("p\0q", 3), 2, 0}, {}, {}, {}};
   j.add(msg);
-  Mutation out{K::kPutOutgoing, {}, {}, {}, {"dev1", 1, 42, 2, false, 17, OutgoingRecord::State::kAwaitPubrec}, {}, {}};
+  Mutation out{K::kPutOutgoing,
+               {},
+               {},
+               {},
+               {"dev1", 1, 42, 2, false, 17, OutgoingRecord::State::kAwaitPubrec},
+               {},
+               {}};
   j.add(out);
   out.outgoing = {"dev1", 2, 42, 1, true, 0, OutgoingRecord::State::kQueued};
   j.add(out);
@@ -105,10 +114,16 @@ TEST_CASE("what is written comes back after a reopen; removing a session takes i
     j->start();
     fill(*j);
     std::vector<int> order;
-    j->barrier([&](bool ok) { CHECK(ok); order.push_back(1); });
+    j->barrier([&](bool ok) {
+      CHECK(ok);
+      order.push_back(1);
+    });
     Mutation gone{Mutation::Kind::kRemoveSession, {"dev2", "", 0, 0}, {}, {}, {}, {}, {}};
     j->add(gone);
-    j->barrier([&](bool ok) { CHECK(ok); order.push_back(2); });
+    j->barrier([&](bool ok) {
+      CHECK(ok);
+      order.push_back(2);
+    });
     REQUIRE(loop.pump([&] { return order.size() == 2; }));
     CHECK(order == std::vector<int>{1, 2});
   }
@@ -155,7 +170,8 @@ TEST_CASE("a damaged or foreign file stops the broker and is left as it was") {
   const std::string path = dir.file("s.db");
   {
     std::ofstream f(path, std::ios::binary);
-    for (int i = 0; i < 1000; ++i) f << "this is not a database ";
+    for (int i = 0; i < 1000; ++i)
+      f << "this is not a database ";
   }
   const auto before = fs::file_size(path);
   std::string error;
@@ -171,7 +187,13 @@ TEST_CASE("a damaged or foreign file stops the broker and is left as it was") {
     auto j = open_ok(path2, loop);
     j->start();
     for (int i = 0; i < 2000; ++i) {
-      Mutation m{Mutation::Kind::kPutRetained, {}, {}, {}, {}, {}, {"t/" + std::to_string(i), std::string(200, 'x'), 0, 0}};
+      Mutation m{Mutation::Kind::kPutRetained,
+                 {},
+                 {},
+                 {},
+                 {},
+                 {},
+                 {"t/" + std::to_string(i), std::string(200, 'x'), 0, 0}};
       j->add(m);
     }
     bool done = false;
@@ -182,7 +204,8 @@ TEST_CASE("a damaged or foreign file stops the broker and is left as it was") {
   {
     std::fstream f(path2, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(4096 * 5);
-    for (int i = 0; i < 4096; ++i) f.put(static_cast<char>(i * 7));
+    for (int i = 0; i < 4096; ++i)
+      f.put(static_cast<char>(i * 7));
   }
   CHECK_FALSE(SqliteJournal::open({path2}, loop.poster(), error));
   CHECK(error.find("damaged") != std::string::npos);
@@ -201,7 +224,10 @@ TEST_CASE("acknowledged means on disk: a crash right after the barrier loses not
     j->start();
     fill(*j);
     bool ok = false, done = false;
-    j->barrier([&](bool r) { ok = r; done = true; });
+    j->barrier([&](bool r) {
+      ok = r;
+      done = true;
+    });
     if (!loop.pump([&] { return done; }) || !ok) _exit(3);
     _exit(0);  // like kill -9: no destructor, no close, no checkpoint
   }
@@ -227,7 +253,13 @@ TEST_CASE("a full disk withholds acknowledgements, keeps the changes to retry, a
   std::vector<bool> results;
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 50; ++i) {
-      Mutation m{Mutation::Kind::kPutRetained, {}, {}, {}, {}, {}, {"big/" + std::to_string(round * 50 + i), std::string(4000, 'x'), 0, 0}};
+      Mutation m{Mutation::Kind::kPutRetained,
+                 {},
+                 {},
+                 {},
+                 {},
+                 {},
+                 {"big/" + std::to_string(round * 50 + i), std::string(4000, 'x'), 0, 0}};
       j->add(m);
     }
     j->barrier([&](bool ok) { results.push_back(ok); });
@@ -270,4 +302,47 @@ TEST_CASE("entries put and removed again (in one commit or not) leave nothing; t
   REQUIRE(s.outgoing.size() == 1);
   CHECK(s.outgoing[0].seq == 2);
   CHECK(s.messages.empty());
+}
+
+TEST_CASE(
+    "changes that wait for a full disk are compacted: bounded by the state, not the traffic") {
+  using K = Mutation::Kind;
+  auto out = [](K kind, uint64_t seq, bool creates) {
+    Mutation m{kind, {}, {}, {}, {"dev1", seq, 0, 1, false, 0, OutgoingRecord::State::kQueued},
+               {},   {}};
+    m.creates = creates;
+    return m;
+  };
+  auto msg = [](K kind, uint64_t id) {
+    Mutation m{kind, {}, {}, {id, "t", "p", 1, 0}, {}, {}, {}};
+    m.creates = kind == K::kPutMessage;
+    return m;
+  };
+  std::vector<Mutation> changes;
+  // A thousand messages queued and delivered while the disk is full: nothing of them need
+  // ever be written.
+  for (uint64_t i = 1; i <= 1000; ++i) {
+    changes.push_back(msg(K::kPutMessage, i));
+    changes.push_back(out(K::kPutOutgoing, i, true));
+    changes.push_back(out(K::kPutOutgoing, i, false));  // in flight now
+    changes.push_back(out(K::kRemoveOutgoing, i, false));
+    changes.push_back(msg(K::kRemoveMessage, i));
+  }
+  // An entry already on disk before the failure (its first change here is not a creating
+  // put): its update is dropped with it, the removal stays.
+  changes.push_back(out(K::kPutOutgoing, 5000, false));
+  changes.push_back(out(K::kRemoveOutgoing, 5000, false));
+  // One still queued: it stays, once.
+  changes.push_back(msg(K::kPutMessage, 7000));
+  changes.push_back(out(K::kPutOutgoing, 7000, true));
+  Mutation sub{K::kPutSubscription, {}, {"dev1", "devices/dev1/#", 1}, {}, {}, {}, {}};
+  changes.push_back(sub);
+  compact_unwritten(changes);
+  REQUIRE(changes.size() == 4);
+  CHECK(changes[0].kind == K::kRemoveOutgoing);
+  CHECK(changes[0].outgoing.seq == 5000);
+  CHECK(changes[1].kind == K::kPutMessage);
+  CHECK(changes[1].message.payload == "p");  // moved, not lost
+  CHECK(changes[2].kind == K::kPutOutgoing);
+  CHECK(changes[3].kind == K::kPutSubscription);  // order kept
 }
