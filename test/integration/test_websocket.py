@@ -321,6 +321,17 @@ class WebSocketPlainTest(BrokerTestCase):
         self.assertIn('mqgate_websocket_protocol_errors_total{listener="ws"} 1', text)
         self.assertNotIn('listener="default",result=', text)  # plain listeners have none
 
+    def test_an_upgrade_that_never_completes_is_closed_at_connect_timeout(self):
+        b = self.start_broker(plain_config(extra="[limits]\nconnect_timeout = 1\n") + WS_LISTENER)
+        slow = socket.create_connection(("127.0.0.1", b.port("ws")), timeout=10)
+        slow.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        upgraded = RawWebSocket(b.port("ws"))
+        upgraded.upgrade()  # upgraded, but no CONNECT
+        slow.settimeout(20)  # far past connect_timeout: the broker closes first
+        self.assertEqual(slow.recv(100), b"")
+        self.assertTrue(upgraded.closed(timeout=20))
+        b.wait_log(r"no CONNECT|connect_timeout|CONNECT within")
+
     def test_config_keys(self):
         rc, out = run_config_check(plain_config(listener_extra='path = "/mqtt"'), self.tmp)
         self.assertNotEqual(rc, 0)
