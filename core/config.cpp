@@ -338,6 +338,23 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
   l.tls = std::move(tls);
 }
 
+// What happens to a subscriber that holds its publishers up for too long.
+void read_listener_flow(TableChecker& c, ListenerConfig& l) {
+  if (auto v = c.string("slow_subscriber")) {
+    if (*v == "disconnect")
+      l.slow_subscriber = ListenerConfig::SlowSubscriber::kDisconnect;
+    else if (*v == "drop_qos0")
+      l.slow_subscriber = ListenerConfig::SlowSubscriber::kDropQos0;
+    else if (*v == "wait")
+      l.slow_subscriber = ListenerConfig::SlowSubscriber::kWait;
+    else
+      c.error_at(c.where("slow_subscriber"), "slow_subscriber",
+                 "expected \"disconnect\", \"drop_qos0\" or \"wait\", got " + log::quote(*v, 64));
+  }
+  if (auto v = c.integer("slow_subscriber_grace", 1, 86400))
+    l.slow_subscriber_grace = static_cast<uint32_t>(*v);
+}
+
 void read_listener(const std::string& name, const toml::table& t, const std::string& file,
                    ListenerConfig& l, std::vector<std::string>& errors) {
   TableChecker c(t, "listeners." + name + ".", file, errors);
@@ -352,9 +369,11 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
   }
   if (auto v = c.integer("max_connections", 0, 1000000)) l.max_connections = static_cast<uint32_t>(*v);
   if (auto v = c.string_array("plugins")) l.plugins = *v;
+  read_listener_flow(c, l);
   read_listener_tls(c, t, file, l);
   c.reject_unknown(
-      "bind, max_connections, plugins, ssl, certfile, keyfile, cafile, crlfile, client_cert, "
+      "bind, max_connections, plugins, slow_subscriber, slow_subscriber_grace, ssl, certfile, "
+      "keyfile, cafile, crlfile, client_cert, "
       "tls_min_version, ciphers, disconnect_revoked, disconnect_expired, session_tickets, "
       "session_cache_size, session_lifetime");
 }

@@ -182,6 +182,13 @@ void Server::on_check(uv_check_t* handle) {
   self->report_closes();  // those requested by the sliced work, say
   self->schedule_slices();
   self->flush_dirty();
+  // Publishers whose congested subscribers drained (acks, writes, the flush above) get
+  // their held packets dispatched now, and their output flushed in this iteration.
+  if (self->broker_.release_flow_holds()) {
+    self->report_closes();
+    self->schedule_slices();
+    self->flush_dirty();
+  }
 }
 
 void Server::schedule_slices() {
@@ -213,6 +220,7 @@ void Server::flush_dirty() {
   for (size_t i = 0; i < batch.size(); ++i) {
     Connection* c = batch[i];
     c->flush();
+    if (broker_.flow_active()) broker_.on_output_drained(*c);
   }
   if (dirty_.empty() && dirty_.capacity() < batch.capacity()) {
     batch.clear();
@@ -235,7 +243,9 @@ void Server::sweep() {
     }
     c = next;
   }
+  broker_.check_flow(now);  // slow_subscriber policies
   report_closes();
+  broker_.release_flow_holds();
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_) hook(now);
