@@ -11,8 +11,11 @@ namespace mqgate {
 void FlowControl::set_limits(const LimitsConfig& limits) {
   high_queued_ = limits.max_queued_messages / 2;
   low_queued_ = limits.max_queued_messages / 4;
-  high_bytes_ = limits.max_outgoing_bytes / 2;
-  low_bytes_ = limits.max_outgoing_bytes / 4;
+  // Bytes: half the limit, but at most 256 KiB: that is already thousands of small
+  // messages (plenty to keep a socket busy between resumes), and a 1 -> 50 fan-out must
+  // not park 50 x 2 MiB in the broker.
+  high_bytes_ = std::min<size_t>(limits.max_outgoing_bytes / 2, kMaxHighBytes);
+  low_bytes_ = high_bytes_ / 2;
 }
 
 bool FlowControl::over_high(const Session& session) const {
@@ -41,6 +44,9 @@ void FlowControl::after_delivery(Session& session, Client* source, uint8_t qos, 
   if (source->close_requested() || congested_.count(source->session) != 0) return;
   auto [b, fresh] = blocked_.try_emplace(source);
   if (fresh) b->second.ticket = ++next_ticket_;
+  // Stale edges (publishers closed or released early) are dropped once they are the
+  // majority: the list stays within twice the clients that can wait, plus a little.
+  if (c.waiters.size() >= 64 && c.waiters.size() >= 2 * blocked_.size()) drop_stale(c);
   c.waiters.push_back({source, b->second.ticket});
   if (b->second.waits++ == 0) source->hold(true);
 }
@@ -78,6 +84,15 @@ void FlowControl::release_waiters(Congestion& c) {
   }
   c.waiters.clear();
   c.waiters.shrink_to_fit();
+}
+
+bool FlowControl::live(const Waiter& w) const {
+  auto b = blocked_.find(w.client);
+  return b != blocked_.end() && b->second.ticket == w.ticket && b->second.waits > 0;
+}
+
+void FlowControl::drop_stale(Congestion& c) {
+  std::erase_if(c.waiters, [this](const Waiter& w) { return !live(w); });
 }
 
 void FlowControl::release_client(const Client& client) {
@@ -127,11 +142,8 @@ std::vector<Client*> FlowControl::check_policies(uint64_t now_ms) {
         now_ms - c.since_ms < grace_ms)
       continue;
     // Only a subscriber that actually holds someone up gets the policy.
-    const size_t waiting =
-        static_cast<size_t>(std::count_if(c.waiters.begin(), c.waiters.end(), [&](const Waiter& w) {
-          auto b = blocked_.find(w.client);
-          return b != blocked_.end() && b->second.ticket == w.ticket && b->second.waits > 0;
-        }));
+    const size_t waiting = static_cast<size_t>(std::count_if(
+        c.waiters.begin(), c.waiters.end(), [this](const Waiter& w) { return live(w); }));
     if (waiting == 0) continue;
     c.policy_applied = true;
     const double seconds = static_cast<double>(now_ms - c.since_ms) / 1000.0;

@@ -31,9 +31,10 @@ class Session;
 
 class FlowControl {
  public:
-  // High water: half of max_queued_messages / max_outgoing_bytes (the hard limits where
-  // drops start); low water: a quarter.
+  // High water: half of max_queued_messages (the hard limit where drops start) and half
+  // of max_outgoing_bytes, at most kMaxHighBytes; low water: half of those.
   void set_limits(const LimitsConfig& limits);
+  static constexpr size_t kMaxHighBytes = 256 * 1024;
 
   // Some subscriber is past its high-water mark (the only time anything below costs).
   bool active() const { return !congested_.empty(); }
@@ -99,6 +100,9 @@ class FlowControl {
   };
 
   bool over_high(const Session& session) const;
+  // The waiter still waits (its ticket is current and it is held).
+  bool live(const Waiter& w) const;
+  void drop_stale(Congestion& c);
   bool below_low(const Session& session) const;
   void check_drained_slow(const Session& session);
   // Counts down every live waiter of `c`; those at 0 become resumable.
@@ -108,7 +112,7 @@ class FlowControl {
   void end_congestion(const Session& session, Congestion& c);
 
   size_t high_queued_ = 500, low_queued_ = 250;
-  size_t high_bytes_ = 2u << 20, low_bytes_ = 1u << 20;
+  size_t high_bytes_ = kMaxHighBytes, low_bytes_ = kMaxHighBytes / 2;
   std::unordered_map<const Session*, Congestion> congested_;
   std::unordered_map<const Client*, Blocked> blocked_;
   std::vector<std::pair<Client*, uint64_t>> resumable_;
