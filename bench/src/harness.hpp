@@ -52,6 +52,13 @@ struct Options {
   double rate = 0;  // total messages per second over all publishers; 0: as fast as possible
   int window = 1000;
   double drain_timeout = 10;
+  // Overload scenarios: publishers write as fast as TCP takes them (QoS 1/2: at most
+  // --window unacknowledged), ignoring deliveries; subscribers read at most sub_rate
+  // msg/s each (0: as fast as they can); the first stall_subscribers never read after
+  // their SUBACK (their fate is reported apart from the others').
+  bool open_loop = false;
+  double sub_rate = 0;
+  int stall_subscribers = 0;
 
   // idle
   int connections = 1000;
