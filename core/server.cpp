@@ -183,12 +183,17 @@ void Server::on_check(uv_check_t* handle) {
   self->schedule_slices();
   self->flush_dirty();
   // Publishers whose congested subscribers drained (acks, writes, the flush above) get
-  // their held packets dispatched now, and their output flushed in this iteration.
-  if (self->broker_.release_flow_holds()) {
+  // their held packets dispatched now, and their output flushed in this iteration; a
+  // few rounds, as that flush often drains the subscriber at once. Publishers still
+  // resumable must not wait for the next event: the idle handle keeps the poll short.
+  for (int round = 0; round < kFlowRounds && self->broker_.release_flow_holds(); ++round) {
     self->report_closes();
     self->schedule_slices();
     self->flush_dirty();
   }
+  if (self->broker_.flow().has_resumable() &&
+      !uv_is_active(reinterpret_cast<uv_handle_t*>(&self->idle_)))
+    uv_idle_start(&self->idle_, on_idle);
 }
 
 void Server::schedule_slices() {

@@ -122,10 +122,12 @@ class SlowSubscriber(threading.Thread):
     """Reads `chunk` bytes then sleeps `pause` seconds, answers QoS 1/2, and records every
     payload. `stall=True`: never reads after the SUBACK."""
 
-    def __init__(self, port, name, topic, qos, chunk=2048, pause=0.002, stall=False):
+    def __init__(self, port, name, topic, qos, chunk=2048, pause=0.002, stall=False,
+                 small_buffer=True):
         super().__init__(daemon=True)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+        if small_buffer:  # before connect
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.settimeout(60)
         self.sock.connect(("127.0.0.1", port))
         self.sock.sendall(r.connect(name, keepalive=0))
@@ -275,7 +277,8 @@ class FlowControlTest(BrokerTestCase):
         port = b.port()
         stalled = SlowSubscriber(port, "stalled", "fan/t", qos=0, stall=True)
         stalled.start()
-        others = [SlowSubscriber(port, f"reader{i}", "fan/t", qos=0, pause=0) for i in range(3)]
+        others = [SlowSubscriber(port, f"reader{i}", "fan/t", qos=0, chunk=65536, pause=0,
+                                 small_buffer=False) for i in range(3)]
         for s in others:
             s.start()
         for s in [stalled] + others:
@@ -293,6 +296,31 @@ class FlowControlTest(BrokerTestCase):
             s.stop = True
         check_complete(self, [x for s in others[:1] for x in s.received], ["fanpub"], count)
         stalled.stop = True
+        pub.sock.close()
+
+    def test_drop_qos0_policy_sheds_a_stalled_subscribers_qos0_only(self):
+        b = self.start_broker(plain_config(
+            extra=LIMITS, log_level="info",
+            listener_extra='slow_subscriber = "drop_qos0"\nslow_subscriber_grace = 1'))
+        port = b.port()
+        stalled = SlowSubscriber(port, "stalled0", "shed/t", qos=0, stall=True)
+        stalled.start()
+        reader = SlowSubscriber(port, "reader", "shed/t", qos=0, chunk=65536, pause=0,
+                                small_buffer=False)
+        reader.start()
+        for s in (stalled, reader):
+            self.assertTrue(s.subacked.wait(10))
+        count = 4000
+        pub = Publisher(port, "shedpub", "shed/t", count, 0, payload_size=4096)
+        pub.start()
+        b.wait_log(r'client="stalled0" .*slow subscriber: .*dropping QoS 0 messages to it until '
+                   r'it catches up \(slow_subscriber = "drop_qos0"\)', timeout=60)
+        pub.join(120)
+        self.assertFalse(pub.is_alive())
+        self.assertEqual(reader.wait_count(count), count, "the reader lost messages")
+        check_complete(self, reader.received, ["shedpub"], count)
+        self.assertFalse(stalled.closed.is_set(), "drop_qos0 keeps it connected")
+        stalled.stop = reader.stop = True
         pub.sock.close()
 
     def test_offline_drops_are_counted_and_logged_once_per_episode(self):
