@@ -48,14 +48,17 @@ void Broker::on_decided(Client& client, AuthResult result) {
     }
     finish_subscribe(client, *s);
   }
-  // The packets that arrived meanwhile, in order (may await again).
-  if (client.state != Client::State::kClosing && !awaiting_decision(client)) client.hold(false);
+  // The packets that arrived meanwhile, in order (may await again, or wait for a
+  // congested subscriber).
+  if (client.state != Client::State::kClosing && !awaiting_decision(client) && !flow_.holds(client))
+    client.hold(false);
 }
 
 void Broker::set_limits(const LimitsConfig& limits) {
   limits_ = limits;
   session_limits_.max_inflight = limits.max_inflight_messages;
   session_limits_.max_queued = limits.max_queued_messages;
+  flow_.set_limits(limits);
 }
 
 void Broker::on_open(Client& client, uint64_t now_ms) {
@@ -301,6 +304,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   offline_.remove(session);
   if (persistence_ && !session->clean()) persist_session(*session, true);
   session->attach(&client, session_limits_, stats_.delivery);
+  if (!drop_episodes_.empty()) end_drop_episode(*session, "until it reconnected");
   hooks_.on_connected(client, present);
 }
 
@@ -308,6 +312,9 @@ void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   awaiting_.erase(&client);
   forget_held_acks(client);
   hooks_.forget(client);  // a pending decision or request about it is moot
+  flow_.forget_client(client);
+  for (FanoutJob& job : fanouts_)  // a publisher that closes mid-fan-out holds nothing
+    if (job.source == &client) job.source = nullptr;
   if (client.state == Client::State::kClosing) return;  // let go already (a takeover)
   if (client.state != Client::State::kConnected) {
     CLIENT_LOG(log::Level::kDebug, client, "connection closed before CONNECT completed (%s)",
@@ -327,6 +334,8 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   client.will = MessagePtr();
   retained_jobs_.erase(&client);
   Session* session = client.session;
+  flow_.forget_client(client);
+  flow_.forget_session(*session);  // publishers waiting on it go on
   client.session = nullptr;
   session->detach(now_ms);
   const bool kept = !session->clean();
@@ -374,6 +383,8 @@ void Broker::check_timeouts(Client& client, uint64_t now_ms) {
     return;
   }
   if (awaiting_decision(client)) return;  // the plugins' auth_timeout bounds the wait
+  // Held for a congested subscriber: its PINGREQs wait in our buffer, not its fault.
+  if (flow_.holds(client)) return;
   if (client.state == Client::State::kAwaitConnect) {
     if (now_ms - client.last_rx_ms >= uint64_t{limits_.connect_timeout} * 1000) {
       CLIENT_LOG(log::Level::kInfo, client, "no CONNECT within connect_timeout (%u s); closing",
@@ -448,7 +459,7 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
   }
   if (auth.allowed) {
     if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
-      route(p.topic, p.payload, p.qos, p.retain);
+      route(p.topic, p.payload, p.qos, p.retain, false, &client);
   } else {
     state.topic.assign(p.topic);
     finish_publish(client, state, auth);
@@ -463,7 +474,7 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
   const uint64_t changes = store_changes();
   if (auth.allowed) {
     if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
-      route(p.topic, p.payload, p.qos, p.retain);
+      route(p.topic, p.payload, p.qos, p.retain, false, &client);
   } else {
     stats_.publish_denied++;
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
@@ -478,7 +489,7 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
 }
 
 void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                   bool internal) {
+                   bool internal, Client* source) {
   MessagePtr msg;
   if (retain) {
     msg = Message::create(topic, payload, qos, true);
@@ -491,13 +502,14 @@ void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
   else if (inline_count > kSliceBudget) inline_count = kSliceBudget;
   for (size_t i = 0; i < inline_count; ++i)
     deliver_routed(*static_cast<Session*>(targets[i]), targets[i]->match_qos, topic, payload, qos,
-                   msg);
+                   msg, source);
   if (inline_count == targets.size()) return;
   // A fan-out too big for one slice: the rest goes out in later slices, and until it
   // has, no connection's next packet is read (congested()), so nothing overtakes it.
   FanoutJob job;
   job.msg = msg ? msg : Message::create(topic, payload, qos, false);
   job.qos = qos;
+  job.source = source;
   job.targets.reserve(targets.size() - inline_count);
   for (size_t i = inline_count; i < targets.size(); ++i)
     job.targets.push_back({static_cast<Session*>(targets[i]), targets[i]->match_qos});
@@ -505,15 +517,23 @@ void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
 }
 
 void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
-                            std::string_view payload, uint8_t qos, MessagePtr& msg) {
+                            std::string_view payload, uint8_t qos, MessagePtr& msg,
+                            Client* source) {
   const uint8_t q = std::min(qos, sub_qos);  // [MQTT-3.8.4-6]
+  const uint64_t dropped_before = stats_.delivery.messages_dropped;
   if (q == 0) {
+    if (flow_.sheds_qos0(session)) {  // slow_subscriber = "drop_qos0" applied
+      stats_.delivery.messages_dropped++;
+      flow_.count_shed(session);
+      return;
+    }
     // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
     session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery);
-    return;
+  } else {
+    if (!msg) msg = Message::create(topic, payload, qos, false);
+    session.deliver(msg, q, false, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
   }
-  if (!msg) msg = Message::create(topic, payload, qos, false);
-  session.deliver(msg, q, false, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
+  after_delivery(session, q, dropped_before, source);
 }
 
 size_t Broker::run_fanouts(size_t budget) {
@@ -525,7 +545,7 @@ size_t Broker::run_fanouts(size_t budget) {
       auto [session, sub_qos] = job.targets[job.next++];
       ++spent;
       if (!session->removed())
-        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg);
+        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg, job.source);
     }
     if (job.next == job.targets.size()) fanouts_.pop_front();
   }
@@ -696,7 +716,9 @@ size_t Broker::run_sliced_subscribes(size_t budget) {
       SubscribeState done = std::move(*s);
       awaiting_.erase(it);
       finish_subscribe(*client, done);
-      if (client->state != Client::State::kClosing && !awaiting_decision(*client)) client->hold(false);
+      if (client->state != Client::State::kClosing && !awaiting_decision(*client) &&
+          !flow_.holds(*client))
+        client->hold(false);
     }
     // kDeferred: stays in awaiting_ until the plugin's decision (on_decided) arrives.
   }
@@ -789,6 +811,7 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
   switch (ack.type) {
     case PacketType::kPuback:
       known = session.on_puback(ack.packet_id, session_limits_, stats_.delivery);
+      flow_.check_drained(session);
       break;
     case PacketType::kPubrec: {
       // PUBREL only once "PUBREC received" is durable: after a PUBREL the client may
@@ -800,6 +823,7 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
     } break;
     case PacketType::kPubcomp:
       known = session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
+      flow_.check_drained(session);
       break;
     case PacketType::kPubrel:
       // Always answered with PUBCOMP [MQTT-3.6.4-1], even for an unknown identifier: the client may
@@ -828,6 +852,7 @@ void Broker::set_session_clean(Session& session, bool clean) {
 
 void Broker::destroy_session(Session* session) {
   offline_.remove(session);
+  if (!drop_episodes_.empty()) end_drop_episode(*session, "until its session ended");
   session->for_each_subscription(
       [&](const std::string& filter, uint8_t) { router_.unsubscribe(session, filter); });
   if (!session->clean()) {
@@ -843,6 +868,76 @@ void Broker::destroy_session(Session* session) {
   if (gone && !fanouts_.empty()) {
     gone->mark_removed();  // a fan-out in progress still points at it
     graveyard_.push_back(std::move(gone));
+  }
+}
+
+// --- flow control and drop accounting ---------------------------------------------------
+
+void Broker::after_delivery(Session& session, uint8_t qos, uint64_t dropped_before,
+                            Client* source) {
+  if (stats_.delivery.messages_dropped != dropped_before) {
+    note_drop(session, qos);
+    return;
+  }
+  if (!drop_episodes_.empty()) end_drop_episode(session, "until its queue had room again");
+  if (source != nullptr) flow_.after_delivery(session, source, qos, now_ms_);
+}
+
+void Broker::note_drop(Session& session, uint8_t qos) {
+  // QoS 0 is not kept for offline clients (MQTT's rule, counted as dropped): no episode.
+  Client* client = session.client();
+  if (client == nullptr && qos == 0) return;
+  if (client == nullptr) stats_.messages_dropped_offline++;
+  auto [it, created] = drop_episodes_.try_emplace(&session);
+  it->second.count++;
+  if (!created) return;
+  it->second.since_ms = now_ms_;
+  if (client != nullptr) {
+    CLIENT_LOG(log::Level::kWarning, *client,
+               "dropping messages to this client: %zu queued (max_queued_messages %u), %zu bytes "
+               "unsent (max_outgoing_bytes %u); the count follows when it has room again",
+               session.queued_count(), limits_.max_queued_messages, client->pending_output(),
+               limits_.max_outgoing_bytes);
+  } else {
+    LOG_WARN(
+        "client %s (offline): dropping messages to its persistent session: %zu queued "
+        "(max_queued_messages %u); the count follows when it has room again",
+        log::quote(session.client_id()).c_str(), session.queued_count(),
+        limits_.max_queued_messages);
+  }
+}
+
+void Broker::end_drop_episode(const Session& session, const char* why) {
+  auto it = drop_episodes_.find(&session);
+  if (it == drop_episodes_.end()) return;
+  const double seconds = static_cast<double>(now_ms_ - it->second.since_ms) / 1000.0;
+  LOG_WARN("client %s: %" PRIu64 " message%s dropped over %.1f s (%s)",
+           log::quote(session.client_id()).c_str(), it->second.count,
+           it->second.count == 1 ? "" : "s", seconds, why);
+  drop_episodes_.erase(it);
+}
+
+void Broker::on_output_drained(Client& client) {
+  if (client.session != nullptr && client.state == Client::State::kConnected)
+    flow_.check_drained(*client.session);
+}
+
+bool Broker::release_flow_holds() {
+  if (!flow_.has_resumable()) return false;
+  for (Client* c : flow_.take_resumable()) {
+    if (c->state != Client::State::kConnected || c->close_requested() || awaiting_decision(*c))
+      continue;  // closing, or a plugin's decision resumes it
+    c->hold(false);
+  }
+  return true;
+}
+
+void Broker::check_flow(uint64_t now_ms) {
+  now_ms_ = std::max(now_ms_, now_ms);
+  if (!flow_.active()) return;
+  for (Client* c : flow_.check_policies(now_ms)) {
+    stats_.slow_subscribers_disconnected++;
+    c->close("slow subscriber");
   }
 }
 

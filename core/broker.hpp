@@ -18,6 +18,7 @@
 #include "codec/decoder.hpp"
 #include "codec/packet.hpp"
 #include "config.hpp"
+#include "flow_control.hpp"
 #include "router.hpp"
 #include "session.hpp"
 #include "session_store.hpp"
@@ -43,6 +44,8 @@ struct BrokerStats {
   uint64_t connects_identity_mismatch = 0;  // CONNACK 2: the client id is another identity's
   uint64_t connects_session_limit = 0;      // CONNACK 3: max_persistent_sessions reached
   DeliveryStats delivery;                   // PUBLISH packets sent, dropped
+  uint64_t slow_subscribers_disconnected = 0;  // slow_subscriber = "disconnect" applied
+  uint64_t messages_dropped_offline = 0;  // of messages_dropped: offline sessions' queues full
 };
 
 class Broker {
@@ -86,6 +89,19 @@ class Broker {
   // An auth plugin owes a decision about the client's last packet: its next packets
   // wait (Client::hold) until the decision arrives (AuthHooks' sink).
   bool awaiting_decision(const Client& client) const { return awaiting_.count(&client) != 0; }
+
+  // --- flow control (flow_control.hpp) ---------------------------------------------
+  // Some subscriber is over its high-water mark (its output may have drained: tell
+  // on_output_drained after writes).
+  bool flow_active() const { return flow_.active(); }
+  // The client's output backlog shrank (a write completed).
+  void on_output_drained(Client& client);
+  // Resumes the publishers whose subscribers drained. Called by the server outside any
+  // broker call (it dispatches their held packets); returns whether any was resumed.
+  bool release_flow_holds();
+  // Each sweep: applies slow_subscriber policies, releases subscribers that drained.
+  void check_flow(uint64_t now_ms);
+  const FlowControl& flow() const { return flow_; }
 
   // --- from inside the broker ($SYS) --------------------------------------------------
   void publish_internal(std::string_view topic, std::string_view payload, bool retain);
@@ -174,8 +190,10 @@ class Broker {
 
   // Stores (if retained) and delivers a publication to every matching session.
   // `internal`: the broker's own ($SYS), not subject to the retained store's caps.
+  // `source`: the publishing client, held if a subscriber is congested (none for wills
+  // and $SYS).
   void route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-             bool internal = false);
+             bool internal = false, Client* source = nullptr);
   void store_retained(const MessagePtr& msg);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -196,9 +214,22 @@ class Broker {
     uint8_t qos = 0;  // the publication's QoS (each target gets min(qos, its QoS))
     std::vector<std::pair<Session*, uint8_t>> targets;
     size_t next = 0;
+    Client* source = nullptr;  // the publisher (nulled if it closes first)
   };
   void deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
-                      std::string_view payload, uint8_t qos, MessagePtr& msg);
+                      std::string_view payload, uint8_t qos, MessagePtr& msg, Client* source);
+  // After one delivery: drop accounting (per-session episodes) and backpressure.
+  void after_delivery(Session& session, uint8_t qos, uint64_t dropped_before, Client* source);
+  // Messages dropped for one session, logged once when dropping starts and once when it
+  // ends (with the count), not per message.
+  struct DropEpisode {
+    uint64_t count = 0;
+    uint64_t since_ms = 0;
+  };
+  void note_drop(Session& session, uint8_t qos);
+  void end_drop_episode(const Session& session, const char* why);
+  std::unordered_map<const Session*, DropEpisode> drop_episodes_;
+  FlowControl flow_;
   // Delivers up to `budget` fan-out copies; returns how many it did.
   size_t run_fanouts(size_t budget);
   void queue_retained(Client& client, std::string_view filter, uint8_t granted_qos);
@@ -233,7 +264,7 @@ class Broker {
   // then a publisher that resends it after a crash before the commit is recognised and
   // nobody gets it twice [MQTT-4.3.3-2 across restarts]. The publisher's later messages
   // wait behind it, in order. Returns false if the message may be routed now.
-  bool route_when_durable(const Client& client, std::string_view topic, std::string_view payload,
+  bool route_when_durable(Client& client, std::string_view topic, std::string_view payload,
                           uint8_t qos, bool retain);
   void route_durable(uint64_t queue, bool ok);
   // A persistent session's record: online (never expires), or offline from now.
@@ -258,7 +289,7 @@ class Broker {
   struct RouteQueue {
     std::deque<PendingRoute> routes;
     size_t bytes = 0;
-    const Client* client = nullptr;  // nullptr once it closed (the queue still drains)
+    Client* client = nullptr;  // its publisher (maybe gone: check route_queue_of_)
   };
   std::unordered_map<uint64_t, RouteQueue> route_queues_;       // by queue id
   std::unordered_map<const Client*, uint64_t> route_queue_of_;  // a client's open queue

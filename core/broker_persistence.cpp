@@ -67,7 +67,7 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
   }
 }
 
-bool Broker::route_when_durable(const Client& client, std::string_view topic,
+bool Broker::route_when_durable(Client& client, std::string_view topic,
                                 std::string_view payload, uint8_t qos, bool retain) {
   if (persistence_ == nullptr) return false;
   auto open = route_queue_of_.find(&client);
@@ -97,6 +97,12 @@ void Broker::route_durable(uint64_t id, bool ok) {
   RouteQueue& q = it->second;
   PendingRoute r = std::move(q.routes.front());
   q.routes.pop_front();
+  // The publisher, while still connected (flow control may hold it for this message).
+  Client* source = nullptr;
+  if (q.client) {
+    auto open = route_queue_of_.find(q.client);
+    if (open != route_queue_of_.end() && open->second == id) source = q.client;
+  }
   q.bytes -= r.topic.size() + r.payload.size() + sizeof(PendingRoute);
   if (q.routes.empty()) {
     if (q.client) {
@@ -108,7 +114,7 @@ void Broker::route_durable(uint64_t id, bool ok) {
   // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
   // too, so the publisher sends it again (and it is routed then, once).
   if (!ok && r.qos == 2) return;
-  route(r.topic, r.payload, r.qos, r.retain);
+  route(r.topic, r.payload, r.qos, r.retain, false, source);
 }
 
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {

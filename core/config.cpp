@@ -425,6 +425,23 @@ void read_listener_websocket(TableChecker& c, const toml::table& t, ListenerConf
   l.websocket = std::move(ws);
 }
 
+// What happens to a subscriber that holds its publishers up for too long.
+void read_listener_flow(TableChecker& c, ListenerConfig& l) {
+  if (auto v = c.string("slow_subscriber")) {
+    if (*v == "disconnect")
+      l.slow_subscriber = ListenerConfig::SlowSubscriber::kDisconnect;
+    else if (*v == "drop_qos0")
+      l.slow_subscriber = ListenerConfig::SlowSubscriber::kDropQos0;
+    else if (*v == "wait")
+      l.slow_subscriber = ListenerConfig::SlowSubscriber::kWait;
+    else
+      c.error_at(c.where("slow_subscriber"), "slow_subscriber",
+                 "expected \"disconnect\", \"drop_qos0\" or \"wait\", got " + log::quote(*v, 64));
+  }
+  if (auto v = c.integer("slow_subscriber_grace", 1, 86400))
+    l.slow_subscriber_grace = static_cast<uint32_t>(*v);
+}
+
 void read_listener(const std::string& name, const toml::table& t, const std::string& file,
                    ListenerConfig& l, Errors& errors) {
   TableChecker c(t, "listeners." + name + ".", file, errors);
@@ -440,6 +457,7 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
   if (auto v = c.integer("max_connections", 0, 1000000))
     l.max_connections = static_cast<uint32_t>(*v);
   if (auto v = c.string_array("plugins")) l.plugins = *v;
+  read_listener_flow(c, l);
   read_listener_tls(c, t, file, l);
   read_listener_websocket(c, t, l);
   c.reject_unknown();

@@ -71,6 +71,12 @@ struct ListenerConfig {
   std::optional<WebSocketConfig> websocket;  // set when websocket = true (above TLS if both)
   // Plugin instances asked for this listener; unset: every configured plugin.
   std::optional<std::vector<std::string>> plugins;
+  // A subscriber of this listener that stays over its high-water mark (flow_control.hpp)
+  // for slow_subscriber_grace seconds while publishers wait on it: closed (its persistent
+  // session keeps its queue), its QoS 0 messages dropped, or waited for.
+  enum class SlowSubscriber : uint8_t { kDisconnect, kDropQos0, kWait };
+  SlowSubscriber slow_subscriber = SlowSubscriber::kDisconnect;
+  uint32_t slow_subscriber_grace = 5;  // seconds
   int line = 0;  // where the table starts, for later messages
 };
 

@@ -320,6 +320,7 @@ void Connection::on_write(uv_write_t* req, int status) {
     return;
   }
   self->flush();  // what accumulated meanwhile, or the deferred close
+  self->server().broker().on_output_drained(*self);  // may end a subscriber's congestion
   if (self->read_paused_ && !self->close_requested() && !self->uv_closing_ &&
       self->pending_output() <= self->server().broker().limits().max_outgoing_bytes / 2) {
     self->read_paused_ = false;

@@ -292,6 +292,18 @@ void Server::on_check(uv_check_t* handle) {
   self->report_closes();  // those requested by the sliced work, say
   self->schedule_slices();
   self->flush_dirty();
+  // Publishers whose congested subscribers drained (acks, writes, the flush above) get
+  // their held packets dispatched now, and their output flushed in this iteration; a
+  // few rounds, as that flush often drains the subscriber at once. Publishers still
+  // resumable must not wait for the next event: the idle handle keeps the poll short.
+  for (int round = 0; round < kFlowRounds && self->broker_.release_flow_holds(); ++round) {
+    self->report_closes();
+    self->schedule_slices();
+    self->flush_dirty();
+  }
+  if (self->broker_.flow().has_resumable() &&
+      !uv_is_active(reinterpret_cast<uv_handle_t*>(&self->idle_)))
+    uv_idle_start(&self->idle_, on_idle);
 }
 
 void Server::schedule_slices() {
@@ -324,6 +336,7 @@ void Server::flush_dirty() {
   for (size_t i = 0; i < batch.size(); ++i) {
     Connection* c = batch[i];
     c->flush();
+    if (broker_.flow_active()) broker_.on_output_drained(*c);
   }
   if (dirty_.empty() && dirty_.capacity() < batch.capacity()) {
     batch.clear();
@@ -349,7 +362,9 @@ void Server::sweep() {
     }
     c = next;
   }
+  broker_.check_flow(now);  // slow_subscriber policies
   report_closes();
+  broker_.release_flow_holds();
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_)

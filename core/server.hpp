@@ -86,6 +86,7 @@ class Server {
   static constexpr uint64_t kSweepIntervalMs = 250;
   static constexpr uint64_t kCloseGraceMs = 5000;  // flush time for a closing connection
   static constexpr uint64_t kTlsIdleTrimMs = 2000;  // idle time before TLS buffers are trimmed
+  static constexpr int kFlowRounds = 8;             // flow-control resumes per loop iteration
 
   static void on_signal(uv_signal_t* handle, int signum);
   static void on_check(uv_check_t* handle);

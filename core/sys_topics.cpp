@@ -50,6 +50,10 @@ void SysTopics::publish_now() {
   put("$SYS/broker/messages/received", s.messages_received);
   put("$SYS/broker/messages/sent", s.delivery.messages_sent);
   put("$SYS/broker/publish/messages/dropped", s.delivery.messages_dropped);
+  put("$SYS/broker/publish/messages/dropped/offline", s.messages_dropped_offline);
+  put("$SYS/broker/clients/slow disconnected", s.slow_subscribers_disconnected);
+  put("$SYS/broker/flow/publishers held", broker_.flow().held_count());
+  put("$SYS/broker/flow/subscribers congested", broker_.flow().congested_count());
   put("$SYS/broker/publish/messages/denied", s.publish_denied);
   put("$SYS/broker/bytes/received", s.bytes_received);
   put("$SYS/broker/bytes/sent", s.bytes_sent);

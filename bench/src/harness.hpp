@@ -54,6 +54,13 @@ struct Options {
   int window = 1000;
   bool persistent = false;  // clean session 0 for publishers and subscribers (durable state)
   double drain_timeout = 10;
+  // Overload scenarios: publishers write as fast as TCP takes them (QoS 1/2: at most
+  // --window unacknowledged), ignoring deliveries; subscribers read at most sub_rate
+  // msg/s each (0: as fast as they can); the first stall_subscribers never read after
+  // their SUBACK (their fate is reported apart from the others').
+  bool open_loop = false;
+  double sub_rate = 0;
+  int stall_subscribers = 0;
 
   // idle
   int connections = 1000;

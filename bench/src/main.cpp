@@ -95,7 +95,13 @@ int main(int argc, char** argv) {
        cxxopts::value<int>()->default_value("1000"))
       ("drain-timeout", "seconds without progress after publishing stops before giving up",
        cxxopts::value<double>()->default_value("10"))
-      ("persistent", "publishers and subscribers use clean session 0 (a broker's durable state)");
+      ("persistent", "publishers and subscribers use clean session 0 (a broker's durable state)")
+      ("open-loop", "publishers write as fast as TCP takes them, not waiting for deliveries "
+       "(QoS 1/2: at most --window unacknowledged)")
+      ("sub-rate", "each subscriber reads at most this many msg/s (0: as fast as it can)",
+       cxxopts::value<double>()->default_value("0"))
+      ("stall-subscribers", "the first N subscribers stop reading after their SUBACK",
+       cxxopts::value<int>()->default_value("0"));
   options.add_options("idle")
       ("connections", "connections to open and hold (at most ~15000 with ulimit -n 20000)",
        cxxopts::value<int>()->default_value("1000"))
@@ -156,6 +162,9 @@ int main(int argc, char** argv) {
     o.window = args["window"].as<int>();
     o.persistent = args.count("persistent") > 0;
     o.drain_timeout = args["drain-timeout"].as<double>();
+    o.open_loop = args.count("open-loop") > 0;
+    o.sub_rate = args["sub-rate"].as<double>();
+    o.stall_subscribers = args["stall-subscribers"].as<int>();
     o.connections = args["connections"].as<int>();
     o.concurrency = args["concurrency"].as<int>();
     o.hold = args["hold"].as<double>();
@@ -206,6 +215,9 @@ int main(int argc, char** argv) {
   if (o.rate < 0) return usage_error("--rate must not be negative");
   if (o.window < 1 || o.window > 1000000) return usage_error("--window must be 1..1000000");
   if (o.drain_timeout <= 0) return usage_error("--drain-timeout must be positive");
+  if (o.sub_rate < 0) return usage_error("--sub-rate must be >= 0");
+  if (o.stall_subscribers < 0 || (o.stall_subscribers > 0 && o.stall_subscribers >= o.subscribers))
+    return usage_error("--stall-subscribers must leave at least one subscriber reading");
   if (o.connections < 1 || o.connections > 100000)
     return usage_error("--connections must be 1..100000");
   if (o.concurrency < 1) return usage_error("--concurrency must be positive");

@@ -11,6 +11,11 @@
 // runs as fast as it can without its queues growing without bound, and a QoS 0 run
 // loses nothing unless the broker drops. With --rate the publishers send at that total
 // rate instead (paced every millisecond), which is where latency means something.
+//
+// --open-loop is the overload case instead: publishers write as fast as TCP takes them
+// (QoS 1/2 with at most --window unacknowledged), whatever the subscribers get;
+// --sub-rate makes the subscribers slower than that, --stall-subscribers makes some stop
+// reading. The verification then says what the broker lost.
 #include <algorithm>
 #include <cinttypes>
 #include <cstring>
@@ -250,7 +255,7 @@ class Publisher final : public Base {
   uint64_t credit() const {
     const Options& o = *shared_.o;
     uint64_t c = UINT64_MAX;
-    if (ps_.fanout) {
+    if (ps_.fanout && !o.open_loop) {
       const uint64_t cap = static_cast<uint64_t>(o.window) * ps_.fanout;
       const uint64_t accounted = ps_.delivered.load() + forgiven_;
       const uint64_t in_flight = seq_ * ps_.fanout > accounted ? seq_ * ps_.fanout - accounted : 0;
@@ -303,10 +308,29 @@ class Subscriber final : public Base {
         id_(id),
         filter_(shared.topics[id % shared.topics.size()]),
         tracks_(shared.pubs.size()),
-        pending_(shared.pubs.size(), 0) {}
+        pending_(shared.pubs.size(), 0),
+        stall_(static_cast<int>(id) < shared.o->stall_subscribers),
+        stalled_(stall_) {}
 
   bool subscribed() const { return subscribed_; }
   const std::vector<Track>& tracks() const { return tracks_; }
+  bool stalled() const { return stalled_; }
+  bool closed_by_broker() const { return closed_by_broker_; }
+  uint64_t received() const { return received_; }
+  // --sub-rate: reading paused until its schedule catches up (the worker's timer asks).
+  bool paused() const { return paused_; }
+  void resume_if_due(uint64_t now) {
+    if (!paused_ || received_ > due(now)) return;
+    paused_ = false;
+    set_reading(true);
+  }
+  // The end of a run: a stalled subscriber reads what reached it (and whether the broker
+  // closed it).
+  void unstall() {
+    stall_ = false;
+    paused_ = false;
+    set_reading(true);
+  }
   const Histogram& latency() const { return latency_; }
   uint64_t bad_payloads() const { return bad_payloads_; }
 
@@ -342,13 +366,28 @@ class Subscriber final : public Base {
         }
         subscribed_ = true;
         stats_.subscribed.add();
+        if (stall_) set_reading(false);  // never again, until unstall()
         return;
       default:
         fail(Fail::kProtocol, std::string("subscriber got ") + codec::packet_type_name(h.type));
     }
   }
 
+  void on_failed(Fail kind, const std::string& detail) override {
+    if (stalled_ && kind == Fail::kClosed) {  // its fate, not a failure of the run
+      closed_by_broker_ = true;
+      return;
+    }
+    Base::on_failed(kind, detail);
+  }
+
   void on_read_done() override {
+    const double rate = shared_.o->sub_rate;
+    if (rate > 0 && !paused_ && shared_.phase.load(std::memory_order_relaxed) != kSetup &&
+        received_ > due(now_ns())) {
+      paused_ = true;  // ahead of its schedule: the worker's timer resumes it
+      set_reading(false);
+    }
     if (!any_pending_) return;
     any_pending_ = false;
     uint64_t total = 0;
@@ -394,6 +433,8 @@ class Subscriber final : public Base {
       return;
     }
     tracks_[pub].record(seq);
+    received_++;
+    if (stalled_) return;  // not counted in the others' deliveries
     pending_[pub]++;
     any_pending_ = true;
     const uint64_t now = now_ns();
@@ -401,10 +442,21 @@ class Subscriber final : public Base {
       latency_.add(now - sent);
   }
 
+  uint64_t due(uint64_t now) const {
+    const uint64_t start = shared_.start_ns.load(std::memory_order_relaxed);
+    const double elapsed = now > start ? static_cast<double>(now - start) / 1e9 : 0;
+    return static_cast<uint64_t>(elapsed * shared_.o->sub_rate);
+  }
+
   uint32_t id_;
   const std::string& filter_;
   std::vector<Track> tracks_;
   std::vector<uint64_t> pending_;
+  uint64_t received_ = 0;
+  bool stall_;    // not reading now
+  bool stalled_;  // was made to stall (reported apart)
+  bool closed_by_broker_ = false;
+  bool paused_ = false;
   bool any_pending_ = false;
   bool subscribed_ = false;
   uint64_t bad_payloads_ = 0;
@@ -415,6 +467,9 @@ class Subscriber final : public Base {
 struct PsWorker {
   Worker* worker = nullptr;
   std::vector<Publisher*> pubs;
+  std::vector<Subscriber*> subs;  // --sub-rate: resumed by sub_timer
+  uv_timer_t sub_timer{};
+  bool sub_timer_running = false;
   uv_timer_t rate_timer{};
   bool paced = false;
   bool timer_running = false;
@@ -442,7 +497,7 @@ int run_pubsub(const Options& o) {
   for (int p = 0; p < o.publishers; p++) {
     auto ps = std::make_unique<PubShared>();
     for (int s = 0; s < o.subscribers; s++)
-      if (s % o.topics == p % o.topics) ps->fanout++;
+      if (s % o.topics == p % o.topics && s >= o.stall_subscribers) ps->fanout++;
     ps->worker = &h.worker(static_cast<size_t>(o.subscribers + p) % nw);
     shared.pubs.push_back(std::move(ps));
   }
@@ -462,6 +517,7 @@ int run_pubsub(const Options& o) {
     subs.push_back(std::make_unique<Subscriber>(h.worker(wi), h, shared, *stats[wi],
                                                 static_cast<uint32_t>(s)));
     everyone.push_back(subs.back().get());
+    if (o.sub_rate > 0) psw[wi]->subs.push_back(subs.back().get());
   }
   for (int p = 0; p < o.publishers; p++) {
     const size_t wi = static_cast<size_t>(o.subscribers + p) % nw;
@@ -491,6 +547,10 @@ int run_pubsub(const Options& o) {
       h.worker(wi).post([pw = psw[wi].get()] {
         if (pw->timer_running) uv_close(reinterpret_cast<uv_handle_t*>(&pw->rate_timer), nullptr);
         pw->timer_running = false;
+        if (pw->sub_timer_running)
+          uv_close(reinterpret_cast<uv_handle_t*>(&pw->sub_timer), nullptr);
+        pw->sub_timer_running = false;
+        pw->subs.clear();
         pw->worker->set_busy(false);
         pw->pubs.clear();
       });
@@ -573,6 +633,20 @@ int run_pubsub(const Options& o) {
   for (size_t wi = 0; wi < nw; wi++) {
     PsWorker* pw = psw[wi].get();
     h.worker(wi).post([pw] {
+      if (!pw->subs.empty()) {
+        uv_timer_init(pw->worker->loop(), &pw->sub_timer);
+        pw->sub_timer.data = pw;
+        uv_timer_start(
+            &pw->sub_timer,
+            [](uv_timer_t* t) {
+              auto* w = static_cast<PsWorker*>(t->data);
+              const uint64_t now = now_ns();
+              for (auto* s : w->subs)
+                s->resume_if_due(now);
+            },
+            1, 1);
+        pw->sub_timer_running = true;
+      }
       if (pw->paced && !pw->pubs.empty()) {
         uv_timer_init(pw->worker->loop(), &pw->rate_timer);
         pw->rate_timer.data = pw;
@@ -633,8 +707,11 @@ int run_pubsub(const Options& o) {
   bool drained = true;
   if (o.count) {
     const double limit = o.max_time > 0 ? o.max_time : 3600;
+    // Open loop: a broker that dropped never delivers everything; once all is sent the
+    // drain below decides (it stops when deliveries stop coming).
     h.wait(
-        limit, [&] { return (all_sent() && all_done()) || failures() > 0; }, progress);
+        limit, [&] { return (all_sent() && (all_done() || o.open_loop)) || failures() > 0; },
+        progress);
   } else {
     double begin_s = 0;
     uint64_t d0 = 0, p0 = 0;
@@ -660,7 +737,7 @@ int run_pubsub(const Options& o) {
     double quiet_since = 0;
     const double quiet_limit = o.qos == 0 ? std::min(o.drain_timeout, 2.0) : o.drain_timeout;
     drained = h.wait(
-        3600,
+        o.open_loop ? std::max(30.0, 3 * o.drain_timeout) : 3600,
         [&] {
           if (all_done() || failures() > 0) return true;
           const uint64_t d = delivered();
@@ -684,12 +761,47 @@ int run_pubsub(const Options& o) {
     measured_seconds =
         latest > start ? static_cast<double>(latest - start) / 1e9 : h.window_seconds();
   }
+  // Stalled subscribers read what reached them, and notice a close by the broker.
+  std::vector<Subscriber*> stalled;
+  for (auto& s : subs)
+    if (s->stalled()) stalled.push_back(s.get());
+  if (!stalled.empty()) {
+    for (auto* s : stalled)
+      s->worker().post([s] { s->unstall(); });
+    uint64_t last = 0;
+    int quiet = 0;
+    h.wait(
+        30,
+        [&] {
+          uint64_t n = 0;
+          bool all_closed = true;
+          for (auto* s : stalled) {
+            s->worker().run_sync([&] {
+              n += s->received();
+              all_closed = all_closed && (s->closed_by_broker() || s->closed());
+            });
+          }
+          quiet = n == last ? quiet + 1 : 0;
+          last = n;
+          return all_closed || quiet > 100;  // a second without a byte
+        },
+        nullptr);
+  }
   close_all();
 
   // Verify.
   uint64_t expected = 0, unique = 0, received = 0, dups = 0, reordered = 0, bad = 0;
   Histogram latency;
+  uint64_t stalled_expected = 0, stalled_received = 0, stalled_closed = 0;
   for (size_t s = 0; s < subs.size(); s++) {
+    if (subs[s]->stalled()) {
+      for (size_t p = 0; p < pubs.size(); p++)
+        if (static_cast<int>(s) % o.topics == static_cast<int>(p) % o.topics)
+          stalled_expected += shared.pubs[p]->sent.load();
+      stalled_received += subs[s]->received();
+      stalled_closed += subs[s]->closed_by_broker() ? 1 : 0;
+      continue;
+    }
     latency.merge(subs[s]->latency());
     bad += subs[s]->bad_payloads();
     for (size_t p = 0; p < pubs.size(); p++) {
@@ -751,6 +863,14 @@ int run_pubsub(const Options& o) {
     j.field("qos0_window_stalls", stalls);
     j.field("ok", verified);
     j.end();
+    j.begin("stalled");
+    j.field("subscribers", static_cast<uint64_t>(stalled.size()));
+    j.field("expected", stalled_expected);
+    j.field("received", stalled_received);
+    j.field("closed_by_broker", stalled_closed);
+    j.end();
+    j.field("open_loop", o.open_loop);
+    j.field("sub_rate", o.sub_rate);
     failures_seen.json(j);
     j.latency("latency_us", latency);
     h.json_resources(j, measured_deliveries);
@@ -773,6 +893,11 @@ int run_pubsub(const Options& o) {
                 " missing%s, %" PRIu64 " duplicates, %" PRIu64 " out of order%s\n",
                 sent_total, expected, missing, o.qos == 0 && missing ? " (QoS 0 loss)" : "", dups,
                 reordered, verified ? ": OK" : ": NOT OK");
+    if (!stalled.empty())
+      std::printf("  stalled     %zu subscriber%s: %" PRIu64 " of %" PRIu64
+                  " messages received, %" PRIu64 " closed by the broker\n",
+                  stalled.size(), stalled.size() == 1 ? "" : "s", stalled_received,
+                  stalled_expected, stalled_closed);
     failures_seen.print(stdout);
     h.print_resources(stdout, measured_deliveries, "delivery");
   }

@@ -302,6 +302,14 @@ void Conn::continue_handshake() {
   if (st == tls::Status::kDone) transport_ready();
 }
 
+void Conn::set_reading(bool on) {
+  if (state_ != State::kOpen) return;
+  if (on)
+    uv_read_start(stream(), on_alloc, on_read);
+  else
+    uv_read_stop(stream());
+}
+
 void Conn::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
   auto* self = static_cast<Conn*>(handle->data);
   buf->base = self->worker_.read_buffer();

@@ -145,6 +145,8 @@ class Conn {
   void close();
 
   bool established() const { return state_ == State::kOpen; }
+  // Stops or restarts reading the socket (a deliberately slow or stalled reader).
+  void set_reading(bool on);
   bool closed() const { return state_ == State::kIdle; }
   // Bytes queued or being written.
   size_t pending_output() const {

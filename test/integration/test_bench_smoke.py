@@ -91,6 +91,29 @@ class BenchSmokeTest(BrokerTestCase):
         self.assertGreater(r["published"], 0, r)
         self.assert_all_delivered(r, r["published"], 1)
 
+    def test_pubsub_open_loop_into_a_slow_subscriber(self):
+        # The overload mode: publishers that do not wait for deliveries, a subscriber
+        # capped at 5,000 msg/s. Against mqgate nothing is lost (it holds the publishers).
+        b = self.start_broker(plain_config(
+            extra="[limits]\nmax_queued_messages = 100\nmax_outgoing_bytes = 65536"))
+        for qos in (0, 1):
+            with self.subTest(qos=qos):
+                r = self.bench(b, "pubsub", "--open-loop", "-P", 2, "-S", 1, "--qos", qos,
+                               "--count", 2000, "--window", 100, "--sub-rate", 5000)
+                self.assertTrue(r["open_loop"], r)
+                self.assert_all_delivered(r, 4000, qos)
+
+    def test_pubsub_stalled_subscriber_is_reported_apart(self):
+        b = self.start_broker(plain_config(
+            extra="[limits]\nmax_queued_messages = 100\nmax_outgoing_bytes = 65536",
+            listener_extra="slow_subscriber_grace = 1"))
+        r = self.bench(b, "pubsub", "--open-loop", "-P", 1, "-S", 3, "--payload", 1024,
+                       "--count", 20000, "--stall-subscribers", 1)
+        self.assert_all_delivered(r, 40000, 0)  # the two that read
+        self.assertEqual(r["stalled"]["subscribers"], 1, r)
+        self.assertEqual(r["stalled"]["expected"], 20000, r)
+        self.assertEqual(r["stalled"]["closed_by_broker"], 1, r)
+
     # -- idle ---------------------------------------------------------------------------
     def test_idle_holds_connections_and_reads_rss(self):
         b = self.start_broker()

@@ -715,3 +715,58 @@ TEST_CASE("a SUBSCRIBE with more filters than a slice is decided in slices, SUBA
   REQUIRE(out.size() == 1);
   CHECK(out[0].payload == "last");
 }
+
+TEST_CASE("flow control: a congested subscriber holds its publisher until it drains") {
+  LimitsConfig l;
+  l.max_inflight_messages = 1;
+  l.max_queued_messages = 8;  // high water: more than 4 queued; low water: 2
+  Fixture f(l);
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"t", 1}}));
+  sub->take();
+  auto pub = f.connect("pub");
+  for (uint16_t id = 1; id <= 5; ++id) pub->feed(publish_packet("t", "m", 1, false, id));
+  CHECK_FALSE(pub->held);  // 1 in flight, 4 queued
+  pub->feed(publish_packet("t", "m", 1, false, 6));
+  CHECK(pub->held);  // 5 queued: delivered, then the publisher waits
+  CHECK(f.broker->flow().held_count() == 1);
+  CHECK(f.broker->stats().delivery.messages_dropped == 0);
+
+  // Acknowledging moves the queue into the window; at 2 queued it has drained.
+  uint16_t acked = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto out = sub->take();
+    REQUIRE(out.size() == 1);
+    sub->feed(ack_packet(PacketType::kPuback, out[0].packet_id));
+    ++acked;
+    if (i < 2) {
+      CHECK_FALSE(f.broker->release_flow_holds());
+      CHECK(pub->held);
+    }
+  }
+  CHECK(f.broker->release_flow_holds());
+  CHECK_FALSE(pub->held);
+  CHECK(f.broker->flow().congested_count() == 0);
+}
+
+TEST_CASE("flow control: a subscriber that goes away releases its publishers; none waits on itself") {
+  LimitsConfig l;
+  l.max_inflight_messages = 1;
+  l.max_queued_messages = 4;  // high water: more than 2 queued
+  Fixture f(l);
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"t", 1}}));
+  auto pub = f.connect("pub");
+  for (uint16_t id = 1; id <= 4; ++id) pub->feed(publish_packet("t", "m", 1, false, id));
+  CHECK(pub->held);
+  sub->close("test");  // reported at once outside a feed
+  CHECK(f.broker->release_flow_holds());
+  CHECK_FALSE(pub->held);
+
+  // A client subscribed to what it publishes is never held for itself.
+  auto self = f.connect("self");
+  self->feed(subscribe_packet(1, {{"s", 1}}));
+  for (uint16_t id = 1; id <= 6; ++id) self->feed(publish_packet("s", "m", 1, false, id));
+  CHECK_FALSE(self->held);
+  CHECK(f.broker->flow().held_count() == 0);
+}

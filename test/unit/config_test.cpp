@@ -220,3 +220,30 @@ TEST_CASE("[persistence]: bad values are named") {
   CHECK(
       any_contains(errors_of("[persistence]\npath = \"x\"\nautosave = 1" + listener), "autosave"));
 }
+
+TEST_CASE("slow_subscriber and slow_subscriber_grace: defaults, values and errors") {
+  const std::string listener = "[listeners.default]\nbind = \"127.0.0.1:1883\"\n";
+  std::vector<std::string> errors;
+  auto cfg = parse_config(listener, "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->listeners[0].slow_subscriber == ListenerConfig::SlowSubscriber::kDisconnect);
+  CHECK(cfg->listeners[0].slow_subscriber_grace == 5);
+  cfg = parse_config(listener + "slow_subscriber = \"drop_qos0\"\nslow_subscriber_grace = 30\n",
+                     "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->listeners[0].slow_subscriber == ListenerConfig::SlowSubscriber::kDropQos0);
+  CHECK(cfg->listeners[0].slow_subscriber_grace == 30);
+  cfg = parse_config(listener + "slow_subscriber = \"wait\"\n", "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->listeners[0].slow_subscriber == ListenerConfig::SlowSubscriber::kWait);
+
+  auto e = errors_of(listener + "slow_subscriber = \"drop\"\n");
+  CHECK(any_contains(e, "test.toml:3:19: listeners.default.slow_subscriber: expected "
+                        "\"disconnect\", \"drop_qos0\" or \"wait\", got \"drop\""));
+  e = errors_of(listener + "slow_subscriber_grace = 0\n");
+  CHECK(any_contains(e, "listeners.default.slow_subscriber_grace: expected an integer from 1 to "
+                        "86400, got 0"));
+  // A listener key: in [limits] it is unknown.
+  e = errors_of(listener + "[limits]\nslow_subscriber = \"wait\"\n");
+  CHECK(any_contains(e, "limits.slow_subscriber: unknown key"));
+}

@@ -104,6 +104,9 @@ class FakeClient final : public Client {
 
   bool closed = false;  // close() was called
   std::string close_reason;
+  // The broker's Client::hold() state (this fake keeps feeding regardless).
+  bool held = false;
+  void hold(bool on) override { held = on; }
 
  protected:
   void schedule_flush() override { flush_pending_ = false; }
