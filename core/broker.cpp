@@ -430,7 +430,8 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
   const uint64_t changes = store_changes();
   if (p.qos == 2 && !session.begin_incoming_qos2(p.packet_id, session_limits_)) {
     // A resend of a QoS 2 message we already have: acknowledge, don't deliver twice
-    // (once its id is durable).
+    // (once its id is durable; behind the client's messages still waiting to be routed).
+    if (route_when_durable(client, {}, {}, 2, false, p.packet_id, false)) return;
     acknowledge(client, PacketType::kPubrec, p.packet_id, !session.clean());
     return;
   }
@@ -458,8 +459,9 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     return;
   }
   if (auth.allowed) {
-    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
-      route(p.topic, p.payload, p.qos, p.retain, false, &client);
+    // Routed and acknowledged later, in order (a QoS 2 message of a persistent session).
+    if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, true)) return;
+    route(p.topic, p.payload, p.qos, p.retain, false, &client);
   } else {
     state.topic.assign(p.topic);
     finish_publish(client, state, auth);
@@ -472,14 +474,14 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
 
 void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
   const uint64_t changes = store_changes();
-  if (auth.allowed) {
-    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
-      route(p.topic, p.payload, p.qos, p.retain, false, &client);
-  } else {
+  if (!auth.allowed) {
     stats_.publish_denied++;
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
                log::quote(p.topic).c_str(), auth.reason.c_str());
   }
+  // Routed (if allowed) and acknowledged later, in order.
+  if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, auth.allowed)) return;
+  if (auth.allowed) route(p.topic, p.payload, p.qos, p.retain, false, &client);
   // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked.
   // (A QoS 2 id of a persistent session was journaled when the PUBLISH arrived.)
   const bool durable =

@@ -263,9 +263,12 @@ class Broker {
   // A QoS 2 PUBLISH of a persistent session is routed only once its packet id is durable:
   // then a publisher that resends it after a crash before the commit is recognised and
   // nobody gets it twice [MQTT-4.3.3-2 across restarts]. The publisher's later messages
-  // wait behind it, in order. Returns false if the message may be routed now.
+  // wait behind it, in order, and each is acknowledged after it is routed (once what the
+  // routing changed is durable in turn). `deliver` false: only its acknowledgement waits
+  // its turn (a denied message, a resend). Returns false if the caller routes and
+  // acknowledges now.
   bool route_when_durable(Client& client, std::string_view topic, std::string_view payload,
-                          uint8_t qos, bool retain);
+                          uint8_t qos, bool retain, uint16_t packet_id, bool deliver);
   void route_durable(uint64_t queue, bool ok);
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
@@ -285,6 +288,8 @@ class Broker {
     std::string payload;
     uint8_t qos;
     bool retain;
+    uint16_t packet_id;
+    bool deliver;
   };
   struct RouteQueue {
     std::deque<PendingRoute> routes;

@@ -67,12 +67,12 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
   }
 }
 
-bool Broker::route_when_durable(Client& client, std::string_view topic,
-                                std::string_view payload, uint8_t qos, bool retain) {
+bool Broker::route_when_durable(Client& client, std::string_view topic, std::string_view payload,
+                                uint8_t qos, bool retain, uint16_t packet_id, bool deliver) {
   if (persistence_ == nullptr) return false;
   auto open = route_queue_of_.find(&client);
   if (open == route_queue_of_.end()) {
-    if (qos != 2 || client.session == nullptr || client.session->clean()) return false;
+    if (!deliver || qos != 2 || client.session == nullptr || client.session->clean()) return false;
     open = route_queue_of_.emplace(&client, ++next_route_queue_).first;
     route_queues_[open->second].client = &client;
   }
@@ -85,7 +85,7 @@ bool Broker::route_when_durable(Client& client, std::string_view topic,
     stats_.delivery.dropped_qos0_backlog++;
     return true;
   }
-  q.routes.push_back({std::string(topic), std::string(payload), qos, retain});
+  q.routes.push_back({std::string(topic), std::string(payload), qos, retain, packet_id, deliver});
   q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
   persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
   return true;
@@ -114,7 +114,12 @@ void Broker::route_durable(uint64_t id, bool ok) {
   // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
   // too, so the publisher sends it again (and it is routed then, once).
   if (!ok && r.qos == 2) return;
-  route(r.topic, r.payload, r.qos, r.retain, false, source);
+  const uint64_t changes = store_changes();
+  if (r.deliver) route(r.topic, r.payload, r.qos, r.retain, false, source);
+  if (source == nullptr || r.qos == 0) return;  // gone: it sends again when it comes back
+  // After what the routing changed (queues of persistent sessions) is durable in turn.
+  acknowledge(*source, r.qos == 1 ? PacketType::kPuback : PacketType::kPubrec, r.packet_id,
+              store_changes() != changes);
 }
 
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
