@@ -43,19 +43,25 @@ class MessagePtr {
 
 class Message {
  public:
+  // `props`: MQTT 5 properties forwarded to 5.0 subscribers (encoded property bytes,
+  // mqtt5::forwarded_properties), kept in the same allocation; empty for 3.1.1.
   static MessagePtr create(std::string_view topic, std::string_view payload, uint8_t qos,
-                           bool retain) {
-    void* mem = std::malloc(sizeof(Message) + topic.size() + payload.size());
+                           bool retain, std::string_view props = {}) {
+    void* mem = std::malloc(sizeof(Message) + topic.size() + payload.size() + props.size());
     if (mem == nullptr) throw std::bad_alloc();
-    auto* m = new (mem) Message(static_cast<uint32_t>(topic.size()),
-                                static_cast<uint32_t>(payload.size()), qos, retain);
+    auto* m = new (mem)
+        Message(static_cast<uint32_t>(topic.size()), static_cast<uint32_t>(payload.size()),
+                static_cast<uint32_t>(props.size()), qos, retain);
     std::memcpy(m->data_, topic.data(), topic.size());
     if (!payload.empty()) std::memcpy(m->data_ + topic.size(), payload.data(), payload.size());
+    if (!props.empty())
+      std::memcpy(m->data_ + topic.size() + payload.size(), props.data(), props.size());
     return MessagePtr(m);
   }
 
   std::string_view topic() const { return {data_, topic_size_}; }
   std::string_view payload() const { return {data_ + topic_size_, payload_size_}; }
+  std::string_view props() const { return {data_ + topic_size_ + payload_size_, props_size_}; }
   uint8_t qos() const { return qos_; }
   bool retain() const { return retain_; }
 
@@ -73,18 +79,25 @@ class Message {
 
  private:
   friend class MessagePtr;
-  Message(uint32_t topic_size, uint32_t payload_size, uint8_t qos, bool retain)
-      : topic_size_(topic_size), payload_size_(payload_size), qos_(qos), retain_(retain) {}
+  Message(uint32_t topic_size, uint32_t payload_size, uint32_t props_size, uint8_t qos, bool retain)
+      : topic_size_(topic_size),
+        payload_size_(payload_size),
+        props_size_(props_size),
+        qos_(qos),
+        retain_(retain) {}
 
   uint32_t refs_ = 1;
   mutable uint32_t durable_refs_ = 0;
   mutable uint64_t durable_id_ = 0;
   uint32_t topic_size_;
   uint32_t payload_size_;
+  uint32_t props_size_;  // in the header's padding: 3.1.1 messages do not grow
   uint8_t qos_;
   bool retain_;
-  char data_[];  // topic bytes, then payload bytes
+  char data_[];  // topic bytes, payload bytes, then MQTT 5 property bytes
 };
+
+static_assert(sizeof(Message) <= 32, "a message header stays within 32 bytes");
 
 inline void MessagePtr::retain() {
   if (p_) ++p_->refs_;

@@ -4,6 +4,7 @@
 
 #include "client.hpp"
 #include "codec/encoder.hpp"
+#include "mqtt5.hpp"
 
 namespace mqgate {
 
@@ -85,21 +86,27 @@ uint16_t Session::next_packet_id() {
 void Session::send_publish(const Outgoing& o, bool dup, DeliveryStats& stats) {
   std::string& out = client_->out();
   const size_t before = out.size();
-  codec::encode_publish(out, o.msg->topic(), o.msg->payload(), o.qos, o.retain, dup, o.packet_id);
+  mqtt5::encode_publish(*client_, out, o.msg->topic(), o.msg->payload(), o.msg->props(), o.qos,
+                        o.retain, dup, o.packet_id);
   stats.messages_sent++;
   stats.bytes_sent += out.size() - before;
 }
 
 void Session::deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
-                           size_t max_backlog, DeliveryStats& stats) {
+                           size_t max_backlog, DeliveryStats& stats, std::string_view props) {
   if (client_ == nullptr || client_->pending_output() > max_backlog) {
     stats.messages_dropped++;
     (client_ == nullptr ? stats.dropped_qos0_offline : stats.dropped_qos0_backlog)++;
     return;
   }
+  if (!mqtt5::fits(*client_, topic, payload.size(), 0, props)) {
+    stats.messages_dropped++;
+    stats.dropped_too_large++;
+    return;
+  }
   std::string& out = client_->out();
   const size_t before = out.size();
-  codec::encode_publish(out, topic, payload, 0, retain, false, 0);
+  mqtt5::encode_publish(*client_, out, topic, payload, props, 0, retain, false, 0);
   stats.messages_sent++;
   stats.bytes_sent += out.size() - before;
 }
@@ -107,13 +114,15 @@ void Session::deliver_qos0(std::string_view topic, std::string_view payload, boo
 void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
                       size_t max_backlog, DeliveryStats& stats) {
   if (qos == 0) {
-    deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats);
+    deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats, msg->props());
     return;
   }
+  if (client_ != nullptr && too_large(*msg, qos, stats)) return;
   Flow& f = flow();
   SessionJournal* j = journal(limits);
   // In order: straight into the window only if nothing is queued ahead of it.
-  if (client_ != nullptr && queued_count() == 0 && f.inflight.size() < limits.max_inflight) {
+  if (client_ != nullptr && queued_count() == 0 &&
+      f.inflight.size() < mqtt5::send_window(client_, limits.max_inflight)) {
     const uint16_t id = next_packet_id();
     f.inflight.push_back({msg, ++f.last_seq, id, qos, retain,
                           qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
@@ -133,6 +142,15 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     j->put_outgoing(*this, f.last_seq, msg.get(), qos, retain, 0, SessionJournal::OutState::kQueued,
                     true);
   stats.queued_now++;
+}
+
+bool Session::too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const {
+  // Over the client's Maximum Packet Size: the spec has it dropped for this client as if
+  // delivered [MQTT-3.1.2-25].
+  if (mqtt5::fits(*client_, msg.topic(), msg.payload().size(), qos, msg.props())) return false;
+  stats.messages_dropped++;
+  stats.dropped_too_large++;
+  return true;
 }
 
 void Session::compact_queue(Flow& f) {
@@ -170,8 +188,18 @@ void Session::erase_inflight(Outgoing* o, const SessionLimits& limits) {
 void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   if (client_ == nullptr || !flow_) return;
   Flow& f = *flow_;
-  while (f.queue_head < f.queue.size() && f.inflight.size() < limits.max_inflight) {
+  const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
+  while (f.queue_head < f.queue.size() && f.inflight.size() < window) {
     Queued& q = f.queue[f.queue_head++];
+    if (too_large(*q.msg, q.qos, stats)) {
+      if (SessionJournal* j = journal(limits)) {
+        j->remove_outgoing(*this, q.seq);
+        j->release_message(*q.msg);
+      }
+      q.msg = MessagePtr();
+      stats.queued_now--;
+      continue;
+    }
     const uint16_t id = next_packet_id();
     f.inflight.push_back({std::move(q.msg), q.seq, id, q.qos, q.retain,
                           q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});

@@ -57,10 +57,11 @@ struct SessionLimits {
 struct DeliveryStats {
   uint64_t messages_sent = 0;
   uint64_t bytes_sent = 0;
-  uint64_t messages_dropped = 0;      // all of the three reasons below
+  uint64_t messages_dropped = 0;      // all of the reasons below
   uint64_t dropped_qos0_offline = 0;  // QoS 0 for a session without a client
   uint64_t dropped_qos0_backlog = 0;  // QoS 0 to a client over max_outgoing_bytes
   uint64_t dropped_queue_full = 0;    // QoS 1/2 beyond max_queued_messages
+  uint64_t dropped_too_large = 0;     // over a 5.0 client's Maximum Packet Size
   // QoS 1/2 messages of every session, now: sent and unacknowledged, and waiting
   // behind them. Kept up to date as they move (Broker::destroy_session takes a
   // removed session's share out), so reading them costs nothing.
@@ -112,8 +113,9 @@ class Session : public RouteTarget {
   void deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
                size_t max_backlog, DeliveryStats& stats);
   // QoS 0 fast path: sends an already-validated publish without creating a Message.
+  // `props`: MQTT 5 properties for a 5.0 client (Message::props()).
   void deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
-                    size_t max_backlog, DeliveryStats& stats);
+                    size_t max_backlog, DeliveryStats& stats, std::string_view props = {});
   // PUBACK / PUBREC / PUBCOMP from the client. Return false for an unknown identifier.
   // After on_pubrec() returns true the caller sends PUBREL.
   bool on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
@@ -154,6 +156,7 @@ class Session : public RouteTarget {
   uint64_t offline_since_ms() const { return offline_since_ms_; }
 
   size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
+  size_t incoming_qos2_count() const { return flow_ ? flow_->incoming_qos2.size() : 0; }
   size_t queued_count() const { return flow_ ? flow_->queue.size() - flow_->queue_head : 0; }
   // Slots the queue holds, live or popped (memory; for tests).
   size_t queue_capacity() const { return flow_ ? flow_->queue.capacity() : 0; }
@@ -197,6 +200,8 @@ class Session : public RouteTarget {
   uint16_t next_packet_id();
   void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats);
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
+  // Over the (online) client's Maximum Packet Size: counted as dropped.
+  bool too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const;
   static void compact_queue(Flow& f);
   Outgoing* find_inflight(uint16_t packet_id, OutState state);
   void erase_inflight(Outgoing* o, const SessionLimits& limits);
