@@ -5,12 +5,20 @@
 
 #include "codec/encoder.hpp"
 #include "codec/utf8.hpp"
+#include "mqtt5.hpp"
 #include "persistence.hpp"
 
 namespace mqgate {
 
 using codec::ConnackCode;
 using codec::PacketType;
+namespace reason = codec::reason;
+
+namespace {
+bool is_v5(const Client& client) {
+  return client.protocol_level == codec::kProtocolLevel5;
+}
+}  // namespace
 
 Broker::Broker(const LimitsConfig& limits, AuthHooks& hooks, std::unique_ptr<SessionStore> store)
     : hooks_(hooks), sessions_(std::move(store)), rng_(std::random_device{}()) {
@@ -64,20 +72,19 @@ void Broker::on_open(Client& client, uint64_t now_ms) {
   CLIENT_LOG(log::Level::kDebug, client, "new connection");
 }
 
-void Broker::protocol_violation(Client& client, const char* what) {
+void Broker::protocol_violation(Client& client, const char* what, uint8_t reason_code) {
   CLIENT_LOG(log::Level::kWarning, client, "protocol violation: %s; closing", what);
-  client.close("protocol violation");
+  mqtt5::disconnect(client, reason_code, "protocol violation");
 }
 
 void Broker::on_decode_error(Client& client, codec::DecodeError error,
                              const codec::FixedHeader* header, const codec::Packet* partial) {
   const auto* connect = partial ? std::get_if<codec::Connect>(partial) : nullptr;
   if (connect != nullptr && client.state == Client::State::kAwaitConnect &&
-      (error == codec::DecodeError::kUnsupportedProtocolLevel ||
-       connect->protocol_level == codec::kProtocolLevel5)) {
+      error == codec::DecodeError::kUnsupportedProtocolLevel) {
     const auto& c = *connect;
     CLIENT_LOG(log::Level::kInfo, client,
-               "refused: protocol %s level %u is not supported (MQTT 3.1 and 3.1.1 are)",
+               "refused: protocol %s level %u is not supported (MQTT 3.1, 3.1.1 and 5.0 are)",
                log::quote(c.protocol_name, 16).c_str(), c.protocol_level);
     codec::encode_connack(client.out(), false, ConnackCode::kUnacceptableProtocolVersion);
     client.close("unsupported protocol level");
@@ -85,14 +92,21 @@ void Broker::on_decode_error(Client& client, codec::DecodeError error,
   }
   CLIENT_LOG(log::Level::kWarning, client, "malformed %s packet: %s; closing",
              header ? codec::packet_type_name(header->type) : "", codec::describe(error));
-  client.close("malformed packet");
+  if (connect != nullptr && client.state == Client::State::kAwaitConnect &&
+      connect->protocol_level == codec::kProtocolLevel5) {
+    // A 5.0 CONNECT that breaks the rules: CONNACK with the reason [MQTT-3.1.4-1].
+    codec::encode_connack_v5(client.out(), false, codec::disconnect_reason(error), {});
+    client.close("malformed packet");
+    return;
+  }
+  mqtt5::disconnect(client, codec::disconnect_reason(error), "malformed packet");
 }
 
 void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& header) {
   CLIENT_LOG(log::Level::kWarning, client,
              "%s packet of %zu bytes is over max_packet_size (%" PRIu32 "); closing",
              codec::packet_type_name(header.type), header.packet_length(), limits_.max_packet_size);
-  client.close("packet too large");
+  mqtt5::disconnect(client, reason::kPacketTooLarge, "packet too large");
 }
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
@@ -109,13 +123,6 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
     if (client.state != Client::State::kAwaitConnect) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
-      return;
-    }
-    if (connect->protocol_level == codec::kProtocolLevel5) {
-      // The codec reads MQTT 5; the broker does not speak it yet: the 3.1.1 answer a
-      // 5.0 client understands as "unsupported protocol version" (also when its CONNECT
-      // is malformed: see on_decode_error).
-      on_decode_error(client, codec::DecodeError::kUnsupportedProtocolLevel, nullptr, &packet);
       return;
     }
     handle_connect(client, *connect, now_ms);
@@ -139,9 +146,11 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
         } else if constexpr (std::is_same_v<T, codec::Pingreq>) {
           codec::encode_pingresp(client.out());
         } else if constexpr (std::is_same_v<T, codec::Disconnect>) {
-          client.graceful = true;
-          client.will = MessagePtr();  // [MQTT-3.14.4-3]
-          client.close("client sent DISCONNECT");
+          handle_disconnect(client, p);
+        } else if constexpr (std::is_same_v<T, codec::Auth>) {
+          // Enhanced authentication is not offered (no Authentication Method accepted
+          // at CONNECT), so an AUTH is out of place [MQTT-4.12.0-1].
+          protocol_violation(client, "AUTH without an authentication method");
         }
       },
       packet);
@@ -155,10 +164,42 @@ std::string Broker::generate_client_id() {
   }
 }
 
-void Broker::refuse_connect(Client& client, ConnackCode code, const char* reason) {
-  CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK %u): %s", static_cast<unsigned>(code),
-             reason);
-  codec::encode_connack(client.out(), false, code);  // [MQTT-3.2.2-4]
+void Broker::handle_disconnect(Client& client, const codec::Disconnect& d) {
+  if (mqtt5::ClientState* v5 = client.v5()) {
+    if (d.props.session_expiry_interval) {
+      if (v5->session_expiry == 0 && *d.props.session_expiry_interval != 0) {
+        // [MQTT-3.14.2-2]: a session that ends with the connection cannot be revived here.
+        protocol_violation(client, "DISCONNECT sets a Session Expiry Interval after 0");
+        return;
+      }
+      v5->session_expiry = *d.props.session_expiry_interval;  // 0: the session ends now
+    }
+    if (d.reason_code == reason::kDisconnectWithWill) {
+      client.close("client sent DISCONNECT 0x04 (with will)");  // not graceful: the will goes
+      return;
+    }
+  }
+  client.graceful = true;
+  client.will = MessagePtr();  // [MQTT-3.14.4-3]
+  client.close("client sent DISCONNECT");
+}
+
+void Broker::encode_refusal(Client& client, ConnackCode code, uint8_t v5_reason) {
+  if (is_v5(client))
+    codec::encode_connack_v5(client.out(), false,
+                             v5_reason != 0 ? v5_reason : mqtt5::connack_reason(code), {});
+  else
+    codec::encode_connack(client.out(), false, code);  // [MQTT-3.2.2-4]
+}
+
+void Broker::refuse_connect(Client& client, ConnackCode code, const char* why, uint8_t v5_reason) {
+  if (is_v5(client))
+    CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK 0x%02x): %s",
+               v5_reason != 0 ? v5_reason : mqtt5::connack_reason(code), why);
+  else
+    CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK %u): %s", static_cast<unsigned>(code),
+               why);
+  encode_refusal(client, code, v5_reason);
   client.close("connection refused");
 }
 
@@ -174,17 +215,25 @@ bool Broker::too_deep(Client& client, std::string_view topic) {
 }
 
 void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) {
-  if (c.will && too_deep(client, c.will->topic)) return;
   client.protocol_level = c.protocol_level;
+  const bool v5 = is_v5(client);
+  if (v5) client.set_v5(mqtt5::client_state(c.props));
+  if (c.will && too_deep(client, c.will->topic)) return;
   client.keepalive = c.keepalive;
   client.last_rx_ms = now_ms;
   if (c.username) client.set_username(*c.username);
+  if (v5 && c.props.authentication_method) {
+    refuse_connect(client, ConnackCode::kNotAuthorized,
+                   "enhanced authentication (Authentication Method) is not supported",
+                   reason::kBadAuthenticationMethod);
+    return;
+  }
 
   std::string id(c.client_id);
   if (id.empty()) {
     // 3.1 requires 1-23 characters; 3.1.1 lets the server assign one, but only to a
-    // clean session [MQTT-3.1.3-7, -8].
-    if (c.protocol_level == codec::kProtocolLevel31 || !c.clean_session) {
+    // clean session [MQTT-3.1.3-7, -8]; 5.0 to any [MQTT-3.1.3-6].
+    if (c.protocol_level == codec::kProtocolLevel31 || (!v5 && !c.clean_session)) {
       refuse_connect(client, ConnackCode::kIdentifierRejected,
                      c.clean_session ? "empty client id (MQTT 3.1 requires one)"
                                      : "empty client id with clean session 0");
@@ -205,12 +254,15 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
 
   ConnectState state;
   state.clean_session = c.clean_session;
+  // 5.0: the session outlives the connection when it has an expiry interval.
+  state.keep_session = v5 ? client.v5()->session_expiry != 0 : !c.clean_session;
   state.client_id_empty = c.client_id.empty();
   state.protocol_level = c.protocol_level;
   state.keepalive = c.keepalive;
   state.id = std::move(id);
   if (c.will)
-    state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
+    state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain,
+                                 v5 ? mqtt5::forwarded_properties(c.will->props) : std::string());
   AuthResult auth = hooks_.authenticate(client, c);
   if (auth.pending) {
     await(client, Awaiting{std::move(state)});
@@ -248,22 +300,21 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
     // take it over or resume it. The owner's connection and session stay untouched.
     stats_.connects_identity_mismatch++;
     CLIENT_LOG(log::Level::kWarning, client,
-               "refused (CONNACK 2): client id belongs to a %s session of identity %s, this "
+               "refused (CONNACK %s): client id belongs to a %s session of identity %s, this "
                "connection is identity %s",
-               session->client() ? "connected" : "stored", log::quote(session->owner(), 200).c_str(),
-               log::quote(*identity, 200).c_str());
-    codec::encode_connack(client.out(), false, ConnackCode::kIdentifierRejected);
+               is_v5(client) ? "0x85" : "2", session->client() ? "connected" : "stored",
+               log::quote(session->owner(), 200).c_str(), log::quote(*identity, 200).c_str());
+    encode_refusal(client, ConnackCode::kIdentifierRejected, 0);
     client.close("client id owned by another identity");
     return;
   }
-  const bool creates_persistent =
-      !c.clean_session && (session == nullptr || session->clean());
+  const bool creates_persistent = c.keep_session && (session == nullptr || session->clean());
   if (creates_persistent && persistent_sessions_ >= limits_.max_persistent_sessions) {
     stats_.connects_session_limit++;
     CLIENT_LOG(log::Level::kError, client,
-               "refused (CONNACK 3): %zu persistent sessions exist, max_persistent_sessions is %u",
-               persistent_sessions_, limits_.max_persistent_sessions);
-    codec::encode_connack(client.out(), false, ConnackCode::kServerUnavailable);
+               "refused (CONNACK %s): %zu persistent sessions exist, max_persistent_sessions is %u",
+               is_v5(client) ? "0x97" : "3", persistent_sessions_, limits_.max_persistent_sessions);
+    encode_refusal(client, ConnackCode::kServerUnavailable, reason::kQuotaExceeded);
     client.close("too many persistent sessions");
     return;
   }
@@ -276,7 +327,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
                client.peer().c_str());
     // Closing is only a request the transport reports later: the broker lets the old
     // connection go now (its will, its session) and ignores that report.
-    old->close("session taken over");
+    mqtt5::disconnect(*old, reason::kSessionTakenOver, "session taken over");
     if (!detach_client(*old, "session taken over", now_ms_)) session = nullptr;
   }
   if (session != nullptr && (c.clean_session || session->clean())) {
@@ -285,14 +336,17 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   }
   const bool present = session != nullptr;
   if (session == nullptr) session = sessions_->create(id, true);
-  set_session_clean(*session, c.clean_session);
+  set_session_clean(*session, !c.keep_session);
   session->set_owner(std::move(identity));
 
   client.session = session;
   client.state = Client::State::kConnected;
   stats_.clients_connected++;
   stats_.clients_maximum = std::max(stats_.clients_maximum, stats_.clients_connected);
-  codec::encode_connack(client.out(), present, ConnackCode::kAccepted);
+  if (is_v5(client))
+    encode_connack_v5(client, present, c);
+  else
+    codec::encode_connack(client.out(), present, ConnackCode::kAccepted);
   CLIENT_LOG(log::Level::kInfo, client,
              "connected (protocol level %u, clean session %d, keepalive %u s, session present %d%s%s)",
              c.protocol_level, c.clean_session ? 1 : 0, c.keepalive, present ? 1 : 0,
@@ -302,6 +356,27 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   if (persistence_ && !session->clean()) persist_session(*session, true);
   session->attach(&client, session_limits_, stats_.delivery);
   hooks_.on_connected(client, present);
+}
+
+void Broker::encode_connack_v5(Client& client, bool present, const ConnectState& c) {
+  mqtt5::ConnackInfo info;
+  info.receive_maximum = broker_receive_maximum();
+  info.maximum_packet_size = limits_.max_packet_size;
+  // Sessions are kept for the broker's session_expiry (0: forever), not per client: a
+  // client asking for another interval is told the one that applies [MQTT-3.2.2-21].
+  const uint32_t requested = client.v5()->session_expiry;
+  const uint32_t applied = limits_.session_expiry == 0 ? 0xFFFFFFFFu : limits_.session_expiry;
+  if (requested != 0 && requested != applied) {
+    info.session_expiry = applied;
+    info.session_expiry_differs = true;
+    client.v5()->session_expiry = applied;
+  }
+  if (c.client_id_empty) info.assigned_client_id = client.client_id();
+  mqtt5::encode_connack(client.out(), present, info);
+}
+
+uint16_t Broker::broker_receive_maximum() const {
+  return static_cast<uint16_t>(std::min<uint32_t>(limits_.max_inflight_messages, 65535));
 }
 
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
@@ -329,7 +404,8 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   Session* session = client.session;
   client.session = nullptr;
   session->detach(now_ms);
-  const bool kept = !session->clean();
+  // A 5.0 client may end its session at DISCONNECT (Session Expiry Interval 0).
+  const bool kept = !session->clean() && !(client.v5() && client.v5()->session_expiry == 0);
   if (kept) {
     offline_.push_back(session);
     if (persistence_) persist_session(*session, false);
@@ -386,7 +462,7 @@ void Broker::check_timeouts(Client& client, uint64_t now_ms) {
   // One and a half keep-alive periods without a packet [MQTT-3.1.2-24].
   if ((now_ms - client.last_rx_ms) * 2 > uint64_t{client.keepalive} * 3000) {
     CLIENT_LOG(log::Level::kInfo, client, "keep-alive of %u s expired; closing", client.keepalive);
-    client.close("keep-alive timeout");
+    mqtt5::disconnect(client, reason::kKeepAliveTimeout, "keep-alive timeout");
   }
 }
 
@@ -400,7 +476,7 @@ void Broker::publish_will(Client& client) {
     return;
   }
   CLIENT_LOG(log::Level::kDebug, client, "publishing will to %s", log::quote(will->topic()).c_str());
-  route(will->topic(), will->payload(), will->qos(), will->retain());
+  route(will->topic(), will->payload(), will->qos(), will->retain(), false, will->props());
 }
 
 AuthResult Broker::authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -413,6 +489,12 @@ AuthResult Broker::authorize_publish(const Client& client, std::string_view topi
 }
 
 void Broker::handle_publish(Client& client, const codec::Publish& p) {
+  const bool v5 = is_v5(client);
+  if (v5 && p.props.topic_alias) {
+    // The CONNACK announced Topic Alias Maximum 0 [MQTT-3.3.2-9].
+    protocol_violation(client, "topic alias (none is accepted)", reason::kTopicAliasInvalid);
+    return;
+  }
   if (too_deep(client, p.topic)) return;
   stats_.messages_received++;
   Session& session = *client.session;
@@ -423,6 +505,13 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     acknowledge(client, PacketType::kPubrec, p.packet_id, !session.clean());
     return;
   }
+  if (v5 && p.qos == 2 && session.incoming_qos2_count() > broker_receive_maximum()) {
+    session.end_incoming_qos2(p.packet_id, session_limits_);
+    protocol_violation(client, "more QoS 2 messages unacknowledged than the Receive Maximum",
+                       reason::kReceiveMaximumExceeded);  // [MQTT-3.3.4-8]
+    return;
+  }
+  const std::string props = v5 ? mqtt5::forwarded_properties(p.props) : std::string();
   AuthResult auth;
   if (!p.topic.empty() && p.topic[0] == '$') {
     auth = authorize_publish(client, p.topic, p.qos, p.retain);  // refused by the broker
@@ -443,56 +532,64 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     // Routed and acknowledged once decided; the client's next packets wait meanwhile.
     state.topic.assign(p.topic);
     state.payload.assign(p.payload);
+    state.props = props;
     await(client, Awaiting{std::move(state)});
     return;
   }
+  uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
-    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
-      route(p.topic, p.payload, p.qos, p.retain);
+    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, props) &&
+        !route(p.topic, p.payload, p.qos, p.retain, false, props))
+      ack_reason = reason::kNoMatchingSubscribers;
   } else {
     state.topic.assign(p.topic);
     finish_publish(client, state, auth);
     return;
   }
   const bool durable = store_changes() != changes;
-  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable);
-  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable);
+  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason);
+  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason);
 }
 
 void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
   const uint64_t changes = store_changes();
+  uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
-    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain))
-      route(p.topic, p.payload, p.qos, p.retain);
+    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.props) &&
+        !route(p.topic, p.payload, p.qos, p.retain, false, p.props))
+      ack_reason = reason::kNoMatchingSubscribers;
   } else {
     stats_.publish_denied++;
+    ack_reason = reason::kNotAuthorized;
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
                log::quote(p.topic).c_str(), auth.reason.c_str());
   }
-  // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked.
+  // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked
+  // (5.0: with Not authorized).
   // (A QoS 2 id of a persistent session was journaled when the PUBLISH arrived.)
   const bool durable =
       store_changes() != changes || (p.qos == 2 && client.session && !client.session->clean());
-  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable);
-  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable);
+  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason);
+  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason);
 }
 
-void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                   bool internal) {
+bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+                   bool internal, std::string_view props) {
   MessagePtr msg;
+  if (retain || !props.empty()) msg = Message::create(topic, payload, qos, retain, props);
   if (retain) {
-    msg = Message::create(topic, payload, qos, true);
     if (internal) router_.retain(msg);  // the broker's own few $SYS topics are not capped
     else store_retained(msg);
   }
   const std::vector<RouteTarget*>& targets = router_.matches(topic);
+  const bool matched = !targets.empty();
   size_t inline_count = targets.size();
   if (!fanouts_.empty()) inline_count = 0;  // behind a fan-out in progress: keep the order
   else if (inline_count > kSliceBudget) inline_count = kSliceBudget;
   for (size_t i = 0; i < inline_count; ++i)
     deliver_routed(*static_cast<Session*>(targets[i]), targets[i]->match_qos, topic, payload, qos,
                    msg);
-  if (inline_count == targets.size()) return;
+  if (inline_count == targets.size()) return matched;
   // A fan-out too big for one slice: the rest goes out in later slices, and until it
   // has, no connection's next packet is read (congested()), so nothing overtakes it.
   FanoutJob job;
@@ -502,6 +599,7 @@ void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
   for (size_t i = inline_count; i < targets.size(); ++i)
     job.targets.push_back({static_cast<Session*>(targets[i]), targets[i]->match_qos});
   fanouts_.push_back(std::move(job));
+  return matched;
 }
 
 void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
@@ -509,7 +607,8 @@ void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view 
   const uint8_t q = std::min(qos, sub_qos);  // [MQTT-3.8.4-6]
   if (q == 0) {
     // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
-    session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery);
+    session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery,
+                         msg ? msg->props() : std::string_view());
     return;
   }
   if (!msg) msg = Message::create(topic, payload, qos, false);
@@ -658,9 +757,18 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
     if (too_deep(client, t.filter)) return;
   SubscribeState state;
   state.packet_id = s.packet_id;
+  state.v5 = is_v5(client);
+  if (state.v5 && !s.props.subscription_identifiers.empty()) {
+    // The CONNACK said Subscription Identifiers Available 0.
+    std::vector<uint8_t> codes(s.topics.size(), reason::kSubscriptionIdentifiersNotSupported);
+    codec::encode_suback_v5(client.out(), s.packet_id, codes);
+    return;
+  }
   state.topics.reserve(s.topics.size());
-  for (const auto& t : s.topics)
+  for (const auto& t : s.topics) {
     state.topics.emplace_back(std::string(t.filter), t.qos);
+    if (state.v5) state.retain_handling.push_back(t.retain_handling);
+  }
   state.codes.reserve(s.topics.size());
   const Progress progress = continue_subscribe(client, state);
   if (progress != Progress::kDone) {
@@ -711,7 +819,13 @@ Broker::Progress Broker::continue_subscribe(Client& client, SubscribeState& s, s
     if (session.subscription_count() >= limits_.max_subscriptions_per_client &&
         !session.has_subscription(filter)) {
       ++s.over_limit;
-      s.codes.push_back(codec::kSubackFailure);
+      s.codes.push_back(s.v5 ? reason::kQuotaExceeded : codec::kSubackFailure);
+      continue;
+    }
+    if (s.v5 && filter.starts_with("$share/")) {
+      // The CONNACK said Shared Subscription Available 0 (3.1.1 has no such filters:
+      // there it is an ordinary one).
+      s.codes.push_back(reason::kSharedSubscriptionsNotSupported);
       continue;
     }
     AuthRequest req;
@@ -732,11 +846,16 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   if (!auth.allowed) {
     CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
                log::quote(filter).c_str(), auth.reason.c_str());
-    s.codes.push_back(codec::kSubackFailure);
+    s.codes.push_back(s.v5 ? reason::kNotAuthorized : codec::kSubackFailure);
     return;
   }
   router_.subscribe(&session, filter, qos);
-  session.add_subscription(filter, qos);
+  const bool added = session.add_subscription(filter, qos);
+  if (s.v5) {
+    // Retain Handling 1: retained messages only for a new subscription; 2: never.
+    const uint8_t rh = s.retain_handling[s.next];
+    if (rh == 2 || (rh == 1 && !added)) s.no_retained.push_back(s.next);
+  }
   if (persistence_ && !session.clean()) persistence_->put_subscription(session, filter, qos);
   s.codes.push_back(qos);
   CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(),
@@ -756,13 +875,18 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
                over_limit, over_limit == 1 ? "" : "s", session.subscription_count(),
                limits_.max_subscriptions_per_client);
   }
-  codec::encode_suback(client.out(), st.packet_id, codes);
+  if (st.v5)
+    codec::encode_suback_v5(client.out(), st.packet_id, codes);
+  else
+    codec::encode_suback(client.out(), st.packet_id, codes);
   // Retained messages follow the SUBACK, for every filter granted (again, when a
   // subscription is replaced [MQTT-3.8.4-3]). A first slice goes at once; what a wide
   // filter matches beyond it is sent in later slices (run_slice), so one SUBSCRIBE
   // never holds the loop.
   for (size_t i = 0; i < st.topics.size(); ++i) {
-    if (codes[i] != codec::kSubackFailure) queue_retained(client, st.topics[i].first, codes[i]);
+    if (codes[i] < codec::kSubackFailure &&
+        std::find(st.no_retained.begin(), st.no_retained.end(), i) == st.no_retained.end())
+      queue_retained(client, st.topics[i].first, codes[i]);
   }
   auto job = retained_jobs_.find(&client);
   if (job == retained_jobs_.end()) return;
@@ -774,13 +898,17 @@ void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
   for (auto filter : u.filters)
     if (too_deep(client, filter)) return;
   Session& session = *client.session;
+  std::vector<uint8_t> codes;  // 5.0: one per filter [MQTT-3.11.3-1]
   for (auto filter : u.filters) {
     router_.unsubscribe(&session, filter);
-    if (session.remove_subscription(filter) && persistence_ && !session.clean())
+    const bool existed = session.remove_subscription(filter);
+    if (existed && persistence_ && !session.clean())
       persistence_->remove_subscription(session, filter);
+    if (is_v5(client)) codes.push_back(existed ? reason::kSuccess : reason::kNoSubscriptionExisted);
   }
   const bool durable = persistence_ && !session.clean();
-  acknowledge(client, PacketType::kUnsuback, u.packet_id, durable);  // [MQTT-3.10.4-5]
+  acknowledge(client, PacketType::kUnsuback, u.packet_id, durable, 0,
+              std::move(codes));  // [MQTT-3.10.4-5]
 }
 
 void Broker::handle_ack(Client& client, const codec::Ack& ack) {
@@ -795,8 +923,12 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
       // forget the id, and a restarted broker must not send the PUBLISH again.
       const uint64_t changes = store_changes();
       known = session.on_pubrec(ack.packet_id, session_limits_);
-      if (known)
+      if (known && ack.reason_code >= 0x80) {
+        // 5.0: the receiver refused it; the exchange ends here, without PUBREL [4.3.3].
+        session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
+      } else if (known) {
         acknowledge(client, PacketType::kPubrel, ack.packet_id, store_changes() != changes);
+      }
     } break;
     case PacketType::kPubcomp:
       known = session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
