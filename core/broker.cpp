@@ -488,12 +488,18 @@ AuthResult Broker::authorize_publish(const Client& client, std::string_view topi
   return hooks_.authorize(client, topic, AuthAction::kPublish, qos, retain);
 }
 
-void Broker::handle_publish(Client& client, const codec::Publish& p) {
+void Broker::handle_publish(Client& client, codec::Publish& p) {
   const bool v5 = is_v5(client);
-  if (v5 && p.props.topic_alias) {
-    // The CONNACK announced Topic Alias Maximum 0 [MQTT-3.3.2-9].
-    protocol_violation(client, "topic alias (none is accepted)", reason::kTopicAliasInvalid);
-    return;
+  if (v5) {
+    // From here on the topic is the resolved one (ACL, plugins, routing).
+    if (const uint8_t rc = mqtt5::resolve_topic_alias(*client.v5(), p)) {
+      protocol_violation(client,
+                         rc == reason::kTopicAliasInvalid
+                             ? "topic alias 0 or over the Topic Alias Maximum"
+                             : "topic alias never set, without a topic",
+                         rc);
+      return;
+    }
   }
   if (too_deep(client, p.topic)) return;
   stats_.messages_received++;

@@ -177,7 +177,7 @@ class Broker {
   void refuse_connect(Client& client, codec::ConnackCode code, const char* why,
                       uint8_t v5_reason = 0);
   void encode_refusal(Client& client, codec::ConnackCode code, uint8_t v5_reason);
-  void handle_publish(Client& client, const codec::Publish& publish);
+  void handle_publish(Client& client, codec::Publish& publish);
   void handle_subscribe(Client& client, const codec::Subscribe& subscribe);
   void handle_unsubscribe(Client& client, const codec::Unsubscribe& unsubscribe);
   void handle_ack(Client& client, const codec::Ack& ack);

@@ -57,12 +57,29 @@ uint8_t connack_reason(ConnackCode code) {
   return reason::kUnspecifiedError;
 }
 
+uint8_t resolve_topic_alias(ClientState& state, codec::Publish& publish) {
+  if (!publish.props.topic_alias) return reason::kSuccess;
+  const uint16_t alias = *publish.props.topic_alias;
+  if (alias == 0 || alias > kTopicAliasMaximum)
+    return reason::kTopicAliasInvalid;  // [MQTT-3.3.2-8, -9]
+  auto& table = state.topic_aliases;
+  if (!publish.topic.empty()) {
+    if (table.size() < alias) table.resize(alias);
+    table[alias - 1].assign(publish.topic);
+    return reason::kSuccess;
+  }
+  if (table.size() < alias || table[alias - 1].empty()) return reason::kProtocolError;
+  publish.topic = table[alias - 1];
+  return reason::kSuccess;
+}
+
 void encode_connack(std::string& out, bool session_present, const ConnackInfo& info) {
   codec::Properties p;
   if (info.session_expiry_differs) p.session_expiry_interval = info.session_expiry;
   if (info.receive_maximum != 65535) p.receive_maximum = info.receive_maximum;
-  // Maximum QoS is absent: QoS 2 is supported. Topic Alias Maximum is absent (0): the
-  // broker accepts no topic aliases yet.
+  // Maximum QoS is absent: QoS 2 is supported. The broker sends no topic aliases (the
+  // client's Topic Alias Maximum is not used) but accepts some.
+  p.topic_alias_maximum = kTopicAliasMaximum;
   p.retain_available = 1;
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;

@@ -26,7 +26,17 @@ struct ClientState {
   uint16_t topic_alias_maximum = 0;  // aliases the client accepts (the broker sends none)
   bool request_problem_info = true;
   std::vector<std::pair<std::string, std::string>> user_properties;  // in order
+  // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them.
+  std::vector<std::string> topic_aliases;
 };
+
+// Topic aliases a client may set (CONNACK Topic Alias Maximum): bounds the table above.
+inline constexpr uint16_t kTopicAliasMaximum = 16;
+
+// Resolves the Topic Alias of an inbound PUBLISH: records topic -> alias, or fills an
+// empty topic from the table. Returns 0, or the DISCONNECT reason code: 0x94 for an alias
+// of 0 or over the maximum, 0x82 for an unknown alias without a topic.
+uint8_t resolve_topic_alias(ClientState& state, codec::Publish& publish);
 
 // The CONNECT's properties, validated by the codec, as kept for the connection.
 ClientState client_state(const codec::Properties& props);
