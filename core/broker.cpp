@@ -545,7 +545,7 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
   uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
     if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, props) &&
-        !route(p.topic, p.payload, p.qos, p.retain, false, props))
+        !route(p.topic, p.payload, p.qos, p.retain, false, props, client.session))
       ack_reason = reason::kNoMatchingSubscribers;
   } else {
     state.topic.assign(p.topic);
@@ -562,7 +562,7 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
   uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
     if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.props) &&
-        !route(p.topic, p.payload, p.qos, p.retain, false, p.props))
+        !route(p.topic, p.payload, p.qos, p.retain, false, p.props, client.session))
       ack_reason = reason::kNoMatchingSubscribers;
   } else {
     stats_.publish_denied++;
@@ -580,7 +580,7 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
 }
 
 bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                   bool internal, std::string_view props) {
+                   bool internal, std::string_view props, const Session* origin) {
   MessagePtr msg;
   if (retain || !props.empty()) msg = Message::create(topic, payload, qos, retain, props);
   if (retain) {
@@ -594,13 +594,14 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
   else if (inline_count > kSliceBudget) inline_count = kSliceBudget;
   for (size_t i = 0; i < inline_count; ++i)
     deliver_routed(*static_cast<Session*>(targets[i]), targets[i]->match_qos, topic, payload, qos,
-                   msg);
+                   msg, origin);
   if (inline_count == targets.size()) return matched;
   // A fan-out too big for one slice: the rest goes out in later slices, and until it
   // has, no connection's next packet is read (congested()), so nothing overtakes it.
   FanoutJob job;
   job.msg = msg ? msg : Message::create(topic, payload, qos, false);
   job.qos = qos;
+  job.origin = origin;
   job.targets.reserve(targets.size() - inline_count);
   for (size_t i = inline_count; i < targets.size(); ++i)
     job.targets.push_back({static_cast<Session*>(targets[i]), targets[i]->match_qos});
@@ -609,8 +610,13 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
 }
 
 void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
-                            std::string_view payload, uint8_t qos, MessagePtr& msg) {
+                            std::string_view payload, uint8_t qos, MessagePtr& msg,
+                            const Session* origin) {
   const uint8_t q = std::min(qos, sub_qos);  // [MQTT-3.8.4-6]
+  if (session.has_options()) {
+    deliver_with_options(session, q, topic, payload, qos, msg, origin);
+    return;
+  }
   if (q == 0) {
     // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
     session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery,
@@ -619,6 +625,19 @@ void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view 
   }
   if (!msg) msg = Message::create(topic, payload, qos, false);
   session.deliver(msg, q, false, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
+}
+
+void Broker::deliver_with_options(Session& session, uint8_t q, std::string_view topic,
+                                  std::string_view payload, uint8_t qos, MessagePtr& msg,
+                                  const Session* origin) {
+  const Session::Delivery d = session.match_options(topic, &session == origin);
+  if (d.skip) return;  // No Local: its own message [MQTT-3.8.3-3]
+  if (!msg) msg = Message::create(topic, payload, qos, false);
+  // Retain As Published: the publication's RETAIN flag, else 0 [MQTT-3.3.1-12, -13].
+  const bool retain = d.retain_as_published && msg->retain();
+  // Subscription Identifiers make this delivery's copy its own [MQTT-3.3.4-3].
+  const MessagePtr copy = d.ids.empty() ? msg : mqtt5::with_subscription_ids(*msg, d.ids);
+  session.deliver(copy, q, retain, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
 }
 
 size_t Broker::run_fanouts(size_t budget) {
@@ -630,7 +649,7 @@ size_t Broker::run_fanouts(size_t budget) {
       auto [session, sub_qos] = job.targets[job.next++];
       ++spent;
       if (!session->removed())
-        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg);
+        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg, job.origin);
     }
     if (job.next == job.targets.size()) fanouts_.pop_front();
   }
@@ -713,7 +732,9 @@ bool Broker::run_retained_job(Client& client, RetainedJob& job, size_t& budget) 
                    log::quote(msg->topic()).c_str(), auth.reason.c_str());
         return;
       }
-      session.deliver(msg, q, true, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
+      const uint32_t id = session.has_options() ? session.subscription_id(job.current) : 0;
+      const MessagePtr copy = id == 0 ? msg : mqtt5::with_subscription_ids(*msg, {&id, 1});
+      session.deliver(copy, q, true, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
     });
     if (done) job.current.clear();
   }
@@ -764,16 +785,17 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
   SubscribeState state;
   state.packet_id = s.packet_id;
   state.v5 = is_v5(client);
-  if (state.v5 && !s.props.subscription_identifiers.empty()) {
-    // The CONNACK said Subscription Identifiers Available 0.
-    std::vector<uint8_t> codes(s.topics.size(), reason::kSubscriptionIdentifiersNotSupported);
-    codec::encode_suback_v5(client.out(), s.packet_id, codes);
-    return;
-  }
+  if (state.v5 && !s.props.subscription_identifiers.empty())
+    state.subscription_id = s.props.subscription_identifiers.front();
   state.topics.reserve(s.topics.size());
   for (const auto& t : s.topics) {
     state.topics.emplace_back(std::string(t.filter), t.qos);
-    if (state.v5) state.retain_handling.push_back(t.retain_handling);
+    if (state.v5) {
+      state.retain_handling.push_back(t.retain_handling);
+      state.options.push_back(
+          static_cast<uint8_t>((t.no_local ? Session::kNoLocal : 0) |
+                               (t.retain_as_published ? Session::kRetainAsPublished : 0)));
+    }
   }
   state.codes.reserve(s.topics.size());
   const Progress progress = continue_subscribe(client, state);
@@ -856,7 +878,9 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
     return;
   }
   router_.subscribe(&session, filter, qos);
-  const bool added = session.add_subscription(filter, qos);
+  const bool added =
+      s.v5 ? session.add_subscription(filter, qos, s.options[s.next], s.subscription_id)
+           : session.add_subscription(filter, qos);
   if (s.v5) {
     // Retain Handling 1: retained messages only for a new subscription; 2: never.
     const uint8_t rh = s.retain_handling[s.next];

@@ -150,6 +150,8 @@ class Broker {
     size_t over_limit = 0;
     bool v5 = false;                       // SUBACK with 5.0 reason codes
     std::vector<uint8_t> retain_handling;  // 5.0: per filter
+    std::vector<uint8_t> options;          // 5.0: per filter, Session::kNoLocal | ...
+    uint32_t subscription_id = 0;          // 5.0: 0 for none
     std::vector<size_t> no_retained;       // 5.0: filters granted without retained messages
     bool sliced = false;                   // waits for its next slice (not for a plugin's decision)
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
@@ -191,8 +193,9 @@ class Broker {
   // `internal`: the broker's own ($SYS), not subject to the retained store's caps.
   // `props`: 5.0 properties forwarded to 5.0 subscribers. Returns whether any
   // subscription matched.
+  // `origin`: the publisher's session (No Local), if a client published it.
   bool route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-             bool internal = false, std::string_view props = {});
+             bool internal = false, std::string_view props = {}, const Session* origin = nullptr);
   void store_retained(const MessagePtr& msg);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -210,12 +213,19 @@ class Broker {
   // The rest of a publication's delivery, for fan-outs too big for one slice.
   struct FanoutJob {
     MessagePtr msg;
+    const Session* origin = nullptr;  // the publisher's (No Local): compared, never used
     uint8_t qos = 0;  // the publication's QoS (each target gets min(qos, its QoS))
     std::vector<std::pair<Session*, uint8_t>> targets;
     size_t next = 0;
   };
   void deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
-                      std::string_view payload, uint8_t qos, MessagePtr& msg);
+                      std::string_view payload, uint8_t qos, MessagePtr& msg,
+                      const Session* origin);
+  // deliver_routed for a session with MQTT 5 subscription options (No Local, Retain As
+  // Published, Subscription Identifiers).
+  void deliver_with_options(Session& session, uint8_t q, std::string_view topic,
+                            std::string_view payload, uint8_t qos, MessagePtr& msg,
+                            const Session* origin);
   // Delivers up to `budget` fan-out copies; returns how many it did.
   size_t run_fanouts(size_t budget);
   void queue_retained(Client& client, std::string_view filter, uint8_t granted_qos);
@@ -278,6 +288,7 @@ class Broker {
     uint8_t qos;
     bool retain;
     std::string props;  // 5.0
+    const Session* origin = nullptr;
   };
   struct RouteQueue {
     std::deque<PendingRoute> routes;

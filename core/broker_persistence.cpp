@@ -96,7 +96,8 @@ bool Broker::route_when_durable(const Client& client, std::string_view topic,
     stats_.delivery.dropped_qos0_backlog++;
     return true;
   }
-  q.routes.push_back({std::string(topic), std::string(payload), qos, retain, std::string(props)});
+  q.routes.push_back(
+      {std::string(topic), std::string(payload), qos, retain, std::string(props), client.session});
   q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
   persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
   return true;
@@ -119,7 +120,7 @@ void Broker::route_durable(uint64_t id, bool ok) {
   // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
   // too, so the publisher sends it again (and it is routed then, once).
   if (!ok && r.qos == 2) return;
-  route(r.topic, r.payload, r.qos, r.retain, false, r.props);
+  route(r.topic, r.payload, r.qos, r.retain, false, r.props, r.origin);
 }
 
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {

@@ -39,6 +39,15 @@ std::string forwarded_properties(const codec::Properties& in) {
   return std::string(view);
 }
 
+MessagePtr with_subscription_ids(const Message& msg, std::span<const uint32_t> ids) {
+  std::string props(msg.props());
+  for (uint32_t id : ids) {
+    props.push_back(static_cast<char>(codec::PropertyId::kSubscriptionIdentifier));
+    codec::write_varint(props, id);
+  }
+  return Message::create(msg.topic(), msg.payload(), msg.qos(), msg.retain(), props);
+}
+
 uint8_t connack_reason(ConnackCode code) {
   switch (code) {
     case ConnackCode::kAccepted:
@@ -84,7 +93,7 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;
   p.wildcard_subscription_available = 1;
-  p.subscription_identifier_available = 0;
+  p.subscription_identifier_available = 1;
   p.shared_subscription_available = 0;
   codec::encode_connack_v5(out, session_present, reason::kSuccess, p);
 }

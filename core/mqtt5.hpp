@@ -5,12 +5,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "codec/packet.hpp"
+#include "message.hpp"
 
 namespace mqgate {
 
@@ -45,6 +47,10 @@ ClientState client_state(const codec::Properties& props);
 // encoded (property bytes, no length prefix): Payload Format Indicator, Content Type,
 // Response Topic, Correlation Data, user properties in order. Empty if none.
 std::string forwarded_properties(const codec::Properties& props);
+
+// A copy of `msg` whose properties also carry these Subscription Identifiers (for the
+// one delivery they belong to).
+MessagePtr with_subscription_ids(const Message& msg, std::span<const uint32_t> ids);
 
 // The nearest MQTT 5 CONNACK reason code for a 3.1.1 return code.
 uint8_t connack_reason(codec::ConnackCode code);

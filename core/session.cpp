@@ -5,6 +5,7 @@
 #include "client.hpp"
 #include "codec/encoder.hpp"
 #include "mqtt5.hpp"
+#include "topic.hpp"
 
 namespace mqgate {
 
@@ -13,15 +14,37 @@ const std::string& Session::owner() const {
   return owner_ ? *owner_ : kNone;
 }
 
-bool Session::add_subscription(std::string_view filter, uint8_t qos) {
+bool Session::add_subscription(std::string_view filter, uint8_t qos, uint8_t flags, uint32_t id) {
   if (!subscriptions_) subscriptions_ = std::make_unique<Subscriptions>();
+  if (flags != 0 || id != 0) has_options_ = true;
   auto it = subscriptions_->find(filter);
   if (it != subscriptions_->end()) {
-    it->second = qos;
+    it->second = {qos, flags, id};
     return false;
   }
-  subscriptions_->emplace(std::string(filter), qos);
+  subscriptions_->emplace(std::string(filter), Subscription{qos, flags, id});
   return true;
+}
+
+Session::Delivery Session::match_options(std::string_view topic, bool own) const {
+  Delivery d;
+  if (!subscriptions_) return d;
+  bool any = false;
+  for (const auto& [filter, sub] : *subscriptions_) {
+    if (own && (sub.flags & kNoLocal)) continue;  // [MQTT-3.8.3-3]
+    if (!topic_matches(filter, topic)) continue;
+    any = true;
+    if (sub.flags & kRetainAsPublished) d.retain_as_published = true;
+    if (sub.id != 0) d.ids.push_back(sub.id);
+  }
+  d.skip = !any;
+  return d;
+}
+
+uint32_t Session::subscription_id(std::string_view filter) const {
+  if (!subscriptions_) return 0;
+  auto it = subscriptions_->find(filter);
+  return it == subscriptions_->end() ? 0 : it->second.id;
 }
 
 bool Session::remove_subscription(std::string_view filter) {

@@ -71,8 +71,18 @@ struct DeliveryStats {
 
 class Session : public RouteTarget {
  public:
-  // filter -> granted QoS. Hashed: one SUBSCRIBE may carry tens of thousands of filters.
-  using Subscriptions = std::unordered_map<std::string, uint8_t, detail::StringHash, std::equal_to<>>;
+  // A subscription: granted QoS and the MQTT 5 options (3.8.3.1). 8 bytes, as the
+  // padded QoS byte alone was.
+  struct Subscription {
+    uint8_t qos = 0;
+    uint8_t flags = 0;  // kNoLocal | kRetainAsPublished
+    uint32_t id = 0;    // Subscription Identifier; 0: none
+  };
+  static constexpr uint8_t kNoLocal = 1;
+  static constexpr uint8_t kRetainAsPublished = 2;
+  // filter -> subscription. Hashed: one SUBSCRIBE may carry tens of thousands of filters.
+  using Subscriptions =
+      std::unordered_map<std::string, Subscription, detail::StringHash, std::equal_to<>>;
 
   Session(std::string client_id, bool clean, std::shared_ptr<const std::string> owner = nullptr)
       : client_id_(std::move(client_id)), owner_(std::move(owner)), clean_(clean) {}
@@ -90,8 +100,8 @@ class Session : public RouteTarget {
   Client* client() const { return client_; }
 
   // --- subscriptions (the router holds the index; this is the session's own list) ----
-  // Returns true if the filter is new.
-  bool add_subscription(std::string_view filter, uint8_t qos);
+  // Returns true if the filter is new. `flags`, `id`: MQTT 5 options (replaced too).
+  bool add_subscription(std::string_view filter, uint8_t qos, uint8_t flags = 0, uint32_t id = 0);
   bool remove_subscription(std::string_view filter);
   bool has_subscription(std::string_view filter) const {
     return subscriptions_ && subscriptions_->find(filter) != subscriptions_->end();
@@ -101,8 +111,23 @@ class Session : public RouteTarget {
   template <typename Fn>
   void for_each_subscription(Fn&& fn) const {
     if (subscriptions_)
-      for (const auto& [filter, qos] : *subscriptions_) fn(filter, qos);
+      for (const auto& [filter, sub] : *subscriptions_)
+        fn(filter, sub.qos);
   }
+  // Some subscription has MQTT 5 options or an identifier: deliveries look them up.
+  bool has_options() const { return has_options_; }
+  // What the options of the subscriptions matching `topic` say about one delivery:
+  // skip it (every match is No Local and the message is the session's own), keep its
+  // RETAIN flag (Retain As Published), the Subscription Identifiers to send. Walks the
+  // session's own filters: only for sessions with options.
+  struct Delivery {
+    bool skip = false;
+    bool retain_as_published = false;
+    std::vector<uint32_t> ids;
+  };
+  Delivery match_options(std::string_view topic, bool own) const;
+  // The Subscription Identifier of `filter` (0: none).
+  uint32_t subscription_id(std::string_view filter) const;
 
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
@@ -213,6 +238,7 @@ class Session : public RouteTarget {
   bool clean_;
   bool offline_listed_ = false;  // in OfflineSessions
   bool removed_ = false;
+  bool has_options_ = false;
   uint16_t last_packet_id_ = 0;
   std::unique_ptr<Subscriptions> subscriptions_;  // allocated on the first subscription
   std::unique_ptr<Flow> flow_;

@@ -6,10 +6,11 @@ on the same topics. Real clients (paho-mqtt 1.6 with protocol=MQTTv5, mosquitto_
 
 Where Mosquitto (2.0, Debian 12) deviates or announces other capabilities, the test is
 marked skip_if_mosquitto:
-- CONNACK properties: Mosquitto offers subscription identifiers and shared subscriptions
-  (mqgate does not yet: it announces 0 for them), and other limits.
-- `$share/` filters and Subscription Identifiers: supported by Mosquitto (SUBACK 0x9E /
-  0xA1 from mqgate).
+- CONNACK properties: Mosquitto offers shared subscriptions (mqgate does not yet: it
+  announces 0), and other limits.
+- `$share/` filters: supported by Mosquitto (SUBACK 0x9E from mqgate).
+- Overlapping subscriptions: Mosquitto sends one copy per subscription, mqgate one copy
+  with every Subscription Identifier (both allowed, 3.3.4).
 - Server DISCONNECT reason codes on errors (0x81, 0x82, 0x8E, all a MAY in the spec):
   Mosquitto sends them in some cases only (not on takeover), so those tests accept a
   plain close there.
@@ -126,7 +127,7 @@ class Mqtt5Test(brokers.MqttTestCase):
         p = dict(c.connack.props)
         self.assertEqual(p.get(R.RETAIN_AVAILABLE), 1)
         self.assertEqual(p.get(R.WILDCARD_AVAILABLE), 1)
-        self.assertEqual(p.get(R.SUBSCRIPTION_ID_AVAILABLE), 0)
+        self.assertEqual(p.get(R.SUBSCRIPTION_ID_AVAILABLE), 1)
         self.assertEqual(p.get(R.SHARED_AVAILABLE), 0)
         self.assertEqual(p.get(R.RECEIVE_MAXIMUM), 20)  # max_inflight_messages
         self.assertEqual(p.get(R.MAXIMUM_PACKET_SIZE), 1024 * 1024)
@@ -260,10 +261,60 @@ class Mqtt5Test(brokers.MqttTestCase):
         c = self.raw5_ok("share")
         self.assertEqual(c.subscribe([("$share/g/t", 1), ("t", 1)]), [0x9E, 1])
 
-    @skip_if_mosquitto("Mosquitto supports subscription identifiers")
-    def test_subscription_identifier_not_supported(self):
+    def test_subscription_identifiers(self):
+        # [MQTT-3.3.4-3]: the identifiers of every matching subscription, with the
+        # message; also with retained messages sent for the subscription.
+        pub = self.raw5_ok("idpub")
+        pub.publish("id/r", b"kept", qos=1, retain=True)
         c = self.raw5_ok("subid")
-        self.assertEqual(c.subscribe([("i/a", 1)], props=[(R.SUBSCRIPTION_ID, 5)]), [0xA1])
+        self.assertEqual(c.subscribe([("id/+", 1)], props=[(R.SUBSCRIPTION_ID, 5)]), [1])
+        m = c.next_publish()
+        self.assertEqual((m.payload, [v for k, v in m.props if k == R.SUBSCRIPTION_ID]),
+                         (b"kept", [5]))
+        self.assertEqual(c.subscribe([("id/#", 1)], packet_id=2,
+                                     props=[(R.SUBSCRIPTION_ID, 300)]), [1])
+        c.read_all(0.3)  # the retained message again, for id/#
+        c.subscribe([("#", 0)], packet_id=3)  # no identifier
+        c.read_all(0.3)
+        pub.publish("id/x", b"live", qos=1, packet_id=2)
+        # One copy with both identifiers (mqgate), or one copy per subscription
+        # (Mosquitto: the spec allows both, 3.3.4).
+        live = [m for m in c.read_all(0.5, first=5) if m.type == R.PUBLISH]
+        for m in live:
+            c.ack(m)
+        ids = sorted(v for m in live for k, v in m.props if k == R.SUBSCRIPTION_ID)
+        self.assertEqual(ids, [5, 300])
+        if not brokers.MOSQUITTO:
+            self.assertEqual(len(live), 1)
+        # a subscriber without identifiers gets none
+        plain = self.raw5_ok("plain")
+        plain.subscribe([("id/#", 1)])
+        plain.read_all(0.3)
+        pub.publish("id/y", b"p", qos=1, packet_id=3)
+        self.assertEqual(R.prop(plain.next_publish(), R.SUBSCRIPTION_ID), None)
+
+    def test_no_local(self):
+        # [MQTT-3.8.3-3]: not to the publishing client's own No Local subscription.
+        c = self.raw5_ok("nolocal")
+        c.subscribe([("nl/#", 1, True)])
+        other = self.raw5_ok("other")
+        other.subscribe([("nl/#", 1)])
+        c.publish("nl/a", b"mine", qos=1)
+        self.assertEqual(other.next_publish().payload, b"mine")
+        self.assertEqual([p for p in c.read_all(0.5) if p.type == R.PUBLISH], [])
+        other.publish("nl/b", b"theirs", qos=1)
+        self.assertEqual(c.next_publish().payload, b"theirs")
+
+    def test_retain_as_published(self):
+        # [MQTT-3.3.1-12], [MQTT-3.3.1-13]: live copies keep RETAIN only with the option.
+        rap = self.raw5_ok("rap")
+        rap.subscribe([("rap/#", 1, False, True)])
+        plain = self.raw5_ok("norap")
+        plain.subscribe([("rap/#", 1)])
+        pub = self.raw5_ok("rappub")
+        pub.publish("rap/t", b"r", qos=1, retain=True)
+        self.assertTrue(rap.next_publish().retain)
+        self.assertFalse(plain.next_publish().retain)
 
     # -- flow control -----------------------------------------------------------------
     def test_receive_maximum_bounds_unacknowledged(self):
