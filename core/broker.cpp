@@ -111,6 +111,7 @@ void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& heade
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;
   if (client.state == Client::State::kClosing || client.close_requested()) return;
   if (awaiting_decision(client)) {
     // Client::hold(true) was ignored: better a closed client than packets reordered.
@@ -518,6 +519,9 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     return;
   }
   const std::string props = v5 ? mqtt5::forwarded_properties(p.props) : std::string();
+  std::optional<uint64_t> expires_at;
+  if (v5 && p.props.message_expiry_interval)
+    expires_at = now_ms_ + uint64_t{*p.props.message_expiry_interval} * 1000;
   AuthResult auth;
   if (!p.topic.empty() && p.topic[0] == '$') {
     auth = authorize_publish(client, p.topic, p.qos, p.retain);  // refused by the broker
@@ -539,13 +543,14 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     state.topic.assign(p.topic);
     state.payload.assign(p.payload);
     state.props = props;
+    state.expires_at_ms = expires_at;
     await(client, Awaiting{std::move(state)});
     return;
   }
   uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
-    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, props) &&
-        !route(p.topic, p.payload, p.qos, p.retain, false, props, client.session))
+    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, props, expires_at) &&
+        !route(p.topic, p.payload, p.qos, p.retain, false, props, client.session, expires_at))
       ack_reason = reason::kNoMatchingSubscribers;
   } else {
     state.topic.assign(p.topic);
@@ -561,8 +566,10 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
   const uint64_t changes = store_changes();
   uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
-    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.props) &&
-        !route(p.topic, p.payload, p.qos, p.retain, false, p.props, client.session))
+    if (!route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.props,
+                            p.expires_at_ms) &&
+        !route(p.topic, p.payload, p.qos, p.retain, false, p.props, client.session,
+               p.expires_at_ms))
       ack_reason = reason::kNoMatchingSubscribers;
   } else {
     stats_.publish_denied++;
@@ -580,9 +587,11 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
 }
 
 bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                   bool internal, std::string_view props, const Session* origin) {
+                   bool internal, std::string_view props, const Session* origin,
+                   std::optional<uint64_t> expires_at_ms) {
   MessagePtr msg;
-  if (retain || !props.empty()) msg = Message::create(topic, payload, qos, retain, props);
+  if (retain || !props.empty() || expires_at_ms)
+    msg = Message::create(topic, payload, qos, retain, props, expires_at_ms);
   if (retain) {
     if (internal) router_.retain(msg);  // the broker's own few $SYS topics are not capped
     else store_retained(msg);
@@ -617,7 +626,7 @@ void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view 
     deliver_with_options(session, q, topic, payload, qos, msg, origin);
     return;
   }
-  if (q == 0) {
+  if (q == 0 && !(msg && msg->expires())) {
     // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
     session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery,
                          msg ? msg->props() : std::string_view());
@@ -742,6 +751,8 @@ bool Broker::run_retained_job(Client& client, RetainedJob& job, size_t& budget) 
 }
 
 bool Broker::run_slice(uint64_t now_ms) {
+  now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;
   size_t budget = kSliceBudget;
   bool progress = false;
   // Fan-outs first: while one is in progress no connection is read.

@@ -137,6 +137,7 @@ class Broker {
   struct PublishState {
     std::string topic, payload;
     std::string props;  // 5.0: the forwarded properties (mqtt5::forwarded_properties)
+    std::optional<uint64_t> expires_at_ms;  // 5.0 Message Expiry (loop time)
     uint16_t packet_id = 0;
     uint8_t qos = 0;
     bool retain = false;
@@ -194,8 +195,10 @@ class Broker {
   // `props`: 5.0 properties forwarded to 5.0 subscribers. Returns whether any
   // subscription matched.
   // `origin`: the publisher's session (No Local), if a client published it.
+  // `expires_at_ms`: 5.0 Message Expiry (loop time).
   bool route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-             bool internal = false, std::string_view props = {}, const Session* origin = nullptr);
+             bool internal = false, std::string_view props = {}, const Session* origin = nullptr,
+             std::optional<uint64_t> expires_at_ms = std::nullopt);
   void store_retained(const MessagePtr& msg);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -265,7 +268,8 @@ class Broker {
   // nobody gets it twice [MQTT-4.3.3-2 across restarts]. The publisher's later messages
   // wait behind it, in order. Returns false if the message may be routed now.
   bool route_when_durable(const Client& client, std::string_view topic, std::string_view payload,
-                          uint8_t qos, bool retain, std::string_view props);
+                          uint8_t qos, bool retain, std::string_view props,
+                          std::optional<uint64_t> expires_at_ms);
   void route_durable(uint64_t queue, bool ok);
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
@@ -289,6 +293,7 @@ class Broker {
     bool retain;
     std::string props;  // 5.0
     const Session* origin = nullptr;
+    std::optional<uint64_t> expires_at_ms;
   };
   struct RouteQueue {
     std::deque<PendingRoute> routes;

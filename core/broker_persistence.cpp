@@ -79,7 +79,7 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
 
 bool Broker::route_when_durable(const Client& client, std::string_view topic,
                                 std::string_view payload, uint8_t qos, bool retain,
-                                std::string_view props) {
+                                std::string_view props, std::optional<uint64_t> expires_at_ms) {
   if (persistence_ == nullptr) return false;
   auto open = route_queue_of_.find(&client);
   if (open == route_queue_of_.end()) {
@@ -96,8 +96,8 @@ bool Broker::route_when_durable(const Client& client, std::string_view topic,
     stats_.delivery.dropped_qos0_backlog++;
     return true;
   }
-  q.routes.push_back(
-      {std::string(topic), std::string(payload), qos, retain, std::string(props), client.session});
+  q.routes.push_back({std::string(topic), std::string(payload), qos, retain, std::string(props),
+                      client.session, expires_at_ms});
   q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
   persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
   return true;
@@ -120,7 +120,7 @@ void Broker::route_durable(uint64_t id, bool ok) {
   // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
   // too, so the publisher sends it again (and it is routed then, once).
   if (!ok && r.qos == 2) return;
-  route(r.topic, r.payload, r.qos, r.retain, false, r.props, r.origin);
+  route(r.topic, r.payload, r.qos, r.retain, false, r.props, r.origin, r.expires_at_ms);
 }
 
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {

@@ -45,7 +45,9 @@ MessagePtr with_subscription_ids(const Message& msg, std::span<const uint32_t> i
     props.push_back(static_cast<char>(codec::PropertyId::kSubscriptionIdentifier));
     codec::write_varint(props, id);
   }
-  return Message::create(msg.topic(), msg.payload(), msg.qos(), msg.retain(), props);
+  return Message::create(
+      msg.topic(), msg.payload(), msg.qos(), msg.retain(), props,
+      msg.expires() ? std::optional<uint64_t>(msg.expires_at_ms()) : std::nullopt);
 }
 
 uint8_t connack_reason(ConnackCode code) {
@@ -99,33 +101,35 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
 }
 
 size_t publish_size(uint8_t protocol_level, std::string_view topic, size_t payload_size,
-                    uint8_t qos, std::string_view props) {
+                    uint8_t qos, std::string_view props, std::optional<uint32_t> expiry) {
   size_t remaining = 2 + topic.size() + (qos > 0 ? 2 : 0) + payload_size;
-  if (protocol_level == codec::kProtocolLevel5)
-    remaining += codec::varint_size(static_cast<uint32_t>(props.size())) + props.size();
+  if (protocol_level == codec::kProtocolLevel5) {
+    const size_t length = props.size() + (expiry ? 5 : 0);
+    remaining += codec::varint_size(static_cast<uint32_t>(length)) + length;
+  }
   return 1 + codec::remaining_length_size(remaining) + remaining;
 }
 
 bool fits(const Client& client, std::string_view topic, size_t payload_size, uint8_t qos,
-          std::string_view props) {
+          std::string_view props, std::optional<uint32_t> expiry) {
   const ClientState* s = client.v5();
   if (s == nullptr || s->max_packet_size == 0) return true;
-  return publish_size(client.protocol_level, topic, payload_size, qos, props) <= s->max_packet_size;
+  return publish_size(client.protocol_level, topic, payload_size, qos, props, expiry) <=
+         s->max_packet_size;
 }
 
 void encode_publish(const Client& client, std::string& out, std::string_view topic,
                     std::string_view payload, std::string_view props, uint8_t qos, bool retain,
-                    bool dup, uint16_t packet_id) {
+                    bool dup, uint16_t packet_id, std::optional<uint32_t> expiry) {
   if (client.protocol_level != codec::kProtocolLevel5) {
     codec::encode_publish(out, topic, payload, qos, retain, dup, packet_id);
     return;
   }
-  const size_t total = publish_size(codec::kProtocolLevel5, topic, payload.size(), qos, props);
-  const size_t prop_len = props.size();
+  const size_t prop_len = props.size() + (expiry ? 5 : 0);
   const size_t remaining = 2 + topic.size() + (qos > 0 ? 2 : 0) +
                            codec::varint_size(static_cast<uint32_t>(prop_len)) + prop_len +
                            payload.size();
-  out.reserve(out.size() + total);
+  out.reserve(out.size() + 5 + remaining);
   out.push_back(static_cast<char>(0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 1 : 0)));
   codec::write_varint(out, static_cast<uint32_t>(remaining));
   out.push_back(static_cast<char>(topic.size() >> 8));
@@ -136,6 +140,12 @@ void encode_publish(const Client& client, std::string& out, std::string_view top
     out.push_back(static_cast<char>(packet_id & 0xFF));
   }
   codec::write_varint(out, static_cast<uint32_t>(prop_len));
+  if (expiry) {
+    // The interval left, in place of the publisher's [MQTT-3.3.2-6].
+    out.push_back(static_cast<char>(codec::PropertyId::kMessageExpiryInterval));
+    for (int shift = 24; shift >= 0; shift -= 8)
+      out.push_back(static_cast<char>((*expiry >> shift) & 0xFF));
+  }
   out.append(props);
   out.append(payload);
 }

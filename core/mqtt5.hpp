@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -66,16 +67,18 @@ struct ConnackInfo {
 void encode_connack(std::string& out, bool session_present, const ConnackInfo& info);
 
 // Size on the wire of a PUBLISH to a client at `protocol_level`.
+// `expiry`: a Message Expiry Interval to send (5.0), before `props`.
 size_t publish_size(uint8_t protocol_level, std::string_view topic, size_t payload_size,
-                    uint8_t qos, std::string_view props);
+                    uint8_t qos, std::string_view props,
+                    std::optional<uint32_t> expiry = std::nullopt);
 // Whether a PUBLISH of that size may go to `client` (its Maximum Packet Size).
 bool fits(const Client& client, std::string_view topic, size_t payload_size, uint8_t qos,
-          std::string_view props);
+          std::string_view props, std::optional<uint32_t> expiry = std::nullopt);
 // A PUBLISH in the client's protocol: 3.1.1 without properties, 5.0 with `props`
 // (encoded property bytes) behind their length.
 void encode_publish(const Client& client, std::string& out, std::string_view topic,
                     std::string_view payload, std::string_view props, uint8_t qos, bool retain,
-                    bool dup, uint16_t packet_id);
+                    bool dup, uint16_t packet_id, std::optional<uint32_t> expiry = std::nullopt);
 // PUBACK/PUBREC/PUBREL/PUBCOMP: with `reason` for a 5.0 client, plain otherwise.
 void encode_ack(const Client& client, std::string& out, codec::PacketType type, uint16_t packet_id,
                 uint8_t reason);

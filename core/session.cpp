@@ -106,38 +106,59 @@ uint16_t Session::next_packet_id() {
   }
 }
 
-void Session::send_publish(const Outgoing& o, bool dup, DeliveryStats& stats) {
+namespace {
+// The Message Expiry Interval left (s, rounded up) of a 5.0 message; false if it passed.
+bool expiry_left(const Message& m, uint64_t now_ms, std::optional<uint32_t>& left) {
+  if (!m.expires()) return true;
+  const uint64_t at = m.expires_at_ms();
+  if (at <= now_ms) return false;
+  left = static_cast<uint32_t>(std::min<uint64_t>((at - now_ms + 999) / 1000, UINT32_MAX));
+  return true;
+}
+}  // namespace
+
+void Session::send_publish(const Outgoing& o, bool dup, DeliveryStats& stats, uint64_t now_ms) {
   std::string& out = client_->out();
   const size_t before = out.size();
+  std::optional<uint32_t> left;
+  // A resend of a message that expired in flight still completes (with 1 s left).
+  if (!expiry_left(*o.msg, now_ms, left)) left = 1;
   mqtt5::encode_publish(*client_, out, o.msg->topic(), o.msg->payload(), o.msg->props(), o.qos,
-                        o.retain, dup, o.packet_id);
+                        o.retain, dup, o.packet_id, left);
   stats.messages_sent++;
   stats.bytes_sent += out.size() - before;
 }
 
 void Session::deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
-                           size_t max_backlog, DeliveryStats& stats, std::string_view props) {
+                           size_t max_backlog, DeliveryStats& stats, std::string_view props,
+                           std::optional<uint32_t> expiry) {
   if (client_ == nullptr || client_->pending_output() > max_backlog) {
     stats.messages_dropped++;
     (client_ == nullptr ? stats.dropped_qos0_offline : stats.dropped_qos0_backlog)++;
     return;
   }
-  if (!mqtt5::fits(*client_, topic, payload.size(), 0, props)) {
+  if (!mqtt5::fits(*client_, topic, payload.size(), 0, props, expiry)) {
     stats.messages_dropped++;
     stats.dropped_too_large++;
     return;
   }
   std::string& out = client_->out();
   const size_t before = out.size();
-  mqtt5::encode_publish(*client_, out, topic, payload, props, 0, retain, false, 0);
+  mqtt5::encode_publish(*client_, out, topic, payload, props, 0, retain, false, 0, expiry);
   stats.messages_sent++;
   stats.bytes_sent += out.size() - before;
 }
 
 void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
                       size_t max_backlog, DeliveryStats& stats) {
+  std::optional<uint32_t> left;
+  if (!expiry_left(*msg, limits.now_ms, left)) {
+    stats.messages_dropped++;
+    stats.dropped_expired++;
+    return;
+  }
   if (qos == 0) {
-    deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats, msg->props());
+    deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats, msg->props(), left);
     return;
   }
   if (client_ != nullptr && too_large(*msg, qos, stats)) return;
@@ -151,7 +172,7 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
                           qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
     if (j) journal_put(j, f.inflight.back(), true);
     stats.inflight_now++;
-    send_publish(f.inflight.back(), false, stats);
+    send_publish(f.inflight.back(), false, stats, limits.now_ms);
     return;
   }
   if (queued_count() >= limits.max_queued) {
@@ -170,7 +191,10 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
 bool Session::too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const {
   // Over the client's Maximum Packet Size: the spec has it dropped for this client as if
   // delivered [MQTT-3.1.2-25].
-  if (mqtt5::fits(*client_, msg.topic(), msg.payload().size(), qos, msg.props())) return false;
+  // (The expiry property is counted at its largest: 5 bytes.)
+  if (mqtt5::fits(*client_, msg.topic(), msg.payload().size(), qos, msg.props(),
+                  msg.expires() ? std::optional<uint32_t>(0) : std::nullopt))
+    return false;
   stats.messages_dropped++;
   stats.dropped_too_large++;
   return true;
@@ -214,7 +238,13 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
   while (f.queue_head < f.queue.size() && f.inflight.size() < window) {
     Queued& q = f.queue[f.queue_head++];
-    if (too_large(*q.msg, q.qos, stats)) {
+    std::optional<uint32_t> left;
+    const bool expired = !expiry_left(*q.msg, limits.now_ms, left);
+    if (expired) {
+      stats.messages_dropped++;
+      stats.dropped_expired++;
+    }
+    if (expired || too_large(*q.msg, q.qos, stats)) {
       if (SessionJournal* j = journal(limits)) {
         j->remove_outgoing(*this, q.seq);
         j->release_message(*q.msg);
@@ -229,7 +259,7 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
     if (SessionJournal* j = journal(limits)) journal_put(j, f.inflight.back(), false);
     stats.queued_now--;
     stats.inflight_now++;
-    send_publish(f.inflight.back(), false, stats);
+    send_publish(f.inflight.back(), false, stats, limits.now_ms);
   }
   compact_queue(f);
   if (f.queue.empty() && f.queue.capacity() > 64) f.queue.shrink_to_fit();
@@ -279,7 +309,7 @@ void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats&
     if (o.state == OutState::kAwaitPubcomp) {
       codec::encode_ack(client_->out(), codec::PacketType::kPubrel, o.packet_id);
     } else {
-      send_publish(o, true, stats);
+      send_publish(o, true, stats, limits.now_ms);
     }
   }
   fill_window(limits, stats);

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -51,6 +52,7 @@ struct SessionLimits {
   uint32_t max_inflight = 20;
   uint32_t max_queued = 1000;
   SessionJournal* journal = nullptr;  // persistence on: where persistent sessions report
+  uint64_t now_ms = 0;                // loop time (MQTT 5 Message Expiry)
 };
 
 // Counters a session reports to the broker's statistics.
@@ -62,6 +64,7 @@ struct DeliveryStats {
   uint64_t dropped_qos0_backlog = 0;  // QoS 0 to a client over max_outgoing_bytes
   uint64_t dropped_queue_full = 0;    // QoS 1/2 beyond max_queued_messages
   uint64_t dropped_too_large = 0;     // over a 5.0 client's Maximum Packet Size
+  uint64_t dropped_expired = 0;       // 5.0 Message Expiry passed before delivery
   // QoS 1/2 messages of every session, now: sent and unacknowledged, and waiting
   // behind them. Kept up to date as they move (Broker::destroy_session takes a
   // removed session's share out), so reading them costs nothing.
@@ -139,8 +142,10 @@ class Session : public RouteTarget {
                size_t max_backlog, DeliveryStats& stats);
   // QoS 0 fast path: sends an already-validated publish without creating a Message.
   // `props`: MQTT 5 properties for a 5.0 client (Message::props()).
+  // `expiry`: 5.0 Message Expiry Interval left.
   void deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
-                    size_t max_backlog, DeliveryStats& stats, std::string_view props = {});
+                    size_t max_backlog, DeliveryStats& stats, std::string_view props = {},
+                    std::optional<uint32_t> expiry = std::nullopt);
   // PUBACK / PUBREC / PUBCOMP from the client. Return false for an unknown identifier.
   // After on_pubrec() returns true the caller sends PUBREL.
   bool on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
@@ -223,7 +228,7 @@ class Session : public RouteTarget {
   }
 
   uint16_t next_packet_id();
-  void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats);
+  void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats, uint64_t now_ms);
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
   // Over the (online) client's Maximum Packet Size: counted as dropped.
   bool too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const;

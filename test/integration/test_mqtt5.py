@@ -349,6 +349,40 @@ class Mqtt5Test(brokers.MqttTestCase):
         self.assertEqual(big.next_publish().payload, b"small")
         self.assertOpen(small)
 
+    # -- message expiry ---------------------------------------------------------------
+    def test_message_expiry_interval_passed_on(self):
+        # [MQTT-3.3.2-6]: the interval sent on is what is left of it.
+        sub = self.raw5_ok("expsub")
+        sub.subscribe([("exp/#", 1)])
+        pub = self.raw5_ok("exppub")
+        pub.publish("exp/a", b"x", qos=1, props=[(R.MESSAGE_EXPIRY, 60)])
+        left = R.prop(sub.next_publish(), R.MESSAGE_EXPIRY)
+        self.assertIsNotNone(left)
+        self.assertTrue(0 < left <= 60, left)
+        pub.publish("exp/b", b"y", qos=1, packet_id=2)
+        self.assertIsNone(R.prop(sub.next_publish(), R.MESSAGE_EXPIRY))
+
+    def test_expired_messages_not_delivered(self):
+        # [MQTT-3.3.2-5]: queued for an offline session, or retained, past the interval.
+        c = self.raw5_ok("expoff", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        c.subscribe([("expo/#", 1)])
+        c.send(R.disconnect5())
+        self.assertClosed(c)
+        pub = self.raw5_ok("expopub")
+        pub.publish("expo/short", b"gone", qos=1, props=[(R.MESSAGE_EXPIRY, 1)])
+        pub.publish("expo/ret", b"gone too", qos=1, retain=True, packet_id=2,
+                    props=[(R.MESSAGE_EXPIRY, 1)])
+        pub.publish("expo/long", b"kept", qos=1, packet_id=3, props=[(R.MESSAGE_EXPIRY, 300)])
+        time.sleep(2.2)  # the short interval passes (a wait, not a timing assertion)
+        again = self.raw5_ok("expoff", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        got = [p for p in again.read_all(0.5, first=5) if p.type == R.PUBLISH]
+        for p in got:
+            again.ack(p)
+        self.assertEqual([p.payload for p in got], [b"kept"])
+        late = self.raw5_ok("explate")
+        late.subscribe([("expo/#", 1)])
+        self.assertEqual([p for p in late.read_all(0.5) if p.type == R.PUBLISH], [])
+
     # -- sessions ---------------------------------------------------------------------
     def test_session_expiry_zero_ends_session(self):
         c = self.raw5_ok("se0", clean_start=False)
