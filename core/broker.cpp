@@ -5,12 +5,20 @@
 
 #include "codec/encoder.hpp"
 #include "codec/utf8.hpp"
+#include "mqtt5.hpp"
 #include "persistence.hpp"
 
 namespace mqgate {
 
 using codec::ConnackCode;
 using codec::PacketType;
+namespace reason = codec::reason;
+
+namespace {
+bool is_v5(const Client& client) {
+  return client.protocol_level == codec::kProtocolLevel5;
+}
+}  // namespace
 
 Broker::Broker(const LimitsConfig& limits, AuthHooks& hooks, std::unique_ptr<SessionStore> store)
     : hooks_(hooks), sessions_(std::move(store)), rng_(std::random_device{}()) {
@@ -67,20 +75,19 @@ void Broker::on_open(Client& client, uint64_t now_ms) {
   CLIENT_LOG(log::Level::kDebug, client, "new connection");
 }
 
-void Broker::protocol_violation(Client& client, const char* what) {
+void Broker::protocol_violation(Client& client, const char* what, uint8_t reason_code) {
   CLIENT_LOG(log::Level::kWarning, client, "protocol violation: %s; closing", what);
-  client.close("protocol violation");
+  mqtt5::disconnect(client, reason_code, "protocol violation");
 }
 
 void Broker::on_decode_error(Client& client, codec::DecodeError error,
                              const codec::FixedHeader* header, const codec::Packet* partial) {
   const auto* connect = partial ? std::get_if<codec::Connect>(partial) : nullptr;
   if (connect != nullptr && client.state == Client::State::kAwaitConnect &&
-      (error == codec::DecodeError::kUnsupportedProtocolLevel ||
-       connect->protocol_level == codec::kProtocolLevel5)) {
+      error == codec::DecodeError::kUnsupportedProtocolLevel) {
     const auto& c = *connect;
     CLIENT_LOG(log::Level::kInfo, client,
-               "refused: protocol %s level %u is not supported (MQTT 3.1 and 3.1.1 are)",
+               "refused: protocol %s level %u is not supported (MQTT 3.1, 3.1.1 and 5.0 are)",
                log::quote(c.protocol_name, 16).c_str(), c.protocol_level);
     codec::encode_connack(client.out(), false, ConnackCode::kUnacceptableProtocolVersion);
     client.close("unsupported protocol level");
@@ -88,18 +95,26 @@ void Broker::on_decode_error(Client& client, codec::DecodeError error,
   }
   CLIENT_LOG(log::Level::kWarning, client, "malformed %s packet: %s; closing",
              header ? codec::packet_type_name(header->type) : "", codec::describe(error));
-  client.close("malformed packet");
+  if (connect != nullptr && client.state == Client::State::kAwaitConnect &&
+      connect->protocol_level == codec::kProtocolLevel5) {
+    // A 5.0 CONNECT that breaks the rules: CONNACK with the reason [MQTT-3.1.4-1].
+    codec::encode_connack_v5(client.out(), false, codec::disconnect_reason(error), {});
+    client.close("malformed packet");
+    return;
+  }
+  mqtt5::disconnect(client, codec::disconnect_reason(error), "malformed packet");
 }
 
 void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& header) {
   CLIENT_LOG(log::Level::kWarning, client,
              "%s packet of %zu bytes is over max_packet_size (%" PRIu32 "); closing",
              codec::packet_type_name(header.type), header.packet_length(), limits_.max_packet_size);
-  client.close("packet too large");
+  mqtt5::disconnect(client, reason::kPacketTooLarge, "packet too large");
 }
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;
   if (client.state == Client::State::kClosing || client.close_requested()) return;
   if (awaiting_decision(client)) {
     // Client::hold(true) was ignored: better a closed client than packets reordered.
@@ -112,13 +127,6 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
     if (client.state != Client::State::kAwaitConnect) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
-      return;
-    }
-    if (connect->protocol_level == codec::kProtocolLevel5) {
-      // The codec reads MQTT 5; the broker does not speak it yet: the 3.1.1 answer a
-      // 5.0 client understands as "unsupported protocol version" (also when its CONNECT
-      // is malformed: see on_decode_error).
-      on_decode_error(client, codec::DecodeError::kUnsupportedProtocolLevel, nullptr, &packet);
       return;
     }
     handle_connect(client, *connect, now_ms);
@@ -142,9 +150,11 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
         } else if constexpr (std::is_same_v<T, codec::Pingreq>) {
           codec::encode_pingresp(client.out());
         } else if constexpr (std::is_same_v<T, codec::Disconnect>) {
-          client.graceful = true;
-          client.will = MessagePtr();  // [MQTT-3.14.4-3]
-          client.close("client sent DISCONNECT");
+          handle_disconnect(client, p);
+        } else if constexpr (std::is_same_v<T, codec::Auth>) {
+          // Enhanced authentication is not offered (no Authentication Method accepted
+          // at CONNECT), so an AUTH is out of place [MQTT-4.12.0-1].
+          protocol_violation(client, "AUTH without an authentication method");
         }
       },
       packet);
@@ -158,10 +168,42 @@ std::string Broker::generate_client_id() {
   }
 }
 
-void Broker::refuse_connect(Client& client, ConnackCode code, const char* reason) {
-  CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK %u): %s", static_cast<unsigned>(code),
-             reason);
-  codec::encode_connack(client.out(), false, code);  // [MQTT-3.2.2-4]
+void Broker::handle_disconnect(Client& client, const codec::Disconnect& d) {
+  if (mqtt5::ClientState* v5 = client.v5()) {
+    if (d.props.session_expiry_interval) {
+      if (v5->session_expiry == 0 && *d.props.session_expiry_interval != 0) {
+        // [MQTT-3.14.2-2]: a session that ends with the connection cannot be revived here.
+        protocol_violation(client, "DISCONNECT sets a Session Expiry Interval after 0");
+        return;
+      }
+      v5->session_expiry = *d.props.session_expiry_interval;  // 0: the session ends now
+    }
+    if (d.reason_code == reason::kDisconnectWithWill) {
+      client.close("client sent DISCONNECT 0x04 (with will)");  // not graceful: the will goes
+      return;
+    }
+  }
+  client.graceful = true;
+  client.will = MessagePtr();  // [MQTT-3.14.4-3]
+  client.close("client sent DISCONNECT");
+}
+
+void Broker::encode_refusal(Client& client, ConnackCode code, uint8_t v5_reason) {
+  if (is_v5(client))
+    codec::encode_connack_v5(client.out(), false,
+                             v5_reason != 0 ? v5_reason : mqtt5::connack_reason(code), {});
+  else
+    codec::encode_connack(client.out(), false, code);  // [MQTT-3.2.2-4]
+}
+
+void Broker::refuse_connect(Client& client, ConnackCode code, const char* why, uint8_t v5_reason) {
+  if (is_v5(client))
+    CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK 0x%02x): %s",
+               v5_reason != 0 ? v5_reason : mqtt5::connack_reason(code), why);
+  else
+    CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK %u): %s", static_cast<unsigned>(code),
+               why);
+  encode_refusal(client, code, v5_reason);
   client.close("connection refused");
 }
 
@@ -177,17 +219,25 @@ bool Broker::too_deep(Client& client, std::string_view topic) {
 }
 
 void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) {
-  if (c.will && too_deep(client, c.will->topic)) return;
   client.protocol_level = c.protocol_level;
+  const bool v5 = is_v5(client);
+  if (v5) client.set_v5(mqtt5::client_state(c.props));
+  if (c.will && too_deep(client, c.will->topic)) return;
   client.keepalive = c.keepalive;
   client.last_rx_ms = now_ms;
   if (c.username) client.set_username(*c.username);
+  if (v5 && c.props.authentication_method) {
+    refuse_connect(client, ConnackCode::kNotAuthorized,
+                   "enhanced authentication (Authentication Method) is not supported",
+                   reason::kBadAuthenticationMethod);
+    return;
+  }
 
   std::string id(c.client_id);
   if (id.empty()) {
     // 3.1 requires 1-23 characters; 3.1.1 lets the server assign one, but only to a
-    // clean session [MQTT-3.1.3-7, -8].
-    if (c.protocol_level == codec::kProtocolLevel31 || !c.clean_session) {
+    // clean session [MQTT-3.1.3-7, -8]; 5.0 to any [MQTT-3.1.3-6].
+    if (c.protocol_level == codec::kProtocolLevel31 || (!v5 && !c.clean_session)) {
       refuse_connect(client, ConnackCode::kIdentifierRejected,
                      c.clean_session ? "empty client id (MQTT 3.1 requires one)"
                                      : "empty client id with clean session 0");
@@ -208,12 +258,15 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
 
   ConnectState state;
   state.clean_session = c.clean_session;
+  // 5.0: the session outlives the connection when it has an expiry interval.
+  state.keep_session = v5 ? client.v5()->session_expiry != 0 : !c.clean_session;
   state.client_id_empty = c.client_id.empty();
   state.protocol_level = c.protocol_level;
   state.keepalive = c.keepalive;
   state.id = std::move(id);
   if (c.will)
-    state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain);
+    state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain,
+                                 v5 ? mqtt5::forwarded_properties(c.will->props) : std::string());
   AuthResult auth = hooks_.authenticate(client, c);
   if (auth.pending) {
     await(client, Awaiting{std::move(state)});
@@ -251,22 +304,21 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
     // take it over or resume it. The owner's connection and session stay untouched.
     stats_.connects_identity_mismatch++;
     CLIENT_LOG(log::Level::kWarning, client,
-               "refused (CONNACK 2): client id belongs to a %s session of identity %s, this "
+               "refused (CONNACK %s): client id belongs to a %s session of identity %s, this "
                "connection is identity %s",
-               session->client() ? "connected" : "stored", log::quote(session->owner(), 200).c_str(),
-               log::quote(*identity, 200).c_str());
-    codec::encode_connack(client.out(), false, ConnackCode::kIdentifierRejected);
+               is_v5(client) ? "0x85" : "2", session->client() ? "connected" : "stored",
+               log::quote(session->owner(), 200).c_str(), log::quote(*identity, 200).c_str());
+    encode_refusal(client, ConnackCode::kIdentifierRejected, 0);
     client.close("client id owned by another identity");
     return;
   }
-  const bool creates_persistent =
-      !c.clean_session && (session == nullptr || session->clean());
+  const bool creates_persistent = c.keep_session && (session == nullptr || session->clean());
   if (creates_persistent && persistent_sessions_ >= limits_.max_persistent_sessions) {
     stats_.connects_session_limit++;
     CLIENT_LOG(log::Level::kError, client,
-               "refused (CONNACK 3): %zu persistent sessions exist, max_persistent_sessions is %u",
-               persistent_sessions_, limits_.max_persistent_sessions);
-    codec::encode_connack(client.out(), false, ConnackCode::kServerUnavailable);
+               "refused (CONNACK %s): %zu persistent sessions exist, max_persistent_sessions is %u",
+               is_v5(client) ? "0x97" : "3", persistent_sessions_, limits_.max_persistent_sessions);
+    encode_refusal(client, ConnackCode::kServerUnavailable, reason::kQuotaExceeded);
     client.close("too many persistent sessions");
     return;
   }
@@ -279,7 +331,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
                client.peer().c_str());
     // Closing is only a request the transport reports later: the broker lets the old
     // connection go now (its will, its session) and ignores that report.
-    old->close("session taken over");
+    mqtt5::disconnect(*old, reason::kSessionTakenOver, "session taken over");
     if (!detach_client(*old, "session taken over", now_ms_)) session = nullptr;
   }
   if (session != nullptr && (c.clean_session || session->clean())) {
@@ -288,14 +340,17 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   }
   const bool present = session != nullptr;
   if (session == nullptr) session = sessions_->create(id, true);
-  set_session_clean(*session, c.clean_session);
+  set_session_clean(*session, !c.keep_session);
   session->set_owner(std::move(identity));
 
   client.session = session;
   client.state = Client::State::kConnected;
   stats_.clients_connected++;
   stats_.clients_maximum = std::max(stats_.clients_maximum, stats_.clients_connected);
-  codec::encode_connack(client.out(), present, ConnackCode::kAccepted);
+  if (is_v5(client))
+    encode_connack_v5(client, present, c);
+  else
+    codec::encode_connack(client.out(), present, ConnackCode::kAccepted);
   CLIENT_LOG(log::Level::kInfo, client,
              "connected (protocol level %u, clean session %d, keepalive %u s, session present %d%s%s)",
              c.protocol_level, c.clean_session ? 1 : 0, c.keepalive, present ? 1 : 0,
@@ -306,6 +361,27 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   session->attach(&client, session_limits_, stats_.delivery);
   if (!drop_episodes_.empty()) end_drop_episode(*session, "until it reconnected");
   hooks_.on_connected(client, present);
+}
+
+void Broker::encode_connack_v5(Client& client, bool present, const ConnectState& c) {
+  mqtt5::ConnackInfo info;
+  info.receive_maximum = broker_receive_maximum();
+  info.maximum_packet_size = limits_.max_packet_size;
+  // Sessions are kept for the broker's session_expiry (0: forever), not per client: a
+  // client asking for another interval is told the one that applies [MQTT-3.2.2-21].
+  const uint32_t requested = client.v5()->session_expiry;
+  const uint32_t applied = limits_.session_expiry == 0 ? 0xFFFFFFFFu : limits_.session_expiry;
+  if (requested != 0 && requested != applied) {
+    info.session_expiry = applied;
+    info.session_expiry_differs = true;
+    client.v5()->session_expiry = applied;
+  }
+  if (c.client_id_empty) info.assigned_client_id = client.client_id();
+  mqtt5::encode_connack(client.out(), present, info);
+}
+
+uint16_t Broker::broker_receive_maximum() const {
+  return static_cast<uint16_t>(std::min<uint32_t>(limits_.max_inflight_messages, 65535));
 }
 
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
@@ -338,7 +414,8 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   flow_.forget_session(*session);  // publishers waiting on it go on
   client.session = nullptr;
   session->detach(now_ms);
-  const bool kept = !session->clean();
+  // A 5.0 client may end its session at DISCONNECT (Session Expiry Interval 0).
+  const bool kept = !session->clean() && !(client.v5() && client.v5()->session_expiry == 0);
   if (kept) {
     offline_.push_back(session);
     if (persistence_) persist_session(*session, false);
@@ -397,7 +474,7 @@ void Broker::check_timeouts(Client& client, uint64_t now_ms) {
   // One and a half keep-alive periods without a packet [MQTT-3.1.2-24].
   if ((now_ms - client.last_rx_ms) * 2 > uint64_t{client.keepalive} * 3000) {
     CLIENT_LOG(log::Level::kInfo, client, "keep-alive of %u s expired; closing", client.keepalive);
-    client.close("keep-alive timeout");
+    mqtt5::disconnect(client, reason::kKeepAliveTimeout, "keep-alive timeout");
   }
 }
 
@@ -411,7 +488,7 @@ void Broker::publish_will(Client& client) {
     return;
   }
   CLIENT_LOG(log::Level::kDebug, client, "publishing will to %s", log::quote(will->topic()).c_str());
-  route(will->topic(), will->payload(), will->qos(), will->retain());
+  route(will->topic(), will->payload(), will->qos(), will->retain(), false, nullptr, will->props());
 }
 
 AuthResult Broker::authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -423,7 +500,19 @@ AuthResult Broker::authorize_publish(const Client& client, std::string_view topi
   return hooks_.authorize(client, topic, AuthAction::kPublish, qos, retain);
 }
 
-void Broker::handle_publish(Client& client, const codec::Publish& p) {
+void Broker::handle_publish(Client& client, codec::Publish& p) {
+  const bool v5 = is_v5(client);
+  if (v5) {
+    // From here on the topic is the resolved one (ACL, plugins, routing).
+    if (const uint8_t rc = mqtt5::resolve_topic_alias(*client.v5(), p)) {
+      protocol_violation(client,
+                         rc == reason::kTopicAliasInvalid
+                             ? "topic alias 0 or over the Topic Alias Maximum"
+                             : "topic alias never set, without a topic",
+                         rc);
+      return;
+    }
+  }
   if (too_deep(client, p.topic)) return;
   stats_.messages_received++;
   Session& session = *client.session;
@@ -431,10 +520,22 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
   if (p.qos == 2 && !session.begin_incoming_qos2(p.packet_id, session_limits_)) {
     // A resend of a QoS 2 message we already have: acknowledge, don't deliver twice
     // (once its id is durable; behind the client's messages still waiting to be routed).
-    if (route_when_durable(client, {}, {}, 2, false, p.packet_id, false)) return;
+    if (route_when_durable(client, {}, {}, 2, false, p.packet_id, false, {}, std::nullopt,
+                           reason::kSuccess))
+      return;
     acknowledge(client, PacketType::kPubrec, p.packet_id, !session.clean());
     return;
   }
+  if (v5 && p.qos == 2 && session.incoming_qos2_count() > broker_receive_maximum()) {
+    session.end_incoming_qos2(p.packet_id, session_limits_);
+    protocol_violation(client, "more QoS 2 messages unacknowledged than the Receive Maximum",
+                       reason::kReceiveMaximumExceeded);  // [MQTT-3.3.4-8]
+    return;
+  }
+  const std::string props = v5 ? mqtt5::forwarded_properties(p.props) : std::string();
+  std::optional<uint64_t> expires_at;
+  if (v5 && p.props.message_expiry_interval)
+    expires_at = now_ms_ + uint64_t{*p.props.message_expiry_interval} * 1000;
   AuthResult auth;
   if (!p.topic.empty() && p.topic[0] == '$') {
     auth = authorize_publish(client, p.topic, p.qos, p.retain);  // refused by the broker
@@ -455,87 +556,121 @@ void Broker::handle_publish(Client& client, const codec::Publish& p) {
     // Routed and acknowledged once decided; the client's next packets wait meanwhile.
     state.topic.assign(p.topic);
     state.payload.assign(p.payload);
+    state.props = props;
+    state.expires_at_ms = expires_at;
     await(client, Awaiting{std::move(state)});
     return;
   }
+  uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
     // Routed and acknowledged later, in order (a QoS 2 message of a persistent session).
-    if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, true)) return;
-    route(p.topic, p.payload, p.qos, p.retain, false, &client);
+    if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, true, props,
+                           expires_at, reason::kSuccess))
+      return;
+    if (!route(p.topic, p.payload, p.qos, p.retain, false, &client, props, client.session, expires_at))
+      ack_reason = reason::kNoMatchingSubscribers;
   } else {
     state.topic.assign(p.topic);
     finish_publish(client, state, auth);
     return;
   }
   const bool durable = store_changes() != changes;
-  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable);
-  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable);
+  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason);
+  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason);
 }
 
 void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
   const uint64_t changes = store_changes();
+  uint8_t ack_reason = reason::kSuccess;
   if (!auth.allowed) {
     stats_.publish_denied++;
+    ack_reason = reason::kNotAuthorized;
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
                log::quote(p.topic).c_str(), auth.reason.c_str());
   }
   // Routed (if allowed) and acknowledged later, in order.
-  if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, auth.allowed)) return;
-  if (auth.allowed) route(p.topic, p.payload, p.qos, p.retain, false, &client);
-  // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked.
+  if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, auth.allowed,
+                         p.props, p.expires_at_ms, ack_reason))
+    return;
+  if (auth.allowed && !route(p.topic, p.payload, p.qos, p.retain, false, &client, p.props,
+                             client.session, p.expires_at_ms))
+    ack_reason = reason::kNoMatchingSubscribers;
+  // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked
+  // (5.0: with Not authorized).
   // (A QoS 2 id of a persistent session was journaled when the PUBLISH arrived.)
   const bool durable =
       store_changes() != changes || (p.qos == 2 && client.session && !client.session->clean());
-  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable);
-  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable);
+  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason);
+  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason);
 }
 
-void Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                   bool internal, Client* source) {
+bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+                   bool internal, Client* source, std::string_view props, const Session* origin,
+                   std::optional<uint64_t> expires_at_ms) {
   MessagePtr msg;
+  if (retain || !props.empty() || expires_at_ms)
+    msg = Message::create(topic, payload, qos, retain, props, expires_at_ms);
   if (retain) {
-    msg = Message::create(topic, payload, qos, true);
     if (internal) router_.retain(msg);  // the broker's own few $SYS topics are not capped
     else store_retained(msg);
   }
   const std::vector<RouteTarget*>& targets = router_.matches(topic);
+  const bool matched = !targets.empty();
   size_t inline_count = targets.size();
   if (!fanouts_.empty()) inline_count = 0;  // behind a fan-out in progress: keep the order
   else if (inline_count > kSliceBudget) inline_count = kSliceBudget;
   for (size_t i = 0; i < inline_count; ++i)
     deliver_routed(*static_cast<Session*>(targets[i]), targets[i]->match_qos, topic, payload, qos,
-                   msg, source);
-  if (inline_count == targets.size()) return;
+                   msg, source, origin);
+  if (inline_count == targets.size()) return matched;
   // A fan-out too big for one slice: the rest goes out in later slices, and until it
   // has, no connection's next packet is read (congested()), so nothing overtakes it.
   FanoutJob job;
   job.msg = msg ? msg : Message::create(topic, payload, qos, false);
   job.qos = qos;
   job.source = source;
+  job.origin = origin;
   job.targets.reserve(targets.size() - inline_count);
   for (size_t i = inline_count; i < targets.size(); ++i)
     job.targets.push_back({static_cast<Session*>(targets[i]), targets[i]->match_qos});
   fanouts_.push_back(std::move(job));
+  return matched;
 }
 
 void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
                             std::string_view payload, uint8_t qos, MessagePtr& msg,
-                            Client* source) {
+                            Client* source, const Session* origin) {
   const uint8_t q = std::min(qos, sub_qos);  // [MQTT-3.8.4-6]
+  if (q == 0 && flow_.sheds_qos0(session)) {  // slow_subscriber = "drop_qos0" applied
+    stats_.delivery.messages_dropped++;
+    flow_.count_shed(session);
+    return;
+  }
   const uint64_t dropped_before = stats_.delivery.messages_dropped;
-  if (q == 0) {
-    if (flow_.sheds_qos0(session)) {  // slow_subscriber = "drop_qos0" applied
-      stats_.delivery.messages_dropped++;
-      flow_.count_shed(session);
-      return;
-    }
+  if (session.has_options()) {
+    deliver_with_options(session, q, topic, payload, qos, msg, origin);
+  } else if (q == 0 && !(msg && msg->expires())) {
     // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].
-    session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery);
+    session.deliver_qos0(topic, payload, false, limits_.max_outgoing_bytes, stats_.delivery,
+                         msg ? msg->props() : std::string_view());
   } else {
     if (!msg) msg = Message::create(topic, payload, qos, false);
     session.deliver(msg, q, false, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
   }
   after_delivery(session, q, dropped_before, source);
+}
+
+void Broker::deliver_with_options(Session& session, uint8_t q, std::string_view topic,
+                                  std::string_view payload, uint8_t qos, MessagePtr& msg,
+                                  const Session* origin) {
+  const Session::Delivery d = session.match_options(topic, &session == origin);
+  if (d.skip) return;  // No Local: its own message [MQTT-3.8.3-3]
+  if (!msg) msg = Message::create(topic, payload, qos, false);
+  // Retain As Published: the publication's RETAIN flag, else 0 [MQTT-3.3.1-12, -13].
+  const bool retain = d.retain_as_published && msg->retain();
+  // Subscription Identifiers make this delivery's copy its own [MQTT-3.3.4-3].
+  const MessagePtr copy = d.ids.empty() ? msg : mqtt5::with_subscription_ids(*msg, d.ids);
+  session.deliver(copy, q, retain, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
 }
 
 size_t Broker::run_fanouts(size_t budget) {
@@ -547,7 +682,8 @@ size_t Broker::run_fanouts(size_t budget) {
       auto [session, sub_qos] = job.targets[job.next++];
       ++spent;
       if (!session->removed())
-        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg, job.source);
+        deliver_routed(*session, sub_qos, msg->topic(), msg->payload(), job.qos, msg, job.source,
+                       job.origin);
     }
     if (job.next == job.targets.size()) fanouts_.pop_front();
   }
@@ -630,7 +766,9 @@ bool Broker::run_retained_job(Client& client, RetainedJob& job, size_t& budget) 
                    log::quote(msg->topic()).c_str(), auth.reason.c_str());
         return;
       }
-      session.deliver(msg, q, true, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
+      const uint32_t id = session.has_options() ? session.subscription_id(job.current) : 0;
+      const MessagePtr copy = id == 0 ? msg : mqtt5::with_subscription_ids(*msg, {&id, 1});
+      session.deliver(copy, q, true, session_limits_, limits_.max_outgoing_bytes, stats_.delivery);
     });
     if (done) job.current.clear();
   }
@@ -638,6 +776,8 @@ bool Broker::run_retained_job(Client& client, RetainedJob& job, size_t& budget) 
 }
 
 bool Broker::run_slice(uint64_t now_ms) {
+  now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;
   size_t budget = kSliceBudget;
   bool progress = false;
   // Fan-outs first: while one is in progress no connection is read.
@@ -680,9 +820,19 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
     if (too_deep(client, t.filter)) return;
   SubscribeState state;
   state.packet_id = s.packet_id;
+  state.v5 = is_v5(client);
+  if (state.v5 && !s.props.subscription_identifiers.empty())
+    state.subscription_id = s.props.subscription_identifiers.front();
   state.topics.reserve(s.topics.size());
-  for (const auto& t : s.topics)
+  for (const auto& t : s.topics) {
     state.topics.emplace_back(std::string(t.filter), t.qos);
+    if (state.v5) {
+      state.retain_handling.push_back(t.retain_handling);
+      state.options.push_back(
+          static_cast<uint8_t>((t.no_local ? Session::kNoLocal : 0) |
+                               (t.retain_as_published ? Session::kRetainAsPublished : 0)));
+    }
+  }
   state.codes.reserve(s.topics.size());
   const Progress progress = continue_subscribe(client, state);
   if (progress != Progress::kDone) {
@@ -735,7 +885,13 @@ Broker::Progress Broker::continue_subscribe(Client& client, SubscribeState& s, s
     if (session.subscription_count() >= limits_.max_subscriptions_per_client &&
         !session.has_subscription(filter)) {
       ++s.over_limit;
-      s.codes.push_back(codec::kSubackFailure);
+      s.codes.push_back(s.v5 ? reason::kQuotaExceeded : codec::kSubackFailure);
+      continue;
+    }
+    if (s.v5 && filter.starts_with("$share/")) {
+      // The CONNACK said Shared Subscription Available 0 (3.1.1 has no such filters:
+      // there it is an ordinary one).
+      s.codes.push_back(reason::kSharedSubscriptionsNotSupported);
       continue;
     }
     AuthRequest req;
@@ -756,11 +912,18 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   if (!auth.allowed) {
     CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
                log::quote(filter).c_str(), auth.reason.c_str());
-    s.codes.push_back(codec::kSubackFailure);
+    s.codes.push_back(s.v5 ? reason::kNotAuthorized : codec::kSubackFailure);
     return;
   }
   router_.subscribe(&session, filter, qos);
-  session.add_subscription(filter, qos);
+  const bool added =
+      s.v5 ? session.add_subscription(filter, qos, s.options[s.next], s.subscription_id)
+           : session.add_subscription(filter, qos);
+  if (s.v5) {
+    // Retain Handling 1: retained messages only for a new subscription; 2: never.
+    const uint8_t rh = s.retain_handling[s.next];
+    if (rh == 2 || (rh == 1 && !added)) s.no_retained.push_back(s.next);
+  }
   if (persistence_ && !session.clean()) persistence_->put_subscription(session, filter, qos);
   s.codes.push_back(qos);
   CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(),
@@ -780,13 +943,18 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
                over_limit, over_limit == 1 ? "" : "s", session.subscription_count(),
                limits_.max_subscriptions_per_client);
   }
-  codec::encode_suback(client.out(), st.packet_id, codes);
+  if (st.v5)
+    codec::encode_suback_v5(client.out(), st.packet_id, codes);
+  else
+    codec::encode_suback(client.out(), st.packet_id, codes);
   // Retained messages follow the SUBACK, for every filter granted (again, when a
   // subscription is replaced [MQTT-3.8.4-3]). A first slice goes at once; what a wide
   // filter matches beyond it is sent in later slices (run_slice), so one SUBSCRIBE
   // never holds the loop.
   for (size_t i = 0; i < st.topics.size(); ++i) {
-    if (codes[i] != codec::kSubackFailure) queue_retained(client, st.topics[i].first, codes[i]);
+    if (codes[i] < codec::kSubackFailure &&
+        std::find(st.no_retained.begin(), st.no_retained.end(), i) == st.no_retained.end())
+      queue_retained(client, st.topics[i].first, codes[i]);
   }
   auto job = retained_jobs_.find(&client);
   if (job == retained_jobs_.end()) return;
@@ -798,13 +966,17 @@ void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
   for (auto filter : u.filters)
     if (too_deep(client, filter)) return;
   Session& session = *client.session;
+  std::vector<uint8_t> codes;  // 5.0: one per filter [MQTT-3.11.3-1]
   for (auto filter : u.filters) {
     router_.unsubscribe(&session, filter);
-    if (session.remove_subscription(filter) && persistence_ && !session.clean())
+    const bool existed = session.remove_subscription(filter);
+    if (existed && persistence_ && !session.clean())
       persistence_->remove_subscription(session, filter);
+    if (is_v5(client)) codes.push_back(existed ? reason::kSuccess : reason::kNoSubscriptionExisted);
   }
   const bool durable = persistence_ && !session.clean();
-  acknowledge(client, PacketType::kUnsuback, u.packet_id, durable);  // [MQTT-3.10.4-5]
+  acknowledge(client, PacketType::kUnsuback, u.packet_id, durable, 0,
+              std::move(codes));  // [MQTT-3.10.4-5]
 }
 
 void Broker::handle_ack(Client& client, const codec::Ack& ack) {
@@ -820,8 +992,12 @@ void Broker::handle_ack(Client& client, const codec::Ack& ack) {
       // forget the id, and a restarted broker must not send the PUBLISH again.
       const uint64_t changes = store_changes();
       known = session.on_pubrec(ack.packet_id, session_limits_);
-      if (known)
+      if (known && ack.reason_code >= 0x80) {
+        // 5.0: the receiver refused it; the exchange ends here, without PUBREL [4.3.3].
+        session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);
+      } else if (known) {
         acknowledge(client, PacketType::kPubrel, ack.packet_id, store_changes() != changes);
+      }
     } break;
     case PacketType::kPubcomp:
       known = session.on_pubcomp(ack.packet_id, session_limits_, stats_.delivery);

@@ -137,7 +137,8 @@ class Broker {
   void handle_connect(Client& client, codec::Connect& connect, uint64_t now_ms);
   // What handle_connect keeps while the plugins decide.
   struct ConnectState {
-    bool clean_session = false;
+    bool clean_session = false;  // 5.0: Clean Start
+    bool keep_session = false;   // the session outlives the connection
     bool client_id_empty = false;
     uint8_t protocol_level = 0;
     uint16_t keepalive = 0;
@@ -145,8 +146,14 @@ class Broker {
     MessagePtr will;
   };
   void finish_connect(Client& client, ConnectState& c, AuthResult auth);
+  void encode_connack_v5(Client& client, bool present, const ConnectState& c);
+  // The Receive Maximum announced to 5.0 clients: incoming QoS 2 messages awaiting PUBREL.
+  uint16_t broker_receive_maximum() const;
+  void handle_disconnect(Client& client, const codec::Disconnect& d);
   struct PublishState {
     std::string topic, payload;
+    std::string props;  // 5.0: the forwarded properties (mqtt5::forwarded_properties)
+    std::optional<uint64_t> expires_at_ms;  // 5.0 Message Expiry (loop time)
     uint16_t packet_id = 0;
     uint8_t qos = 0;
     bool retain = false;
@@ -158,7 +165,12 @@ class Broker {
     size_t next = 0;  // the next filter to decide
     std::vector<uint8_t> codes;
     size_t over_limit = 0;
-    bool sliced = false;   // waits for its next slice (not for a plugin's decision)
+    bool v5 = false;                       // SUBACK with 5.0 reason codes
+    std::vector<uint8_t> retain_handling;  // 5.0: per filter
+    std::vector<uint8_t> options;          // 5.0: per filter, Session::kNoLocal | ...
+    uint32_t subscription_id = 0;          // 5.0: 0 for none
+    std::vector<size_t> no_retained;       // 5.0: filters granted without retained messages
+    bool sliced = false;                   // waits for its next slice (not for a plugin's decision)
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
@@ -179,21 +191,30 @@ class Broker {
   std::unordered_map<const Client*, Awaiting> awaiting_;
   // Clients whose SUBSCRIBE waits in awaiting_ for its next slice (not for a plugin).
   std::deque<Client*> sliced_subscribes_;
-  void refuse_connect(Client& client, codec::ConnackCode code, const char* reason);
-  void handle_publish(Client& client, const codec::Publish& publish);
+  // CONNACK refusing the client: `code` for 3.1/3.1.1, `v5_reason` (0: the nearest to
+  // `code`) for 5.0; then closes it.
+  void refuse_connect(Client& client, codec::ConnackCode code, const char* why,
+                      uint8_t v5_reason = 0);
+  void encode_refusal(Client& client, codec::ConnackCode code, uint8_t v5_reason);
+  void handle_publish(Client& client, codec::Publish& publish);
   void handle_subscribe(Client& client, const codec::Subscribe& subscribe);
   void handle_unsubscribe(Client& client, const codec::Unsubscribe& unsubscribe);
   void handle_ack(Client& client, const codec::Ack& ack);
-  void protocol_violation(Client& client, const char* what);
+  // Closes the client (5.0: DISCONNECT with `reason_code` first).
+  void protocol_violation(Client& client, const char* what,
+                          uint8_t reason_code = codec::reason::kProtocolError);
   // Closes the client if `topic` has more than max_topic_levels levels.
   bool too_deep(Client& client, std::string_view topic);
 
   // Stores (if retained) and delivers a publication to every matching session.
   // `internal`: the broker's own ($SYS), not subject to the retained store's caps.
   // `source`: the publishing client, held if a subscriber is congested (none for wills
-  // and $SYS).
-  void route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-             bool internal = false, Client* source = nullptr);
+  // and $SYS). `props`: 5.0 properties forwarded to 5.0 subscribers. `origin`: the
+  // publisher's session (No Local). `expires_at_ms`: 5.0 Message Expiry (loop time).
+  // Returns whether any subscription matched.
+  bool route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+             bool internal = false, Client* source = nullptr, std::string_view props = {},
+             const Session* origin = nullptr, std::optional<uint64_t> expires_at_ms = std::nullopt);
   void store_retained(const MessagePtr& msg);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -211,13 +232,20 @@ class Broker {
   // The rest of a publication's delivery, for fan-outs too big for one slice.
   struct FanoutJob {
     MessagePtr msg;
+    const Session* origin = nullptr;  // the publisher's (No Local): compared, never used
     uint8_t qos = 0;  // the publication's QoS (each target gets min(qos, its QoS))
     std::vector<std::pair<Session*, uint8_t>> targets;
     size_t next = 0;
     Client* source = nullptr;  // the publisher (nulled if it closes first)
   };
   void deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
-                      std::string_view payload, uint8_t qos, MessagePtr& msg, Client* source);
+                      std::string_view payload, uint8_t qos, MessagePtr& msg, Client* source,
+                      const Session* origin);
+  // deliver_routed for a session with MQTT 5 subscription options (No Local, Retain As
+  // Published, Subscription Identifiers).
+  void deliver_with_options(Session& session, uint8_t q, std::string_view topic,
+                            std::string_view payload, uint8_t qos, MessagePtr& msg,
+                            const Session* origin);
   // After one delivery: drop accounting (per-session episodes) and backpressure.
   void after_delivery(Session& session, uint8_t qos, uint64_t dropped_before, Client* source);
   // Messages dropped for one session, logged once when dropping starts and once when it
@@ -249,7 +277,11 @@ class Broker {
   // Sends a PUBACK/PUBREC/PUBCOMP: at once, or, when `durable` (the packet changed the
   // store) or an earlier one of this client waits, once the journal says everything so
   // far is on disk, in order. Not sent at all if the store failed.
-  void acknowledge(Client& client, codec::PacketType type, uint16_t packet_id, bool durable);
+  // 5.0 clients get `reason` (PUBACK, PUBREC) or `codes` (UNSUBACK, one per filter).
+  void acknowledge(Client& client, codec::PacketType type, uint16_t packet_id, bool durable,
+                   uint8_t reason = 0, std::vector<uint8_t> codes = {});
+  void send_ack(Client& client, codec::PacketType type, uint16_t packet_id, uint8_t reason,
+                const std::vector<uint8_t>& codes);
   // Whether the packet being handled changed the store (persistence_->changes() moved).
   uint64_t store_changes() const;
   void ack_durable(const Client* client, uint64_t serial, bool ok);
@@ -264,11 +296,13 @@ class Broker {
   // then a publisher that resends it after a crash before the commit is recognised and
   // nobody gets it twice [MQTT-4.3.3-2 across restarts]. The publisher's later messages
   // wait behind it, in order, and each is acknowledged after it is routed (once what the
-  // routing changed is durable in turn). `deliver` false: only its acknowledgement waits
-  // its turn (a denied message, a resend). Returns false if the caller routes and
-  // acknowledges now.
+  // routing changed is durable in turn), with `ack_reason` (5.0) unless nothing matched.
+  // `deliver` false: only its acknowledgement waits its turn (a denied message, a
+  // resend). Returns false if the caller routes and acknowledges now.
   bool route_when_durable(Client& client, std::string_view topic, std::string_view payload,
-                          uint8_t qos, bool retain, uint16_t packet_id, bool deliver);
+                          uint8_t qos, bool retain, uint16_t packet_id, bool deliver,
+                          std::string_view props, std::optional<uint64_t> expires_at_ms,
+                          uint8_t ack_reason);
   void route_durable(uint64_t queue, bool ok);
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
@@ -279,6 +313,8 @@ class Broker {
       codec::PacketType type;
       uint16_t packet_id;
       std::shared_ptr<SubscribeState> subscribe;  // a SUBACK: the rest of the SUBSCRIBE
+      uint8_t reason = 0;                         // 5.0
+      std::vector<uint8_t> codes;                 // 5.0 UNSUBACK
     };
     std::deque<Held> acks;
   };
@@ -290,6 +326,10 @@ class Broker {
     bool retain;
     uint16_t packet_id;
     bool deliver;
+    uint8_t ack_reason;  // 5.0: Success, or Not authorized for a denied one
+    std::string props;   // 5.0
+    const Session* origin = nullptr;
+    std::optional<uint64_t> expires_at_ms;
   };
   struct RouteQueue {
     std::deque<PendingRoute> routes;

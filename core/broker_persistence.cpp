@@ -8,6 +8,7 @@
 
 #include "broker.hpp"
 #include "codec/encoder.hpp"
+#include "mqtt5.hpp"
 #include "persistence.hpp"
 #include "store/journal.hpp"
 
@@ -24,10 +25,19 @@ uint64_t Broker::store_changes() const {
   return persistence_ ? persistence_->changes() : 0;
 }
 
-void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bool durable) {
+void Broker::send_ack(Client& client, PacketType type, uint16_t packet_id, uint8_t reason,
+                      const std::vector<uint8_t>& codes) {
+  if (type == PacketType::kUnsuback && client.protocol_level == codec::kProtocolLevel5)
+    codec::encode_unsuback_v5(client.out(), packet_id, codes);
+  else
+    mqtt5::encode_ack(client, client.out(), type, packet_id, reason);
+}
+
+void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bool durable,
+                         uint8_t reason, std::vector<uint8_t> codes) {
   auto held = held_acks_.find(&client);
   if (persistence_ == nullptr || (!durable && held == held_acks_.end())) {
-    codec::encode_ack(client.out(), type, packet_id);
+    send_ack(client, type, packet_id, reason, codes);
     return;
   }
   // Behind a barrier, in order: acknowledgements of one client leave in the order its
@@ -37,7 +47,7 @@ void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bo
     held->second.serial = ++held_serial_;
     held->second.client = &client;
   }
-  held->second.acks.push_back({type, packet_id, nullptr});
+  held->second.acks.push_back({type, packet_id, nullptr, reason, std::move(codes)});
   persistence_->barrier(
       [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
 }
@@ -57,7 +67,7 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
     front.subscribe->durable = true;
     finish_subscribe(c, *front.subscribe);
   } else if (ok) {
-    codec::encode_ack(c.out(), type, packet_id);
+    send_ack(c, type, packet_id, front.reason, front.codes);
   } else {
     // Not stored (the journal logged why, once per batch): no acknowledgement, so the
     // client keeps the message and sends it again when it reconnects.
@@ -68,7 +78,9 @@ void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
 }
 
 bool Broker::route_when_durable(Client& client, std::string_view topic, std::string_view payload,
-                                uint8_t qos, bool retain, uint16_t packet_id, bool deliver) {
+                                uint8_t qos, bool retain, uint16_t packet_id, bool deliver,
+                                std::string_view props, std::optional<uint64_t> expires_at_ms,
+                                uint8_t ack_reason) {
   if (persistence_ == nullptr) return false;
   auto open = route_queue_of_.find(&client);
   if (open == route_queue_of_.end()) {
@@ -85,7 +97,8 @@ bool Broker::route_when_durable(Client& client, std::string_view topic, std::str
     stats_.delivery.dropped_qos0_backlog++;
     return true;
   }
-  q.routes.push_back({std::string(topic), std::string(payload), qos, retain, packet_id, deliver});
+  q.routes.push_back({std::string(topic), std::string(payload), qos, retain, packet_id, deliver,
+                      ack_reason, std::string(props), client.session, expires_at_ms});
   q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
   persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
   return true;
@@ -115,11 +128,14 @@ void Broker::route_durable(uint64_t id, bool ok) {
   // too, so the publisher sends it again (and it is routed then, once).
   if (!ok && r.qos == 2) return;
   const uint64_t changes = store_changes();
-  if (r.deliver) route(r.topic, r.payload, r.qos, r.retain, false, source);
+  uint8_t ack_reason = r.ack_reason;
+  if (r.deliver && !route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, r.origin,
+                          r.expires_at_ms))
+    ack_reason = codec::reason::kNoMatchingSubscribers;
   if (source == nullptr || r.qos == 0) return;  // gone: it sends again when it comes back
   // After what the routing changed (queues of persistent sessions) is durable in turn.
   acknowledge(*source, r.qos == 1 ? PacketType::kPuback : PacketType::kPubrec, r.packet_id,
-              store_changes() != changes);
+              store_changes() != changes, ack_reason);
 }
 
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
@@ -127,7 +143,7 @@ bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
     return false;
   auto held = held_acks_.find(&client);
   const bool granted = std::any_of(st.codes.begin(), st.codes.end(),
-                                   [](uint8_t code) { return code != codec::kSubackFailure; });
+                                   [](uint8_t code) { return code < codec::kSubackFailure; });
   if (!granted && held == held_acks_.end()) return false;
   if (held == held_acks_.end()) {
     held = held_acks_.try_emplace(&client).first;
@@ -135,7 +151,7 @@ bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
     held->second.client = &client;
   }
   held->second.acks.push_back(
-      {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st))});
+      {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st)), 0, {}});
   persistence_->barrier(
       [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
   return true;

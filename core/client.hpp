@@ -11,6 +11,7 @@
 
 #include "log.hpp"
 #include "message.hpp"
+#include "mqtt5.hpp"
 #include "transport/peer_info.hpp"
 
 namespace mqgate {
@@ -43,6 +44,12 @@ class Client {
   void set_username(std::string_view u) {
     extras().username.assign(u);
     extras().has_username = true;
+  }
+  // What a 5.0 client announced (null for 3.1 and 3.1.1 clients).
+  const mqtt5::ClientState* v5() const { return extras_ ? extras_->v5.get() : nullptr; }
+  mqtt5::ClientState* v5() { return extras_ ? extras_->v5.get() : nullptr; }
+  void set_v5(mqtt5::ClientState state) {
+    extras().v5 = std::make_unique<mqtt5::ClientState>(std::move(state));
   }
   const TlsPeerInfo* tls() const { return extras_ ? extras_->tls.get() : nullptr; }
   void set_tls(std::unique_ptr<TlsPeerInfo> tls) { extras().tls = std::move(tls); }
@@ -128,6 +135,7 @@ class Client {
     std::unique_ptr<TlsPeerInfo> tls;
     std::vector<PluginSlot> plugin_slots;
     std::string close_reason;  // only closing connections allocate this
+    std::unique_ptr<mqtt5::ClientState> v5;
   };
   Extras& extras() {
     if (!extras_) extras_ = std::make_unique<Extras>();

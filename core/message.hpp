@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -43,21 +44,47 @@ class MessagePtr {
 
 class Message {
  public:
+  // `props`: MQTT 5 properties forwarded to 5.0 subscribers (encoded property bytes,
+  // mqtt5::forwarded_properties), kept in the same allocation; empty for 3.1.1.
+  // `expires_at_ms`: MQTT 5 Message Expiry, as loop time (kept in 8 bytes before the
+  // property bytes, only when set).
   static MessagePtr create(std::string_view topic, std::string_view payload, uint8_t qos,
-                           bool retain) {
-    void* mem = std::malloc(sizeof(Message) + topic.size() + payload.size());
+                           bool retain, std::string_view props = {},
+                           std::optional<uint64_t> expires_at_ms = std::nullopt) {
+    const size_t expiry_size = expires_at_ms ? sizeof(uint64_t) : 0;
+    void* mem =
+        std::malloc(sizeof(Message) + topic.size() + payload.size() + expiry_size + props.size());
     if (mem == nullptr) throw std::bad_alloc();
-    auto* m = new (mem) Message(static_cast<uint32_t>(topic.size()),
-                                static_cast<uint32_t>(payload.size()), qos, retain);
-    std::memcpy(m->data_, topic.data(), topic.size());
-    if (!payload.empty()) std::memcpy(m->data_ + topic.size(), payload.data(), payload.size());
+    auto* m = new (mem)
+        Message(static_cast<uint32_t>(topic.size()), static_cast<uint32_t>(payload.size()),
+                static_cast<uint32_t>(expiry_size + props.size()), qos,
+                static_cast<uint8_t>((retain ? kRetain : 0) | (expires_at_ms ? kExpires : 0)));
+    char* p = m->data_;
+    std::memcpy(p, topic.data(), topic.size());
+    p += topic.size();
+    if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
+    p += payload.size();
+    if (expires_at_ms) std::memcpy(p, &*expires_at_ms, sizeof(uint64_t));
+    p += expiry_size;
+    if (!props.empty()) std::memcpy(p, props.data(), props.size());
     return MessagePtr(m);
   }
 
   std::string_view topic() const { return {data_, topic_size_}; }
   std::string_view payload() const { return {data_ + topic_size_, payload_size_}; }
+  std::string_view props() const {
+    const size_t skip = expires() ? sizeof(uint64_t) : 0;
+    return {data_ + topic_size_ + payload_size_ + skip, props_size_ - skip};
+  }
   uint8_t qos() const { return qos_; }
-  bool retain() const { return retain_; }
+  bool retain() const { return bits_ & kRetain; }
+  // MQTT 5 Message Expiry: whether it has one, and when (loop time, ms).
+  bool expires() const { return bits_ & kExpires; }
+  uint64_t expires_at_ms() const {
+    uint64_t t = 0;
+    if (expires()) std::memcpy(&t, data_ + topic_size_ + payload_size_, sizeof t);
+    return t;
+  }
 
   // Persistence bookkeeping (persistence.cpp), not part of the message: its id in the
   // store (0: not stored) and how many durable queue entries refer to it, so the body
@@ -73,18 +100,28 @@ class Message {
 
  private:
   friend class MessagePtr;
-  Message(uint32_t topic_size, uint32_t payload_size, uint8_t qos, bool retain)
-      : topic_size_(topic_size), payload_size_(payload_size), qos_(qos), retain_(retain) {}
+  static constexpr uint8_t kRetain = 1;
+  static constexpr uint8_t kExpires = 2;
+  Message(uint32_t topic_size, uint32_t payload_size, uint32_t props_size, uint8_t qos,
+          uint8_t bits)
+      : topic_size_(topic_size),
+        payload_size_(payload_size),
+        props_size_(props_size),
+        qos_(qos),
+        bits_(bits) {}
 
   uint32_t refs_ = 1;
   mutable uint32_t durable_refs_ = 0;
   mutable uint64_t durable_id_ = 0;
   uint32_t topic_size_;
   uint32_t payload_size_;
+  uint32_t props_size_;  // in the header's padding: 3.1.1 messages do not grow
   uint8_t qos_;
-  bool retain_;
-  char data_[];  // topic bytes, then payload bytes
+  uint8_t bits_;  // kRetain | kExpires
+  char data_[];   // topic, payload, then (5.0) the expiry time if kExpires, property bytes
 };
+
+static_assert(sizeof(Message) <= 32, "a message header stays within 32 bytes");
 
 inline void MessagePtr::retain() {
   if (p_) ++p_->refs_;

@@ -74,6 +74,8 @@ void broker_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(st.delivery.dropped_qos0_offline, {{"reason", "qos0_offline"}});
   m.sample(st.delivery.dropped_qos0_backlog, {{"reason", "qos0_backlog"}});
   m.sample(st.delivery.dropped_queue_full, {{"reason", "queue_full"}});
+  m.sample(st.delivery.dropped_too_large, {{"reason", "too_large"}});
+  m.sample(st.delivery.dropped_expired, {{"reason", "expired"}});
   m.family("mqgate_publish_denied", kCounter, "PUBLISHes an auth plugin refused.");
   m.sample(st.publish_denied);
   m.family("mqgate_bytes_received", kCounter, "Bytes read from clients (after TLS).");

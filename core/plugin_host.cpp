@@ -10,6 +10,7 @@
 #include "codec/packet.hpp"
 #include "deferred.hpp"
 #include "log.hpp"
+#include "mqtt5.hpp"
 #include "plugin_instance.hpp"
 
 #ifndef MQGATE_PLUGIN_INSTALL_DIR
@@ -350,7 +351,7 @@ void PluginHost::run_disconnects() {
   for (auto& [c, why] : batch) {
     if (c->state == Client::State::kClosing) continue;
     CLIENT_LOG(log::Level::kInfo, *c, "%s; closing", why.c_str());
-    c->close(why.c_str());
+    mqtt5::disconnect(*c, codec::reason::kAdministrativeAction, why.c_str());
   }
 }
 

@@ -14,6 +14,7 @@
 #include "log.hpp"
 #include "loop_lag.hpp"
 #include "metrics.hpp"
+#include "mqtt5.hpp"
 #include "persistence.hpp"
 #include "store/sqlite_journal.hpp"
 #include "sys_topics.hpp"
@@ -402,7 +403,7 @@ void Server::begin_shutdown(const char* why) {
   if (sys_) sys_->stop();
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next;
-    c->close("broker shutting down");
+    mqtt5::disconnect(*c, codec::reason::kServerShuttingDown, "broker shutting down");
     c = next;
   }
   report_closes();

@@ -4,6 +4,8 @@
 
 #include "client.hpp"
 #include "codec/encoder.hpp"
+#include "mqtt5.hpp"
+#include "topic.hpp"
 
 namespace mqgate {
 
@@ -12,15 +14,37 @@ const std::string& Session::owner() const {
   return owner_ ? *owner_ : kNone;
 }
 
-bool Session::add_subscription(std::string_view filter, uint8_t qos) {
+bool Session::add_subscription(std::string_view filter, uint8_t qos, uint8_t flags, uint32_t id) {
   if (!subscriptions_) subscriptions_ = std::make_unique<Subscriptions>();
+  if (flags != 0 || id != 0) has_options_ = true;
   auto it = subscriptions_->find(filter);
   if (it != subscriptions_->end()) {
-    it->second = qos;
+    it->second = {qos, flags, id};
     return false;
   }
-  subscriptions_->emplace(std::string(filter), qos);
+  subscriptions_->emplace(std::string(filter), Subscription{qos, flags, id});
   return true;
+}
+
+Session::Delivery Session::match_options(std::string_view topic, bool own) const {
+  Delivery d;
+  if (!subscriptions_) return d;
+  bool any = false;
+  for (const auto& [filter, sub] : *subscriptions_) {
+    if (own && (sub.flags & kNoLocal)) continue;  // [MQTT-3.8.3-3]
+    if (!topic_matches(filter, topic)) continue;
+    any = true;
+    if (sub.flags & kRetainAsPublished) d.retain_as_published = true;
+    if (sub.id != 0) d.ids.push_back(sub.id);
+  }
+  d.skip = !any;
+  return d;
+}
+
+uint32_t Session::subscription_id(std::string_view filter) const {
+  if (!subscriptions_) return 0;
+  auto it = subscriptions_->find(filter);
+  return it == subscriptions_->end() ? 0 : it->second.id;
 }
 
 bool Session::remove_subscription(std::string_view filter) {
@@ -82,44 +106,73 @@ uint16_t Session::next_packet_id() {
   }
 }
 
-void Session::send_publish(const Outgoing& o, bool dup, DeliveryStats& stats) {
+namespace {
+// The Message Expiry Interval left (s, rounded up) of a 5.0 message; false if it passed.
+bool expiry_left(const Message& m, uint64_t now_ms, std::optional<uint32_t>& left) {
+  if (!m.expires()) return true;
+  const uint64_t at = m.expires_at_ms();
+  if (at <= now_ms) return false;
+  left = static_cast<uint32_t>(std::min<uint64_t>((at - now_ms + 999) / 1000, UINT32_MAX));
+  return true;
+}
+}  // namespace
+
+void Session::send_publish(const Outgoing& o, bool dup, DeliveryStats& stats, uint64_t now_ms) {
   std::string& out = client_->out();
   const size_t before = out.size();
-  codec::encode_publish(out, o.msg->topic(), o.msg->payload(), o.qos, o.retain, dup, o.packet_id);
+  std::optional<uint32_t> left;
+  // A resend of a message that expired in flight still completes (with 1 s left).
+  if (!expiry_left(*o.msg, now_ms, left)) left = 1;
+  mqtt5::encode_publish(*client_, out, o.msg->topic(), o.msg->payload(), o.msg->props(), o.qos,
+                        o.retain, dup, o.packet_id, left);
   stats.messages_sent++;
   stats.bytes_sent += out.size() - before;
 }
 
 void Session::deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
-                           size_t max_backlog, DeliveryStats& stats) {
+                           size_t max_backlog, DeliveryStats& stats, std::string_view props,
+                           std::optional<uint32_t> expiry) {
   if (client_ == nullptr || client_->pending_output() > max_backlog) {
     stats.messages_dropped++;
     (client_ == nullptr ? stats.dropped_qos0_offline : stats.dropped_qos0_backlog)++;
     return;
   }
+  if (!mqtt5::fits(*client_, topic, payload.size(), 0, props, expiry)) {
+    stats.messages_dropped++;
+    stats.dropped_too_large++;
+    return;
+  }
   std::string& out = client_->out();
   const size_t before = out.size();
-  codec::encode_publish(out, topic, payload, 0, retain, false, 0);
+  mqtt5::encode_publish(*client_, out, topic, payload, props, 0, retain, false, 0, expiry);
   stats.messages_sent++;
   stats.bytes_sent += out.size() - before;
 }
 
 void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
                       size_t max_backlog, DeliveryStats& stats) {
-  if (qos == 0) {
-    deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats);
+  std::optional<uint32_t> left;
+  if (!expiry_left(*msg, limits.now_ms, left)) {
+    stats.messages_dropped++;
+    stats.dropped_expired++;
     return;
   }
+  if (qos == 0) {
+    deliver_qos0(msg->topic(), msg->payload(), retain, max_backlog, stats, msg->props(), left);
+    return;
+  }
+  if (client_ != nullptr && too_large(*msg, qos, stats)) return;
   Flow& f = flow();
   SessionJournal* j = journal(limits);
   // In order: straight into the window only if nothing is queued ahead of it.
-  if (client_ != nullptr && queued_count() == 0 && f.inflight.size() < limits.max_inflight) {
+  if (client_ != nullptr && queued_count() == 0 &&
+      f.inflight.size() < mqtt5::send_window(client_, limits.max_inflight)) {
     const uint16_t id = next_packet_id();
     f.inflight.push_back({msg, ++f.last_seq, id, qos, retain,
                           qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
     if (j) journal_put(j, f.inflight.back(), true);
     stats.inflight_now++;
-    send_publish(f.inflight.back(), false, stats);
+    send_publish(f.inflight.back(), false, stats, limits.now_ms);
     return;
   }
   if (queued_count() >= limits.max_queued) {
@@ -133,6 +186,18 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     j->put_outgoing(*this, f.last_seq, msg.get(), qos, retain, 0, SessionJournal::OutState::kQueued,
                     true);
   stats.queued_now++;
+}
+
+bool Session::too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const {
+  // Over the client's Maximum Packet Size: the spec has it dropped for this client as if
+  // delivered [MQTT-3.1.2-25].
+  // (The expiry property is counted at its largest: 5 bytes.)
+  if (mqtt5::fits(*client_, msg.topic(), msg.payload().size(), qos, msg.props(),
+                  msg.expires() ? std::optional<uint32_t>(0) : std::nullopt))
+    return false;
+  stats.messages_dropped++;
+  stats.dropped_too_large++;
+  return true;
 }
 
 void Session::compact_queue(Flow& f) {
@@ -170,15 +235,31 @@ void Session::erase_inflight(Outgoing* o, const SessionLimits& limits) {
 void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   if (client_ == nullptr || !flow_) return;
   Flow& f = *flow_;
-  while (f.queue_head < f.queue.size() && f.inflight.size() < limits.max_inflight) {
+  const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
+  while (f.queue_head < f.queue.size() && f.inflight.size() < window) {
     Queued& q = f.queue[f.queue_head++];
+    std::optional<uint32_t> left;
+    const bool expired = !expiry_left(*q.msg, limits.now_ms, left);
+    if (expired) {
+      stats.messages_dropped++;
+      stats.dropped_expired++;
+    }
+    if (expired || too_large(*q.msg, q.qos, stats)) {
+      if (SessionJournal* j = journal(limits)) {
+        j->remove_outgoing(*this, q.seq);
+        j->release_message(*q.msg);
+      }
+      q.msg = MessagePtr();
+      stats.queued_now--;
+      continue;
+    }
     const uint16_t id = next_packet_id();
     f.inflight.push_back({std::move(q.msg), q.seq, id, q.qos, q.retain,
                           q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
     if (SessionJournal* j = journal(limits)) journal_put(j, f.inflight.back(), false);
     stats.queued_now--;
     stats.inflight_now++;
-    send_publish(f.inflight.back(), false, stats);
+    send_publish(f.inflight.back(), false, stats, limits.now_ms);
   }
   compact_queue(f);
   if (f.queue.empty() && f.queue.capacity() > 64) f.queue.shrink_to_fit();
@@ -228,7 +309,7 @@ void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats&
     if (o.state == OutState::kAwaitPubcomp) {
       codec::encode_ack(client_->out(), codec::PacketType::kPubrel, o.packet_id);
     } else {
-      send_publish(o, true, stats);
+      send_publish(o, true, stats, limits.now_ms);
     }
   }
   fill_window(limits, stats);

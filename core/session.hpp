@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -51,16 +52,19 @@ struct SessionLimits {
   uint32_t max_inflight = 20;
   uint32_t max_queued = 1000;
   SessionJournal* journal = nullptr;  // persistence on: where persistent sessions report
+  uint64_t now_ms = 0;                // loop time (MQTT 5 Message Expiry)
 };
 
 // Counters a session reports to the broker's statistics.
 struct DeliveryStats {
   uint64_t messages_sent = 0;
   uint64_t bytes_sent = 0;
-  uint64_t messages_dropped = 0;      // all of the three reasons below
+  uint64_t messages_dropped = 0;      // all of the reasons below
   uint64_t dropped_qos0_offline = 0;  // QoS 0 for a session without a client
   uint64_t dropped_qos0_backlog = 0;  // QoS 0 to a client over max_outgoing_bytes
   uint64_t dropped_queue_full = 0;    // QoS 1/2 beyond max_queued_messages
+  uint64_t dropped_too_large = 0;     // over a 5.0 client's Maximum Packet Size
+  uint64_t dropped_expired = 0;       // 5.0 Message Expiry passed before delivery
   // QoS 1/2 messages of every session, now: sent and unacknowledged, and waiting
   // behind them. Kept up to date as they move (Broker::destroy_session takes a
   // removed session's share out), so reading them costs nothing.
@@ -70,8 +74,18 @@ struct DeliveryStats {
 
 class Session : public RouteTarget {
  public:
-  // filter -> granted QoS. Hashed: one SUBSCRIBE may carry tens of thousands of filters.
-  using Subscriptions = std::unordered_map<std::string, uint8_t, detail::StringHash, std::equal_to<>>;
+  // A subscription: granted QoS and the MQTT 5 options (3.8.3.1). 8 bytes, as the
+  // padded QoS byte alone was.
+  struct Subscription {
+    uint8_t qos = 0;
+    uint8_t flags = 0;  // kNoLocal | kRetainAsPublished
+    uint32_t id = 0;    // Subscription Identifier; 0: none
+  };
+  static constexpr uint8_t kNoLocal = 1;
+  static constexpr uint8_t kRetainAsPublished = 2;
+  // filter -> subscription. Hashed: one SUBSCRIBE may carry tens of thousands of filters.
+  using Subscriptions =
+      std::unordered_map<std::string, Subscription, detail::StringHash, std::equal_to<>>;
 
   Session(std::string client_id, bool clean, std::shared_ptr<const std::string> owner = nullptr)
       : client_id_(std::move(client_id)), owner_(std::move(owner)), clean_(clean) {}
@@ -89,8 +103,8 @@ class Session : public RouteTarget {
   Client* client() const { return client_; }
 
   // --- subscriptions (the router holds the index; this is the session's own list) ----
-  // Returns true if the filter is new.
-  bool add_subscription(std::string_view filter, uint8_t qos);
+  // Returns true if the filter is new. `flags`, `id`: MQTT 5 options (replaced too).
+  bool add_subscription(std::string_view filter, uint8_t qos, uint8_t flags = 0, uint32_t id = 0);
   bool remove_subscription(std::string_view filter);
   bool has_subscription(std::string_view filter) const {
     return subscriptions_ && subscriptions_->find(filter) != subscriptions_->end();
@@ -100,8 +114,23 @@ class Session : public RouteTarget {
   template <typename Fn>
   void for_each_subscription(Fn&& fn) const {
     if (subscriptions_)
-      for (const auto& [filter, qos] : *subscriptions_) fn(filter, qos);
+      for (const auto& [filter, sub] : *subscriptions_)
+        fn(filter, sub.qos);
   }
+  // Some subscription has MQTT 5 options or an identifier: deliveries look them up.
+  bool has_options() const { return has_options_; }
+  // What the options of the subscriptions matching `topic` say about one delivery:
+  // skip it (every match is No Local and the message is the session's own), keep its
+  // RETAIN flag (Retain As Published), the Subscription Identifiers to send. Walks the
+  // session's own filters: only for sessions with options.
+  struct Delivery {
+    bool skip = false;
+    bool retain_as_published = false;
+    std::vector<uint32_t> ids;
+  };
+  Delivery match_options(std::string_view topic, bool own) const;
+  // The Subscription Identifier of `filter` (0: none).
+  uint32_t subscription_id(std::string_view filter) const;
 
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
@@ -112,8 +141,11 @@ class Session : public RouteTarget {
   void deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
                size_t max_backlog, DeliveryStats& stats);
   // QoS 0 fast path: sends an already-validated publish without creating a Message.
+  // `props`: MQTT 5 properties for a 5.0 client (Message::props()).
+  // `expiry`: 5.0 Message Expiry Interval left.
   void deliver_qos0(std::string_view topic, std::string_view payload, bool retain,
-                    size_t max_backlog, DeliveryStats& stats);
+                    size_t max_backlog, DeliveryStats& stats, std::string_view props = {},
+                    std::optional<uint32_t> expiry = std::nullopt);
   // PUBACK / PUBREC / PUBCOMP from the client. Return false for an unknown identifier.
   // After on_pubrec() returns true the caller sends PUBREL.
   bool on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
@@ -154,6 +186,7 @@ class Session : public RouteTarget {
   uint64_t offline_since_ms() const { return offline_since_ms_; }
 
   size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
+  size_t incoming_qos2_count() const { return flow_ ? flow_->incoming_qos2.size() : 0; }
   size_t queued_count() const { return flow_ ? flow_->queue.size() - flow_->queue_head : 0; }
   // Slots the queue holds, live or popped (memory; for tests).
   size_t queue_capacity() const { return flow_ ? flow_->queue.capacity() : 0; }
@@ -195,8 +228,10 @@ class Session : public RouteTarget {
   }
 
   uint16_t next_packet_id();
-  void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats);
+  void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats, uint64_t now_ms);
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
+  // Over the (online) client's Maximum Packet Size: counted as dropped.
+  bool too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const;
   static void compact_queue(Flow& f);
   Outgoing* find_inflight(uint16_t packet_id, OutState state);
   void erase_inflight(Outgoing* o, const SessionLimits& limits);
@@ -208,6 +243,7 @@ class Session : public RouteTarget {
   bool clean_;
   bool offline_listed_ = false;  // in OfflineSessions
   bool removed_ = false;
+  bool has_options_ = false;
   uint16_t last_packet_id_ = 0;
   std::unique_ptr<Subscriptions> subscriptions_;  // allocated on the first subscription
   std::unique_ptr<Flow> flow_;

@@ -150,20 +150,21 @@ class ConnectTest(brokers.MqttTestCase):
                 c.send(R.connect("lvl", proto_level=level))
                 self.assertRefusedWithCode(c, 1)
 
-    @skip_if_mosquitto("Mosquitto 2.0 implements MQTT 5, so level 5 is accepted (or, "
-                       "without properties, parsed as a malformed v5 CONNECT and closed)")
-    def test_protocol_level_5_rc1(self):
-        # An MQTT 5 client probing a 3.1.1-only broker must get 0x01 and then be closed
-        # [MQTT-3.1.2-2]; real clients use that CONNACK to fall back to 3.1.1.
+    def test_protocol_level_5_spoken(self):
+        # MQTT 5.0 is accepted (test_mqtt5.py covers it); a level-5 CONNECT shaped like
+        # 3.1.1 (no property length) is a malformed 5.0 CONNECT: refused (a 5.0 CONNACK
+        # with a reason code >= 0x80, if any) and closed.
         body = (R.encode_string("MQTT") + bytes([5, 0x02]) + struct.pack("!H", 60)
                 + b"\x00" + R.encode_string("v5client"))  # properties length 0
         c = self.raw()
         c.send(R.packet(R.CONNECT, 0, body))
-        self.assertRefusedWithCode(c, 1)
-        # the same CONNECT shaped like 3.1.1 (no properties) but with level 5
+        self.assertEqual(c.expect(R.CONNACK).return_code, 0)
         c = self.raw()
         c.send(R.connect("v5client", proto_level=5))
-        self.assertRefusedWithCode(c, 1)
+        self.assertClosed(c)
+        for ack in c.discarded:
+            self.assertEqual(ack.type, R.CONNACK)
+            self.assertGreaterEqual(ack.return_code, 0x80, repr(ack))
 
     def test_protocol_name_mqtt_with_level_3_refused(self):
         # Level 3 belongs to "MQIsdp"; "MQTT" level 3 is not a supported combination.

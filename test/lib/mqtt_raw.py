@@ -407,3 +407,242 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+# -- MQTT 5.0 ---------------------------------------------------------------------------
+AUTH = 15
+NAMES[AUTH] = "AUTH"
+
+# Property identifiers (MQTT 5.0, 2.2.2.2) and their value types.
+PROP_TYPES = {
+    0x01: "byte", 0x02: "u32", 0x03: "str", 0x08: "str", 0x09: "bin", 0x0B: "varint",
+    0x11: "u32", 0x12: "str", 0x13: "u16", 0x15: "str", 0x16: "bin", 0x17: "byte",
+    0x18: "u32", 0x19: "byte", 0x1A: "str", 0x1C: "str", 0x1F: "str", 0x21: "u16",
+    0x22: "u16", 0x23: "u16", 0x24: "byte", 0x25: "byte", 0x26: "pair", 0x27: "u32",
+    0x28: "byte", 0x29: "byte", 0x2A: "byte",
+}
+PAYLOAD_FORMAT = 0x01
+MESSAGE_EXPIRY = 0x02
+CONTENT_TYPE = 0x03
+RESPONSE_TOPIC = 0x08
+CORRELATION_DATA = 0x09
+SUBSCRIPTION_ID = 0x0B
+SESSION_EXPIRY = 0x11
+ASSIGNED_CLIENT_ID = 0x12
+SERVER_KEEP_ALIVE = 0x13
+AUTH_METHOD = 0x15
+REASON_STRING = 0x1F
+RECEIVE_MAXIMUM = 0x21
+TOPIC_ALIAS_MAXIMUM = 0x22
+TOPIC_ALIAS = 0x23
+MAXIMUM_QOS = 0x24
+RETAIN_AVAILABLE = 0x25
+USER_PROPERTY = 0x26
+MAXIMUM_PACKET_SIZE = 0x27
+WILDCARD_AVAILABLE = 0x28
+SUBSCRIPTION_ID_AVAILABLE = 0x29
+SHARED_AVAILABLE = 0x2A
+
+
+def encode_varint(n):
+    return encode_remaining_length(n)
+
+
+def encode_properties(props=None):
+    """props: a list of (identifier, value) pairs, in the order to send them (user
+    properties as (0x26, (key, value))). Returns the block with its length."""
+    body = b""
+    for pid, value in props or []:
+        kind = PROP_TYPES[pid]
+        body += encode_varint(pid)
+        if kind == "byte":
+            body += bytes([value])
+        elif kind == "u16":
+            body += struct.pack("!H", value)
+        elif kind == "u32":
+            body += struct.pack("!I", value)
+        elif kind == "varint":
+            body += encode_varint(value)
+        elif kind == "str":
+            body += encode_string(value)
+        elif kind == "bin":
+            body += encode_binary(value)
+        else:
+            body += encode_string(value[0]) + encode_string(value[1])
+    return encode_varint(len(body)) + body
+
+
+def decode_varint(data, pos):
+    value, mult = 0, 1
+    while True:
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) * mult
+        mult *= 128
+        if not byte & 0x80:
+            return value, pos
+
+
+def decode_properties(data, pos):
+    """Returns (list of (identifier, value) in order, position after the block)."""
+    length, pos = decode_varint(data, pos)
+    end = pos + length
+    out = []
+    while pos < end:
+        pid, pos = decode_varint(data, pos)
+        kind = PROP_TYPES[pid]
+        if kind == "byte":
+            value = data[pos]
+            pos += 1
+        elif kind == "u16":
+            (value,) = struct.unpack("!H", data[pos:pos + 2])
+            pos += 2
+        elif kind == "u32":
+            (value,) = struct.unpack("!I", data[pos:pos + 4])
+            pos += 4
+        elif kind == "varint":
+            value, pos = decode_varint(data, pos)
+        elif kind in ("str", "bin"):
+            (n,) = struct.unpack("!H", data[pos:pos + 2])
+            value = bytes(data[pos + 2:pos + 2 + n])
+            if kind == "str":
+                value = value.decode("utf-8")
+            pos += 2 + n
+        else:
+            (n,) = struct.unpack("!H", data[pos:pos + 2])
+            k = bytes(data[pos + 2:pos + 2 + n]).decode()
+            pos += 2 + n
+            (n,) = struct.unpack("!H", data[pos:pos + 2])
+            v = bytes(data[pos + 2:pos + 2 + n]).decode()
+            pos += 2 + n
+            value = (k, v)
+        out.append((pid, value))
+    return out, end
+
+
+def connect5(client_id="", clean_start=True, keepalive=60, props=None, will_topic=None,
+             will_payload=b"", will_qos=0, will_retain=False, will_props=None, username=None,
+             password=None):
+    flags = (0x02 if clean_start else 0)
+    if will_topic is not None:
+        flags |= 0x04 | ((will_qos & 3) << 3) | (0x20 if will_retain else 0)
+    if password is not None:
+        flags |= 0x40
+    if username is not None:
+        flags |= 0x80
+    body = encode_string("MQTT") + bytes([5, flags]) + struct.pack("!H", keepalive)
+    body += encode_properties(props) + encode_string(client_id)
+    if will_topic is not None:
+        body += encode_properties(will_props) + encode_string(will_topic)
+        body += encode_binary(will_payload)
+    if username is not None:
+        body += encode_string(username)
+    if password is not None:
+        body += encode_binary(password)
+    return packet(CONNECT, 0, body)
+
+
+def publish5(topic, payload=b"", qos=0, retain=False, dup=False, packet_id=1, props=None):
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    flags = (0x08 if dup else 0) | ((qos & 0x03) << 1) | (0x01 if retain else 0)
+    body = encode_string(topic)
+    if qos > 0:
+        body += struct.pack("!H", packet_id)
+    return packet(PUBLISH, flags, body + encode_properties(props) + payload)
+
+
+def subscribe5(packet_id, filters, props=None):
+    """filters: (filter, qos, no_local, retain_as_published, retain_handling) tuples, or
+    (filter, qos) pairs."""
+    body = struct.pack("!H", packet_id) + encode_properties(props)
+    for f in filters:
+        flt, qos, nl, rap, rh = (tuple(f) + (False, False, 0))[:5]
+        body += encode_string(flt) + bytes([qos | (4 if nl else 0) | (8 if rap else 0) | (rh << 4)])
+    return packet(SUBSCRIBE, 2, body)
+
+
+def unsubscribe5(packet_id, filters, props=None):
+    body = struct.pack("!H", packet_id) + encode_properties(props)
+    for flt in filters:
+        body += encode_string(flt)
+    return packet(UNSUBSCRIBE, 2, body)
+
+
+def ack5(ptype, packet_id, reason=0):
+    return packet(ptype, 2 if ptype == PUBREL else 0, struct.pack("!HB", packet_id, reason) + b"\x00")
+
+
+def disconnect5(reason=0, props=None):
+    return packet(DISCONNECT, 0, bytes([reason]) + encode_properties(props))
+
+
+def parse5(p):
+    """Adds the MQTT 5.0 fields to a Packet read from a 5.0 connection: `props` (list of
+    (identifier, value)), `reason` (CONNACK, acks, DISCONNECT), `codes` (SUBACK,
+    UNSUBACK), and for PUBLISH the payload after the properties. Returns p."""
+    b = p.body
+    p.props = []
+    p.reason = 0
+    if p.type == CONNACK:
+        p.reason = b[1]
+        p.props, _ = decode_properties(b, 2)
+    elif p.type == PUBLISH:
+        (tlen,) = struct.unpack("!H", b[:2])
+        pos = 2 + tlen + (2 if p.qos > 0 else 0)
+        p.props, pos = decode_properties(b, pos)
+        p.payload = b[pos:]
+    elif p.type in (PUBACK, PUBREC, PUBREL, PUBCOMP):
+        if len(b) > 2:
+            p.reason = b[2]
+        if len(b) > 3:
+            p.props, _ = decode_properties(b, 3)
+    elif p.type in (SUBACK, UNSUBACK):
+        p.props, pos = decode_properties(b, 2)
+        p.codes = list(b[pos:])
+    elif p.type in (DISCONNECT, AUTH):
+        if b:
+            p.reason = b[0]
+        if len(b) > 1:
+            p.props, _ = decode_properties(b, 1)
+    return p
+
+
+def prop(p, pid, default=None):
+    """The first value of property `pid` of a parse5()d packet."""
+    for k, v in p.props:
+        if k == pid:
+            return v
+    return default
+
+
+class RawClient5(RawClient):
+    """A raw connection speaking MQTT 5.0: packets read are parse5()d."""
+
+    def read_packet(self, timeout=None):
+        return parse5(super().read_packet(timeout))
+
+    def connect(self, client_id="", clean_start=True, keepalive=60, timeout=None, **kw):
+        self.send(connect5(client_id, clean_start=clean_start, keepalive=keepalive, **kw))
+        return self.expect(CONNACK, timeout)
+
+    def subscribe(self, filters, packet_id=1, timeout=None, props=None):
+        """Returns the SUBACK's reason codes (PUBLISHes before it go to self.pending)."""
+        self.send(subscribe5(packet_id, filters, props))
+        while True:
+            p = self.read_packet(timeout)
+            if p.type == SUBACK:
+                return p.codes
+            self.pending.append(p)
+
+    def publish(self, topic, payload=b"", qos=0, retain=False, packet_id=1, timeout=None,
+                props=None):
+        """Publishes; returns the PUBACK/PUBREC reason code (None for QoS 0)."""
+        self.send(publish5(topic, payload, qos, retain, packet_id=packet_id, props=props))
+        if qos == 0:
+            return None
+        ack = self._expect_skipping_publishes(PUBACK if qos == 1 else PUBREC, timeout)
+        if qos == 2 and ack.reason < 0x80:
+            self.send(ack5(PUBREL, packet_id))
+            self._expect_skipping_publishes(PUBCOMP, timeout)
+        return ack.reason

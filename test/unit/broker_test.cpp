@@ -99,8 +99,14 @@ TEST_CASE("unsupported protocol level gets CONNACK 1; non-CONNECT first and seco
   FakeClient v5(*f.broker, &f.listener);
   v5.feed(connect_packet("x", true, 60, std::nullopt, std::nullopt, 5));
   auto out = v5.take();
+  CHECK(connack_code(out) == 0);  // MQTT 5.0 is spoken
+  CHECK(!v5.closed);
+
+  FakeClient v6(*f.broker, &f.listener);
+  v6.feed(connect_packet("y", true, 60, std::nullopt, std::nullopt, 6));
+  out = v6.take();
   CHECK(connack_code(out) == 1);
-  CHECK(v5.closed);
+  CHECK(v6.closed);
 
   FakeClient early(*f.broker, &f.listener);
   early.feed(publish_packet("a", "b"));
