@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../lib/packet_pump.hpp"
 #include "broker.hpp"
 #include "codec/decoder.hpp"
 #include "codec/framer.hpp"
@@ -36,27 +37,7 @@ class FuzzClient final : public Client {
     broker_.on_closed(*this, close_reason());
   }
   void feed(std::string_view bytes, uint64_t now) {
-    framer_.feed(bytes);
-    while (!close_requested()) {
-      codec::Framer::Frame f = framer_.next(broker_.limits().max_packet_size);
-      if (f.status == codec::Framer::Status::kError) {
-        broker_.on_decode_error(*this, f.error, nullptr, nullptr);
-        break;
-      }
-      if (f.status == codec::Framer::Status::kOversized) {
-        broker_.on_oversized_packet(*this, f.header);
-        break;
-      }
-      if (f.status != codec::Framer::Status::kPacket) break;
-      codec::Packet p;
-      auto err =
-          codec::decode_body(f.header, f.packet.substr(f.header.header_length), protocol_level, p);
-      if (err != codec::DecodeError::kNone) {
-        broker_.on_decode_error(*this, err, &f.header, &p);
-        break;
-      }
-      broker_.on_packet(*this, p, now);
-    }
+    test::pump_packets(framer_, broker_, *this, bytes, now);
     out_.clear();  // the "network" drops what the broker sends
   }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../lib/packet_pump.hpp"
 #include "broker.hpp"
 #include "client.hpp"
 #include "codec/decoder.hpp"
@@ -76,27 +77,7 @@ class FakeClient final : public Client {
   // the transport would: closes asked for meanwhile are reported once it returns.
   void feed(std::string_view bytes, uint64_t now_ms = 0) {
     ++depth();
-    framer_.feed(bytes);
-    while (!close_requested()) {
-      codec::Framer::Frame f = framer_.next(broker_.limits().max_packet_size);
-      if (f.status == codec::Framer::Status::kError) {
-        broker_.on_decode_error(*this, f.error, nullptr, nullptr);
-        break;
-      }
-      if (f.status == codec::Framer::Status::kOversized) {
-        broker_.on_oversized_packet(*this, f.header);
-        break;
-      }
-      if (f.status != codec::Framer::Status::kPacket) break;
-      codec::Packet p;
-      auto err =
-          codec::decode_body(f.header, f.packet.substr(f.header.header_length), protocol_level, p);
-      if (err != codec::DecodeError::kNone) {
-        broker_.on_decode_error(*this, err, &f.header, &p);
-        break;
-      }
-      broker_.on_packet(*this, p, now_ms);
-    }
+    test::pump_packets(framer_, broker_, *this, bytes, now_ms);
     if (--depth() == 0) report_closes();
   }
 
