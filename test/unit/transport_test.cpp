@@ -155,7 +155,7 @@ TEST_CASE(
   CHECK(stack.output(app, error) != nullptr);
 }
 
-TEST_CASE("stack: a receiver that stops is not handed more") {
+TEST_CASE("stack: a receiver that stops is no error") {
   Stack stack;
   auto* only = new ShiftLayer("only");
   stack.push(std::unique_ptr<StreamLayer>(only));
@@ -366,4 +366,20 @@ TEST_CASE("websocket layer on top of another layer: the upgrade and frames go th
   out->clear();
   out = stack.shutdown(app, error);
   CHECK(shifted(*out, -1) == std::string("\x88\x02\x03\xe8", 4) + shifted("BYE", -1));
+}
+
+TEST_CASE("websocket layer: a receiver that stops is not handed the frames after") {
+  ws::HandshakeSettings settings;
+  WebSocketCounts counts;
+  WebSocketLayer layer(settings, 1 << 20, counts);
+  Top top;
+  top.stop = true;  // closing after the first bytes it gets
+  std::string error;
+  CHECK(layer.input(
+      std::string(kUpgrade) + masked(0x82, "ab") + masked(0x89, "p") + masked(0x82, "cd"), top,
+      error));
+  CHECK(error.empty());
+  CHECK(top.got == "ab");
+  // Control frames are still answered: the peer's ping gets its pong.
+  CHECK(layer.wire().find(std::string("\x8a\x01p", 3)) != std::string::npos);
 }
