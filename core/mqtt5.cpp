@@ -16,6 +16,8 @@ ClientState client_state(const codec::Properties& props) {
   s.max_packet_size = props.maximum_packet_size.value_or(0);
   s.receive_maximum = props.receive_maximum.value_or(65535);
   s.topic_alias_maximum = props.topic_alias_maximum.value_or(0);
+  if (s.topic_alias_maximum > 0)
+    s.outbound_aliases = std::make_unique<OutboundAliases>(s.topic_alias_maximum);
   s.request_problem_info = props.request_problem_information.value_or(1) != 0;
   s.user_properties.reserve(props.user_properties.size());
   for (const auto& [k, v] : props.user_properties)
@@ -88,8 +90,7 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   codec::Properties p;
   if (info.session_expiry_differs) p.session_expiry_interval = info.session_expiry;
   if (info.receive_maximum != 65535) p.receive_maximum = info.receive_maximum;
-  // Maximum QoS is absent: QoS 2 is supported. The broker sends no topic aliases (the
-  // client's Topic Alias Maximum is not used) but accepts some.
+  // Maximum QoS is absent: QoS 2 is supported. The topic aliases a client may set.
   p.topic_alias_maximum = kTopicAliasMaximum;
   p.retain_available = 1;
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
@@ -118,14 +119,19 @@ bool fits(const Client& client, std::string_view topic, size_t payload_size, uin
          s->max_packet_size;
 }
 
-void encode_publish(const Client& client, std::string& out, std::string_view topic,
+void encode_publish(Client& client, std::string& out, std::string_view topic,
                     std::string_view payload, std::string_view props, uint8_t qos, bool retain,
                     bool dup, uint16_t packet_id, std::optional<uint32_t> expiry) {
   if (client.protocol_level != codec::kProtocolLevel5) {
     codec::encode_publish(out, topic, payload, qos, retain, dup, packet_id);
     return;
   }
-  const size_t prop_len = props.size() + (expiry ? 5 : 0);
+  OutboundAliases::Use alias;
+  if (OutboundAliases* aliases = client.v5()->outbound_aliases.get()) {
+    alias = aliases->use(topic);
+    if (alias.alias != 0 && !alias.with_topic) topic = {};
+  }
+  const size_t prop_len = props.size() + (expiry ? 5 : 0) + (alias.alias != 0 ? 3 : 0);
   const size_t remaining = 2 + topic.size() + (qos > 0 ? 2 : 0) +
                            codec::varint_size(static_cast<uint32_t>(prop_len)) + prop_len +
                            payload.size();
@@ -145,6 +151,11 @@ void encode_publish(const Client& client, std::string& out, std::string_view top
     out.push_back(static_cast<char>(codec::PropertyId::kMessageExpiryInterval));
     for (int shift = 24; shift >= 0; shift -= 8)
       out.push_back(static_cast<char>((*expiry >> shift) & 0xFF));
+  }
+  if (alias.alias != 0) {
+    out.push_back(static_cast<char>(codec::PropertyId::kTopicAlias));
+    out.push_back(static_cast<char>(alias.alias >> 8));
+    out.push_back(static_cast<char>(alias.alias & 0xFF));
   }
   out.append(props);
   out.append(payload);

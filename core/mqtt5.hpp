@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "codec/packet.hpp"
 #include "message.hpp"
+#include "outbound_aliases.hpp"
 
 namespace mqgate {
 
@@ -26,11 +28,13 @@ struct ClientState {
   uint32_t session_expiry = 0;   // seconds; 0: the session ends with the connection
   uint32_t max_packet_size = 0;  // 0: no limit but the protocol's
   uint16_t receive_maximum = 65535;
-  uint16_t topic_alias_maximum = 0;  // aliases the client accepts (the broker sends none)
+  uint16_t topic_alias_maximum = 0;  // aliases the client accepts
   bool request_problem_info = true;
   std::vector<std::pair<std::string, std::string>> user_properties;  // in order
   // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them.
   std::vector<std::string> topic_aliases;
+  // Outbound topic aliases, when the client accepts some (null otherwise).
+  std::unique_ptr<OutboundAliases> outbound_aliases;
 };
 
 // Topic aliases a client may set (CONNACK Topic Alias Maximum): bounds the table above.
@@ -75,8 +79,10 @@ size_t publish_size(uint8_t protocol_level, std::string_view topic, size_t paylo
 bool fits(const Client& client, std::string_view topic, size_t payload_size, uint8_t qos,
           std::string_view props, std::optional<uint32_t> expiry = std::nullopt);
 // A PUBLISH in the client's protocol: 3.1.1 without properties, 5.0 with `props`
-// (encoded property bytes) behind their length.
-void encode_publish(const Client& client, std::string& out, std::string_view topic,
+// (encoded property bytes) behind their length, and a topic alias when the client
+// accepts them (which is why the client is not const: its alias table learns the topic).
+// `publish_size` and `fits` count the topic in full, an upper bound for an aliased one.
+void encode_publish(Client& client, std::string& out, std::string_view topic,
                     std::string_view payload, std::string_view props, uint8_t qos, bool retain,
                     bool dup, uint16_t packet_id, std::optional<uint32_t> expiry = std::nullopt);
 // PUBACK/PUBREC/PUBREL/PUBCOMP: with `reason` for a 5.0 client, plain otherwise.
