@@ -223,7 +223,7 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
   const bool v5 = is_v5(client);
   if (v5) client.set_v5(mqtt5::client_state(c.props));
   if (c.will && too_deep(client, c.will->topic)) return;
-  client.keepalive = c.keepalive;
+  if (!apply_max_keepalive(client, c.keepalive)) return;
   client.last_rx_ms = now_ms;
   if (c.username) client.set_username(*c.username);
   if (v5 && c.props.authentication_method) {
@@ -273,6 +273,24 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
     return;
   }
   finish_connect(client, state, std::move(auth));
+}
+
+// max_keepalive bounds how long a silent connection is kept. A 5.0 client is told the
+// keep-alive that applies instead (Server Keep Alive, [MQTT-3.2.2-21]); 3.x has no way to
+// say so, so a client asking for more, or for none, is refused (as Mosquitto does).
+bool Broker::apply_max_keepalive(Client& client, uint16_t requested) {
+  const uint32_t max = limits_.max_keepalive;
+  client.keepalive = requested;
+  if (max == 0 || (requested != 0 && requested <= max)) return true;
+  if (is_v5(client)) {
+    client.keepalive = static_cast<uint16_t>(max);
+    return true;
+  }
+  refuse_connect(client, ConnackCode::kIdentifierRejected,
+                 ("keep-alive of " + std::to_string(requested) + " s (0: none) is over max_keepalive (" +
+                  std::to_string(max) + " s)")
+                     .c_str());
+  return false;
 }
 
 void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
@@ -377,6 +395,7 @@ void Broker::encode_connack_v5(Client& client, bool present, const ConnectState&
     client.v5()->session_expiry = applied;
   }
   if (c.client_id_empty) info.assigned_client_id = client.client_id();
+  if (client.keepalive != c.keepalive) info.server_keep_alive = client.keepalive;
   mqtt5::encode_connack(client.out(), present, info);
 }
 

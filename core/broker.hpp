@@ -205,6 +205,7 @@ class Broker {
                           uint8_t reason_code = codec::reason::kProtocolError);
   // Closes the client if `topic` has more than max_topic_levels levels.
   bool too_deep(Client& client, std::string_view topic);
+  bool apply_max_keepalive(Client& client, uint16_t requested);
 
   // Stores (if retained) and delivers a publication to every matching session.
   // `internal`: the broker's own ($SYS), not subject to the retained store's caps.

@@ -269,6 +269,8 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
     limits.max_retained_bytes = static_cast<uint64_t>(*v);
   if (auto v = c.integer("packet_timeout", 1, 3600))
     limits.packet_timeout = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_keepalive", 0, 65535))
+    limits.max_keepalive = static_cast<uint32_t>(*v);
   c.reject_unknown();
 }
 

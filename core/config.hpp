@@ -30,6 +30,9 @@ struct LimitsConfig {
   uint64_t max_retained_messages = 1000000;    // beyond: a new retained topic is not stored
   uint64_t max_retained_bytes = 256ull << 20;  // topic + payload bytes of retained messages
   uint32_t packet_timeout = 60;                // seconds a started packet has to arrive completely
+  // Longest keep-alive a client may ask for (0: any, also none). 5.0 clients asking for
+  // more or none get this one (Server Keep Alive); 3.x clients are refused (CONNACK 2).
+  uint32_t max_keepalive = 0;
 };
 
 // TLS settings of a listener (`ssl = true`). File paths are resolved against the

@@ -95,6 +95,7 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   p.retain_available = 1;
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;
+  if (info.server_keep_alive != 0) p.server_keep_alive = info.server_keep_alive;
   p.wildcard_subscription_available = 1;
   p.subscription_identifier_available = 1;
   p.shared_subscription_available = 0;

@@ -67,6 +67,7 @@ struct ConnackInfo {
   uint32_t session_expiry = 0;       // only sent when `session_expiry_differs`
   bool session_expiry_differs = false;
   std::string_view assigned_client_id;  // when the broker chose the id
+  uint16_t server_keep_alive = 0;       // sent when non-zero: the keep-alive that applies
 };
 void encode_connack(std::string& out, bool session_present, const ConnackInfo& info);
 

@@ -15,6 +15,7 @@ Settings (mqgate TOML key -> Mosquitto option):
     max_inflight_messages   -> max_inflight_messages
     max_queued_messages     -> max_queued_messages
     max_client_id_length    -> (no Mosquitto equivalent; tests needing it skip on Mosquitto)
+    max_keepalive           -> max_keepalive
     ipv6=True               -> listen on [::1] instead of 127.0.0.1
     log_level               -> log_type
 """
@@ -46,6 +47,7 @@ DEFAULTS = {
     "max_inflight_messages": None,
     "max_queued_messages": None,
     "max_client_id_length": None,
+    "max_keepalive": None,
     "ipv6": False,
     "log_level": "debug",
 }
@@ -156,6 +158,8 @@ class MosquittoBroker:
             lines.append(f"max_inflight_messages {s['max_inflight_messages']}")
         if s["max_queued_messages"] is not None:
             lines.append(f"max_queued_messages {s['max_queued_messages']}")
+        if s["max_keepalive"] is not None:
+            lines.append(f"max_keepalive {s['max_keepalive']}")
         return "\n".join(lines) + "\n"
 
     def reload(self, **changes):
@@ -198,7 +202,7 @@ class MqgateBroker:
     def _config(settings):
         limits = []
         for key in ("max_packet_size", "max_inflight_messages", "max_queued_messages",
-                    "max_client_id_length"):
+                    "max_client_id_length", "max_keepalive"):
             if settings[key] is not None:
                 limits.append(f"{key} = {int(settings[key])}")
         bind = "[::1]:0" if settings["ipv6"] else "127.0.0.1:0"
