@@ -665,7 +665,7 @@ void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view 
     flow_.count_shed(session);
     return;
   }
-  const uint64_t dropped_before = stats_.delivery.messages_dropped;
+  const uint64_t dropped_before = stats_.delivery.congestion_drops();
   if (session.has_options()) {
     deliver_with_options(session, q, topic, payload, qos, msg, origin);
   } else if (q == 0 && !(msg && msg->expires())) {
@@ -684,6 +684,9 @@ void Broker::deliver_with_options(Session& session, uint8_t q, std::string_view 
                                   const Session* origin) {
   const Session::Delivery d = session.match_options(topic, &session == origin);
   if (d.skip) return;  // No Local: its own message [MQTT-3.8.3-3]
+  // The router's QoS is the highest over every matching filter, also a No Local one
+  // skipped here: the delivery takes the best of those that apply [MQTT-3.8.4-8].
+  q = std::min(q, d.qos);
   if (!msg) msg = Message::create(topic, payload, qos, false);
   // Retain As Published: the publication's RETAIN flag, else 0 [MQTT-3.3.1-12, -13].
   const bool retain = d.retain_as_published && msg->retain();
@@ -1072,7 +1075,7 @@ void Broker::destroy_session(Session* session) {
 
 void Broker::after_delivery(Session& session, uint8_t qos, uint64_t dropped_before,
                             Client* source) {
-  if (stats_.delivery.messages_dropped != dropped_before) {
+  if (stats_.delivery.congestion_drops() != dropped_before) {
     note_drop(session, qos);
     return;
   }

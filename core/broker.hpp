@@ -248,6 +248,7 @@ class Broker {
                             std::string_view payload, uint8_t qos, MessagePtr& msg,
                             const Session* origin);
   // After one delivery: drop accounting (per-session episodes) and backpressure.
+  // `dropped_before`: stats_.delivery.congestion_drops() before the delivery.
   void after_delivery(Session& session, uint8_t qos, uint64_t dropped_before, Client* source);
   // Messages dropped for one session, logged once when dropping starts and once when it
   // ends (with the count), not per message.

@@ -35,6 +35,11 @@ void Broker::send_ack(Client& client, PacketType type, uint16_t packet_id, uint8
 
 void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bool durable,
                          uint8_t reason, std::vector<uint8_t> codes) {
+  // A 5.0 PUBREC with a failure code ends that QoS 2 exchange: no PUBREL follows, and the
+  // packet id is free for the client's next message (4.3.3; nor does it count against
+  // the Receive Maximum any longer).
+  if (type == PacketType::kPubrec && reason >= 0x80 && client.v5() && client.session)
+    client.session->end_incoming_qos2(packet_id, session_limits_);
   auto held = held_acks_.find(&client);
   if (persistence_ == nullptr || (!durable && held == held_acks_.end())) {
     send_ack(client, type, packet_id, reason, codes);

@@ -128,7 +128,14 @@ void encode_publish(Client& client, std::string& out, std::string_view topic,
     return;
   }
   OutboundAliases::Use alias;
-  if (OutboundAliases* aliases = client.v5()->outbound_aliases.get()) {
+  const ClientState& state = *client.v5();
+  // The alias property (3 bytes, and up to 2 more of length) must not take the packet
+  // over the client's Maximum Packet Size [MQTT-3.1.2-24]: near it, no alias.
+  if (OutboundAliases* aliases = state.outbound_aliases.get();
+      aliases &&
+      (state.max_packet_size == 0 ||
+       publish_size(codec::kProtocolLevel5, topic, payload.size(), qos, props, expiry) + 5 <=
+           state.max_packet_size)) {
     alias = aliases->use(topic);
     if (alias.alias != 0 && !alias.with_topic) topic = {};
   }

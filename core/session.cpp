@@ -34,6 +34,7 @@ Session::Delivery Session::match_options(std::string_view topic, bool own) const
     if (own && (sub.flags & kNoLocal)) continue;  // [MQTT-3.8.3-3]
     if (!topic_matches(filter, topic)) continue;
     any = true;
+    d.qos = std::max(d.qos, sub.qos);
     if (sub.flags & kRetainAsPublished) d.retain_as_published = true;
     if (sub.id != 0) d.ids.push_back(sub.id);
   }
@@ -111,7 +112,9 @@ namespace {
 bool expiry_left(const Message& m, uint64_t now_ms, std::optional<uint32_t>& left) {
   if (!m.expires()) return true;
   const uint64_t at = m.expires_at_ms();
-  if (at <= now_ms) return false;
+  // An interval of 0 still reaches the subscribers it is delivered to at once (onward
+  // delivery has started [MQTT-3.3.2-5]), not those it has to wait for.
+  if (at < now_ms) return false;
   left = static_cast<uint32_t>(std::min<uint64_t>((at - now_ms + 999) / 1000, UINT32_MAX));
   return true;
 }
@@ -224,6 +227,7 @@ Session::Outgoing* Session::find_inflight(uint16_t packet_id, OutState state) {
 }
 
 void Session::erase_inflight(Outgoing* o, const SessionLimits& limits) {
+  if (o->unsent) flow_->unsent--;
   if (SessionJournal* j = journal(limits)) {
     j->remove_outgoing(*this, o->seq);
     if (o->msg) j->release_message(*o->msg);
@@ -232,9 +236,35 @@ void Session::erase_inflight(Outgoing* o, const SessionLimits& limits) {
   inflight.erase(inflight.begin() + (o - inflight.data()));
 }
 
+void Session::resend_inflight(const SessionLimits& limits, DeliveryStats& stats) {
+  Flow& f = *flow_;
+  const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
+  uint32_t outstanding = static_cast<uint32_t>(f.inflight.size()) - f.unsent;
+  for (size_t i = 0; i < f.inflight.size() && f.unsent > 0 && outstanding < window;) {
+    Outgoing& o = f.inflight[i];
+    if (!o.unsent) {
+      i++;
+      continue;
+    }
+    o.unsent = false;
+    f.unsent--;
+    // Too large for this connection's Maximum Packet Size: done with, as for a new
+    // message [MQTT-3.1.2-25].
+    if (too_large(*o.msg, o.qos, stats)) {
+      erase_inflight(&o, limits);
+      stats.inflight_now--;
+      continue;
+    }
+    send_publish(o, true, stats, limits.now_ms);
+    outstanding++;
+    i++;
+  }
+}
+
 void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   if (client_ == nullptr || !flow_) return;
   Flow& f = *flow_;
+  if (f.unsent > 0) resend_inflight(limits, stats);
   const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
   while (f.queue_head < f.queue.size() && f.inflight.size() < window) {
     Queued& q = f.queue[f.queue_head++];
@@ -282,6 +312,11 @@ bool Session::on_pubrec(uint16_t packet_id, const SessionLimits& limits) {
     // A PUBREC resent after we already moved on still wants its PUBREL.
     if (find_inflight(packet_id, OutState::kAwaitPubcomp) == nullptr) return false;
   } else {
+    // (Also one not resent yet: the client had it from the connection before.)
+    if (o->unsent) {
+      o->unsent = false;
+      flow_->unsent--;
+    }
     o->state = OutState::kAwaitPubcomp;
     if (SessionJournal* j = journal(limits)) {
       const MessagePtr body = std::move(o->msg);
@@ -305,12 +340,16 @@ bool Session::on_pubcomp(uint16_t packet_id, const SessionLimits& limits, Delive
 void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats& stats) {
   client_ = client;
   if (!flow_) return;
-  for (const Outgoing& o : flow_->inflight) {
-    if (o.state == OutState::kAwaitPubcomp) {
+  // Unacknowledged PUBLISHes go again, in order, but no more than this connection's
+  // window allows [MQTT-3.3.4-9]; the rest wait for its acknowledgements. PUBRELs all go.
+  Flow& f = *flow_;
+  f.unsent = 0;
+  for (Outgoing& o : f.inflight) {
+    o.unsent = o.state != OutState::kAwaitPubcomp;
+    if (o.unsent)
+      f.unsent++;
+    else
       codec::encode_ack(client_->out(), codec::PacketType::kPubrel, o.packet_id);
-    } else {
-      send_publish(o, true, stats, limits.now_ms);
-    }
   }
   fill_window(limits, stats);
 }

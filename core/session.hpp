@@ -70,6 +70,11 @@ struct DeliveryStats {
   // removed session's share out), so reading them costs nothing.
   uint64_t inflight_now = 0;
   uint64_t queued_now = 0;
+  // Drops for want of room (offline, backlog, queue full), not those the protocol asks
+  // for (too large for the client, expired): only these make a drop episode.
+  uint64_t congestion_drops() const {
+    return messages_dropped - dropped_too_large - dropped_expired;
+  }
 };
 
 class Session : public RouteTarget {
@@ -127,6 +132,7 @@ class Session : public RouteTarget {
     bool skip = false;
     bool retain_as_published = false;
     std::vector<uint32_t> ids;
+    uint8_t qos = 0;  // the highest granted QoS of the matches that apply
   };
   Delivery match_options(std::string_view topic, bool own) const;
   // The Subscription Identifier of `filter` (0: none).
@@ -176,7 +182,8 @@ class Session : public RouteTarget {
 
   // --- connection -------------------------------------------------------------------
   // Attaches a connected client: resends everything unacknowledged (PUBLISH with DUP,
-  // PUBREL) with the original identifiers [MQTT-4.4.0-1], then fills the window.
+  // PUBREL) with the original identifiers [MQTT-4.4.0-1], PUBLISHes only as many as its
+  // window allows (the rest as acknowledgements come), then fills the window.
   void attach(Client* client, const SessionLimits& limits, DeliveryStats& stats);
   void detach(uint64_t now_ms) {
     client_ = nullptr;
@@ -200,6 +207,9 @@ class Session : public RouteTarget {
     uint8_t qos;
     bool retain;
     OutState state;
+    // Sent on an earlier connection and not yet again on this one: a resumed client may
+    // have a smaller Receive Maximum than it had (see resend_inflight).
+    bool unsent = false;
   };
   struct Queued {
     MessagePtr msg;
@@ -217,6 +227,7 @@ class Session : public RouteTarget {
     size_t queue_head = 0;
     std::vector<uint16_t> incoming_qos2;  // ids of QoS 2 PUBLISHes awaiting PUBREL
     uint32_t last_seq = 0;  // entries' order; restarts with an empty flow (store empty too)
+    uint32_t unsent = 0;    // inflight entries marked `unsent`
   };
   SessionJournal* journal(const SessionLimits& limits) const {
     return clean_ ? nullptr : limits.journal;
@@ -230,6 +241,8 @@ class Session : public RouteTarget {
   uint16_t next_packet_id();
   void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats, uint64_t now_ms);
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
+  // Resends `unsent` in-flight PUBLISHes, in order, while the client's window has room.
+  void resend_inflight(const SessionLimits& limits, DeliveryStats& stats);
   // Over the (online) client's Maximum Packet Size: counted as dropped.
   bool too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const;
   static void compact_queue(Flow& f);

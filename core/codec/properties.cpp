@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "codec/utf8.hpp"
+#include "topic.hpp"
 
 namespace mqgate::codec {
 
@@ -202,7 +203,8 @@ bool read_varint(std::string_view& in, uint32_t& value) {
     const auto b = static_cast<uint8_t>(in[0]);
     in.remove_prefix(1);
     value |= uint32_t{b & 0x7fu} << (7 * i);
-    if ((b & 0x80) == 0) return true;
+    // A last byte of 0 after others is a longer encoding than needed [MQTT-1.5.5-1].
+    if ((b & 0x80) == 0) return i == 0 || b != 0;
   }
   return false;  // a fifth byte would be needed
 }
@@ -288,6 +290,8 @@ PropertyResult decode_properties(std::string_view& in, PropertyContext context, 
         ok = once(out.content_type, text);
         break;
       case PropertyId::kResponseTopic:
+        // A topic name: a receiver publishes to it [MQTT-3.3.2-14, MQTT-3.1.3-11].
+        if (!is_valid_topic_name(text)) return protocol("response topic is not a topic name");
         ok = once(out.response_topic, text);
         break;
       case PropertyId::kCorrelationData:

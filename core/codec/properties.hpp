@@ -112,7 +112,8 @@ void encode_properties(std::string& out, const Properties& props);
 // The block's size on the wire (length prefix included), for Maximum Packet Size checks.
 size_t encoded_properties_size(const Properties& props);
 
-// Variable byte integers (1.5.5): at most 4 bytes, up to 268,435,455.
+// Variable byte integers (1.5.5): at most 4 bytes, up to 268,435,455; reading refuses
+// an encoding longer than needed.
 bool read_varint(std::string_view& in, uint32_t& value);
 void write_varint(std::string& out, uint32_t value);
 size_t varint_size(uint32_t value);
