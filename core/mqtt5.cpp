@@ -4,6 +4,7 @@
 
 #include "client.hpp"
 #include "codec/encoder.hpp"
+#include "codec/utf8.hpp"
 
 namespace mqgate::mqtt5 {
 
@@ -94,6 +95,9 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   p.retain_available = 1;
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;
+  if (!info.auth_method.empty()) p.authentication_method = info.auth_method;
+  if (info.auth_data != nullptr && *info.auth_data) p.authentication_data = **info.auth_data;
+  if (!info.response_information.empty()) p.response_information = info.response_information;
   p.wildcard_subscription_available = 1;
   p.subscription_identifier_available = 1;
   p.shared_subscription_available = 0;
@@ -156,6 +160,41 @@ void encode_ack(const Client& client, std::string& out, codec::PacketType type, 
     codec::encode_ack_v5(out, type, packet_id, reason_code);
   else
     codec::encode_ack(out, type, packet_id);
+}
+
+bool may_send_reason_string(const Client& client, std::string_view text, size_t packet_size,
+                            bool always) {
+  const ClientState* s = client.v5();
+  if (s == nullptr || text.empty() || text.size() > 256 || !codec::is_valid_mqtt_utf8(text))
+    return false;
+  if (!always && !s->request_problem_info) return false;
+  // The property (1 + 2 + n bytes) and at most 2 more bytes of lengths.
+  return s->max_packet_size == 0 || packet_size + 5 + text.size() <= s->max_packet_size;
+}
+
+ConnackCode nearest_connack_code(uint8_t reason_code) {
+  switch (reason_code) {
+    case reason::kUnsupportedProtocolVersion:
+      return ConnackCode::kUnacceptableProtocolVersion;
+    case reason::kClientIdentifierNotValid:
+      return ConnackCode::kIdentifierRejected;
+    case reason::kServerUnavailable:
+    case reason::kServerBusy:
+      return ConnackCode::kServerUnavailable;
+    case reason::kBadUserNameOrPassword:
+    case reason::kBadAuthenticationMethod:
+      return ConnackCode::kBadUsernameOrPassword;
+  }
+  return ConnackCode::kNotAuthorized;
+}
+
+void encode_auth(const Client& client, std::string& out, uint8_t reason_code,
+                 const std::optional<std::string>& data) {
+  codec::Properties p;
+  const ClientState* s = client.v5();
+  if (s != nullptr && !s->auth_method.empty()) p.authentication_method = s->auth_method;
+  if (data) p.authentication_data = *data;
+  codec::encode_auth(out, reason_code, &p);
 }
 
 uint32_t send_window(const Client* client, uint32_t broker_window) {
