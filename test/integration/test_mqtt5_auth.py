@@ -355,5 +355,60 @@ class Mqtt5AuthTest(BrokerTestCase):
         b.wait_log(r"v5probe: authenticate client_id=old level=4 api_level=4 user_properties=\[\]")
 
 
+class DeferredExchangeTest(BrokerTestCase):
+    """Every step answered later, from the `deferred` test plugin's thread (method
+    "ECHO"): api->complete carries CONTINUE, the Authentication Data and the MQTT 5
+    reason code and string."""
+
+    def broker(self, **options):
+        cfg = 'log_level = "debug"\n[listeners.default]\nbind = "127.0.0.1:0"\n'
+        cfg += plugin_table("d", "deferred", tag="d", delay_ms=100, auth_method="ECHO", **options)
+        return self.start_broker(cfg)
+
+    def raw5(self, b):
+        c = R.RawClient5(b.port())
+        self.addCleanup(c.close)
+        return c
+
+    def echo_connect(self, b, answer):
+        c = self.raw5(b)
+        c.send(R.connect5("e1", props=[(R.AUTH_METHOD, "ECHO"), (AUTH_DATA, b"hi")]))
+        cont = c.expect(R.AUTH)
+        self.assertEqual((cont.reason, R.prop(cont, AUTH_DATA)), (0x18, b"challenge:hi"))
+        c.send(auth_packet(0x18, method="ECHO", data=answer))
+        return c, c.expect(R.CONNACK)
+
+    def test_deferred_exchange_succeeds_and_reauthenticates(self):
+        b = self.broker()
+        c, ack = self.echo_connect(b, b"answer")
+        self.assertEqual(ack.reason, 0)
+        self.assertEqual(R.prop(ack, AUTH_DATA), b"welcome")
+        self.assertEqual(R.prop(ack, R.AUTH_METHOD), "ECHO")
+        c.send(auth_packet(0x19, method="ECHO", data=b"again"))
+        cont = c.expect(R.AUTH)
+        self.assertEqual((cont.reason, R.prop(cont, AUTH_DATA)), (0x18, b"challenge:again"))
+        c.send(auth_packet(0x18, method="ECHO", data=b"answer"))
+        done = c.expect(R.AUTH)
+        self.assertEqual((done.reason, R.prop(done, AUTH_DATA)), (0x00, b"welcome"))
+        c.ping()
+        b.wait_log(r"deferred d: exchange client_id=e1 method=ECHO step=1 reauthenticate=1")
+
+    def test_deferred_exchange_denial_carries_code_and_string(self):
+        b = self.broker()
+        c, ack = self.echo_connect(b, b"wrong")
+        self.assertEqual(ack.reason, 0x8A)
+        self.assertEqual(R.prop(ack, R.REASON_STRING), "wrong answer")
+
+    def test_deferred_denial_of_a_plain_client_carries_code_and_string(self):
+        b = self.broker(deny_users=["mallory"], deny_reason_code=0x8A,
+                        deny_reason_string="banned")
+        c = self.raw5(b)
+        ack = c.connect("m5", username="mallory")
+        self.assertEqual((ack.reason, R.prop(ack, R.REASON_STRING)), (0x8A, "banned"))
+        c3 = R.RawClient(b.port())
+        self.addCleanup(c3.close)
+        self.assertEqual(c3.connect("m3", username="mallory").return_code, 5)
+
+
 if __name__ == "__main__":
     unittest.main()
