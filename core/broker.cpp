@@ -85,7 +85,7 @@ void Broker::on_open(Client& client, uint64_t now_ms) {
 
 void Broker::protocol_violation(Client& client, const char* what, uint8_t reason_code) {
   CLIENT_LOG(log::Level::kWarning, client, "protocol violation: %s; closing", what);
-  mqtt5::disconnect(client, reason_code, "protocol violation");
+  mqtt5::disconnect(client, reason_code, "protocol violation", what);
 }
 
 void Broker::on_decode_error(Client& client, codec::DecodeError error,
@@ -211,7 +211,16 @@ void Broker::refuse_connect(Client& client, ConnackCode code, const char* why, u
   else
     CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK %u): %s", static_cast<unsigned>(code),
                why);
-  encode_refusal(client, code, v5_reason);
+  if (is_v5(client)) {
+    // The CONNACK says why in a Reason String (allowed whatever Request Problem
+    // Information says [MQTT-3.1.2-29]).
+    codec::Properties props;
+    if (mqtt5::may_send_reason_string(client, why, 8, true)) props.reason_string = why;
+    codec::encode_connack_v5(client.out(), false,
+                             v5_reason != 0 ? v5_reason : mqtt5::connack_reason(code), props);
+  } else {
+    encode_refusal(client, code, v5_reason);
+  }
   client.close("connection refused");
 }
 
@@ -405,6 +414,20 @@ void Broker::encode_connack_v5(Client& client, bool present, const ConnectState&
   if (c.client_id_empty) info.assigned_client_id = client.client_id();
   info.auth_method = client.v5()->auth_method;  // the same method as the CONNECT's [4.12]
   info.auth_data = &c.auth_data;
+  // Response Information only when asked for [MQTT-3.1.2-28] and configured.
+  std::string response_information;
+  if (client.v5()->request_response_info && !response_information_.empty()) {
+    for (size_t i = 0; i < response_information_.size(); ++i) {
+      if (response_information_[i] == '%' && i + 1 < response_information_.size() &&
+          response_information_[i + 1] == 'c') {
+        response_information += client.client_id();
+        ++i;
+      } else {
+        response_information += response_information_[i];
+      }
+    }
+    info.response_information = response_information;
+  }
   mqtt5::encode_connack(client.out(), present, info);
 }
 

@@ -109,6 +109,8 @@ class Broker {
   // --- configuration and introspection --------------------------------------------------
   void set_limits(const LimitsConfig& limits);
   void set_session_owner(Config::SessionOwner rule) { session_owner_ = rule; }
+  // MQTT 5.0 Response Information (Config::response_information).
+  void set_response_information(std::string text) { response_information_ = std::move(text); }
   size_t persistent_sessions() const { return persistent_sessions_; }
   // From now on closing clients do not publish wills (the whole broker is going away).
   void begin_shutdown() { shutting_down_ = true; }
@@ -387,6 +389,7 @@ class Broker {
   bool expiry_due_ = false;     // the oldest offline session has expired
   bool retained_full_ = false;  // a refusal was logged; reset by the next store
   bool shutting_down_ = false;
+  std::string response_information_;  // 5.0; "%c": the client id
 };
 
 }  // namespace mqgate

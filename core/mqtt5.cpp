@@ -18,6 +18,7 @@ ClientState client_state(const codec::Properties& props) {
   s.receive_maximum = props.receive_maximum.value_or(65535);
   s.topic_alias_maximum = props.topic_alias_maximum.value_or(0);
   s.request_problem_info = props.request_problem_information.value_or(1) != 0;
+  s.request_response_info = props.request_response_information.value_or(0) != 0;
   s.user_properties.reserve(props.user_properties.size());
   for (const auto& [k, v] : props.user_properties)
     s.user_properties.emplace_back(k, v);
@@ -202,10 +203,16 @@ uint32_t send_window(const Client* client, uint32_t broker_window) {
   return s ? std::min<uint32_t>(broker_window, s->receive_maximum) : broker_window;
 }
 
-void disconnect(Client& client, uint8_t reason_code, const char* why) {
+void disconnect(Client& client, uint8_t reason_code, const char* why, const char* text) {
   if (client.protocol_level == codec::kProtocolLevel5 &&
-      client.state == Client::State::kConnected && !client.close_requested())
-    codec::encode_disconnect_v5(client.out(), reason_code);
+      client.state == Client::State::kConnected && !client.close_requested()) {
+    // DISCONNECT may carry a Reason String whatever Request Problem Information says
+    // [MQTT-3.1.2-29].
+    const std::string_view reason_string = text != nullptr ? text : why;
+    codec::Properties props;
+    if (may_send_reason_string(client, reason_string, 4, true)) props.reason_string = reason_string;
+    codec::encode_disconnect_v5(client.out(), reason_code, &props);
+  }
   client.close(why);
 }
 

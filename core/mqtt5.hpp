@@ -28,6 +28,7 @@ struct ClientState {
   uint16_t receive_maximum = 65535;
   uint16_t topic_alias_maximum = 0;  // aliases the client accepts (the broker sends none)
   bool request_problem_info = true;
+  bool request_response_info = false;  // Response Information wanted in CONNACK
   std::vector<std::pair<std::string, std::string>> user_properties;  // in order
   // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them.
   std::vector<std::string> topic_aliases;
@@ -118,7 +119,8 @@ uint32_t send_window(const Client* client, uint32_t broker_window);
 
 // A server DISCONNECT with `reason`, for a connected 5.0 client only (3.1.1 has no
 // such packet: those connections are just closed). Then closes it with `why` (logged).
-void disconnect(Client& client, uint8_t reason, const char* why);
+// The DISCONNECT says why in a Reason String: `text`, or `why` when null.
+void disconnect(Client& client, uint8_t reason, const char* why, const char* text = nullptr);
 
 }  // namespace mqtt5
 }  // namespace mqgate
