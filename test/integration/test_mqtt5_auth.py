@@ -410,5 +410,54 @@ class DeferredExchangeTest(BrokerTestCase):
         self.assertEqual(c3.connect("m3", username="mallory").return_code, 5)
 
 
+class ResponseAndProblemInformationTest(BrokerTestCase):
+    """Request Response Information and the broker's own Reason Strings (mqgate-only:
+    `response_information` is mqgate configuration, and Mosquitto 2.0 sends neither)."""
+
+    def broker(self, extra=""):
+        cfg = 'log_level = "debug"\n' + extra + '[listeners.default]\nbind = "127.0.0.1:0"\n'
+        return self.start_broker(cfg)
+
+    def raw5(self, b):
+        c = R.RawClient5(b.port())
+        self.addCleanup(c.close)
+        return c
+
+    def test_response_information_only_when_requested_and_configured(self):
+        """3.1.2.11.7 / 3.2.2.3.15: Response Information in CONNACK only for a client that
+        set Request Response Information 1 [MQTT-3.1.2-28]."""
+        b = self.broker('response_information = "reply/%c/"\n')
+        c = self.raw5(b)
+        ack = c.connect("rr1", props=[(0x19, 1)])
+        self.assertEqual(R.prop(ack, 0x1A), "reply/rr1/")
+        c2 = self.raw5(b)
+        self.assertIsNone(R.prop(c2.connect("rr2"), 0x1A))
+        # Not configured: never sent.
+        b2 = self.broker()
+        c3 = self.raw5(b2)
+        self.assertIsNone(R.prop(c3.connect("rr3", props=[(0x19, 1)]), 0x1A))
+
+    def test_server_disconnects_and_refusals_say_why(self):
+        b = self.broker()
+        old = self.raw5(b)
+        self.assertEqual(old.connect("same").reason, 0)
+        new = self.raw5(b)
+        self.assertEqual(new.connect("same").reason, 0)
+        d = old.expect(R.DISCONNECT)
+        self.assertEqual((d.reason, R.prop(d, R.REASON_STRING)), (0x8E, "session taken over"))
+        # A protocol error, also with Request Problem Information 0 (DISCONNECT may).
+        c = self.raw5(b)
+        self.assertEqual(c.connect("pe", props=[(REQUEST_PROBLEM_INFO, 0)]).reason, 0)
+        c.send(auth_packet(0x19, method="X"))
+        d = c.expect(R.DISCONNECT)
+        self.assertEqual(d.reason, 0x82)
+        self.assertIn("AUTH without enhanced authentication", R.prop(d, R.REASON_STRING))
+        # A refusal: the CONNACK says why.
+        c = self.raw5(b)
+        ack = c.connect("m", props=[(R.AUTH_METHOD, "NOPE")])
+        self.assertEqual(ack.reason, 0x8C)
+        self.assertIn("no plugin offers the authentication method", R.prop(ack, R.REASON_STRING))
+
+
 if __name__ == "__main__":
     unittest.main()
