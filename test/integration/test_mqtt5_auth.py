@@ -271,6 +271,24 @@ class Mqtt5AuthTest(BrokerTestCase):
         c.send(R.subscribe5(1, [("t", 0)]))
         self.assertTrue(c.closed_by_peer())
 
+    def test_mqttjs_does_scram_through_handle_auth(self):
+        """MQTT.js 5 (test/js/scram.js) as the SCRAM client, through its handleAuth hook."""
+        import json
+        import subprocess
+        js = os.path.join(os.path.dirname(__file__), "..", "js")
+        if not os.path.isdir(os.path.join(js, "node_modules", "mqtt")):
+            self.skipTest("MQTT.js not installed (npm ci in test/js)")
+        b = self.broker()
+        for password, ok in ((USERS["bob"], True), ("nope", False)):
+            p = subprocess.run(["node", os.path.join(js, "scram.js"), f"mqtt://127.0.0.1:{b.port()}",
+                                "bob", password], capture_output=True, text=True, timeout=30)
+            result = json.loads(p.stdout.strip().splitlines()[-1])
+            self.assertEqual(result["ok"], ok, result)
+            if ok:
+                self.assertEqual(result["received"], "hello")
+            else:
+                self.assertEqual(result.get("code"), 0x86, result)
+
     # -- plugins' reason codes, strings and user properties -----------------------------
     def test_plugin_reason_code_and_string_reach_a_paho_5_client(self):
         import paho.mqtt.client as mqtt
