@@ -246,7 +246,7 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
   if (v5 && c.props.authentication_data && !c.props.authentication_method) {
     refuse_connect(client, ConnackCode::kNotAuthorized,
                    "Authentication Data without an Authentication Method",
-                   reason::kProtocolError);  // [MQTT-3.1.2-?] 3.1.2.11.10
+                   reason::kProtocolError);  // 3.1.2.11.10
     return;
   }
   if (v5 && c.props.authentication_method) {
@@ -1205,7 +1205,7 @@ void Broker::handle_auth(Client& client, const codec::Auth& a, uint64_t now_ms) 
     return;
   }
   // Protocol Errors: AUTH from a client that did not use enhanced authentication
-  // [MQTT-3.15.0-?, 4.12], with another method [MQTT-4.12.1-1], or out of turn.
+  // [MQTT-4.12.0-7], with another method [MQTT-4.12.1-1], or out of turn.
   const char* error = nullptr;
   if (s == nullptr || s->auth_method.empty())
     error = "AUTH without enhanced authentication (no Authentication Method in CONNECT)";

@@ -117,7 +117,7 @@ class Mqtt5AuthTest(BrokerTestCase):
     # -- enhanced authentication --------------------------------------------------------
     def test_scram_exchange_succeeds_and_connack_carries_the_server_signature(self):
         """4.12: CONNECT with Authentication Method and Data, AUTH 0x18 both ways, CONNACK
-        0x00 with the same method [MQTT-4.12.0-?] and the final server data."""
+        0x00 with the same method [MQTT-4.12.0-5] and the final server data."""
         b = self.broker()
         c, s, ack = self.scram_connect(b)
         self.assertEqual(ack.reason, 0, ack)
@@ -193,7 +193,7 @@ class Mqtt5AuthTest(BrokerTestCase):
 
     def test_auth_from_a_client_without_enhanced_authentication_is_a_protocol_error(self):
         """4.12: a client that sent no Authentication Method must not send AUTH
-        [MQTT-3.1.2-?]; the broker answers DISCONNECT 0x82 (Protocol Error)."""
+        [MQTT-4.12.0-7]; the broker answers DISCONNECT 0x82 (Protocol Error)."""
         b = self.broker(deny_users=[])  # v5probe lets plain clients in
         c = self.raw5(b)
         self.assertEqual(c.connect("plain").reason, 0)
