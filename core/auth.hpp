@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,16 @@ struct AuthResult {
   // The decision is not made yet: it arrives later through the decision sink (the
   // other fields are meaningless). Only from authenticate() and check() with may_defer.
   bool pending = false;
+  // MQTT 5.0, when denied: the reason code the deciding plugin chose (a legal one for
+  // the packet; 0: the broker's default) and a Reason String for the client (never
+  // logged as the reason: that is `reason`).
+  uint8_t reason_code = 0;
+  std::string reason_string;
+  // MQTT 5.0 enhanced authentication: the plugin continues the exchange (send AUTH
+  // 0x18 with `auth_data` and wait for the client's AUTH), or, allowed, final data for
+  // the CONNACK / AUTH 0x00.
+  bool continue_auth = false;
+  std::optional<std::string> auth_data;
 
   static AuthResult deny(std::string why) {
     AuthResult r;
@@ -86,6 +97,19 @@ class AuthHooks {
   }
   // The client is going away: drop its pending decision (no sink call for it).
   virtual void forget(const Client&) {}
+  // MQTT 5.0 enhanced authentication (4.12). Whether a plugin of the client's listener
+  // offers `method` (the broker refuses others with CONNACK 0x8C).
+  virtual bool offers_auth_method(const Client&, std::string_view) const { return false; }
+  // The client's AUTH 0x18 answers a `continue_auth` result: asks the same plugin with
+  // its data. May be pending or continue again.
+  virtual AuthResult continue_auth(const Client&, std::optional<std::string_view>) {
+    return AuthResult::deny("no authentication exchange in progress");
+  }
+  // A connected client's AUTH 0x19 (re-authentication with its method). As above.
+  virtual AuthResult reauthenticate(const Client&, std::string_view,
+                                    std::optional<std::string_view>) {
+    return AuthResult::deny("enhanced authentication is not offered");
+  }
   // Where pending decisions go (the broker sets it).
   using DecisionSink = std::function<void(const Client& client, AuthResult result)>;
   void set_decision_sink(DecisionSink sink) { sink_ = std::move(sink); }

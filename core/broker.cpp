@@ -43,7 +43,15 @@ void Broker::on_decided(Client& client, AuthResult result) {
   Awaiting a = std::move(it->second);
   awaiting_.erase(it);
   if (auto* c = std::get_if<ConnectState>(&a.state)) {
-    finish_connect(client, *c, std::move(result));
+    if (result.continue_auth) {
+      continue_connect_auth(client, std::move(*c), result);
+    } else {
+      if (mqtt5::ClientState* v5 = client.v5())
+        v5->auth_exchange = mqtt5::ClientState::AuthExchange::kNone;
+      finish_connect(client, *c, std::move(result));
+    }
+  } else if (std::get_if<ReauthState>(&a.state)) {
+    reauth_decided(client, result);
   } else if (auto* p = std::get_if<PublishState>(&a.state)) {
     finish_publish(client, *p, result);
   } else if (auto* s = std::get_if<SubscribeState>(&a.state)) {
@@ -77,7 +85,7 @@ void Broker::on_open(Client& client, uint64_t now_ms) {
 
 void Broker::protocol_violation(Client& client, const char* what, uint8_t reason_code) {
   CLIENT_LOG(log::Level::kWarning, client, "protocol violation: %s; closing", what);
-  mqtt5::disconnect(client, reason_code, "protocol violation");
+  mqtt5::disconnect(client, reason_code, "protocol violation", what);
 }
 
 void Broker::on_decode_error(Client& client, codec::DecodeError error,
@@ -124,8 +132,12 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
     client.close("internal error: input not held");
     return;
   }
+  if (auto* auth = std::get_if<codec::Auth>(&packet)) {
+    handle_auth(client, *auth, now_ms);
+    return;
+  }
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
-    if (client.state != Client::State::kAwaitConnect) {
+    if (client.state != Client::State::kAwaitConnect || auth_exchanges_.count(&client) != 0) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
       return;
     }
@@ -151,10 +163,6 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
           codec::encode_pingresp(client.out());
         } else if constexpr (std::is_same_v<T, codec::Disconnect>) {
           handle_disconnect(client, p);
-        } else if constexpr (std::is_same_v<T, codec::Auth>) {
-          // Enhanced authentication is not offered (no Authentication Method accepted
-          // at CONNECT), so an AUTH is out of place [MQTT-4.12.0-1].
-          protocol_violation(client, "AUTH without an authentication method");
         }
       },
       packet);
@@ -203,7 +211,16 @@ void Broker::refuse_connect(Client& client, ConnackCode code, const char* why, u
   else
     CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK %u): %s", static_cast<unsigned>(code),
                why);
-  encode_refusal(client, code, v5_reason);
+  if (is_v5(client)) {
+    // The CONNACK says why in a Reason String (allowed whatever Request Problem
+    // Information says [MQTT-3.1.2-29]).
+    codec::Properties props;
+    if (mqtt5::may_send_reason_string(client, why, 8, true)) props.reason_string = why;
+    codec::encode_connack_v5(client.out(), false,
+                             v5_reason != 0 ? v5_reason : mqtt5::connack_reason(code), props);
+  } else {
+    encode_refusal(client, code, v5_reason);
+  }
   client.close("connection refused");
 }
 
@@ -226,11 +243,26 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
   if (!apply_max_keepalive(client, c.keepalive)) return;
   client.last_rx_ms = now_ms;
   if (c.username) client.set_username(*c.username);
-  if (v5 && c.props.authentication_method) {
+  if (v5 && c.props.authentication_data && !c.props.authentication_method) {
     refuse_connect(client, ConnackCode::kNotAuthorized,
-                   "enhanced authentication (Authentication Method) is not supported",
-                   reason::kBadAuthenticationMethod);
+                   "Authentication Data without an Authentication Method",
+                   reason::kProtocolError);  // 3.1.2.11.10
     return;
+  }
+  if (v5 && c.props.authentication_method) {
+    // Enhanced authentication [4.12]: only a method a plugin of this listener offers.
+    if (!hooks_.offers_auth_method(client, *c.props.authentication_method)) {
+      refuse_connect(client, ConnackCode::kNotAuthorized,
+                     ("no plugin offers the authentication method " +
+                      log::quote(*c.props.authentication_method, 64))
+                         .c_str(),
+                     reason::kBadAuthenticationMethod);
+      return;
+    }
+    mqtt5::ClientState& s = *client.v5();
+    s.auth_method.assign(*c.props.authentication_method);
+    s.auth_exchange = mqtt5::ClientState::AuthExchange::kConnecting;
+    s.auth_started_ms = now_ms;
   }
 
   std::string id(c.client_id);
@@ -272,6 +304,11 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
     await(client, Awaiting{std::move(state)});
     return;
   }
+  if (auth.continue_auth) {
+    continue_connect_auth(client, std::move(state), auth);
+    return;
+  }
+  if (v5) client.v5()->auth_exchange = mqtt5::ClientState::AuthExchange::kNone;
   finish_connect(client, state, std::move(auth));
 }
 
@@ -296,12 +333,10 @@ bool Broker::apply_max_keepalive(Client& client, uint16_t requested) {
 void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   std::string& id = c.id;
   if (!auth.allowed) {
-    refuse_connect(
-        client,
-        auth.connack_code == 4 ? ConnackCode::kBadUsernameOrPassword : ConnackCode::kNotAuthorized,
-        ("not authorised: " + auth.reason).c_str());
+    refuse_denied(client, auth);
     return;
   }
+  c.auth_data = std::move(auth.auth_data);
   if (!auth.assigned_client_id.empty() && c.client_id_empty) {
     if (auth.assigned_client_id.size() > limits_.max_client_id_length ||
         !codec::is_valid_mqtt_utf8(auth.assigned_client_id)) {
@@ -396,6 +431,22 @@ void Broker::encode_connack_v5(Client& client, bool present, const ConnectState&
   }
   if (c.client_id_empty) info.assigned_client_id = client.client_id();
   if (client.keepalive != c.keepalive) info.server_keep_alive = client.keepalive;
+  info.auth_method = client.v5()->auth_method;  // the same method as the CONNECT's [4.12]
+  info.auth_data = &c.auth_data;
+  // Response Information only when asked for [MQTT-3.1.2-28] and configured.
+  std::string response_information;
+  if (client.v5()->request_response_info && !response_information_.empty()) {
+    for (size_t i = 0; i < response_information_.size(); ++i) {
+      if (response_information_[i] == '%' && i + 1 < response_information_.size() &&
+          response_information_[i + 1] == 'c') {
+        response_information += client.client_id();
+        ++i;
+      } else {
+        response_information += response_information_[i];
+      }
+    }
+    info.response_information = response_information;
+  }
   mqtt5::encode_connack(client.out(), present, info);
 }
 
@@ -405,6 +456,7 @@ uint16_t Broker::broker_receive_maximum() const {
 
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   awaiting_.erase(&client);
+  auth_exchanges_.erase(&client);
   forget_held_acks(client);
   hooks_.forget(client);  // a pending decision or request about it is moot
   flow_.forget_client(client);
@@ -479,6 +531,16 @@ void Broker::check_timeouts(Client& client, uint64_t now_ms) {
     return;
   }
   if (awaiting_decision(client)) return;  // the plugins' auth_timeout bounds the wait
+  // An enhanced authentication waiting for the client: the whole exchange has
+  // connect_timeout (plugins' deferred steps aside, bounded by auth_timeout).
+  if (const mqtt5::ClientState* v5 = client.v5();
+      v5 != nullptr && v5->auth_exchange != mqtt5::ClientState::AuthExchange::kNone &&
+      client.state != Client::State::kClosing &&
+      now_ms - v5->auth_started_ms >= uint64_t{limits_.connect_timeout} * 1000) {
+    fail_auth_exchange(client, "authentication exchange not finished within connect_timeout",
+                       reason::kNotAuthorized);
+    return;
+  }
   // Held for a congested subscriber: its PINGREQs wait in our buffer, not its fault.
   if (flow_.holds(client)) return;
   if (client.state == Client::State::kAwaitConnect) {
@@ -603,7 +665,10 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
   uint8_t ack_reason = reason::kSuccess;
   if (!auth.allowed) {
     stats_.publish_denied++;
-    ack_reason = reason::kNotAuthorized;
+    ack_reason = auth.reason_code != 0 ? auth.reason_code : reason::kNotAuthorized;
+    if (p.qos > 0 && client.v5() &&
+        mqtt5::may_send_reason_string(client, auth.reason_string, 5, false))
+      client.v5()->ack_reason_strings.emplace_back(p.packet_id, auth.reason_string);
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
                log::quote(p.topic).c_str(), auth.reason.c_str());
   }
@@ -934,7 +999,9 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   if (!auth.allowed) {
     CLIENT_LOG(log::Level::kInfo, client, "subscription to %s denied: %s",
                log::quote(filter).c_str(), auth.reason.c_str());
-    s.codes.push_back(s.v5 ? reason::kNotAuthorized : codec::kSubackFailure);
+    s.codes.push_back(s.v5 ? (auth.reason_code != 0 ? auth.reason_code : reason::kNotAuthorized)
+                           : codec::kSubackFailure);
+    if (s.v5 && s.reason_string.empty()) s.reason_string = auth.reason_string;
     return;
   }
   router_.subscribe(&session, filter, qos);
@@ -965,7 +1032,11 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
                over_limit, over_limit == 1 ? "" : "s", session.subscription_count(),
                limits_.max_subscriptions_per_client);
   }
-  if (st.v5)
+  if (st.v5 && mqtt5::may_send_reason_string(client, st.reason_string, 5 + codes.size(), false)) {
+    codec::Properties props;
+    props.reason_string = st.reason_string;
+    codec::encode_suback_v5(client.out(), st.packet_id, codes, &props);
+  } else if (st.v5)
     codec::encode_suback_v5(client.out(), st.packet_id, codes);
   else
     codec::encode_suback(client.out(), st.packet_id, codes);
@@ -1069,6 +1140,199 @@ void Broker::destroy_session(Session* session) {
     gone->mark_removed();  // a fan-out in progress still points at it
     graveyard_.push_back(std::move(gone));
   }
+}
+
+// --- MQTT 5.0: plugins' refusals and enhanced authentication (4.12) ----------------------
+
+bool Broker::send_ack_reason_string(Client& client, PacketType type, uint16_t packet_id,
+                                    uint8_t reason_code) {
+  mqtt5::ClientState* s = client.v5();
+  if (s == nullptr || s->ack_reason_strings.empty() ||
+      (type != PacketType::kPuback && type != PacketType::kPubrec))
+    return false;
+  auto& pending = s->ack_reason_strings;
+  auto it = std::find_if(pending.begin(), pending.end(),
+                         [&](const auto& e) { return e.first == packet_id; });
+  if (it == pending.end()) return false;
+  const std::string text = std::move(it->second);
+  pending.erase(it);
+  codec::Properties props;
+  props.reason_string = text;
+  codec::encode_ack_v5(client.out(), type, packet_id, reason_code, &props);
+  return true;
+}
+
+void Broker::refuse_denied(Client& client, const AuthResult& auth) {
+  const std::string why = "not authorised: " + auth.reason;
+  if (!is_v5(client)) {
+    // The nearest 3.1.1 code of the plugin's 5.0 one; or its 3.1.1 choice (4 or 5).
+    const ConnackCode code = auth.reason_code != 0 ? mqtt5::nearest_connack_code(auth.reason_code)
+                             : auth.connack_code == 4 ? ConnackCode::kBadUsernameOrPassword
+                                                      : ConnackCode::kNotAuthorized;
+    refuse_connect(client, code, why.c_str());
+    return;
+  }
+  const uint8_t code = auth.reason_code != 0    ? auth.reason_code
+                       : auth.connack_code == 4 ? reason::kBadUserNameOrPassword
+                                                : reason::kNotAuthorized;
+  CLIENT_LOG(log::Level::kInfo, client, "refused (CONNACK 0x%02x): %s", code, why.c_str());
+  codec::Properties props;
+  // CONNACK may carry it whatever Request Problem Information says [MQTT-3.1.2-29].
+  if (mqtt5::may_send_reason_string(client, auth.reason_string, 8, true))
+    props.reason_string = auth.reason_string;
+  codec::encode_connack_v5(client.out(), false, code, props);
+  client.close("connection refused");
+}
+
+void Broker::continue_connect_auth(Client& client, ConnectState c, const AuthResult& auth) {
+  mqtt5::ClientState& s = *client.v5();
+  const size_t data_size = auth.auth_data ? auth.auth_data->size() : 0;
+  if (s.auth_rounds >= mqtt5::kMaxAuthRounds) {
+    fail_auth_exchange(client, "authentication exchange over 16 round trips",
+                       reason::kNotAuthorized);
+    return;
+  }
+  if (s.max_packet_size != 0 && 16 + s.auth_method.size() + data_size > s.max_packet_size) {
+    fail_auth_exchange(client, "authentication data over the client's Maximum Packet Size",
+                       reason::kImplementationSpecificError);
+    return;
+  }
+  s.auth_rounds++;
+  s.auth_exchange = mqtt5::ClientState::AuthExchange::kConnecting;
+  auth_exchanges_.insert_or_assign(&client, std::move(c));
+  CLIENT_LOG(log::Level::kDebug, client, "enhanced authentication: AUTH 0x18 (round %u)",
+             s.auth_rounds);  // never the data
+  mqtt5::encode_auth(client, client.out(), reason::kContinueAuthentication, auth.auth_data);
+}
+
+void Broker::fail_auth_exchange(Client& client, const char* why, uint8_t reason_code) {
+  hooks_.forget(client);  // the plugin's exchange (or decision) is moot
+  if (mqtt5::ClientState* s = client.v5())
+    s->auth_exchange = mqtt5::ClientState::AuthExchange::kNone;
+  auth_exchanges_.erase(&client);
+  if (client.state == Client::State::kAwaitConnect) {
+    refuse_connect(client, ConnackCode::kNotAuthorized, why, reason_code);
+    return;
+  }
+  CLIENT_LOG(log::Level::kWarning, client, "re-authentication failed: %s; closing", why);
+  mqtt5::disconnect(client, reason_code, why);
+}
+
+void Broker::handle_auth(Client& client, const codec::Auth& a, uint64_t now_ms) {
+  using AuthExchange = mqtt5::ClientState::AuthExchange;
+  mqtt5::ClientState* s = client.v5();
+  const bool connecting = client.state == Client::State::kAwaitConnect;
+  if (connecting && auth_exchanges_.count(&client) == 0) {
+    protocol_violation(client, "AUTH before CONNECT");  // [MQTT-3.1.0-1]
+    return;
+  }
+  // Protocol Errors: AUTH from a client that did not use enhanced authentication
+  // [MQTT-4.12.0-7], with another method [MQTT-4.12.1-1], or out of turn.
+  const char* error = nullptr;
+  if (s == nullptr || s->auth_method.empty())
+    error = "AUTH without enhanced authentication (no Authentication Method in CONNECT)";
+  else if (!a.props.authentication_method || *a.props.authentication_method != s->auth_method)
+    error = "AUTH with another Authentication Method than the CONNECT's";
+  else if (a.reason_code == reason::kContinueAuthentication &&
+           (s->auth_exchange == AuthExchange::kNone ||
+            (connecting && !auth_exchanges_.count(&client))))
+    error = "AUTH 0x18 while no authentication exchange is in progress";
+  else if (a.reason_code == reason::kReauthenticate &&
+           (connecting || s->auth_exchange != AuthExchange::kNone))
+    error = "AUTH 0x19 before CONNACK or during another exchange";
+  else if (a.reason_code == reason::kSuccess)
+    error = "AUTH 0x00 (Success) from a client";
+  if (error != nullptr) {
+    if (connecting) {
+      hooks_.forget(client);
+      auth_exchanges_.erase(&client);
+      refuse_connect(client, ConnackCode::kNotAuthorized, error, reason::kProtocolError);
+    } else {
+      protocol_violation(client, error);
+    }
+    return;
+  }
+  std::optional<std::string_view> data = a.props.authentication_data;
+  AuthResult r;
+  if (a.reason_code == reason::kReauthenticate) {
+    s->auth_exchange = AuthExchange::kReauthenticating;
+    s->auth_started_ms = now_ms;
+    s->auth_rounds = 0;
+    CLIENT_LOG(log::Level::kDebug, client, "re-authentication (method %s)",
+               log::quote(s->auth_method, 64).c_str());
+    r = hooks_.reauthenticate(client, s->auth_method, data);
+  } else {
+    r = hooks_.continue_auth(client, data);
+  }
+  auth_step_decided(client, std::move(r));
+}
+
+void Broker::auth_step_decided(Client& client, AuthResult r) {
+  const bool connecting = client.state == Client::State::kAwaitConnect;
+  if (!connecting) {
+    if (r.pending)
+      await(client, Awaiting{ReauthState{}});
+    else
+      reauth_decided(client, r);
+    return;
+  }
+  auto it = auth_exchanges_.find(&client);
+  if (it == auth_exchanges_.end()) return;  // cannot happen: handle_auth checked
+  ConnectState c = std::move(it->second);
+  auth_exchanges_.erase(it);
+  if (r.pending) {
+    await(client, Awaiting{std::move(c)});
+  } else if (r.continue_auth) {
+    continue_connect_auth(client, std::move(c), r);
+  } else {
+    client.v5()->auth_exchange = mqtt5::ClientState::AuthExchange::kNone;
+    finish_connect(client, c, std::move(r));
+  }
+}
+
+void Broker::reauth_decided(Client& client, const AuthResult& r) {
+  mqtt5::ClientState& s = *client.v5();
+  if (client.state != Client::State::kConnected) return;
+  if (r.continue_auth) {
+    const size_t data_size = r.auth_data ? r.auth_data->size() : 0;
+    if (s.auth_rounds >= mqtt5::kMaxAuthRounds) {
+      fail_auth_exchange(client, "re-authentication over 16 round trips", reason::kNotAuthorized);
+      return;
+    }
+    if (s.max_packet_size != 0 && 16 + s.auth_method.size() + data_size > s.max_packet_size) {
+      fail_auth_exchange(client, "authentication data over the client's Maximum Packet Size",
+                         reason::kImplementationSpecificError);
+      return;
+    }
+    s.auth_rounds++;
+    mqtt5::encode_auth(client, client.out(), reason::kContinueAuthentication, r.auth_data);
+    return;
+  }
+  s.auth_exchange = mqtt5::ClientState::AuthExchange::kNone;
+  if (!r.allowed) {
+    // DISCONNECT with the plugin's code, if one a server may send [4.12.1].
+    static constexpr uint8_t kServerCodes[] = {0x80, 0x81, 0x82, 0x83, 0x87, 0x89,
+                                               0x97, 0x98, 0x9C, 0x9D, 0x9F};
+    uint8_t code = r.reason_code;
+    if (std::find(std::begin(kServerCodes), std::end(kServerCodes), code) == std::end(kServerCodes))
+      code = reason::kNotAuthorized;
+    CLIENT_LOG(log::Level::kInfo, client, "re-authentication refused (DISCONNECT 0x%02x): %s", code,
+               r.reason.c_str());
+    codec::Properties props;
+    if (mqtt5::may_send_reason_string(client, r.reason_string, 4, true))
+      props.reason_string = r.reason_string;
+    if (!client.close_requested()) codec::encode_disconnect_v5(client.out(), code, &props);
+    client.close("re-authentication failed");
+    return;
+  }
+  CLIENT_LOG(log::Level::kInfo, client, "re-authenticated");
+  const size_t data_size = r.auth_data ? r.auth_data->size() : 0;
+  if (s.max_packet_size != 0 && 16 + s.auth_method.size() + data_size > s.max_packet_size) {
+    fail_auth_exchange(client, "authentication data over the client's Maximum Packet Size",
+                       reason::kImplementationSpecificError);
+    return;
+  }
+  mqtt5::encode_auth(client, client.out(), reason::kSuccess, r.auth_data);
 }
 
 // --- flow control and drop accounting ---------------------------------------------------

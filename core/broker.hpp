@@ -109,6 +109,8 @@ class Broker {
   // --- configuration and introspection --------------------------------------------------
   void set_limits(const LimitsConfig& limits);
   void set_session_owner(Config::SessionOwner rule) { session_owner_ = rule; }
+  // MQTT 5.0 Response Information (Config::response_information).
+  void set_response_information(std::string text) { response_information_ = std::move(text); }
   size_t persistent_sessions() const { return persistent_sessions_; }
   // From now on closing clients do not publish wills (the whole broker is going away).
   void begin_shutdown() { shutting_down_ = true; }
@@ -144,8 +146,26 @@ class Broker {
     uint16_t keepalive = 0;
     std::string id;
     MessagePtr will;
+    std::optional<std::string> auth_data;  // 5.0 enhanced authentication: for the CONNACK
   };
   void finish_connect(Client& client, ConnectState& c, AuthResult auth);
+  // --- MQTT 5.0 enhanced authentication (4.12) ---------------------------------------------
+  // A client's AUTH packet: continues its exchange, or starts a re-authentication.
+  void handle_auth(Client& client, const codec::Auth& auth, uint64_t now_ms);
+  // A plugin continues a CONNECT's exchange: AUTH 0x18 to the client, then wait for its
+  // AUTH (ConnectState kept in auth_exchanges_).
+  void continue_connect_auth(Client& client, ConnectState c, const AuthResult& auth);
+  // A step of a CONNECT's or a re-authentication's exchange was decided.
+  void auth_step_decided(Client& client, AuthResult auth);
+  void reauth_decided(Client& client, const AuthResult& auth);
+  // Ends an exchange that broke the rules or ran out of time or rounds.
+  void fail_auth_exchange(Client& client, const char* why, uint8_t reason_code);
+  // A re-authentication waiting for a plugin's deferred decision.
+  struct ReauthState {};
+  std::unordered_map<const Client*, ConnectState> auth_exchanges_;
+  // CONNACK refusing a client the plugins denied: their MQTT 5 reason code and string for
+  // 5.0 clients, the nearest 3.1.1 code otherwise.
+  void refuse_denied(Client& client, const AuthResult& auth);
   void encode_connack_v5(Client& client, bool present, const ConnectState& c);
   // The Receive Maximum announced to 5.0 clients: incoming QoS 2 messages awaiting PUBREL.
   uint16_t broker_receive_maximum() const;
@@ -172,6 +192,7 @@ class Broker {
     std::vector<size_t> no_retained;       // 5.0: filters granted without retained messages
     bool sliced = false;                   // waits for its next slice (not for a plugin's decision)
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
+    std::string reason_string;  // 5.0: the first denying plugin's, for the SUBACK
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
   // tens of thousands: the rest waits for the next slice, the client held meanwhile).
@@ -185,7 +206,7 @@ class Broker {
   // A deferred decision about `client` arrived.
   void on_decided(Client& client, AuthResult result);
   struct Awaiting {
-    std::variant<ConnectState, PublishState, SubscribeState> state;
+    std::variant<ConnectState, PublishState, SubscribeState, ReauthState> state;
   };
   void await(Client& client, Awaiting a);
   std::unordered_map<const Client*, Awaiting> awaiting_;
@@ -284,6 +305,10 @@ class Broker {
                    uint8_t reason = 0, std::vector<uint8_t> codes = {});
   void send_ack(Client& client, codec::PacketType type, uint16_t packet_id, uint8_t reason,
                 const std::vector<uint8_t>& codes);
+  // 5.0: a PUBACK/PUBREC that carries a plugin's Reason String (kept in the client's
+  // state when it denied the PUBLISH); false if there is none for it.
+  bool send_ack_reason_string(Client& client, codec::PacketType type, uint16_t packet_id,
+                              uint8_t reason);
   // Whether the packet being handled changed the store (persistence_->changes() moved).
   uint64_t store_changes() const;
   void ack_durable(const Client* client, uint64_t serial, bool ok);
@@ -366,6 +391,7 @@ class Broker {
   bool expiry_due_ = false;     // the oldest offline session has expired
   bool retained_full_ = false;  // a refusal was logged; reset by the next store
   bool shutting_down_ = false;
+  std::string response_information_;  // 5.0; "%c": the client id
 };
 
 }  // namespace mqgate

@@ -29,6 +29,8 @@ void Broker::send_ack(Client& client, PacketType type, uint16_t packet_id, uint8
                       const std::vector<uint8_t>& codes) {
   if (type == PacketType::kUnsuback && client.protocol_level == codec::kProtocolLevel5)
     codec::encode_unsuback_v5(client.out(), packet_id, codes);
+  else if (send_ack_reason_string(client, type, packet_id, reason))
+    return;
   else
     mqtt5::encode_ack(client, client.out(), type, packet_id, reason);
 }

@@ -596,6 +596,13 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
       top.error_at(root.get("session_owner")->source(), "session_owner",
                    "expected \"identity\" or \"client_id\", got \"" + *v + "\"");
   }
+  if (auto v = top.string("response_information")) {
+    if (v->size() > 1024 || v->find('\0') != std::string::npos)
+      top.error_at(root.get("response_information")->source(), "response_information",
+                   "expected at most 1024 bytes without NUL");
+    else
+      cfg.response_information = *v;
+  }
   if (const toml::table* limits = top.table("limits")) read_limits(*limits, path, cfg.limits, errors);
   if (const toml::table* persistence = top.table("persistence"))
     read_persistence(*persistence, path, cfg.persistence, errors);

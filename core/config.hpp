@@ -138,6 +138,9 @@ struct Config {
   // (default), or anybody with its client id (MQTT's and Mosquitto's rule).
   enum class SessionOwner : uint8_t { kIdentity, kClientId };
   SessionOwner session_owner = SessionOwner::kIdentity;
+  // MQTT 5.0 Response Information for clients that ask for it (Request Response
+  // Information 1): "%c" is replaced by the client id. Empty: never sent.
+  std::string response_information;
   LimitsConfig limits;
   PersistenceConfig persistence;
   std::vector<ListenerConfig> listeners;  // in file order

@@ -4,6 +4,7 @@
 
 #include "client.hpp"
 #include "codec/encoder.hpp"
+#include "codec/utf8.hpp"
 
 namespace mqgate::mqtt5 {
 
@@ -19,6 +20,7 @@ ClientState client_state(const codec::Properties& props) {
   if (s.topic_alias_maximum > 0)
     s.outbound_aliases = std::make_unique<OutboundAliases>(s.topic_alias_maximum);
   s.request_problem_info = props.request_problem_information.value_or(1) != 0;
+  s.request_response_info = props.request_response_information.value_or(0) != 0;
   s.user_properties.reserve(props.user_properties.size());
   for (const auto& [k, v] : props.user_properties)
     s.user_properties.emplace_back(k, v);
@@ -96,6 +98,9 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;
   if (info.server_keep_alive != 0) p.server_keep_alive = info.server_keep_alive;
+  if (!info.auth_method.empty()) p.authentication_method = info.auth_method;
+  if (info.auth_data != nullptr && *info.auth_data) p.authentication_data = **info.auth_data;
+  if (!info.response_information.empty()) p.response_information = info.response_information;
   p.wildcard_subscription_available = 1;
   p.subscription_identifier_available = 1;
   p.shared_subscription_available = 0;
@@ -177,15 +182,56 @@ void encode_ack(const Client& client, std::string& out, codec::PacketType type, 
     codec::encode_ack(out, type, packet_id);
 }
 
+bool may_send_reason_string(const Client& client, std::string_view text, size_t packet_size,
+                            bool always) {
+  const ClientState* s = client.v5();
+  if (s == nullptr || text.empty() || text.size() > 256 || !codec::is_valid_mqtt_utf8(text))
+    return false;
+  if (!always && !s->request_problem_info) return false;
+  // The property (1 + 2 + n bytes) and at most 2 more bytes of lengths.
+  return s->max_packet_size == 0 || packet_size + 5 + text.size() <= s->max_packet_size;
+}
+
+ConnackCode nearest_connack_code(uint8_t reason_code) {
+  switch (reason_code) {
+    case reason::kUnsupportedProtocolVersion:
+      return ConnackCode::kUnacceptableProtocolVersion;
+    case reason::kClientIdentifierNotValid:
+      return ConnackCode::kIdentifierRejected;
+    case reason::kServerUnavailable:
+    case reason::kServerBusy:
+      return ConnackCode::kServerUnavailable;
+    case reason::kBadUserNameOrPassword:
+    case reason::kBadAuthenticationMethod:
+      return ConnackCode::kBadUsernameOrPassword;
+  }
+  return ConnackCode::kNotAuthorized;
+}
+
+void encode_auth(const Client& client, std::string& out, uint8_t reason_code,
+                 const std::optional<std::string>& data) {
+  codec::Properties p;
+  const ClientState* s = client.v5();
+  if (s != nullptr && !s->auth_method.empty()) p.authentication_method = s->auth_method;
+  if (data) p.authentication_data = *data;
+  codec::encode_auth(out, reason_code, &p);
+}
+
 uint32_t send_window(const Client* client, uint32_t broker_window) {
   const ClientState* s = client ? client->v5() : nullptr;
   return s ? std::min<uint32_t>(broker_window, s->receive_maximum) : broker_window;
 }
 
-void disconnect(Client& client, uint8_t reason_code, const char* why) {
+void disconnect(Client& client, uint8_t reason_code, const char* why, const char* text) {
   if (client.protocol_level == codec::kProtocolLevel5 &&
-      client.state == Client::State::kConnected && !client.close_requested())
-    codec::encode_disconnect_v5(client.out(), reason_code);
+      client.state == Client::State::kConnected && !client.close_requested()) {
+    // DISCONNECT may carry a Reason String whatever Request Problem Information says
+    // [MQTT-3.1.2-29].
+    const std::string_view reason_string = text != nullptr ? text : why;
+    codec::Properties props;
+    if (may_send_reason_string(client, reason_string, 4, true)) props.reason_string = reason_string;
+    codec::encode_disconnect_v5(client.out(), reason_code, &props);
+  }
   client.close(why);
 }
 

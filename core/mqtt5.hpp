@@ -30,12 +30,39 @@ struct ClientState {
   uint16_t receive_maximum = 65535;
   uint16_t topic_alias_maximum = 0;  // aliases the client accepts
   bool request_problem_info = true;
+  bool request_response_info = false;  // Response Information wanted in CONNACK
   std::vector<std::pair<std::string, std::string>> user_properties;  // in order
   // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them.
   std::vector<std::string> topic_aliases;
   // Outbound topic aliases, when the client accepts some (null otherwise).
   std::unique_ptr<OutboundAliases> outbound_aliases;
+  // Enhanced authentication (4.12): the CONNECT's method (empty: none), whether an
+  // exchange is in progress, since when, and how many AUTH 0x18 the broker sent in it.
+  enum class AuthExchange : uint8_t { kNone, kConnecting, kReauthenticating };
+  std::string auth_method;
+  AuthExchange auth_exchange = AuthExchange::kNone;
+  uint8_t auth_rounds = 0;
+  uint64_t auth_started_ms = 0;
+  // Reason Strings of PUBACK/PUBREC not sent yet (a plugin's denial), by packet id.
+  std::vector<std::pair<uint16_t, std::string>> ack_reason_strings;
 };
+
+// Round trips (AUTH 0x18 sent) one enhanced authentication may take.
+inline constexpr uint8_t kMaxAuthRounds = 16;
+
+// Whether a Reason String may go to `client` in a packet of `packet_size` bytes without
+// it: valid UTF-8, at most 256 bytes, within the client's Maximum Packet Size
+// [MQTT-3.1.2-25] and, unless `always` (CONNACK, DISCONNECT), allowed by its Request
+// Problem Information [MQTT-3.1.2-29].
+bool may_send_reason_string(const Client& client, std::string_view text, size_t packet_size,
+                            bool always);
+
+// The nearest MQTT 3.1.1 CONNACK return code for an MQTT 5 CONNACK reason code.
+codec::ConnackCode nearest_connack_code(uint8_t reason_code);
+
+// An AUTH packet to a 5.0 client with its authentication method and `data`.
+void encode_auth(const Client& client, std::string& out, uint8_t reason_code,
+                 const std::optional<std::string>& data);
 
 // Topic aliases a client may set (CONNACK Topic Alias Maximum): bounds the table above.
 inline constexpr uint16_t kTopicAliasMaximum = 16;
@@ -68,6 +95,9 @@ struct ConnackInfo {
   bool session_expiry_differs = false;
   std::string_view assigned_client_id;  // when the broker chose the id
   uint16_t server_keep_alive = 0;       // sent when non-zero: the keep-alive that applies
+  std::string_view auth_method;         // enhanced authentication: the client's method
+  const std::optional<std::string>* auth_data = nullptr;  // and the plugin's final data
+  std::string_view response_information;                  // Request Response Information
 };
 void encode_connack(std::string& out, bool session_present, const ConnackInfo& info);
 
@@ -96,7 +126,8 @@ uint32_t send_window(const Client* client, uint32_t broker_window);
 
 // A server DISCONNECT with `reason`, for a connected 5.0 client only (3.1.1 has no
 // such packet: those connections are just closed). Then closes it with `why` (logged).
-void disconnect(Client& client, uint8_t reason, const char* why);
+// The DISCONNECT says why in a Reason String: `text`, or `why` when null.
+void disconnect(Client& client, uint8_t reason, const char* why, const char* text = nullptr);
 
 }  // namespace mqtt5
 }  // namespace mqgate

@@ -238,6 +238,20 @@ int api_filter_covers(const char* pattern, const char* filter) {
   return filter_covers(pattern, filter) ? 1 : 0;
 }
 
+int api_register_auth_method(mqgate_plugin* plugin, const char* method) {
+  if (plugin == nullptr || method == nullptr || *method == '\0' || !plugin->in_init)
+    return MQGATE_ERR_INVALID;
+  if (std::strlen(method) > 65535) return MQGATE_ERR_INVALID;  // an MQTT string
+  if (std::find(plugin->auth_methods.begin(), plugin->auth_methods.end(), method) ==
+      plugin->auth_methods.end())
+    plugin->auth_methods.emplace_back(method);
+  return MQGATE_OK;
+}
+
+void* api_alloc(size_t size) {
+  return std::malloc(size == 0 ? 1 : size);
+}
+
 // ABI 2's table; ABI 1 plugins get the same with their version and size (up to
 // client_identity), so MQGATE_API_HAS tells them the newer members are not theirs.
 const mqgate_host_api kHostApi = {
@@ -277,6 +291,8 @@ const mqgate_host_api kHostApi = {
     api_client_tls_cipher,
     api_filter_covers,
     api_opt_path,
+    api_register_auth_method,
+    api_alloc,
 };
 
 mqgate_host_api make_v1_api() {

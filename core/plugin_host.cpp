@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <initializer_list>
 
 #include "client.hpp"
 #include "codec/packet.hpp"
@@ -54,6 +55,21 @@ struct PluginHost::Job {
   bool allowed = false, denied = false;
   std::string reasons, assigned, identity;
   int connack_code = 0;
+  // MQTT 5.0 AUTHENTICATE inputs: the CONNECT's user properties; for enhanced
+  // authentication the method, this step's data from the client, and the plugins
+  // asked (those that offer the method).
+  std::vector<std::pair<std::string, std::string>> user_props;
+  std::optional<std::string> auth_method, auth_data;
+  std::vector<mqgate_plugin*> method_plugins;
+  int auth_step = 0;
+  bool reauthenticate = false;
+  // A plugin (waiting_on) answered CONTINUE: the job waits for the client's AUTH.
+  bool continuing = false;
+  // MQTT 5.0 answers: data for the client (the continuing plugin's, or the first ALLOW's),
+  // the first denying plugin's reason code and string.
+  std::optional<std::string> auth_data_out;
+  uint8_t reason_code = 0;
+  std::string reason_string;
   // Waiting for `waiting_on` to complete `token` (the host's reference) by `deadline`.
   mqgate_plugin* waiting_on = nullptr;
   mqgate_deferred* token = nullptr;
@@ -65,6 +81,9 @@ struct PluginHost::Completion {
   int verdict = 0;
   std::string reason, identity, assign;
   int connack_code = 0;
+  int reason_code = 0;  // MQTT 5.0
+  std::string reason_string;
+  std::optional<std::string> auth_data;
   Completion() = default;
   Completion(const Completion&) = delete;
   Completion& operator=(const Completion&) = delete;
@@ -77,6 +96,24 @@ namespace {
 // Plugin identities are prefixed with the instance name, so one plugin cannot claim
 // another's identities; they are bounded so a session key stays small.
 constexpr size_t kMaxIdentityLength = 128 * 1024;
+// Authentication Data a plugin sends in one step (an MQTT binary field).
+constexpr size_t kMaxAuthDataLength = 65535;
+
+// MQTT 5.0 failure reason codes a plugin may choose, per packet (2.4 and 3.2.2.2,
+// 3.4.2.1, 3.9.3).
+bool is_one_of(int code, std::initializer_list<int> codes) {
+  return std::find(codes.begin(), codes.end(), code) != codes.end();
+}
+bool legal_connack_failure(int code) {
+  return is_one_of(code, {0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A,
+                          0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F});
+}
+bool legal_puback_failure(int code) {
+  return is_one_of(code, {0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99});
+}
+bool legal_suback_failure(int code) {
+  return is_one_of(code, {0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2});
+}
 }  // namespace
 
 PluginHost::PluginHost() : empty_chain_(std::make_unique<Chain>()) {
@@ -195,6 +232,7 @@ void PluginHost::unload() {
     if (job->token) detail::unref_token(job->token);
   jobs_.clear();
   job_of_client_.clear();
+  exchanges_.clear();
   disconnects_.clear();
   // Last loaded, first unloaded.
   for (auto it = instances_.rbegin(); it != instances_.rend(); ++it)
@@ -222,6 +260,8 @@ const char* decision_name(int v) {
       return "ABSTAIN";
     case MQGATE_VERDICT_DEFER:
       return "DEFER";
+    case MQGATE_VERDICT_CONTINUE:
+      return "CONTINUE";
   }
   return "invalid";
 }
@@ -280,7 +320,7 @@ int to_verdict(const mqgate_plugin& p, int d) {
     }
     return 0;
   }
-  return d >= MQGATE_VERDICT_ABSTAIN && d <= MQGATE_VERDICT_DEFER ? d : 0;
+  return d >= MQGATE_VERDICT_ABSTAIN && d <= MQGATE_VERDICT_CONTINUE ? d : 0;
 }
 
 }  // namespace
@@ -308,7 +348,7 @@ int detail::api_complete(mqgate_deferred* token, const mqgate_completion* c) {
   int rc = MQGATE_OK;
   if (c == nullptr || c->struct_size < offsetof(mqgate_completion, reserved) ||
       (c->verdict != MQGATE_VERDICT_ALLOW && c->verdict != MQGATE_VERDICT_DENY &&
-       c->verdict != MQGATE_VERDICT_ABSTAIN)) {
+       c->verdict != MQGATE_VERDICT_ABSTAIN && c->verdict != MQGATE_VERDICT_CONTINUE)) {
     done->verdict = MQGATE_VERDICT_DENY;
     done->reason = "completed with an invalid verdict";
     rc = MQGATE_ERR_INVALID;
@@ -318,6 +358,19 @@ int detail::api_complete(mqgate_deferred* token, const mqgate_completion* c) {
     if (c->identity) done->identity = c->identity;
     if (c->assign_client_id) done->assign = c->assign_client_id;
     done->connack_code = c->connack_code;
+    // MQTT 5.0 fields, where the plugin's struct has them.
+    if (MQGATE_HAS_FIELD(c, mqgate_completion, reason_code)) done->reason_code = c->reason_code;
+    if (MQGATE_HAS_FIELD(c, mqgate_completion, reason_string) && c->reason_string)
+      done->reason_string = c->reason_string;
+    if (MQGATE_HAS_FIELD(c, mqgate_completion, auth_data_len) && c->auth_data != nullptr) {
+      if (c->auth_data_len > kMaxAuthDataLength) {
+        done->verdict = MQGATE_VERDICT_DENY;
+        done->reason = "completed with more than 65535 bytes of authentication data";
+        rc = MQGATE_ERR_INVALID;
+      } else {
+        done->auth_data.emplace(reinterpret_cast<const char*>(c->auth_data), c->auth_data_len);
+      }
+    }
   }
   PluginHost* host = token->host;
   if (!DeferredQueue::post([host, done] { host->on_completion(*done); }))
@@ -374,6 +427,7 @@ void PluginHost::forget(const Client& client) {
   for (size_t i = 0; i < disconnects_.size(); ++i)
     if (disconnects_[i].first == &client)
       disconnects_.erase(disconnects_.begin() + static_cast<long>(i--));
+  exchanges_.erase(&client);
   auto it = job_of_client_.find(&client);
   if (it == job_of_client_.end()) return;
   std::unique_ptr<Job> job = unpark(it->second);
@@ -397,13 +451,35 @@ void PluginHost::on_completion(const Completion& c) {
              p->name.c_str(), job->authenticating ? "authenticate" : action_name(job->action),
              decision_name(c.verdict), c.reason.empty() ? "" : ": ",
              c.reason.empty() ? "" : log::quote(c.reason).c_str());
-  count_decision(*p, job->authenticating, c.verdict);
-  apply(*job, p, c.verdict, c.reason, c.assign, c.identity, c.connack_code, c.verdict);
-  job->next++;
-  if (!run(*job)) return;  // another plugin deferred
   Client* client = job->client;
-  AuthResult r = result(*job);
-  job.reset();
+  if (c.verdict == MQGATE_VERDICT_CONTINUE && job->authenticating && job->auth_method) {
+    // The exchange goes on with this plugin: the client's next AUTH comes back to it.
+    job->continuing = true;
+    job->waiting_on = p;
+    job->auth_data_out = c.auth_data;
+    AuthResult r;
+    r.continue_auth = true;
+    r.auth_data = job->auth_data_out;
+    exchanges_[client] = std::move(job);
+    if (sink_) sink_(*client, std::move(r));
+    return;
+  }
+  int verdict = c.verdict;
+  std::string reason = c.reason;
+  if (verdict == MQGATE_VERDICT_CONTINUE) {
+    LOG_ERROR(
+        "plugin \"%s\": completed with MQGATE_VERDICT_CONTINUE outside an enhanced "
+        "authentication; treated as DENY",
+        p->name.c_str());
+    verdict = MQGATE_VERDICT_DENY;
+    reason = "continued outside an enhanced authentication";
+  }
+  count_decision(*p, job->authenticating, verdict);
+  apply_v5(*job, p, verdict, c.reason_code, c.reason_string, c.auth_data);
+  apply(*job, p, verdict, reason, c.assign, c.identity, c.connack_code, verdict);
+  job->next++;
+  AuthResult r = run_auth(std::move(job));
+  if (r.pending) return;  // another plugin deferred
   if (sink_) sink_(*client, std::move(r));
 }
 
@@ -471,15 +547,42 @@ void PluginHost::apply(Job& job, mqgate_plugin* p, int verdict, const std::strin
   job.reasons += "plugin \"" + p->name + "\": " + log::sanitize(why);
 }
 
+void PluginHost::apply_v5(Job& job, mqgate_plugin* p, int verdict, int reason_code,
+                          std::string reason_string, std::optional<std::string> data_out) {
+  if (verdict == MQGATE_VERDICT_ALLOW && job.authenticating && data_out && !job.auth_data_out)
+    job.auth_data_out = std::move(data_out);
+  if (verdict != MQGATE_VERDICT_DENY || job.denied) return;  // the first denial's are sent
+  if (reason_code != 0) {
+    const bool legal = job.authenticating                     ? legal_connack_failure(reason_code)
+                       : job.action == AuthAction::kSubscribe ? legal_suback_failure(reason_code)
+                                                              : legal_puback_failure(reason_code);
+    if (!legal) {
+      LOG_ERROR(
+          "plugin \"%s\": reason code 0x%02x is not a failure code for a %s; 0x87 (not "
+          "authorised) is sent",
+          p->name.c_str(), static_cast<unsigned>(reason_code) & 0xFFFFu,
+          job.authenticating                     ? "CONNACK"
+          : job.action == AuthAction::kSubscribe ? "SUBACK"
+                                                 : "PUBACK/PUBREC");
+      reason_code = codec::reason::kNotAuthorized;
+    }
+  }
+  job.reason_code = static_cast<uint8_t>(reason_code);
+  job.reason_string = std::move(reason_string);
+}
+
 AuthResult PluginHost::result(const Job& job) const {
   if (job.denied) {
     AuthResult r = AuthResult::deny(job.reasons);
     if (job.authenticating) r.connack_code = static_cast<uint8_t>(job.connack_code);
+    r.reason_code = job.reason_code;
+    r.reason_string = job.reason_string;
     return r;
   }
   if (!job.authenticating) return {};
   if (!job.allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
   AuthResult ok;
+  ok.auth_data = job.auth_data_out;
   ok.assigned_client_id = job.assigned;
   ok.identity = job.identity.empty() ? default_identity(job.chain->identity_prefix,
                                                         job.chain->anonymous_identity, *job.client)
@@ -488,8 +591,9 @@ AuthResult PluginHost::result(const Job& job) const {
 }
 
 bool PluginHost::run(Job& job) {
-  const std::vector<mqgate_plugin*>& plugins =
-      job.authenticating ? job.chain->authenticate : job.chain->authorize;
+  const std::vector<mqgate_plugin*>& plugins = !job.authenticating ? job.chain->authorize
+                                               : job.auth_method   ? job.method_plugins
+                                                                   : job.chain->authenticate;
   const Client& client = *job.client;
   for (; job.next < plugins.size(); ++job.next) {
     mqgate_plugin* p = plugins[job.next];
@@ -502,6 +606,10 @@ bool PluginHost::run(Job& job) {
     int d;
     std::string reason, assign, vouched;
     int connack_code = 0;
+    int reason_code = 0;  // MQTT 5.0 answers
+    std::string reason_string;
+    std::optional<std::string> data_out;
+    bool bad_data_out = false;
     if (job.authenticating) {
       mqgate_evt_authenticate evt;
       std::memset(&evt, 0, sizeof evt);
@@ -526,13 +634,44 @@ bool PluginHost::run(Job& job) {
         evt.tls_cipher = tls->cipher.c_str();
       }
       if (!v1) evt.clean_session = job.clean_session ? 1 : 0;
+      std::vector<mqgate_user_property> props;  // views of job.user_props, for this call
+      if (!v1) {
+        props.reserve(job.user_props.size());
+        for (const auto& [name, value] : job.user_props)
+          props.push_back({name.c_str(), value.c_str()});
+        if (!props.empty()) {
+          evt.user_properties = props.data();
+          evt.user_properties_len = props.size();
+        }
+        if (job.auth_method) evt.auth_method = job.auth_method->c_str();
+        if (job.auth_data) {
+          evt.auth_data = reinterpret_cast<const uint8_t*>(job.auth_data->data());
+          evt.auth_data_len = job.auth_data->size();
+        }
+        evt.auth_step = job.auth_step;
+        evt.reauthenticate = job.reauthenticate ? 1 : 0;
+      }
       g_defer_slot = &slot;
       d = p->callbacks[MQGATE_EVT_AUTHENTICATE](MQGATE_EVT_AUTHENTICATE, &evt, p->instance);
       g_defer_slot = nullptr;
       reason = take_plugin_string(evt.reason);
       assign = take_plugin_string(evt.assign_client_id);
       vouched = take_plugin_string(evt.identity);
-      if (!v1) connack_code = evt.connack_code;
+      if (!v1) {
+        connack_code = evt.connack_code;
+        reason_code = evt.reason_code;
+        reason_string = take_plugin_string(evt.reason_string);
+        if (evt.auth_data_out != nullptr) {
+          if (evt.auth_data_out_len <= kMaxAuthDataLength)
+            data_out.emplace(reinterpret_cast<const char*>(evt.auth_data_out),
+                             evt.auth_data_out_len);
+          else
+            bad_data_out = true;
+          std::free(evt.auth_data_out);
+        } else if (evt.auth_data_out_len != 0) {
+          bad_data_out = true;
+        }
+      }
     } else {
       mqgate_evt_authorize evt;
       std::memset(&evt, 0, sizeof evt);
@@ -559,12 +698,33 @@ bool PluginHost::run(Job& job) {
       d = p->callbacks[MQGATE_EVT_AUTHORIZE](MQGATE_EVT_AUTHORIZE, &evt, p->instance);
       g_defer_slot = nullptr;
       reason = take_plugin_string(evt.reason);
+      if (!v1) {
+        reason_code = evt.reason_code;
+        reason_string = take_plugin_string(evt.reason_string);
+      }
     }
     int verdict = to_verdict(*p, d);
+    if (bad_data_out && verdict != 0) {
+      LOG_ERROR(
+          "plugin \"%s\": auth_data_out is NULL with a length, or over %zu bytes; treated "
+          "as DENY",
+          p->name.c_str(), kMaxAuthDataLength);
+      if (slot.token != nullptr) detail::unref_token(slot.token);
+      slot.token = nullptr;
+      verdict = MQGATE_VERDICT_DENY;
+      reason = "sent invalid authentication data";
+    }
     if (job.authenticating)
       CLIENT_LOG(log::Level::kDebug, client, "plugin \"%s\": authenticate -> %s%s%s",
                  p->name.c_str(), decision_name(verdict), reason.empty() ? "" : ": ",
                  reason.empty() ? "" : log::quote(reason).c_str());
+    if (verdict == MQGATE_VERDICT_CONTINUE && job.authenticating && job.auth_method) {
+      if (slot.token != nullptr) detail::unref_token(slot.token);  // its completion is ignored
+      job.waiting_on = p;
+      job.continuing = true;
+      job.auth_data_out = std::move(data_out);
+      return false;
+    }
     if (verdict == MQGATE_VERDICT_DEFER && slot.token != nullptr) {
       job.waiting_on = p;
       job.token = slot.token;
@@ -581,6 +741,15 @@ bool PluginHost::run(Job& job) {
       reason = "deferred where it cannot";
       verdict = MQGATE_VERDICT_DENY;
     }
+    if (verdict == MQGATE_VERDICT_CONTINUE) {
+      LOG_ERROR(
+          "plugin \"%s\": returned MQGATE_VERDICT_CONTINUE outside an enhanced authentication; "
+          "treated as DENY",
+          p->name.c_str());
+      reason = "continued outside an enhanced authentication";
+      verdict = MQGATE_VERDICT_DENY;
+    }
+    apply_v5(job, p, verdict, reason_code, std::move(reason_string), std::move(data_out));
     apply(job, p, verdict, reason, std::move(assign), std::move(vouched), connack_code, d);
   }
   return true;
@@ -602,13 +771,78 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
   job->clean_session = connect.clean_session;
   job->protocol_level = connect.protocol_level;
   if (connect.password) job->password.emplace(*connect.password);
-  if (!run(*job)) {
-    park(std::move(job));
-    AuthResult pending;
-    pending.pending = true;
-    return pending;
+  for (const auto& [name, value] : connect.props.user_properties)
+    job->user_props.emplace_back(name, value);
+  if (connect.props.authentication_method) {
+    job->auth_method.emplace(*connect.props.authentication_method);
+    job->method_plugins = method_plugins(chain, *job->auth_method);
+    if (connect.props.authentication_data)
+      job->auth_data.emplace(*connect.props.authentication_data);
   }
-  return result(*job);
+  return run_auth(std::move(job));
+}
+
+AuthResult PluginHost::run_auth(std::unique_ptr<Job> job) {
+  if (run(*job)) return result(*job);
+  if (job->continuing) {
+    AuthResult r;
+    r.continue_auth = true;
+    r.auth_data = job->auth_data_out;
+    exchanges_[job->client] = std::move(job);
+    return r;
+  }
+  park(std::move(job));
+  AuthResult pending;
+  pending.pending = true;
+  return pending;
+}
+
+std::vector<mqgate_plugin*> PluginHost::method_plugins(const Chain& chain,
+                                                       std::string_view method) const {
+  std::vector<mqgate_plugin*> out;
+  for (mqgate_plugin* p : chain.authenticate)
+    if (std::find(p->auth_methods.begin(), p->auth_methods.end(), method) != p->auth_methods.end())
+      out.push_back(p);
+  return out;
+}
+
+bool PluginHost::offers_auth_method(const Client& client, std::string_view method) const {
+  return !method_plugins(chain_for(client), method).empty();
+}
+
+AuthResult PluginHost::continue_auth(const Client& client, std::optional<std::string_view> data) {
+  auto it = exchanges_.find(&client);
+  if (it == exchanges_.end()) return AuthResult::deny("no authentication exchange in progress");
+  std::unique_ptr<Job> job = std::move(it->second);
+  exchanges_.erase(it);
+  job->continuing = false;
+  job->waiting_on = nullptr;
+  job->auth_step++;
+  job->auth_data_out.reset();
+  if (data)
+    job->auth_data.emplace(*data);
+  else
+    job->auth_data.reset();
+  job->id = next_job_id_++;
+  return run_auth(std::move(job));  // job->next is still the plugin that continued
+}
+
+AuthResult PluginHost::reauthenticate(const Client& client, std::string_view method,
+                                      std::optional<std::string_view> data) {
+  const Chain& chain = chain_for(client);
+  auto job = std::make_unique<Job>();
+  job->id = next_job_id_++;
+  job->client = const_cast<Client*>(&client);
+  job->chain = &chain;
+  job->authenticating = true;
+  job->reauthenticate = true;
+  job->clean_session = client.clean_session;
+  job->protocol_level = client.protocol_level;
+  job->auth_method.emplace(method);
+  job->method_plugins = method_plugins(chain, method);
+  if (job->method_plugins.empty()) return AuthResult::deny("no plugin offers the method");
+  if (data) job->auth_data.emplace(*data);
+  return run_auth(std::move(job));
 }
 
 AuthResult PluginHost::authorize(const Client& client, std::string_view topic, AuthAction action,

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -47,6 +48,11 @@ class PluginHost final : public AuthHooks {
                        uint8_t qos, bool retain) override;
   AuthResult check(const Client& client, const AuthRequest& request) override;
   void forget(const Client& client) override;
+  // MQTT 5.0 enhanced authentication.
+  bool offers_auth_method(const Client& client, std::string_view method) const override;
+  AuthResult continue_auth(const Client& client, std::optional<std::string_view> data) override;
+  AuthResult reauthenticate(const Client& client, std::string_view method,
+                            std::optional<std::string_view> data) override;
 
   // --- deferred decisions and host requests (loop thread) ----------------------------
   // A plugin completed a token (posted to the loop by api->complete).
@@ -74,12 +80,22 @@ class PluginHost final : public AuthHooks {
   void apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason, std::string assign,
              std::string vouched, int connack_code, int raw);
   AuthResult result(const Job& job) const;
+  // MQTT 5.0 answers (reason code and string, authentication data) of one plugin.
+  void apply_v5(Job& job, mqgate_plugin* p, int verdict, int reason_code, std::string reason_string,
+                std::optional<std::string> data_out);
+  // Runs a new or resumed authentication job: its result, pending (parked in jobs_), or
+  // continuing (parked in exchanges_ until the client's AUTH).
+  AuthResult run_auth(std::unique_ptr<Job> job);
+  // The listener's AUTHENTICATE plugins that offer `method`, in order.
+  std::vector<mqgate_plugin*> method_plugins(const Chain& chain, std::string_view method) const;
   void park(std::unique_ptr<Job> job);
   std::unique_ptr<Job> unpark(uint64_t id);
   void expire_decisions();
   void run_disconnects();
   std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;  // waiting on a plugin
   std::unordered_map<const Client*, uint64_t> job_of_client_;
+  // Enhanced authentications waiting for the client's next AUTH (a plugin said CONTINUE).
+  std::unordered_map<const Client*, std::unique_ptr<Job>> exchanges_;
   uint64_t next_job_id_ = 1;
   uint64_t auth_timeout_ms_ = 10000;
   std::vector<std::pair<Client*, std::string>> disconnects_;  // api->disconnect requests

@@ -31,6 +31,8 @@ struct mqgate_plugin {
   bool initialised = false;
   mqgate_event_cb callbacks[MQGATE_EVT_TICK + 1] = {};
   void (*shutdown)(void*) = nullptr;
+  // MQTT 5.0 enhanced authentication methods it offers (api->register_auth_method).
+  std::vector<std::string> auth_methods;
   // Its decisions, counted by the host (loop thread).
   uint64_t decisions[mqgate::AuthDecisionCounts::kPhaseCount]
                     [mqgate::AuthDecisionCounts::kVerdictCount] = {};

@@ -36,6 +36,7 @@ Server::Server(Config config, AuthHooks& hooks)
   }
   loop_.data = this;
   broker_.set_session_owner(config_.session_owner);
+  broker_.set_response_information(config_.response_information);
 }
 
 Server::~Server() {
@@ -432,6 +433,7 @@ void Server::reload() {
   LOG_INFO("reload: log_level is %s", log::level_name(fresh->log_level));
   broker_.set_limits(fresh->limits);
   broker_.set_session_owner(fresh->session_owner);
+  broker_.set_response_information(fresh->response_information);
   if (sys_ && fresh->sys_interval != config_.sys_interval) sys_->set_interval(fresh->sys_interval);
   bool listeners_changed = fresh->listeners.size() != config_.listeners.size();
   for (size_t i = 0; !listeners_changed && i < fresh->listeners.size(); ++i)
@@ -446,6 +448,7 @@ void Server::reload() {
   config_.sys_interval = fresh->sys_interval;
   config_.limits = fresh->limits;
   config_.session_owner = fresh->session_owner;
+  config_.response_information = fresh->response_information;
 }
 
 // Reading and parsing certificates, keys and a CRL of up to 16 MiB can take a second:

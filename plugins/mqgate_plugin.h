@@ -65,6 +65,56 @@
  * even then (the host frees it only when both it and the plugin are done with it);
  * calling complete twice on one token is an error.
  *
+ * ## MQTT 5.0 (since broker 0.3, ABI 2)
+ *
+ * AUTHENTICATE reports protocol_level 5 for an MQTT 5.0 client and, in fields appended
+ * after its first `reserved` array (test MQGATE_HAS_FIELD), the CONNECT's user
+ * properties (in order) and its Authentication Method and Data. A plugin that denies
+ * may choose the MQTT 5 reason code (`reason_code`: a legal CONNACK failure code such
+ * as 0x86 bad user name or password, 0x87 not authorised, 0x8A banned, 0x8C bad
+ * authentication method, 0x9F connection rate exceeded; anything else is logged and
+ * sent as 0x87) and a `reason_string` for the client. AUTHORIZE denials likewise: a
+ * PUBACK/PUBREC code (0x80, 0x83, 0x87, 0x90, 0x97, 0x99) or a SUBACK code (0x80,
+ * 0x83, 0x87, 0x8F, 0x97, 0x9E, 0xA1, 0xA2); others become 0x87. MQTT 3.1.1 clients
+ * get the nearest 3.1.1 code: CONNACK 1 for 0x84, 2 for 0x85, 3 for 0x88/0x89, 4 for
+ * 0x86/0x8C, 5 otherwise; SUBACK 0x80. The reason string goes to 5.0 clients as the
+ * Reason String property: on CONNACK always, on PUBACK/PUBREC/SUBACK only if the
+ * client did not set Request Problem Information to 0 [MQTT-3.1.2-29]; strings that
+ * are not valid UTF-8, longer than 256 bytes or that would exceed the client's
+ * Maximum Packet Size are dropped. The first denying plugin's code and string are
+ * sent. The `reason` fields stay what they were: for the broker's log only.
+ *
+ * ## Enhanced authentication (MQTT 5.0 section 4.12; since broker 0.3, ABI 2)
+ *
+ * A plugin offers an authentication method by calling api->register_auth_method()
+ * during init (it must also register AUTHENTICATE). A 5.0 client whose CONNECT names
+ * an Authentication Method is asked about only by the listener's AUTHENTICATE plugins
+ * that registered that method, in configuration order, with the usual rules (any DENY
+ * denies, at least one ALLOW is needed); the listener's other plugins are not asked.
+ * If none registered it the client gets CONNACK 0x8C (bad authentication method).
+ *
+ * A plugin answers the first step (`auth_step` 0, `auth_data` from CONNECT) with
+ * ALLOW or DENY, or with MQGATE_VERDICT_CONTINUE and `auth_data_out` (allocated with
+ * api->alloc): the broker sends AUTH 0x18 with the method and that data, and when the
+ * client answers with AUTH 0x18 it asks the same plugin again (`auth_step` 1, 2, ...)
+ * with the client's data. Keep the exchange's state with api->client_set_data. The
+ * final ALLOW may carry `auth_data_out` too (sent in the CONNACK's Authentication
+ * Data); a DENY's `reason_code` (default 0x87) goes in the CONNACK. The broker bounds
+ * the exchange: at most 16 CONTINUEs, 65535 bytes of data per step, and the whole
+ * exchange within connect_timeout plus, for deferred steps, auth_timeout each; a
+ * client that breaks the protocol (another packet, another method) is closed.
+ * Deferral works in every step (api->complete takes the same out fields through
+ * mqgate_completion, and MQGATE_VERDICT_CONTINUE).
+ *
+ * Re-authentication [4.12.1]: a connected client that used enhanced authentication
+ * may send AUTH 0x19 with the same method: the same plugins get AUTHENTICATE again with
+ * `reauthenticate` 1 (and `auth_step` 0, 1, ...) while the session goes on. ALLOW:
+ * the broker sends AUTH 0x00 (with `auth_data_out`, if any); DENY: DISCONNECT with the
+ * reason code (default 0x87). Identities and client ids set then are ignored: a session
+ * keeps the identity it was created by. AUTH from a client that did not use enhanced
+ * authentication, with another method, or out of turn is a Protocol Error (0x82).
+ * The broker never logs Authentication Data.
+ *
  * ## Reserved fields and growth
  *
  * Every event struct starts with `struct_size` and ends with `reserved` pointer
@@ -180,8 +230,14 @@ enum mqgate_verdict {
   MQGATE_VERDICT_ABSTAIN = 16, /* no opinion: let the other plugins decide */
   MQGATE_VERDICT_ALLOW = 17,   /* this plugin allows it */
   MQGATE_VERDICT_DENY = 18,    /* this plugin refuses it (any deny denies) */
-  MQGATE_VERDICT_DEFER = 19    /* answered later through api->complete; only after
+  MQGATE_VERDICT_DEFER = 19,   /* answered later through api->complete; only after
                                   api->defer() returned a token during this call */
+  MQGATE_VERDICT_CONTINUE = 20 /* since broker 0.3: MQTT 5.0 enhanced authentication
+                                  only (an AUTHENTICATE event with `auth_method`, from a
+                                  plugin that registered that method): send the client
+                                  AUTH 0x18 with `auth_data_out` and ask this plugin
+                                  again with the client's answer (see "Enhanced
+                                  authentication") */
 };
 
 /* What an AUTHORIZE event asks about. Since: 1. */
@@ -201,6 +257,13 @@ enum mqgate_connack_code {
   MQGATE_CONNACK_BAD_CREDENTIALS = 4, /* bad user name or password */
   MQGATE_CONNACK_NOT_AUTHORIZED = 5   /* not authorised (the default) */
 };
+
+/* One MQTT 5.0 User Property (a name/value pair of UTF-8 strings, NUL-terminated, no
+ * NUL inside). Since: broker 0.3. */
+typedef struct mqgate_user_property {
+  const char *name;
+  const char *value;
+} mqgate_user_property;
 
 /* Log levels for api->log. Since: 1. */
 enum mqgate_log_level {
@@ -287,7 +350,7 @@ typedef struct mqgate_evt_authenticate {
   const char *username;       /* UTF-8, NUL-terminated; NULL if none was sent */
   const uint8_t *password;    /* raw bytes (may hold NULs); NULL if none was sent */
   size_t password_len;        /* length of password */
-  int protocol_level;         /* 4 for MQTT 3.1.1, 3 for MQTT 3.1 */
+  int protocol_level;         /* 4 for MQTT 3.1.1, 3 for MQTT 3.1, 5 for MQTT 5.0 */
   const char *listener;       /* the listener's name from the configuration */
   const char *peer_address;   /* "192.0.2.1:51000" or "[2001:db8::1]:51000" */
   const mqgate_cert *peer_chain; /* TLS only: the client's certificate chain as
@@ -325,6 +388,31 @@ typedef struct mqgate_evt_authenticate {
                                  means MQGATE_CONNACK_NOT_AUTHORIZED. The first
                                  denying plugin's choice is sent */
   void *reserved[4];          /* zero; for future out fields (see "Reserved fields") */
+  /* --- since broker 0.3 (ABI 2 only; test MQGATE_HAS_FIELD before use). MQTT 5.0:
+   * see "MQTT 5.0" and "Enhanced authentication" above --- */
+  const mqgate_user_property *user_properties; /* the CONNECT's User Properties, in
+                                 order; NULL when there are none (and for 3.1.1) */
+  size_t user_properties_len; /* number of entries in user_properties */
+  const char *auth_method;    /* the CONNECT's Authentication Method (UTF-8); NULL
+                                 when the client uses none */
+  const uint8_t *auth_data;   /* this step's Authentication Data from the client (raw
+                                 bytes; the CONNECT's, then each AUTH's); NULL if none */
+  size_t auth_data_len;       /* length of auth_data */
+  int auth_step;              /* 0 for the CONNECT (or the AUTH 0x19 starting a
+                                 re-authentication), then 1, 2, ... for each AUTH 0x18
+                                 answering this plugin's CONTINUE */
+  int reauthenticate;         /* 1 during a re-authentication of a connected client */
+  int reason_code;            /* out, optional: on DENY, the MQTT 5 CONNACK (or, when
+                                 re-authenticating, DISCONNECT) reason code; 0 means
+                                 0x87, or 0x86 when connack_code is 4 */
+  char *reason_string;        /* out, optional: on DENY, a Reason String for a 5.0
+                                 client (UTF-8, at most 256 bytes; never secrets);
+                                 allocate with api->mprintf/strdup */
+  uint8_t *auth_data_out;     /* out, optional: with CONTINUE, the Authentication Data
+                                 for the AUTH 0x18; with ALLOW, for the CONNACK (or
+                                 AUTH 0x00). Allocate with api->alloc; the host frees */
+  size_t auth_data_out_len;   /* out: length of auth_data_out (at most 65535) */
+  void *reserved2[4];         /* zero; for future use */
 } mqgate_evt_authenticate;
 
 /* sizeof(mqgate_evt_authenticate) in ABI 1 (the struct up to `identity`, then three
@@ -351,6 +439,13 @@ typedef struct mqgate_evt_authorize {
   int deferrable;        /* 1 if this call may return MQGATE_VERDICT_DEFER (a client's
                             PUBLISH or SUBSCRIBE; not a will, not a RECEIVE) */
   void *reserved[4];     /* zero; for future out fields (see "Reserved fields") */
+  /* --- since broker 0.3 (ABI 2 only; test MQGATE_HAS_FIELD before use) --- */
+  int reason_code;       /* out, optional: on DENY of a PUBLISH or SUBSCRIBE, the MQTT 5
+                            PUBACK/PUBREC or SUBACK reason code (see "MQTT 5.0"); 0
+                            means 0x87 (not authorised) */
+  char *reason_string;   /* out, optional: on DENY, a Reason String for a 5.0 client
+                            (api->mprintf/strdup; sent as "MQTT 5.0" says) */
+  void *reserved2[4];    /* zero; for future use */
 } mqgate_evt_authorize;
 
 /* sizeof(mqgate_evt_authorize) in ABI 1. Since: 2. */
@@ -400,7 +495,8 @@ typedef int (*mqgate_event_cb)(int event, void *event_data, void *instance);
  * before complete returns (they need not come from api->mprintf). Since: 2. */
 typedef struct mqgate_completion {
   uint32_t struct_size;         /* sizeof(mqgate_completion) */
-  int verdict;                  /* MQGATE_VERDICT_ALLOW, _DENY or _ABSTAIN */
+  int verdict;                  /* MQGATE_VERDICT_ALLOW, _DENY or _ABSTAIN (or
+                                   _CONTINUE inside an enhanced authentication) */
   const char *reason;           /* optional: why (logged); NULL for none */
   const char *identity;         /* AUTHENTICATE only, optional: as the event's
                                    `identity` */
@@ -409,6 +505,14 @@ typedef struct mqgate_completion {
   int connack_code;             /* AUTHENTICATE DENY only, optional: as the event's
                                    `connack_code` */
   void *reserved[4];            /* zero */
+  /* --- since broker 0.3: set struct_size to sizeof(mqgate_completion) to use them;
+   * the host reads only what struct_size covers --- */
+  int reason_code;              /* DENY, optional: as the events' `reason_code` */
+  const char *reason_string;    /* DENY, optional: as the events' `reason_string` */
+  const uint8_t *auth_data;     /* AUTHENTICATE CONTINUE/ALLOW, optional: as the
+                                   event's `auth_data_out` (copied; any memory) */
+  size_t auth_data_len;         /* length of auth_data */
+  void *reserved2[4];           /* zero */
 } mqgate_completion;
 
 /* ------------------------------------------------------------------------------ */
@@ -522,8 +626,8 @@ typedef struct mqgate_host_api {
    * callback (including the client's own events); the client's DISCONNECTED event
    * follows with `reason`. Returns MQGATE_OK, or MQGATE_ERR_INVALID. */
   int (*disconnect)(mqgate_plugin *plugin, mqgate_client *client, const char *reason);
-  /* The client's protocol level (4 for MQTT 3.1.1, 3 for 3.1; 0 before CONNECT) and
-   * clean-session flag (0 or 1). */
+  /* The client's protocol level (5 for MQTT 5.0, 4 for 3.1.1, 3 for 3.1; 0 before
+   * CONNECT) and clean-session flag (0 or 1; for 5.0, Clean Start). */
   int (*client_protocol_level)(const mqgate_client *client);
   int (*client_clean_session)(const mqgate_client *client);
   /* The TLS version ("TLSv1.3") and cipher suite of the client's connection; NULL on
@@ -545,6 +649,17 @@ typedef struct mqgate_host_api {
    * kept). Returns MQGATE_OK and sets *out, MQGATE_ERR_NOT_FOUND, or MQGATE_ERR_TYPE.
    * Valid like opt_string's strings; call it during init and reload. */
   int (*opt_path)(const mqgate_options *options, const char *key, const char **out);
+
+  /* --- since broker 0.3 (ABI 2; check with MQGATE_API_HAS) ----------------------- */
+  /* Offers the MQTT 5.0 enhanced authentication method `method` (e.g.
+   * "SCRAM-SHA-256", compared byte for byte) on the listeners this instance serves
+   * (see "Enhanced authentication"). Call from init only, after registering
+   * AUTHENTICATE; several methods may be registered. Returns MQGATE_OK,
+   * MQGATE_ERR_INVALID (NULL or empty method, outside init) or MQGATE_ERR_NOMEM. */
+  int (*register_auth_method)(mqgate_plugin *plugin, const char *method);
+  /* Allocates `size` bytes the host will free (for auth_data_out). NULL if out of
+   * memory. Thread-safe. */
+  void *(*alloc)(size_t size);
 } mqgate_host_api;
 
 /* ------------------------------------------------------------------------------ */

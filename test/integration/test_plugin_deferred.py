@@ -205,6 +205,13 @@ class DeferredTest(BrokerTestCase):
         # ABI 1 keeps seeing a retained delivery as SUBSCRIBE with retain 1.
         b.wait_log(r"scripted s: authorize client_id=mixed action=2 topic=q/1 qos=0 retain=1")
 
+    def test_two_deferring_plugins_in_one_chain(self):
+        """The second plugin defers after the first one completed: the decision still
+        arrives (the host once dropped the job there and the client waited forever)."""
+        b = self.broker(extra=plugin_table("d2", "deferred", delay_ms=100), chain=["d", "d2"])
+        self.connected(b, "twice", username="carol")
+        b.wait_log(r"deferred d2: completing")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -15,6 +15,13 @@
  *   receive_deny = ["filter", ...] RECEIVE: DENY retained messages matching these
  *   return_ok_users = ["name", ...] AUTHENTICATE: return MQGATE_OK (an ABI 1 habit; not
  *                                 a verdict in ABI 2, so the host must deny and log)
+ *   deny_reason_code = 0x8A       MQTT 5.0: the reason code of deny_users' denials,
+ *   deny_reason_string = "text"   and their Reason String (through mqgate_completion)
+ *   auth_method = "ECHO"          MQTT 5.0 enhanced authentication, every step deferred:
+ *                                 the CONNECT's (or AUTH 0x19's) data "x" is answered
+ *                                 with CONTINUE "challenge:x"; then the data "answer"
+ *                                 ALLOWs with final data "welcome", anything else is
+ *                                 DENIED with 0x8A "wrong answer"
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,6 +48,10 @@ typedef struct job {
   int connack_code;
   char reason[MAX_TEXT];
   char identity[MAX_TEXT];
+  int reason_code;              /* MQTT 5.0 */
+  char reason_string[MAX_TEXT];
+  char auth_data[MAX_TEXT];
+  int has_auth_data;
 } job;
 
 typedef struct deferred {
@@ -50,6 +61,9 @@ typedef struct deferred {
   long delay_ms;
   list deny_users, defer_topics, deny_topics, receive_deny, return_ok_users;
   char disconnect_topic[MAX_TEXT];
+  int64_t deny_reason_code;
+  char deny_reason_string[MAX_TEXT];
+  char auth_method[MAX_TEXT];
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -111,6 +125,12 @@ static void *worker(void *arg) {
     c.reason = j->reason[0] ? j->reason : NULL;
     c.identity = j->identity[0] ? j->identity : NULL;
     c.connack_code = j->connack_code;
+    c.reason_code = j->reason_code;
+    c.reason_string = j->reason_string[0] ? j->reason_string : NULL;
+    if (j->has_auth_data) {
+      c.auth_data = (const uint8_t *)j->auth_data;
+      c.auth_data_len = strlen(j->auth_data);
+    }
     self->api->log(self->plugin, MQGATE_LOG_INFO, "deferred %s: completing -> %d (rc %d)", self->tag,
                    j->verdict, self->api->complete(j->token, &c));
     free(j);
@@ -119,6 +139,10 @@ static void *worker(void *arg) {
   pthread_mutex_unlock(&self->mu);
   return NULL;
 }
+
+/* The MQTT 5.0 fields of the next job `later` queues (loop thread only). */
+static int next_reason_code;
+static const char *next_reason_string, *next_auth_data;
 
 static int later(deferred *self, int verdict, const char *reason, const char *identity, int connack_code) {
   mqgate_deferred *token = self->api->defer(self->plugin);
@@ -139,6 +163,14 @@ static int later(deferred *self, int verdict, const char *reason, const char *id
   j->connack_code = connack_code;
   if (reason) copy_text(j->reason, reason);
   if (identity) copy_text(j->identity, identity);
+  j->reason_code = next_reason_code;
+  if (next_reason_string) copy_text(j->reason_string, next_reason_string);
+  if (next_auth_data) {
+    copy_text(j->auth_data, next_auth_data);
+    j->has_auth_data = 1;
+  }
+  next_reason_code = 0;
+  next_reason_string = next_auth_data = NULL;
   clock_gettime(CLOCK_REALTIME, &j->due);
   ns = j->due.tv_nsec + (self->delay_ms % 1000) * 1000000L;
   j->due.tv_sec += self->delay_ms / 1000 + ns / 1000000000L;
@@ -164,12 +196,37 @@ static int on_event(int event, void *data, void *instance) {
         if (strcmp(self->deny_users.items[i], e->username) == 0) deny = 1;
       for (i = 0; e->username && i < self->return_ok_users.count; i++)
         if (strcmp(self->return_ok_users.items[i], e->username) == 0) return MQGATE_OK;
+      if (self->auth_method[0] && MQGATE_HAS_FIELD(e, mqgate_evt_authenticate, auth_step) &&
+          e->auth_method != NULL) {
+        char text[MAX_TEXT];
+        size_t n = e->auth_data_len < 64 ? e->auth_data_len : 64;
+        api->log(self->plugin, MQGATE_LOG_INFO,
+                 "deferred %s: exchange client_id=%s method=%s step=%d reauthenticate=%d -> defer",
+                 self->tag, e->client_id, e->auth_method, e->auth_step, e->reauthenticate);
+        memcpy(text, "challenge:", 10);
+        if (e->auth_data) memcpy(text + 10, e->auth_data, n);
+        text[10 + n] = '\0';
+        if (e->auth_step == 0) {
+          next_auth_data = text;
+          return later(self, MQGATE_VERDICT_CONTINUE, NULL, NULL, 0);
+        }
+        if (e->auth_data_len == 6 && memcmp(e->auth_data, "answer", 6) == 0) {
+          next_auth_data = "welcome";
+          return later(self, MQGATE_VERDICT_ALLOW, NULL, NULL, 0);
+        }
+        next_reason_code = 0x8A;
+        next_reason_string = "wrong answer";
+        return later(self, MQGATE_VERDICT_DENY, "wrong answer", NULL, 0);
+      }
       api->log(self->plugin, MQGATE_LOG_INFO,
                "deferred %s: authenticate client_id=%s username=%s clean_session=%d level=%d -> defer",
                self->tag, e->client_id, e->username ? e->username : "(none)", e->clean_session,
                api->client_protocol_level(e->client));
-      if (deny)
+      if (deny) {
+        next_reason_code = (int)self->deny_reason_code;
+        next_reason_string = self->deny_reason_string[0] ? self->deny_reason_string : NULL;
         return later(self, MQGATE_VERDICT_DENY, "unknown user", NULL, MQGATE_CONNACK_BAD_CREDENTIALS);
+      }
       return later(self, MQGATE_VERDICT_ALLOW, NULL, e->username ? e->username : NULL, 0);
     }
     case MQGATE_EVT_AUTHORIZE: {
@@ -229,6 +286,10 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   api->opt_integer(o, "delay_ms", &delay);
   self->delay_ms = (long)delay;
   copy_text(self->disconnect_topic, api->opt_string(o, "disconnect_topic", &s) == MQGATE_OK ? s : "");
+  api->opt_integer(o, "deny_reason_code", &self->deny_reason_code);
+  copy_text(self->deny_reason_string,
+            api->opt_string(o, "deny_reason_string", &s) == MQGATE_OK ? s : "");
+  copy_text(self->auth_method, api->opt_string(o, "auth_method", &s) == MQGATE_OK ? s : "");
   if (!read_list(api, o, "deny_users", &self->deny_users) ||
       !read_list(api, o, "defer_topics", &self->defer_topics) ||
       !read_list(api, o, "deny_topics", &self->deny_topics) ||
@@ -248,6 +309,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   api->register_event(plugin, MQGATE_EVT_AUTHORIZE, on_event);
   api->register_event(plugin, MQGATE_EVT_CONNECTED, on_event);
   api->register_event(plugin, MQGATE_EVT_DISCONNECTED, on_event);
+  if (self->auth_method[0]) api->register_auth_method(plugin, self->auth_method);
   *instance = self;
   return MQGATE_OK;
 }

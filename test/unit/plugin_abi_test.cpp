@@ -41,6 +41,22 @@ FIELD_AT(mqgate_evt_authenticate, clean_session, 136);
 FIELD_AT(mqgate_evt_authenticate, connack_code, 140);
 FIELD_AT(mqgate_evt_authenticate, reserved, 144);
 static_assert(sizeof(((mqgate_evt_authenticate*)0)->reserved) == 4 * sizeof(void*));
+// MQTT 5.0 (appended after the reserved slots: ABI 2 plugins built before see 176 bytes).
+FIELD_AT(mqgate_evt_authenticate, user_properties, 176);
+FIELD_AT(mqgate_evt_authenticate, user_properties_len, 184);
+FIELD_AT(mqgate_evt_authenticate, auth_method, 192);
+FIELD_AT(mqgate_evt_authenticate, auth_data, 200);
+FIELD_AT(mqgate_evt_authenticate, auth_data_len, 208);
+FIELD_AT(mqgate_evt_authenticate, auth_step, 216);
+FIELD_AT(mqgate_evt_authenticate, reauthenticate, 220);
+FIELD_AT(mqgate_evt_authenticate, reason_code, 224);
+FIELD_AT(mqgate_evt_authenticate, reason_string, 232);
+FIELD_AT(mqgate_evt_authenticate, auth_data_out, 240);
+FIELD_AT(mqgate_evt_authenticate, auth_data_out_len, 248);
+FIELD_AT(mqgate_evt_authenticate, reserved2, 256);
+FIELD_AT(mqgate_user_property, name, 0);
+FIELD_AT(mqgate_user_property, value, 8);
+static_assert(sizeof(mqgate_user_property) == 16);
 
 FIELD_AT(mqgate_evt_authorize, client, 8);
 FIELD_AT(mqgate_evt_authorize, action, 16);
@@ -53,6 +69,10 @@ static_assert(MQGATE_EVT_AUTHORIZE_SIZE_V1 == 80);  // ABI 1: reason, then reser
 FIELD_AT(mqgate_evt_authorize, filter, 48);
 FIELD_AT(mqgate_evt_authorize, deferrable, 56);
 FIELD_AT(mqgate_evt_authorize, reserved, 64);
+// MQTT 5.0.
+FIELD_AT(mqgate_evt_authorize, reason_code, 96);
+FIELD_AT(mqgate_evt_authorize, reason_string, 104);
+FIELD_AT(mqgate_evt_authorize, reserved2, 112);
 
 FIELD_AT(mqgate_completion, struct_size, 0);
 FIELD_AT(mqgate_completion, verdict, 4);
@@ -61,6 +81,12 @@ FIELD_AT(mqgate_completion, identity, 16);
 FIELD_AT(mqgate_completion, assign_client_id, 24);
 FIELD_AT(mqgate_completion, connack_code, 32);
 FIELD_AT(mqgate_completion, reserved, 40);
+// MQTT 5.0.
+FIELD_AT(mqgate_completion, reason_code, 72);
+FIELD_AT(mqgate_completion, reason_string, 80);
+FIELD_AT(mqgate_completion, auth_data, 88);
+FIELD_AT(mqgate_completion, auth_data_len, 96);
+FIELD_AT(mqgate_completion, reserved2, 104);
 
 FIELD_AT(mqgate_evt_connected, client, 8);
 FIELD_AT(mqgate_evt_connected, session_present, 16);
@@ -112,6 +138,9 @@ FIELD_AT(mqgate_host_api, client_tls_version, 256);
 FIELD_AT(mqgate_host_api, client_tls_cipher, 264);
 FIELD_AT(mqgate_host_api, filter_covers, 272);
 FIELD_AT(mqgate_host_api, opt_path, 280);
+// MQTT 5.0 enhanced authentication.
+FIELD_AT(mqgate_host_api, register_auth_method, 288);
+FIELD_AT(mqgate_host_api, alloc, 296);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
@@ -119,6 +148,7 @@ TEST_CASE("enum values never change") {
   CHECK(MQGATE_VERDICT_ALLOW == 17);
   CHECK(MQGATE_VERDICT_DENY == 18);
   CHECK(MQGATE_VERDICT_DEFER == 19);
+  CHECK(MQGATE_VERDICT_CONTINUE == 20);
   CHECK(MQGATE_ACTION_RECEIVE == 3);
   CHECK(MQGATE_CONNACK_BAD_CREDENTIALS == 4);
   CHECK(MQGATE_CONNACK_NOT_AUTHORIZED == 5);
@@ -137,6 +167,26 @@ TEST_CASE("enum values never change") {
   CHECK(MQGATE_ERR_PLUGIN == -7);
   CHECK(MQGATE_OPT_STRING_ARRAY == 4);
   CHECK(MQGATE_LOG_DEBUG == 3);
+}
+
+static int dummy_register_auth_method(mqgate_plugin*, const char*) {
+  return MQGATE_OK;
+}
+
+TEST_CASE("an ABI 2 plugin built before MQTT 5.0 fields does not see them") {
+  mqgate_evt_authenticate evt{};
+  evt.struct_size = offsetof(mqgate_evt_authenticate, user_properties);  // the older size
+  CHECK(MQGATE_HAS_FIELD(&evt, mqgate_evt_authenticate, connack_code));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&evt, mqgate_evt_authenticate, user_properties));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&evt, mqgate_evt_authenticate, auth_data_out_len));
+  evt.struct_size = sizeof evt;
+  CHECK(MQGATE_HAS_FIELD(&evt, mqgate_evt_authenticate, auth_data_out_len));
+  mqgate_host_api api{};
+  api.struct_size = offsetof(mqgate_host_api, register_auth_method);
+  api.register_auth_method = dummy_register_auth_method;
+  CHECK_FALSE(MQGATE_API_HAS(&api, register_auth_method));
+  api.struct_size = sizeof api;
+  CHECK(MQGATE_API_HAS(&api, register_auth_method));
 }
 
 TEST_CASE("MQGATE_HAS_FIELD sees only what the struct size covers") {
