@@ -231,7 +231,8 @@ bool Broker::too_deep(Client& client, std::string_view topic) {
   if (levels <= limits_.max_topic_levels) return false;
   CLIENT_LOG(log::Level::kWarning, client, "topic with %zu levels is over max_topic_levels (%u); closing",
              levels, limits_.max_topic_levels);
-  client.close("topic too deep");
+  // 5.0 clients are told: an administrative limit was exceeded.
+  mqtt5::disconnect(client, reason::kQuotaExceeded, "topic too deep");
   return true;
 }
 

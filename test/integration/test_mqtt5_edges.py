@@ -1,7 +1,10 @@
 """MQTT 5.0 edge cases found by a conformance review, one normative statement each.
 
-Mosquitto 2.0.11 deviates in two: it accepts a Response Topic with wildcards, and it has
-no ACL here to deny a QoS 2 PUBLISH with (it accepts '$' topics); those are mqgate-only.
+Mosquitto 2.0.11 deviates where marked: it accepts a Response Topic with wildcards,
+resends every unacknowledged message at once to a resumed session whatever its new
+Receive Maximum, sends a QoS 1 PUBLISH one byte over the client's Maximum Packet Size,
+and takes topics deeper than 200 levels; and there is no ACL here to
+deny a QoS 2 PUBLISH with (it accepts '$' topics). Those tests are mqgate-only.
 """
 import struct
 
@@ -45,6 +48,8 @@ class Mqtt5EdgeTest(brokers.MqttTestCase):
         got = sub.next_publish()
         self.assertEqual((got.topic, got.payload), ("q2/a", b"after"))
 
+    @skip_if_mosquitto("Mosquitto 2.0.11 sent a 101-byte QoS 1 PUBLISH to a client whose "
+                       "Maximum Packet Size is 100")
     def test_alias_never_takes_a_publish_over_maximum_packet_size(self):
         # [MQTT-3.1.2-24]: whatever the broker adds (a topic alias), a PUBLISH to the
         # client is at most its Maximum Packet Size.
@@ -149,3 +154,14 @@ class Mqtt5EdgeTest(brokers.MqttTestCase):
                 got.append(p.payload)
                 c.send(R.ack5(R.PUBACK, p.packet_id))
         self.assertEqual(got, [b"s1", b"s2"])
+
+    @skip_if_mosquitto("Mosquitto 2.0.11 accepts topics deeper than mqgate's max_topic_levels")
+    def test_topic_over_max_topic_levels_is_told_quota_exceeded(self):
+        # max_topic_levels (200) guards the router; a 5.0 client going over it is told
+        # why: DISCONNECT 0x97 (an administrative limit), not a bare close.
+        deep = "/".join(["l"] * 201)
+        for send in (lambda c: c.send(R.subscribe5(1, [(deep, 0)])),
+                     lambda c: c.send(R.publish5(deep, b"x", qos=1))):
+            c = self.raw5("deep")
+            send(c)
+            self.assertDisconnected(c, (0x97,))
