@@ -27,20 +27,55 @@ ClientState client_state(const codec::Properties& props) {
   return s;
 }
 
+namespace {
+// A UTF-8 string or binary data property: identifier (all used here fit one byte), then
+// the value with its two-byte length.
+void put_string_property(std::string& out, codec::PropertyId id, std::string_view value) {
+  out.push_back(static_cast<char>(id));
+  out.push_back(static_cast<char>(value.size() >> 8));
+  out.push_back(static_cast<char>(value.size() & 0xFF));
+  out.append(value);
+}
+// A variable byte integer (at most 4 bytes) into `p`; returns its length.
+size_t put_varint(char* p, uint32_t value) {
+  size_t n = 0;
+  do {
+    uint8_t b = value & 0x7f;
+    value >>= 7;
+    if (value) b |= 0x80;
+    p[n++] = static_cast<char>(b);
+  } while (value);
+  return n;
+}
+void put_string(std::string& out, std::string_view value) {
+  out.push_back(static_cast<char>(value.size() >> 8));
+  out.push_back(static_cast<char>(value.size() & 0xFF));
+  out.append(value);
+}
+}  // namespace
+
+// On every 5.0 PUBLISH: encoded here directly, in identifier order as encode_properties
+// would, without copying the Properties (and their user properties) first.
 std::string forwarded_properties(const codec::Properties& in) {
-  codec::Properties p;
-  p.payload_format_indicator = in.payload_format_indicator;
-  p.content_type = in.content_type;
-  p.response_topic = in.response_topic;
-  p.correlation_data = in.correlation_data;
-  p.user_properties = in.user_properties;
-  std::string block;
-  codec::encode_properties(block, p);
-  // Drop the length prefix: the message keeps the bytes, each PUBLISH adds its own.
-  std::string_view view(block);
-  uint32_t length = 0;
-  codec::read_varint(view, length);
-  return std::string(view);
+  std::string out;
+  if (!in.payload_format_indicator && !in.content_type && !in.response_topic &&
+      !in.correlation_data && in.user_properties.empty())
+    return out;  // most PUBLISHes: nothing travels
+  if (in.payload_format_indicator) {
+    out.push_back(static_cast<char>(codec::PropertyId::kPayloadFormatIndicator));
+    out.push_back(static_cast<char>(*in.payload_format_indicator));
+  }
+  if (in.content_type) put_string_property(out, codec::PropertyId::kContentType, *in.content_type);
+  if (in.response_topic)
+    put_string_property(out, codec::PropertyId::kResponseTopic, *in.response_topic);
+  if (in.correlation_data)
+    put_string_property(out, codec::PropertyId::kCorrelationData, *in.correlation_data);
+  for (const auto& [key, value] : in.user_properties) {
+    out.push_back(static_cast<char>(codec::PropertyId::kUserProperty));
+    put_string(out, key);
+    put_string(out, value);
+  }
+  return out;
 }
 
 MessagePtr with_subscription_ids(const Message& msg, std::span<const uint32_t> ids) {
@@ -135,9 +170,11 @@ void encode_publish(Client& client, std::string& out, std::string_view topic,
   OutboundAliases::Use alias;
   const ClientState& state = *client.v5();
   // The alias property (3 bytes, and up to 2 more of length) must not take the packet
-  // over the client's Maximum Packet Size [MQTT-3.1.2-24]: near it, no alias.
+  // over the client's Maximum Packet Size [MQTT-3.1.2-24]: near it, no alias. Nor on
+  // QoS 2: MQTT.js 5 emits a QoS 2 message from the packet it stored, whose topic is
+  // still the empty one an alias left (the message would arrive without its topic).
   if (OutboundAliases* aliases = state.outbound_aliases.get();
-      aliases &&
+      aliases && qos < 2 &&
       (state.max_packet_size == 0 ||
        publish_size(codec::kProtocolLevel5, topic, payload.size(), qos, props, expiry) + 5 <=
            state.max_packet_size)) {
@@ -149,27 +186,35 @@ void encode_publish(Client& client, std::string& out, std::string_view topic,
                            codec::varint_size(static_cast<uint32_t>(prop_len)) + prop_len +
                            payload.size();
   out.reserve(out.size() + 5 + remaining);
-  out.push_back(static_cast<char>(0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 1 : 0)));
-  codec::write_varint(out, static_cast<uint32_t>(remaining));
-  out.push_back(static_cast<char>(topic.size() >> 8));
-  out.push_back(static_cast<char>(topic.size() & 0xFF));
+  // The small fields go through a stack buffer, so each part is one append (this runs
+  // once per delivery).
+  char head[1 + 4 + 2];
+  size_t n = 0;
+  head[n++] = static_cast<char>(0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 1 : 0));
+  n += put_varint(head + n, static_cast<uint32_t>(remaining));
+  head[n++] = static_cast<char>(topic.size() >> 8);
+  head[n++] = static_cast<char>(topic.size() & 0xFF);
+  out.append(head, n);
   out.append(topic);
+  char mid[2 + 4 + 5 + 3];  // id, property length, expiry, alias
+  n = 0;
   if (qos > 0) {
-    out.push_back(static_cast<char>(packet_id >> 8));
-    out.push_back(static_cast<char>(packet_id & 0xFF));
+    mid[n++] = static_cast<char>(packet_id >> 8);
+    mid[n++] = static_cast<char>(packet_id & 0xFF);
   }
-  codec::write_varint(out, static_cast<uint32_t>(prop_len));
+  n += put_varint(mid + n, static_cast<uint32_t>(prop_len));
   if (expiry) {
     // The interval left, in place of the publisher's [MQTT-3.3.2-6].
-    out.push_back(static_cast<char>(codec::PropertyId::kMessageExpiryInterval));
+    mid[n++] = static_cast<char>(codec::PropertyId::kMessageExpiryInterval);
     for (int shift = 24; shift >= 0; shift -= 8)
-      out.push_back(static_cast<char>((*expiry >> shift) & 0xFF));
+      mid[n++] = static_cast<char>((*expiry >> shift) & 0xFF);
   }
   if (alias.alias != 0) {
-    out.push_back(static_cast<char>(codec::PropertyId::kTopicAlias));
-    out.push_back(static_cast<char>(alias.alias >> 8));
-    out.push_back(static_cast<char>(alias.alias & 0xFF));
+    mid[n++] = static_cast<char>(codec::PropertyId::kTopicAlias);
+    mid[n++] = static_cast<char>(alias.alias >> 8);
+    mid[n++] = static_cast<char>(alias.alias & 0xFF);
   }
+  out.append(mid, n);
   out.append(props);
   out.append(payload);
 }

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "codec/encoder.hpp"
+#include "mqtt5_client.hpp"
 
 namespace mqgate::bench {
 
@@ -250,6 +251,10 @@ std::string Harness::client_id(const char* role, uint64_t a, uint64_t b) const {
 }
 
 void Harness::encode_connect(std::string& out, const std::string& client_id, bool clean) const {
+  if (options_.mqtt_version == codec::kProtocolLevel5) {
+    mqtt5::encode_connect(out, options_, client_id, clean);
+    return;
+  }
   codec::Connect c;
   c.protocol_name = "MQTT";
   c.protocol_level = codec::kProtocolLevel311;

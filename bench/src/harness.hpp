@@ -34,6 +34,11 @@ struct Options {
   int keepalive = 60;
   std::optional<std::string> username;  // sent in every CONNECT when set
   std::optional<std::string> password;
+  // MQTT version of every connection: 4 (3.1.1) or 5 (mqtt5_client.hpp).
+  uint8_t mqtt_version = 4;
+  // 5.0 PUBLISH properties (pubsub): Content Type, user properties in order.
+  std::optional<std::string> content_type;
+  std::vector<std::pair<std::string, std::string>> user_properties;
 
   // TLS
   bool tls = false;

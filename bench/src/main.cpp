@@ -65,6 +65,13 @@ int main(int argc, char** argv) {
       ("username", "username in every CONNECT", cxxopts::value<std::string>())
       ("password", "password in every CONNECT (a test password: visible in ps)",
        cxxopts::value<std::string>())
+      ("V,mqtt-version", "MQTT version of every connection: 4 (3.1.1) or 5",
+       cxxopts::value<int>()->default_value("4"))
+      ("mqtt5", "same as -V 5")
+      ("content-type", "pubsub, MQTT 5: a Content Type property on every PUBLISH",
+       cxxopts::value<std::string>())
+      ("user-property", "pubsub, MQTT 5: a user property KEY=VALUE on every PUBLISH (repeatable; "
+       "comma-separated)", cxxopts::value<std::vector<std::string>>())
       ("h,help", "print this help and exit");
   options.add_options("TLS (mutual TLS when --cert is given)")
       ("tls", "connect with TLS (implied by --cafile/--cert)")
@@ -143,6 +150,18 @@ int main(int argc, char** argv) {
     if (args.count("username")) o.username = args["username"].as<std::string>();
     if (args.count("password")) o.password = args["password"].as<std::string>();
     o.json = args.count("json") > 0;
+    const int version = args.count("mqtt5") ? 5 : args["mqtt-version"].as<int>();
+    if (version != 4 && version != 5) return usage_error("--mqtt-version must be 4 or 5");
+    o.mqtt_version = static_cast<uint8_t>(version);
+    if (args.count("content-type")) o.content_type = args["content-type"].as<std::string>();
+    if (args.count("user-property"))
+      for (const auto& kv : args["user-property"].as<std::vector<std::string>>()) {
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos) return usage_error("--user-property: KEY=VALUE");
+        o.user_properties.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+      }
+    if ((o.content_type || !o.user_properties.empty()) && o.mqtt_version != 5)
+      return usage_error("--content-type and --user-property need --mqtt-version 5");
     o.quiet = args.count("quiet") > 0;
     o.tls_settings.cafile = args.count("cafile") ? args["cafile"].as<std::string>() : "";
     o.tls_settings.certfile = args.count("cert") ? args["cert"].as<std::string>() : "";

@@ -8,6 +8,7 @@
 
 #include "codec/encoder.hpp"
 #include "harness.hpp"
+#include "mqtt5_client.hpp"
 
 namespace mqgate::bench {
 namespace {
@@ -42,13 +43,14 @@ class IdleConn final : public Conn {
         fail(Fail::kProtocol, "unexpected packet on an idle connection");
       return;
     }
-    if (h.type != codec::PacketType::kConnack || body.size() != 2) {
-      fail(Fail::kProtocol,
-           std::string("expected CONNACK, got ") + codec::packet_type_name(h.type));
+    const mqtt5::ConnackResult connack =
+        mqtt5::read_connack(harness_.options().mqtt_version, h, body);
+    if (!connack.well_formed) {
+      fail(Fail::kProtocol, connack.error);
       return;
     }
-    if (body[1] != 0) {
-      fail(Fail::kRefused, "CONNACK return code " + std::to_string(static_cast<int>(body[1])));
+    if (connack.code != 0) {
+      fail(Fail::kRefused, "CONNACK return code " + std::to_string(static_cast<int>(connack.code)));
       return;
     }
     up_ = true;

@@ -23,6 +23,7 @@
 
 #include "codec/encoder.hpp"
 #include "harness.hpp"
+#include "mqtt5_client.hpp"
 
 namespace mqgate::bench {
 namespace {
@@ -52,6 +53,7 @@ struct Shared {
   std::atomic<uint64_t> measure_from_ns{UINT64_MAX};
   std::vector<std::unique_ptr<PubShared>> pubs;
   std::vector<std::string> topics;
+  std::string v5_props;  // -V 5: every PUBLISH's property block, encoded once
 };
 
 struct PsStats {
@@ -94,28 +96,43 @@ struct Track {
 class Base : public Conn {
  public:
   Base(Worker& w, Harness& h, Shared& shared, PsStats& stats)
-      : Conn(w), harness_(h), shared_(shared), stats_(stats) {}
+      : Conn(w),
+        harness_(h),
+        shared_(shared),
+        stats_(stats),
+        v5_(shared.o->mqtt_version == codec::kProtocolLevel5) {}
 
  protected:
   void on_failed(Fail kind, const std::string& detail) override {
     stats_.failures.record(kind, detail);
   }
   bool check_connack(const codec::FixedHeader& h, std::string_view body) {
-    if (h.type != codec::PacketType::kConnack || body.size() != 2) {
-      fail(Fail::kProtocol,
-           std::string("expected CONNACK, got ") + codec::packet_type_name(h.type));
+    const mqtt5::ConnackResult connack = mqtt5::read_connack(v5_ ? 5 : 4, h, body);
+    if (!connack.well_formed) {
+      fail(Fail::kProtocol, connack.error);
       return false;
     }
-    if (body[1] != 0) {
-      fail(Fail::kRefused, "CONNACK return code " + std::to_string(static_cast<int>(body[1])));
+    if (connack.code != 0) {
+      fail(Fail::kRefused, "CONNACK return code " + std::to_string(static_cast<int>(connack.code)));
       return false;
     }
+    receive_maximum_ = connack.receive_maximum;
     return true;
+  }
+  // 5.0: an acknowledgement whose reason code is a failure (>= 0x80) fails the run.
+  bool check_ack_reason(const codec::FixedHeader& h, std::string_view body) {
+    const uint8_t reason = mqtt5::ack_reason(body);
+    if (!v5_ || reason < 0x80) return true;
+    fail(Fail::kRefused, std::string(codec::packet_type_name(h.type)) + " reason code " +
+                             std::to_string(static_cast<int>(reason)));
+    return false;
   }
 
   Harness& harness_;
   Shared& shared_;
   PsStats& stats_;
+  const bool v5_;                     // MQTT 5.0 connection (-V 5)
+  uint16_t receive_maximum_ = 65535;  // the broker's (5.0 CONNACK)
 };
 
 class Publisher final : public Base {
@@ -185,7 +202,10 @@ class Publisher final : public Base {
       std::memcpy(payload_.data() + 16, &t, 8);
       uint16_t pid = 0;
       if (qos > 0) pid = take_packet_id();
-      codec::encode_publish(out, topic_, payload_, qos, false, false, pid);
+      if (v5_)
+        mqtt5::encode_publish(out, topic_, payload_, shared_.v5_props, qos, pid);
+      else
+        codec::encode_publish(out, topic_, payload_, qos, false, false, pid);
       seq_++;
     }
     ps_.sent.store(seq_, std::memory_order_release);
@@ -231,6 +251,7 @@ class Publisher final : public Base {
     switch (h.type) {
       case codec::PacketType::kPuback:
       case codec::PacketType::kPubcomp:
+        if (!check_ack_reason(h, body)) return;
         if (!release_packet_id(id)) {
           fail(Fail::kProtocol,
                std::string(codec::packet_type_name(h.type)) + " for an unknown packet id");
@@ -239,7 +260,11 @@ class Publisher final : public Base {
         ps_.completed.fetch_add(1, std::memory_order_relaxed);
         break;
       case codec::PacketType::kPubrec:
-        codec::encode_ack(out(), codec::PacketType::kPubrel, id);
+        if (!check_ack_reason(h, body)) return;
+        if (v5_)
+          mqtt5::encode_ack(out(), codec::PacketType::kPubrel, id);
+        else
+          codec::encode_ack(out(), codec::PacketType::kPubrel, id);
         break;
       default:
         fail(Fail::kProtocol, std::string("publisher got ") + codec::packet_type_name(h.type));
@@ -262,7 +287,9 @@ class Publisher final : public Base {
       c = in_flight >= cap ? 0 : (cap - in_flight) / ps_.fanout;
     }
     if (o.qos > 0) {
-      const uint64_t max_ids = std::min<uint64_t>(static_cast<uint64_t>(o.window), kMaxPacketIds);
+      // (A 5.0 broker's Receive Maximum bounds it too [MQTT-3.3.4-7].)
+      const uint64_t max_ids =
+          std::min<uint64_t>({static_cast<uint64_t>(o.window), kMaxPacketIds, receive_maximum_});
       c = std::min(c, ids_in_use_ >= max_ids ? 0 : max_ids - ids_in_use_);
     }
     return c;
@@ -346,21 +373,30 @@ class Subscriber final : public Base {
         return;
       case codec::PacketType::kPubrel: {
         codec::Packet p;
-        if (codec::decode_body(h, body, codec::kProtocolLevel311, p) != codec::DecodeError::kNone) {
+        if (codec::decode_body(h, body, level(), p) != codec::DecodeError::kNone) {
           fail(Fail::kProtocol, "malformed PUBREL");
           return;
         }
-        codec::encode_ack(out(), codec::PacketType::kPubcomp, std::get<codec::Ack>(p).packet_id);
+        if (v5_)
+          mqtt5::encode_ack(out(), codec::PacketType::kPubcomp, std::get<codec::Ack>(p).packet_id);
+        else
+          codec::encode_ack(out(), codec::PacketType::kPubcomp, std::get<codec::Ack>(p).packet_id);
         return;
       }
       case codec::PacketType::kConnack:
         if (check_connack(h, body)) {
-          const codec::SubscribeTopic t{filter_, static_cast<uint8_t>(shared_.o->qos)};
+          const auto qos = static_cast<uint8_t>(shared_.o->qos);
+          if (v5_) {
+            mqtt5::encode_subscribe(out(), 1, filter_, qos);
+            return;
+          }
+          const codec::SubscribeTopic t{filter_, qos};
           codec::encode_subscribe(out(), 1, std::span<const codec::SubscribeTopic>(&t, 1));
         }
         return;
       case codec::PacketType::kSuback:
-        if (body.size() != 3 || static_cast<uint8_t>(body[2]) == codec::kSubackFailure) {
+        if (v5_ ? mqtt5::suback_reason(body).value_or(0x80) >= 0x80
+                : body.size() != 3 || static_cast<uint8_t>(body[2]) == codec::kSubackFailure) {
           fail(Fail::kRefused, "SUBSCRIBE refused");
           return;
         }
@@ -412,14 +448,19 @@ class Subscriber final : public Base {
  private:
   void on_publish(const codec::FixedHeader& h, std::string_view body) {
     codec::Packet packet;
-    const codec::DecodeError err = codec::decode_body(h, body, codec::kProtocolLevel311, packet);
+    const codec::DecodeError err = codec::decode_body(h, body, level(), packet);
     if (err != codec::DecodeError::kNone) {
       fail(Fail::kProtocol, std::string("malformed PUBLISH: ") + codec::describe(err));
       return;
     }
     const auto& p = std::get<codec::Publish>(packet);
-    if (p.qos == 1) codec::encode_ack(out(), codec::PacketType::kPuback, p.packet_id);
-    if (p.qos == 2) codec::encode_ack(out(), codec::PacketType::kPubrec, p.packet_id);
+    if (v5_) {
+      if (p.qos == 1) mqtt5::encode_ack(out(), codec::PacketType::kPuback, p.packet_id);
+      if (p.qos == 2) mqtt5::encode_ack(out(), codec::PacketType::kPubrec, p.packet_id);
+    } else {
+      if (p.qos == 1) codec::encode_ack(out(), codec::PacketType::kPuback, p.packet_id);
+      if (p.qos == 2) codec::encode_ack(out(), codec::PacketType::kPubrec, p.packet_id);
+    }
     uint32_t pub = 0, magic = 0;
     uint64_t seq = 0, sent = 0;
     if (p.payload.size() >= kHeaderSize) {
@@ -441,6 +482,8 @@ class Subscriber final : public Base {
     if (now >= shared_.measure_from_ns.load(std::memory_order_relaxed) && now >= sent)
       latency_.add(now - sent);
   }
+
+  uint8_t level() const { return v5_ ? codec::kProtocolLevel5 : codec::kProtocolLevel311; }
 
   uint64_t due(uint64_t now) const {
     const uint64_t start = shared_.start_ns.load(std::memory_order_relaxed);
@@ -490,6 +533,7 @@ int run_pubsub(const Options& o) {
   Harness h(o);
   Shared shared;
   shared.o = &o;
+  if (o.mqtt_version == codec::kProtocolLevel5) shared.v5_props = mqtt5::publish_properties(o);
   const std::string base = "bench/" + o.client_prefix + "/t";
   for (int t = 0; t < o.topics; t++)
     shared.topics.push_back(base + std::to_string(t));
@@ -843,6 +887,7 @@ int run_pubsub(const Options& o) {
     j.field("subscribers", o.subscribers);
     j.field("topics", o.topics);
     j.field("qos", o.qos);
+    j.field("mqtt_version", static_cast<int>(o.mqtt_version));
     j.field("payload", static_cast<uint64_t>(o.payload));
     j.field("rate_target", o.rate);
     j.field("window", o.window);
@@ -877,9 +922,10 @@ int run_pubsub(const Options& o) {
     j.end();
     std::printf("%s\n", j.str().c_str());
   } else {
-    std::printf("pubsub summary (%s, %d -> %d, %d topic%s, QoS %d, %zu B)\n",
+    std::printf("pubsub summary (%s, %d -> %d, %d topic%s, QoS %d, %zu B%s)\n",
                 (o.host + ":" + std::to_string(o.port)).c_str(), o.publishers, o.subscribers,
-                o.topics, o.topics == 1 ? "" : "s", o.qos, o.payload);
+                o.topics, o.topics == 1 ? "" : "s", o.qos, o.payload,
+                o.mqtt_version == codec::kProtocolLevel5 ? ", MQTT 5" : "");
     std::printf(
         "  delivered   %.0f msg/s, %.1f MB/s over %.2f s (published %.0f msg/s%s)\n", rate, mbps,
         measured_seconds, pub_rate,

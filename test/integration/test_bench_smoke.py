@@ -114,6 +114,29 @@ class BenchSmokeTest(BrokerTestCase):
         self.assertEqual(r["stalled"]["expected"], 20000, r)
         self.assertEqual(r["stalled"]["closed_by_broker"], 1, r)
 
+    def test_mqtt5_clients_every_mode_with_publish_properties(self):
+        # -V 5: 5.0 CONNECT/CONNACK, PUBLISH with the given properties (a 5.0 subscriber
+        # outside the tool sees them), acks with reason codes, SUBSCRIBE with options.
+        b = self.start_broker()
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(b.port()), "-V", "mqttv5", "-t",
+                                "bench/smoke5/#", "-C", "1", "-W", "20", "-F", "%C|%P"],
+                               stdout=subprocess.PIPE, text=True)
+        self.addCleanup(sub.kill)
+        # (It only needs one message of the three runs: it is subscribed by the second.)
+        for qos in (0, 1, 2):
+            with self.subTest(qos=qos):
+                r = self.bench(b, "pubsub", "-V", 5, "-P", 2, "-S", 2, "--topics", 2, "--qos", qos,
+                               "--count", 300, "--window", 50, "--client-prefix", "smoke5",
+                               "--content-type", "text/x-bench", "--user-property", "k=v")
+                self.assertEqual(r["mqtt_version"], 5, r)
+                self.assert_all_delivered(r, 600, qos)
+        out, _ = sub.communicate(timeout=30)
+        self.assertEqual(out.strip(), "text/x-bench|k:v")
+        r = self.bench(b, "conn", "--mqtt5", "--count", 50, "--connectors", 2)
+        self.assertEqual((r["connections"], r["failures"]["total"]), (50, 0), r)
+        r = self.bench(b, "idle", "--mqtt5", "--connections", 50, "--hold", 0.2)
+        self.assertEqual(r["failures"]["total"], 0, r)
+
     # -- idle ---------------------------------------------------------------------------
     def test_idle_holds_connections_and_reads_rss(self):
         b = self.start_broker()
@@ -180,7 +203,8 @@ class BenchSmokeTest(BrokerTestCase):
 
     def test_bad_usage_exits_2(self):
         for args in (["pubsub", "--payload", "8"], ["pubsub", "--qos", "3"], ["nope"], [],
-                     ["conn", "--resume"], ["idle", "--connections", "0"]):
+                     ["conn", "--resume"], ["idle", "--connections", "0"], ["conn", "-V", "3"],
+                     ["pubsub", "--content-type", "t"], ["pubsub", "-V", "5", "--user-property", "k"]):
             p = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=30)
             self.assertEqual(p.returncode, 2, (args, p.stderr))
 

@@ -18,6 +18,9 @@ Settings (mqgate TOML key -> Mosquitto option):
     max_keepalive           -> max_keepalive
     ipv6=True               -> listen on [::1] instead of 127.0.0.1
     log_level               -> log_type
+    websocket=True          -> a second listener for MQTT over WebSocket (path /mqtt) on
+                               broker.ws_port (mqgate `websocket = true`, Mosquitto
+                               `protocol websockets`)
 """
 import contextlib
 import os
@@ -50,6 +53,7 @@ DEFAULTS = {
     "max_keepalive": None,
     "ipv6": False,
     "log_level": "debug",
+    "websocket": False,
 }
 
 
@@ -108,8 +112,11 @@ class MosquittoBroker:
         self.host = "::1" if settings["ipv6"] else "127.0.0.1"
         self.log_path = os.path.join(workdir, "mosquitto.log")
         self.proc = None
+        self.ws_port = None
         for _attempt in range(5):
             self.port = free_port(self.host)
+            if settings["websocket"]:
+                self.ws_port = free_port(self.host)
             conf = os.path.join(workdir, "mosquitto.conf")
             with open(conf, "w") as f:
                 f.write(self._config(settings))
@@ -160,6 +167,8 @@ class MosquittoBroker:
             lines.append(f"max_queued_messages {s['max_queued_messages']}")
         if s["max_keepalive"] is not None:
             lines.append(f"max_keepalive {s['max_keepalive']}")
+        if s["websocket"]:
+            lines += [f"listener {self.ws_port} {self.host}", "protocol websockets"]
         return "\n".join(lines) + "\n"
 
     def reload(self, **changes):
@@ -196,6 +205,7 @@ class MqgateBroker:
         self.settings = settings
         self.impl = mqgate_test.Broker(self._config(settings), workdir=workdir, timeout=timeout)
         self.port = self.impl.port("default")
+        self.ws_port = self.impl.port("ws") if settings["websocket"] else None
         self.host = "::1" if settings["ipv6"] else "127.0.0.1"
 
     @staticmethod
@@ -211,6 +221,8 @@ class MqgateBroker:
         if limits:
             config += "\n[limits]\n" + "\n".join(limits) + "\n"
         config += f'\n[listeners.default]\nbind = "{bind}"\n'
+        if settings["websocket"]:
+            config += f'\n[listeners.ws]\nbind = "{bind}"\nwebsocket = true\n'
         return config
 
     def reload(self, **changes):
