@@ -96,7 +96,7 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;
   p.wildcard_subscription_available = 1;
   p.subscription_identifier_available = 1;
-  p.shared_subscription_available = 0;
+  p.shared_subscription_available = 1;
   codec::encode_connack_v5(out, session_present, reason::kSuccess, p);
 }
 
