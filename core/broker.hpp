@@ -295,8 +295,8 @@ class Broker {
   bool member_usable(const Session& session, uint8_t qos) const;
   void deliver_shared(SharedSubscriptions::Group& group, SharedSubscriptions::Member& member,
                       uint8_t qos, const MessagePtr& msg, Client* source);
-  // `session`'s client went away (or its session ends: `session_ends`): its QoS 1/2
-  // messages of shared subscriptions that are queued or unacknowledged move to other
+  // `session`'s client went away (or its session ends: `session_ends`): its messages of
+  // shared subscriptions that are queued, or QoS 1 and unacknowledged, move to other
   // members of their groups (online ones, unless the session ends), in the store too.
   void move_shared_messages(Session& session, bool session_ends);
   // After restore(): tags the restored messages of shared subscriptions with their group.

@@ -169,11 +169,11 @@ class Session : public RouteTarget {
     bool retain;
     uint16_t share;  // the group's id
   };
-  // Takes out the queued entries, and the in-flight ones whose PUBLISH is not yet
-  // acknowledged (PUBACK/PUBREC not received; after PUBREC the message is delivered),
-  // that came through a group for which `wanted(share)` holds. The store still holds
-  // them until release_taken(): the caller delivers them elsewhere first, so a crash in
-  // between never loses one.
+  // Takes out the queued entries (never sent), and the QoS 1 ones sent and not yet
+  // acknowledged, that came through a group for which `wanted(share)` holds. A QoS 2
+  // message once sent stays: its delivery is completed with this client or not at all
+  // [MQTT-4.8.2-4, -5]. The store still holds them until release_taken(): the caller
+  // delivers them elsewhere first, so a crash in between never loses one.
   template <typename Wanted>
   std::vector<Taken> take_shared(Wanted&& wanted, DeliveryStats& stats) {
     std::vector<Taken> taken;
@@ -182,7 +182,7 @@ class Session : public RouteTarget {
     auto take = [&](uint16_t share) { return share != 0 && wanted(share); };
     for (size_t i = 0; i < f.inflight.size();) {
       Outgoing& o = f.inflight[i];
-      if (o.state != OutState::kAwaitPubcomp && take(o.share)) {
+      if (o.state == OutState::kAwaitPuback && take(o.share)) {
         taken.push_back({std::move(o.msg), o.seq, o.qos, o.retain, o.share});
         f.inflight.erase(f.inflight.begin() + static_cast<ptrdiff_t>(i));
         stats.inflight_now--;

@@ -7,8 +7,10 @@ Where Mosquitto 2.0.11 deviates the test is marked skip_if_mosquitto:
   grants them; mqgate answers SUBACK 0x8F (3.1.1: 0x80) per [MQTT-4.8.2-1]/[MQTT-4.8.2-2].
 - No Local on a shared subscription: Mosquitto grants it; mqgate closes the connection
   with DISCONNECT 0x82, the Protocol Error of [MQTT-3.8.3-4].
-- Redelivery: Mosquitto leaves a lost member's unacknowledged and queued messages in its
-  session; mqgate moves them to another member (4.8.2 allows both; the issue requires it).
+- Redelivery: Mosquitto leaves a lost member's unacknowledged QoS 1 and queued messages
+  in its session; mqgate moves them to another member (4.8.2 allows both; the issue
+  requires it). QoS 2 messages already sent stay with their member in both
+  [MQTT-4.8.2-4, -5].
 - Retained messages: 3.3.1.3 sends them "when a new Non-shared Subscription is made";
   Mosquitto also sends them for a new shared subscription, mqgate does not.
 - An offline persistent member: Mosquitto keeps giving it its turn (the messages wait in
@@ -257,11 +259,12 @@ class SharedSubscriptionTest(brokers.MqttTestCase):
         got = drain([keep], n)[keep]
         self.assertEqual(sorted(got), sorted(payloads), "each message exactly once")
 
-    @skip_if_mosquitto("Mosquitto does not redeliver a lost member's QoS 2 messages")
-    def test_qos2_message_past_pubrec_is_not_resent_to_another_member(self):
-        # A QoS 2 message whose PUBREC arrived was received: it is not sent again. One
-        # without PUBREC moves to the other member.
-        lost = self.raw5("lost2")
+    def test_qos2_messages_sent_to_a_lost_member_stay_with_it(self):
+        # [MQTT-4.8.2-4]: a QoS 2 message whose delivery to the chosen member was under
+        # way (PUBLISH sent) is completed with that member when it reconnects, PUBREC
+        # received or not; none of them goes to another member [MQTT-4.8.2-5].
+        props = [(R.SESSION_EXPIRY, 300)]
+        lost = self.raw5("lost2", clean_start=False, props=props)
         lost.subscribe([("$share/g/q2/t", 2)])
         keep = self.paho5("keep2")
         keep.subscribe("$share/g/q2/t", qos=2)
@@ -274,8 +277,37 @@ class SharedSubscriptionTest(brokers.MqttTestCase):
         lost.send(R.ack5(R.PUBREC, received.packet_id))
         self.assertEqual(lost.expect(R.PUBREL).packet_id, received.packet_id)
         lost.close()
-        got = drain([keep], n - 1)[keep]
-        self.assertEqual(sorted(got), sorted(p for p in payloads if p != received.payload))
+        mine = {p.payload for p in held}
+        got = drain([keep], n - len(held))[keep]
+        self.assertEqual(sorted(got), sorted(p for p in payloads if p not in mine))
+        back = self.raw5("lost2", clean_start=False, props=props)
+        resent = [back.read_packet() for _ in range(len(held))]
+        self.assertEqual(sorted((p.type, p.packet_id) for p in resent),
+                         sorted([(R.PUBREL, received.packet_id)] +
+                                [(R.PUBLISH, p.packet_id) for p in held[1:]]))
+        for p in resent:
+            if p.type == R.PUBLISH:
+                self.assertTrue(p.dup)
+                self.assertIn(p.payload, mine)
+
+    def test_a_refused_message_is_not_offered_to_another_member(self):
+        # [MQTT-4.8.2-6]: a PUBACK >= 0x80 from the chosen member discards the message.
+        refuser = self.raw5("refuser")
+        refuser.subscribe([("$share/g/no/t", 1)])
+        keep = self.paho5("keep3")
+        keep.subscribe("$share/g/no/t", qos=1)
+        n = 6
+        payloads = [f"no {i}".encode() for i in range(n)]
+        self.publish("no/t", payloads)
+        held = self.raw_publishes(refuser)
+        self.assertGreater(len(held), 0)
+        for p in held:
+            refuser.send(R.ack5(R.PUBACK, p.packet_id, 0x80))
+        refuser.ping()
+        refuser.close()
+        got = drain([keep], n - len(held))[keep]
+        self.assertEqual(sorted(got), sorted(p for p in payloads
+                                             if p not in {h.payload for h in held}))
 
     @skip_if_mosquitto("Mosquitto gives an offline persistent member its turn (queued "
                        "in its session) while other members are online")
