@@ -486,6 +486,8 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   flow_.forget_session(*session);  // publishers waiting on it go on
   client.session = nullptr;
   session->detach(now_ms);
+  // (Not at shutdown: every member is going, the messages stay where they are.)
+  if (!shared_.empty() && !shutting_down_) move_shared_messages(*session, false);
   // A 5.0 client may end its session at DISCONNECT (Session Expiry Interval 0).
   const bool kept = !session->clean() && !(client.v5() && client.v5()->session_expiry == 0);
   if (kept) {
@@ -700,7 +702,8 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
     else store_retained(msg);
   }
   const std::vector<RouteTarget*>& targets = router_.matches(topic);
-  const bool matched = !targets.empty();
+  bool matched = !targets.empty();
+  if (!shared_.empty() && route_shared(topic, payload, qos, msg, source)) matched = true;
   size_t inline_count = targets.size();
   if (!fanouts_.empty()) inline_count = 0;  // behind a fan-out in progress: keep the order
   else if (inline_count > kSliceBudget) inline_count = kSliceBudget;
@@ -904,8 +907,13 @@ bool Broker::has_work() const {
 }
 
 void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
-  for (const auto& t : s.topics)
+  for (const auto& t : s.topics) {
     if (too_deep(client, t.filter)) return;
+    if (t.no_local && t.filter.starts_with("$share/")) {
+      protocol_violation(client, "No Local on a shared subscription");  // [MQTT-3.8.3-4]
+      return;
+    }
+  }
   SubscribeState state;
   state.packet_id = s.packet_id;
   state.v5 = is_v5(client);
@@ -976,14 +984,12 @@ Broker::Progress Broker::continue_subscribe(Client& client, SubscribeState& s, s
       s.codes.push_back(s.v5 ? reason::kQuotaExceeded : codec::kSubackFailure);
       continue;
     }
-    if (s.v5 && filter.starts_with("$share/")) {
-      // The CONNACK said Shared Subscription Available 0 (3.1.1 has no such filters:
-      // there it is an ordinary one).
-      s.codes.push_back(reason::kSharedSubscriptionsNotSupported);
-      continue;
-    }
+    if (refuse_invalid_share(client, s, filter)) continue;
     AuthRequest req;
-    req.topic = filter;
+    // A shared subscription is authorised on its Topic Filter: it gets (some of) the
+    // messages that filter would, so the same ACL rules apply.
+    SharedFilter shared;
+    req.topic = parse_shared_filter(filter, shared) == ShareParse::kValid ? shared.filter : filter;
     req.action = AuthAction::kSubscribe;
     req.qos = qos;
     req.may_defer = true;
@@ -1005,7 +1011,17 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
     if (s.v5 && s.reason_string.empty()) s.reason_string = auth.reason_string;
     return;
   }
-  router_.subscribe(&session, filter, qos);
+  if (!index_subscribe(session, filter, qos)) {
+    CLIENT_LOG(log::Level::kWarning, client,
+               "subscription to %s refused: %zu shared subscription groups exist (the most "
+               "there can be)",
+               log::quote(filter).c_str(), SharedSubscriptions::kMaxGroups);
+    s.codes.push_back(s.v5 ? reason::kQuotaExceeded : codec::kSubackFailure);
+    return;
+  }
+  // No retained messages on a shared subscription (3.3.1.3: only "when a new Non-shared
+  // Subscription is made").
+  if (filter.starts_with("$share/")) s.no_retained.push_back(s.next);
   const bool added =
       s.v5 ? session.add_subscription(filter, qos, s.options[s.next], s.subscription_id)
            : session.add_subscription(filter, qos);
@@ -1062,7 +1078,7 @@ void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
   Session& session = *client.session;
   std::vector<uint8_t> codes;  // 5.0: one per filter [MQTT-3.11.3-1]
   for (auto filter : u.filters) {
-    router_.unsubscribe(&session, filter);
+    index_unsubscribe(session, filter);
     const bool existed = session.remove_subscription(filter);
     if (existed && persistence_ && !session.clean())
       persistence_->remove_subscription(session, filter);
@@ -1125,8 +1141,9 @@ void Broker::set_session_clean(Session& session, bool clean) {
 void Broker::destroy_session(Session* session) {
   offline_.remove(session);
   if (!drop_episodes_.empty()) end_drop_episode(*session, "until its session ended");
+  if (!shared_.empty() && !shutting_down_) move_shared_messages(*session, true);
   session->for_each_subscription(
-      [&](const std::string& filter, uint8_t) { router_.unsubscribe(session, filter); });
+      [&](const std::string& filter, uint8_t) { index_unsubscribe(*session, filter); });
   if (!session->clean()) {
     persistent_sessions_--;
     if (persistence_) persistence_->remove_session(*session);

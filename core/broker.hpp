@@ -22,6 +22,7 @@
 #include "router.hpp"
 #include "session.hpp"
 #include "session_store.hpp"
+#include "shared_subscriptions.hpp"
 
 namespace mqgate {
 
@@ -295,6 +296,35 @@ class Broker {
   bool detach_client(Client& client, const char* reason, uint64_t now_ms);
   void destroy_session(Session* session);
   std::string generate_client_id();
+
+  // --- shared subscriptions (broker_shared.cpp) -----------------------------------------
+  // Adds / removes a subscription in the index it belongs to: the router, or the shared
+  // groups for `$share/<ShareName>/<filter>`. index_subscribe is false when a new group
+  // would pass SharedSubscriptions::kMaxGroups.
+  bool index_subscribe(Session& session, std::string_view filter, uint8_t qos);
+  bool index_unsubscribe(Session& session, std::string_view filter);
+  // A `$share/` filter that breaks [MQTT-4.8.2-1]/[MQTT-4.8.2-2]: its SUBACK code is
+  // pushed (0x8F; 3.1.1: 0x80) and true returned.
+  bool refuse_invalid_share(Client& client, SubscribeState& s, std::string_view filter);
+  // Gives `msg` (the publication, QoS `qos`) to one member of each shared group matching
+  // `topic`; creates `msg` if null. Returns whether any group matched.
+  bool route_shared(std::string_view topic, std::string_view payload, uint8_t qos, MessagePtr& msg,
+                    Client* source);
+  // The member to give a message of QoS `qos` to, never `exclude` (see
+  // SharedSubscriptions::choose); null if there is none.
+  SharedSubscriptions::Member* choose_member(SharedSubscriptions::Group& group, uint8_t qos,
+                                             const Session* exclude);
+  // Online, not congested, and (QoS 1/2) with room in its window and nothing queued.
+  bool member_usable(const Session& session, uint8_t qos) const;
+  void deliver_shared(SharedSubscriptions::Group& group, SharedSubscriptions::Member& member,
+                      uint8_t qos, const MessagePtr& msg, Client* source);
+  // `session`'s client went away (or its session ends: `session_ends`): its messages of
+  // shared subscriptions that are queued, or QoS 1 and unacknowledged, move to other
+  // members of their groups (online ones, unless the session ends), in the store too.
+  void move_shared_messages(Session& session, bool session_ends);
+  // After restore(): tags the restored messages of shared subscriptions with their group.
+  void retag_shared_messages(Session& session);
+  SharedSubscriptions shared_;
 
   // --- persistence hooks (broker_persistence.cpp) ---------------------------------------
   // Sends a PUBACK/PUBREC/PUBCOMP: at once, or, when `durable` (the packet changed the

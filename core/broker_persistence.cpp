@@ -225,7 +225,7 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
   for (const store::SubscriptionRecord& r : state.subscriptions) {
     Session* s = sessions_->find(r.client_id);
     if (s == nullptr) continue;  // of an expired session (removed with it)
-    router_.subscribe(s, r.filter, r.qos);
+    index_subscribe(*s, r.filter, r.qos);
     s->add_subscription(r.filter, r.qos);
     ++subscriptions;
   }
@@ -249,6 +249,9 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
                         static_cast<SessionJournal::OutState>(r.state));
     ++queued;
   }
+  if (!shared_.empty())
+    for (const store::SessionRecord& r : state.sessions)
+      if (Session* s = sessions_->find(r.client_id)) retag_shared_messages(*s);
   for (const store::IncomingQos2Record& r : state.incoming_qos2)
     if (Session* s = sessions_->find(r.client_id)) s->restore_incoming_qos2(r.packet_id);
   for (auto& [id, msg] : bodies)

@@ -68,6 +68,10 @@ class FlowControl {
     return it != congested_.end() && it->second.shedding;
   }
   void count_shed(const Session& session);
+  // The subscriber is past its high-water mark (shared subscriptions prefer others).
+  bool is_congested(const Session& session) const {
+    return !congested_.empty() && congested_.count(&session) != 0;
+  }
 
   // Clients to resume now (their count reached 0); the caller calls Client::hold(false)
   // unless something else still holds them. Takes them out.

@@ -138,7 +138,7 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   if (!info.response_information.empty()) p.response_information = info.response_information;
   p.wildcard_subscription_available = 1;
   p.subscription_identifier_available = 1;
-  p.shared_subscription_available = 0;
+  p.shared_subscription_available = 1;
   codec::encode_connack_v5(out, session_present, reason::kSuccess, p);
 }
 

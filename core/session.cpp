@@ -86,11 +86,11 @@ void Session::restore_outgoing(MessagePtr msg, uint32_t seq, uint8_t qos, bool r
   Flow& f = flow();
   f.last_seq = std::max(f.last_seq, seq);
   if (state == SessionJournal::OutState::kQueued) {
-    f.queue.push_back({std::move(msg), seq, qos, retain});
+    f.queue.push_back({std::move(msg), seq, qos, retain, 0});
     return;
   }
   f.inflight.push_back({std::move(msg), seq, packet_id, qos, retain,
-                        static_cast<OutState>(static_cast<uint8_t>(state) - 1)});
+                        static_cast<OutState>(static_cast<uint8_t>(state) - 1), 0});
   // New identifiers continue after the restored ones (none is reused while in flight).
   last_packet_id_ = std::max(last_packet_id_, packet_id);
 }
@@ -153,7 +153,7 @@ void Session::deliver_qos0(std::string_view topic, std::string_view payload, boo
 }
 
 void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
-                      size_t max_backlog, DeliveryStats& stats) {
+                      size_t max_backlog, DeliveryStats& stats, uint16_t share) {
   std::optional<uint32_t> left;
   if (!expiry_left(*msg, limits.now_ms, left)) {
     stats.messages_dropped++;
@@ -172,7 +172,7 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
       f.inflight.size() < mqtt5::send_window(client_, limits.max_inflight)) {
     const uint16_t id = next_packet_id();
     f.inflight.push_back({msg, ++f.last_seq, id, qos, retain,
-                          qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+                          qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec, share});
     if (j) journal_put(j, f.inflight.back(), true);
     stats.inflight_now++;
     send_publish(f.inflight.back(), false, stats, limits.now_ms);
@@ -184,7 +184,7 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     return;
   }
   compact_queue(f);
-  f.queue.push_back({msg, ++f.last_seq, qos, retain});
+  f.queue.push_back({msg, ++f.last_seq, qos, retain, share});
   if (j)
     j->put_outgoing(*this, f.last_seq, msg.get(), qos, retain, 0, SessionJournal::OutState::kQueued,
                     true);
@@ -285,7 +285,7 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
     }
     const uint16_t id = next_packet_id();
     f.inflight.push_back({std::move(q.msg), q.seq, id, q.qos, q.retain,
-                          q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec});
+                          q.qos == 1 ? OutState::kAwaitPuback : OutState::kAwaitPubrec, q.share});
     if (SessionJournal* j = journal(limits)) journal_put(j, f.inflight.back(), false);
     stats.queued_now--;
     stats.inflight_now++;
@@ -335,6 +335,23 @@ bool Session::on_pubcomp(uint16_t packet_id, const SessionLimits& limits, Delive
   stats.inflight_now--;
   fill_window(limits, stats);
   return true;
+}
+
+void Session::release_taken(const std::vector<Taken>& taken, const SessionLimits& limits) {
+  SessionJournal* j = journal(limits);
+  if (j == nullptr) return;
+  for (const Taken& t : taken) {
+    j->remove_outgoing(*this, t.seq);
+    if (t.msg) j->release_message(*t.msg);
+  }
+}
+
+void Session::untag_shared(uint16_t share) {
+  if (!flow_) return;
+  for (auto& o : flow_->inflight)
+    if (o.share == share) o.share = 0;
+  for (size_t i = flow_->queue_head; i < flow_->queue.size(); ++i)
+    if (flow_->queue[i].share == share) flow_->queue[i].share = 0;
 }
 
 void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats& stats) {

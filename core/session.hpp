@@ -137,6 +137,12 @@ class Session : public RouteTarget {
   Delivery match_options(std::string_view topic, bool own) const;
   // The Subscription Identifier of `filter` (0: none).
   uint32_t subscription_id(std::string_view filter) const;
+  // The subscription to `filter` (exactly), or null.
+  const Subscription* find_subscription(std::string_view filter) const {
+    if (!subscriptions_) return nullptr;
+    auto it = subscriptions_->find(filter);
+    return it == subscriptions_->end() ? nullptr : &it->second;
+  }
 
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
@@ -144,8 +150,10 @@ class Session : public RouteTarget {
   // subscription [MQTT-3.3.1-8, -9]. QoS 0 goes out at once if online (dropped when
   // offline or when the client's output backlog is over `max_backlog`).
   // QoS 1/2 messages are queued while offline or when the window is full.
+  // `share`: the id of the shared subscription group it came through (0: none); such
+  // QoS 1/2 entries can be taken back (take_shared) when the client goes away.
   void deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
-               size_t max_backlog, DeliveryStats& stats);
+               size_t max_backlog, DeliveryStats& stats, uint16_t share = 0);
   // QoS 0 fast path: sends an already-validated publish without creating a Message.
   // `props`: MQTT 5 properties for a 5.0 client (Message::props()).
   // `expiry`: 5.0 Message Expiry Interval left.
@@ -157,6 +165,69 @@ class Session : public RouteTarget {
   bool on_puback(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
   bool on_pubrec(uint16_t packet_id, const SessionLimits& limits);
   bool on_pubcomp(uint16_t packet_id, const SessionLimits& limits, DeliveryStats& stats);
+
+  // --- shared subscriptions: messages that move to another member ------------------
+  // A QoS 1/2 message given to this session through a shared subscription group.
+  struct Taken {
+    MessagePtr msg;
+    uint32_t seq;
+    uint8_t qos;
+    bool retain;
+    uint16_t share;  // the group's id
+  };
+  // Takes out the queued entries (never sent), and the QoS 1 ones sent and not yet
+  // acknowledged, that came through a group for which `wanted(share)` holds. A QoS 2
+  // message once sent stays: its delivery is completed with this client or not at all
+  // [MQTT-4.8.2-4, -5]. The store still holds them until release_taken(): the caller
+  // delivers them elsewhere first, so a crash in between never loses one.
+  template <typename Wanted>
+  std::vector<Taken> take_shared(Wanted&& wanted, DeliveryStats& stats) {
+    std::vector<Taken> taken;
+    if (!flow_) return taken;
+    Flow& f = *flow_;
+    auto take = [&](uint16_t share) { return share != 0 && wanted(share); };
+    for (size_t i = 0; i < f.inflight.size();) {
+      Outgoing& o = f.inflight[i];
+      if (o.state == OutState::kAwaitPuback && take(o.share)) {
+        taken.push_back({std::move(o.msg), o.seq, o.qos, o.retain, o.share});
+        if (o.unsent) f.unsent--;
+        f.inflight.erase(f.inflight.begin() + static_cast<ptrdiff_t>(i));
+        stats.inflight_now--;
+      } else {
+        ++i;
+      }
+    }
+    std::vector<Queued> kept;
+    for (size_t i = f.queue_head; i < f.queue.size(); ++i) {
+      Queued& q = f.queue[i];
+      if (take(q.share)) {
+        taken.push_back({std::move(q.msg), q.seq, q.qos, q.retain, q.share});
+        stats.queued_now--;
+      } else {
+        kept.push_back(std::move(q));
+      }
+    }
+    if (kept.size() != f.queue.size() - f.queue_head) {
+      f.queue = std::move(kept);
+      f.queue_head = 0;
+    }
+    return taken;
+  }
+  // Removes what take_shared() took from the store (persistent sessions).
+  void release_taken(const std::vector<Taken>& taken, const SessionLimits& limits);
+  // Entries of group `share` are no longer tagged with it (the session left the group,
+  // whose id may be reused).
+  void untag_shared(uint16_t share);
+  // Tags the restored entries whose message `group_of(msg)` says came through a group
+  // (its id; 0: none): after a restart, they can move again.
+  template <typename GroupOf>
+  void retag_shared(GroupOf&& group_of) {
+    if (!flow_) return;
+    for (auto& o : flow_->inflight)
+      if (o.msg) o.share = group_of(*o.msg);
+    for (size_t i = flow_->queue_head; i < flow_->queue.size(); ++i)
+      flow_->queue[i].share = group_of(*flow_->queue[i].msg);
+  }
 
   // --- incoming QoS 2 -------------------------------------------------------------------
   // Records a QoS 2 PUBLISH; false if that identifier is already awaiting PUBREL
@@ -207,6 +278,7 @@ class Session : public RouteTarget {
     uint8_t qos;
     bool retain;
     OutState state;
+    uint16_t share;  // shared subscription group (0: none); in the padding
     // Sent on an earlier connection and not yet again on this one: a resumed client may
     // have a smaller Receive Maximum than it had (see resend_inflight).
     bool unsent = false;
@@ -216,7 +288,10 @@ class Session : public RouteTarget {
     uint32_t seq;
     uint8_t qos;
     bool retain;
+    uint16_t share;  // shared subscription group (0: none); in the padding
   };
+  static_assert(sizeof(Outgoing) == 24 && sizeof(Queued) == 16,
+                "the group tag costs no memory per message");
 
   // QoS 1/2 state, allocated on first use: most sessions of an idle broker never
   // need it, and an idle connection's memory is a budget.

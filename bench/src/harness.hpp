@@ -66,6 +66,9 @@ struct Options {
   bool open_loop = false;
   double sub_rate = 0;
   int stall_subscribers = 0;
+  // Non-empty: subscribers subscribe to $share/<shared>/<topic>, one group per topic;
+  // each message is owed once to its group, not to each subscriber.
+  std::string shared;
 
   // idle
   int connections = 1000;

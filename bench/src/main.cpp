@@ -108,7 +108,9 @@ int main(int argc, char** argv) {
       ("sub-rate", "each subscriber reads at most this many msg/s (0: as fast as it can)",
        cxxopts::value<double>()->default_value("0"))
       ("stall-subscribers", "the first N subscribers stop reading after their SUBACK",
-       cxxopts::value<int>()->default_value("0"));
+       cxxopts::value<int>()->default_value("0"))
+      ("shared", "subscribers share each topic: $share/NAME/<topic> (each message once per "
+       "topic's group)", cxxopts::value<std::string>()->default_value(""));
   options.add_options("idle")
       ("connections", "connections to open and hold (at most ~15000 with ulimit -n 20000)",
        cxxopts::value<int>()->default_value("1000"))
@@ -184,6 +186,7 @@ int main(int argc, char** argv) {
     o.open_loop = args.count("open-loop") > 0;
     o.sub_rate = args["sub-rate"].as<double>();
     o.stall_subscribers = args["stall-subscribers"].as<int>();
+    o.shared = args["shared"].as<std::string>();
     o.connections = args["connections"].as<int>();
     o.concurrency = args["concurrency"].as<int>();
     o.hold = args["hold"].as<double>();
@@ -237,6 +240,9 @@ int main(int argc, char** argv) {
   if (o.sub_rate < 0) return usage_error("--sub-rate must be >= 0");
   if (o.stall_subscribers < 0 || (o.stall_subscribers > 0 && o.stall_subscribers >= o.subscribers))
     return usage_error("--stall-subscribers must leave at least one subscriber reading");
+  if (!o.shared.empty() && (o.stall_subscribers > 0 ||
+                            o.shared.find_first_of("/+#") != std::string::npos))
+    return usage_error("--shared: a name without '/', '+', '#', and no --stall-subscribers");
   if (o.connections < 1 || o.connections > 100000)
     return usage_error("--connections must be 1..100000");
   if (o.concurrency < 1) return usage_error("--concurrency must be positive");

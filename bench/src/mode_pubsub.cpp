@@ -54,6 +54,7 @@ struct Shared {
   std::vector<std::unique_ptr<PubShared>> pubs;
   std::vector<std::string> topics;
   std::string v5_props;  // -V 5: every PUBLISH's property block, encoded once
+  std::vector<std::string> filters;  // per topic: itself, or $share/<--shared>/<topic>
 };
 
 struct PsStats {
@@ -333,7 +334,7 @@ class Subscriber final : public Base {
   Subscriber(Worker& w, Harness& h, Shared& shared, PsStats& stats, uint32_t id)
       : Base(w, h, shared, stats),
         id_(id),
-        filter_(shared.topics[id % shared.topics.size()]),
+        filter_(shared.filters[id % shared.filters.size()]),
         tracks_(shared.pubs.size()),
         pending_(shared.pubs.size(), 0),
         stall_(static_cast<int>(id) < shared.o->stall_subscribers),
@@ -529,6 +530,33 @@ struct PsWorker {
 
 }  // namespace
 
+// --shared: each publisher's messages are owed once to its topic's group, so what the
+// members saw is merged (a message two members got is a duplicate).
+void shared_verdict(const Options& o, const Shared& shared,
+                    const std::vector<std::unique_ptr<Subscriber>>& subs, uint64_t& expected,
+                    uint64_t& unique, uint64_t& dups) {
+  expected = unique = dups = 0;
+  for (size_t p = 0; p < shared.pubs.size(); p++) {
+    std::vector<uint64_t> seen;
+    bool any = false;
+    for (size_t s = 0; s < subs.size(); s++) {
+      if (static_cast<int>(s) % o.topics != static_cast<int>(p) % o.topics) continue;
+      any = true;
+      const Track& t = subs[s]->tracks()[p];
+      if (seen.size() < t.seen.size()) seen.resize(t.seen.size(), 0);
+      for (size_t w = 0; w < t.seen.size(); w++) {
+        dups += static_cast<uint64_t>(__builtin_popcountll(seen[w] & t.seen[w]));
+        seen[w] |= t.seen[w];
+      }
+      dups += t.duplicates;
+    }
+    if (!any) continue;
+    expected += shared.pubs[p]->sent.load();
+    for (uint64_t w : seen)
+      unique += static_cast<uint64_t>(__builtin_popcountll(w));
+  }
+}
+
 int run_pubsub(const Options& o) {
   Harness h(o);
   Shared shared;
@@ -537,11 +565,14 @@ int run_pubsub(const Options& o) {
   const std::string base = "bench/" + o.client_prefix + "/t";
   for (int t = 0; t < o.topics; t++)
     shared.topics.push_back(base + std::to_string(t));
+  for (const std::string& t : shared.topics)
+    shared.filters.push_back(o.shared.empty() ? t : "$share/" + o.shared + "/" + t);
   const size_t nw = h.workers().size();
   for (int p = 0; p < o.publishers; p++) {
     auto ps = std::make_unique<PubShared>();
     for (int s = 0; s < o.subscribers; s++)
       if (s % o.topics == p % o.topics && s >= o.stall_subscribers) ps->fanout++;
+    if (!o.shared.empty()) ps->fanout = std::min<uint64_t>(ps->fanout, 1);  // one group
     ps->worker = &h.worker(static_cast<size_t>(o.subscribers + p) % nw);
     shared.pubs.push_back(std::move(ps));
   }
@@ -864,6 +895,7 @@ int run_pubsub(const Options& o) {
     failures_seen.add(s->failures);
     stalls += s->stalls.get();
   }
+  if (!o.shared.empty()) shared_verdict(o, shared, subs, expected, unique, dups);
   const uint64_t missing = expected > unique ? expected - unique : 0;
   uint64_t sent_total = 0;
   for (auto& ps : shared.pubs)

@@ -6,9 +6,8 @@ on the same topics. Real clients (paho-mqtt 1.6 with protocol=MQTTv5, mosquitto_
 
 Where Mosquitto (2.0, Debian 12) deviates or announces other capabilities, the test is
 marked skip_if_mosquitto:
-- CONNACK properties: Mosquitto offers shared subscriptions (mqgate does not yet: it
-  announces 0), and other limits.
-- `$share/` filters: supported by Mosquitto (SUBACK 0x9E from mqgate).
+- CONNACK properties: Mosquitto announces other limits. (Shared subscriptions:
+  test_mqtt5_shared.py.)
 - Overlapping subscriptions: Mosquitto sends one copy per subscription, mqgate one copy
   with every Subscription Identifier (both allowed, 3.3.4).
 - Server DISCONNECT reason codes on errors (0x81, 0x82, 0x8E, all a MAY in the spec):
@@ -128,7 +127,7 @@ class Mqtt5Test(brokers.MqttTestCase):
         self.assertEqual(p.get(R.RETAIN_AVAILABLE), 1)
         self.assertEqual(p.get(R.WILDCARD_AVAILABLE), 1)
         self.assertEqual(p.get(R.SUBSCRIPTION_ID_AVAILABLE), 1)
-        self.assertEqual(p.get(R.SHARED_AVAILABLE), 0)
+        self.assertEqual(p.get(R.SHARED_AVAILABLE), 1)
         self.assertEqual(p.get(R.RECEIVE_MAXIMUM), 20)  # max_inflight_messages
         self.assertEqual(p.get(R.MAXIMUM_PACKET_SIZE), 1024 * 1024)
         self.assertNotIn(R.MAXIMUM_QOS, p)  # QoS 2 is supported
@@ -255,11 +254,6 @@ class Mqtt5Test(brokers.MqttTestCase):
     def test_suback_granted_qos(self):
         c = self.raw5_ok("suback")
         self.assertEqual(c.subscribe([("s/0", 0), ("s/1", 1), ("s/2", 2)]), [0, 1, 2])
-
-    @skip_if_mosquitto("Mosquitto supports shared subscriptions")
-    def test_shared_subscription_not_supported(self):
-        c = self.raw5_ok("share")
-        self.assertEqual(c.subscribe([("$share/g/t", 1), ("t", 1)]), [0x9E, 1])
 
     def test_subscription_identifiers(self):
         # [MQTT-3.3.4-3]: the identifiers of every matching subscription, with the

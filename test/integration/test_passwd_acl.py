@@ -299,6 +299,12 @@ class AclTest(BrokerTestCase):
                          [1, 1, 128])  # clients/a1/# reaches the denied clients/a1/admin
         self.assertEqual({t for t, _p, _r in drain(alice)}, {"alice/x"})
 
+    def test_shared_subscription_is_authorised_on_its_filter(self):
+        # $share/<name>/<filter> gets (some of) the messages of <filter>: the same rules.
+        anon = self.client("anon3")
+        self.assertEqual(paho_subscribe(anon, ["$share/g/public/news/#", "$share/g/public/#"]),
+                         [1, 128])
+
     def test_sighup_broken_acl_keeps_the_old_rules(self):
         with open(os.path.join(self.tmp, "acl"), "a") as f:
             f.write("topic reed x\n")

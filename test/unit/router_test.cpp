@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "mqtt5.hpp"
 #include "router.hpp"
+#include "session.hpp"
+#include "shared_subscriptions.hpp"
 #include "topic.hpp"
 
 using namespace mqgate;
@@ -225,4 +228,141 @@ TEST_CASE("retained store caps: count and bytes, replacing and clearing always f
   CHECK(r.retained_count() == 1);
   CHECK(r.retained_bytes() == 6);
   CHECK(r.retain(Message::create("c", "1", 0, true), 2, 100) == Router::RetainResult::kStored);
+}
+
+// --- shared subscriptions ($share/<ShareName>/<filter>) ---------------------------------
+
+TEST_CASE("shared filters: ShareName and filter parts, and the invalid forms") {
+  SharedFilter p;
+  CHECK(parse_shared_filter("a/b", p) == ShareParse::kNotShared);
+  CHECK(parse_shared_filter("$sharex/g/t", p) == ShareParse::kNotShared);
+  REQUIRE(parse_shared_filter("$share/g/a/+/#", p) == ShareParse::kValid);
+  CHECK(p.share == "g");
+  CHECK(p.filter == "a/+/#");
+  REQUIRE(parse_shared_filter("$share/g//", p) == ShareParse::kValid);  // filter "/"
+  CHECK(p.filter == "/");
+  // [MQTT-4.8.2-1], [MQTT-4.8.2-2]
+  for (const char* bad : {"$share/", "$share/g", "$share//t", "$share/+/t", "$share/#", "$share/g/",
+                          "$share/a+/t", "$share/#/t"})
+    CHECK_MESSAGE(parse_shared_filter(bad, p) == ShareParse::kInvalid, bad);
+}
+
+TEST_CASE("shared groups: identity is (ShareName, filter); a group goes with its last member") {
+  SharedSubscriptions sh;
+  Session a("a", true), b("b", true);
+  SharedFilter g1, g2;
+  REQUIRE(parse_shared_filter("$share/g1/t/+", g1) == ShareParse::kValid);
+  REQUIRE(parse_shared_filter("$share/g2/t/+", g2) == ShareParse::kValid);
+  CHECK(sh.empty());
+  CHECK(sh.subscribe(&a, "$share/g1/t/+", g1, 1) == SharedSubscriptions::AddResult::kAdded);
+  CHECK(sh.subscribe(&a, "$share/g1/t/+", g1, 2) == SharedSubscriptions::AddResult::kReplaced);
+  CHECK(sh.subscribe(&b, "$share/g1/t/+", g1, 0) == SharedSubscriptions::AddResult::kAdded);
+  CHECK(sh.subscribe(&b, "$share/g2/t/+", g2, 0) == SharedSubscriptions::AddResult::kAdded);
+  CHECK(sh.group_count() == 2);
+  const auto& m = sh.matches("t/x");
+  REQUIRE(m.size() == 2);  // each group once
+  CHECK(sh.matches("u/x").empty());
+  CHECK(sh.matches("t").empty());
+  const auto* grp = sh.find("$share/g1/t/+");
+  REQUIRE(grp != nullptr);
+  REQUIRE(grp->members.size() == 2);
+  CHECK(grp->members[0].qos == 2);
+  const uint16_t id = grp->id;
+  CHECK(sh.group(id) == grp);
+  CHECK(sh.unsubscribe(&a, "$share/g1/t/+", g1) == id);
+  CHECK(sh.unsubscribe(&a, "$share/g1/t/+", g1) == 0);
+  CHECK(sh.unsubscribe(&b, "$share/g1/t/+", g1) == id);
+  CHECK(sh.group(id) == nullptr);
+  CHECK(sh.find("$share/g1/t/+") == nullptr);
+  CHECK(sh.matches("t/x").size() == 1);
+  CHECK(sh.unsubscribe(&b, "$share/g2/t/+", g2) != 0);
+  CHECK(sh.empty());
+  CHECK(sh.matches("t/x").empty());
+}
+
+TEST_CASE("shared groups: round robin skips members that cannot take a message") {
+  SharedSubscriptions sh;
+  Session a("a", true), b("b", true), c("c", true);
+  SharedFilter f;
+  REQUIRE(parse_shared_filter("$share/g/t", f) == ShareParse::kValid);
+  for (Session* s : {&a, &b, &c})
+    sh.subscribe(s, "$share/g/t", f, 1);
+  auto& g = *static_cast<SharedSubscriptions::Group*>(sh.matches("t").front());
+  auto all = [](const SharedSubscriptions::Member&) { return true; };
+  std::vector<Session*> order;
+  for (int i = 0; i < 6; ++i)
+    order.push_back(sh.choose(g, nullptr, all)->session);
+  CHECK(order == std::vector<Session*>{&a, &b, &c, &a, &b, &c});
+  // b cannot take it: a and c alternate.
+  auto not_b = [&](const SharedSubscriptions::Member& m) { return m.session != &b; };
+  order.clear();
+  for (int i = 0; i < 4; ++i)
+    order.push_back(sh.choose(g, nullptr, not_b)->session);
+  CHECK(order == std::vector<Session*>{&a, &c, &a, &c});
+  // Nobody can: round robin anyway, never the excluded one.
+  auto none = [](const SharedSubscriptions::Member&) { return false; };
+  order.clear();
+  for (int i = 0; i < 4; ++i)
+    order.push_back(sh.choose(g, &a, none)->session);
+  CHECK(order == std::vector<Session*>{&b, &c, &b, &c});
+  // Only the excluded member: nobody.
+  sh.unsubscribe(&b, "$share/g/t", f);
+  sh.unsubscribe(&c, "$share/g/t", f);
+  CHECK(sh.choose(g, &a, all) == nullptr);
+  CHECK(sh.choose(g, nullptr, all)->session == &a);
+}
+
+TEST_CASE("shared groups: ids of gone groups are reused") {
+  SharedSubscriptions sh;
+  Session a("a", true);
+  SharedFilter f1, f2, f3;
+  parse_shared_filter("$share/g/1", f1);
+  parse_shared_filter("$share/g/2", f2);
+  parse_shared_filter("$share/g/3", f3);
+  sh.subscribe(&a, "$share/g/1", f1, 0);
+  sh.subscribe(&a, "$share/g/2", f2, 0);
+  const uint16_t id1 = sh.find("$share/g/1")->id;
+  CHECK(id1 != 0);
+  CHECK(sh.find("$share/g/2")->id != id1);
+  sh.unsubscribe(&a, "$share/g/1", f1);
+  sh.subscribe(&a, "$share/g/3", f3, 0);
+  CHECK(sh.find("$share/g/3")->id == id1);
+}
+
+TEST_CASE("shared groups: a member's messages taken back are the unacknowledged ones") {
+  Session s("m", true);
+  SessionLimits limits;
+  DeliveryStats stats;
+  // Offline: queued. Two through group 7, one through no group, one through group 9.
+  auto msg = [](const char* p) { return Message::create("t", p, 1, false); };
+  s.deliver(msg("a"), 1, false, limits, 0, stats, 7);
+  s.deliver(msg("b"), 1, false, limits, 0, stats, 0);
+  s.deliver(msg("c"), 1, false, limits, 0, stats, 9);
+  s.deliver(msg("d"), 1, false, limits, 0, stats, 7);
+  CHECK(stats.queued_now == 4);
+  auto taken = s.take_shared([](uint16_t id) { return id == 7; }, stats);
+  REQUIRE(taken.size() == 2);
+  CHECK(taken[0].msg->payload() == "a");
+  CHECK(taken[1].msg->payload() == "d");
+  CHECK(s.queued_count() == 2);
+  CHECK(stats.queued_now == 2);
+  s.untag_shared(9);
+  CHECK(s.take_shared([](uint16_t) { return true; }, stats).empty());
+}
+
+TEST_CASE("a moved message loses the Subscription Identifiers of its former member") {
+  const MessagePtr plain = Message::create("t", "p", 1, false);
+  CHECK(without_subscription_ids(plain).get() == plain.get());
+  codec::Properties p;
+  p.content_type = "text/plain";
+  p.user_properties.emplace_back("k", "v");
+  const MessagePtr m = Message::create("t", "p", 1, true, mqtt5::forwarded_properties(p), 12345);
+  const uint32_t ids[] = {5, 300};
+  const MessagePtr with = mqtt5::with_subscription_ids(*m, ids);
+  CHECK(with->props() != m->props());
+  const MessagePtr back = without_subscription_ids(with);
+  CHECK(back->props() == m->props());
+  CHECK(back->payload() == "p");
+  CHECK(back->retain());
+  CHECK(back->expires_at_ms() == 12345);
 }
