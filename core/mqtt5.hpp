@@ -31,6 +31,9 @@ struct ClientState {
   std::vector<std::pair<std::string, std::string>> user_properties;  // in order
   // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them.
   std::vector<std::string> topic_aliases;
+  // The will's Will Delay Interval (s) and Message Expiry Interval (3.1.3.2).
+  uint32_t will_delay = 0;
+  std::optional<uint32_t> will_expiry;
 };
 
 // Topic aliases a client may set (CONNACK Topic Alias Maximum): bounds the table above.

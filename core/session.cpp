@@ -316,3 +316,52 @@ void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats&
 }
 
 }  // namespace mqgate
+
+namespace mqgate {
+
+void OfflineSessions::schedule(Session* s, uint64_t expires_at_ms) {
+  remove(s);
+  s->expires_at_ms_ = expires_at_ms;
+  heap_.push_back(s);
+  s->offline_index_ = static_cast<uint32_t>(heap_.size() - 1);
+  sift_up(s->offline_index_);
+}
+
+void OfflineSessions::remove(Session* s) {
+  const uint32_t i = s->offline_index_;
+  if (i == Session::kNotListed) return;
+  s->offline_index_ = Session::kNotListed;
+  Session* last = heap_.back();
+  heap_.pop_back();
+  if (last == s) return;
+  place(i, last);
+  sift_up(i);
+  sift_down(last->offline_index_);
+}
+
+void OfflineSessions::sift_up(uint32_t i) {
+  Session* s = heap_[i];
+  while (i > 0) {
+    const uint32_t parent = (i - 1) / 2;
+    if (heap_[parent]->expires_at_ms_ <= s->expires_at_ms_) break;
+    place(i, heap_[parent]);
+    i = parent;
+  }
+  place(i, s);
+}
+
+void OfflineSessions::sift_down(uint32_t i) {
+  Session* s = heap_[i];
+  const auto n = static_cast<uint32_t>(heap_.size());
+  for (;;) {
+    uint32_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1]->expires_at_ms_ < heap_[child]->expires_at_ms_) ++child;
+    if (s->expires_at_ms_ <= heap_[child]->expires_at_ms_) break;
+    place(i, heap_[child]);
+    i = child;
+  }
+  place(i, s);
+}
+
+}  // namespace mqgate

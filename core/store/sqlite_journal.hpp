@@ -62,6 +62,9 @@ class SqliteJournal final : public Journal {
   SqliteJournal() = default;
   bool exec(const char* sql, std::string& error);
   bool prepare_statements(std::string& error);
+  bool has_column(const char* table, const char* column);
+  // Schema 1 (before MQTT 5 fields) to the current one, in place.
+  bool migrate_from_1(std::string& error);
   bool apply(const Mutation& m);
   void run();  // the writer thread
   static void skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip);
