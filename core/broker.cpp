@@ -440,7 +440,8 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
 
 void Broker::check_expiry(uint64_t now_ms) {
   expiry_due_ = (!offline_.empty() && offline_.front()->expires_at_ms() <= now_ms) ||
-                (!will_order_.empty() && will_order_.begin()->first <= now_ms);
+                (!will_order_.empty() && will_order_.begin()->first <= now_ms) ||
+                (!retained_expiry_.empty() && retained_expiry_.begin()->first <= now_ms);
 }
 
 bool Broker::expire_sessions(uint64_t now_ms, size_t& budget) {
@@ -456,7 +457,8 @@ bool Broker::expire_sessions(uint64_t now_ms, size_t& budget) {
     budget -= std::min(budget, 1 + s->subscription_count());
     destroy_session(s);  // its delayed will goes now [MQTT-3.1.3-9]
   }
-  return publish_due_wills(now_ms, budget);
+  const bool more_wills = publish_due_wills(now_ms, budget);
+  return expire_retained(now_ms, budget) || more_wills;
 }
 
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {
@@ -706,6 +708,7 @@ void Broker::store_retained(const MessagePtr& msg) {
       router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes);
   if (r != Router::RetainResult::kRefused) {
     retained_full_ = false;
+    track_retained_expiry(*msg);
     if (persistence_) {
       if (r == Router::RetainResult::kStored)
         persistence_->put_retained(*msg);

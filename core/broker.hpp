@@ -302,6 +302,13 @@ class Broker {
   // At most one per session (bounded like the session count; each under max_packet_size).
   std::unordered_map<const Session*, DelayedWill> delayed_wills_;
   std::set<std::pair<uint64_t, const Session*>> will_order_;  // by due time
+  // Retained messages with a Message Expiry, removed from the store (and disk) once it
+  // passes, so they do not pile up: topic -> expiry, and the same ordered by expiry.
+  void track_retained_expiry(const Message& msg);
+  // Removes the retained messages expired by `now_ms` within `budget`; true if more are.
+  bool expire_retained(uint64_t now_ms, size_t& budget);
+  std::unordered_map<std::string, uint64_t> retained_expiry_of_;
+  std::set<std::pair<uint64_t, std::string>> retained_expiry_;
   // Lets a connected client go: its will, its session (kept offline or destroyed).
   // Returns whether the session was kept.
   bool detach_client(Client& client, const char* reason, uint64_t now_ms);

@@ -261,9 +261,10 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
     MessagePtr msg =
         Message::create(r.topic, r.payload, r.qos, true, r.props, expires_at(r.expires_at_ms));
     if (router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes) ==
-        Router::RetainResult::kStored)
+        Router::RetainResult::kStored) {
+      track_retained_expiry(*msg);
       ++retained;
-    else
+    } else
       LOG_WARN(
           "stored retained message on %s not restored: over max_retained_messages or "
           "max_retained_bytes",

@@ -97,4 +97,39 @@ void Broker::route_will(const MessagePtr& will, std::optional<uint32_t> expiry) 
         nullptr, expires_at);
 }
 
+void Broker::track_retained_expiry(const Message& msg) {
+  const std::string_view topic = msg.topic();
+  auto it = retained_expiry_of_.find(std::string(topic));
+  if (it != retained_expiry_of_.end()) {  // replaced or cleared: its old expiry is moot
+    retained_expiry_.erase({it->second, it->first});
+    if (!msg.expires() || msg.payload().empty()) {
+      retained_expiry_of_.erase(it);
+      return;
+    }
+    it->second = msg.expires_at_ms();
+    retained_expiry_.emplace(it->second, it->first);
+    return;
+  }
+  if (!msg.expires() || msg.payload().empty()) return;
+  retained_expiry_of_.emplace(std::string(topic), msg.expires_at_ms());
+  retained_expiry_.emplace(msg.expires_at_ms(), std::string(topic));
+}
+
+bool Broker::expire_retained(uint64_t now_ms, size_t& budget) {
+  while (!retained_expiry_.empty() && retained_expiry_.begin()->first <= now_ms) {
+    if (budget == 0) return true;
+    --budget;
+    auto node = retained_expiry_.extract(retained_expiry_.begin());
+    const std::string& topic = node.value().second;
+    retained_expiry_of_.erase(topic);
+    const Message* m = router_.retained_message(topic);
+    if (m == nullptr || !m->expires() || m->expires_at_ms() > now_ms) continue;
+    // Cleared like an empty retained PUBLISH would [MQTT-3.3.2-5: not delivered after].
+    router_.retain(Message::create(topic, {}, 0, true));
+    if (persistence_) persistence_->remove_retained(topic);
+    LOG_DEBUG("retained message on %s expired: removed", log::quote(topic).c_str());
+  }
+  return false;
+}
+
 }  // namespace mqgate

@@ -224,3 +224,27 @@ class Mqtt5SessionTest(brokers.MqttTestCase):
         got = self.publishes(s, 0.7)
         self.assertEqual([(m.topic, m.payload) for m in got], [("ret/long", b"kept")])
         self.assertTrue(0 < R.prop(got[0], R.MESSAGE_EXPIRY) <= 300)
+
+    @skip_if_mosquitto("mqgate's log line and $SYS count")
+    def test_expired_retained_message_is_removed_from_the_store(self):
+        # Not only withheld: removed, so expired retained messages do not pile up.
+        self.broker = self.start_broker(sys_interval=1)
+        p = self.raw5("retpub2")
+        p.publish("gone/t", b"x", qos=1, retain=True, props=[(R.MESSAGE_EXPIRY, 1)])
+        deadline = time.monotonic() + 5
+        while 'retained message on "gone/t" expired: removed' not in self.broker.log():
+            self.assertLess(time.monotonic(), deadline, "not removed in time")
+            time.sleep(0.2)
+        # $SYS counts it no more: only the broker's own $SYS topics are retained.
+        s = self.raw5("sysreader")
+        s.subscribe([("$SYS/broker/retained messages/count", 0), ("$SYS/#", 0)])
+        got, end = list(s.pending), time.monotonic() + 1.2  # $SYS never goes quiet
+        while time.monotonic() < end:
+            try:
+                got.append(s.read_packet(timeout=max(0.01, end - time.monotonic())))
+            except R.NoPacket:
+                break
+        got = [m for m in got if m.type == R.PUBLISH]
+        topics = {m.topic: m.payload for m in got}
+        retained_sys = len({m.topic for m in got if m.retain})
+        self.assertEqual(int(topics["$SYS/broker/retained messages/count"]), retained_sys)

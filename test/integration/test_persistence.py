@@ -488,6 +488,19 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         r.subscribe([("mxr/#", 1)])
         self.assertEqual([p for p in r.read_all(0.5) if p.type == R.PUBLISH], [])
 
+    def test_expired_retained_message_is_removed_from_disk(self):
+        import sqlite3
+        b = self.start(log_level="debug")
+        p = self.raw5(b.port(), "rxpub")
+        p.publish("rx/t", b"x", qos=1, retain=True, props=[(R.MESSAGE_EXPIRY, 1)])
+        p.publish("rx/kept", b"y", qos=1, retain=True, packet_id=2)
+        b.wait_log(r'retained message on "rx/t" expired', timeout=5)
+        time.sleep(0.3)  # unacknowledged changes are on disk within one commit
+        db = sqlite3.connect(self.db)
+        rows = db.execute("SELECT topic FROM retained ORDER BY topic").fetchall()
+        db.close()
+        self.assertEqual(rows, [("rx/kept",)])
+
     def test_delayed_will_survives_a_restart(self):
         # [MQTT-3.1.3-9] across a restart: the will's due time is absolute.
         b = self.start()
