@@ -249,7 +249,8 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
   for (const store::IncomingQos2Record& r : state.incoming_qos2)
     if (Session* s = sessions_->find(r.client_id)) s->restore_incoming_qos2(r.packet_id);
   for (auto& [id, msg] : bodies)
-    if (msg->durable_refs() == 0) persistence_->remove_message_record(id);  // orphaned
+    if (msg->durable_refs() == 0)
+      persistence_->remove_message_record(id, !msg->props().empty());  // orphaned
   size_t retained = 0;
   size_t retained_expired = 0;
   for (const store::RetainedRecord& r : state.retained) {

@@ -90,9 +90,10 @@ void Persistence::remove_will_record(const std::string& client_id) {
   add(std::move(m));
 }
 
-void Persistence::remove_message_record(uint64_t id) {
+void Persistence::remove_message_record(uint64_t id, bool had_props) {
   Mutation m = of(Kind::kRemoveMessage);
   m.message.id = id;
+  if (had_props) m.message.props = "-";  // a marker: the properties row goes too
   add(std::move(m));
 }
 
@@ -140,7 +141,7 @@ void Persistence::remove_outgoing(const Session& s, uint32_t seq) {
 void Persistence::release_message(const Message& msg) {
   if (msg.durable_id() == 0) return;
   if (msg.drop_durable_ref() != 0) return;
-  remove_message_record(msg.durable_id());
+  remove_message_record(msg.durable_id(), !msg.props().empty());
   msg.set_durable_id(0);  // stored again if a later durable entry refers to it
 }
 

@@ -67,7 +67,8 @@ class Persistence final : public SessionJournal {
   void remove_will_record(const std::string& client_id);
 
   // --- loading ---------------------------------------------------------------------------
-  void remove_message_record(uint64_t id);
+  // `had_props`: the body has MQTT 5 properties (stored apart) to remove with it.
+  void remove_message_record(uint64_t id, bool had_props = false);
   void remove_outgoing_record(const std::string& client_id, uint64_t seq);
 
   // --- SessionJournal ---------------------------------------------------------------------

@@ -46,6 +46,7 @@ struct MessageRecord {
   uint8_t qos = 0;
   int64_t expires_at_ms = 0;  // 0: never (MQTT 5 message expiry, wall-clock ms)
   std::string props{};        // MQTT 5 forwarded properties (Message::props()); "" for none
+                              // (kRemoveMessage: non-empty if it had some to remove)
 };
 
 // One outgoing QoS 1/2 message of a session: queued, or in flight with its packet id.

@@ -18,7 +18,8 @@ namespace mqgate::store {
 
 namespace {
 
-// 2: MQTT 5 columns (nullable, last: NULL for 3.1.1 rows, which SQLite does not store)
+// 2: MQTT 5 fields: nullable columns for sessions and subscriptions, tables of their own
+// for message and retained properties (a 3.1.1 message's rows do not grow by a byte),
 // and the wills table. A version 1 file is migrated when opened.
 constexpr int kSchemaVersion = 2;
 
@@ -31,14 +32,17 @@ CREATE TABLE IF NOT EXISTS subscriptions(client_id TEXT NOT NULL, filter TEXT NO
   qos INTEGER NOT NULL, options INTEGER, subscription_id INTEGER,
   PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, topic TEXT NOT NULL,
-  payload BLOB NOT NULL, qos INTEGER NOT NULL, expires_at INTEGER NOT NULL, props BLOB);
+  payload BLOB NOT NULL, qos INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS message_props(id INTEGER PRIMARY KEY, props BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS outgoing(client_id TEXT NOT NULL, seq INTEGER NOT NULL,
   message_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
   packet_id INTEGER NOT NULL, state INTEGER NOT NULL, PRIMARY KEY(client_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS incoming(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
   PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retained(topic TEXT PRIMARY KEY, payload BLOB NOT NULL,
-  qos INTEGER NOT NULL, expires_at INTEGER NOT NULL, props BLOB) WITHOUT ROWID;
+  qos INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retained_props(topic TEXT PRIMARY KEY, props BLOB NOT NULL)
+  WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS wills(client_id TEXT PRIMARY KEY, topic TEXT NOT NULL,
   payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
   due_at INTEGER NOT NULL, props BLOB, expiry_interval INTEGER) WITHOUT ROWID;
@@ -50,8 +54,6 @@ const char* const kMigrationColumns[][3] = {
     {"sessions", "expiry_interval", "INTEGER"},
     {"subscriptions", "options", "INTEGER"},
     {"subscriptions", "subscription_id", "INTEGER"},
-    {"messages", "props", "BLOB"},
-    {"retained", "props", "BLOB"},
 };
 
 // One statement per Mutation::Kind, in enum order.
@@ -60,13 +62,13 @@ const char* const kStatements[] = {
     "DELETE FROM sessions WHERE client_id = ?1",
     "INSERT OR REPLACE INTO subscriptions VALUES(?1, ?2, ?3, ?4, ?5)",
     "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
-    "INSERT OR REPLACE INTO messages VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    "INSERT OR REPLACE INTO messages VALUES(?1, ?2, ?3, ?4, ?5)",
     "DELETE FROM messages WHERE id = ?1",
     "INSERT OR REPLACE INTO outgoing VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     "DELETE FROM outgoing WHERE client_id = ?1 AND seq = ?2",
     "INSERT OR REPLACE INTO incoming VALUES(?1, ?2)",
     "DELETE FROM incoming WHERE client_id = ?1 AND packet_id = ?2",
-    "INSERT OR REPLACE INTO retained VALUES(?1, ?2, ?3, ?4, ?5)",
+    "INSERT OR REPLACE INTO retained VALUES(?1, ?2, ?3, ?4)",
     "DELETE FROM retained WHERE topic = ?1",
     "INSERT OR REPLACE INTO wills VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     "DELETE FROM wills WHERE client_id = ?1",
@@ -80,6 +82,21 @@ const char* const kRemoveSessionContents[] = {
     "DELETE FROM outgoing WHERE client_id = ?1",
     "DELETE FROM incoming WHERE client_id = ?1",
     "DELETE FROM wills WHERE client_id = ?1",
+};
+constexpr size_t kRemoveSessionCount = std::size(kRemoveSessionContents);
+
+// MQTT 5 properties of message bodies and retained messages, in tables of their own.
+enum PropStatement : size_t {
+  kPutMessageProps,
+  kRemoveMessageProps,
+  kPutRetainedProps,
+  kRemoveRetainedProps
+};
+const char* const kPropStatements[] = {
+    "INSERT OR REPLACE INTO message_props VALUES(?1, ?2)",
+    "DELETE FROM message_props WHERE id = ?1",
+    "INSERT OR REPLACE INTO retained_props VALUES(?1, ?2)",
+    "DELETE FROM retained_props WHERE topic = ?1",
 };
 
 void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
@@ -292,6 +309,8 @@ bool SqliteJournal::prepare_statements(std::string& error) {
     if (!prepare(sql)) return false;
   for (const char* sql : kRemoveSessionContents)
     if (!prepare(sql)) return false;
+  for (const char* sql : kPropStatements)
+    if (!prepare(sql)) return false;
   return true;
 }
 
@@ -334,17 +353,19 @@ bool SqliteJournal::load(State& state, std::string& error) {
                                                 u8(s, 3),
                                                 static_cast<uint32_t>(sqlite3_column_int64(s, 4))});
                }) &&
-         query("SELECT id, topic, payload, qos, expires_at, props FROM messages ORDER BY id",
-               [&](sqlite3_stmt* s) {
-                 MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)),
-                                 column_text(s, 1),
-                                 column_text(s, 2),
-                                 u8(s, 3),
-                                 sqlite3_column_int64(s, 4),
-                                 column_text(s, 5)};
-                 state.next_message_id = std::max(state.next_message_id, m.id + 1);
-                 state.messages.push_back(std::move(m));
-               }) &&
+         query(
+             "SELECT m.id, m.topic, m.payload, m.qos, m.expires_at, p.props FROM messages m "
+             "LEFT JOIN message_props p ON p.id = m.id ORDER BY m.id",
+             [&](sqlite3_stmt* s) {
+               MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)),
+                               column_text(s, 1),
+                               column_text(s, 2),
+                               u8(s, 3),
+                               sqlite3_column_int64(s, 4),
+                               column_text(s, 5)};
+               state.next_message_id = std::max(state.next_message_id, m.id + 1);
+               state.messages.push_back(std::move(m));
+             }) &&
          query(
              "SELECT client_id, seq, message_id, qos, retain, packet_id, state FROM outgoing "
              "ORDER BY client_id, seq",
@@ -363,11 +384,13 @@ bool SqliteJournal::load(State& state, std::string& error) {
                [&](sqlite3_stmt* s) {
                  state.incoming_qos2.push_back({column_text(s, 0), u16(s, 1)});
                }) &&
-         query("SELECT topic, payload, qos, expires_at, props FROM retained",
-               [&](sqlite3_stmt* s) {
-                 state.retained.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2),
-                                           sqlite3_column_int64(s, 3), column_text(s, 4)});
-               }) &&
+         query(
+             "SELECT r.topic, r.payload, r.qos, r.expires_at, p.props FROM retained r "
+             "LEFT JOIN retained_props p ON p.topic = r.topic",
+             [&](sqlite3_stmt* s) {
+               state.retained.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2),
+                                         sqlite3_column_int64(s, 3), column_text(s, 4)});
+             }) &&
          query(
              "SELECT client_id, topic, payload, qos, retain, due_at, props, expiry_interval "
              "FROM wills",
@@ -454,10 +477,11 @@ bool SqliteJournal::apply(const Mutation& m) {
       bind_blob(s, 3, m.message.payload);
       sqlite3_bind_int(s, 4, m.message.qos);
       sqlite3_bind_int64(s, 5, m.message.expires_at_ms);
-      bind_optional_blob(s, 6, m.message.props);
+      if (!m.message.props.empty() && !apply_props(kPutMessageProps, m)) return false;
       break;
     case K::kRemoveMessage:
       sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      if (!m.message.props.empty() && !apply_props(kRemoveMessageProps, m)) return false;
       break;
     case K::kPutOutgoing:
       bind_text(s, 1, m.outgoing.client_id);
@@ -482,10 +506,13 @@ bool SqliteJournal::apply(const Mutation& m) {
       bind_blob(s, 2, m.retained.payload);
       sqlite3_bind_int(s, 3, m.retained.qos);
       sqlite3_bind_int64(s, 4, m.retained.expires_at_ms);
-      bind_optional_blob(s, 5, m.retained.props);
+      // Replaces the topic's previous message, which may have had properties.
+      if (!apply_props(m.retained.props.empty() ? kRemoveRetainedProps : kPutRetainedProps, m))
+        return false;
       break;
     case K::kRemoveRetained:
       bind_text(s, 1, m.retained.topic);
+      if (!apply_props(kRemoveRetainedProps, m)) return false;
       break;
     case K::kPutWill:
       bind_text(s, 1, m.will.client_id);
@@ -499,6 +526,30 @@ bool SqliteJournal::apply(const Mutation& m) {
       break;
     case K::kRemoveWill:
       bind_text(s, 1, m.will.client_id);
+      break;
+  }
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_DONE;
+}
+
+bool SqliteJournal::apply_props(size_t which, const Mutation& m) {
+  sqlite3_stmt* s = statements_[kStatementCount + kRemoveSessionCount + which];
+  switch (which) {
+    case kPutMessageProps:
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      bind_blob(s, 2, m.message.props);
+      break;
+    case kRemoveMessageProps:
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      break;
+    case kPutRetainedProps:
+      bind_text(s, 1, m.retained.topic);
+      bind_blob(s, 2, m.retained.props);
+      break;
+    default:
+      bind_text(s, 1, m.retained.topic);
       break;
   }
   const int rc = sqlite3_step(s);

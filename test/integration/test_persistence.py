@@ -574,6 +574,10 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         self._brokers.remove(b)
         db = sqlite3.connect(self.db)
         self.assertEqual(db.execute("SELECT value FROM meta WHERE key='schema'").fetchone(), (2,))
+        # A 3.1.1 message's rows are as before (5.0 properties live in a table of their own).
+        for table in ("messages", "retained"):
+            columns = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            self.assertEqual(len(columns), 5 if table == "messages" else 4, columns)
         db.close()
         b = self.start()  # and the migrated file opens again as it is
         b.wait_log(r"restored 1 persistent session")
