@@ -300,6 +300,10 @@ void Broker::handle_connect(Client& client, codec::Connect& c, uint64_t now_ms) 
   if (c.will)
     state.will = Message::create(c.will->topic, c.will->payload, c.will->qos, c.will->retain,
                                  v5 ? mqtt5::forwarded_properties(c.will->props) : std::string());
+  if (c.will && v5) {
+    client.v5()->will_delay = c.will->props.will_delay_interval.value_or(0);
+    client.v5()->will_expiry = c.will->props.message_expiry_interval;
+  }
   AuthResult auth = hooks_.authenticate(client, c);
   if (auth.pending) {
     await(client, Awaiting{std::move(state)});
@@ -393,6 +397,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
     session = nullptr;
   }
   const bool present = session != nullptr;
+  if (present) cancel_delayed_will(*session);  // back in time [MQTT-3.1.3-9]
   if (session == nullptr) session = sessions_->create(id, true);
   set_session_clean(*session, !c.keep_session);
   session->set_owner(std::move(identity));
@@ -405,6 +410,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
     encode_connack_v5(client, present, c);
   else
     codec::encode_connack(client.out(), present, ConnackCode::kAccepted);
+  note_session_expiry(client, *session);
   CLIENT_LOG(log::Level::kInfo, client,
              "connected (protocol level %u, clean session %d, keepalive %u s, session present %d%s%s)",
              c.protocol_level, c.clean_session ? 1 : 0, c.keepalive, present ? 1 : 0,
@@ -421,10 +427,10 @@ void Broker::encode_connack_v5(Client& client, bool present, const ConnectState&
   mqtt5::ConnackInfo info;
   info.receive_maximum = broker_receive_maximum();
   info.maximum_packet_size = limits_.max_packet_size;
-  // Sessions are kept for the broker's session_expiry (0: forever), not per client: a
-  // client asking for another interval is told the one that applies [MQTT-3.2.2-21].
+  // A session lasts what the client asked for, at most the broker's session_expiry (when
+  // set): a client asking for more is told the interval that applies [MQTT-3.2.2-21].
   const uint32_t requested = client.v5()->session_expiry;
-  const uint32_t applied = limits_.session_expiry == 0 ? 0xFFFFFFFFu : limits_.session_expiry;
+  const uint32_t applied = applied_session_expiry(requested);
   if (requested != 0 && requested != applied) {
     info.session_expiry = applied;
     info.session_expiry_differs = true;
@@ -478,20 +484,24 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   awaiting_.erase(&client);  // a decision that arrives now is moot (also on takeover)
   hooks_.forget(client);
   forget_held_acks(client);
-  if (!client.graceful && client.will && !shutting_down_) publish_will(client);
+  Session* session = client.session;
+  // A 5.0 client may end its session at DISCONNECT (Session Expiry Interval 0).
+  const bool kept = !session->clean() && !(client.v5() && client.v5()->session_expiry == 0);
+  // 5.0: a will with a delay waits while the session lives on [MQTT-3.1.3-9].
+  if (!client.graceful && client.will && !shutting_down_ &&
+      !(kept && delay_will(client, *session, now_ms)))
+    publish_will(client);
   client.will = MessagePtr();
   retained_jobs_.erase(&client);
-  Session* session = client.session;
   flow_.forget_client(client);
   flow_.forget_session(*session);  // publishers waiting on it go on
   client.session = nullptr;
   session->detach(now_ms);
   // (Not at shutdown: every member is going, the messages stay where they are.)
   if (!shared_.empty() && !shutting_down_) move_shared_messages(*session, false);
-  // A 5.0 client may end its session at DISCONNECT (Session Expiry Interval 0).
-  const bool kept = !session->clean() && !(client.v5() && client.v5()->session_expiry == 0);
   if (kept) {
-    offline_.push_back(session);
+    note_session_expiry(client, *session);  // DISCONNECT may have changed it
+    schedule_session_expiry(*session, now_ms);
     if (persistence_) persist_session(*session, false);
   } else
     destroy_session(session);
@@ -503,24 +513,26 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
 }
 
 void Broker::check_expiry(uint64_t now_ms) {
-  if (limits_.session_expiry == 0 || offline_.empty()) return;
-  expiry_due_ = now_ms - offline_.front()->offline_since_ms() >= uint64_t{limits_.session_expiry} * 1000;
+  expiry_due_ = (!offline_.empty() && offline_.front()->expires_at_ms() <= now_ms) ||
+                (!will_order_.empty() && will_order_.begin()->first <= now_ms) ||
+                (!retained_expiry_.empty() && retained_expiry_.begin()->first <= now_ms);
 }
 
 bool Broker::expire_sessions(uint64_t now_ms, size_t& budget) {
-  if (limits_.session_expiry == 0) return false;
-  const uint64_t max_age = uint64_t{limits_.session_expiry} * 1000;
-  // Oldest first: the list is in the order sessions went offline.
+  // The first to expire first: the heap is ordered by expiry time.
   while (!offline_.empty()) {
     Session* s = offline_.front();
-    if (now_ms - s->offline_since_ms() < max_age) return false;
+    if (s->expires_at_ms() > now_ms) break;
     if (budget == 0) return true;  // more next slice
-    LOG_INFO("session of client %s expired after %u s offline (session_expiry)",
-             log::quote(s->client_id()).c_str(), limits_.session_expiry);
+    LOG_INFO("session of client %s expired after %" PRIu64 " s offline (%s)",
+             log::quote(s->client_id()).c_str(), (now_ms - s->offline_since_ms()) / 1000,
+             s->protocol_level() == codec::kProtocolLevel5 ? "Session Expiry Interval"
+                                                           : "session_expiry");
     budget -= std::min(budget, 1 + s->subscription_count());
-    destroy_session(s);
+    destroy_session(s);  // its delayed will goes now [MQTT-3.1.3-9]
   }
-  return false;
+  const bool more_wills = publish_due_wills(now_ms, budget);
+  return expire_retained(now_ms, budget) || more_wills;
 }
 
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {
@@ -572,7 +584,7 @@ void Broker::publish_will(Client& client) {
     return;
   }
   CLIENT_LOG(log::Level::kDebug, client, "publishing will to %s", log::quote(will->topic()).c_str());
-  route(will->topic(), will->payload(), will->qos(), will->retain(), false, nullptr, will->props());
+  route_will(will, client.v5() ? client.v5()->will_expiry : std::nullopt);
 }
 
 AuthResult Broker::authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
@@ -787,6 +799,7 @@ void Broker::store_retained(const MessagePtr& msg) {
       router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes);
   if (r != Router::RetainResult::kRefused) {
     retained_full_ = false;
+    track_retained_expiry(*msg);
     if (persistence_) {
       if (r == Router::RetainResult::kStored)
         persistence_->put_retained(*msg);
@@ -1030,7 +1043,12 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
     const uint8_t rh = s.retain_handling[s.next];
     if (rh == 2 || (rh == 1 && !added)) s.no_retained.push_back(s.next);
   }
-  if (persistence_ && !session.clean()) persistence_->put_subscription(session, filter, qos);
+  if (persistence_ && !session.clean()) {
+    if (s.v5)
+      persistence_->put_subscription(session, filter, qos, s.options[s.next], s.subscription_id);
+    else
+      persistence_->put_subscription(session, filter, qos);
+  }
   s.codes.push_back(qos);
   CLIENT_LOG(log::Level::kDebug, client, "subscribed to %s (QoS %u)", log::quote(filter).c_str(),
              qos);
@@ -1153,6 +1171,8 @@ void Broker::destroy_session(Session* session) {
   auto& d = stats_.delivery;
   d.inflight_now -= std::min<uint64_t>(d.inflight_now, session->inflight_count());
   d.queued_now -= std::min<uint64_t>(d.queued_now, session->queued_count());
+  // The session ends: a will still waiting for its delay goes now [MQTT-3.1.3-9].
+  if (!delayed_wills_.empty()) publish_delayed_will(*session, "its session ended");
   std::unique_ptr<Session> gone = sessions_->remove(session);
   if (gone && !fanouts_.empty()) {
     gone->mark_removed();  // a fan-out in progress still points at it

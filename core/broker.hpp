@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -29,6 +30,7 @@ namespace mqgate {
 class Persistence;
 namespace store {
 struct State;
+struct WillRecord;
 }
 
 struct BrokerStats {
@@ -82,8 +84,9 @@ class Broker {
   bool congested() const { return !fanouts_.empty(); }
   // One slice's budget: trie nodes visited, messages delivered, sessions expired.
   static constexpr size_t kSliceBudget = 4096;
-  // Once a second: queues the expiry of persistent sessions offline for longer than
-  // limits.session_expiry (done by run_slice).
+  // Once a second: queues the expiry of offline persistent sessions whose time came
+  // (their own Session Expiry Interval for 5.0, limits.session_expiry for 3.1.1) and
+  // the delayed wills that are due (done by run_slice).
   void check_expiry(uint64_t now_ms);
   // Closes the client if it broke its keep-alive or never sent CONNECT in time.
   void check_timeouts(Client& client, uint64_t now_ms);
@@ -291,6 +294,45 @@ class Broker {
   // Removes expired sessions within `budget`; true if expired ones remain.
   bool expire_sessions(uint64_t now_ms, size_t& budget);
   void publish_will(Client& client);
+
+  // --- MQTT 5 session expiry and delayed wills (broker_session5.cpp) -------------------
+  // The Session Expiry Interval a 5.0 client gets for `requested`: capped by the
+  // broker's session_expiry when that is set (Session::kNeverExpires: forever).
+  uint32_t applied_session_expiry(uint32_t requested) const;
+  // How long `session` is kept offline (s; Session::kNeverExpires: forever).
+  uint32_t session_expiry_of(const Session& session) const;
+  // A connected client's session: its protocol level and (5.0) expiry interval.
+  void note_session_expiry(const Client& client, Session& session);
+  // Lists an offline session to expire `session_expiry_of` from `now_ms`.
+  void schedule_session_expiry(Session& session, uint64_t now_ms);
+  // The will of a 5.0 client with a Will Delay Interval whose session outlives the
+  // connection waits (authorised now, published later); false if it goes now.
+  bool delay_will(Client& client, Session& session, uint64_t now_ms);
+  // The client came back to its session in time: its delayed will is not sent
+  // [MQTT-3.1.3-9].
+  void cancel_delayed_will(Session& session);
+  // Publishes the session's delayed will, if any (its delay passed or the session ends).
+  void publish_delayed_will(const Session& session, const char* why);
+  // Publishes the delayed wills due by `now_ms` within `budget`; true if more are due.
+  bool publish_due_wills(uint64_t now_ms, size_t& budget);
+  // Routes a will: `expiry`, its Message Expiry Interval, counts from now.
+  void route_will(const MessagePtr& will, std::optional<uint32_t> expiry);
+  struct DelayedWill {
+    MessagePtr msg;
+    uint64_t due_ms = 0;  // loop time
+    std::optional<uint32_t> expiry;
+    std::string client_id;  // for the log line
+  };
+  // At most one per session (bounded like the session count; each under max_packet_size).
+  std::unordered_map<const Session*, DelayedWill> delayed_wills_;
+  std::set<std::pair<uint64_t, const Session*>> will_order_;  // by due time
+  // Retained messages with a Message Expiry, removed from the store (and disk) once it
+  // passes, so they do not pile up: topic -> expiry, and the same ordered by expiry.
+  void track_retained_expiry(const Message& msg);
+  // Removes the retained messages expired by `now_ms` within `budget`; true if more are.
+  bool expire_retained(uint64_t now_ms, size_t& budget);
+  std::unordered_map<std::string, uint64_t> retained_expiry_of_;
+  std::set<std::pair<uint64_t, std::string>> retained_expiry_;
   // Lets a connected client go: its will, its session (kept offline or destroyed).
   // Returns whether the session was kept.
   bool detach_client(Client& client, const char* reason, uint64_t now_ms);
@@ -361,6 +403,9 @@ class Broker {
                           std::string_view props, std::optional<uint64_t> expires_at_ms,
                           uint8_t ack_reason);
   void route_durable(uint64_t queue, bool ok);
+  // Delayed wills loaded at start-up: waiting again, or published now if their session
+  // ended while the broker was down.
+  void restore_wills(std::vector<store::WillRecord>& wills);
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
   struct HeldAcks {
@@ -417,8 +462,8 @@ class Broker {
   uint64_t retained_serial_ = 0;
   std::deque<FanoutJob> fanouts_;
   std::vector<std::unique_ptr<Session>> graveyard_;  // removed while fan-outs held them
-  OfflineSessions offline_;     // persistent sessions without a client, oldest first
-  bool expiry_due_ = false;     // the oldest offline session has expired
+  OfflineSessions offline_;     // persistent sessions without a client, by expiry time
+  bool expiry_due_ = false;     // an offline session expired, or a delayed will is due
   bool retained_full_ = false;  // a refusal was logged; reset by the next store
   bool shutting_down_ = false;
   std::string response_information_;  // 5.0; "%c": the client id

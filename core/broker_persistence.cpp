@@ -166,19 +166,29 @@ bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
 
 void Broker::persist_session(const Session& session, bool online) {
   int64_t expires_at = 0;
-  if (!online && limits_.session_expiry != 0) {
+  const uint32_t expiry = session_expiry_of(session);
+  if (!online && expiry != Session::kNeverExpires) {
     const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::system_clock::now().time_since_epoch());
-    expires_at = wall.count() + int64_t{limits_.session_expiry} * 1000;
+    expires_at = wall.count() + int64_t{expiry} * 1000;
   }
   persistence_->put_session(session, expires_at);
 }
 
 void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
+  persistence_->set_clock(now_ms, wall_ms);
+  now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;
+  // Message Expiry is stored as wall-clock time: the time the broker was down counts.
+  auto expires_at = [&](int64_t wall) -> std::optional<uint64_t> {
+    if (wall == 0) return std::nullopt;
+    return persistence_->loop_of(wall);
+  };
   std::unordered_map<uint64_t, MessagePtr> bodies;
   bodies.reserve(state.messages.size());
   for (store::MessageRecord& m : state.messages) {
-    MessagePtr msg = Message::create(m.topic, m.payload, m.qos, false);
+    MessagePtr msg =
+        Message::create(m.topic, m.payload, m.qos, false, m.props, expires_at(m.expires_at_ms));
     msg->set_durable_id(m.id);
     bodies.emplace(m.id, std::move(msg));
     std::string().swap(m.payload);  // one copy at a time
@@ -186,39 +196,33 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
   state.messages.clear();
   state.messages.shrink_to_fit();
 
-  // Sessions; the offline list wants them oldest first, i.e. by expiry.
-  const uint64_t expiry_ms = uint64_t{limits_.session_expiry} * 1000;
-  std::vector<std::pair<int64_t, Session*>> offline;
-  offline.reserve(state.sessions.size());
+  // Sessions, each with its own expiry (5.0) or the broker's (3.1.1), whichever applies
+  // now (the broker's cap may have changed).
   size_t expired = 0;
   for (const store::SessionRecord& r : state.sessions) {
-    if (expiry_ms != 0 && r.expires_at_ms != 0 && r.expires_at_ms <= wall_ms) {
+    if (sessions_->find(r.client_id) != nullptr) continue;
+    Session* s = sessions_->create(r.client_id, false);
+    s->set_protocol_level(r.protocol_level);
+    if (r.protocol_level == codec::kProtocolLevel5)
+      s->set_expiry_interval(applied_session_expiry(r.expiry_interval.value_or(0)));
+    const uint32_t expiry = session_expiry_of(*s);
+    if (expiry != Session::kNeverExpires && r.expires_at_ms != 0 && r.expires_at_ms <= wall_ms) {
+      sessions_->remove(s);
       persistence_->remove_session_record(r.client_id);
       ++expired;
       continue;
     }
-    if (sessions_->find(r.client_id) != nullptr) continue;
-    Session* s = sessions_->create(r.client_id, false);
     persistent_sessions_++;
     s->set_owner(r.owner == *anonymous_identity_ ? anonymous_identity_
                                                  : std::make_shared<const std::string>(r.owner));
     // Offline since the restart when it was online (or has no expiry): the stored expiry
     // is absolute, so the time the broker was down counts.
-    int64_t expires =
-        r.expires_at_ms != 0 ? r.expires_at_ms : wall_ms + static_cast<int64_t>(expiry_ms);
-    offline.emplace_back(expires, s);
-  }
-  std::sort(offline.begin(), offline.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (auto& [expires, s] : offline) {
-    uint64_t since = now_ms;
-    if (expiry_ms != 0) {
-      const uint64_t remaining = static_cast<uint64_t>(std::max<int64_t>(0, expires - wall_ms));
-      const uint64_t elapsed = expiry_ms > remaining ? expiry_ms - remaining : 0;
-      since = now_ms > elapsed ? now_ms - elapsed : 0;
-    }
-    s->detach(since);
-    offline_.push_back(s);
+    s->detach(now_ms);
+    if (expiry == Session::kNeverExpires) continue;
+    uint64_t remaining = uint64_t{expiry} * 1000;
+    if (r.expires_at_ms != 0)
+      remaining = std::min(remaining, static_cast<uint64_t>(r.expires_at_ms - wall_ms));
+    offline_.schedule(s, now_ms + remaining);
   }
 
   size_t subscriptions = 0;
@@ -226,7 +230,7 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
     Session* s = sessions_->find(r.client_id);
     if (s == nullptr) continue;  // of an expired session (removed with it)
     index_subscribe(*s, r.filter, r.qos);
-    s->add_subscription(r.filter, r.qos);
+    s->add_subscription(r.filter, r.qos, r.options, r.subscription_id);
     ++subscriptions;
   }
   size_t queued = 0, dropped = 0;
@@ -255,14 +259,23 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
   for (const store::IncomingQos2Record& r : state.incoming_qos2)
     if (Session* s = sessions_->find(r.client_id)) s->restore_incoming_qos2(r.packet_id);
   for (auto& [id, msg] : bodies)
-    if (msg->durable_refs() == 0) persistence_->remove_message_record(id);  // orphaned
+    if (msg->durable_refs() == 0)
+      persistence_->remove_message_record(id, !msg->props().empty());  // orphaned
   size_t retained = 0;
+  size_t retained_expired = 0;
   for (const store::RetainedRecord& r : state.retained) {
-    MessagePtr msg = Message::create(r.topic, r.payload, r.qos, true);
+    if (r.expires_at_ms != 0 && r.expires_at_ms <= wall_ms) {
+      persistence_->remove_retained(r.topic);  // its Message Expiry passed while down
+      ++retained_expired;
+      continue;
+    }
+    MessagePtr msg =
+        Message::create(r.topic, r.payload, r.qos, true, r.props, expires_at(r.expires_at_ms));
     if (router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes) ==
-        Router::RetainResult::kStored)
+        Router::RetainResult::kStored) {
+      track_retained_expiry(*msg);
       ++retained;
-    else
+    } else
       LOG_WARN(
           "stored retained message on %s not restored: over max_retained_messages or "
           "max_retained_bytes",
@@ -274,10 +287,41 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
       sessions_->size(), sessions_->size() == 1 ? "" : "s", expired, subscriptions,
       subscriptions == 1 ? "" : "s", queued, queued == 1 ? "" : "s", retained,
       retained == 1 ? "" : "s");
+  if (retained_expired)
+    LOG_INFO("persistence: %zu retained message%s expired while the broker was down",
+             retained_expired, retained_expired == 1 ? "" : "s");
+  restore_wills(state.wills);
   if (dropped)
     LOG_ERROR("persistence: %zu queued message%s referred to a missing message body and %s dropped",
               dropped, dropped == 1 ? "" : "s", dropped == 1 ? "was" : "were");
   check_expiry(now_ms);
+}
+
+void Broker::restore_wills(std::vector<store::WillRecord>& wills) {
+  size_t waiting = 0, published = 0;
+  for (store::WillRecord& r : wills) {
+    MessagePtr msg = Message::create(r.topic, r.payload, r.qos, r.retain, r.props);
+    Session* s = sessions_->find(r.client_id);
+    if (s == nullptr) {
+      // Its session ended while the broker was down: the will is owed now.
+      persistence_->remove_will_record(r.client_id);
+      route_will(msg, r.expiry_interval);
+      ++published;
+      continue;
+    }
+    DelayedWill& w = delayed_wills_[s];
+    w.msg = std::move(msg);
+    w.due_ms = persistence_->loop_of(r.due_at_ms);  // past: published at the first check
+    w.expiry = r.expiry_interval;
+    w.client_id = r.client_id;
+    will_order_.emplace(w.due_ms, s);
+    ++waiting;
+  }
+  if (waiting + published)
+    LOG_INFO(
+        "persistence: %zu delayed will%s restored, %zu published (their session ended "
+        "while the broker was down)",
+        waiting, waiting == 1 ? "" : "s", published);
 }
 
 }  // namespace mqgate

@@ -45,6 +45,9 @@ struct ClientState {
   uint64_t auth_started_ms = 0;
   // Reason Strings of PUBACK/PUBREC not sent yet (a plugin's denial), by packet id.
   std::vector<std::pair<uint16_t, std::string>> ack_reason_strings;
+  // The will's Will Delay Interval (s) and Message Expiry Interval (3.1.3.2).
+  uint32_t will_delay = 0;
+  std::optional<uint32_t> will_expiry;
 };
 
 // Round trips (AUTH 0x18 sent) one enhanced authentication may take.

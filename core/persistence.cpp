@@ -18,6 +18,10 @@ void Persistence::put_session(const Session& s, int64_t expires_at_ms) {
   m.session.client_id = s.client_id();
   m.session.owner = s.owner();
   m.session.expires_at_ms = expires_at_ms;
+  if (s.protocol_level() == 5) {
+    m.session.protocol_level = 5;
+    m.session.expiry_interval = s.expiry_interval();
+  }
   add(std::move(m));
 }
 
@@ -32,11 +36,14 @@ void Persistence::remove_session_record(const std::string& client_id) {
   add(std::move(m));
 }
 
-void Persistence::put_subscription(const Session& s, std::string_view filter, uint8_t qos) {
+void Persistence::put_subscription(const Session& s, std::string_view filter, uint8_t qos,
+                                   uint8_t options, uint32_t id) {
   Mutation m = of(Kind::kPutSubscription);
   m.subscription.client_id = s.client_id();
   m.subscription.filter.assign(filter);
   m.subscription.qos = qos;
+  m.subscription.options = options;
+  m.subscription.subscription_id = id;
   add(std::move(m));
 }
 
@@ -52,6 +59,8 @@ void Persistence::put_retained(const Message& msg) {
   m.retained.topic.assign(msg.topic());
   m.retained.payload.assign(msg.payload());
   m.retained.qos = msg.qos();
+  if (msg.expires()) m.retained.expires_at_ms = wall_of(msg.expires_at_ms());
+  m.retained.props.assign(msg.props());
   add(std::move(m));
 }
 
@@ -61,9 +70,30 @@ void Persistence::remove_retained(std::string_view topic) {
   add(std::move(m));
 }
 
-void Persistence::remove_message_record(uint64_t id) {
+void Persistence::put_will(const Session& s, const Message& will, uint64_t due_at_ms,
+                           std::optional<uint32_t> expiry) {
+  Mutation m = of(Kind::kPutWill);
+  m.will.client_id = s.client_id();
+  m.will.topic.assign(will.topic());
+  m.will.payload.assign(will.payload());
+  m.will.qos = will.qos();
+  m.will.retain = will.retain();
+  m.will.due_at_ms = wall_of(due_at_ms);
+  m.will.props.assign(will.props());
+  m.will.expiry_interval = expiry;
+  add(std::move(m));
+}
+
+void Persistence::remove_will_record(const std::string& client_id) {
+  Mutation m = of(Kind::kRemoveWill);
+  m.will.client_id = client_id;
+  add(std::move(m));
+}
+
+void Persistence::remove_message_record(uint64_t id, bool had_props) {
   Mutation m = of(Kind::kRemoveMessage);
   m.message.id = id;
+  if (had_props) m.message.props = "-";  // a marker: the properties row goes too
   add(std::move(m));
 }
 
@@ -86,6 +116,8 @@ void Persistence::put_outgoing(const Session& s, uint32_t seq, const Message* ms
       b.message.topic.assign(msg->topic());
       b.message.payload.assign(msg->payload());
       b.message.qos = msg->qos();
+      if (msg->expires()) b.message.expires_at_ms = wall_of(msg->expires_at_ms());
+      b.message.props.assign(msg->props());
       add(std::move(b));
     }
     msg->add_durable_ref();
@@ -109,7 +141,7 @@ void Persistence::remove_outgoing(const Session& s, uint32_t seq) {
 void Persistence::release_message(const Message& msg) {
   if (msg.durable_id() == 0) return;
   if (msg.drop_durable_ref() != 0) return;
-  remove_message_record(msg.durable_id());
+  remove_message_record(msg.durable_id(), !msg.props().empty());
   msg.set_durable_id(0);  // stored again if a later durable entry refers to it
 }
 

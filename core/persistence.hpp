@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,21 +29,46 @@ class Persistence final : public SessionJournal {
   // `done(ok)` on the loop once every change so far is durable (or could not be stored).
   void barrier(std::function<void(bool ok)> done) { journal_.barrier(std::move(done)); }
 
+  // --- clock -------------------------------------------------------------------------------
+  // Times are stored as wall-clock ms (a restart honours them), kept as loop time in
+  // memory: the broker tells the two clocks apart once, at start-up.
+  void set_clock(uint64_t loop_ms, int64_t wall_ms) {
+    wall_minus_loop_ = wall_ms - static_cast<int64_t>(loop_ms);
+  }
+  int64_t wall_of(uint64_t loop_ms) const {
+    return static_cast<int64_t>(loop_ms) + wall_minus_loop_;
+  }
+  uint64_t loop_of(int64_t wall_ms) const {
+    const int64_t loop = wall_ms - wall_minus_loop_;
+    return loop > 0 ? static_cast<uint64_t>(loop) : 0;
+  }
+
   // --- sessions (persistent ones only; the broker checks) ------------------------------
   // `expires_at_ms`: wall-clock ms the session expires if still offline; 0: online or never.
+  // A 5.0 session also keeps its protocol level and Session Expiry Interval.
   void put_session(const Session& s, int64_t expires_at_ms);
   // Also its subscriptions, queue and incoming ids; releases the message bodies it held.
   void remove_session(const Session& s);
   void remove_session_record(const std::string& client_id);  // one loaded, then dropped
-  void put_subscription(const Session& s, std::string_view filter, uint8_t qos);
+  // `options`, `id`: MQTT 5 subscription options (Session::kNoLocal...) and identifier.
+  void put_subscription(const Session& s, std::string_view filter, uint8_t qos, uint8_t options = 0,
+                        uint32_t id = 0);
   void remove_subscription(const Session& s, std::string_view filter);
 
   // --- retained messages ----------------------------------------------------------------
   void put_retained(const Message& msg);
   void remove_retained(std::string_view topic);
 
+  // --- delayed wills (MQTT 5 Will Delay Interval) ---------------------------------------
+  // `due_at_ms`: loop time; `expiry`: the will's Message Expiry Interval.
+  void put_will(const Session& s, const Message& will, uint64_t due_at_ms,
+                std::optional<uint32_t> expiry);
+  void remove_will(const Session& s) { remove_will_record(s.client_id()); }
+  void remove_will_record(const std::string& client_id);
+
   // --- loading ---------------------------------------------------------------------------
-  void remove_message_record(uint64_t id);
+  // `had_props`: the body has MQTT 5 properties (stored apart) to remove with it.
+  void remove_message_record(uint64_t id, bool had_props = false);
   void remove_outgoing_record(const std::string& client_id, uint64_t seq);
 
   // --- SessionJournal ---------------------------------------------------------------------
@@ -62,6 +88,7 @@ class Persistence final : public SessionJournal {
   store::Journal& journal_;
   uint64_t next_message_id_;
   uint64_t changes_ = 0;
+  int64_t wall_minus_loop_ = 0;
 };
 
 }  // namespace mqgate

@@ -159,6 +159,16 @@ uint64_t retained_size(const Message& m) { return m.topic().size() + m.payload()
 bool is_system(std::string_view topic) { return !topic.empty() && topic[0] == '$'; }
 }  // namespace
 
+const Message* Router::retained_message(std::string_view topic) const {
+  detail::SplitTopic levels(topic);
+  const RetainNode* node = retained_root_.get();
+  for (size_t i = 0; i < levels.size() && node != nullptr; ++i) {
+    auto it = node->children.find(levels[i]);
+    node = it == node->children.end() ? nullptr : it->second.get();
+  }
+  return node && node->message ? node->message.get() : nullptr;
+}
+
 Router::RetainResult Router::retain(const MessagePtr& msg, uint64_t max_count, uint64_t max_bytes) {
   detail::SplitTopic levels(msg->topic());
   if (msg->payload().empty()) {

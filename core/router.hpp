@@ -98,6 +98,8 @@ class Router {
   // The part the caps apply to (clients' messages, not '$' topics).
   size_t capped_retained_count() const { return capped_count_; }
   uint64_t capped_retained_bytes() const { return capped_bytes_; }
+  // The retained message of `topic` (null if none).
+  const Message* retained_message(std::string_view topic) const;
   // Calls fn(message) for each retained message whose topic matches `filter`.
   void retained_matching(std::string_view filter, const std::function<void(const MessagePtr&)>& fn) const;
   // The same in slices, for filters that match very many messages: the walk visits the

@@ -236,13 +236,16 @@ void Session::erase_inflight(Outgoing* o, const SessionLimits& limits) {
   inflight.erase(inflight.begin() + (o - inflight.data()));
 }
 
-void Session::resend_inflight(const SessionLimits& limits, DeliveryStats& stats) {
+void Session::resend_inflight(const SessionLimits& limits, DeliveryStats& stats, bool pubrels) {
   Flow& f = *flow_;
   const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
   uint32_t outstanding = static_cast<uint32_t>(f.inflight.size()) - f.unsent;
-  for (size_t i = 0; i < f.inflight.size() && f.unsent > 0 && outstanding < window;) {
+  for (size_t i = 0; i < f.inflight.size();) {
     Outgoing& o = f.inflight[i];
-    if (!o.unsent) {
+    if (pubrels && o.state == OutState::kAwaitPubcomp)
+      codec::encode_ack(client_->out(), codec::PacketType::kPubrel, o.packet_id);
+    if (!o.unsent || outstanding >= window) {
+      if (!pubrels && (f.unsent == 0 || outstanding >= window)) break;
       i++;
       continue;
     }
@@ -264,7 +267,7 @@ void Session::resend_inflight(const SessionLimits& limits, DeliveryStats& stats)
 void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   if (client_ == nullptr || !flow_) return;
   Flow& f = *flow_;
-  if (f.unsent > 0) resend_inflight(limits, stats);
+  if (f.unsent > 0) resend_inflight(limits, stats, false);
   const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
   while (f.queue_head < f.queue.size() && f.inflight.size() < window) {
     Queued& q = f.queue[f.queue_head++];
@@ -358,17 +361,65 @@ void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats&
   client_ = client;
   if (!flow_) return;
   // Unacknowledged PUBLISHes go again, in order, but no more than this connection's
-  // window allows [MQTT-3.3.4-9]; the rest wait for its acknowledgements. PUBRELs all go.
+  // window allows [MQTT-3.3.4-9]; the rest wait for its acknowledgements. PUBRELs all go,
+  // in their places among them.
   Flow& f = *flow_;
   f.unsent = 0;
   for (Outgoing& o : f.inflight) {
     o.unsent = o.state != OutState::kAwaitPubcomp;
-    if (o.unsent)
-      f.unsent++;
-    else
-      codec::encode_ack(client_->out(), codec::PacketType::kPubrel, o.packet_id);
+    if (o.unsent) f.unsent++;
   }
+  resend_inflight(limits, stats, true);
   fill_window(limits, stats);
+}
+
+}  // namespace mqgate
+
+namespace mqgate {
+
+void OfflineSessions::schedule(Session* s, uint64_t expires_at_ms) {
+  remove(s);
+  s->expires_at_ms_ = expires_at_ms;
+  heap_.push_back(s);
+  s->offline_index_ = static_cast<uint32_t>(heap_.size() - 1);
+  sift_up(s->offline_index_);
+}
+
+void OfflineSessions::remove(Session* s) {
+  const uint32_t i = s->offline_index_;
+  if (i == Session::kNotListed) return;
+  s->offline_index_ = Session::kNotListed;
+  Session* last = heap_.back();
+  heap_.pop_back();
+  if (last == s) return;
+  place(i, last);
+  sift_up(i);
+  sift_down(last->offline_index_);
+}
+
+void OfflineSessions::sift_up(uint32_t i) {
+  Session* s = heap_[i];
+  while (i > 0) {
+    const uint32_t parent = (i - 1) / 2;
+    if (heap_[parent]->expires_at_ms_ <= s->expires_at_ms_) break;
+    place(i, heap_[parent]);
+    i = parent;
+  }
+  place(i, s);
+}
+
+void OfflineSessions::sift_down(uint32_t i) {
+  Session* s = heap_[i];
+  const auto n = static_cast<uint32_t>(heap_.size());
+  for (;;) {
+    uint32_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1]->expires_at_ms_ < heap_[child]->expires_at_ms_) ++child;
+    if (s->expires_at_ms_ <= heap_[child]->expires_at_ms_) break;
+    place(i, heap_[child]);
+    i = child;
+  }
+  place(i, s);
 }
 
 }  // namespace mqgate

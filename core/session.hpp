@@ -262,6 +262,18 @@ class Session : public RouteTarget {
   }
   // Loop time the client went away (meaningful while client() is null).
   uint64_t offline_since_ms() const { return offline_since_ms_; }
+  // Loop time an offline session expires (meaningful while in OfflineSessions).
+  uint64_t expires_at_ms() const { return expires_at_ms_; }
+
+  // --- MQTT 5 session state ---------------------------------------------------------
+  // The protocol level of the client that last had it (4: 3.1.1, 5: MQTT 5).
+  uint8_t protocol_level() const { return protocol_level_; }
+  void set_protocol_level(uint8_t level) { protocol_level_ = level; }
+  // A 5.0 session's Session Expiry Interval (s), as applied (capped by the broker);
+  // kNeverExpires: kept forever. 3.1.1 sessions use the broker's session_expiry instead.
+  static constexpr uint32_t kNeverExpires = 0xFFFFFFFFu;
+  uint32_t expiry_interval() const { return expiry_interval_; }
+  void set_expiry_interval(uint32_t seconds) { expiry_interval_ = seconds; }
 
   size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
   size_t incoming_qos2_count() const { return flow_ ? flow_->incoming_qos2.size() : 0; }
@@ -316,8 +328,9 @@ class Session : public RouteTarget {
   uint16_t next_packet_id();
   void send_publish(const Outgoing& o, bool dup, DeliveryStats& stats, uint64_t now_ms);
   void fill_window(const SessionLimits& limits, DeliveryStats& stats);
-  // Resends `unsent` in-flight PUBLISHes, in order, while the client's window has room.
-  void resend_inflight(const SessionLimits& limits, DeliveryStats& stats);
+  // Resends `unsent` in-flight PUBLISHes, in order, while the client's window has room;
+  // with `pubrels`, also every PUBREL owed, in its place.
+  void resend_inflight(const SessionLimits& limits, DeliveryStats& stats, bool pubrels);
   // Over the (online) client's Maximum Packet Size: counted as dropped.
   bool too_large(const Message& msg, uint8_t qos, DeliveryStats& stats) const;
   static void compact_queue(Flow& f);
@@ -329,47 +342,43 @@ class Session : public RouteTarget {
   Client* client_ = nullptr;
   uint64_t offline_since_ms_ = 0;
   bool clean_;
-  bool offline_listed_ = false;  // in OfflineSessions
   bool removed_ = false;
   bool has_options_ = false;
+  uint8_t protocol_level_ = 4;
   uint16_t last_packet_id_ = 0;
   std::unique_ptr<Subscriptions> subscriptions_;  // allocated on the first subscription
   std::unique_ptr<Flow> flow_;
 
+  // OfflineSessions' bookkeeping (as many bytes as the FIFO's links were).
   friend class OfflineSessions;
-  Session* offline_prev_ = nullptr;
-  Session* offline_next_ = nullptr;
+  static constexpr uint32_t kNotListed = 0xFFFFFFFFu;
+  uint64_t expires_at_ms_ = 0;
+  uint32_t offline_index_ = kNotListed;  // position in OfflineSessions' heap
+  uint32_t expiry_interval_ = 0;
 };
 
-// Persistent sessions without a client, in the order they went offline: the oldest,
-// which expire first, are at the front. Intrusive, so adding and removing cost O(1)
-// and no allocation.
+// Persistent sessions without a client that expire, ordered by when they do (each
+// session has its own Session Expiry Interval in MQTT 5): a binary min-heap indexed
+// from the sessions, so adding, removing and taking the first cost O(log n) and no
+// allocation beyond the heap's vector.
 class OfflineSessions {
  public:
-  bool empty() const { return head_ == nullptr; }
-  Session* front() const { return head_; }
-  void push_back(Session* s) {
-    if (s->offline_listed_) remove(s);
-    s->offline_listed_ = true;
-    s->offline_prev_ = tail_;
-    s->offline_next_ = nullptr;
-    if (tail_) tail_->offline_next_ = s;
-    else head_ = s;
-    tail_ = s;
-  }
-  void remove(Session* s) {  // a no-op for a session not listed
-    if (!s->offline_listed_) return;
-    if (s->offline_prev_) s->offline_prev_->offline_next_ = s->offline_next_;
-    else head_ = s->offline_next_;
-    if (s->offline_next_) s->offline_next_->offline_prev_ = s->offline_prev_;
-    else tail_ = s->offline_prev_;
-    s->offline_prev_ = s->offline_next_ = nullptr;
-    s->offline_listed_ = false;
-  }
+  bool empty() const { return heap_.empty(); }
+  size_t size() const { return heap_.size(); }
+  // The session that expires first.
+  Session* front() const { return heap_.front(); }
+  // Lists `s` (again) to expire at loop time `expires_at_ms`.
+  void schedule(Session* s, uint64_t expires_at_ms);
+  void remove(Session* s);  // a no-op for a session not listed
 
  private:
-  Session* head_ = nullptr;
-  Session* tail_ = nullptr;
+  void place(uint32_t i, Session* s) {
+    heap_[i] = s;
+    s->offline_index_ = i;
+  }
+  void sift_up(uint32_t i);
+  void sift_down(uint32_t i);
+  std::vector<Session*> heap_;
 };
 
 }  // namespace mqgate

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,12 +24,18 @@ struct SessionRecord {
   std::string owner;          // the identity that created it
   int64_t expires_at_ms = 0;  // wall-clock ms when it expires if still offline; 0: never
   uint16_t last_packet_id = 0;
+  // MQTT 5 (stored only for 5.0 sessions; a 3.1.1 row does not grow): the protocol level
+  // and the session's own Session Expiry Interval (s).
+  uint8_t protocol_level = 4;
+  std::optional<uint32_t> expiry_interval{};
 };
 
 struct SubscriptionRecord {
   std::string client_id;
   std::string filter;
   uint8_t qos = 0;
+  uint8_t options = 0;           // MQTT 5: Session::kNoLocal | kRetainAsPublished
+  uint32_t subscription_id = 0;  // MQTT 5: 0 for none
 };
 
 // A message body, shared by every queue entry that refers to it.
@@ -37,7 +44,9 @@ struct MessageRecord {
   std::string topic;
   std::string payload;
   uint8_t qos = 0;
-  int64_t expires_at_ms = 0;  // 0: never (MQTT 5 message expiry)
+  int64_t expires_at_ms = 0;  // 0: never (MQTT 5 message expiry, wall-clock ms)
+  std::string props{};        // MQTT 5 forwarded properties (Message::props()); "" for none
+                              // (kRemoveMessage: non-empty if it had some to remove)
 };
 
 // One outgoing QoS 1/2 message of a session: queued, or in flight with its packet id.
@@ -63,7 +72,21 @@ struct RetainedRecord {
   std::string topic;
   std::string payload;
   uint8_t qos = 0;
-  int64_t expires_at_ms = 0;
+  int64_t expires_at_ms = 0;  // 0: never (MQTT 5 message expiry, wall-clock ms)
+  std::string props{};        // MQTT 5 forwarded properties; "" for none
+};
+
+// An MQTT 5 will waiting for its Will Delay Interval (3.1.3.2.2): published at
+// `due_at_ms` (wall clock) or when its session ends, whichever comes first.
+struct WillRecord {
+  std::string client_id;  // its session's
+  std::string topic;
+  std::string payload;
+  uint8_t qos = 0;
+  bool retain = false;
+  int64_t due_at_ms = 0;
+  std::string props;                        // forwarded will properties
+  std::optional<uint32_t> expiry_interval;  // the will's Message Expiry Interval (s)
 };
 
 // Everything, as loaded at start-up.
@@ -74,6 +97,7 @@ struct State {
   std::vector<OutgoingRecord> outgoing;  // per client, in seq order
   std::vector<IncomingQos2Record> incoming_qos2;
   std::vector<RetainedRecord> retained;
+  std::vector<WillRecord> wills;
   uint64_t next_message_id = 1;
 };
 
@@ -92,6 +116,8 @@ struct Mutation {
     kRemoveIncoming,      // incoming.client_id + packet_id
     kPutRetained,         // retained (replaces the topic's)
     kRemoveRetained,      // retained.topic
+    kPutWill,             // will (replaces the session's)
+    kRemoveWill,          // will.client_id
   };
   Kind kind;
   SessionRecord session;
@@ -100,6 +126,7 @@ struct Mutation {
   OutgoingRecord outgoing;
   IncomingQos2Record incoming;
   RetainedRecord retained;
+  WillRecord will{};
   // A put that creates its row (no row with its key is on disk): a message body, an
   // incoming id, a new queue entry. Lets unwritten changes be compacted while the
   // store fails (compact_unwritten).

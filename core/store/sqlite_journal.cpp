@@ -18,16 +18,22 @@ namespace mqgate::store {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 2: MQTT 5 fields: nullable columns for sessions and subscriptions, tables of their own
+// for message and retained properties (a 3.1.1 message's rows do not grow by a byte),
+// and the wills table. A version 1 file is migrated when opened.
+constexpr int kSchemaVersion = 2;
 
 const char* const kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(client_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
-  expires_at INTEGER NOT NULL, last_packet_id INTEGER NOT NULL) WITHOUT ROWID;
+  expires_at INTEGER NOT NULL, last_packet_id INTEGER NOT NULL, protocol_level INTEGER,
+  expiry_interval INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,
-  qos INTEGER NOT NULL, PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
+  qos INTEGER NOT NULL, options INTEGER, subscription_id INTEGER,
+  PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, topic TEXT NOT NULL,
   payload BLOB NOT NULL, qos INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS message_props(id INTEGER PRIMARY KEY, props BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS outgoing(client_id TEXT NOT NULL, seq INTEGER NOT NULL,
   message_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
   packet_id INTEGER NOT NULL, state INTEGER NOT NULL, PRIMARY KEY(client_id, seq)) WITHOUT ROWID;
@@ -35,13 +41,26 @@ CREATE TABLE IF NOT EXISTS incoming(client_id TEXT NOT NULL, packet_id INTEGER N
   PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retained(topic TEXT PRIMARY KEY, payload BLOB NOT NULL,
   qos INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retained_props(topic TEXT PRIMARY KEY, props BLOB NOT NULL)
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS wills(client_id TEXT PRIMARY KEY, topic TEXT NOT NULL,
+  payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+  due_at INTEGER NOT NULL, props BLOB, expiry_interval INTEGER) WITHOUT ROWID;
 )sql";
+
+// Columns schema 2 added to schema 1's tables (all nullable: old rows read as 3.1.1).
+const char* const kMigrationColumns[][3] = {
+    {"sessions", "protocol_level", "INTEGER"},
+    {"sessions", "expiry_interval", "INTEGER"},
+    {"subscriptions", "options", "INTEGER"},
+    {"subscriptions", "subscription_id", "INTEGER"},
+};
 
 // One statement per Mutation::Kind, in enum order.
 const char* const kStatements[] = {
-    "INSERT OR REPLACE INTO sessions VALUES(?1, ?2, ?3, ?4)",
+    "INSERT OR REPLACE INTO sessions VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     "DELETE FROM sessions WHERE client_id = ?1",
-    "INSERT OR REPLACE INTO subscriptions VALUES(?1, ?2, ?3)",
+    "INSERT OR REPLACE INTO subscriptions VALUES(?1, ?2, ?3, ?4, ?5)",
     "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
     "INSERT OR REPLACE INTO messages VALUES(?1, ?2, ?3, ?4, ?5)",
     "DELETE FROM messages WHERE id = ?1",
@@ -51,15 +70,33 @@ const char* const kStatements[] = {
     "DELETE FROM incoming WHERE client_id = ?1 AND packet_id = ?2",
     "INSERT OR REPLACE INTO retained VALUES(?1, ?2, ?3, ?4)",
     "DELETE FROM retained WHERE topic = ?1",
+    "INSERT OR REPLACE INTO wills VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    "DELETE FROM wills WHERE client_id = ?1",
 };
 constexpr size_t kStatementCount = sizeof kStatements / sizeof kStatements[0];
-static_assert(kStatementCount == static_cast<size_t>(Mutation::Kind::kRemoveRetained) + 1);
+static_assert(kStatementCount == static_cast<size_t>(Mutation::Kind::kRemoveWill) + 1);
 
 // A session's removal takes what it owns with it.
 const char* const kRemoveSessionContents[] = {
     "DELETE FROM subscriptions WHERE client_id = ?1",
     "DELETE FROM outgoing WHERE client_id = ?1",
     "DELETE FROM incoming WHERE client_id = ?1",
+    "DELETE FROM wills WHERE client_id = ?1",
+};
+constexpr size_t kRemoveSessionCount = std::size(kRemoveSessionContents);
+
+// MQTT 5 properties of message bodies and retained messages, in tables of their own.
+enum PropStatement : size_t {
+  kPutMessageProps,
+  kRemoveMessageProps,
+  kPutRetainedProps,
+  kRemoveRetainedProps
+};
+const char* const kPropStatements[] = {
+    "INSERT OR REPLACE INTO message_props VALUES(?1, ?2)",
+    "DELETE FROM message_props WHERE id = ?1",
+    "INSERT OR REPLACE INTO retained_props VALUES(?1, ?2)",
+    "DELETE FROM retained_props WHERE topic = ?1",
 };
 
 void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
@@ -67,6 +104,17 @@ void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
 }
 void bind_blob(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+// MQTT 5 fields: bound only when set, so 3.1.1 rows keep trailing NULLs (not stored).
+void bind_optional_blob(sqlite3_stmt* s, int i, const std::string& v) {
+  if (!v.empty()) bind_blob(s, i, v);
+}
+void bind_optional_int(sqlite3_stmt* s, int i, std::optional<uint32_t> v) {
+  if (v) sqlite3_bind_int64(s, i, *v);
+}
+std::optional<uint32_t> column_optional_u32(sqlite3_stmt* s, int i) {
+  if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
+  return static_cast<uint32_t>(sqlite3_column_int64(s, i));
 }
 std::string column_text(sqlite3_stmt* s, int i) {
   const auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
@@ -172,9 +220,16 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   if (found == 0) {
     j->exec(("INSERT INTO meta VALUES('schema', " + std::to_string(kSchemaVersion) + ")").c_str(),
             why);
+  } else if (found == 1) {
+    if (!j->migrate_from_1(why)) {
+      error = path + ": cannot migrate from schema 1 (" + why + ")" + what_to_do(path);
+      return nullptr;
+    }
+    LOG_INFO("persistence: %s migrated from schema 1 to %d (MQTT 5 fields)", path.c_str(),
+             kSchemaVersion);
   } else if (found != kSchemaVersion) {
     error = path + ": written by another version of mqgate (schema " + std::to_string(found) +
-            ", this broker reads " + std::to_string(kSchemaVersion) + ")";
+            ", this broker reads 1 and " + std::to_string(kSchemaVersion) + ")";
     return nullptr;
   }
   if (!j->prepare_statements(why)) {
@@ -208,6 +263,38 @@ bool SqliteJournal::exec(const char* sql, std::string& error) {
   return false;
 }
 
+bool SqliteJournal::has_column(const char* table, const char* column) {
+  sqlite3_stmt* s = nullptr;
+  const std::string sql = std::string("PRAGMA table_info(") + table + ")";
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return false;
+  bool found = false;
+  while (!found && sqlite3_step(s) == SQLITE_ROW)
+    found = column_text(s, 1) == column;
+  sqlite3_finalize(s);
+  return found;
+}
+
+bool SqliteJournal::migrate_from_1(std::string& error) {
+  // One transaction: a crash half-way leaves a version 1 file, migrated again next time.
+  if (!exec("BEGIN IMMEDIATE", error)) return false;
+  for (const auto& c : kMigrationColumns) {
+    if (has_column(c[0], c[1])) continue;
+    const std::string sql = std::string("ALTER TABLE ") + c[0] + " ADD COLUMN " + c[1] + " " + c[2];
+    if (!exec(sql.c_str(), error)) {
+      exec("ROLLBACK", error);
+      return false;
+    }
+  }
+  const std::string version =
+      "UPDATE meta SET value = " + std::to_string(kSchemaVersion) + " WHERE key = 'schema'";
+  if (!exec(version.c_str(), error) || !exec("COMMIT", error)) {
+    std::string ignored;
+    exec("ROLLBACK", ignored);
+    return false;
+  }
+  return true;
+}
+
 bool SqliteJournal::prepare_statements(std::string& error) {
   auto prepare = [&](const char* sql) {
     sqlite3_stmt* s = nullptr;
@@ -221,6 +308,8 @@ bool SqliteJournal::prepare_statements(std::string& error) {
   for (const char* sql : kStatements)
     if (!prepare(sql)) return false;
   for (const char* sql : kRemoveSessionContents)
+    if (!prepare(sql)) return false;
+  for (const char* sql : kPropStatements)
     if (!prepare(sql)) return false;
   return true;
 }
@@ -245,23 +334,38 @@ bool SqliteJournal::load(State& state, std::string& error) {
   };
   auto u8 = [](sqlite3_stmt* s, int i) { return static_cast<uint8_t>(sqlite3_column_int(s, i)); };
   auto u16 = [](sqlite3_stmt* s, int i) { return static_cast<uint16_t>(sqlite3_column_int(s, i)); };
-  return query("SELECT client_id, owner, expires_at, last_packet_id FROM sessions",
+  return query(
+             "SELECT client_id, owner, expires_at, last_packet_id, protocol_level, "
+             "expiry_interval FROM sessions",
+             [&](sqlite3_stmt* s) {
+               SessionRecord r;
+               r.client_id = column_text(s, 0);
+               r.owner = column_text(s, 1);
+               r.expires_at_ms = sqlite3_column_int64(s, 2);
+               r.last_packet_id = u16(s, 3);
+               if (sqlite3_column_type(s, 4) != SQLITE_NULL) r.protocol_level = u8(s, 4);
+               r.expiry_interval = column_optional_u32(s, 5);
+               state.sessions.push_back(std::move(r));
+             }) &&
+         query("SELECT client_id, filter, qos, options, subscription_id FROM subscriptions",
                [&](sqlite3_stmt* s) {
-                 state.sessions.push_back(
-                     {column_text(s, 0), column_text(s, 1), sqlite3_column_int64(s, 2), u16(s, 3)});
+                 state.subscriptions.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2),
+                                                u8(s, 3),
+                                                static_cast<uint32_t>(sqlite3_column_int64(s, 4))});
                }) &&
-         query("SELECT client_id, filter, qos FROM subscriptions",
-               [&](sqlite3_stmt* s) {
-                 state.subscriptions.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2)});
-               }) &&
-         query("SELECT id, topic, payload, qos, expires_at FROM messages ORDER BY id",
-               [&](sqlite3_stmt* s) {
-                 MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)),
-                                 column_text(s, 1), column_text(s, 2), u8(s, 3),
-                                 sqlite3_column_int64(s, 4)};
-                 state.next_message_id = std::max(state.next_message_id, m.id + 1);
-                 state.messages.push_back(std::move(m));
-               }) &&
+         query(
+             "SELECT m.id, m.topic, m.payload, m.qos, m.expires_at, p.props FROM messages m "
+             "LEFT JOIN message_props p ON p.id = m.id ORDER BY m.id",
+             [&](sqlite3_stmt* s) {
+               MessageRecord m{static_cast<uint64_t>(sqlite3_column_int64(s, 0)),
+                               column_text(s, 1),
+                               column_text(s, 2),
+                               u8(s, 3),
+                               sqlite3_column_int64(s, 4),
+                               column_text(s, 5)};
+               state.next_message_id = std::max(state.next_message_id, m.id + 1);
+               state.messages.push_back(std::move(m));
+             }) &&
          query(
              "SELECT client_id, seq, message_id, qos, retain, packet_id, state FROM outgoing "
              "ORDER BY client_id, seq",
@@ -280,10 +384,22 @@ bool SqliteJournal::load(State& state, std::string& error) {
                [&](sqlite3_stmt* s) {
                  state.incoming_qos2.push_back({column_text(s, 0), u16(s, 1)});
                }) &&
-         query("SELECT topic, payload, qos, expires_at FROM retained", [&](sqlite3_stmt* s) {
-           state.retained.push_back(
-               {column_text(s, 0), column_text(s, 1), u8(s, 2), sqlite3_column_int64(s, 3)});
-         });
+         query(
+             "SELECT r.topic, r.payload, r.qos, r.expires_at, p.props FROM retained r "
+             "LEFT JOIN retained_props p ON p.topic = r.topic",
+             [&](sqlite3_stmt* s) {
+               state.retained.push_back({column_text(s, 0), column_text(s, 1), u8(s, 2),
+                                         sqlite3_column_int64(s, 3), column_text(s, 4)});
+             }) &&
+         query(
+             "SELECT client_id, topic, payload, qos, retain, due_at, props, expiry_interval "
+             "FROM wills",
+             [&](sqlite3_stmt* s) {
+               state.wills.push_back({column_text(s, 0), column_text(s, 1), column_text(s, 2),
+                                      u8(s, 3), sqlite3_column_int(s, 4) != 0,
+                                      sqlite3_column_int64(s, 5), column_text(s, 6),
+                                      column_optional_u32(s, 7)});
+             });
 }
 
 void SqliteJournal::start() {
@@ -327,6 +443,10 @@ bool SqliteJournal::apply(const Mutation& m) {
       bind_text(s, 2, m.session.owner);
       sqlite3_bind_int64(s, 3, m.session.expires_at_ms);
       sqlite3_bind_int(s, 4, m.session.last_packet_id);
+      if (m.session.protocol_level == 5) {
+        sqlite3_bind_int(s, 5, m.session.protocol_level);
+        bind_optional_int(s, 6, m.session.expiry_interval);
+      }
       break;
     case K::kRemoveSession:
       for (size_t i = 0; i < std::size(kRemoveSessionContents); ++i) {
@@ -342,6 +462,10 @@ bool SqliteJournal::apply(const Mutation& m) {
       bind_text(s, 1, m.subscription.client_id);
       bind_text(s, 2, m.subscription.filter);
       sqlite3_bind_int(s, 3, m.subscription.qos);
+      if (m.subscription.options != 0 || m.subscription.subscription_id != 0) {
+        sqlite3_bind_int(s, 4, m.subscription.options);
+        sqlite3_bind_int64(s, 5, m.subscription.subscription_id);
+      }
       break;
     case K::kRemoveSubscription:
       bind_text(s, 1, m.subscription.client_id);
@@ -353,9 +477,11 @@ bool SqliteJournal::apply(const Mutation& m) {
       bind_blob(s, 3, m.message.payload);
       sqlite3_bind_int(s, 4, m.message.qos);
       sqlite3_bind_int64(s, 5, m.message.expires_at_ms);
+      if (!m.message.props.empty() && !apply_props(kPutMessageProps, m)) return false;
       break;
     case K::kRemoveMessage:
       sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      if (!m.message.props.empty() && !apply_props(kRemoveMessageProps, m)) return false;
       break;
     case K::kPutOutgoing:
       bind_text(s, 1, m.outgoing.client_id);
@@ -380,8 +506,49 @@ bool SqliteJournal::apply(const Mutation& m) {
       bind_blob(s, 2, m.retained.payload);
       sqlite3_bind_int(s, 3, m.retained.qos);
       sqlite3_bind_int64(s, 4, m.retained.expires_at_ms);
+      // Replaces the topic's previous message, which may have had properties.
+      if (!apply_props(m.retained.props.empty() ? kRemoveRetainedProps : kPutRetainedProps, m))
+        return false;
       break;
     case K::kRemoveRetained:
+      bind_text(s, 1, m.retained.topic);
+      if (!apply_props(kRemoveRetainedProps, m)) return false;
+      break;
+    case K::kPutWill:
+      bind_text(s, 1, m.will.client_id);
+      bind_text(s, 2, m.will.topic);
+      bind_blob(s, 3, m.will.payload);
+      sqlite3_bind_int(s, 4, m.will.qos);
+      sqlite3_bind_int(s, 5, m.will.retain ? 1 : 0);
+      sqlite3_bind_int64(s, 6, m.will.due_at_ms);
+      bind_optional_blob(s, 7, m.will.props);
+      bind_optional_int(s, 8, m.will.expiry_interval);
+      break;
+    case K::kRemoveWill:
+      bind_text(s, 1, m.will.client_id);
+      break;
+  }
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_DONE;
+}
+
+bool SqliteJournal::apply_props(size_t which, const Mutation& m) {
+  sqlite3_stmt* s = statements_[kStatementCount + kRemoveSessionCount + which];
+  switch (which) {
+    case kPutMessageProps:
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      bind_blob(s, 2, m.message.props);
+      break;
+    case kRemoveMessageProps:
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(m.message.id));
+      break;
+    case kPutRetainedProps:
+      bind_text(s, 1, m.retained.topic);
+      bind_blob(s, 2, m.retained.props);
+      break;
+    default:
       bind_text(s, 1, m.retained.topic);
       break;
   }

@@ -62,6 +62,11 @@ class SqliteJournal final : public Journal {
   SqliteJournal() = default;
   bool exec(const char* sql, std::string& error);
   bool prepare_statements(std::string& error);
+  bool has_column(const char* table, const char* column);
+  // The MQTT 5 properties part of a message or retained mutation (kPropStatements).
+  bool apply_props(size_t which, const Mutation& m);
+  // Schema 1 (before MQTT 5 fields) to the current one, in place.
+  bool migrate_from_1(std::string& error);
   bool apply(const Mutation& m);
   void run();  // the writer thread
   static void skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip);

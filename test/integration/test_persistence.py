@@ -408,6 +408,200 @@ class PersistenceTest(BrokerTestCase):
             live.read_packet(timeout=1.0)  # once
 
 
+class Mqtt5PersistenceTest(BrokerTestCase):
+    """MQTT 5.0 state across restarts: properties, Message Expiry as absolute time,
+    subscription options and identifiers, delayed wills; and a store written before the
+    5.0 fields existed. mqgate-only (Mosquitto writes its state at intervals)."""
+
+    def setUp(self):
+        super().setUp()
+        self.db = os.path.join(self.tmp, "state", "mqgate.db")
+        os.makedirs(os.path.dirname(self.db))
+
+    start = PersistenceTest.start
+    kill9 = PersistenceTest.kill9
+    restart = PersistenceTest.restart
+
+    def raw5(self, port, client_id, **kw):
+        c = R.RawClient5(port)
+        c.connack = c.connect(client_id, **kw)
+        assert c.connack.reason == 0, c.connack
+        return c
+
+    def test_properties_subscription_options_and_ids_survive_a_restart(self):
+        b = self.start()
+        s = self.raw5(b.port(), "p5", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        s.subscribe([("p5/#", 1, True, True, 0)], props=[(R.SUBSCRIPTION_ID, 7)])
+        s.send(R.disconnect5())
+        p = self.raw5(b.port(), "p5pub")
+        props = [(R.PAYLOAD_FORMAT, 1), (R.MESSAGE_EXPIRY, 300), (R.CONTENT_TYPE, "text/plain"),
+                 (R.RESPONSE_TOPIC, "p5/reply"), (R.CORRELATION_DATA, b"\x01\x02"),
+                 (R.USER_PROPERTY, ("k", "v1")), (R.USER_PROPERTY, ("k", "v2"))]
+        p.publish("p5/a", b"with properties", qos=1, props=props)
+        p.publish("p5/r", b"retained", qos=1, retain=True, packet_id=2)
+        p.close()
+        b = self.restart(b)
+        s = self.raw5(b.port(), "p5", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        self.assertTrue(s.connack.session_present)
+        m = s.next_publish()
+        self.assertEqual((m.topic, m.payload), ("p5/a", b"with properties"))
+        self.assertEqual(R.prop(m, R.PAYLOAD_FORMAT), 1)
+        self.assertEqual(R.prop(m, R.CONTENT_TYPE), "text/plain")
+        self.assertEqual(R.prop(m, R.RESPONSE_TOPIC), "p5/reply")
+        self.assertEqual(R.prop(m, R.CORRELATION_DATA), b"\x01\x02")
+        self.assertEqual([v for k, v in m.props if k == R.USER_PROPERTY],
+                         [("k", "v1"), ("k", "v2")])
+        self.assertEqual(R.prop(m, R.SUBSCRIPTION_ID), 7)
+        self.assertTrue(0 < R.prop(m, R.MESSAGE_EXPIRY) <= 300)
+        r = s.next_publish()
+        # Retain As Published survived: the queued copy keeps RETAIN 1 [MQTT-3.3.1-12].
+        self.assertEqual((r.topic, r.retain), ("p5/r", True))
+        # No Local survived [MQTT-3.8.3-3]; the identifier still comes with new messages.
+        s.publish("p5/own", b"mine", qos=1, packet_id=9)
+        p = self.raw5(b.port(), "p5pub")
+        p.publish("p5/b", b"after", qos=1)
+        m = s.next_publish()
+        self.assertEqual((m.topic, R.prop(m, R.SUBSCRIPTION_ID)), ("p5/b", 7))
+
+    def test_message_expiry_counts_the_time_the_broker_was_down(self):
+        # [MQTT-3.3.2-5]: expiry is stored as an absolute time, so downtime counts.
+        b = self.start()
+        s = self.raw5(b.port(), "mx", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        s.subscribe([("mx/#", 1)])
+        s.send(R.disconnect5())
+        p = self.raw5(b.port(), "mxpub")
+        p.publish("mx/short", b"expires while down", qos=1, props=[(R.MESSAGE_EXPIRY, 2)])
+        p.publish("mx/long", b"kept", qos=1, packet_id=2, props=[(R.MESSAGE_EXPIRY, 300)])
+        p.publish("mxr/short", b"retained, expires", qos=1, retain=True, packet_id=3,
+                  props=[(R.MESSAGE_EXPIRY, 2)])
+        p.close()
+        b.stop()
+        self._brokers.remove(b)
+        time.sleep(2.3)
+        b = self.start()
+        b.wait_log(r"1 retained message expired while the broker was down")
+        s = self.raw5(b.port(), "mx", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        got = [p for p in s.read_all(0.7) if p.type == R.PUBLISH]
+        self.assertEqual([m.topic for m in got], ["mx/long"])
+        self.assertTrue(0 < R.prop(got[0], R.MESSAGE_EXPIRY) <= 298)
+        r = self.raw5(b.port(), "mxreader")
+        r.subscribe([("mxr/#", 1)])
+        self.assertEqual([p for p in r.read_all(0.5) if p.type == R.PUBLISH], [])
+
+    def test_expired_retained_message_is_removed_from_disk(self):
+        import sqlite3
+        b = self.start(log_level="debug")
+        p = self.raw5(b.port(), "rxpub")
+        p.publish("rx/t", b"x", qos=1, retain=True, props=[(R.MESSAGE_EXPIRY, 1)])
+        p.publish("rx/kept", b"y", qos=1, retain=True, packet_id=2)
+        b.wait_log(r'retained message on "rx/t" expired', timeout=5)
+        time.sleep(0.3)  # unacknowledged changes are on disk within one commit
+        db = sqlite3.connect(self.db)
+        rows = db.execute("SELECT topic FROM retained ORDER BY topic").fetchall()
+        db.close()
+        self.assertEqual(rows, [("rx/kept",)])
+
+    def test_delayed_will_survives_a_restart(self):
+        # [MQTT-3.1.3-9] across a restart: the will's due time is absolute.
+        b = self.start()
+        w = R.RawClient(b.port())
+        w.connect("willwatch", clean=False)
+        w.subscribe([("dw/#", 1)])
+        w.disconnect()
+        c = self.raw5(b.port(), "dw", clean_start=False, props=[(R.SESSION_EXPIRY, 60)],
+                      will_topic="dw/gone", will_payload=b"bye", will_qos=1,
+                      will_props=[(0x18, 3), (R.USER_PROPERTY, ("why", "lost"))])
+        c.close()  # the connection is lost: the will waits 3 s
+        b.wait_log(r'client="dw".*disconnected')
+        time.sleep(0.3)  # unacknowledged changes are on disk within one commit
+        b = self.restart(b)
+        b.wait_log(r"1 delayed will restored, 0 published")
+        w = R.RawClient(b.port())
+        self.assertTrue(w.connect("willwatch", clean=False).session_present)
+        m = w.next_publish(timeout=5)
+        self.assertEqual((m.topic, m.payload), ("dw/gone", b"bye"))
+
+    def test_delayed_will_of_a_session_expired_while_down_is_published_at_start(self):
+        b = self.start()
+        w = R.RawClient(b.port())
+        w.connect("willwatch2", clean=False)
+        w.subscribe([("dx/#", 1)])
+        w.disconnect()
+        c = self.raw5(b.port(), "dx", clean_start=False, props=[(R.SESSION_EXPIRY, 1)],
+                      will_topic="dx/gone", will_payload=b"bye", will_qos=1,
+                      will_props=[(0x18, 60)])
+        c.close()
+        b.wait_log(r'client="dx".*disconnected')
+        time.sleep(0.3)
+        self.kill9(b)
+        time.sleep(1.2)
+        b = self.start()
+        b.wait_log(r"0 delayed wills restored, 1 published")
+        w = R.RawClient(b.port())
+        w.connect("willwatch2", clean=False)
+        self.assertEqual(w.next_publish().topic, "dx/gone")
+
+    def test_store_from_schema_1_is_migrated(self):
+        # A file written before the MQTT 5 fields existed (schema 1) loads, and is
+        # migrated in place: its sessions, queue and retained messages are all there.
+        import sqlite3
+        db = sqlite3.connect(self.db)
+        db.executescript(SCHEMA_1 + """
+            INSERT INTO meta VALUES('schema', 1);
+            INSERT INTO sessions VALUES('old', '(no auth plugin):anonymous', 0, 0);
+            INSERT INTO subscriptions VALUES('old', 'm/#', 1);
+            INSERT INTO messages VALUES(1, 'm/q', X'717565756564', 1, 0);
+            INSERT INTO outgoing VALUES('old', 1, 1, 1, 0, 0, 0);
+            INSERT INTO retained VALUES('m/r', X'726574', 1, 0);
+        """)
+        db.close()
+        b = self.start()
+        b.wait_log(r"migrated from schema 1 to 2")
+        b.wait_log(r"restored 1 persistent session .* 1 subscription, 1 queued or in-flight "
+                   r"message, 1 retained message")
+        s = R.RawClient(b.port())
+        ack = s.connect("old", clean=False)
+        self.assertTrue(ack.session_present, b.log())
+        self.assertEqual(s.next_publish().payload, b"queued")
+        p = self.raw5(b.port(), "newpub")
+        p.publish("m/new", b"5.0", qos=1, props=[(R.USER_PROPERTY, ("a", "b"))])
+        self.assertEqual(s.next_publish().payload, b"5.0")
+        r = R.RawClient(b.port())
+        r.connect("reader")
+        r.subscribe([("m/r", 1)])
+        self.assertEqual(r.next_publish().payload, b"ret")
+        b.stop()
+        self._brokers.remove(b)
+        db = sqlite3.connect(self.db)
+        self.assertEqual(db.execute("SELECT value FROM meta WHERE key='schema'").fetchone(), (2,))
+        # A 3.1.1 message's rows are as before (5.0 properties live in a table of their own).
+        for table in ("messages", "retained"):
+            columns = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            self.assertEqual(len(columns), 5 if table == "messages" else 4, columns)
+        db.close()
+        b = self.start()  # and the migrated file opens again as it is
+        b.wait_log(r"restored 1 persistent session")
+
+
+# The tables as main wrote them before MQTT 5 (schema 1), for the migration test.
+SCHEMA_1 = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE sessions(client_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+  expires_at INTEGER NOT NULL, last_packet_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,
+  qos INTEGER NOT NULL, PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
+CREATE TABLE messages(id INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+  payload BLOB NOT NULL, qos INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE outgoing(client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  message_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+  packet_id INTEGER NOT NULL, state INTEGER NOT NULL, PRIMARY KEY(client_id, seq)) WITHOUT ROWID;
+CREATE TABLE incoming(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
+  PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;
+CREATE TABLE retained(topic TEXT PRIMARY KEY, payload BLOB NOT NULL,
+  qos INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
 class TlsResumptionTest(BrokerTestCase):
     """Session-ticket keys kept beside the store: a device resumes its TLS session with a
     broker that restarted in between."""

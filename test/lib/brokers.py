@@ -51,6 +51,7 @@ DEFAULTS = {
     "max_queued_messages": None,
     "max_client_id_length": None,
     "max_keepalive": None,
+    "session_expiry": None,  # mqgate's [limits] session_expiry (tests using it are mqgate-only)
     "ipv6": False,
     "log_level": "debug",
     "websocket": False,
@@ -212,7 +213,7 @@ class MqgateBroker:
     def _config(settings):
         limits = []
         for key in ("max_packet_size", "max_inflight_messages", "max_queued_messages",
-                    "max_client_id_length", "max_keepalive"):
+                    "max_client_id_length", "max_keepalive", "session_expiry"):
             if settings[key] is not None:
                 limits.append(f"{key} = {int(settings[key])}")
         bind = "[::1]:0" if settings["ipv6"] else "127.0.0.1:0"

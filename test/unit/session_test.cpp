@@ -74,3 +74,25 @@ TEST_CASE("a queue that never empties is compacted: ack one, queue one, forever"
   CHECK(stats.messages_dropped == 0);
   CHECK(peak <= 64);
 }
+
+TEST_CASE("offline sessions come out in expiry order, whatever order they were listed in") {
+  std::vector<std::unique_ptr<Session>> sessions;
+  OfflineSessions offline;
+  // Expiry times out of order, with ties; then some removed and some rescheduled.
+  const uint64_t due[] = {50, 10, 40, 10, 30, 70, 20, 60, 0, 90};
+  for (size_t i = 0; i < std::size(due); ++i) {
+    sessions.push_back(std::make_unique<Session>("s" + std::to_string(i), false));
+    offline.schedule(sessions.back().get(), due[i]);
+  }
+  offline.remove(sessions[2].get());          // 40
+  offline.remove(sessions[2].get());          // a no-op: not listed any more
+  offline.schedule(sessions[9].get(), 5);     // 90 -> 5
+  offline.schedule(sessions[8].get(), 100);   // 0 -> 100
+  std::vector<uint64_t> order;
+  while (!offline.empty()) {
+    Session* s = offline.front();
+    order.push_back(s->expires_at_ms());
+    offline.remove(s);
+  }
+  CHECK(order == std::vector<uint64_t>{5, 10, 10, 20, 30, 50, 60, 70, 100});
+}
