@@ -197,20 +197,19 @@ class Session : public RouteTarget {
         ++i;
       }
     }
-    std::vector<Queued> kept;
+    // The queue is compacted in place: what stays keeps its order.
+    size_t kept = f.queue_head;
     for (size_t i = f.queue_head; i < f.queue.size(); ++i) {
       Queued& q = f.queue[i];
       if (take(q.share)) {
         taken.push_back({std::move(q.msg), q.seq, q.qos, q.retain, q.share});
         stats.queued_now--;
       } else {
-        kept.push_back(std::move(q));
+        if (kept != i) f.queue[kept] = std::move(q);
+        ++kept;
       }
     }
-    if (kept.size() != f.queue.size() - f.queue_head) {
-      f.queue = std::move(kept);
-      f.queue_head = 0;
-    }
+    f.queue.erase(f.queue.begin() + static_cast<ptrdiff_t>(kept), f.queue.end());
     return taken;
   }
   // Removes what take_shared() took from the store (persistent sessions).

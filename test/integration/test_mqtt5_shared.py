@@ -311,6 +311,25 @@ class SharedSubscriptionTest(brokers.MqttTestCase):
 
     @skip_if_mosquitto("Mosquitto gives an offline persistent member its turn (queued "
                        "in its session) while other members are online")
+    def test_ordinary_queue_is_intact_when_a_group_exists(self):
+        # A lost connection looks for shared messages to move; the session's other
+        # queued messages stay, in order, and are delivered when it resumes (a review
+        # found them emptied, and the broker crashed on the resume).
+        other = self.raw5("groupie")
+        other.subscribe([("$share/x/unrelated", 1)])
+        props = [(R.SESSION_EXPIRY, 300), (R.RECEIVE_MAXIMUM, 1)]
+        v = self.raw5("ordinary", props=props)
+        v.subscribe([("v/t", 1)])
+        self.publish("v/t", [b"m0", b"m1", b"m2"])
+        first = v.next_publish(ack=False)
+        self.assertEqual(first.payload, b"m0")
+        v.close()
+        again = R.RawClient5(self.broker.port, host=self.broker.host)
+        self._clients.append(again)
+        self.assertTrue(again.connect("ordinary", clean_start=False, props=props).session_present)
+        got = [again.next_publish().payload for _ in range(3)]
+        self.assertEqual(got, [b"m0", b"m1", b"m2"])
+
     def test_offline_persistent_member_gets_messages_only_when_nobody_else_can(self):
         props = [(R.SESSION_EXPIRY, 300)]
         away = self.raw5("away", clean_start=False, props=props)

@@ -348,6 +348,11 @@ TEST_CASE("shared groups: a member's messages taken back are the unacknowledged 
   CHECK(stats.queued_now == 2);
   s.untag_shared(9);
   CHECK(s.take_shared([](uint16_t) { return true; }, stats).empty());
+  // Taking nothing leaves every message where it was, in order.
+  std::string left;
+  s.for_each_held_message([&](const Message& m) { left += m.payload(); });
+  CHECK(left == "bc");
+  CHECK(s.queued_count() == 2);
 }
 
 TEST_CASE("a moved message loses the Subscription Identifiers of its former member") {
