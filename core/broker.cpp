@@ -454,7 +454,24 @@ void Broker::encode_connack_v5(Client& client, bool present, const ConnectState&
     }
     info.response_information = response_information;
   }
-  mqtt5::encode_connack(client.out(), present, info);
+  // Never over the client's Maximum Packet Size [MQTT-3.1.2-24]: without the optional
+  // properties if need be, else no CONNACK and the connection closes.
+  std::string& out = client.out();
+  const size_t before = out.size();
+  const uint32_t max = client.v5()->max_packet_size;
+  mqtt5::encode_connack(out, present, info);
+  if (max != 0 && out.size() - before > max) {
+    out.resize(before);
+    info.minimal = true;
+    mqtt5::encode_connack(out, present, info);
+  }
+  if (max != 0 && out.size() - before > max) {
+    CLIENT_LOG(log::Level::kWarning, client,
+               "CONNACK of %zu bytes is over the client's Maximum Packet Size (%u); closing",
+               out.size() - before, max);
+    out.resize(before);
+    client.close("CONNACK over the client's Maximum Packet Size");
+  }
 }
 
 uint16_t Broker::broker_receive_maximum() const {

@@ -128,17 +128,17 @@ void encode_connack(std::string& out, bool session_present, const ConnackInfo& i
   if (info.session_expiry_differs) p.session_expiry_interval = info.session_expiry;
   if (info.receive_maximum != 65535) p.receive_maximum = info.receive_maximum;
   // Maximum QoS is absent: QoS 2 is supported. The topic aliases a client may set.
-  p.topic_alias_maximum = kTopicAliasMaximum;
-  p.retain_available = 1;
+  if (!info.minimal) p.topic_alias_maximum = kTopicAliasMaximum;
+  // Retain, Wildcard, Subscription Identifier and Shared Subscription Available are
+  // absent: absent means available (3.2.2.3.5, .11, .12, .13), and the CONNACK stays
+  // small for clients with a small Maximum Packet Size.
   if (info.maximum_packet_size != 0) p.maximum_packet_size = info.maximum_packet_size;
   if (!info.assigned_client_id.empty()) p.assigned_client_identifier = info.assigned_client_id;
   if (info.server_keep_alive != 0) p.server_keep_alive = info.server_keep_alive;
   if (!info.auth_method.empty()) p.authentication_method = info.auth_method;
   if (info.auth_data != nullptr && *info.auth_data) p.authentication_data = **info.auth_data;
-  if (!info.response_information.empty()) p.response_information = info.response_information;
-  p.wildcard_subscription_available = 1;
-  p.subscription_identifier_available = 1;
-  p.shared_subscription_available = 1;
+  if (!info.response_information.empty() && !info.minimal)
+    p.response_information = info.response_information;
   codec::encode_connack_v5(out, session_present, reason::kSuccess, p);
 }
 

@@ -101,6 +101,9 @@ struct ConnackInfo {
   std::string_view auth_method;         // enhanced authentication: the client's method
   const std::optional<std::string>* auth_data = nullptr;  // and the plugin's final data
   std::string_view response_information;                  // Request Response Information
+  // Leave out what may go (Topic Alias Maximum, Response Information): for a client
+  // whose Maximum Packet Size the whole CONNACK would exceed.
+  bool minimal = false;
 };
 void encode_connack(std::string& out, bool session_present, const ConnackInfo& info);
 

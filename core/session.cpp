@@ -359,7 +359,7 @@ void Session::untag_shared(uint16_t share) {
 
 void Session::attach(Client* client, const SessionLimits& limits, DeliveryStats& stats) {
   client_ = client;
-  if (!flow_) return;
+  if (!flow_ || client->close_requested()) return;  // (refused after all: nothing to send)
   // Unacknowledged PUBLISHes go again, in order, but no more than this connection's
   // window allows [MQTT-3.3.4-9]; the rest wait for its acknowledgements. PUBRELs all go,
   // in their places among them.

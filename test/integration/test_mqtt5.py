@@ -124,10 +124,11 @@ class Mqtt5Test(brokers.MqttTestCase):
     def test_connack_properties_true_to_the_broker(self):
         c = self.raw5_ok("props")
         p = dict(c.connack.props)
-        self.assertEqual(p.get(R.RETAIN_AVAILABLE), 1)
-        self.assertEqual(p.get(R.WILDCARD_AVAILABLE), 1)
-        self.assertEqual(p.get(R.SUBSCRIPTION_ID_AVAILABLE), 1)
-        self.assertEqual(p.get(R.SHARED_AVAILABLE), 1)
+        # Absent means available (3.2.2.3.5, .11, .12, .13).
+        self.assertEqual(p.get(R.RETAIN_AVAILABLE, 1), 1)
+        self.assertEqual(p.get(R.WILDCARD_AVAILABLE, 1), 1)
+        self.assertEqual(p.get(R.SUBSCRIPTION_ID_AVAILABLE, 1), 1)
+        self.assertEqual(p.get(R.SHARED_AVAILABLE, 1), 1)
         self.assertEqual(p.get(R.RECEIVE_MAXIMUM), 20)  # max_inflight_messages
         self.assertEqual(p.get(R.MAXIMUM_PACKET_SIZE), 1024 * 1024)
         self.assertNotIn(R.MAXIMUM_QOS, p)  # QoS 2 is supported

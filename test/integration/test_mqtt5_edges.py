@@ -165,3 +165,18 @@ class Mqtt5EdgeTest(brokers.MqttTestCase):
             c = self.raw5("deep")
             send(c)
             self.assertDisconnected(c, (0x97,))
+
+    def test_connack_within_the_clients_maximum_packet_size(self):
+        # [MQTT-3.1.2-24] holds for the CONNACK too: it fits, or the server sends none
+        # and closes (Mosquitto's choice for an assigned client id that cannot fit).
+        for client_id, mps in (("cid1", 16), ("cid1", 20), ("", 16), ("", 24)):
+            with self.subTest(client_id=client_id, mps=mps):
+                c = R.RawClient5(self.broker.port, host=self.broker.host)
+                self._clients.append(c)
+                c.send(R.connect5(client_id, props=[(R.MAXIMUM_PACKET_SIZE, mps)]))
+                try:
+                    p = c.read_packet()
+                except (R.ConnectionClosed, R.NoPacket):
+                    continue
+                self.assertEqual(p.type, R.CONNACK)
+                self.assertLessEqual(wire_size(p), mps)

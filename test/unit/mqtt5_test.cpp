@@ -330,7 +330,21 @@ TEST_CASE("encode_connack: the broker's capabilities, optional ones only when th
   CHECK_FALSE(p.assigned_client_identifier);
   CHECK_FALSE(p.maximum_qos);  // QoS 2 supported
   CHECK(p.topic_alias_maximum == std::optional<uint16_t>(mqtt5::kTopicAliasMaximum));
-  CHECK(p.subscription_identifier_available == std::optional<uint8_t>(1));
+  // Absent means available: Retain, Wildcard, Subscription Identifier and Shared
+  // Subscription Available are left out (the CONNACK stays small).
+  CHECK_FALSE(p.retain_available);
+  CHECK_FALSE(p.subscription_identifier_available);
+  CHECK_FALSE(p.shared_subscription_available);
+
+  mqtt5::ConnackInfo small;
+  small.minimal = true;
+  small.response_information = "r/";
+  std::string minimal;
+  mqtt5::encode_connack(minimal, false, small);
+  codec::Properties m;
+  CHECK_FALSE(decode(minimal, m));
+  CHECK_FALSE(m.topic_alias_maximum);
+  CHECK_FALSE(m.response_information);
 
   mqtt5::ConnackInfo info;
   info.receive_maximum = 100;
