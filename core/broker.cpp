@@ -74,6 +74,7 @@ void Broker::set_limits(const LimitsConfig& limits) {
   limits_ = limits;
   session_limits_.max_inflight = limits.max_inflight_messages;
   session_limits_.max_queued = limits.max_queued_messages;
+  session_limits_.max_queued_bytes = limits.max_queued_bytes;
   flow_.set_limits(limits);
 }
 

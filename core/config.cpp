@@ -271,6 +271,8 @@ void read_limits(const toml::table& t, const std::string& file, LimitsConfig& li
     limits.packet_timeout = static_cast<uint32_t>(*v);
   if (auto v = c.integer("max_keepalive", 0, 65535))
     limits.max_keepalive = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_queued_bytes", 4096, 1ll << 40))
+    limits.max_queued_bytes = static_cast<uint64_t>(*v);
   c.reject_unknown();
 }
 

@@ -33,6 +33,9 @@ struct LimitsConfig {
   // Longest keep-alive a client may ask for (0: any, also none). 5.0 clients asking for
   // more or none get this one (Server Keep Alive); 3.x clients are refused (CONNACK 2).
   uint32_t max_keepalive = 0;
+  // Bytes (topic, payload, properties) of one session's queued messages; beyond: new ones
+  // are dropped as for max_queued_messages. Bounds what an offline session can hold.
+  uint64_t max_queued_bytes = 64ull << 20;
 };
 
 // TLS settings of a listener (`ssl = true`). File paths are resolved against the

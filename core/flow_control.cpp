@@ -11,6 +11,8 @@ namespace mqgate {
 void FlowControl::set_limits(const LimitsConfig& limits) {
   high_queued_ = limits.max_queued_messages / 2;
   low_queued_ = limits.max_queued_messages / 4;
+  high_queued_bytes_ = limits.max_queued_bytes / 2;
+  low_queued_bytes_ = limits.max_queued_bytes / 4;
   // Bytes: half the limit, but at most 256 KiB: that is already thousands of small
   // messages (plenty to keep a socket busy between resumes), and a 1 -> 50 fan-out must
   // not park 50 x 2 MiB in the broker.
@@ -20,13 +22,15 @@ void FlowControl::set_limits(const LimitsConfig& limits) {
 
 bool FlowControl::over_high(const Session& session) const {
   // queued_count() first: it is inline; pending_output() is a virtual call.
-  return session.queued_count() > high_queued_ || session.client()->pending_output() > high_bytes_;
+  return session.queued_count() > high_queued_ || session.queued_bytes() > high_queued_bytes_ ||
+         session.client()->pending_output() > high_bytes_;
 }
 
 bool FlowControl::below_low(const Session& session) const {
   const Client* c = session.client();
   return c == nullptr ||
-         (session.queued_count() <= low_queued_ && c->pending_output() <= low_bytes_);
+         (session.queued_count() <= low_queued_ && session.queued_bytes() <= low_queued_bytes_ &&
+          c->pending_output() <= low_bytes_);
 }
 
 void FlowControl::after_delivery(Session& session, Client* source, uint8_t qos, uint64_t now_ms) {

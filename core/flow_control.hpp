@@ -116,6 +116,7 @@ class FlowControl {
   void end_congestion(const Session& session, Congestion& c);
 
   size_t high_queued_ = 500, low_queued_ = 250;
+  uint64_t high_queued_bytes_ = 32ull << 20, low_queued_bytes_ = 16ull << 20;
   size_t high_bytes_ = kMaxHighBytes, low_bytes_ = kMaxHighBytes / 2;
   std::unordered_map<const Session*, Congestion> congested_;
   std::unordered_map<const Client*, Blocked> blocked_;

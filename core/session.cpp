@@ -86,6 +86,7 @@ void Session::restore_outgoing(MessagePtr msg, uint32_t seq, uint8_t qos, bool r
   Flow& f = flow();
   f.last_seq = std::max(f.last_seq, seq);
   if (state == SessionJournal::OutState::kQueued) {
+    f.queued_bytes += queued_size(*msg);
     f.queue.push_back({std::move(msg), seq, qos, retain, 0});
     return;
   }
@@ -178,12 +179,14 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
     send_publish(f.inflight.back(), false, stats, limits.now_ms);
     return;
   }
-  if (queued_count() >= limits.max_queued) {
+  const uint64_t size = queued_size(*msg);
+  if (queued_count() >= limits.max_queued || f.queued_bytes + size > limits.max_queued_bytes) {
     stats.messages_dropped++;
     stats.dropped_queue_full++;
     return;
   }
   compact_queue(f);
+  f.queued_bytes += size;
   f.queue.push_back({msg, ++f.last_seq, qos, retain, share});
   if (j)
     j->put_outgoing(*this, f.last_seq, msg.get(), qos, retain, 0, SessionJournal::OutState::kQueued,
@@ -271,6 +274,7 @@ void Session::fill_window(const SessionLimits& limits, DeliveryStats& stats) {
   const uint32_t window = mqtt5::send_window(client_, limits.max_inflight);
   while (f.queue_head < f.queue.size() && f.inflight.size() < window) {
     Queued& q = f.queue[f.queue_head++];
+    f.queued_bytes -= queued_size(*q.msg);
     std::optional<uint32_t> left;
     const bool expired = !expiry_left(*q.msg, limits.now_ms, left);
     if (expired) {

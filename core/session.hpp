@@ -53,6 +53,7 @@ struct SessionLimits {
   uint32_t max_queued = 1000;
   SessionJournal* journal = nullptr;  // persistence on: where persistent sessions report
   uint64_t now_ms = 0;                // loop time (MQTT 5 Message Expiry)
+  uint64_t max_queued_bytes = 64ull << 20;  // of queued messages (Session::queued_bytes)
 };
 
 // Counters a session reports to the broker's statistics.
@@ -202,6 +203,7 @@ class Session : public RouteTarget {
     for (size_t i = f.queue_head; i < f.queue.size(); ++i) {
       Queued& q = f.queue[i];
       if (take(q.share)) {
+        f.queued_bytes -= queued_size(*q.msg);
         taken.push_back({std::move(q.msg), q.seq, q.qos, q.retain, q.share});
         stats.queued_now--;
       } else {
@@ -277,6 +279,11 @@ class Session : public RouteTarget {
   size_t inflight_count() const { return flow_ ? flow_->inflight.size() : 0; }
   size_t incoming_qos2_count() const { return flow_ ? flow_->incoming_qos2.size() : 0; }
   size_t queued_count() const { return flow_ ? flow_->queue.size() - flow_->queue_head : 0; }
+  // Bytes of the queued messages' topics, payloads and properties.
+  uint64_t queued_bytes() const { return flow_ ? flow_->queued_bytes : 0; }
+  static uint64_t queued_size(const Message& m) {
+    return m.topic().size() + m.payload().size() + m.props().size();
+  }
   // Slots the queue holds, live or popped (memory; for tests).
   size_t queue_capacity() const { return flow_ ? flow_->queue.capacity() : 0; }
 
@@ -314,6 +321,7 @@ class Session : public RouteTarget {
     std::vector<uint16_t> incoming_qos2;  // ids of QoS 2 PUBLISHes awaiting PUBREL
     uint32_t last_seq = 0;  // entries' order; restarts with an empty flow (store empty too)
     uint32_t unsent = 0;    // inflight entries marked `unsent`
+    uint64_t queued_bytes = 0;  // queue[queue_head..]'s messages (queued_size)
   };
   SessionJournal* journal(const SessionLimits& limits) const {
     return clean_ ? nullptr : limits.journal;

@@ -16,6 +16,7 @@ Settings (mqgate TOML key -> Mosquitto option):
     max_queued_messages     -> max_queued_messages
     max_client_id_length    -> (no Mosquitto equivalent; tests needing it skip on Mosquitto)
     max_keepalive           -> max_keepalive
+    max_queued_bytes        -> max_queued_bytes
     ipv6=True               -> listen on [::1] instead of 127.0.0.1
     log_level               -> log_type
     websocket=True          -> a second listener for MQTT over WebSocket (path /mqtt) on
@@ -51,6 +52,7 @@ DEFAULTS = {
     "max_queued_messages": None,
     "max_client_id_length": None,
     "max_keepalive": None,
+    "max_queued_bytes": None,
     "session_expiry": None,  # mqgate's [limits] session_expiry (tests using it are mqgate-only)
     "ipv6": False,
     "log_level": "debug",
@@ -168,6 +170,8 @@ class MosquittoBroker:
             lines.append(f"max_queued_messages {s['max_queued_messages']}")
         if s["max_keepalive"] is not None:
             lines.append(f"max_keepalive {s['max_keepalive']}")
+        if s["max_queued_bytes"] is not None:
+            lines.append(f"max_queued_bytes {s['max_queued_bytes']}")
         if s["websocket"]:
             lines += [f"listener {self.ws_port} {self.host}", "protocol websockets"]
         return "\n".join(lines) + "\n"
@@ -213,7 +217,8 @@ class MqgateBroker:
     def _config(settings):
         limits = []
         for key in ("max_packet_size", "max_inflight_messages", "max_queued_messages",
-                    "max_client_id_length", "max_keepalive", "session_expiry"):
+                    "max_client_id_length", "max_keepalive", "session_expiry",
+                    "max_queued_bytes"):
             if settings[key] is not None:
                 limits.append(f"{key} = {int(settings[key])}")
         bind = "[::1]:0" if settings["ipv6"] else "127.0.0.1:0"
