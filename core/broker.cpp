@@ -1240,20 +1240,28 @@ void Broker::refuse_denied(Client& client, const AuthResult& auth) {
   client.close("connection refused");
 }
 
-void Broker::continue_connect_auth(Client& client, ConnectState c, const AuthResult& auth) {
+// One more AUTH 0x18 of an exchange: within kMaxAuthRounds and the client's Maximum
+// Packet Size, else the exchange fails (and false).
+bool Broker::may_continue_auth(Client& client, const std::optional<std::string>& data) {
   mqtt5::ClientState& s = *client.v5();
-  const size_t data_size = auth.auth_data ? auth.auth_data->size() : 0;
+  const size_t data_size = data ? data->size() : 0;
   if (s.auth_rounds >= mqtt5::kMaxAuthRounds) {
     fail_auth_exchange(client, "authentication exchange over 16 round trips",
                        reason::kNotAuthorized);
-    return;
+    return false;
   }
   if (s.max_packet_size != 0 && 16 + s.auth_method.size() + data_size > s.max_packet_size) {
     fail_auth_exchange(client, "authentication data over the client's Maximum Packet Size",
                        reason::kImplementationSpecificError);
-    return;
+    return false;
   }
   s.auth_rounds++;
+  return true;
+}
+
+void Broker::continue_connect_auth(Client& client, ConnectState c, const AuthResult& auth) {
+  if (!may_continue_auth(client, auth.auth_data)) return;
+  mqtt5::ClientState& s = *client.v5();
   s.auth_exchange = mqtt5::ClientState::AuthExchange::kConnecting;
   auth_exchanges_.insert_or_assign(&client, std::move(c));
   CLIENT_LOG(log::Level::kDebug, client, "enhanced authentication: AUTH 0x18 (round %u)",
@@ -1350,17 +1358,7 @@ void Broker::reauth_decided(Client& client, const AuthResult& r) {
   mqtt5::ClientState& s = *client.v5();
   if (client.state != Client::State::kConnected) return;
   if (r.continue_auth) {
-    const size_t data_size = r.auth_data ? r.auth_data->size() : 0;
-    if (s.auth_rounds >= mqtt5::kMaxAuthRounds) {
-      fail_auth_exchange(client, "re-authentication over 16 round trips", reason::kNotAuthorized);
-      return;
-    }
-    if (s.max_packet_size != 0 && 16 + s.auth_method.size() + data_size > s.max_packet_size) {
-      fail_auth_exchange(client, "authentication data over the client's Maximum Packet Size",
-                         reason::kImplementationSpecificError);
-      return;
-    }
-    s.auth_rounds++;
+    if (!may_continue_auth(client, r.auth_data)) return;
     mqtt5::encode_auth(client, client.out(), reason::kContinueAuthentication, r.auth_data);
     return;
   }

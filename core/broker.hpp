@@ -164,6 +164,7 @@ class Broker {
   void reauth_decided(Client& client, const AuthResult& auth);
   // Ends an exchange that broke the rules or ran out of time or rounds.
   void fail_auth_exchange(Client& client, const char* why, uint8_t reason_code);
+  bool may_continue_auth(Client& client, const std::optional<std::string>& data);
   // A re-authentication waiting for a plugin's deferred decision.
   struct ReauthState {};
   std::unordered_map<const Client*, ConnectState> auth_exchanges_;

@@ -12,12 +12,10 @@ import hashlib
 import hmac
 import os
 import queue
-import struct
-import time
 import unittest
 
 import mqtt_raw as R
-from mqgate_test import TEST_PLUGIN_DIR, BrokerTestCase
+from mqgate_test import BrokerTestCase, plugin_table
 
 AUTH_DATA = 0x16
 REQUEST_PROBLEM_INFO = 0x17
@@ -65,18 +63,6 @@ class Scram:
         server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
         self.server_signature = hmac.new(server_key, auth_message, hashlib.sha256).digest()
         return f"{without_proof},p={b64(proof)}".encode()
-
-
-def plugin_table(instance, module, **options):
-    lines = [f"[plugins.{instance}]", f'path = "{os.path.join(TEST_PLUGIN_DIR, module + ".so")}"']
-    for k, v in options.items():
-        if isinstance(v, int):
-            lines.append(f"{k} = {v}")
-        elif isinstance(v, list):
-            lines.append(f"{k} = [" + ", ".join(f'"{x}"' for x in v) + "]")
-        else:
-            lines.append(f'{k} = "{v}"')
-    return "\n".join(lines) + "\n"
 
 
 class Mqtt5AuthTest(BrokerTestCase):

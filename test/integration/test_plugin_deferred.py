@@ -3,29 +3,19 @@ built with -fvisibility=hidden), which answers from its own thread after delay_m
 client waits without blocking the loop, its next packets are held in order, timeouts
 deny, completions for clients that are gone are ignored. Also the other ABI 2 host
 calls (disconnect, CONNACK 4) and the RECEIVE action, next to an ABI 1 plugin."""
-import os
-import socket
 import time
 import unittest
 
 import mqtt_raw as r
-from mqgate_test import TEST_PLUGIN_DIR, BrokerTestCase
+import mqgate_test
+from mqgate_test import BrokerTestCase
 
 
 def plugin_table(instance, module, **options):
-    lines = [f"[plugins.{instance}]", f'path = "{os.path.join(TEST_PLUGIN_DIR, module + ".so")}"']
+    # The test plugins that log decisions tag their lines with the instance name.
     if module in ("deferred", "scripted"):
-        lines.append(f'tag = "{instance}"')
-    for k, v in options.items():
-        if isinstance(v, bool):
-            lines.append(f"{k} = {'true' if v else 'false'}")
-        elif isinstance(v, int):
-            lines.append(f"{k} = {v}")
-        elif isinstance(v, list):
-            lines.append(f"{k} = [" + ", ".join(f'"{x}"' for x in v) + "]")
-        else:
-            lines.append(f'{k} = "{v}"')
-    return "\n".join(lines) + "\n"
+        options = {"tag": instance, **options}
+    return mqgate_test.plugin_table(instance, module, **options)
 
 
 class DeferredTest(BrokerTestCase):

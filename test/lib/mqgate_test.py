@@ -134,6 +134,22 @@ class Broker:
         self.close()
 
 
+def plugin_table(instance, module, **options):
+    """A [plugins.<instance>] table loading test/plugins/<module>.so with `options`
+    (booleans, integers, string arrays, strings)."""
+    lines = [f"[plugins.{instance}]", f'path = "{os.path.join(TEST_PLUGIN_DIR, module + ".so")}"']
+    for k, v in options.items():
+        if isinstance(v, bool):
+            lines.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, int):
+            lines.append(f"{k} = {v}")
+        elif isinstance(v, list):
+            lines.append(f"{k} = [" + ", ".join(f'"{x}"' for x in v) + "]")
+        else:
+            lines.append(f'{k} = "{v}"')
+    return "\n".join(lines) + "\n"
+
+
 def plain_config(extra="", listener_extra="", log_level="debug"):
     """The smallest config: one plain listener on an ephemeral loopback port."""
     return f"""
