@@ -91,7 +91,8 @@ class Reader {
 
 // A few topics and filters that overlap, so messages find subscribers.
 constexpr std::string_view kTopics[] = {"a", "a/b", "a/b/c", "$SYS/x", "s/1", ""};
-constexpr std::string_view kFilters[] = {"a/#", "a/+", "+/b/#", "#", "s/1", "$share/g/a", "a/b"};
+constexpr std::string_view kFilters[] = {"a/#",        "a/+",          "+/b/#", "#", "s/1",
+                                          "$share/g/a", "$share/h/a/#", "a/b"};
 
 // Properties for a PUBLISH, SUBSCRIBE, ack, AUTH or DISCONNECT: any of them, drawn from
 // `r` (the codec validates them against the packet; some combinations are invalid on
