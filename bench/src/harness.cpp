@@ -251,18 +251,17 @@ std::string Harness::client_id(const char* role, uint64_t a, uint64_t b) const {
 }
 
 void Harness::encode_connect(std::string& out, const std::string& client_id, bool clean) const {
-  if (options_.mqtt_version == codec::kProtocolLevel5) {
-    mqtt5::encode_connect(out, options_, client_id, clean);
-    return;
-  }
   codec::Connect c;
   c.protocol_name = "MQTT";
-  c.protocol_level = codec::kProtocolLevel311;
+  c.protocol_level = options_.mqtt_version;  // 4 (3.1.1) or 5
   c.clean_session = clean;
   c.keepalive = static_cast<uint16_t>(options_.keepalive);
   c.client_id = client_id;
   if (options_.username) c.username = *options_.username;
   if (options_.password) c.password = *options_.password;
+  // 5.0: a persistent session asks for a session expiry of one hour (a session otherwise
+  // ends with the connection [MQTT-3.1.2-23]).
+  if (c.protocol_level == codec::kProtocolLevel5 && !clean) c.props.session_expiry_interval = 3600;
   codec::encode_connect(out, c);
 }
 

@@ -39,19 +39,6 @@ ConnackResult read_connack(uint8_t version, const codec::FixedHeader& h, std::st
   return r;
 }
 
-void encode_connect(std::string& out, const Options& o, const std::string& client_id, bool clean) {
-  codec::Connect c;
-  c.protocol_name = "MQTT";
-  c.protocol_level = codec::kProtocolLevel5;
-  c.clean_session = clean;
-  c.keepalive = static_cast<uint16_t>(o.keepalive);
-  c.client_id = client_id;
-  if (o.username) c.username = *o.username;
-  if (o.password) c.password = *o.password;
-  if (!clean) c.props.session_expiry_interval = 3600;
-  codec::encode_connect(out, c);
-}
-
 std::string publish_properties(const Options& o) {
   codec::Properties p;
   if (o.content_type) p.content_type = *o.content_type;

@@ -26,10 +26,6 @@ struct ConnackResult {
 };
 ConnackResult read_connack(uint8_t version, const codec::FixedHeader& h, std::string_view body);
 
-// A 5.0 CONNECT: clean start as given; a persistent session asks for a session expiry of
-// one hour (in 5.0 a session otherwise ends with the connection [MQTT-3.1.2-23]).
-void encode_connect(std::string& out, const Options& o, const std::string& client_id, bool clean);
-
 // The property block (length prefix included) every PUBLISH of this run carries:
 // --content-type and --user-property; one zero byte when none are given.
 std::string publish_properties(const Options& o);
