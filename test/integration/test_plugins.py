@@ -9,6 +9,7 @@ import subprocess
 import time
 import unittest
 
+import mqgate_test
 import mqtt_raw as r
 from brokers import PahoClient
 from mqgate_test import (BROKER_BIN, PLUGIN_DIR, TEST_PLUGIN_DIR, Broker, BrokerTestCase,
@@ -21,15 +22,7 @@ def test_plugin(name):
 
 def scripted(instance, **options):
     """A [plugins.<instance>] table for the scripted test plugin."""
-    lines = [f"[plugins.{instance}]", f'path = "{test_plugin("scripted")}"', f'tag = "{instance}"']
-    for k, v in options.items():
-        if isinstance(v, bool):
-            lines.append(f"{k} = {'true' if v else 'false'}")
-        elif isinstance(v, list):
-            lines.append(f"{k} = [" + ", ".join(f'"{x}"' for x in v) + "]")
-        else:
-            lines.append(f'{k} = "{v}"')
-    return "\n".join(lines) + "\n"
+    return mqgate_test.plugin_table(instance, "scripted", tag=instance, **options)
 
 
 def connack(port, client_id="c", username=None, password=None):
