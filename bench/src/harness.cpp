@@ -9,7 +9,7 @@
 #include <cstring>
 #include <thread>
 
-#include "codec/encoder.hpp"
+#include "mqtt/encoder.hpp"
 #include "mqtt5_client.hpp"
 
 namespace mqgate::bench {

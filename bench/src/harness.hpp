@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "codec/packet.hpp"
+#include "mqtt/packet.hpp"
 #include "net.hpp"
 #include "stats.hpp"
 

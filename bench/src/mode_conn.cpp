@@ -5,8 +5,8 @@
 #include <cinttypes>
 #include <map>
 
-#include "codec/encoder.hpp"
 #include "harness.hpp"
+#include "mqtt/encoder.hpp"
 #include "mqtt5_client.hpp"
 
 namespace mqgate::bench {

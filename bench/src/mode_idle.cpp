@@ -6,8 +6,8 @@
 #include <map>
 #include <thread>
 
-#include "codec/encoder.hpp"
 #include "harness.hpp"
+#include "mqtt/encoder.hpp"
 #include "mqtt5_client.hpp"
 
 namespace mqgate::bench {

@@ -21,8 +21,8 @@
 #include <cstring>
 #include <map>
 
-#include "codec/encoder.hpp"
 #include "harness.hpp"
+#include "mqtt/encoder.hpp"
 #include "mqtt5_client.hpp"
 
 namespace mqgate::bench {

@@ -1,8 +1,8 @@
 #include "mqtt5_client.hpp"
 
-#include "codec/encoder.hpp"
-#include "codec/properties.hpp"
 #include "harness.hpp"
+#include "mqtt/encoder.hpp"
+#include "mqtt/properties.hpp"
 
 namespace mqgate::bench::mqtt5 {
 

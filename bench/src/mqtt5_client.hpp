@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "codec/decoder.hpp"
-#include "codec/packet.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/packet.hpp"
 
 namespace mqgate::bench {
 

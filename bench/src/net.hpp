@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "codec/decoder.hpp"
+#include "mqtt/decoder.hpp"
 #include "tls.hpp"
 #include "ws_client.hpp"
 

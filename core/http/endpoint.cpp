@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/log.hpp"
 #include "http/metrics_text.hpp"
-#include "log.hpp"
 
 namespace mqgate::http {
 

@@ -12,7 +12,7 @@
 #include <iterator>
 #include <unordered_map>
 
-#include "log.hpp"
+#include "base/log.hpp"
 
 namespace mqgate::store {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <string_view>
 
-#include "transport/peer_info.hpp"
+#include "base/peer_info.hpp"
 
 namespace mqgate::transport {
 

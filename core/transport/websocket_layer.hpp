@@ -13,7 +13,7 @@
 
 #include "http/request.hpp"
 #include "transport/stream_layer.hpp"
-#include "ws/websocket.hpp"
+#include "transport/websocket.hpp"
 
 namespace mqgate::transport {
 

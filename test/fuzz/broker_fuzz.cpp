@@ -15,10 +15,10 @@
 #include <vector>
 
 #include "../lib/packet_pump.hpp"
-#include "broker.hpp"
-#include "codec/decoder.hpp"
-#include "codec/encoder.hpp"
-#include "codec/framer.hpp"
+#include "broker/broker.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
+#include "mqtt/framer.hpp"
 
 using namespace mqgate;
 

@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include "codec/decoder.hpp"
-#include "codec/encoder.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
 
 using namespace mqgate::codec;
 

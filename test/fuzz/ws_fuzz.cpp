@@ -9,8 +9,8 @@
 #include <string_view>
 
 #include "http/request.hpp"
+#include "transport/websocket.hpp"
 #include "transport/websocket_layer.hpp"
-#include "ws/websocket.hpp"
 
 using namespace mqgate;
 

@@ -7,10 +7,10 @@
 #include <cstdint>
 #include <string_view>
 
-#include "broker.hpp"
-#include "client.hpp"
-#include "codec/decoder.hpp"
-#include "codec/framer.hpp"
+#include "broker/broker.hpp"
+#include "client/client.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/framer.hpp"
 
 namespace mqgate::test {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "aclfile.h"
-#include "topic.hpp"
+#include "mqtt/topic.hpp"
 
 namespace {
 

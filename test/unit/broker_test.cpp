@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "broker.hpp"
+#include "broker/broker.hpp"
 #include "fake_client.hpp"
 
 using namespace mqgate;

@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "../lib/x509_builder.hpp"
-#include "broker.hpp"
-#include "config.hpp"
+#include "broker/broker.hpp"
+#include "config/config.hpp"
 #include "fake_client.hpp"
-#include "plugin_host.hpp"
+#include "plugin/host.hpp"
 
 using namespace mqgate;
 using namespace mqgate::test;

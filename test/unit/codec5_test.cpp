@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "codec/decoder.hpp"
-#include "codec/encoder.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
 
 using namespace mqgate::codec;
 using namespace std::string_literals;

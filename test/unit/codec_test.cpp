@@ -2,9 +2,9 @@
 
 #include <string>
 
-#include "codec/decoder.hpp"
-#include "codec/encoder.hpp"
-#include "codec/utf8.hpp"
+#include "base/utf8.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
 
 using namespace mqgate::codec;
 using namespace std::string_literals;

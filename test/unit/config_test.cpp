@@ -2,8 +2,8 @@
 
 #include <string>
 
-#include "config.hpp"
-#include "config_toml.hpp"
+#include "config/config.hpp"
+#include "config/config_toml.hpp"
 
 using namespace mqgate;
 

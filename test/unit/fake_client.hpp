@@ -9,12 +9,12 @@
 #include <vector>
 
 #include "../lib/packet_pump.hpp"
-#include "broker.hpp"
-#include "client.hpp"
-#include "codec/decoder.hpp"
-#include "codec/encoder.hpp"
-#include "codec/framer.hpp"
-#include "config.hpp"
+#include "broker/broker.hpp"
+#include "client/client.hpp"
+#include "config/config.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
+#include "mqtt/framer.hpp"
 
 namespace mqgate::test {
 

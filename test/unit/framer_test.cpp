@@ -1,11 +1,11 @@
-#include "codec/framer.hpp"
+#include "mqtt/framer.hpp"
 
 #include <doctest/doctest.h>
 
 #include <string>
 #include <vector>
 
-#include "codec/encoder.hpp"
+#include "mqtt/encoder.hpp"
 
 using namespace mqgate;
 using codec::Framer;

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "client.hpp"
-#include "codec/decoder.hpp"
-#include "codec/encoder.hpp"
-#include "mqtt5.hpp"
+#include "client/client.hpp"
+#include "client/mqtt5.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
 
 using namespace mqgate;
 using namespace std::string_literals;

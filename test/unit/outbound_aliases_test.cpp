@@ -1,4 +1,4 @@
-#include "outbound_aliases.hpp"
+#include "client/outbound_aliases.hpp"
 
 #include <doctest/doctest.h>
 

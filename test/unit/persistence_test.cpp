@@ -4,9 +4,9 @@
 
 #include <memory>
 
-#include "broker.hpp"
+#include "broker/broker.hpp"
+#include "broker/persistence.hpp"
 #include "fake_client.hpp"
-#include "persistence.hpp"
 
 using namespace mqgate;
 using namespace mqgate::test;

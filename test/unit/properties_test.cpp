@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "codec/properties.hpp"
+#include "mqtt/properties.hpp"
 
 using namespace mqgate::codec;
 

@@ -7,11 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "mqtt5.hpp"
-#include "router.hpp"
-#include "session.hpp"
-#include "shared_subscriptions.hpp"
-#include "topic.hpp"
+#include "broker/router.hpp"
+#include "broker/session.hpp"
+#include "broker/shared_subscriptions.hpp"
+#include "client/mqtt5.hpp"
+#include "mqtt/topic.hpp"
 
 using namespace mqgate;
 

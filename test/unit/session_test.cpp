@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "broker/session.hpp"
 #include "fake_client.hpp"
-#include "session.hpp"
 
 using namespace mqgate;
 using namespace mqgate::test;

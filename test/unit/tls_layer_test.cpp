@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "tls.hpp"
 #include "transport/stack.hpp"
+#include "transport/tls/tls.hpp"
 
 using namespace mqgate;
 

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "topic.hpp"
+#include "mqtt/topic.hpp"
 
 using mqgate::filter_covers;
 

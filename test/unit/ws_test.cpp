@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "ws/websocket.hpp"
+#include "transport/websocket.hpp"
 
 using namespace mqgate;
 using namespace mqgate::ws;

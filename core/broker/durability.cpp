@@ -1,0 +1,327 @@
+// The broker's persistence hooks: acknowledgements that wait for durability, the
+// records of persistent sessions, and the rebuild of the loaded state at start-up.
+// Kept apart from broker.cpp's MQTT logic, which only calls these.
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <unordered_map>
+
+#include "broker/broker.hpp"
+#include "broker/persistence.hpp"
+#include "client/mqtt5.hpp"
+#include "mqtt/encoder.hpp"
+#include "store/journal.hpp"
+
+namespace mqgate {
+
+using codec::PacketType;
+
+void Broker::set_persistence(Persistence* persistence) {
+  persistence_ = persistence;
+  session_limits_.journal = persistence;
+}
+
+uint64_t Broker::store_changes() const {
+  return persistence_ ? persistence_->changes() : 0;
+}
+
+void Broker::send_ack(Client& client, PacketType type, uint16_t packet_id, uint8_t reason,
+                      const std::vector<uint8_t>& codes) {
+  if (type == PacketType::kUnsuback && client.protocol_level == codec::kProtocolLevel5)
+    codec::encode_unsuback_v5(client.out(), packet_id, codes);
+  else if (send_ack_reason_string(client, type, packet_id, reason))
+    return;
+  else
+    mqtt5::encode_ack(client, client.out(), type, packet_id, reason);
+}
+
+void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bool durable,
+                         uint8_t reason, std::vector<uint8_t> codes) {
+  // A 5.0 PUBREC with a failure code ends that QoS 2 exchange: no PUBREL follows, and the
+  // packet id is free for the client's next message (4.3.3; nor does it count against
+  // the Receive Maximum any longer).
+  if (type == PacketType::kPubrec && reason >= 0x80 && client.v5() && client.session)
+    client.session->end_incoming_qos2(packet_id, session_limits_);
+  auto held = held_acks_.find(&client);
+  if (persistence_ == nullptr || (!durable && held == held_acks_.end())) {
+    send_ack(client, type, packet_id, reason, codes);
+    return;
+  }
+  // Behind a barrier, in order: acknowledgements of one client leave in the order its
+  // packets came, and barriers complete in the order they were made.
+  if (held == held_acks_.end()) {
+    held = held_acks_.try_emplace(&client).first;
+    held->second.serial = ++held_serial_;
+    held->second.client = &client;
+  }
+  held->second.acks.push_back({type, packet_id, nullptr, reason, std::move(codes)});
+  persistence_->barrier(
+      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+}
+
+void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
+  auto it = held_acks_.find(client);
+  if (it == held_acks_.end() || it->second.serial != serial) return;  // gone meanwhile
+  HeldAcks& held = it->second;
+  HeldAcks::Held front = std::move(held.acks.front());
+  held.acks.pop_front();
+  Client& c = *held.client;
+  if (held.acks.empty()) held_acks_.erase(it);
+  const PacketType type = front.type;
+  const uint16_t packet_id = front.packet_id;
+  if (c.state == Client::State::kClosing) return;
+  if (ok && front.subscribe) {
+    front.subscribe->durable = true;
+    finish_subscribe(c, *front.subscribe);
+  } else if (ok) {
+    send_ack(c, type, packet_id, front.reason, front.codes);
+  } else {
+    // Not stored (the journal logged why, once per batch): no acknowledgement, so the
+    // client keeps the message and sends it again when it reconnects.
+    CLIENT_LOG(log::Level::kDebug, c,
+               "%s for packet id %u withheld: the message could not be stored",
+               codec::packet_type_name(type), packet_id);
+  }
+}
+
+bool Broker::route_when_durable(Client& client, std::string_view topic, std::string_view payload,
+                                uint8_t qos, bool retain, uint16_t packet_id, bool deliver,
+                                std::string_view props, std::optional<uint64_t> expires_at_ms,
+                                uint8_t ack_reason) {
+  if (persistence_ == nullptr) return false;
+  auto open = route_queue_of_.find(&client);
+  if (open == route_queue_of_.end()) {
+    if (!deliver || qos != 2 || client.session == nullptr || client.session->clean()) return false;
+    open = route_queue_of_.emplace(&client, ++next_route_queue_).first;
+    route_queues_[open->second].client = &client;
+  }
+  RouteQueue& q = route_queues_[open->second];
+  // A publisher flooding QoS 0 while the store is slow or failing must not grow the
+  // broker: past this, its QoS 0 messages are dropped (at most once allows it).
+  constexpr size_t kMaxQueuedBytes = 16u << 20;
+  if (qos == 0 && q.bytes > kMaxQueuedBytes) {
+    stats_.delivery.messages_dropped++;
+    stats_.delivery.dropped_qos0_backlog++;
+    return true;
+  }
+  q.routes.push_back({std::string(topic), std::string(payload), qos, retain, packet_id, deliver,
+                      ack_reason, std::string(props), client.session, expires_at_ms});
+  q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
+  persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
+  return true;
+}
+
+void Broker::route_durable(uint64_t id, bool ok) {
+  auto it = route_queues_.find(id);
+  if (it == route_queues_.end()) return;
+  RouteQueue& q = it->second;
+  PendingRoute r = std::move(q.routes.front());
+  q.routes.pop_front();
+  // The publisher, while still connected (flow control may hold it for this message).
+  Client* source = nullptr;
+  if (q.client) {
+    auto open = route_queue_of_.find(q.client);
+    if (open != route_queue_of_.end() && open->second == id) source = q.client;
+  }
+  q.bytes -= r.topic.size() + r.payload.size() + sizeof(PendingRoute);
+  if (q.routes.empty()) {
+    if (q.client) {
+      auto open = route_queue_of_.find(q.client);
+      if (open != route_queue_of_.end() && open->second == id) route_queue_of_.erase(open);
+    }
+    route_queues_.erase(it);
+  }
+  // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
+  // too, so the publisher sends it again (and it is routed then, once).
+  if (!ok && r.qos == 2) return;
+  const uint64_t changes = store_changes();
+  uint8_t ack_reason = r.ack_reason;
+  if (r.deliver && !route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, r.origin,
+                          r.expires_at_ms))
+    ack_reason = codec::reason::kNoMatchingSubscribers;
+  if (source == nullptr || r.qos == 0) return;  // gone: it sends again when it comes back
+  // After what the routing changed (queues of persistent sessions) is durable in turn.
+  acknowledge(*source, r.qos == 1 ? PacketType::kPuback : PacketType::kPubrec, r.packet_id,
+              store_changes() != changes, ack_reason);
+}
+
+bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
+  if (persistence_ == nullptr || st.durable || client.session == nullptr || client.session->clean())
+    return false;
+  auto held = held_acks_.find(&client);
+  const bool granted = std::any_of(st.codes.begin(), st.codes.end(),
+                                   [](uint8_t code) { return code < codec::kSubackFailure; });
+  if (!granted && held == held_acks_.end()) return false;
+  if (held == held_acks_.end()) {
+    held = held_acks_.try_emplace(&client).first;
+    held->second.serial = ++held_serial_;
+    held->second.client = &client;
+  }
+  held->second.acks.push_back(
+      {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st)), 0, {}});
+  persistence_->barrier(
+      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+  return true;
+}
+
+void Broker::persist_session(const Session& session, bool online) {
+  int64_t expires_at = 0;
+  const uint32_t expiry = session_expiry_of(session);
+  if (!online && expiry != Session::kNeverExpires) {
+    const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    expires_at = wall.count() + int64_t{expiry} * 1000;
+  }
+  persistence_->put_session(session, expires_at);
+}
+
+void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
+  persistence_->set_clock(now_ms, wall_ms);
+  now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;
+  // Message Expiry is stored as wall-clock time: the time the broker was down counts.
+  auto expires_at = [&](int64_t wall) -> std::optional<uint64_t> {
+    if (wall == 0) return std::nullopt;
+    return persistence_->loop_of(wall);
+  };
+  std::unordered_map<uint64_t, MessagePtr> bodies;
+  bodies.reserve(state.messages.size());
+  for (store::MessageRecord& m : state.messages) {
+    MessagePtr msg =
+        Message::create(m.topic, m.payload, m.qos, false, m.props, expires_at(m.expires_at_ms));
+    msg->set_durable_id(m.id);
+    bodies.emplace(m.id, std::move(msg));
+    std::string().swap(m.payload);  // one copy at a time
+  }
+  state.messages.clear();
+  state.messages.shrink_to_fit();
+
+  // Sessions, each with its own expiry (5.0) or the broker's (3.1.1), whichever applies
+  // now (the broker's cap may have changed).
+  size_t expired = 0;
+  for (const store::SessionRecord& r : state.sessions) {
+    if (sessions_->find(r.client_id) != nullptr) continue;
+    Session* s = sessions_->create(r.client_id, false);
+    s->set_protocol_level(r.protocol_level);
+    if (r.protocol_level == codec::kProtocolLevel5)
+      s->set_expiry_interval(applied_session_expiry(r.expiry_interval.value_or(0)));
+    const uint32_t expiry = session_expiry_of(*s);
+    if (expiry != Session::kNeverExpires && r.expires_at_ms != 0 && r.expires_at_ms <= wall_ms) {
+      sessions_->remove(s);
+      persistence_->remove_session_record(r.client_id);
+      ++expired;
+      continue;
+    }
+    persistent_sessions_++;
+    s->set_owner(r.owner == *anonymous_identity_ ? anonymous_identity_
+                                                 : std::make_shared<const std::string>(r.owner));
+    // Offline since the restart when it was online (or has no expiry): the stored expiry
+    // is absolute, so the time the broker was down counts.
+    s->detach(now_ms);
+    if (expiry == Session::kNeverExpires) continue;
+    uint64_t remaining = uint64_t{expiry} * 1000;
+    if (r.expires_at_ms != 0)
+      remaining = std::min(remaining, static_cast<uint64_t>(r.expires_at_ms - wall_ms));
+    offline_.schedule(s, now_ms + remaining);
+  }
+
+  size_t subscriptions = 0;
+  for (const store::SubscriptionRecord& r : state.subscriptions) {
+    Session* s = sessions_->find(r.client_id);
+    if (s == nullptr) continue;  // of an expired session (removed with it)
+    index_subscribe(*s, r.filter, r.qos);
+    s->add_subscription(r.filter, r.qos, r.options, r.subscription_id);
+    ++subscriptions;
+  }
+  size_t queued = 0, dropped = 0;
+  for (const store::OutgoingRecord& r : state.outgoing) {
+    Session* s = sessions_->find(r.client_id);
+    if (s == nullptr) continue;
+    MessagePtr msg;
+    if (r.state != store::OutgoingRecord::State::kAwaitPubcomp) {
+      auto b = bodies.find(r.message_id);
+      if (b == bodies.end()) {
+        // Cannot happen with this broker's writes; never guess a body.
+        persistence_->remove_outgoing_record(r.client_id, r.seq);
+        ++dropped;
+        continue;
+      }
+      msg = b->second;
+      msg->add_durable_ref();
+    }
+    s->restore_outgoing(std::move(msg), static_cast<uint32_t>(r.seq), r.qos, r.retain, r.packet_id,
+                        static_cast<SessionJournal::OutState>(r.state));
+    ++queued;
+  }
+  if (!shared_.empty())
+    for (const store::SessionRecord& r : state.sessions)
+      if (Session* s = sessions_->find(r.client_id)) retag_shared_messages(*s);
+  for (const store::IncomingQos2Record& r : state.incoming_qos2)
+    if (Session* s = sessions_->find(r.client_id)) s->restore_incoming_qos2(r.packet_id);
+  for (auto& [id, msg] : bodies)
+    if (msg->durable_refs() == 0)
+      persistence_->remove_message_record(id, !msg->props().empty());  // orphaned
+  size_t retained = 0;
+  size_t retained_expired = 0;
+  for (const store::RetainedRecord& r : state.retained) {
+    if (r.expires_at_ms != 0 && r.expires_at_ms <= wall_ms) {
+      persistence_->remove_retained(r.topic);  // its Message Expiry passed while down
+      ++retained_expired;
+      continue;
+    }
+    MessagePtr msg =
+        Message::create(r.topic, r.payload, r.qos, true, r.props, expires_at(r.expires_at_ms));
+    if (router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes) ==
+        Router::RetainResult::kStored) {
+      track_retained_expiry(*msg);
+      ++retained;
+    } else
+      LOG_WARN(
+          "stored retained message on %s not restored: over max_retained_messages or "
+          "max_retained_bytes",
+          log::quote(r.topic).c_str());
+  }
+  LOG_INFO(
+      "persistence: restored %zu persistent session%s (%zu expired while the broker was down), "
+      "%zu subscription%s, %zu queued or in-flight message%s, %zu retained message%s",
+      sessions_->size(), sessions_->size() == 1 ? "" : "s", expired, subscriptions,
+      subscriptions == 1 ? "" : "s", queued, queued == 1 ? "" : "s", retained,
+      retained == 1 ? "" : "s");
+  if (retained_expired)
+    LOG_INFO("persistence: %zu retained message%s expired while the broker was down",
+             retained_expired, retained_expired == 1 ? "" : "s");
+  restore_wills(state.wills);
+  if (dropped)
+    LOG_ERROR("persistence: %zu queued message%s referred to a missing message body and %s dropped",
+              dropped, dropped == 1 ? "" : "s", dropped == 1 ? "was" : "were");
+  check_expiry(now_ms);
+}
+
+void Broker::restore_wills(std::vector<store::WillRecord>& wills) {
+  size_t waiting = 0, published = 0;
+  for (store::WillRecord& r : wills) {
+    MessagePtr msg = Message::create(r.topic, r.payload, r.qos, r.retain, r.props);
+    Session* s = sessions_->find(r.client_id);
+    if (s == nullptr) {
+      // Its session ended while the broker was down: the will is owed now.
+      persistence_->remove_will_record(r.client_id);
+      route_will(msg, r.expiry_interval);
+      ++published;
+      continue;
+    }
+    DelayedWill& w = delayed_wills_[s];
+    w.msg = std::move(msg);
+    w.due_ms = persistence_->loop_of(r.due_at_ms);  // past: published at the first check
+    w.expiry = r.expiry_interval;
+    w.client_id = r.client_id;
+    will_order_.emplace(w.due_ms, s);
+    ++waiting;
+  }
+  if (waiting + published)
+    LOG_INFO(
+        "persistence: %zu delayed will%s restored, %zu published (their session ended "
+        "while the broker was down)",
+        waiting, waiting == 1 ? "" : "s", published);
+}
+
+}  // namespace mqgate

@@ -1,0 +1,56 @@
+// Where sessions live. The broker only uses this interface, so durable persistence can
+// replace the in-memory store later without touching the MQTT logic.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "broker/session.hpp"
+
+namespace mqgate {
+
+class SessionStore {
+ public:
+  virtual ~SessionStore() = default;
+  virtual Session* find(std::string_view client_id) = 0;
+  // Creates a session; there must be none with that id.
+  virtual Session* create(std::string client_id, bool clean) = 0;
+  // Removes the session and hands it over (the broker may keep it a little longer, while
+  // sliced work still holds pointers to it).
+  virtual std::unique_ptr<Session> remove(Session* session) = 0;
+  virtual size_t size() const = 0;
+  virtual void for_each(const std::function<void(Session&)>& fn) = 0;
+};
+
+class MemorySessionStore final : public SessionStore {
+ public:
+  Session* find(std::string_view client_id) override {
+    auto it = sessions_.find(client_id);
+    return it == sessions_.end() ? nullptr : it->second.get();
+  }
+  Session* create(std::string client_id, bool clean) override {
+    auto s = std::make_unique<Session>(std::move(client_id), clean);
+    Session* raw = s.get();
+    sessions_.emplace(raw->client_id(), std::move(s));  // the key views the session's id
+    return raw;
+  }
+  std::unique_ptr<Session> remove(Session* session) override {
+    auto it = sessions_.find(session->client_id());
+    if (it == sessions_.end()) return nullptr;
+    std::unique_ptr<Session> s = std::move(it->second);
+    sessions_.erase(it);  // by iterator: the key views the session's id, still alive
+    return s;
+  }
+  size_t size() const override { return sessions_.size(); }
+  void for_each(const std::function<void(Session&)>& fn) override {
+    for (auto& [id, s] : sessions_) fn(*s);
+  }
+
+ private:
+  std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;
+};
+
+}  // namespace mqgate

@@ -1,0 +1,107 @@
+// The plugin host knows .so files: it loads the plugin instances the configuration
+// names, agrees an ABI version with each, runs their init, and asks them -- in
+// configuration order, per listener -- whether clients may connect, publish and
+// subscribe (as the broker's AuthHooks). It also forwards the connected,
+// disconnected, reload and tick events.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config.hpp"
+#include "mqgate_plugin.h"
+#include "plugin/auth.hpp"
+
+// The ABI's opaque plugin handle, defined in plugin_instance.hpp.
+struct mqgate_plugin;
+
+namespace mqgate {
+
+class PluginHost final : public AuthHooks {
+ public:
+  PluginHost();
+  ~PluginHost() override;
+  PluginHost(const PluginHost&) = delete;
+  PluginHost& operator=(const PluginHost&) = delete;
+
+  // Loads and initialises every [plugins.*] instance, then builds each listener's
+  // chain. On failure returns false with one message per problem in `errors`; every
+  // instance loaded so far is shut down again.
+  bool load(const Config& config, Errors& errors);
+  // Shuts every instance down and unloads them (also done by the destructor).
+  void unload();
+
+  // SIGHUP: hands each instance its re-read table.
+  void reload(const Config& config);
+  // Once a second.
+  void tick(uint64_t now_ms);
+
+  size_t instance_count() const;
+
+  // AuthHooks
+  AuthResult authenticate(const Client& client, const codec::Connect& connect) override;
+  AuthResult authorize(const Client& client, std::string_view topic, AuthAction action,
+                       uint8_t qos, bool retain) override;
+  AuthResult check(const Client& client, const AuthRequest& request) override;
+  void forget(const Client& client) override;
+  // MQTT 5.0 enhanced authentication.
+  bool offers_auth_method(const Client& client, std::string_view method) const override;
+  AuthResult continue_auth(const Client& client, std::optional<std::string_view> data) override;
+  AuthResult reauthenticate(const Client& client, std::string_view method,
+                            std::optional<std::string_view> data) override;
+
+  // --- deferred decisions and host requests (loop thread) ----------------------------
+  // A plugin completed a token (posted to the loop by api->complete).
+  struct Completion;
+  void on_completion(const Completion& completion);
+  // api->disconnect: closes the client from the loop, soon, outside any callback.
+  bool request_disconnect(Client& client, std::string reason);
+  size_t pending_decisions() const { return jobs_.size(); }
+  // Seconds a deferred decision may take (Config::auth_timeout).
+  void set_auth_timeout(uint32_t seconds) { auth_timeout_ms_ = uint64_t{seconds} * 1000; }
+  void on_connected(const Client& client, bool session_present) override;
+  void on_disconnected(const Client& client, const char* reason) override;
+  std::vector<AuthDecisionCounts> decision_counts() const override;
+
+  // The plugin directory used when a plugin has no `path` and the configuration no
+  // `plugin_dir`: the installed one, or the build tree's when running from it.
+  static std::string default_plugin_dir();
+
+ private:
+  struct Chain;
+  struct Job;
+  const Chain& chain_for(const Client& client) const;
+  // Asks the chain from job.next on; false when a plugin deferred (job waits).
+  bool run(Job& job);
+  void apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason, std::string assign,
+             std::string vouched, int connack_code, int raw);
+  AuthResult result(const Job& job) const;
+  // MQTT 5.0 answers (reason code and string, authentication data) of one plugin.
+  void apply_v5(Job& job, mqgate_plugin* p, int verdict, int reason_code, std::string reason_string,
+                std::optional<std::string> data_out);
+  // Runs a new or resumed authentication job: its result, pending (parked in jobs_), or
+  // continuing (parked in exchanges_ until the client's AUTH).
+  AuthResult run_auth(std::unique_ptr<Job> job);
+  // The listener's AUTHENTICATE plugins that offer `method`, in order.
+  std::vector<mqgate_plugin*> method_plugins(const Chain& chain, std::string_view method) const;
+  void park(std::unique_ptr<Job> job);
+  std::unique_ptr<Job> unpark(uint64_t id);
+  void expire_decisions();
+  void run_disconnects();
+  std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;  // waiting on a plugin
+  std::unordered_map<const Client*, uint64_t> job_of_client_;
+  // Enhanced authentications waiting for the client's next AUTH (a plugin said CONTINUE).
+  std::unordered_map<const Client*, std::unique_ptr<Job>> exchanges_;
+  uint64_t next_job_id_ = 1;
+  uint64_t auth_timeout_ms_ = 10000;
+  std::vector<std::pair<Client*, std::string>> disconnects_;  // api->disconnect requests
+  std::vector<std::unique_ptr<mqgate_plugin>> instances_;
+  std::vector<std::unique_ptr<Chain>> chains_;  // indexed by ListenerConfig::index
+  std::unique_ptr<Chain> empty_chain_;
+};
+
+}  // namespace mqgate

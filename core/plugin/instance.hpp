@@ -1,0 +1,88 @@
+// Internal to the plugin host: what it knows about one loaded plugin instance, and
+// the host API table it hands to plugins. Not part of the plugin ABI.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "config/config_toml.hpp"
+#include "mqgate_plugin.h"
+#include "plugin/auth.hpp"
+
+namespace mqgate {
+class PluginHost;
+}
+
+// The ABI's opaque mqgate_plugin handle is this struct.
+struct mqgate_plugin {
+  mqgate::PluginHost* host = nullptr;  // set once loaded
+  std::string name;                    // instance name: [plugins.<name>]
+  std::string module;                  // module name (file stem)
+  std::string file;                    // the .so that was loaded
+  std::string config_file;
+  int config_line = 0;
+  void* dl = nullptr;
+  int abi_version = 0;
+  void* instance = nullptr;  // what init stored
+  bool in_init = false;      // register_event is allowed only then
+  bool initialised = false;
+  mqgate_event_cb callbacks[MQGATE_EVT_TICK + 1] = {};
+  void (*shutdown)(void*) = nullptr;
+  // MQTT 5.0 enhanced authentication methods it offers (api->register_auth_method).
+  std::vector<std::string> auth_methods;
+  // Its decisions, counted by the host (loop thread).
+  uint64_t decisions[mqgate::AuthDecisionCounts::kPhaseCount]
+                    [mqgate::AuthDecisionCounts::kVerdictCount] = {};
+};
+
+// The ABI's opaque deferred-decision token. Two references: the plugin's (released by
+// api->complete, from any thread) and the host's (released when the decision is
+// applied, times out or its client goes away). Validated on the loop by pointer
+// against the pending job, which holds the host's reference.
+struct mqgate_deferred {
+  std::atomic<int> refs{2};
+  std::atomic<bool> completed{false};
+  mqgate::PluginHost* host = nullptr;
+  uint64_t job_id = 0;
+};
+
+// The ABI's opaque mqgate_options handle: a plugin's TOML table.
+struct mqgate_options {
+  const toml::table* table = nullptr;
+  std::shared_ptr<const toml::table> document;  // keeps `table` alive
+  std::string file;                             // the configuration file, for opt_location
+  int table_line = 0;                           // where [plugins.<name>] starts
+  std::vector<std::string> keys;                // in file order
+  mutable std::vector<std::unique_ptr<std::string>> scratch;  // strings handed out
+};
+
+namespace mqgate::detail {
+
+// The host API table for plugins of an ABI version (one per version for the process;
+// they never change).
+const mqgate_host_api* host_api(int abi_version = MQGATE_PLUGIN_ABI_VERSION);
+
+// Builds the options view of a plugin's table (keys in file order).
+std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const std::string& file);
+
+// Loads `config`'s .so, agrees on the ABI version and runs init. On failure returns
+// nullptr and adds to `errors` why, naming the plugin, the file and the reason.
+std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& config, const Config& broker_config,
+                                           const std::string& default_dir, Errors& errors);
+// Runs shutdown (if init succeeded) and unloads the .so.
+void unload_plugin(mqgate_plugin& plugin);
+
+// Takes ownership of a string a plugin allocated with api->mprintf / strdup.
+std::string take_plugin_string(char*& s);
+
+// Host API functions implemented by the plugin host (plugin_host.cpp).
+mqgate_deferred* api_defer(mqgate_plugin* plugin);
+int api_complete(mqgate_deferred* token, const mqgate_completion* completion);
+int api_disconnect(mqgate_plugin* plugin, mqgate_client* client, const char* reason);
+// Releases one reference of a token.
+void unref_token(mqgate_deferred* token);
+
+}  // namespace mqgate::detail

@@ -1,0 +1,229 @@
+#include "server/metrics.hpp"
+
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "base/loop_lag.hpp"
+#include "base/version.hpp"
+#include "broker/broker.hpp"
+#include "http/endpoint.hpp"
+#include "http/metrics_text.hpp"
+#include "plugin/auth.hpp"
+#include "server/listener.hpp"
+#include "transport/tls/tls.hpp"
+
+namespace mqgate {
+
+namespace {
+
+using http::MetricsText;
+constexpr auto kCounter = MetricsText::Type::kCounter;
+constexpr auto kGauge = MetricsText::Type::kGauge;
+
+double wall_seconds() {
+  timeval tv;
+  gettimeofday(&tv, nullptr);
+  return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+}
+
+// Set when the program starts (static initialisation), near enough to its exec.
+const double kProcessStart = wall_seconds();
+
+// Resident memory from /proc/self/statm: a read of a kernel-made page, no disk. 0 if
+// it cannot be read (the sample is then left out).
+uint64_t resident_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size = 0, resident = 0;
+  const int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+void broker_metrics(MetricsText& m, const MetricsSources& s) {
+  Broker& b = s.broker;
+  const BrokerStats& st = b.stats();
+  m.family("mqgate_build_info", kGauge, "Always 1; the version is in the label.");
+  m.sample(uint64_t{1}, {{"version", MQGATE_VERSION}});
+  m.family("mqgate_uptime_seconds", kGauge, "Seconds since the broker started serving.");
+  m.sample(static_cast<double>(s.uptime_ms) / 1000.0);
+  m.family("mqgate_clients_connected", kGauge, "Clients connected now (CONNACK 0 sent).");
+  m.sample(st.clients_connected);
+  m.family("mqgate_clients_maximum", kGauge, "Most clients connected at once since the start.");
+  m.sample(st.clients_maximum);
+  m.family("mqgate_sessions", kGauge, "Sessions, online or offline.");
+  m.sample(uint64_t{b.sessions().size()});
+  m.family("mqgate_sessions_persistent", kGauge,
+           "Persistent sessions (clean session 0), online or offline.");
+  m.sample(uint64_t{b.persistent_sessions()});
+  m.family("mqgate_connections", kCounter, "Network connections accepted.");
+  m.sample(st.connections_total);
+  m.family("mqgate_connections_refused", kCounter, "Connections refused, by reason.");
+  m.sample(st.connects_identity_mismatch, {{"reason", "identity"}});
+  m.sample(st.connects_session_limit, {{"reason", "session_limit"}});
+  m.sample(st.tls_handshakes_refused, {{"reason", "tls_handshakes"}});
+  m.family("mqgate_messages_received", kCounter, "PUBLISH packets received from clients.");
+  m.sample(st.messages_received);
+  m.family("mqgate_messages_sent", kCounter, "PUBLISH packets sent to clients.");
+  m.sample(st.delivery.messages_sent);
+  m.family("mqgate_messages_dropped", kCounter,
+           "Messages not delivered to a subscriber, by reason.");
+  m.sample(st.delivery.dropped_qos0_offline, {{"reason", "qos0_offline"}});
+  m.sample(st.delivery.dropped_qos0_backlog, {{"reason", "qos0_backlog"}});
+  m.sample(st.delivery.dropped_queue_full, {{"reason", "queue_full"}});
+  m.sample(st.delivery.dropped_too_large, {{"reason", "too_large"}});
+  m.sample(st.delivery.dropped_expired, {{"reason", "expired"}});
+  m.family("mqgate_publish_denied", kCounter, "PUBLISHes an auth plugin refused.");
+  m.sample(st.publish_denied);
+  m.family("mqgate_bytes_received", kCounter, "Bytes read from clients (after TLS).");
+  m.sample(st.bytes_received);
+  m.family("mqgate_bytes_sent", kCounter, "Bytes written to clients (before TLS).");
+  m.sample(st.bytes_sent);
+  m.family("mqgate_subscriptions", kGauge, "Subscriptions of all sessions.");
+  m.sample(uint64_t{b.router().subscription_count()});
+  m.family("mqgate_subscriptions_refused", kCounter,
+           "Filters refused over max_subscriptions_per_client.");
+  m.sample(st.subscriptions_refused);
+  m.family("mqgate_retained_messages", kGauge, "Retained messages stored.");
+  m.sample(uint64_t{b.router().retained_count()});
+  m.family("mqgate_retained_refused", kCounter, "Retained messages not stored (the store's caps).");
+  m.sample(st.retained_refused);
+
+  m.family("mqgate_messages_inflight", kGauge,
+           "QoS 1/2 messages sent and not yet acknowledged, all sessions.");
+  m.sample(st.delivery.inflight_now);
+  m.family("mqgate_messages_queued", kGauge,
+           "QoS 1/2 messages waiting behind the in-flight window, all sessions.");
+  m.sample(st.delivery.queued_now);
+  m.family("mqgate_fanouts_pending", kGauge,
+           "Publications whose delivery is being done in slices.");
+  m.sample(uint64_t{b.pending_fanouts()});
+  m.family("mqgate_retained_deliveries_pending", kGauge,
+           "Clients with retained messages still to be sent.");
+  m.sample(uint64_t{b.pending_retained_jobs()});
+  m.family("mqgate_auth_pending", kGauge,
+           "Clients waiting for a plugin's decision (or a sliced SUBSCRIBE).");
+  m.sample(uint64_t{b.pending_decisions()});
+  m.family("mqgate_connections_held", kGauge,
+           "Connections whose input waits for the broker's congestion to end.");
+  m.sample(uint64_t{s.held_connections});
+}
+
+void listener_metrics(MetricsText& m, const MetricsSources& s) {
+  m.family("mqgate_listener_connections", kGauge, "Connections open now, by listener.");
+  for (const auto& l : s.listeners)
+    m.sample(uint64_t{l->active_connections}, {{"listener", l->config().name}});
+  m.family("mqgate_listener_connections_accepted", kCounter, "Connections accepted, by listener.");
+  for (const auto& l : s.listeners) {
+    const size_t i = l->config().index;
+    m.sample(i < s.accepted.size() ? s.accepted[i] : 0, {{"listener", l->config().name}});
+  }
+  m.family("mqgate_tls_handshakes", kCounter,
+           "TLS handshakes completed, by listener and kind (full or resumed).");
+  for (const auto& l : s.listeners) {
+    const auto& g = l->tls_generation();
+    if (!g) continue;
+    m.sample(g->counts().full, {{"listener", l->config().name}, {"kind", "full"}});
+    m.sample(g->counts().resumed, {{"listener", l->config().name}, {"kind", "resumed"}});
+  }
+  m.family("mqgate_tls_handshake_failures", kCounter,
+           "TLS handshakes that did not complete, by listener and reason.");
+  for (const auto& l : s.listeners) {
+    const auto& g = l->tls_generation();
+    if (!g) continue;
+    for (int r = 0; r < TlsHandshakeCounts::kFailureCount; ++r) {
+      const auto why = static_cast<TlsHandshakeCounts::Failure>(r);
+      m.sample(g->counts().failed[r],
+               {{"listener", l->config().name}, {"reason", TlsHandshakeCounts::failure_name(why)}});
+    }
+  }
+  m.family("mqgate_websocket_upgrades", kCounter,
+           "WebSocket upgrade requests, by listener and result (upgraded, or refused with an HTTP "
+           "error).");
+  for (const auto& l : s.listeners) {
+    if (!l->config().websocket) continue;
+    m.sample(l->websocket_counts().upgraded,
+             {{"listener", l->config().name}, {"result", "upgraded"}});
+    m.sample(l->websocket_counts().refused,
+             {{"listener", l->config().name}, {"result", "refused"}});
+  }
+  m.family("mqgate_websocket_protocol_errors", kCounter,
+           "WebSocket connections closed for a bad frame, by listener.");
+  for (const auto& l : s.listeners) {
+    if (!l->config().websocket) continue;
+    m.sample(l->websocket_counts().protocol_errors, {{"listener", l->config().name}});
+  }
+  m.family("mqgate_tls_handshakes_in_progress", kGauge,
+           "TLS handshakes started and not finished (all listeners).");
+  m.sample(uint64_t{s.tls_workers ? s.tls_workers->pending() : 0});
+}
+
+void auth_metrics(MetricsText& m, const MetricsSources& s) {
+  using C = AuthDecisionCounts;
+  m.family("mqgate_auth_decisions", kCounter, "Plugins' answers, by plugin, phase and verdict.");
+  for (const C& c : s.hooks.decision_counts())
+    for (int p = 0; p < C::kPhaseCount; ++p)
+      for (int v = 0; v < C::kVerdictCount; ++v)
+        m.sample(c.counts[p][v], {{"plugin", c.plugin},
+                                  {"phase", C::phase_name(static_cast<C::Phase>(p))},
+                                  {"verdict", C::verdict_name(static_cast<C::Verdict>(v))}});
+}
+
+void loop_metrics(MetricsText& m, const MetricsSources& s) {
+  if (s.lag) {
+    m.family("mqgate_loop_lag_seconds", kGauge,
+             "How late the event loop ran its latest 100 ms timer.");
+    m.sample(s.lag->last_seconds());
+    m.family("mqgate_loop_lag_max_seconds", kGauge,
+             "The largest loop lag of the last 10 to 20 seconds.");
+    m.sample(s.lag->max_seconds());
+    m.family("mqgate_loop_lag_accumulated_seconds", kCounter,
+             "Loop lag added up over every sample.");
+    m.sample(s.lag->total_seconds());
+    m.family("mqgate_loop_lag_samples", kCounter, "Loop lag samples taken (one per 100 ms timer).");
+    m.sample(s.lag->samples());
+  }
+  if (s.http) {
+    m.family("mqgate_http_responses", kCounter, "Answers of this HTTP endpoint, by status code.");
+    for (const auto& [code, n] : s.http->responses()) {
+      const std::string text = std::to_string(code);
+      m.sample(n, {{"code", text}});
+    }
+    m.family("mqgate_http_connections_refused", kCounter,
+             "HTTP connections closed at once: [http] max_connections.");
+    m.sample(s.http->refused());
+  }
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) == 0) {
+    const auto secs = [](const timeval& tv) {
+      return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+    };
+    m.family("process_cpu_seconds", kCounter, "User and system CPU time of the process.");
+    m.sample(secs(ru.ru_utime) + secs(ru.ru_stime));
+    m.family("process_max_resident_memory_bytes", kGauge, "Peak resident memory of the process.");
+    m.sample(static_cast<uint64_t>(ru.ru_maxrss) * 1024);
+  }
+  if (const uint64_t rss = resident_bytes()) {
+    m.family("process_resident_memory_bytes", kGauge, "Resident memory of the process.");
+    m.sample(rss);
+  }
+  m.family("process_start_time_seconds", kGauge,
+           "When the process started, in seconds since the epoch.");
+  m.sample(kProcessStart);
+}
+
+}  // namespace
+
+std::string render_metrics(const MetricsSources& sources) {
+  MetricsText m;
+  broker_metrics(m, sources);
+  listener_metrics(m, sources);
+  auth_metrics(m, sources);
+  loop_metrics(m, sources);
+  return m.text();
+}
+
+}  // namespace mqgate

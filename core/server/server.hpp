@@ -1,0 +1,158 @@
+// The server owns the event loop and wires everything to it: listeners, the broker,
+// signals (SIGINT/SIGTERM stop, SIGHUP reloads), the keep-alive sweep, $SYS
+// publishing, and the end-of-iteration flush of every connection with output.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/deferred.hpp"
+#include "broker/broker.hpp"
+#include "config/config.hpp"
+#include "plugin/auth.hpp"
+
+namespace mqgate {
+
+class Connection;
+class Listener;
+class LoopLag;
+class Persistence;
+namespace store {
+class SqliteJournal;
+}
+class SysTopics;
+namespace http {
+class Endpoint;
+}
+// TLS stays behind server.cpp (mbedTLS, threads): only pointers here.
+class TlsGeneration;
+class TlsWorkers;
+
+class Server {
+ public:
+  Server(Config config, AuthHooks& hooks);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds every listener. On failure logs why and returns false (nothing listens).
+  bool start();
+  // Runs the loop until stopped by a signal; returns the process exit code.
+  int run();
+
+  // --- for connections and listeners ----------------------------------------------
+  uv_loop_t* loop() { return &loop_; }
+  Broker& broker() { return broker_; }
+  const Config& config() const { return config_; }
+  uint64_t now_ms() { return uv_now(&loop_); }
+  bool shutting_down() const { return shutting_down_; }
+  // One loop-wide read buffer: every read lands here first.
+  char* read_buffer() { return read_buffer_.get(); }
+  size_t read_buffer_size() const { return kReadBufferSize; }
+  void add_connection(Connection* c);
+  void remove_connection(Connection* c);
+  void mark_dirty(Connection* c);
+  // A connection stopped processing input while the broker is congested; it is resumed
+  // (Connection::resume_input) once the broker is not.
+  void hold_input(Connection* c);
+  // A connection's close was requested (Client::close); report_closes() tells the broker
+  // once the broker call that asked has returned.
+  void queue_close_report(Connection* c);
+  // Reports every queued close. Called by the transport after each dispatch (a read,
+  // a resumed input, a timeout sweep), never from inside a broker call.
+  void report_closes();
+  // The TLS handshake threads (nullptr when no listener uses TLS).
+  TlsWorkers* tls_workers() { return tls_workers_.get(); }
+
+  // Reload hook: later subsystems (TLS material, plugins) register here.
+  using ReloadHook = std::function<void(const Config& new_config)>;
+  void on_reload(ReloadHook hook) { reload_hooks_.push_back(std::move(hook)); }
+  // GET /healthz: every listener is listening (started, not shutting down).
+  bool healthy() const { return started_ && !shutting_down_; }
+  // GET /metrics: the exposition text (bounded work; see metrics.hpp).
+  std::string metrics_text();
+
+  // Called about once a second with the loop time.
+  using TickHook = std::function<void(uint64_t now_ms)>;
+  void on_tick(TickHook hook) { tick_hooks_.push_back(std::move(hook)); }
+
+ private:
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+  static constexpr uint64_t kSweepIntervalMs = 250;
+  static constexpr uint64_t kCloseGraceMs = 5000;  // flush time for a closing connection
+  static constexpr uint64_t kTlsIdleTrimMs = 2000;  // idle time before TLS buffers are trimmed
+  static constexpr int kFlowRounds = 8;             // flow-control resumes per loop iteration
+
+  static void on_signal(uv_signal_t* handle, int signum);
+  static void on_check(uv_check_t* handle);
+  static void on_idle(uv_idle_t* handle);
+  // Keeps the broker's sliced work (Broker::run_slice) going, one slice per iteration.
+  void schedule_slices();
+  static void on_sweep(uv_timer_t* handle);
+  void flush_dirty();
+  void sweep();
+  void reload();
+  void begin_shutdown(const char* why);
+  // [persistence]: opens the store, loads it into the broker (before listening).
+  bool open_store();
+  // SIGHUP's TLS part: loads the new material on libuv's thread pool (TlsReload), then
+  // installs it on the loop. A SIGHUP during a load waits for it, then loads once more.
+  struct TlsReload;
+  void reload_tls(const Config& fresh);
+  void start_tls_reload(const std::vector<ListenerConfig>& fresh);
+  void finish_tls_reload(TlsReload& reload);
+  void disconnect_revoked(Listener& listener, const TlsGeneration& generation);
+  void free_retired_tls();
+  void check_tls_health(uint64_t now_ms);
+  // The [http] endpoint, if configured; false (logged) if it cannot listen.
+  bool start_http();
+  void reload_http(const Config& fresh);
+
+  Config config_;
+  uv_loop_t loop_;
+  AuthHooks& hooks_;
+  Broker broker_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<uint64_t> accepted_;  // connections accepted, by listener index (metrics)
+  std::unique_ptr<http::Endpoint> http_;
+  std::unique_ptr<LoopLag> lag_;
+  bool started_ = false;
+  uint64_t started_ms_ = 0;
+  std::unique_ptr<SysTopics> sys_;
+  std::unique_ptr<TlsWorkers> tls_workers_;
+  std::unique_ptr<DeferredQueue> deferred_;  // plugins' decisions from other threads
+  std::unique_ptr<store::SqliteJournal>
+      journal_;  // [persistence]; its completions come through deferred_
+  std::unique_ptr<Persistence> persistence_;
+  uint64_t last_stale_crl_log_ms_ = 0;
+  bool tls_reload_running_ = false;
+  std::optional<std::vector<ListenerConfig>> tls_reload_waiting_;  // latest SIGHUP's listeners
+  // Generations replaced by a reload, until no connection uses them (then freed off the loop).
+  std::vector<std::shared_ptr<const TlsGeneration>> retired_tls_;
+  std::unique_ptr<char[]> read_buffer_;
+  Connection* connections_ = nullptr;  // all live connections (intrusive list)
+  std::vector<Connection*> dirty_;     // connections with output to flush
+  std::vector<Connection*> held_;      // connections waiting for the broker (FIFO)
+  std::vector<Connection*> closes_;    // close requested, broker not told yet
+  void resume_held_inputs();
+  std::vector<ReloadHook> reload_hooks_;
+  std::vector<TickHook> tick_hooks_;
+  uint64_t last_tick_ms_ = 0;
+  uv_signal_t sigint_, sigterm_, sighup_;
+  uv_check_t check_;
+  uv_idle_t idle_;  // active while the broker has runnable sliced work
+  // The last slice moved nothing (paced by slow clients): retry when clients send
+  // something (bytes_received moved) or at the next sweep.
+  bool slices_blocked_ = false;
+  uint64_t blocked_at_bytes_received_ = 0;
+  uv_timer_t sweep_timer_;
+  bool shutting_down_ = false;
+  uint64_t shutdown_started_ms_ = 0;
+};
+
+}  // namespace mqgate
