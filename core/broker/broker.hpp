@@ -140,6 +140,9 @@ class Broker {
   void restore(store::State& state, uint64_t now_ms, int64_t wall_ms);
 
  private:
+  static bool is_v5(const Client& client) {
+    return client.protocol_level == codec::kProtocolLevel5;
+  }
   void handle_connect(Client& client, codec::Connect& connect, uint64_t now_ms);
   // What handle_connect keeps while the plugins decide.
   struct ConnectState {
