@@ -17,7 +17,7 @@ Broker::Broker(const LimitsConfig& limits, AuthHooks& hooks, std::unique_ptr<Ses
     : hooks_(hooks), sessions_(std::move(store)), rng_(std::random_device{}()) {
   set_limits(limits);
   hooks_.set_decision_sink([this](const Client& client, AuthResult result) {
-    on_decided(const_cast<Client&>(client), std::move(result));
+    on_decided(client.conn_id(), std::move(result));
   });
 }
 
@@ -26,15 +26,18 @@ Broker::~Broker() {
 }
 
 void Broker::await(Client& client, Awaiting a) {
-  awaiting_.insert_or_assign(&client, std::move(a));
-  client.hold(true);
+  a.client = &client;
+  awaiting_.insert_or_assign(client.conn_id(), std::move(a));
+  client.hold_input();
 }
 
-void Broker::on_decided(Client& client, AuthResult result) {
-  auto it = awaiting_.find(&client);
-  if (it == awaiting_.end()) return;
+void Broker::on_decided(ConnId id, AuthResult result) {
+  MQGATE_BROKER_ENTRY();
+  auto it = awaiting_.find(id);
+  if (it == awaiting_.end()) return;  // closed meanwhile (the host forgets its decisions then)
   Awaiting a = std::move(it->second);
   awaiting_.erase(it);
+  Client& client = *a.client;
   if (auto* c = std::get_if<ConnectState>(&a.state)) {
     if (result.continue_auth) {
       continue_connect_auth(client, std::move(*c), result);
@@ -57,13 +60,18 @@ void Broker::on_decided(Client& client, AuthResult result) {
     }
     finish_subscribe(client, *s);
   }
-  // The packets that arrived meanwhile, in order (may await again, or wait for a
-  // congested subscriber).
+  resume_if_free(client);
+}
+
+void Broker::resume_if_free(Client& client) {
+  // The packets that arrived meanwhile, in order (they may await again, or wait for a
+  // congested subscriber), once nothing else holds them.
   if (client.state != Client::State::kClosing && !awaiting_decision(client) && !flow_.holds(client))
-    client.hold(false);
+    client.resume_input();
 }
 
 void Broker::set_limits(const LimitsConfig& limits) {
+  MQGATE_BROKER_ENTRY();
   limits_ = limits;
   session_limits_.max_inflight = limits.max_inflight_messages;
   session_limits_.max_queued = limits.max_queued_messages;
@@ -78,6 +86,7 @@ void Broker::protocol_violation(Client& client, const char* what, uint8_t reason
 
 void Broker::on_decode_error(Client& client, codec::DecodeError error,
                              const codec::FixedHeader* header, const codec::Packet* partial) {
+  MQGATE_BROKER_ENTRY();
   const auto* connect = partial ? std::get_if<codec::Connect>(partial) : nullptr;
   if (connect != nullptr && client.state == Client::State::kAwaitConnect &&
       error == codec::DecodeError::kUnsupportedProtocolLevel) {
@@ -102,6 +111,7 @@ void Broker::on_decode_error(Client& client, codec::DecodeError error,
 }
 
 void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& header) {
+  MQGATE_BROKER_ENTRY();
   CLIENT_LOG(log::Level::kWarning, client,
              "%s packet of %zu bytes is over max_packet_size (%" PRIu32 "); closing",
              codec::packet_type_name(header.type), header.packet_length(), limits_.max_packet_size);
@@ -109,11 +119,12 @@ void Broker::on_oversized_packet(Client& client, const codec::FixedHeader& heade
 }
 
 void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
   now_ms_ = std::max(now_ms_, now_ms);
   session_limits_.now_ms = now_ms_;
   if (client.state == Client::State::kClosing || client.close_requested()) return;
   if (awaiting_decision(client)) {
-    // Client::hold(true) was ignored: better a closed client than packets reordered.
+    // Client::hold_input() was ignored: better a closed client than packets reordered.
     CLIENT_LOG(log::Level::kError, client,
                "packet while a plugin's decision is pending (the transport does not hold "
                "input); closing");
@@ -125,7 +136,7 @@ void Broker::on_packet(Client& client, codec::Packet& packet, uint64_t now_ms) {
     return;
   }
   if (auto* connect = std::get_if<codec::Connect>(&packet)) {
-    if (client.state != Client::State::kAwaitConnect || auth_exchanges_.count(&client) != 0) {
+    if (client.state != Client::State::kAwaitConnect || auth_exchanges_.count(client.conn_id()) != 0) {
       protocol_violation(client, "second CONNECT on one connection");  // [MQTT-3.1.0-2]
       return;
     }
@@ -169,6 +180,7 @@ bool Broker::too_deep(Client& client, std::string_view topic) {
 }
 
 bool Broker::run_slice(uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
   now_ms_ = std::max(now_ms_, now_ms);
   session_limits_.now_ms = now_ms_;
   size_t budget = kSliceBudget;
@@ -185,17 +197,17 @@ bool Broker::run_slice(uint64_t now_ms) {
   }
   // Retained deliveries, round robin over clients, a share of the budget each.
   for (size_t n = retained_order_.size(); n > 0 && budget > 0; --n) {
-    auto [client, serial] = retained_order_.front();
+    const ConnId id = retained_order_.front();
     retained_order_.pop_front();
-    auto it = retained_jobs_.find(client);
-    if (it == retained_jobs_.end() || it->second.serial != serial) continue;  // closed
+    auto it = retained_jobs_.find(id);
+    if (it == retained_jobs_.end()) continue;  // closed, or finished at its SUBACK
     size_t share = std::min(budget, kSliceBudget / 4);
     const size_t before = share;
-    const bool done = run_retained_job(*client, it->second, share);
+    const bool done = run_retained_job(*it->second.client, it->second, share);
     progress |= share != before;
     budget -= before - share;
     if (done) retained_jobs_.erase(it);
-    else retained_order_.push_back({client, serial});
+    else retained_order_.push_back(id);
   }
   if (budget > 0 && expiry_due_) {
     expiry_due_ = expire_sessions(now_ms, budget);

@@ -1,9 +1,18 @@
 // The broker: MQTT semantics across clients and sessions. It receives decoded packets
-// from transports, keeps sessions in a SessionStore, routes publications through the
-// Router, and asks AuthHooks before letting anyone in or anything through. It never
-// touches sockets: output goes into Client::out(), closing through Client::close().
+// from the server's connections, keeps sessions in a SessionStore, routes publications
+// through the Router, and asks AuthHooks before letting anyone in or anything through.
+// It never touches sockets: output goes into Client::out(); closing and holding or
+// resuming a client's input are requests (Client::close, hold_input, resume_input) that
+// the server carries out after the broker call returns. Nothing calls back into the
+// broker while one of its calls runs: debug builds assert it at every entry point.
+//
+// The code is split by MQTT verb: broker.cpp (packets in, decisions back, slices),
+// connect.cpp, enhanced_auth.cpp, publish.cpp, subscribe.cpp, acks.cpp, retained.cpp,
+// lifecycle.cpp (open, close, wills, timeouts, expiry), flow.cpp, session_expiry.cpp,
+// shared.cpp, durability.cpp.
 #pragma once
 
+#include <cassert>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -92,7 +101,9 @@ class Broker {
   void check_timeouts(Client& client, uint64_t now_ms);
   // An auth plugin owes a decision about the client's last packet: its next packets
   // wait (Client::hold) until the decision arrives (AuthHooks' sink).
-  bool awaiting_decision(const Client& client) const { return awaiting_.count(&client) != 0; }
+  bool awaiting_decision(const Client& client) const {
+    return awaiting_.count(client.conn_id()) != 0;
+  }
 
   // --- flow control (flow_control.hpp) ---------------------------------------------
   // Some subscriber is over its high-water mark (its output may have drained: tell
@@ -140,6 +151,24 @@ class Broker {
   void restore(store::State& state, uint64_t now_ms, int64_t wall_ms);
 
  private:
+  // Every public entry point starts with MQGATE_BROKER_ENTRY(): in debug builds it asserts
+  // that no other broker call is running (nothing below calls back into the broker from
+  // inside one of its calls; docs/architecture.md).
+  class EntryCheck {
+   public:
+    explicit EntryCheck(bool& running) : running_(running) {
+      assert(!running_ && "the broker was re-entered from below during one of its calls");
+      running_ = true;
+    }
+    ~EntryCheck() { running_ = false; }
+    EntryCheck(const EntryCheck&) = delete;
+    EntryCheck& operator=(const EntryCheck&) = delete;
+
+   private:
+    bool& running_;
+  };
+  bool running_ = false;  // a broker call is running (checked in debug builds only)
+
   static bool is_v5(const Client& client) {
     return client.protocol_level == codec::kProtocolLevel5;
   }
@@ -170,7 +199,7 @@ class Broker {
   bool may_continue_auth(Client& client, const std::optional<std::string>& data);
   // A re-authentication waiting for a plugin's deferred decision.
   struct ReauthState {};
-  std::unordered_map<const Client*, ConnectState> auth_exchanges_;
+  std::unordered_map<ConnId, ConnectState> auth_exchanges_;
   // CONNACK refusing a client the plugins denied: their MQTT 5 reason code and string for
   // 5.0 clients, the nearest 3.1.1 code otherwise.
   void refuse_denied(Client& client, const AuthResult& auth);
@@ -211,15 +240,19 @@ class Broker {
   size_t run_sliced_subscribes(size_t budget);
   void subscribe_decided(Client& client, SubscribeState& s, const AuthResult& auth);
   void finish_subscribe(Client& client, SubscribeState& s);
-  // A deferred decision about `client` arrived.
-  void on_decided(Client& client, AuthResult result);
+  // A deferred decision about a client arrived (AuthHooks' sink).
+  void on_decided(ConnId client, AuthResult result);
+  // Resumes the client's input unless a decision, a slice or flow control still holds it.
+  void resume_if_free(Client& client);
   struct Awaiting {
     std::variant<ConnectState, PublishState, SubscribeState, ReauthState> state;
+    Client* client = nullptr;  // valid while the entry exists (on_closed erases it)
   };
+  // Keeps `a` until the decision (or the next slice), the client's input held meanwhile.
   void await(Client& client, Awaiting a);
-  std::unordered_map<const Client*, Awaiting> awaiting_;
+  std::unordered_map<ConnId, Awaiting> awaiting_;
   // Clients whose SUBSCRIBE waits in awaiting_ for its next slice (not for a plugin).
-  std::deque<Client*> sliced_subscribes_;
+  std::deque<ConnId> sliced_subscribes_;
   // CONNACK refusing the client: `code` for 3.1/3.1.1, `v5_reason` (0: the nearest to
   // `code`) for 5.0; then closes it.
   void refuse_connect(Client& client, codec::ConnackCode code, const char* why,
@@ -252,7 +285,7 @@ class Broker {
   void set_session_clean(Session& session, bool clean);
   // Retained messages owed to a client for the filters it subscribed to.
   struct RetainedJob {
-    uint64_t serial = 0;              // tells a new client at a reused address apart
+    Client* client = nullptr;         // valid while the job exists (closing erases it)
     std::deque<std::string> filters;  // waiting, in SUBSCRIBE order
     std::unordered_map<std::string, uint8_t> pending_qos;  // filter -> QoS, for those
     std::string current;                                   // being walked ("" between filters)
@@ -266,7 +299,7 @@ class Broker {
     uint8_t qos = 0;  // the publication's QoS (each target gets min(qos, its QoS))
     std::vector<std::pair<Session*, uint8_t>> targets;
     size_t next = 0;
-    Client* source = nullptr;  // the publisher (nulled if it closes first)
+    Client* source = nullptr;  // the publisher (on_closed nulls it if it closes first)
   };
   void deliver_routed(Session& session, uint8_t sub_qos, std::string_view topic,
                       std::string_view payload, uint8_t qos, MessagePtr& msg, Client* source,
@@ -295,6 +328,8 @@ class Broker {
   bool retained_job_blocked(const Client& client) const;
   // Runs `job` until `budget` is spent or the client's output is full; true when done.
   bool run_retained_job(Client& client, RetainedJob& job, size_t& budget);
+  // check_expiry's work (restore() needs it too).
+  void note_expiry_due(uint64_t now_ms);
   // Removes expired sessions within `budget`; true if expired ones remain.
   bool expire_sessions(uint64_t now_ms, size_t& budget);
   void publish_will(Client& client);
@@ -387,13 +422,13 @@ class Broker {
                               uint8_t reason);
   // Whether the packet being handled changed the store (persistence_->changes() moved).
   uint64_t store_changes() const;
-  void ack_durable(const Client* client, uint64_t serial, bool ok);
+  void ack_durable(ConnId client, bool ok);
   // A persistent session's SUBACK (and the retained messages after it) once its
   // subscriptions are durable; false if nothing needs to wait (finish it now).
   bool hold_subscribe(Client& client, SubscribeState& st);
   void forget_held_acks(const Client& client) {
-    held_acks_.erase(&client);
-    route_queue_of_.erase(&client);  // its queued messages are still routed, in order
+    held_acks_.erase(client.conn_id());
+    route_queue_of_.erase(client.conn_id());  // its queued messages are still routed, in order
   }
   // A QoS 2 PUBLISH of a persistent session is routed only once its packet id is durable:
   // then a publisher that resends it after a crash before the commit is recognised and
@@ -413,8 +448,7 @@ class Broker {
   // A persistent session's record: online (never expires), or offline from now.
   void persist_session(const Session& session, bool online);
   struct HeldAcks {
-    uint64_t serial = 0;  // tells a new client at a reused address apart
-    Client* client = nullptr;
+    Client* client = nullptr;  // valid while the entry exists (on_closed erases it)
     struct Held {
       codec::PacketType type;
       uint16_t packet_id;
@@ -440,13 +474,16 @@ class Broker {
   struct RouteQueue {
     std::deque<PendingRoute> routes;
     size_t bytes = 0;
-    Client* client = nullptr;  // its publisher (maybe gone: check route_queue_of_)
+    ConnId publisher = 0;  // maybe gone: its client is the one route_queue_of_ still names
   };
-  std::unordered_map<uint64_t, RouteQueue> route_queues_;       // by queue id
-  std::unordered_map<const Client*, uint64_t> route_queue_of_;  // a client's open queue
+  std::unordered_map<uint64_t, RouteQueue> route_queues_;  // by queue id
+  struct OpenRouteQueue {
+    uint64_t queue = 0;
+    Client* client = nullptr;  // valid while the entry exists (on_closed erases it)
+  };
+  std::unordered_map<ConnId, OpenRouteQueue> route_queue_of_;  // a client's open queue
   uint64_t next_route_queue_ = 0;
-  std::unordered_map<const Client*, HeldAcks> held_acks_;
-  uint64_t held_serial_ = 0;
+  std::unordered_map<ConnId, HeldAcks> held_acks_;
 
   LimitsConfig limits_;
   SessionLimits session_limits_;
@@ -461,9 +498,8 @@ class Broker {
       std::make_shared<const std::string>("anonymous");
   size_t persistent_sessions_ = 0;  // sessions with clean session 0, online or not
   uint64_t now_ms_ = 0;  // the latest loop time seen (for work finished after a deferral)
-  std::unordered_map<const Client*, RetainedJob> retained_jobs_;
-  std::deque<std::pair<Client*, uint64_t>> retained_order_;  // round robin (client, serial)
-  uint64_t retained_serial_ = 0;
+  std::unordered_map<ConnId, RetainedJob> retained_jobs_;
+  std::deque<ConnId> retained_order_;  // round robin
   std::deque<FanoutJob> fanouts_;
   std::vector<std::unique_ptr<Session>> graveyard_;  // removed while fan-outs held them
   OfflineSessions offline_;     // persistent sessions without a client, by expiry time
@@ -474,3 +510,9 @@ class Broker {
 };
 
 }  // namespace mqgate
+
+#ifdef NDEBUG
+#define MQGATE_BROKER_ENTRY() (void)0
+#else
+#define MQGATE_BROKER_ENTRY() const EntryCheck broker_entry_check_(running_)
+#endif

@@ -42,7 +42,7 @@ void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bo
   // the Receive Maximum any longer).
   if (type == PacketType::kPubrec && reason >= 0x80 && client.v5() && client.session)
     client.session->end_incoming_qos2(packet_id, session_limits_);
-  auto held = held_acks_.find(&client);
+  auto held = held_acks_.find(client.conn_id());
   if (persistence_ == nullptr || (!durable && held == held_acks_.end())) {
     send_ack(client, type, packet_id, reason, codes);
     return;
@@ -50,18 +50,19 @@ void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bo
   // Behind a barrier, in order: acknowledgements of one client leave in the order its
   // packets came, and barriers complete in the order they were made.
   if (held == held_acks_.end()) {
-    held = held_acks_.try_emplace(&client).first;
-    held->second.serial = ++held_serial_;
+    held = held_acks_.try_emplace(client.conn_id()).first;
     held->second.client = &client;
   }
   held->second.acks.push_back({type, packet_id, nullptr, reason, std::move(codes)});
-  persistence_->barrier(
-      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+  persistence_->barrier([this, id = client.conn_id()](bool ok) { ack_durable(id, ok); });
 }
 
-void Broker::ack_durable(const Client* client, uint64_t serial, bool ok) {
+void Broker::ack_durable(ConnId client, bool ok) {
+  MQGATE_BROKER_ENTRY();
+  // One barrier per held acknowledgement, completing in order: the front one is this
+  // barrier's, unless the client closed meanwhile (its entry went with it).
   auto it = held_acks_.find(client);
-  if (it == held_acks_.end() || it->second.serial != serial) return;  // gone meanwhile
+  if (it == held_acks_.end()) return;
   HeldAcks& held = it->second;
   HeldAcks::Held front = std::move(held.acks.front());
   held.acks.pop_front();
@@ -89,13 +90,15 @@ bool Broker::route_when_durable(Client& client, std::string_view topic, std::str
                                 std::string_view props, std::optional<uint64_t> expires_at_ms,
                                 uint8_t ack_reason) {
   if (persistence_ == nullptr) return false;
-  auto open = route_queue_of_.find(&client);
+  auto open = route_queue_of_.find(client.conn_id());
   if (open == route_queue_of_.end()) {
     if (!deliver || qos != 2 || client.session == nullptr || client.session->clean()) return false;
-    open = route_queue_of_.emplace(&client, ++next_route_queue_).first;
-    route_queues_[open->second].client = &client;
+    open = route_queue_of_.emplace(client.conn_id(), OpenRouteQueue{++next_route_queue_, &client})
+               .first;
+    route_queues_[open->second.queue].publisher = client.conn_id();
   }
-  RouteQueue& q = route_queues_[open->second];
+  const uint64_t queue = open->second.queue;
+  RouteQueue& q = route_queues_[queue];
   // A publisher flooding QoS 0 while the store is slow or failing must not grow the
   // broker: past this, its QoS 0 messages are dropped (at most once allows it).
   constexpr size_t kMaxQueuedBytes = 16u << 20;
@@ -107,28 +110,24 @@ bool Broker::route_when_durable(Client& client, std::string_view topic, std::str
   q.routes.push_back({std::string(topic), std::string(payload), qos, retain, packet_id, deliver,
                       ack_reason, std::string(props), client.session, expires_at_ms});
   q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
-  persistence_->barrier([this, id = open->second](bool ok) { route_durable(id, ok); });
+  persistence_->barrier([this, queue](bool ok) { route_durable(queue, ok); });
   return true;
 }
 
 void Broker::route_durable(uint64_t id, bool ok) {
+  MQGATE_BROKER_ENTRY();
   auto it = route_queues_.find(id);
   if (it == route_queues_.end()) return;
   RouteQueue& q = it->second;
   PendingRoute r = std::move(q.routes.front());
   q.routes.pop_front();
   // The publisher, while still connected (flow control may hold it for this message).
-  Client* source = nullptr;
-  if (q.client) {
-    auto open = route_queue_of_.find(q.client);
-    if (open != route_queue_of_.end() && open->second == id) source = q.client;
-  }
+  auto open = route_queue_of_.find(q.publisher);
+  if (open != route_queue_of_.end() && open->second.queue != id) open = route_queue_of_.end();
+  Client* source = open != route_queue_of_.end() ? open->second.client : nullptr;
   q.bytes -= r.topic.size() + r.payload.size() + sizeof(PendingRoute);
   if (q.routes.empty()) {
-    if (q.client) {
-      auto open = route_queue_of_.find(q.client);
-      if (open != route_queue_of_.end() && open->second == id) route_queue_of_.erase(open);
-    }
+    if (open != route_queue_of_.end()) route_queue_of_.erase(open);
     route_queues_.erase(it);
   }
   // A QoS 2 message whose id could not be stored is not routed: its PUBREC is withheld
@@ -148,19 +147,17 @@ void Broker::route_durable(uint64_t id, bool ok) {
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
   if (persistence_ == nullptr || st.durable || client.session == nullptr || client.session->clean())
     return false;
-  auto held = held_acks_.find(&client);
+  auto held = held_acks_.find(client.conn_id());
   const bool granted = std::any_of(st.codes.begin(), st.codes.end(),
                                    [](uint8_t code) { return code < codec::kSubackFailure; });
   if (!granted && held == held_acks_.end()) return false;
   if (held == held_acks_.end()) {
-    held = held_acks_.try_emplace(&client).first;
-    held->second.serial = ++held_serial_;
+    held = held_acks_.try_emplace(client.conn_id()).first;
     held->second.client = &client;
   }
   held->second.acks.push_back(
       {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st)), 0, {}});
-  persistence_->barrier(
-      [this, c = &client, serial = held->second.serial](bool ok) { ack_durable(c, serial, ok); });
+  persistence_->barrier([this, id = client.conn_id()](bool ok) { ack_durable(id, ok); });
   return true;
 }
 
@@ -176,6 +173,7 @@ void Broker::persist_session(const Session& session, bool online) {
 }
 
 void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
+  MQGATE_BROKER_ENTRY();
   persistence_->set_clock(now_ms, wall_ms);
   now_ms_ = std::max(now_ms_, now_ms);
   session_limits_.now_ms = now_ms_;
@@ -294,7 +292,7 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
   if (dropped)
     LOG_ERROR("persistence: %zu queued message%s referred to a missing message body and %s dropped",
               dropped, dropped == 1 ? "" : "s", dropped == 1 ? "was" : "were");
-  check_expiry(now_ms);
+  note_expiry_due(now_ms);
 }
 
 void Broker::restore_wills(std::vector<store::WillRecord>& wills) {

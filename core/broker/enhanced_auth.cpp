@@ -35,7 +35,7 @@ void Broker::continue_connect_auth(Client& client, ConnectState c, const AuthRes
   if (!may_continue_auth(client, auth.auth_data)) return;
   mqtt5::ClientState& s = *client.v5();
   s.auth_exchange = mqtt5::ClientState::AuthExchange::kConnecting;
-  auth_exchanges_.insert_or_assign(&client, std::move(c));
+  auth_exchanges_.insert_or_assign(client.conn_id(), std::move(c));
   CLIENT_LOG(log::Level::kDebug, client, "enhanced authentication: AUTH 0x18 (round %u)",
              s.auth_rounds);  // never the data
   mqtt5::encode_auth(client, client.out(), reason::kContinueAuthentication, auth.auth_data);
@@ -45,7 +45,7 @@ void Broker::fail_auth_exchange(Client& client, const char* why, uint8_t reason_
   hooks_.forget(client);  // the plugin's exchange (or decision) is moot
   if (mqtt5::ClientState* s = client.v5())
     s->auth_exchange = mqtt5::ClientState::AuthExchange::kNone;
-  auth_exchanges_.erase(&client);
+  auth_exchanges_.erase(client.conn_id());
   if (client.state == Client::State::kAwaitConnect) {
     refuse_connect(client, ConnackCode::kNotAuthorized, why, reason_code);
     return;
@@ -58,7 +58,7 @@ void Broker::handle_auth(Client& client, const codec::Auth& a, uint64_t now_ms) 
   using AuthExchange = mqtt5::ClientState::AuthExchange;
   mqtt5::ClientState* s = client.v5();
   const bool connecting = client.state == Client::State::kAwaitConnect;
-  if (connecting && auth_exchanges_.count(&client) == 0) {
+  if (connecting && auth_exchanges_.count(client.conn_id()) == 0) {
     protocol_violation(client, "AUTH before CONNECT");  // [MQTT-3.1.0-1]
     return;
   }
@@ -71,7 +71,7 @@ void Broker::handle_auth(Client& client, const codec::Auth& a, uint64_t now_ms) 
     error = "AUTH with another Authentication Method than the CONNECT's";
   else if (a.reason_code == reason::kContinueAuthentication &&
            (s->auth_exchange == AuthExchange::kNone ||
-            (connecting && !auth_exchanges_.count(&client))))
+            (connecting && !auth_exchanges_.count(client.conn_id()))))
     error = "AUTH 0x18 while no authentication exchange is in progress";
   else if (a.reason_code == reason::kReauthenticate &&
            (connecting || s->auth_exchange != AuthExchange::kNone))
@@ -81,7 +81,7 @@ void Broker::handle_auth(Client& client, const codec::Auth& a, uint64_t now_ms) 
   if (error != nullptr) {
     if (connecting) {
       hooks_.forget(client);
-      auth_exchanges_.erase(&client);
+      auth_exchanges_.erase(client.conn_id());
       refuse_connect(client, ConnackCode::kNotAuthorized, error, reason::kProtocolError);
     } else {
       protocol_violation(client, error);
@@ -112,7 +112,7 @@ void Broker::auth_step_decided(Client& client, AuthResult r) {
       reauth_decided(client, r);
     return;
   }
-  auto it = auth_exchanges_.find(&client);
+  auto it = auth_exchanges_.find(client.conn_id());
   if (it == auth_exchanges_.end()) return;  // cannot happen: handle_auth checked
   ConnectState c = std::move(it->second);
   auth_exchanges_.erase(it);

@@ -53,21 +53,24 @@ void Broker::end_drop_episode(const Session& session, const char* why) {
 }
 
 void Broker::on_output_drained(Client& client) {
+  MQGATE_BROKER_ENTRY();
   if (client.session != nullptr && client.state == Client::State::kConnected)
     flow_.check_drained(*client.session);
 }
 
 bool Broker::release_flow_holds() {
+  MQGATE_BROKER_ENTRY();
   if (!flow_.has_resumable()) return false;
   for (Client* c : flow_.take_resumable()) {
     if (c->state != Client::State::kConnected || c->close_requested() || awaiting_decision(*c))
       continue;  // closing, or a plugin's decision resumes it
-    c->hold(false);
+    c->resume_input();
   }
   return true;
 }
 
 void Broker::check_flow(uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
   now_ms_ = std::max(now_ms_, now_ms);
   if (!flow_.active()) return;
   for (Client* c : flow_.check_policies(now_ms)) {

@@ -46,13 +46,26 @@ void FlowControl::after_delivery(Session& session, Client* source, uint8_t qos, 
   if (source == nullptr || source == subscriber) return;  // nobody to hold / no self-deadlock
   if (c.shedding && qos == 0) return;                     // drop_qos0: these no longer wait
   if (source->close_requested() || congested_.count(source->session) != 0) return;
-  auto [b, fresh] = blocked_.try_emplace(source);
-  if (fresh) b->second.ticket = ++next_ticket_;
+  auto [b, fresh] = blocked_.try_emplace(source->conn_id());
+  if (fresh) {
+    b->second.client = source;
+    b->second.ticket = ++next_ticket_;
+  }
   // Stale edges (publishers closed or released early) are dropped once they are the
   // majority: the list stays within twice the clients that can wait, plus a little.
   if (c.waiters.size() >= 64 && c.waiters.size() >= 2 * blocked_.size()) drop_stale(c);
-  c.waiters.push_back({source, b->second.ticket});
-  if (b->second.waits++ == 0) source->hold(true);
+  c.waiters.push_back({source->conn_id(), b->second.ticket});
+  if (b->second.waits++ == 0) source->hold_input();
+}
+
+void FlowControl::forget_client(const Client& client) {
+  if (!blocked_.empty()) blocked_.erase(client.conn_id());
+}
+
+bool FlowControl::holds(const Client& client) const {
+  if (blocked_.empty()) return false;
+  auto it = blocked_.find(client.conn_id());
+  return it != blocked_.end() && it->second.waits > 0;
 }
 
 void FlowControl::check_drained_slow(const Session& session) {
@@ -84,7 +97,7 @@ void FlowControl::release_waiters(Congestion& c) {
   for (const Waiter& w : c.waiters) {
     auto b = blocked_.find(w.client);
     if (b == blocked_.end() || b->second.ticket != w.ticket || b->second.waits == 0) continue;
-    if (--b->second.waits == 0) resumable_.push_back({w.client, w.ticket});
+    if (--b->second.waits == 0) resumable_.push_back(w);
   }
   c.waiters.clear();
   c.waiters.shrink_to_fit();
@@ -100,12 +113,12 @@ void FlowControl::drop_stale(Congestion& c) {
 }
 
 void FlowControl::release_client(const Client& client) {
-  auto b = blocked_.find(&client);
+  auto b = blocked_.find(client.conn_id());
   if (b == blocked_.end() || b->second.waits == 0) return;
   // A new ticket makes its edges in other subscribers' lists stale.
   b->second.ticket = ++next_ticket_;
   b->second.waits = 0;
-  resumable_.push_back({const_cast<Client*>(&client), b->second.ticket});
+  resumable_.push_back({client.conn_id(), b->second.ticket});
 }
 
 void FlowControl::count_shed(const Session& session) {
@@ -115,12 +128,12 @@ void FlowControl::count_shed(const Session& session) {
 
 std::vector<Client*> FlowControl::take_resumable() {
   std::vector<Client*> out;
-  for (auto [client, ticket] : resumable_) {
-    auto b = blocked_.find(client);
+  for (const Waiter& w : resumable_) {
+    auto b = blocked_.find(w.client);
     // Gone (closed), held again since (waits > 0), or already taken.
-    if (b == blocked_.end() || b->second.ticket != ticket || b->second.waits != 0) continue;
+    if (b == blocked_.end() || b->second.ticket != w.ticket || b->second.waits != 0) continue;
+    out.push_back(b->second.client);
     blocked_.erase(b);
-    out.push_back(client);
   }
   resumable_.clear();
   if (resumable_.capacity() > 1024) resumable_.shrink_to_fit();

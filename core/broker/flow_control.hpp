@@ -5,12 +5,15 @@
 // subscriber; memory stays bounded because a publisher adds at most one message past
 // the mark before it is held.
 //
-// Bookkeeping is in side tables keyed by session and client (an idle connection's
-// memory is a budget), touched only past the high-water mark: below it a delivery costs
-// two comparisons. Edges are (publisher, ticket) pairs in the congested subscriber's
-// list; a publisher counts the subscribers it waits on and resumes when the count is 0.
-// A ticket that no longer matches (the publisher closed, or was released early) makes
-// an edge stale: it is skipped, never followed.
+// Bookkeeping is in side tables keyed by session and by connection id (an idle
+// connection's memory is a budget), touched only past the high-water mark: below it a
+// delivery costs two comparisons. Edges are (publisher's connection id, ticket) pairs in
+// the congested subscriber's list; a publisher counts the subscribers it waits on and
+// resumes when the count is 0. An edge whose publisher closed (no entry for its id) or
+// was released early (another ticket) is stale: it is skipped, never followed.
+//
+// Holding and resuming are requests (Client::hold_input, resume_input): the server
+// dispatches a resumed publisher's packets after the broker call returns.
 //
 // Deadlock freedom: a held client's input also carries the acknowledgements that drain
 // its own queue, so a client whose own session is congested is never held, and a held
@@ -22,11 +25,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client/client.hpp"
 #include "config/config.hpp"
 
 namespace mqgate {
 
-class Client;
 class Session;
 
 class FlowControl {
@@ -41,8 +44,8 @@ class FlowControl {
 
   // `session` (connected) was just given a message of QoS `qos` published by `source`
   // (nullptr for wills, $SYS, retained): marks it congested past the high-water mark and
-  // holds `source` (Client::hold) unless that would deadlock or the subscriber's policy
-  // has let it go.
+  // holds `source` (Client::hold_input) unless that would deadlock or the subscriber's
+  // policy has let it go.
   void after_delivery(Session& session, Client* source, uint8_t qos, uint64_t now_ms);
   // The subscriber's backlog may have shrunk (an ack, a completed write): below the
   // low-water mark its publishers become resumable.
@@ -52,15 +55,9 @@ class FlowControl {
   // The session lost its client (closed, taken over): it cannot push back any more.
   void forget_session(const Session& session);
   // The client is closing: it is no longer held, nor resumed.
-  void forget_client(const Client& client) {
-    if (!blocked_.empty()) blocked_.erase(&client);
-  }
-  // Held for flow control (Client::hold(false) must wait).
-  bool holds(const Client& client) const {
-    if (blocked_.empty()) return false;
-    auto it = blocked_.find(&client);
-    return it != blocked_.end() && it->second.waits > 0;
-  }
+  void forget_client(const Client& client);
+  // Held for flow control (Client::resume_input must wait).
+  bool holds(const Client& client) const;
   // QoS 0 messages to this subscriber are dropped (slow_subscriber = "drop_qos0" applied).
   bool sheds_qos0(const Session& session) const {
     if (congested_.empty()) return false;
@@ -73,8 +70,8 @@ class FlowControl {
     return !congested_.empty() && congested_.count(&session) != 0;
   }
 
-  // Clients to resume now (their count reached 0); the caller calls Client::hold(false)
-  // unless something else still holds them. Takes them out.
+  // Clients to resume now (their count reached 0); the caller calls
+  // Client::resume_input unless something else still holds them. Takes them out.
   std::vector<Client*> take_resumable();
   bool has_resumable() const { return !resumable_.empty(); }
 
@@ -88,7 +85,7 @@ class FlowControl {
 
  private:
   struct Waiter {
-    Client* client;
+    ConnId client;
     uint64_t ticket;
   };
   struct Congestion {
@@ -99,7 +96,8 @@ class FlowControl {
     bool policy_applied = false;
   };
   struct Blocked {
-    uint32_t waits = 0;  // congested subscribers this client waits on
+    Client* client = nullptr;  // valid while the entry exists (forget_client erases it)
+    uint32_t waits = 0;        // congested subscribers this client waits on
     uint64_t ticket = 0;
   };
 
@@ -119,8 +117,8 @@ class FlowControl {
   uint64_t high_queued_bytes_ = 32ull << 20, low_queued_bytes_ = 16ull << 20;
   size_t high_bytes_ = kMaxHighBytes, low_bytes_ = kMaxHighBytes / 2;
   std::unordered_map<const Session*, Congestion> congested_;
-  std::unordered_map<const Client*, Blocked> blocked_;
-  std::vector<std::pair<Client*, uint64_t>> resumable_;
+  std::unordered_map<ConnId, Blocked> blocked_;
+  std::vector<Waiter> resumable_;
   uint64_t next_ticket_ = 0;
 };
 

@@ -13,6 +13,7 @@ namespace mqgate {
 namespace reason = codec::reason;
 
 void Broker::on_open(Client& client, uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
   client.last_rx_ms = now_ms;  // before CONNECT: when the connection was accepted
   stats_.connections_total++;
   CLIENT_LOG(log::Level::kDebug, client, "new connection");
@@ -39,8 +40,9 @@ void Broker::handle_disconnect(Client& client, const codec::Disconnect& d) {
 }
 
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
-  awaiting_.erase(&client);
-  auth_exchanges_.erase(&client);
+  MQGATE_BROKER_ENTRY();
+  awaiting_.erase(client.conn_id());
+  auth_exchanges_.erase(client.conn_id());
   forget_held_acks(client);
   hooks_.forget(client);  // a pending decision or request about it is moot
   flow_.forget_client(client);
@@ -58,7 +60,7 @@ void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
 
 bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) {
   client.state = Client::State::kClosing;
-  awaiting_.erase(&client);  // a decision that arrives now is moot (also on takeover)
+  awaiting_.erase(client.conn_id());  // a decision that arrives now is moot (also on takeover)
   hooks_.forget(client);
   forget_held_acks(client);
   Session* session = client.session;
@@ -69,7 +71,7 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
       !(kept && delay_will(client, *session, now_ms)))
     publish_will(client);
   client.will = MessagePtr();
-  retained_jobs_.erase(&client);
+  retained_jobs_.erase(client.conn_id());
   flow_.forget_client(client);
   flow_.forget_session(*session);  // publishers waiting on it go on
   client.session = nullptr;
@@ -91,6 +93,11 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
 }
 
 void Broker::check_expiry(uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
+  note_expiry_due(now_ms);
+}
+
+void Broker::note_expiry_due(uint64_t now_ms) {
   expiry_due_ = (!offline_.empty() && offline_.front()->expires_at_ms() <= now_ms) ||
                 (!will_order_.empty() && will_order_.begin()->first <= now_ms) ||
                 (!retained_expiry_.empty() && retained_expiry_.begin()->first <= now_ms);
@@ -114,6 +121,7 @@ bool Broker::expire_sessions(uint64_t now_ms, size_t& budget) {
 }
 
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
   // A started packet must arrive whole in time, whatever the keep-alive (0 disables
   // that): a client trickling one byte a minute must not hold a buffer forever.
   if (client.partial_since_ms != 0 && client.state != Client::State::kClosing &&

@@ -219,6 +219,7 @@ size_t Broker::run_fanouts(size_t budget) {
 }
 
 void Broker::publish_internal(std::string_view topic, std::string_view payload, bool retain) {
+  MQGATE_BROKER_ENTRY();
   route(topic, payload, 0, retain, true);
 }
 

@@ -36,11 +36,11 @@ void Broker::store_retained(const MessagePtr& msg) {
 }
 
 void Broker::queue_retained(Client& client, std::string_view filter, uint8_t granted_qos) {
-  auto [it, created] = retained_jobs_.try_emplace(&client);
+  auto [it, created] = retained_jobs_.try_emplace(client.conn_id());
   RetainedJob& job = it->second;
   if (created) {
-    job.serial = ++retained_serial_;
-    retained_order_.push_back({&client, job.serial});
+    job.client = &client;
+    retained_order_.push_back(client.conn_id());
   }
   // A filter subscribed again before its turn is sent once, at the latest QoS.
   auto [pending, added] = job.pending_qos.try_emplace(std::string(filter), granted_qos);

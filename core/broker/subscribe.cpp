@@ -48,32 +48,31 @@ void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
 void Broker::park_subscribe(Client& client, SubscribeState s, Progress progress) {
   s.sliced = progress == Progress::kSliced;
   await(client, Awaiting{std::move(s)});
-  if (progress == Progress::kSliced) sliced_subscribes_.push_back(&client);
+  if (progress == Progress::kSliced) sliced_subscribes_.push_back(client.conn_id());
 }
 
 size_t Broker::run_sliced_subscribes(size_t budget) {
   size_t spent = 0;
   for (size_t n = sliced_subscribes_.size(); n > 0 && spent < budget; --n) {
-    Client* client = sliced_subscribes_.front();
+    const ConnId id = sliced_subscribes_.front();
     sliced_subscribes_.pop_front();
-    auto it = awaiting_.find(client);
+    auto it = awaiting_.find(id);
     if (it == awaiting_.end()) continue;  // closed meanwhile
+    Client* client = it->second.client;
     auto* s = std::get_if<SubscribeState>(&it->second.state);
-    if (s == nullptr || !s->sliced) continue;  // another client at a reused address
+    if (s == nullptr || !s->sliced) continue;  // waits for a plugin's decision now
     s->sliced = false;
     const size_t before = s->next;
     const Progress progress = continue_subscribe(*client, *s, std::min(budget - spent, kSliceBudget / 2));
     spent += std::max<size_t>(1, s->next - before);
     if (progress == Progress::kSliced) {
       s->sliced = true;
-      sliced_subscribes_.push_back(client);
+      sliced_subscribes_.push_back(id);
     } else if (progress == Progress::kDone) {
       SubscribeState done = std::move(*s);
       awaiting_.erase(it);
       finish_subscribe(*client, done);
-      if (client->state != Client::State::kClosing && !awaiting_decision(*client) &&
-          !flow_.holds(*client))
-        client->hold(false);
+      resume_if_free(*client);
     }
     // kDeferred: stays in awaiting_ until the plugin's decision (on_decided) arrives.
   }
@@ -178,7 +177,7 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
         std::find(st.no_retained.begin(), st.no_retained.end(), i) == st.no_retained.end())
       queue_retained(client, st.topics[i].first, codes[i]);
   }
-  auto job = retained_jobs_.find(&client);
+  auto job = retained_jobs_.find(client.conn_id());
   if (job == retained_jobs_.end()) return;
   size_t budget = kSliceBudget / 4;
   if (run_retained_job(client, job->second, budget)) retained_jobs_.erase(job);

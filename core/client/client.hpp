@@ -1,7 +1,12 @@
 // One MQTT network connection as the broker logic sees it: identity, protocol state
-// and the bytes waiting to be written. The transport (plain TCP or TLS, in
-// connection.cpp) derives from it and implements the two hooks; the
-// broker and session never touch sockets, so they can be unit tested with a fake.
+// and the bytes waiting to be written. The server's Connection (server/connection.cpp:
+// TCP, TLS, WebSocket) derives from it and carries out its requests: flush the output,
+// close, hold and resume input. The broker and sessions never touch sockets, so they
+// can be unit tested with a fake (test/unit/fake_client.hpp).
+//
+// Closing and resuming input are requests, never calls back into the broker: the
+// server carries them out after the broker call that asked has returned
+// (docs/architecture.md).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +24,11 @@ namespace mqgate {
 class Session;
 struct ListenerConfig;
 
+// A connection's number, never reused in the process's life. The broker keys what it
+// keeps about a connection by it, so a late answer (a plugin's decision, a disk write)
+// can never be taken for a later connection that got the same address.
+using ConnId = uint64_t;
+
 class Client {
  public:
   enum class State : uint8_t {
@@ -28,12 +38,13 @@ class Client {
   };
 
   Client(const ListenerConfig* listener, std::string peer)
-      : listener_(listener), peer_(std::move(peer)) {}
+      : conn_id_(++last_conn_id_), listener_(listener), peer_(std::move(peer)) {}
   virtual ~Client() { clear_plugin_data(); }
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
   // --- identity (stable for the connection's life; used in every log line) ---------
+  ConnId conn_id() const { return conn_id_; }
   const std::string& peer() const { return peer_; }
   const ListenerConfig* listener() const { return listener_; }
   const std::string& client_id() const { return client_id_; }
@@ -63,8 +74,9 @@ class Client {
   uint16_t keepalive = 0;      // seconds; 0 disables the check
 
  protected:
-  bool flush_pending_ = false;
-  bool close_requested_ = false;
+  bool flush_pending_ : 1 = false;
+  bool close_requested_ : 1 = false;
+  bool input_held_ : 1 = false;
 
  public:
   uint64_t last_rx_ms = 0;        // loop time of the last complete packet (or of accept)
@@ -112,15 +124,27 @@ class Client {
     return extras_ && close_requested_ ? extras_->close_reason.c_str() : "";
   }
 
-  // The broker waits for a plugin's deferred decision about this client: stop handing
-  // it packets (keep them, in order) until hold(false). A transport that does not
-  // hold (tests) keeps delivering; the broker then must not be fed meanwhile.
-  virtual void hold(bool on) { (void)on; }
+  // --- input, held and resumed at the broker's request ----------------------------------
+  // Hand the broker no more of this client's packets for now (a plugin's decision or the
+  // next slice of its SUBSCRIBE is pending, or a subscriber it publishes to is
+  // congested): the transport keeps them, in order, and stops reading once it holds
+  // some. Takes effect before the next packet.
+  void hold_input() { input_held_ = true; }
+  // The broker can take this client's packets again. A request, like close(): what was
+  // kept is dispatched by the server after the broker call that asked has returned.
+  void resume_input() {
+    if (!input_held_) return;
+    input_held_ = false;
+    on_resume_requested();
+  }
+  bool input_held() const { return input_held_; }
 
  protected:
   virtual void schedule_flush() = 0;
   // close() was called the first time: stop reading and arrange for the report.
   virtual void on_close_requested() = 0;
+  // resume_input() was called: arrange for the kept packets to be dispatched.
+  virtual void on_resume_requested() = 0;
   void set_peer(std::string peer) { peer_ = std::move(peer); }
   std::string out_;
 
@@ -145,6 +169,8 @@ class Client {
     return *extras_;
   }
 
+  static inline ConnId last_conn_id_ = 0;  // the loop's thread only
+  ConnId conn_id_;
   const ListenerConfig* listener_;
   std::string peer_;
   std::string client_id_;

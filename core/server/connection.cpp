@@ -71,7 +71,7 @@ Connection* Connection::accept(Server& server, Listener& listener) {
   server.add_connection(conn);
   server.broker().on_open(*conn, server.now_ms());
   conn->update_reading();
-  server.report_closes();
+  server.carry_out_requests();
   return conn;
 }
 
@@ -97,7 +97,7 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     self->close(uv_strerror(static_cast<int>(nread)));
   }
   // The dispatch is over: the broker hears of the closes it asked for.
-  self->server().report_closes();
+  self->server().carry_out_requests();
 }
 
 void Connection::feed_transport(std::string_view bytes) {
@@ -121,7 +121,7 @@ void Connection::on_layer_ready(transport::StreamLayer& layer, const std::string
     CLIENT_LOG(log::Level::kInfo, *this, "%s; closing", error.c_str());
     flush();  // the alert
     close((std::string(layer.name()) + " handshake failed").c_str());
-    server().report_closes();
+    server().carry_out_requests();
     return;
   }
   if (std::unique_ptr<TlsPeerInfo> info = layer.take_peer_info()) {
@@ -134,7 +134,7 @@ void Connection::on_layer_ready(transport::StreamLayer& layer, const std::string
   // Only the handshake's scratch strings: trimming the record buffers now would cost
   // page faults on the CONNECT/CONNACK that follow (the idle sweep does it later).
   if (transport_) transport_->release_idle_buffers(false);
-  server().report_closes();
+  server().carry_out_requests();
 }
 
 void Connection::update_reading() {
@@ -155,32 +155,26 @@ void Connection::update_reading() {
   if (want) close(uv_strerror(rc));
 }
 
-void Connection::hold_input() {
+void Connection::park_input() {
   framer_.hold();
   partial_since_ms = 0;  // waiting on the broker is not the client's delay
   update_reading();
-  // The server resumes it when the broker is no longer congested; a client awaiting a
-  // decision is resumed by hold(false).
-  if (!auth_held_) server().hold_input(this);
+  // Waiting for a congestion to end: the server dispatches it when the broker can take
+  // it. Held by the broker: resume_input() queues it (on_resume_requested).
+  if (!input_held()) server().queue_dispatch(this);
 }
 
-void Connection::hold(bool on) {
-  if (auth_held_ == on) return;
-  auth_held_ = on;
-  if (on || !framer_.held() || close_requested()) return;
-  if (server().broker().congested())
-    hold_input();  // resumed with the others
-  else
-    resume_input();
+void Connection::on_resume_requested() {
+  // Nothing kept: the next packets simply flow.
+  if (framer_.held() && !close_requested()) server().queue_dispatch(this);
 }
 
-void Connection::resume_input() {
-  // Still awaiting a decision: stays held; hold(false) resumes it.
-  if (!framer_.held() || close_requested() || auth_held_) return;
+void Connection::dispatch_held() {
+  // Held again by the broker since it was queued: its resume_input() queues it again.
+  if (!framer_.held() || close_requested() || input_held()) return;
   framer_.resume();
   update_reading();
   dispatch_packets();
-  server().report_closes();
 }
 
 bool Connection::on_bytes(std::string_view data) {
@@ -194,10 +188,10 @@ bool Connection::on_bytes(std::string_view data) {
 void Connection::dispatch_packets() {
   Broker& broker = server().broker();
   while (!close_requested()) {
-    if (!framer_.held() && (broker.congested() || auth_held_)) {
-      // A big fan-out is going out in slices, or a decision about this client is
-      // pending: the next packets wait for it.
-      hold_input();
+    if (!framer_.held() && (broker.congested() || input_held())) {
+      // A big fan-out is going out in slices, or the broker holds this client's input:
+      // the next packets wait.
+      park_input();
     }
     const codec::Framer::Frame f = framer_.next(broker.limits().max_packet_size);
     if (f.status == codec::Framer::Status::kPacket) {
@@ -327,7 +321,7 @@ void Connection::on_write(uv_write_t* req, int status) {
     if (!self->framer_.held()) {
       if (self->framer_.partial()) self->partial_since_ms = self->server().now_ms();
       self->update_reading();
-      self->server().report_closes();
+      self->server().carry_out_requests();
     }
   }
 }

@@ -30,17 +30,15 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   // nullptr (the socket is already closed and the reason logged).
   static Connection* accept(Server& server, Listener& listener);
 
-  // A plugin's deferred decision (or a SUBSCRIBE decided in slices): hold input, in
-  // order, until hold(false).
-  void hold(bool on) override;
   size_t pending_output() const override {
     return out_.size() + write_in_flight_ + (transport_ ? transport_->pending_output() : 0);
   }
 
   // Called by the server once per loop iteration for connections with pending output.
   void flush();
-  // The broker is no longer congested: process the packets held meanwhile, read again.
-  void resume_input();
+  // Called by the server (Server::carry_out_requests), never from inside a broker call:
+  // dispatches the packets kept while the broker could not take them, and reads again.
+  void dispatch_held();
   // Closes the socket now, whatever is still queued (shutdown, stuck writers).
   void force_close();
   // Tells the broker that close() was requested (once), then flushes and closes the
@@ -55,6 +53,7 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
  protected:
   void schedule_flush() override;
   void on_close_requested() override;
+  void on_resume_requested() override;
 
  private:
   Connection(Listener& listener, std::string peer);
@@ -71,10 +70,11 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   // Bytes of the MQTT stream (from the socket, or from the top transport layer).
   bool on_bytes(std::string_view data) override;
   // Cuts what the framer has into packets and dispatches them, until it needs more
-  // bytes, the broker is congested (input is held) or the connection closes.
+  // bytes, the broker is congested or holds this client's input, or the connection
+  // closes.
   void dispatch_packets();
-  // Keeps the input unprocessed and stops reading until resume_input().
-  void hold_input();
+  // Keeps the input unprocessed and stops reading until dispatch_held().
+  void park_input();
   // Starts or stops reading the socket to match the state.
   void update_reading();
   // Bytes from the socket through the transport layers.
@@ -96,7 +96,6 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   bool uv_closing_ : 1 = false;
   bool write_pending_ : 1 = false;
   bool read_paused_ : 1 = false;  // backpressure: output backlog over max_outgoing_bytes
-  bool auth_held_ : 1 = false;    // the broker awaits a decision about this client
   bool reading_ : 1 = false;      // libuv reads the socket (update_reading keeps it right)
 
  public:

@@ -264,23 +264,31 @@ void Server::report_closes() {
   closes_.clear();
 }
 
-void Server::hold_input(Connection* c) {
+void Server::queue_dispatch(Connection* c) {
   if (c->in_held_list) return;
   c->in_held_list = true;
   held_.push_back(c);
 }
 
-void Server::resume_held_inputs() {
-  // In the order they were held; one may congest the broker again, and then the rest
-  // (and it) are held again at their next packet.
+void Server::carry_out_requests() {
+  for (;;) {
+    report_closes();
+    if (held_.empty() || broker_.congested()) return;
+    dispatch_held_inputs();  // may request more closes (and holds)
+  }
+}
+
+void Server::dispatch_held_inputs() {
+  // In the order they were queued; one may congest the broker again, and then the rest
+  // (and it) are parked again at their next packet.
   std::vector<Connection*> batch;
   batch.swap(held_);
   for (Connection* c : batch)
     c->in_held_list = false;
   // Connections closed meanwhile are only deleted by libuv's close callback, later in
-  // the iteration: the pointers stay valid, and resume_input() skips closing ones.
+  // the iteration: the pointers stay valid, and dispatch_held() skips closing ones.
   for (Connection* c : batch)
-    c->resume_input();
+    c->dispatch_held();
 }
 
 void Server::mark_dirty(Connection* c) {
@@ -291,7 +299,9 @@ void Server::mark_dirty(Connection* c) {
 
 void Server::on_check(uv_check_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
-  self->report_closes();  // those requested by the sliced work, say
+  // What this iteration's callbacks into the broker asked for (plugins' decisions and
+  // the store's completions come through the deferred queue's callback).
+  self->carry_out_requests();
   self->schedule_slices();
   self->flush_dirty();
   // Publishers whose congested subscribers drained (acks, writes, the flush above) get
@@ -299,7 +309,7 @@ void Server::on_check(uv_check_t* handle) {
   // few rounds, as that flush often drains the subscriber at once. Publishers still
   // resumable must not wait for the next event: the idle handle keeps the poll short.
   for (int round = 0; round < kFlowRounds && self->broker_.release_flow_holds(); ++round) {
-    self->report_closes();
+    self->carry_out_requests();
     self->schedule_slices();
     self->flush_dirty();
   }
@@ -320,7 +330,7 @@ void Server::schedule_slices() {
 void Server::on_idle(uv_idle_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
   const bool progress = self->broker_.run_slice(self->now_ms());
-  if (!self->broker_.congested() && !self->held_.empty()) self->resume_held_inputs();
+  self->carry_out_requests();
   if (!self->broker_.has_work() || !progress) {
     uv_idle_stop(handle);
     self->slices_blocked_ = self->broker_.has_work();
@@ -365,8 +375,9 @@ void Server::sweep() {
     c = next;
   }
   broker_.check_flow(now);  // slow_subscriber policies
-  report_closes();
+  carry_out_requests();
   broker_.release_flow_holds();
+  carry_out_requests();
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_)
@@ -407,7 +418,7 @@ void Server::begin_shutdown(const char* why) {
     mqtt5::disconnect(*c, codec::reason::kServerShuttingDown, "broker shutting down");
     c = next;
   }
-  report_closes();
+  carry_out_requests();
   // The sweep stops the loop once every connection has flushed and closed.
   const int rc = uv_timer_start(&sweep_timer_, on_sweep, 10, 50);  // restarts it
   if (rc != 0) {
@@ -575,7 +586,7 @@ void Server::disconnect_revoked(Listener& listener, const TlsGeneration& generat
     }
     c = next;
   }
-  report_closes();
+  carry_out_requests();
   LOG_INFO("reload: listener \"%s\": %zu client%s with a revoked certificate disconnected",
            listener.config().name.c_str(), closed, closed == 1 ? "" : "s");
 }
@@ -613,7 +624,7 @@ void Server::check_tls_health(uint64_t now_ms) {
     }
     c = next;
   }
-  report_closes();
+  carry_out_requests();
 }
 
 }  // namespace mqgate

@@ -57,15 +57,18 @@ class Server {
   void add_connection(Connection* c);
   void remove_connection(Connection* c);
   void mark_dirty(Connection* c);
-  // A connection stopped processing input while the broker is congested; it is resumed
-  // (Connection::resume_input) once the broker is not.
-  void hold_input(Connection* c);
-  // A connection's close was requested (Client::close); report_closes() tells the broker
-  // once the broker call that asked has returned.
+  // A connection keeps packets the broker could not take (it was congested, or it
+  // resumed the client's input): carry_out_requests() dispatches them once it can.
+  void queue_dispatch(Connection* c);
+  // A connection's close was requested (Client::close): carry_out_requests() tells the
+  // broker.
   void queue_close_report(Connection* c);
-  // Reports every queued close. Called by the transport after each dispatch (a read,
-  // a resumed input, a timeout sweep), never from inside a broker call.
-  void report_closes();
+  // Carries out what broker calls requested of connections: reports closes
+  // (Broker::on_closed) and dispatches kept input, in the order requested, until none is
+  // left or the broker is congested. Called after every call into the broker from the
+  // loop (a read, a decision, a slice, a sweep...), never from inside one: this is how
+  // the broker acts on connections without being re-entered.
+  void carry_out_requests();
   // The TLS handshake threads (nullptr when no listener uses TLS).
   TlsWorkers* tls_workers() { return tls_workers_.get(); }
 
@@ -137,9 +140,10 @@ class Server {
   std::unique_ptr<char[]> read_buffer_;
   Connection* connections_ = nullptr;  // all live connections (intrusive list)
   std::vector<Connection*> dirty_;     // connections with output to flush
-  std::vector<Connection*> held_;      // connections waiting for the broker (FIFO)
+  std::vector<Connection*> held_;      // connections with input to dispatch (FIFO)
   std::vector<Connection*> closes_;    // close requested, broker not told yet
-  void resume_held_inputs();
+  void report_closes();
+  void dispatch_held_inputs();
   std::vector<ReloadHook> reload_hooks_;
   std::vector<TickHook> tick_hooks_;
   uint64_t last_tick_ms_ = 0;

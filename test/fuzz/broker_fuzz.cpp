@@ -53,6 +53,7 @@ class FuzzClient final : public Client {
  protected:
   void schedule_flush() override { flush_pending_ = false; }
   void on_close_requested() override { pending_closes.push_back(this); }
+  void on_resume_requested() override {}
 
  private:
   Broker& broker_;

@@ -1,5 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
 #include <memory>
 
 #include "broker/broker.hpp"
@@ -426,17 +431,21 @@ TEST_CASE("drop reasons and queue totals follow a persistent session offline and
 
 TEST_CASE("keep-alive and connect timeouts") {
   Fixture f;
+  auto check_timeouts = [&](FakeClient& c, uint64_t now_ms) {
+    FakeClient::Call call;  // the close is reported after the sweep, as by the server
+    f.broker->check_timeouts(c, now_ms);
+  };
   FakeClient idle(*f.broker, &f.listener);
-  f.broker->check_timeouts(idle, 9000);
+  check_timeouts(idle, 9000);
   CHECK_FALSE(idle.closed);
-  f.broker->check_timeouts(idle, 10000);
+  check_timeouts(idle, 10000);
   CHECK(idle.closed);
 
   FakeClient c(*f.broker, &f.listener);
   c.feed(connect_packet("k", true, 2), 0);
-  f.broker->check_timeouts(c, 3000);
+  check_timeouts(c, 3000);
   CHECK_FALSE(c.closed);
-  f.broker->check_timeouts(c, 3001);
+  check_timeouts(c, 3001);
   CHECK(c.closed);
 }
 
@@ -622,7 +631,11 @@ struct DeferringHooks final : AuthHooks {
     return r.may_defer ? pending() : AuthResult{};
   }
   void forget(const Client&) override { ++forgotten; }
-  void decide(const Client& c, AuthResult r) { sink_(c, std::move(r)); }
+  // As the deferred queue's callback and the server do: closes after the call.
+  void decide(const Client& c, AuthResult r) {
+    FakeClient::Call call;
+    sink_(c, std::move(r));
+  }
   void on_connected(const Client&, bool) override {}
   void on_disconnected(const Client&, const char*) override {}
   int asked = 0, forgotten = 0;
@@ -682,11 +695,74 @@ TEST_CASE(
 TEST_CASE("deferred decisions: a transport that does not hold input gets its client closed") {
   DeferringHooks hooks;
   Fixture f({}, &hooks);
-  FakeClient c(*f.broker, &f.listener);  // FakeClient ignores hold()
+  FakeClient c(*f.broker, &f.listener);  // FakeClient ignores hold_input()
   c.feed(connect_packet("eager") + connect_packet("eager"));
   CHECK(c.closed);
   CHECK(c.close_reason == "internal error: input not held");
 }
+
+TEST_CASE("resuming input is a request: a decision asks for it, nothing is dispatched meanwhile") {
+  DeferringHooks hooks;
+  Fixture f({}, &hooks);
+  FakeClient c(*f.broker, &f.listener);
+  c.feed(connect_packet("later"));
+  CHECK(c.input_held());  // held while the plugin decides
+  CHECK(c.resumes == 0);
+  hooks.decide(c, AuthResult{});
+  CHECK_FALSE(c.input_held());
+  CHECK(c.resumes == 1);  // asked once; the transport dispatches after the call returns
+  c.take();
+  // A resume with nothing held asks for nothing.
+  c.resume_input();
+  CHECK(c.resumes == 1);
+}
+
+#ifndef NDEBUG
+namespace {
+// A transport that dispatches its kept packets from inside resume_input(), as the
+// connection once did: the broker is re-entered while on_decided() still runs.
+class ReentrantClient final : public Client {
+ public:
+  ReentrantClient(Broker& broker, const ListenerConfig* listener)
+      : Client(listener, "127.0.0.1:7"), broker_(broker) {
+    broker_.on_open(*this, 0);
+  }
+  void dispatch(codec::Packet packet) { broker_.on_packet(*this, packet, 0); }
+
+ protected:
+  void schedule_flush() override { flush_pending_ = false; }
+  void on_close_requested() override {}
+  void on_resume_requested() override { dispatch(codec::Pingreq{}); }
+
+ private:
+  Broker& broker_;
+};
+}  // namespace
+
+TEST_CASE("debug builds abort when the broker is re-entered from below") {
+  fflush(nullptr);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // The child: its assertion message is expected, not interesting.
+    freopen("/dev/null", "w", stderr);
+    DeferringHooks hooks;
+    Fixture f({}, &hooks);
+    ReentrantClient c(*f.broker, &f.listener);
+    codec::Packet connect;
+    std::string bytes = connect_packet("reentrant");
+    codec::HeaderResult h = codec::parse_fixed_header(bytes);
+    codec::decode_body(h.header, std::string_view(bytes).substr(h.header.header_length), 0, connect);
+    c.dispatch(connect);  // awaits the decision, input held
+    hooks.decide(c, AuthResult{});  // on_decided -> resume_input -> on_packet: re-entered
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+}
+#endif
 
 TEST_CASE("a SUBSCRIBE with more filters than a slice is decided in slices, SUBACK at the end") {
   LimitsConfig l;
@@ -732,9 +808,9 @@ TEST_CASE("flow control: a congested subscriber holds its publisher until it dra
   sub->take();
   auto pub = f.connect("pub");
   for (uint16_t id = 1; id <= 5; ++id) pub->feed(publish_packet("t", "m", 1, false, id));
-  CHECK_FALSE(pub->held);  // 1 in flight, 4 queued
+  CHECK_FALSE(pub->input_held());  // 1 in flight, 4 queued
   pub->feed(publish_packet("t", "m", 1, false, 6));
-  CHECK(pub->held);  // 5 queued: delivered, then the publisher waits
+  CHECK(pub->input_held());  // 5 queued: delivered, then the publisher waits
   CHECK(f.broker->flow().held_count() == 1);
   CHECK(f.broker->stats().delivery.messages_dropped == 0);
 
@@ -747,11 +823,11 @@ TEST_CASE("flow control: a congested subscriber holds its publisher until it dra
     ++acked;
     if (i < 2) {
       CHECK_FALSE(f.broker->release_flow_holds());
-      CHECK(pub->held);
+      CHECK(pub->input_held());
     }
   }
   CHECK(f.broker->release_flow_holds());
-  CHECK_FALSE(pub->held);
+  CHECK_FALSE(pub->input_held());
   CHECK(f.broker->flow().congested_count() == 0);
 }
 
@@ -764,15 +840,15 @@ TEST_CASE("flow control: a subscriber that goes away releases its publishers; no
   sub->feed(subscribe_packet(1, {{"t", 1}}));
   auto pub = f.connect("pub");
   for (uint16_t id = 1; id <= 4; ++id) pub->feed(publish_packet("t", "m", 1, false, id));
-  CHECK(pub->held);
+  CHECK(pub->input_held());
   sub->close("test");  // reported at once outside a feed
   CHECK(f.broker->release_flow_holds());
-  CHECK_FALSE(pub->held);
+  CHECK_FALSE(pub->input_held());
 
   // A client subscribed to what it publishes is never held for itself.
   auto self = f.connect("self");
   self->feed(subscribe_packet(1, {{"s", 1}}));
   for (uint16_t id = 1; id <= 6; ++id) self->feed(publish_packet("s", "m", 1, false, id));
-  CHECK_FALSE(self->held);
+  CHECK_FALSE(self->input_held());
   CHECK(f.broker->flow().held_count() == 0);
 }

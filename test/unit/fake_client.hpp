@@ -76,27 +76,39 @@ class FakeClient final : public Client {
   // Feeds encoded bytes (in any splits: an incomplete tail waits for the next feed) as
   // the transport would: closes asked for meanwhile are reported once it returns.
   void feed(std::string_view bytes, uint64_t now_ms = 0) {
-    ++depth();
+    Call call;
     test::pump_packets(framer_, broker_, *this, bytes, now_ms);
-    if (--depth() == 0) report_closes();
   }
+
+  // Around a test's own call into the broker (check_timeouts, a plugin's decision...),
+  // as the server does around each: closes requested during it are reported after it
+  // returns, never from inside it (the broker asserts that in debug builds).
+  class Call {
+   public:
+    Call() { ++depth(); }
+    ~Call() {
+      if (--depth() == 0) report_closes();
+    }
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+  };
 
   std::vector<OutPacket> take() { return parse_out(out_); }
 
   bool closed = false;  // close() was called
   std::string close_reason;
-  // The broker's Client::hold() state (this fake keeps feeding regardless).
-  bool held = false;
-  void hold(bool on) override { held = on; }
+  // Client::resume_input() requests (this fake keeps feeding regardless of
+  // input_held(): a test must not feed a client the broker holds).
+  int resumes = 0;
 
  protected:
   void schedule_flush() override { flush_pending_ = false; }
+  void on_resume_requested() override { ++resumes; }
   void on_close_requested() override {
     closed = true;
     close_reason = Client::close_reason();
     pending().push_back(this);
-    // Outside feed() (a test calling close() or check_timeouts() itself) there is no
-    // dispatch to wait for.
+    // A test's own close(), outside any broker call: nothing to wait for.
     if (depth() == 0) report_closes();
   }
 

@@ -38,6 +38,7 @@ class BareClient final : public Client {
  protected:
   void schedule_flush() override {}
   void on_close_requested() override {}
+  void on_resume_requested() override {}
 };
 
 BareClient v5_client(uint32_t max_packet_size = 0, uint16_t receive_maximum = 65535) {
