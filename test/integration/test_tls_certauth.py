@@ -5,6 +5,7 @@ our pki-tools and with openssl."""
 import concurrent.futures
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -180,6 +181,20 @@ class CertauthTest(PkiFixture, BrokerTestCase):
                            input="", capture_output=True, text=True, timeout=20)
         self.assertIn("Verification: OK", p.stderr)
         self.assertIn("Protocol version: TLSv1.2", p.stderr)
+
+    def test_ecdhe_prefers_x25519_whatever_the_client_lists_first(self):
+        # mbedTLS takes the server's first curve the client offers: X25519 is the cheapest
+        # for the broker (bench/RESULTS.md), P-256 still works for a client without it.
+        def server_temp_key(groups):
+            p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}",
+                                "-CAfile", self.ca.cert, "-groups", groups, "-brief"],
+                               input="", capture_output=True, text=True, timeout=20)
+            m = re.search(r"(?:Server|Peer) Temp Key: ([^\n]*)", p.stderr)
+            self.assertIsNotNone(m, p.stderr)
+            return m.group(1)
+        self.assertTrue(server_temp_key("P-256:X25519").startswith("X25519"))
+        self.assertTrue(server_temp_key("X25519:P-256").startswith("X25519"))
+        self.assertIn("prime256v1", server_temp_key("P-256"))
 
     def test_plugins_get_the_peer_chain_and_tls_details(self):
         b = self.start_broker(tls_config(
