@@ -155,7 +155,7 @@ class Client {
     void (*free_fn)(void*);
   };
   // What most connections never need, allocated on first use (an idle connection's
-  // memory is a budget: see README "Performance").
+  // memory is a budget: see docs/operations.md, "Performance").
   struct Extras {
     std::string username;
     bool has_username = false;

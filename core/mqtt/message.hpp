@@ -1,6 +1,8 @@
-// An application message: topic, payload, QoS and retain flag, immutable once made.
+// An application message: topic, payload, QoS and retain flag, and for MQTT 5 its
+// Message Expiry and forwarded properties; immutable once made.
 //
-// One allocation holds the header and both strings. Messages are reference counted
+// One allocation holds the header, the topic, the payload, the expiry and the property
+// bytes (3.1.1 messages carry neither of the last two). Messages are reference counted
 // (single-threaded: everything that holds one runs on the event loop) so a message
 // routed to many sessions, queued, in flight and retained exists once.
 #pragma once

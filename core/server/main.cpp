@@ -22,7 +22,7 @@
 int main(int argc, char** argv) {
   cxxopts::Options options("mqgate",
                            "mqgate " MQGATE_VERSION
-                           " - an MQTT 3.1.1 broker with certificate identity and auth plugins");
+                           " - an MQTT 3.1.1 and 5.0 broker with certificate identity and auth plugins");
   options.add_options()("c,config", "configuration file (TOML)",
                         cxxopts::value<std::string>()->default_value(MQGATE_DEFAULT_CONFIG))(
       "check-config", "check the configuration (and plugins) and exit: 0 if valid")(

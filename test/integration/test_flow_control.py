@@ -1,4 +1,4 @@
-"""Lossless flow control (README "Flow control"): publishers that write as fast as TCP
+"""Lossless flow control (docs/operations.md, "Flow control"): publishers that write as fast as TCP
 takes them, into subscribers slower than they are, lose nothing at QoS 0, 1 or 2 (the
 broker stops reading the publishers instead of dropping); a subscriber that stops
 reading is disconnected after its listener's grace period and the others go on; drops

@@ -159,7 +159,7 @@ class SharedSubscriptionTest(brokers.MqttTestCase):
         self.assertEqual(sorted(got[b[0]] + got[b[1]]), sorted(payloads))
 
     def test_a_311_client_can_be_a_member(self):
-        # Mosquitto lets 3.1.1 clients use $share/ filters; so does mqgate (README).
+        # Mosquitto lets 3.1.1 clients use $share/ filters; so does mqgate (docs/features.md).
         old = self.paho("v311")
         self.assertEqual(old.subscribe("$share/mixed/v/t", qos=1), [1])
         new = self.paho5("v5")

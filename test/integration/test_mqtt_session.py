@@ -442,7 +442,7 @@ class QueueLimitTest(brokers.MqttTestCase):
     def test_online_slow_consumer_gets_window_plus_queue(self):
         # Connected but not acking: max_inflight_messages in flight plus queued ones.
         # Mosquitto queues max_queued_messages and drops the newest beyond; mqgate stops
-        # reading the publisher instead (README "Flow control"), so nothing is lost.
+        # reading the publisher instead (docs/operations.md, "Flow control"), so nothing is lost.
         c = self.raw_connect("slow")
         c.subscribe([("sq", 1)])
         p = self.raw_connect("pub")

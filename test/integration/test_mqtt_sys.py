@@ -225,7 +225,7 @@ class SysDroppedTest(brokers.MqttTestCase):
             dropped = 5
         else:
             # mqgate holds the publishers of an online subscriber instead of dropping
-            # (README "Flow control"); an offline session cannot push back: 3 queued, 7
+            # (docs/operations.md, "Flow control"); an offline session cannot push back: 3 queued, 7
             # dropped.
             stalled = self.raw_connect("stalled", clean=False)
             stalled.subscribe([("drop/me", 1)])
