@@ -3,15 +3,10 @@
 #include "aclfile.h"
 
 #include "../common/bounded_read.h"
+#include "../common/line_file.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 enum { R_DENY = 0 }; /* rule access: 0 deny, else ACL_READ|ACL_WRITE bits */
 enum { SUB_U = 1, SUB_C = 2, SUB_I = 4 };
@@ -41,14 +36,6 @@ struct aclfile {
   size_t nusers, capusers;
   struct rules patterns;
 };
-
-static void set_err(char* err, size_t errlen, const char* fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* ---- topic levels ------------------------------------------------------------------ */
 
@@ -240,10 +227,6 @@ static int rules_add(struct rules* r, int access, int subst, const char* f, size
   return 0;
 }
 
-static int is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\r';
-}
-
 static int word_is(const char* p, size_t n, const char* w) {
   return strlen(w) == n && memcmp(p, w, n) == 0;
 }
@@ -298,40 +281,27 @@ static int merge_users(aclfile* acl) {
 aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err,
                        size_t errlen) {
   aclfile* acl = calloc(1, sizeof *acl);
-  size_t pos = 0, lineno = 0;
+  line_file lf;
+  const char* line;
+  size_t b, e, we;
+  int more;
   long cur = -1; /* current user index, -1: before any user line */
   if (acl == NULL) goto oom;
-  if (len > ACL_MAX_FILE_BYTES) {
-    set_err(err, errlen, "%s: file is over %u bytes", name, ACL_MAX_FILE_BYTES);
+  if (line_file_init(&lf, name, data, len, ACL_MAX_FILE_BYTES, ACL_MAX_LINE_BYTES, err, errlen) !=
+      0)
     goto fail;
-  }
-  while (pos < len) {
-    const char* line = data + pos;
-    const char* nl = memchr(line, '\n', len - pos);
-    size_t llen = nl ? (size_t)(nl - line) : len - pos;
-    size_t b = 0, e = llen, we;
-    pos += llen + (nl ? 1 : 0);
-    lineno++;
-    if (llen > ACL_MAX_LINE_BYTES) {
-      set_err(err, errlen, "%s:%zu: line longer than %u bytes", name, lineno, ACL_MAX_LINE_BYTES);
-      goto fail;
-    }
-    if (memchr(line, '\0', llen)) {
-      set_err(err, errlen, "%s:%zu: NUL byte in line", name, lineno);
-      goto fail;
-    }
-    while (b < e && is_space(line[b])) b++;
-    while (e > b && is_space(line[e - 1])) e--;
-    if (b == e) continue;
+  while ((more = line_file_next(&lf, &line, &b, &e, err, errlen)) > 0) {
     if (line[b] == '#') continue; /* Mosquitto: '#' first; leading blanks are skipped too */
     we = b;
-    while (we < e && !is_space(line[we])) we++;
+    while (we < e && !line_file_is_blank(line[we]))
+      we++;
     if (word_is(line + b, we - b, "user")) {
       size_t ub = we;
       struct user* u;
-      while (ub < e && is_space(line[ub])) ub++;
+      while (ub < e && line_file_is_blank(line[ub]))
+        ub++;
       if (ub == e) {
-        set_err(err, errlen, "%s:%zu: \"user\" without a username", name, lineno);
+        line_file_err(&lf, err, errlen, "\"user\" without a username");
         goto fail;
       }
       { /* one block per "user" line; repeats are merged at the end */
@@ -348,7 +318,7 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         if (u->name == NULL) goto oom;
         memcpy(u->name, line + ub, e - ub);
         u->name[e - ub] = '\0';
-        u->line = lineno;
+        u->line = lf.lineno;
         acl->nusers++;
       }
       cur = (long)(u - acl->users);
@@ -356,10 +326,12 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
       int pattern = word_is(line + b, we - b, "pattern");
       int access = ACL_READ | ACL_WRITE, subst = 0, keyword = 0;
       size_t fb = we, k;
-      while (fb < e && is_space(line[fb])) fb++;
+      while (fb < e && line_file_is_blank(line[fb]))
+        fb++;
       if (fb < e) {
         size_t ke = fb;
-        while (ke < e && !is_space(line[ke])) ke++;
+        while (ke < e && !line_file_is_blank(line[ke]))
+          ke++;
         if (word_is(line + fb, ke - fb, "read")) {
           access = ACL_READ;
           keyword = 1;
@@ -374,20 +346,20 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         }
         if (keyword) {
           fb = ke;
-          while (fb < e && is_space(line[fb])) fb++;
+          while (fb < e && line_file_is_blank(line[fb]))
+            fb++;
         }
       }
       if (fb == e) {
-        set_err(err, errlen, "%s:%zu: %s without a topic", name, lineno,
-                pattern ? "pattern" : "topic");
+        line_file_err(&lf, err, errlen, "%s without a topic", pattern ? "pattern" : "topic");
         goto fail;
       }
       for (k = fb; k < e; k++) {
-        if (!keyword && is_space(line[k])) {
-          set_err(err, errlen,
-                  "%s:%zu: unknown access \"%.*s\" (read, write, readwrite or deny; a topic "
-                  "with a space needs one of them first)",
-                  name, lineno, (int)((k - fb) > 32 ? 32 : (k - fb)), line + fb);
+        if (!keyword && line_file_is_blank(line[k])) {
+          line_file_err(&lf, err, errlen,
+                        "unknown access \"%.*s\" (read, write, readwrite or deny; a topic "
+                        "with a space needs one of them first)",
+                        (int)((k - fb) > 32 ? 32 : (k - fb)), line + fb);
           goto fail;
         }
       }
@@ -416,10 +388,9 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
             else if (memchr(l[i].p, '%', l[i].n) != NULL &&
                      (memmem(l[i].p, l[i].n, "%u", 2) || memmem(l[i].p, l[i].n, "%c", 2) ||
                       memmem(l[i].p, l[i].n, "%i", 2))) {
-              set_err(err, errlen,
-                      "%s:%zu: %%u, %%c and %%i must be the whole level in a pattern "
-                      "(\"%.*s\")",
-                      name, lineno, (int)(l[i].n > 64 ? 64 : l[i].n), l[i].p);
+              line_file_err(&lf, err, errlen,
+                            "%%u, %%c and %%i must be the whole level in a pattern (\"%.*s\")",
+                            (int)(l[i].n > 64 ? 64 : l[i].n), l[i].p);
               free(l);
               free(f);
               goto fail;
@@ -429,10 +400,10 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         }
         free(f);
         if (!ok) {
-          set_err(err, errlen,
-                  "%s:%zu: invalid topic filter \"%.*s\" ('#' only as the last level, '+' "
-                  "and '#' alone in their level)",
-                  name, lineno, (int)((e - fb) > 64 ? 64 : (e - fb)), line + fb);
+          line_file_err(&lf, err, errlen,
+                        "invalid topic filter \"%.*s\" ('#' only as the last level, '+' and "
+                        "'#' alone in their level)",
+                        (int)((e - fb) > 64 ? 64 : (e - fb)), line + fb);
           goto fail;
         }
       }
@@ -441,18 +412,19 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
                           : cur < 0 ? &acl->anon
                                     : &acl->users[cur].rules;
         if (!pattern && cur < 0) acl->has_anon = 1;
-        if (rules_add(r, access, subst, line + fb, e - fb, lineno) != 0) goto oom;
+        if (rules_add(r, access, subst, line + fb, e - fb, lf.lineno) != 0) goto oom;
       }
     } else {
-      set_err(err, errlen, "%s:%zu: unknown keyword \"%.*s\" (topic, pattern or user)", name,
-              lineno, (int)((we - b) > 32 ? 32 : (we - b)), line + b);
+      line_file_err(&lf, err, errlen, "unknown keyword \"%.*s\" (topic, pattern or user)",
+                    (int)((we - b) > 32 ? 32 : (we - b)), line + b);
       goto fail;
     }
   }
+  if (more < 0) goto fail;
   if (merge_users(acl) != 0) goto oom;
   return acl;
 oom:
-  set_err(err, errlen, "%s: out of memory", name);
+  line_file_set_err(err, errlen, "%s: out of memory", name);
 fail:
   aclfile_free(acl);
   return NULL;
