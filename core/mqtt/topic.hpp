@@ -6,6 +6,9 @@
 
 namespace mqgate {
 
+// The answers come from plugins/common/mqtt_topic.h, which documents the rules; the
+// plugins use the same header.
+
 // A topic name as a PUBLISH (or will) may carry it: at least one byte, no '+' or '#'.
 // (UTF-8 well-formedness is the codec's job and is checked before this.)
 bool is_valid_topic_name(std::string_view topic);
@@ -21,9 +24,10 @@ bool topic_matches(std::string_view filter, std::string_view topic);
 // Whether every topic `filter` (valid) matches is also matched by `pattern` (valid):
 // level by level, '#' in the pattern covers the rest (and the parent level), '+'
 // covers one level (a literal or '+', not '#'), a literal covers only itself; a '#' in
-// the filter is covered only by a '#' at the same level (or, as the whole filter "#",
-// by "+/#", which matches every topic too). '$' topics: a pattern whose first level
-// is a wildcard covers no filter whose first level starts with '$'.
+// the filter is covered only by a '#' at the same level, or, when the filter's parent
+// is the empty string (the filters "#" and "/#"), by '+' then '#' there ("+/#" covers
+// "#", "+/+/#" covers "/#"). '$' topics: a pattern whose first level is a wildcard
+// covers no filter whose first level starts with '$'.
 bool filter_covers(std::string_view pattern, std::string_view filter);
 
 // Iterates the '/'-separated levels of a topic or filter, including empty ones:

@@ -3,15 +3,11 @@
 #include "aclfile.h"
 
 #include "../common/bounded_read.h"
+#include "../common/line_file.h"
+#include "../common/mqtt_topic.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 enum { R_DENY = 0 }; /* rule access: 0 deny, else ACL_READ|ACL_WRITE bits */
 enum { SUB_U = 1, SUB_C = 2, SUB_I = 4 };
@@ -20,6 +16,7 @@ struct rule {
   int access;
   int subst; /* SUB_* used by a pattern */
   char* filter;
+  size_t len; /* of filter */
   size_t line;
 };
 
@@ -42,160 +39,24 @@ struct aclfile {
   struct rules patterns;
 };
 
-static void set_err(char* err, size_t errlen, const char* fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
+/* ---- topics ---------------------------------------------------------------------- */
 
-/* ---- topic levels ------------------------------------------------------------------ */
-
-struct lv {
-  const char* p;
-  size_t n;
-};
-
-/* Splits s at '/'; returns the count and a malloc'd array in *out (NULL on OOM). */
-static size_t split(const char* s, struct lv** out) {
-  size_t count = 1, i = 0;
-  const char* c;
-  for (c = s; *c; c++)
-    if (*c == '/') count++;
-  *out = malloc(count * sizeof **out);
-  if (*out == NULL) return 0;
-  (*out)[0].p = s;
-  for (c = s;; c++) {
-    if (*c == '/' || *c == '\0') {
-      (*out)[i].n = (size_t)(c - (*out)[i].p);
-      if (*c == '\0') break;
-      i++;
-      (*out)[i].p = c + 1;
-    }
-  }
-  return count;
-}
-
-static int is_plus(const struct lv* l) {
-  return l->n == 1 && l->p[0] == '+';
-}
-static int is_hash(const struct lv* l) {
-  return l->n == 1 && l->p[0] == '#';
-}
-static int is_wild(const struct lv* l) {
-  return is_plus(l) || is_hash(l);
-}
-static int lv_eq(const struct lv* a, const struct lv* b) {
-  return a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
-}
-/* a first level that is a literal starting with '$' */
-static int is_dollar(const struct lv* l) {
-  return l->n > 0 && l->p[0] == '$';
-}
+/* The C-string forms of plugins/common/mqtt_topic.h, for aclfile.h's users. */
 
 int acl_filter_valid(const char* s) {
-  const char* c;
-  size_t start = 0, i = 0;
-  if (*s == '\0') return 0;
-  for (c = s;; c++, i++) {
-    if (*c == '/' || *c == '\0') {
-      size_t n = i - start;
-      const char* lv = s + start;
-      if (memchr(lv, '+', n) && !(n == 1)) return 0;
-      if (memchr(lv, '#', n) && !(n == 1 && *c == '\0')) return 0;
-      if (*c == '\0') break;
-      start = i + 1;
-    }
-  }
-  return 1;
+  return mqtt_topic_filter_valid(s, strlen(s));
 }
 
 int acl_topic_matches(const char* filter, const char* topic) {
-  struct lv *f = NULL, *t = NULL;
-  size_t nf = split(filter, &f), nt = split(topic, &t), i;
-  int result = 0;
-  if (f == NULL || t == NULL) goto out;
-  if (is_wild(&f[0]) && topic[0] == '$') goto out;
-  for (i = 0;; i++) {
-    if (i < nf && is_hash(&f[i])) {
-      result = 1; /* matches the parent level too: "a/#" matches "a" */
-      break;
-    }
-    if (i == nf || i == nt) {
-      result = (i == nf && i == nt);
-      break;
-    }
-    if (!is_plus(&f[i]) && !lv_eq(&f[i], &t[i])) break;
-  }
-out:
-  free(f);
-  free(t);
-  return result;
+  return mqtt_topic_matches(filter, strlen(filter), topic, strlen(topic));
 }
 
 int filter_covers(const char* rule, const char* sub) {
-  struct lv *r = NULL, *s = NULL;
-  size_t nr = split(rule, &r), ns = split(sub, &s), i;
-  int result = 0;
-  if (r == NULL || s == NULL) goto out;
-  /* a rule starting with a wildcard matches no '$' topic; sub may name one */
-  if (is_wild(&r[0]) && is_dollar(&s[0])) goto out;
-  for (i = 0;; i++) {
-    if (i < nr && is_hash(&r[i])) {
-      result = 1; /* everything from level i on, the parent included */
-      break;
-    }
-    if (i == nr || i == ns) {
-      result = (i == nr && i == ns);
-      break;
-    }
-    if (is_hash(&s[i])) {
-      /* sub matches its parent topic too, which r (needing one more level) does not;
-       * unless that parent is the empty topic (no levels, or one empty level), which
-       * is not a topic: then sub is really <prefix>/+/# */
-      if (i == 0 || (i == 1 && s[0].n == 0))
-        result = is_plus(&r[i]) && i + 1 < nr && is_hash(&r[i + 1]);
-      break;
-    }
-    if (is_plus(&s[i])) {
-      if (!is_plus(&r[i])) break; /* a literal never covers every value */
-    } else if (!is_plus(&r[i]) && !lv_eq(&r[i], &s[i])) {
-      break;
-    }
-  }
-out:
-  free(r);
-  free(s);
-  return result;
+  return mqtt_topic_covers(rule, strlen(rule), sub, strlen(sub));
 }
 
-int filter_intersects(const char* a_s, const char* b_s) {
-  struct lv *a = NULL, *b = NULL;
-  size_t na = split(a_s, &a), nb = split(b_s, &b), i;
-  int result = 0;
-  if (a == NULL || b == NULL) goto out;
-  if ((is_wild(&a[0]) && is_dollar(&b[0])) || (is_wild(&b[0]) && is_dollar(&a[0]))) goto out;
-  for (i = 0;; i++) {
-    if ((i < na && is_hash(&a[i])) || (i < nb && is_hash(&b[i]))) {
-      /* If the other filter ends here, the only common topic is its own (i levels);
-       * with one level forced to be empty that is the empty topic: not a topic. */
-      int other_ends = (i < na && is_hash(&a[i])) ? (i == nb) : (i == na);
-      int both_hash = i < na && i < nb && is_hash(&a[i]) && is_hash(&b[i]);
-      result = 1;
-      if (!both_hash && other_ends && i == 1 && (a[0].n == 0 || b[0].n == 0)) result = 0;
-      break;
-    }
-    if (i == na || i == nb) {
-      result = (i == na && i == nb);
-      break;
-    }
-    if (!is_plus(&a[i]) && !is_plus(&b[i]) && !lv_eq(&a[i], &b[i])) break;
-  }
-out:
-  free(a);
-  free(b);
-  return result;
+int filter_intersects(const char* a, const char* b) {
+  return mqtt_topic_intersects(a, strlen(a), b, strlen(b));
 }
 
 /* ---- parsing ----------------------------------------------------------------------- */
@@ -236,12 +97,9 @@ static int rules_add(struct rules* r, int access, int subst, const char* f, size
   if (rule.filter == NULL) return -1;
   memcpy(rule.filter, f, flen);
   rule.filter[flen] = '\0';
+  rule.len = flen;
   r->v[r->n++] = rule;
   return 0;
-}
-
-static int is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\r';
 }
 
 static int word_is(const char* p, size_t n, const char* w) {
@@ -298,40 +156,27 @@ static int merge_users(aclfile* acl) {
 aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err,
                        size_t errlen) {
   aclfile* acl = calloc(1, sizeof *acl);
-  size_t pos = 0, lineno = 0;
+  line_file lf;
+  const char* line;
+  size_t b, e, we;
+  int more;
   long cur = -1; /* current user index, -1: before any user line */
   if (acl == NULL) goto oom;
-  if (len > ACL_MAX_FILE_BYTES) {
-    set_err(err, errlen, "%s: file is over %u bytes", name, ACL_MAX_FILE_BYTES);
+  if (line_file_init(&lf, name, data, len, ACL_MAX_FILE_BYTES, ACL_MAX_LINE_BYTES, err, errlen) !=
+      0)
     goto fail;
-  }
-  while (pos < len) {
-    const char* line = data + pos;
-    const char* nl = memchr(line, '\n', len - pos);
-    size_t llen = nl ? (size_t)(nl - line) : len - pos;
-    size_t b = 0, e = llen, we;
-    pos += llen + (nl ? 1 : 0);
-    lineno++;
-    if (llen > ACL_MAX_LINE_BYTES) {
-      set_err(err, errlen, "%s:%zu: line longer than %u bytes", name, lineno, ACL_MAX_LINE_BYTES);
-      goto fail;
-    }
-    if (memchr(line, '\0', llen)) {
-      set_err(err, errlen, "%s:%zu: NUL byte in line", name, lineno);
-      goto fail;
-    }
-    while (b < e && is_space(line[b])) b++;
-    while (e > b && is_space(line[e - 1])) e--;
-    if (b == e) continue;
+  while ((more = line_file_next(&lf, &line, &b, &e, err, errlen)) > 0) {
     if (line[b] == '#') continue; /* Mosquitto: '#' first; leading blanks are skipped too */
     we = b;
-    while (we < e && !is_space(line[we])) we++;
+    while (we < e && !line_file_is_blank(line[we]))
+      we++;
     if (word_is(line + b, we - b, "user")) {
       size_t ub = we;
       struct user* u;
-      while (ub < e && is_space(line[ub])) ub++;
+      while (ub < e && line_file_is_blank(line[ub]))
+        ub++;
       if (ub == e) {
-        set_err(err, errlen, "%s:%zu: \"user\" without a username", name, lineno);
+        line_file_err(&lf, err, errlen, "\"user\" without a username");
         goto fail;
       }
       { /* one block per "user" line; repeats are merged at the end */
@@ -348,7 +193,7 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         if (u->name == NULL) goto oom;
         memcpy(u->name, line + ub, e - ub);
         u->name[e - ub] = '\0';
-        u->line = lineno;
+        u->line = lf.lineno;
         acl->nusers++;
       }
       cur = (long)(u - acl->users);
@@ -356,10 +201,12 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
       int pattern = word_is(line + b, we - b, "pattern");
       int access = ACL_READ | ACL_WRITE, subst = 0, keyword = 0;
       size_t fb = we, k;
-      while (fb < e && is_space(line[fb])) fb++;
+      while (fb < e && line_file_is_blank(line[fb]))
+        fb++;
       if (fb < e) {
         size_t ke = fb;
-        while (ke < e && !is_space(line[ke])) ke++;
+        while (ke < e && !line_file_is_blank(line[ke]))
+          ke++;
         if (word_is(line + fb, ke - fb, "read")) {
           access = ACL_READ;
           keyword = 1;
@@ -374,65 +221,54 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
         }
         if (keyword) {
           fb = ke;
-          while (fb < e && is_space(line[fb])) fb++;
+          while (fb < e && line_file_is_blank(line[fb]))
+            fb++;
         }
       }
       if (fb == e) {
-        set_err(err, errlen, "%s:%zu: %s without a topic", name, lineno,
-                pattern ? "pattern" : "topic");
+        line_file_err(&lf, err, errlen, "%s without a topic", pattern ? "pattern" : "topic");
         goto fail;
       }
       for (k = fb; k < e; k++) {
-        if (!keyword && is_space(line[k])) {
-          set_err(err, errlen,
-                  "%s:%zu: unknown access \"%.*s\" (read, write, readwrite or deny; a topic "
-                  "with a space needs one of them first)",
-                  name, lineno, (int)((k - fb) > 32 ? 32 : (k - fb)), line + fb);
+        if (!keyword && line_file_is_blank(line[k])) {
+          line_file_err(&lf, err, errlen,
+                        "unknown access \"%.*s\" (read, write, readwrite or deny; a topic "
+                        "with a space needs one of them first)",
+                        (int)((k - fb) > 32 ? 32 : (k - fb)), line + fb);
           goto fail;
         }
       }
       {
-        char* f = malloc(e - fb + 1);
-        int ok;
-        if (f == NULL) goto oom;
-        memcpy(f, line + fb, e - fb);
-        f[e - fb] = '\0';
-        ok = acl_filter_valid(f);
+        const char* f = line + fb;
+        const size_t flen = e - fb;
+        const int ok = mqtt_topic_filter_valid(f, flen);
         if (ok && pattern) {
           /* %u, %c, %i must each be a whole level (mosquitto-conf(5)) */
-          struct lv* l = NULL;
-          size_t n = split(f, &l), i;
-          if (l == NULL) {
-            free(f);
-            goto oom;
-          }
-          for (i = 0; i < n && ok; i++) {
-            if (l[i].n == 2 && l[i].p[0] == '%' && l[i].p[1] == 'u')
+          mqtt_topic_levels it;
+          const char* l;
+          size_t n;
+          mqtt_topic_levels_init(&it, f, flen);
+          while (mqtt_topic_next_level(&it, &l, &n)) {
+            if (n == 2 && l[0] == '%' && l[1] == 'u')
               subst |= SUB_U;
-            else if (l[i].n == 2 && l[i].p[0] == '%' && l[i].p[1] == 'c')
+            else if (n == 2 && l[0] == '%' && l[1] == 'c')
               subst |= SUB_C;
-            else if (l[i].n == 2 && l[i].p[0] == '%' && l[i].p[1] == 'i')
+            else if (n == 2 && l[0] == '%' && l[1] == 'i')
               subst |= SUB_I;
-            else if (memchr(l[i].p, '%', l[i].n) != NULL &&
-                     (memmem(l[i].p, l[i].n, "%u", 2) || memmem(l[i].p, l[i].n, "%c", 2) ||
-                      memmem(l[i].p, l[i].n, "%i", 2))) {
-              set_err(err, errlen,
-                      "%s:%zu: %%u, %%c and %%i must be the whole level in a pattern "
-                      "(\"%.*s\")",
-                      name, lineno, (int)(l[i].n > 64 ? 64 : l[i].n), l[i].p);
-              free(l);
-              free(f);
+            else if (memchr(l, '%', n) != NULL &&
+                     (memmem(l, n, "%u", 2) || memmem(l, n, "%c", 2) || memmem(l, n, "%i", 2))) {
+              line_file_err(&lf, err, errlen,
+                            "%%u, %%c and %%i must be the whole level in a pattern (\"%.*s\")",
+                            (int)(n > 64 ? 64 : n), l);
               goto fail;
             }
           }
-          free(l);
         }
-        free(f);
         if (!ok) {
-          set_err(err, errlen,
-                  "%s:%zu: invalid topic filter \"%.*s\" ('#' only as the last level, '+' "
-                  "and '#' alone in their level)",
-                  name, lineno, (int)((e - fb) > 64 ? 64 : (e - fb)), line + fb);
+          line_file_err(&lf, err, errlen,
+                        "invalid topic filter \"%.*s\" ('#' only as the last level, '+' and "
+                        "'#' alone in their level)",
+                        (int)(flen > 64 ? 64 : flen), f);
           goto fail;
         }
       }
@@ -441,18 +277,19 @@ aclfile* aclfile_parse(const char* name, const char* data, size_t len, char* err
                           : cur < 0 ? &acl->anon
                                     : &acl->users[cur].rules;
         if (!pattern && cur < 0) acl->has_anon = 1;
-        if (rules_add(r, access, subst, line + fb, e - fb, lineno) != 0) goto oom;
+        if (rules_add(r, access, subst, line + fb, e - fb, lf.lineno) != 0) goto oom;
       }
     } else {
-      set_err(err, errlen, "%s:%zu: unknown keyword \"%.*s\" (topic, pattern or user)", name,
-              lineno, (int)((we - b) > 32 ? 32 : (we - b)), line + b);
+      line_file_err(&lf, err, errlen, "unknown keyword \"%.*s\" (topic, pattern or user)",
+                    (int)((we - b) > 32 ? 32 : (we - b)), line + b);
       goto fail;
     }
   }
+  if (more < 0) goto fail;
   if (merge_users(acl) != 0) goto oom;
   return acl;
 oom:
-  set_err(err, errlen, "%s: out of memory", name);
+  line_file_set_err(err, errlen, "%s: out of memory", name);
 fail:
   aclfile_free(acl);
   return NULL;
@@ -472,21 +309,30 @@ aclfile* aclfile_load(const char* path, char* err, size_t errlen) {
 
 enum { NO_MATCH = 0, ALLOW = 1, DENY = 2 };
 
-/* Does rule filter f match topic (or, for ACL_SUBSCRIBE: cover / intersect the filter)? */
-static int rule_hits(const char* f, const char* topic, int access, int deny) {
-  if (access == ACL_SUBSCRIBE) return deny ? filter_intersects(f, topic) : filter_covers(f, topic);
-  return acl_topic_matches(f, topic);
+/* The topic (or filter) being decided. */
+struct query {
+  const char* topic;
+  size_t len;
+  int access;
+};
+
+/* Does rule filter f match the topic (or, for ACL_SUBSCRIBE: cover / intersect the
+ * filter)? */
+static int rule_hits(const char* f, size_t flen, const struct query* q, int deny) {
+  if (q->access != ACL_SUBSCRIBE) return mqtt_topic_matches(f, flen, q->topic, q->len);
+  return deny ? mqtt_topic_intersects(f, flen, q->topic, q->len)
+              : mqtt_topic_covers(f, flen, q->topic, q->len);
 }
 
 /* Mosquitto's acl__check_single: deny rules first (any match denies), then the first
  * rule granting the access allows; nothing: denied. */
-static int check_list(const struct rules* r, const char* topic, int access) {
-  int want = access == ACL_SUBSCRIBE ? ACL_READ : access;
+static int check_list(const struct rules* r, const struct query* q) {
+  int want = q->access == ACL_SUBSCRIBE ? ACL_READ : q->access;
   size_t i;
   for (i = 0; i < r->n; i++)
-    if (r->v[i].access == R_DENY && rule_hits(r->v[i].filter, topic, access, 1)) return DENY;
+    if (r->v[i].access == R_DENY && rule_hits(r->v[i].filter, r->v[i].len, q, 1)) return DENY;
   for (i = 0; i < r->n; i++)
-    if ((r->v[i].access & want) && rule_hits(r->v[i].filter, topic, access, 0)) return ALLOW;
+    if ((r->v[i].access & want) && rule_hits(r->v[i].filter, r->v[i].len, q, 0)) return ALLOW;
   return NO_MATCH;
 }
 
@@ -495,42 +341,48 @@ static int unsafe_value(const char* v, int slash_ok) {
   return *v == '\0' || strpbrk(v, slash_ok ? "+#" : "+#/") != NULL;
 }
 
-static char* substitute(const char* f, const char* u, const char* c, const char* id) {
-  struct lv* l = NULL;
-  size_t n = split(f, &l), i, len = 0;
+/* The value a pattern level stands for: %u, %c, %i; NULL for any other level. */
+static const char* subst_value(const char* l, size_t n, const char* u, const char* c,
+                               const char* id) {
+  if (n != 2 || l[0] != '%') return NULL;
+  return l[1] == 'u' ? u : l[1] == 'c' ? c : l[1] == 'i' ? id : NULL;
+}
+
+/* Pattern f[0, flen) with %u, %c, %i replaced: in `small` (cap bytes) when it fits, so a
+ * check needs no allocation in the common case, else malloc'd (the caller frees what
+ * is not `small`); NULL when out of memory. *len: the result's length. */
+static char* substitute(const char* f, size_t flen, const char* u, const char* c, const char* id,
+                        char* small, size_t cap, size_t* len) {
+  mqtt_topic_levels it;
+  const char* l;
+  size_t n, total = 0;
   char *out, *p;
-  if (l == NULL) return NULL;
-  for (i = 0; i < n; i++) {
-    const char* v = NULL;
-    if (l[i].n == 2 && l[i].p[0] == '%')
-      v = l[i].p[1] == 'u' ? u : l[i].p[1] == 'c' ? c : l[i].p[1] == 'i' ? id : NULL;
-    len += (v ? strlen(v) : l[i].n) + 1;
+  mqtt_topic_levels_init(&it, f, flen);
+  while (mqtt_topic_next_level(&it, &l, &n)) {
+    const char* v = subst_value(l, n, u, c, id);
+    total += (v ? strlen(v) : n) + 1;
   }
-  out = malloc(len + 1);
-  if (out == NULL) {
-    free(l);
-    return NULL;
-  }
+  total--; /* no '/' after the last level */
+  out = total < cap ? small : malloc(total + 1);
+  if (out == NULL) return NULL;
   p = out;
-  for (i = 0; i < n; i++) {
-    const char* v = NULL;
-    size_t vn;
-    if (l[i].n == 2 && l[i].p[0] == '%')
-      v = l[i].p[1] == 'u' ? u : l[i].p[1] == 'c' ? c : l[i].p[1] == 'i' ? id : NULL;
-    vn = v ? strlen(v) : l[i].n;
-    memcpy(p, v ? v : l[i].p, vn);
+  mqtt_topic_levels_init(&it, f, flen);
+  while (mqtt_topic_next_level(&it, &l, &n)) {
+    const char* v = subst_value(l, n, u, c, id);
+    size_t vn = v ? strlen(v) : n;
+    if (p != out) *p++ = '/';
+    memcpy(p, v ? v : l, vn);
     p += vn;
-    if (i + 1 < n) *p++ = '/';
   }
   *p = '\0';
-  free(l);
+  *len = total;
   return out;
 }
 
 static int check_patterns(const aclfile* acl, const char* username, const char* client_id,
-                          const char* identity, const char* topic, int access) {
+                          const char* identity, const struct query* q) {
   const struct rules* r = &acl->patterns;
-  int want = access == ACL_SUBSCRIBE ? ACL_READ : access;
+  int want = q->access == ACL_SUBSCRIBE ? ACL_READ : q->access;
   int pass;
   size_t i;
   /* Mosquitto: a username or client id with '+' or '#' gets nothing from patterns */
@@ -540,7 +392,9 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
     for (i = 0; i < r->n; i++) {
       const struct rule* rule = &r->v[i];
       int deny = rule->access == R_DENY;
+      char small[256];
       char* f;
+      size_t flen = rule->len;
       int hit;
       if (deny != (pass == 0)) continue;
       if (!deny && !(rule->access & want)) continue;
@@ -554,10 +408,12 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
         if (deny) return DENY; /* cannot tell what it meant to deny: deny */
         continue;              /* cannot grant */
       }
-      f = rule->subst ? substitute(rule->filter, username, client_id, identity) : rule->filter;
+      f = rule->subst ? substitute(rule->filter, rule->len, username, client_id, identity, small,
+                                   sizeof small, &flen)
+                      : rule->filter;
       if (f == NULL) return DENY;
-      hit = rule_hits(f, topic, access, deny);
-      if (rule->subst) free(f);
+      hit = rule_hits(f, flen, q, deny);
+      if (f != rule->filter && f != small) free(f);
       if (hit) return deny ? DENY : ALLOW;
     }
   }
@@ -567,9 +423,14 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
 int acl_check(const aclfile* acl, const char* username, const char* client_id,
               const char* identity, const char* topic, int access) {
   const struct rules* list = NULL;
+  struct query q;
   if (acl == NULL || topic == NULL) return 0;
   if (access != ACL_READ && access != ACL_WRITE && access != ACL_SUBSCRIBE) return 0;
-  if (access == ACL_SUBSCRIBE ? !acl_filter_valid(topic) : (!*topic || strpbrk(topic, "+#")))
+  q.topic = topic;
+  q.len = strlen(topic);
+  q.access = access;
+  if (access == ACL_SUBSCRIBE ? !mqtt_topic_filter_valid(topic, q.len)
+                              : !mqtt_topic_name_valid(topic, q.len))
     return 0;
   /* Mosquitto: nobody publishes to $SYS */
   if (access == ACL_WRITE && strncmp(topic, "$SYS", 4) == 0) return 0;
@@ -585,9 +446,9 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
   /* Mosquitto 2.0: the client's own list first, where a deny is final; if it neither
    * allows nor denies, the patterns */
   if (list) {
-    int r = check_list(list, topic, access);
+    int r = check_list(list, &q);
     if (r != NO_MATCH) return r == ALLOW;
   }
   if (acl->patterns.n == 0) return 0;
-  return check_patterns(acl, username, client_id, identity, topic, access) == ALLOW;
+  return check_patterns(acl, username, client_id, identity, &q) == ALLOW;
 }

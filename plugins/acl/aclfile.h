@@ -39,8 +39,10 @@ void aclfile_free(aclfile* acl);
 int acl_check(const aclfile* acl, const char* username, const char* client_id,
               const char* identity, const char* topic, int access);
 
-/* MQTT topic matching: 1 if filter matches topic ('$' topics are not matched by a filter
- * starting with a wildcard). */
+/* MQTT topics, as plugins/common/mqtt_topic.h decides them (the matcher the broker core
+ * uses too), for NUL-terminated strings; see that header for the rules. */
+/* 1 if filter matches topic ('$' topics are not matched by a filter starting with a
+ * wildcard). */
 int acl_topic_matches(const char* filter, const char* topic);
 /* 1 if every topic sub can match is matched by rule ('+' and '#' on both sides). */
 int filter_covers(const char* rule, const char* sub);

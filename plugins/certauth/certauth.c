@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/mqtt_topic.h"
 #include "mqgate_plugin.h"
 
 MQGATE_PLUGIN_DECLARE_VERSION(2)
@@ -109,23 +110,12 @@ static void text_quoted_str(text* t, const char* s, size_t max) {
 #define PLACEHOLDER_LEN 11
 #define MAX_TOPIC_LEN 65535
 
-enum level_kind {
-  LVL_LITERAL,  /* plain text */
-  LVL_TEMPLATE, /* text with one or more {device_id} (a literal after substitution) */
-  LVL_PLUS,     /* + */
-  LVL_HASH      /* # (always the last level) */
-};
-
-typedef struct level {
-  int kind;
-  const char* s; /* into pattern.text */
-  size_t len;
-} level;
-
+/* An allowed_topics entry: a topic filter in which {device_id} may stand for (part of)
+ * a literal level; checked by compile_pattern. */
 typedef struct pattern {
   char* text; /* as configured */
-  level* levels;
-  size_t count;
+  size_t len;
+  int has_placeholder;
 } pattern;
 
 typedef struct certauth_config {
@@ -146,10 +136,8 @@ typedef struct certauth {
 static void config_free(certauth_config* c) {
   size_t i;
   if (c == NULL) return;
-  for (i = 0; i < c->pattern_count; i++) {
+  for (i = 0; i < c->pattern_count; i++)
     free(c->patterns[i].text);
-    free(c->patterns[i].levels);
-  }
   free(c->patterns);
   free(c->uri_domain);
   free(c);
@@ -204,10 +192,12 @@ static const char* dns_name_problem(const char* s) {
   return NULL;
 }
 
-/* Compiles one allowed_topics entry. Returns 0, or -1 with *why (static text). */
+/* Compiles one allowed_topics entry: checks it and keeps a copy. Returns 0, or -1 with
+ * *why (static text). */
 static int compile_pattern(const char* src, pattern* out, const char** why) {
-  size_t len = strlen(src), count = 1, i, n = 0;
-  const char* start;
+  size_t len = strlen(src), n, j;
+  mqtt_topic_levels it;
+  const char* l;
   memset(out, 0, sizeof *out);
   if (len == 0) {
     *why = "empty";
@@ -217,35 +207,25 @@ static int compile_pattern(const char* src, pattern* out, const char** why) {
     *why = "longer than 65535 bytes";
     return -1;
   }
-  for (i = 0; i < len; i++)
-    if (src[i] == '/') count++;
   out->text = (char*)malloc(len + 1);
-  out->levels = (level*)calloc(count, sizeof(level));
-  if (out->text == NULL || out->levels == NULL) {
+  if (out->text == NULL) {
     *why = "out of memory";
     return -1;
   }
   memcpy(out->text, src, len + 1);
-  start = out->text;
-  for (i = 0; i <= len; i++) {
-    level* l;
-    size_t j;
-    if (out->text[i] != '/' && out->text[i] != '\0') continue;
-    l = &out->levels[n++];
-    l->s = start;
-    l->len = (size_t)(out->text + i - start);
-    l->kind = LVL_LITERAL;
-    if (l->len == 1 && l->s[0] == '#') {
-      if (n != count) {
+  out->len = len;
+  mqtt_topic_levels_init(&it, out->text, len);
+  while (mqtt_topic_next_level(&it, &l, &n)) {
+    if (n == 1 && l[0] == '#') {
+      if (!it.done) {
         *why = "'#' must be the last level";
         return -1;
       }
-      l->kind = LVL_HASH;
-    } else if (l->len == 1 && l->s[0] == '+') {
-      l->kind = LVL_PLUS;
+    } else if (n == 1 && l[0] == '+') {
+      continue;
     } else {
-      for (j = 0; j < l->len; j++) {
-        char c = l->s[j];
+      for (j = 0; j < n; j++) {
+        char c = l[j];
         if (c == '#' || c == '+') {
           *why = "a wildcard ('+' or '#') must be a whole level";
           return -1;
@@ -255,18 +235,16 @@ static int compile_pattern(const char* src, pattern* out, const char** why) {
           return -1;
         }
         if (c == '{') {
-          if (l->len - j < PLACEHOLDER_LEN || memcmp(l->s + j, PLACEHOLDER, PLACEHOLDER_LEN) != 0) {
+          if (n - j < PLACEHOLDER_LEN || memcmp(l + j, PLACEHOLDER, PLACEHOLDER_LEN) != 0) {
             *why = "unknown placeholder (the only one is {device_id})";
             return -1;
           }
-          l->kind = LVL_TEMPLATE;
+          out->has_placeholder = 1;
           j += PLACEHOLDER_LEN - 1;
         }
       }
     }
-    start = out->text + i + 1;
   }
-  out->count = n;
   return 0;
 }
 
@@ -751,103 +729,11 @@ static int on_authenticate(const certauth* self, mqgate_evt_authenticate* evt) {
 /* AUTHORIZE                                                                       */
 /* ------------------------------------------------------------------------------ */
 
-/* Iterates over the levels of a topic name or filter. */
-typedef struct levels {
-  const char* p;
-  int done;
-} levels;
-
-static int next_level(levels* it, const char** s, size_t* n) {
-  const char* slash;
-  if (it->done) return 0;
-  slash = strchr(it->p, '/');
-  *s = it->p;
-  if (slash != NULL) {
-    *n = (size_t)(slash - it->p);
-    it->p = slash + 1;
-  } else {
-    *n = strlen(it->p);
-    it->done = 1;
-  }
-  return 1;
-}
-
-/* Whether a LITERAL or TEMPLATE level equals the text s[0..n) once {device_id} is
- * replaced by the device id -- literally: a '+' or '#' in the id is just a character. */
-static int level_equals(const level* l, const char* s, size_t n, const char* id, size_t id_len) {
-  size_t i = 0, j = 0;
-  if (l->kind == LVL_LITERAL) return n == l->len && memcmp(s, l->s, n) == 0;
-  while (i < l->len) {
-    if (l->s[i] == '{') { /* a compiled pattern's '{' always starts {device_id} */
-      if (n - j < id_len || memcmp(s + j, id, id_len) != 0) return 0;
-      j += id_len;
-      i += PLACEHOLDER_LEN;
-    } else {
-      if (j >= n || s[j] != l->s[i]) return 0;
-      i++;
-      j++;
-    }
-  }
-  return j == n;
-}
-
-static int is_wildcard_level(const level* l) {
-  return l->kind == LVL_PLUS || l->kind == LVL_HASH;
-}
-
-/* Whether the pattern matches topic name `topic` (MQTT rules: '#' also matches the
- * parent level; a leading wildcard does not match a topic starting with '$'). */
-static int pattern_matches(const pattern* pt, const char* topic, const char* id, size_t id_len) {
-  levels it;
-  const char* s;
-  size_t n, i = 0;
-  if (topic[0] == '$' && pt->count > 0 && is_wildcard_level(&pt->levels[0])) return 0;
-  it.p = topic;
-  it.done = 0;
-  for (;;) {
-    int has = next_level(&it, &s, &n);
-    const level* l;
-    if (i == pt->count) return !has;
-    l = &pt->levels[i];
-    if (l->kind == LVL_HASH) return 1;
-    if (!has) return 0;
-    if (l->kind != LVL_PLUS && !level_equals(l, s, n, id, id_len)) return 0;
-    i++;
-  }
-}
-
-/* Whether the pattern covers filter `filter`: every topic the filter matches, the
- * pattern matches too. */
-static int pattern_covers(const pattern* pt, const char* filter, const char* id, size_t id_len) {
-  levels it;
-  const char* s;
-  size_t n, i = 0;
-  /* "$x/..." is matched by no pattern starting with a wildcard. (A filter starting
-   * with a wildcard matches no '$' topic, so it needs no such rule.) */
-  if (filter[0] == '$' && pt->count > 0 && is_wildcard_level(&pt->levels[0])) return 0;
-  it.p = filter;
-  it.done = 0;
-  for (;;) {
-    int has = next_level(&it, &s, &n);
-    const level* l;
-    if (i == pt->count) return !has;
-    l = &pt->levels[i];
-    if (l->kind == LVL_HASH) return 1;
-    if (!has) return 0;
-    if (n == 1 && s[0] == '#') return 0; /* '#' here is only covered by '#' */
-    if (n == 1 && s[0] == '+') {
-      if (l->kind != LVL_PLUS) return 0;
-    } else if (l->kind != LVL_PLUS && !level_equals(l, s, n, id, id_len)) {
-      return 0;
-    }
-    i++;
-  }
-}
-
 static int on_authorize(const certauth* self, mqgate_evt_authorize* evt) {
   const certauth_config* c = self->cfg;
   const char *id, *what;
-  size_t id_len, i;
+  size_t id_len, topic_len, i;
+  mqtt_topic_placeholder device;
   int as_filter;
   text t;
 
@@ -877,10 +763,19 @@ static int on_authorize(const certauth* self, mqgate_evt_authorize* evt) {
     evt->reason = self->api->strdup(t.buf);
     return MQGATE_DECISION_DENY;
   }
+  /* The topic rules are plugins/common/mqtt_topic.h's, the broker's own; certauth adds
+   * only {device_id}, which stands for the id there, literally: a '+' or '#' in the id
+   * is just a character, never a wildcard. */
+  device.name = PLACEHOLDER;
+  device.name_len = PLACEHOLDER_LEN;
+  device.value = id;
+  device.value_len = id_len;
+  topic_len = strlen(evt->topic);
   for (i = 0; i < c->pattern_count; i++) {
     const pattern* pt = &c->patterns[i];
-    if (as_filter ? pattern_covers(pt, evt->topic, id, id_len)
-                  : pattern_matches(pt, evt->topic, id, id_len))
+    const mqtt_topic_placeholder* ph = pt->has_placeholder ? &device : NULL;
+    if (as_filter ? mqtt_topic_covers_with(pt->text, pt->len, evt->topic, topic_len, ph)
+                  : mqtt_topic_matches_with(pt->text, pt->len, evt->topic, topic_len, ph))
       return MQGATE_DECISION_ALLOW;
   }
   text_str(&t, "device ");

@@ -3,21 +3,18 @@
 #include "pwfile.h"
 
 #include "../common/bounded_read.h"
+#include "../common/line_file.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
 #include <mbedtls/pkcs5.h>
 #include <mbedtls/sha512.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 struct pw_entry {
   char* username;
@@ -31,14 +28,6 @@ struct pwfile {
   pw_hash dummy; /* for unknown users */
   int has_dummy;
 };
-
-static void set_err(char* err, size_t errlen, const char* fmt, ...) {
-  va_list ap;
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static int is_b64_char(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -82,8 +71,9 @@ int pw_hash_parse(const char* text, size_t len, pw_hash* out, char* err, size_t 
   size_t n = 0, want, olen = 0;
   memset(out, 0, sizeof *out);
   if (len < 3 || text[0] != '$') {
-    set_err(err, errlen, "password is not a hash (\"$7$...\" or \"$6$...\"): plain text? "
-                         "(mosquitto_passwd -U hashes such files)");
+    line_file_set_err(err, errlen,
+                      "password is not a hash (\"$7$...\" or \"$6$...\"): plain text? "
+                      "(mosquitto_passwd -U hashes such files)");
     return -1;
   }
   /* split the rest at '$' */
@@ -97,7 +87,7 @@ int pw_hash_parse(const char* text, size_t len, pw_hash* out, char* err, size_t 
     p = q + 1;
   }
   if (p <= end) {
-    set_err(err, errlen, "too many '$' fields in the password hash");
+    line_file_set_err(err, errlen, "too many '$' fields in the password hash");
     return -1;
   }
   if (flen[0] == 1 && fields[0][0] == '7') {
@@ -107,34 +97,36 @@ int pw_hash_parse(const char* text, size_t len, pw_hash* out, char* err, size_t 
     out->type = PW_SHA512;
     want = 3;
   } else {
-    set_err(err, errlen, "unknown hash type \"$%.*s$\" (known: $7$ sha512-pbkdf2, $6$ sha512)",
-            (int)(flen[0] > 16 ? 16 : flen[0]), fields[0]);
+    line_file_set_err(err, errlen,
+                      "unknown hash type \"$%.*s$\" (known: $7$ sha512-pbkdf2, $6$ sha512)",
+                      (int)(flen[0] > 16 ? 16 : flen[0]), fields[0]);
     return -1;
   }
   if (n != want) {
-    set_err(err, errlen, "$%d$ hash needs %zu '$'-separated fields, found %zu", (int)out->type,
-            want, n);
+    line_file_set_err(err, errlen, "$%d$ hash needs %zu '$'-separated fields, found %zu",
+                      (int)out->type, want, n);
     return -1;
   }
   if (out->type == PW_SHA512_PBKDF2) {
     unsigned long it = 0;
     size_t i;
     if (flen[1] == 0 || flen[1] > 10) {
-      set_err(err, errlen, "bad iteration count \"%.*s\"", (int)(flen[1] > 12 ? 12 : flen[1]),
-              fields[1]);
+      line_file_set_err(err, errlen, "bad iteration count \"%.*s\"",
+                        (int)(flen[1] > 12 ? 12 : flen[1]), fields[1]);
       return -1;
     }
     for (i = 0; i < flen[1]; i++) {
       if (fields[1][i] < '0' || fields[1][i] > '9') {
-        set_err(err, errlen, "bad iteration count \"%.*s\"", (int)flen[1], fields[1]);
+        line_file_set_err(err, errlen, "bad iteration count \"%.*s\"", (int)flen[1], fields[1]);
         return -1;
       }
       it = it * 10 + (unsigned long)(fields[1][i] - '0');
     }
     if (it < PW_MIN_ITERATIONS || it > PW_MAX_ITERATIONS) {
-      set_err(err, errlen, "iteration count %lu out of range %u..%u (the cap keeps one "
-                           "login from costing seconds of CPU)",
-              it, PW_MIN_ITERATIONS, PW_MAX_ITERATIONS);
+      line_file_set_err(err, errlen,
+                        "iteration count %lu out of range %u..%u (the cap keeps one "
+                        "login from costing seconds of CPU)",
+                        it, PW_MIN_ITERATIONS, PW_MAX_ITERATIONS);
       return -1;
     }
     out->iterations = (unsigned)it;
@@ -146,23 +138,24 @@ int pw_hash_parse(const char* text, size_t len, pw_hash* out, char* err, size_t 
     size_t hlen = flen[want - 1];
     if (slen > (PW_MAX_SALT_BYTES * 4 + 2) / 3 + 2 ||
         b64_decode(salt, slen, out->salt, sizeof out->salt, &olen) != 0 || olen == 0) {
-      set_err(err, errlen, "bad base64 salt");
+      line_file_set_err(err, errlen, "bad base64 salt");
       return -1;
     }
     if (olen != PW_SALT_BYTES) {
       /* Mosquitto 2.0 drops such an entry ("Unable to decode password salt") */
-      set_err(err, errlen, "salt is %zu bytes; Mosquitto accepts only %u", olen, PW_SALT_BYTES);
+      line_file_set_err(err, errlen, "salt is %zu bytes; Mosquitto accepts only %u", olen,
+                        PW_SALT_BYTES);
       return -1;
     }
     out->salt_len = olen;
     {
       unsigned char h[PW_HASH_BYTES + 8];
       if (hlen > 92 || b64_decode(hash, hlen, h, sizeof h, &olen) != 0) {
-        set_err(err, errlen, "bad base64 hash");
+        line_file_set_err(err, errlen, "bad base64 hash");
         return -1;
       }
       if (olen != PW_HASH_BYTES) {
-        set_err(err, errlen, "hash is %zu bytes, SHA-512 needs %u", olen, PW_HASH_BYTES);
+        line_file_set_err(err, errlen, "hash is %zu bytes, SHA-512 needs %u", olen, PW_HASH_BYTES);
         return -1;
       }
       memcpy(out->hash, h, PW_HASH_BYTES);
@@ -214,17 +207,17 @@ int pw_hash_make(pw_type type, unsigned iterations, const char* password, size_t
   size_t got = 0;
   memset(out, 0, sizeof *out);
   if (type != PW_SHA512 && type != PW_SHA512_PBKDF2) {
-    set_err(err, errlen, "unknown hash type");
+    line_file_set_err(err, errlen, "unknown hash type");
     return -1;
   }
   if (type == PW_SHA512_PBKDF2 &&
       (iterations < PW_MIN_ITERATIONS || iterations > PW_MAX_ITERATIONS)) {
-    set_err(err, errlen, "iteration count %u out of range %u..%u", iterations,
-            PW_MIN_ITERATIONS, PW_MAX_ITERATIONS);
+    line_file_set_err(err, errlen, "iteration count %u out of range %u..%u", iterations,
+                      PW_MIN_ITERATIONS, PW_MAX_ITERATIONS);
     return -1;
   }
   if (pwlen > PW_MAX_PASSWORD) {
-    set_err(err, errlen, "password longer than %u bytes", PW_MAX_PASSWORD);
+    line_file_set_err(err, errlen, "password longer than %u bytes", PW_MAX_PASSWORD);
     return -1;
   }
   out->type = type;
@@ -234,13 +227,13 @@ int pw_hash_make(pw_type type, unsigned iterations, const char* password, size_t
     ssize_t r = getrandom(out->salt + got, PW_SALT_BYTES - got, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
-      set_err(err, errlen, "getrandom: %s", strerror(errno));
+      line_file_set_err(err, errlen, "getrandom: %s", strerror(errno));
       return -1;
     }
     got += (size_t)r;
   }
   if (compute(type, out->iterations, out->salt, out->salt_len, password, pwlen, out->hash) != 0) {
-    set_err(err, errlen, "mbedTLS hash failed");
+    line_file_set_err(err, errlen, "mbedTLS hash failed");
     return -1;
   }
   return 0;
@@ -263,29 +256,29 @@ int pw_hash_verify(const pw_hash* h, const char* password, size_t pwlen) {
 int pw_username_check(const char* name, char* err, size_t errlen) {
   size_t len = strlen(name), i;
   if (len == 0) {
-    set_err(err, errlen, "empty username");
+    line_file_set_err(err, errlen, "empty username");
     return -1;
   }
   if (len > PW_MAX_USERNAME) {
-    set_err(err, errlen, "username longer than %u bytes", PW_MAX_USERNAME);
+    line_file_set_err(err, errlen, "username longer than %u bytes", PW_MAX_USERNAME);
     return -1;
   }
   if (name[0] == '#') {
-    set_err(err, errlen, "username starts with '#' (a comment in the file)");
+    line_file_set_err(err, errlen, "username starts with '#' (a comment in the file)");
     return -1;
   }
   if (name[0] == ' ' || name[0] == '\t' || name[len - 1] == ' ' || name[len - 1] == '\t') {
-    set_err(err, errlen, "username starts or ends with a blank (Mosquitto trims them)");
+    line_file_set_err(err, errlen, "username starts or ends with a blank (Mosquitto trims them)");
     return -1;
   }
   for (i = 0; i < len; i++) {
     unsigned char c = (unsigned char)name[i];
     if (c == ':') {
-      set_err(err, errlen, "username contains ':'");
+      line_file_set_err(err, errlen, "username contains ':'");
       return -1;
     }
     if (c < 0x20 || c == 0x7f) {
-      set_err(err, errlen, "username contains a control character");
+      line_file_set_err(err, errlen, "username contains a control character");
       return -1;
     }
   }
@@ -308,45 +301,24 @@ void pwfile_free(pwfile* f) {
   free(f);
 }
 
-static int is_blank(char c) {
-  return c == ' ' || c == '\t' || c == '\r';
-}
-
 pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, size_t errlen) {
   pwfile* f = calloc(1, sizeof *f);
-  size_t cap = 0, lineno = 0, pos = 0, i;
+  size_t cap = 0, i;
   char why[PW_ERR_LEN];
+  line_file lf;
+  const char* line;
+  size_t b, e, colon;
+  int more;
   if (f == NULL) goto oom;
-  if (len > PW_MAX_FILE_BYTES) {
-    set_err(err, errlen, "%s: file is over %u bytes", name, PW_MAX_FILE_BYTES);
+  if (line_file_init(&lf, name, data, len, PW_MAX_FILE_BYTES, PW_MAX_LINE_BYTES, err, errlen) != 0)
     goto fail;
-  }
-  while (pos < len) {
-    const char* line = data + pos;
-    const char* nl = memchr(line, '\n', len - pos);
-    size_t llen = nl ? (size_t)(nl - line) : len - pos;
-    size_t b, e, colon;
-    pos += llen + (nl ? 1 : 0);
-    lineno++;
-    if (llen > PW_MAX_LINE_BYTES) {
-      set_err(err, errlen, "%s:%zu: line longer than %u bytes", name, lineno, PW_MAX_LINE_BYTES);
-      goto fail;
-    }
-    if (memchr(line, '\0', llen) != NULL) {
-      set_err(err, errlen, "%s:%zu: NUL byte in line", name, lineno);
-      goto fail;
-    }
-    b = 0;
-    e = llen;
-    while (b < e && is_blank(line[b])) b++;
-    while (e > b && is_blank(line[e - 1])) e--;
-    if (b == e) continue;         /* blank line */
+  while ((more = line_file_next(&lf, &line, &b, &e, err, errlen)) > 0) {
     if (line[0] == '#') continue; /* comment, as Mosquitto: '#' in column 1 */
     {
       const char* c = memchr(line + b, ':', e - b);
       if (c == NULL && line[b] == '#') continue; /* an indented comment */
       if (c == NULL) {
-        set_err(err, errlen, "%s:%zu: expected \"username:hash\", found no ':'", name, lineno);
+        line_file_err(&lf, err, errlen, "expected \"username:hash\", found no ':'");
         goto fail;
       }
       colon = (size_t)(c - line);
@@ -354,38 +326,38 @@ pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, 
     {
       size_t ue = colon, hb = colon + 1;
       struct pw_entry ent;
-      while (ue > b && is_blank(line[ue - 1])) ue--;
-      while (hb < e && is_blank(line[hb])) hb++;
+      while (ue > b && line_file_is_blank(line[ue - 1]))
+        ue--;
+      while (hb < e && line_file_is_blank(line[hb]))
+        hb++;
       if (ue == b) {
-        set_err(err, errlen, "%s:%zu: empty username", name, lineno);
+        line_file_err(&lf, err, errlen, "empty username");
         goto fail;
       }
       if (ue - b > PW_MAX_USERNAME) {
-        set_err(err, errlen, "%s:%zu: username longer than %u bytes", name, lineno,
-                PW_MAX_USERNAME);
+        line_file_err(&lf, err, errlen, "username longer than %u bytes", PW_MAX_USERNAME);
         goto fail;
       }
       for (i = b; i < ue; i++) {
         unsigned char ch = (unsigned char)line[i];
         if (ch < 0x20 || ch == 0x7f) {
-          set_err(err, errlen, "%s:%zu: control character in username", name, lineno);
+          line_file_err(&lf, err, errlen, "control character in username");
           goto fail;
         }
       }
       if (hb == e) {
-        set_err(err, errlen, "%s:%zu: user has no password hash", name, lineno);
+        line_file_err(&lf, err, errlen, "user has no password hash");
         goto fail;
       }
       if (memchr(line + hb, ':', e - hb) != NULL) {
-        set_err(err, errlen, "%s:%zu: more than one ':' (usernames cannot contain ':')", name,
-                lineno);
+        line_file_err(&lf, err, errlen, "more than one ':' (usernames cannot contain ':')");
         goto fail;
       }
       if (pw_hash_parse(line + hb, e - hb, &ent.hash, why, sizeof why) != 0) {
-        set_err(err, errlen, "%s:%zu: %s", name, lineno, why);
+        line_file_err(&lf, err, errlen, "%s", why);
         goto fail;
       }
-      ent.line = lineno;
+      ent.line = lf.lineno;
       ent.username = malloc(ue - b + 1);
       if (ent.username == NULL) goto oom;
       memcpy(ent.username, line + b, ue - b);
@@ -403,11 +375,12 @@ pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, 
       f->entries[f->count++] = ent;
     }
   }
+  if (more < 0) goto fail;
   if (f->count > 0) qsort(f->entries, f->count, sizeof *f->entries, cmp_entry);
   for (i = 1; i < f->count; i++) {
     if (strcmp(f->entries[i - 1].username, f->entries[i].username) == 0) {
-      set_err(err, errlen, "%s:%zu: duplicate user \"%.64s\" (first on line %zu)", name,
-              f->entries[i].line, f->entries[i].username, f->entries[i - 1].line);
+      line_file_set_err(err, errlen, "%s:%zu: duplicate user \"%.64s\" (first on line %zu)", name,
+                        f->entries[i].line, f->entries[i].username, f->entries[i - 1].line);
       goto fail;
     }
   }
@@ -429,7 +402,7 @@ pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, 
   }
   return f;
 oom:
-  set_err(err, errlen, "%s: out of memory", name);
+  line_file_set_err(err, errlen, "%s: out of memory", name);
 fail:
   pwfile_free(f);
   return NULL;

@@ -642,6 +642,19 @@ TEST_CASE("allowed_topics: a pattern without placeholder, and '$' topics") {
   CHECK(sys.subscribe(*s, "$SYS/broker/+").allowed);
   CHECK_FALSE(sys.subscribe(*s, "#").allowed);
   CHECK_FALSE(sys.subscribe(*s, "+/broker").allowed);
+
+  // "#" matches every topic not starting with '$', and each has a level at least: "+/#"
+  // covers it. "/#" matches "/" and deeper, not its parent "" (no topic): "+/+/#" covers
+  // it. (The broker's matcher, plugins/common/mqtt_topic.h, decides.)
+  Harness plus(seed_config(kSeed + "allowed_topics = [\"+/#\"]\n"));
+  auto p = plus.authenticated("d1");
+  CHECK(plus.subscribe(*p, "#").allowed);
+  CHECK_FALSE(plus.subscribe(*p, "$SYS/#").allowed);
+  Harness two(seed_config(kSeed + "allowed_topics = [\"+/+/#\"]\n"));
+  auto t = two.authenticated("d1");
+  CHECK(two.subscribe(*t, "/#").allowed);
+  CHECK_FALSE(two.subscribe(*t, "#").allowed);  // "a"
+  CHECK_FALSE(two.subscribe(*t, "a/#").allowed);
 }
 
 TEST_CASE("allowed_topics: retained deliveries must match a pattern") {
