@@ -47,6 +47,9 @@ class InstalledSdkTest(unittest.TestCase):
         headers = glob.glob(os.path.join(self.destdir, "**", "include", "mqgate", "mqgate_plugin.h"),
                             recursive=True)
         self.assertEqual(len(headers), 1)
+        # The worker-queue helper slow_lookup.c includes, beside it.
+        self.assertTrue(os.path.isfile(os.path.join(os.path.dirname(headers[0]),
+                                                    "mqgate_work_queue.h")))
         plugins = glob.glob(os.path.join(self.destdir, "**", "lib", "**", "mqgate", "plugins",
                                          "anonymous.so"), recursive=True)
         self.assertEqual(len(plugins), 1, "anonymous.so not under lib/.../mqgate/plugins")
@@ -172,6 +175,13 @@ class HeaderTest(unittest.TestCase):
         with open(HEADER) as f:
             includes = [line.split()[1] for line in f if line.startswith("#include")]
         self.assertEqual(sorted(includes), ["<stddef.h>", "<stdint.h>"])
+
+    def test_work_queue_header_alone(self):
+        """plugins/common/mqgate_work_queue.h, installed beside the ABI header, compiles
+        on its own as strict C99 with POSIX threads."""
+        self.compile("cc", "c99", "#define _POSIX_C_SOURCE 200809L\n"
+                     '#include "mqgate_work_queue.h"\nint x;\n',
+                     extra=["-I", os.path.join(SOURCE_DIR, "plugins", "common")])
 
 
 if __name__ == "__main__":
