@@ -1,10 +1,11 @@
 // One question to a listener's plugins, asked plugin by plugin, and how the answers
-// combine ("How decisions combine" in the README and the plugin header): each answer is
-// read for its plugin's ABI version (ABI 1 decisions 0..2, ABI 2 decisions 16..19 and
-// the verdict CONTINUE; anything else is a logged DENY); ABSTAIN is ignored, any DENY
-// denies, AUTHENTICATE needs at least one ALLOW (all abstaining denies) and AUTHORIZE
-// none; the first ALLOW that assigns a client id or vouches for an identity sets it; the
-// first DENY's codes are the ones sent. A plugin may stop a run: it deferred (it took a
+// combine ("Decisions and how they combine" in mqgate_plugin.h, "How decisions combine"
+// in docs/writing-plugins.md): each answer is read for its plugin's ABI version (ABI 1
+// decisions 0..2, ABI 2 decisions 16..19 and the verdict CONTINUE; anything else is a
+// logged DENY); ABSTAIN is ignored, any DENY denies, AUTHENTICATE needs at least one
+// ALLOW (all abstaining denies) and AUTHORIZE none; the first ALLOW that assigns a
+// client id or vouches for an identity sets it; the first DENY's codes are the ones
+// sent. A plugin may stop a run: it deferred (it took a
 // token with api->defer and answers later through api->complete) or, in an MQTT 5.0
 // enhanced authentication, continued (the client's next AUTH goes back to it).
 //
