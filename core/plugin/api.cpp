@@ -252,7 +252,8 @@ void* api_alloc(size_t size) {
 }
 
 // ABI 2's table; ABI 1 plugins get the same with their version and size (up to
-// client_identity), so MQGATE_API_HAS tells them the newer members are not theirs.
+// client_identity, ABI 1.1), so MQGATE_API_HAS tells them the newer members are not
+// theirs and MQGATE_ABI_MINOR says 1.
 const mqgate_host_api kHostApi = {
     sizeof(mqgate_host_api),
     MQGATE_PLUGIN_ABI_VERSION,
@@ -292,6 +293,7 @@ const mqgate_host_api kHostApi = {
     api_opt_path,
     api_register_auth_method,
     api_alloc,
+    MQGATE_PLUGIN_ABI_MINOR,
 };
 
 mqgate_host_api make_v1_api() {

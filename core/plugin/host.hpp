@@ -1,20 +1,22 @@
 // The plugin host knows .so files: it loads the plugin instances the configuration
 // names, agrees an ABI version with each, runs their init, and asks them -- in
 // configuration order, per listener -- whether clients may connect, publish and
-// subscribe (as the broker's AuthHooks). It also forwards the connected,
-// disconnected, reload and tick events.
+// subscribe (as the broker's AuthHooks). How the answers combine is the chain's
+// (plugin/chain.hpp); decisions owed meanwhile are kept by plugin/deferrals.hpp. It
+// also forwards the connected, disconnected, reload and tick events.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "config/config.hpp"
 #include "mqgate_plugin.h"
 #include "plugin/auth.hpp"
+#include "plugin/chain.hpp"
+#include "plugin/deferrals.hpp"
 
 // The ABI's opaque plugin handle, defined in plugin_instance.hpp.
 struct mqgate_plugin;
@@ -56,11 +58,10 @@ class PluginHost final : public AuthHooks {
 
   // --- deferred decisions and host requests (loop thread) ----------------------------
   // A plugin completed a token (posted to the loop by api->complete).
-  struct Completion;
-  void on_completion(const Completion& completion);
+  void on_completion(const TokenCompletion& completion);
   // api->disconnect: closes the client from the loop, soon, outside any callback.
   bool request_disconnect(Client& client, std::string reason);
-  size_t pending_decisions() const { return jobs_.size(); }
+  size_t pending_decisions() const { return deferrals_.pending(); }
   // Seconds a deferred decision may take (Config::auth_timeout).
   void set_auth_timeout(uint32_t seconds) { auth_timeout_ms_ = uint64_t{seconds} * 1000; }
   void on_connected(const Client& client, bool session_present) override;
@@ -72,36 +73,19 @@ class PluginHost final : public AuthHooks {
   static std::string default_plugin_dir();
 
  private:
-  struct Chain;
-  struct Job;
-  const Chain& chain_for(const Client& client) const;
-  // Asks the chain from job.next on; false when a plugin deferred (job waits).
-  bool run(Job& job);
-  void apply(Job& job, mqgate_plugin* p, int verdict, const std::string& reason, std::string assign,
-             std::string vouched, int connack_code, int raw);
-  AuthResult result(const Job& job) const;
-  // MQTT 5.0 answers (reason code and string, authentication data) of one plugin.
-  void apply_v5(Job& job, mqgate_plugin* p, int verdict, int reason_code, std::string reason_string,
-                std::optional<std::string> data_out);
-  // Runs a new or resumed authentication job: its result, pending (parked in jobs_), or
-  // continuing (parked in exchanges_ until the client's AUTH).
-  AuthResult run_auth(std::unique_ptr<Job> job);
-  // The listener's AUTHENTICATE plugins that offer `method`, in order.
-  std::vector<mqgate_plugin*> method_plugins(const Chain& chain, std::string_view method) const;
-  void park(std::unique_ptr<Job> job);
-  std::unique_ptr<Job> unpark(uint64_t id);
+  const PluginChain& chain_for(const Client& client) const;
+  // Runs a new or resumed authentication: its result, pending (the run waits for a
+  // plugin's token), or continuing (the run waits for the client's AUTH).
+  AuthResult run_auth(std::unique_ptr<ChainRun> run);
   void expire_decisions();
   void run_disconnects();
-  std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;  // waiting on a plugin
-  std::unordered_map<const Client*, uint64_t> job_of_client_;
-  // Enhanced authentications waiting for the client's next AUTH (a plugin said CONTINUE).
-  std::unordered_map<const Client*, std::unique_ptr<Job>> exchanges_;
-  uint64_t next_job_id_ = 1;
+  Deferrals deferrals_{this};
+  uint64_t next_run_id_ = 1;
   uint64_t auth_timeout_ms_ = 10000;
   std::vector<std::pair<Client*, std::string>> disconnects_;  // api->disconnect requests
   std::vector<std::unique_ptr<mqgate_plugin>> instances_;
-  std::vector<std::unique_ptr<Chain>> chains_;  // indexed by ListenerConfig::index
-  std::unique_ptr<Chain> empty_chain_;
+  std::vector<std::unique_ptr<PluginChain>> chains_;  // indexed by ListenerConfig::index
+  std::unique_ptr<PluginChain> empty_chain_;
 };
 
 }  // namespace mqgate

@@ -38,15 +38,16 @@ struct mqgate_plugin {
                     [mqgate::AuthDecisionCounts::kVerdictCount] = {};
 };
 
-// The ABI's opaque deferred-decision token. Two references: the plugin's (released by
-// api->complete, from any thread) and the host's (released when the decision is
-// applied, times out or its client goes away). Validated on the loop by pointer
-// against the pending job, which holds the host's reference.
+// The ABI's opaque deferred-decision token (plugin/deferrals.hpp). Two references: the
+// plugin's (released by api->complete, from any thread) and the host's (released when
+// the decision is applied, times out or its client goes away). Matched on the loop to
+// the waiting chain run by `job_id` and then by pointer (the run holds the host's
+// reference).
 struct mqgate_deferred {
   std::atomic<int> refs{2};
   std::atomic<bool> completed{false};
   mqgate::PluginHost* host = nullptr;
-  uint64_t job_id = 0;
+  uint64_t job_id = 0;  // the ChainRun::id it answers
 };
 
 // The ABI's opaque mqgate_options handle: a plugin's TOML table.
@@ -78,11 +79,13 @@ void unload_plugin(mqgate_plugin& plugin);
 // Takes ownership of a string a plugin allocated with api->mprintf / strdup.
 std::string take_plugin_string(char*& s);
 
-// Host API functions implemented by the plugin host (plugin_host.cpp).
+// Host API functions implemented beside the code they serve: api_defer by the chain
+// (chain.cpp), api_complete by the deferrals (deferrals.cpp), api_disconnect by the
+// host (host.cpp).
 mqgate_deferred* api_defer(mqgate_plugin* plugin);
 int api_complete(mqgate_deferred* token, const mqgate_completion* completion);
 int api_disconnect(mqgate_plugin* plugin, mqgate_client* client, const char* reason);
-// Releases one reference of a token.
+// Releases one reference of a token (deferrals.cpp).
 void unref_token(mqgate_deferred* token);
 
 }  // namespace mqgate::detail

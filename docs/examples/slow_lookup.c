@@ -3,8 +3,9 @@
  *
  * A client's username is looked up in a file, one username per line, on the plugin's
  * own thread: think of the file as a slow user database. The AUTHENTICATE callback
- * only queues the question and returns MQGATE_VERDICT_DEFER; the thread answers with
- * api->complete(). A username in the file is ALLOWed with the identity "user:<name>";
+ * only queues the question and returns MQGATE_DEFER; the thread answers with
+ * api->complete(). The thread and its queue come from <mqgate_work_queue.h>, which is
+ * installed beside <mqgate_plugin.h>. A username in the file is ALLOWed with the identity "user:<name>";
  * one that is not is DENYed with CONNACK 4 (bad user name or password). A client
  * without a username is left to the other plugins (ABSTAIN, at once).
  *
@@ -19,7 +20,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <mqgate_plugin.h>
-#include <pthread.h>
+#include <mqgate_work_queue.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@ MQGATE_PLUGIN_DECLARE_VERSION(2)
 
 /* One question for the thread. */
 typedef struct request {
-  struct request *next;
+  mqgate_wq_job job;      /* first: the queue's part */
   mqgate_deferred *token; /* from api->defer(); completed exactly once */
   char *username;         /* our copy: the event's strings die with the callback */
 } request;
@@ -39,11 +40,7 @@ typedef struct slow_lookup {
   mqgate_plugin *plugin;
   char *users_file;
   long delay_ms;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  request *head, *tail;
-  int stopping;
+  mqgate_work_queue queue; /* one thread; questions wait in order */
 } slow_lookup;
 
 /* The slow part, on the plugin's thread: 1 if `name` is a line of the file. */
@@ -67,17 +64,21 @@ static int user_known(const slow_lookup *self, const char *name) {
   return found;
 }
 
-static void answer(slow_lookup *self, request *r, int stopping) {
+/* On the queue's thread, outside its lock (the lookup is slow), once per question;
+ * `stopping` when the broker shuts down with the question still queued. */
+static void answer(void *context, mqgate_wq_job *job, int stopping) {
+  slow_lookup *self = (slow_lookup *)context;
+  request *r = (request *)job;
   mqgate_completion c;
   char identity[600];
   memset(&c, 0, sizeof c);
   c.struct_size = sizeof c;
   if (!stopping && user_known(self, r->username)) {
-    c.verdict = MQGATE_VERDICT_ALLOW;
+    c.verdict = MQGATE_ALLOW;
     snprintf(identity, sizeof identity, "user:%s", r->username);
     c.identity = identity; /* the host copies completion strings */
   } else {
-    c.verdict = MQGATE_VERDICT_DENY;
+    c.verdict = MQGATE_DENY;
     c.reason = stopping ? "shutting down" : "unknown user";
     c.connack_code = MQGATE_CONNACK_BAD_CREDENTIALS;
   }
@@ -87,51 +88,27 @@ static void answer(slow_lookup *self, request *r, int stopping) {
   free(r);
 }
 
-static void *worker(void *arg) {
-  slow_lookup *self = (slow_lookup *)arg;
-  pthread_mutex_lock(&self->mu);
-  for (;;) {
-    request *r = self->head;
-    int stopping = self->stopping;
-    if (r == NULL) {
-      if (stopping) break;
-      pthread_cond_wait(&self->cv, &self->mu);
-      continue;
-    }
-    self->head = r->next;
-    if (self->head == NULL) self->tail = NULL;
-    pthread_mutex_unlock(&self->mu);
-    answer(self, r, stopping); /* outside the lock: the lookup is slow */
-    pthread_mutex_lock(&self->mu);
-  }
-  pthread_mutex_unlock(&self->mu);
-  return NULL;
-}
-
 static int on_authenticate(slow_lookup *self, mqgate_evt_authenticate *evt) {
   request *r;
-  if (evt->username == NULL) return MQGATE_VERDICT_ABSTAIN;
+  if (evt->username == NULL) return MQGATE_ABSTAIN;
   r = (request *)calloc(1, sizeof *r);
-  if (r == NULL) return MQGATE_VERDICT_DENY;
+  if (r == NULL) return MQGATE_DENY;
   r->username = (char *)malloc(strlen(evt->username) + 1);
   if (r->username == NULL) {
     free(r);
-    return MQGATE_VERDICT_DENY;
+    return MQGATE_DENY;
   }
   strcpy(r->username, evt->username);
   r->token = self->api->defer(self->plugin); /* only inside this callback */
   if (r->token == NULL) {
     free(r->username);
     free(r);
-    return MQGATE_VERDICT_DENY;
+    return MQGATE_DENY;
   }
-  pthread_mutex_lock(&self->mu);
-  if (self->tail) self->tail->next = r;
-  else self->head = r;
-  self->tail = r;
-  pthread_cond_signal(&self->cv);
-  pthread_mutex_unlock(&self->mu);
-  return MQGATE_VERDICT_DEFER; /* the client waits; the broker does not */
+  /* The queue has no bound, so only a stopping queue refuses; answer then, at once:
+   * every token must be completed. */
+  if (mqgate_wq_push(&self->queue, &r->job) != 0) answer(self, &r->job, 1);
+  return MQGATE_DEFER; /* the client waits; the broker does not */
 }
 
 static int on_event(int event, void *event_data, void *instance) {
@@ -163,9 +140,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
     return MQGATE_ERR_NOMEM;
   }
   strcpy(self->users_file, file); /* option strings live only during init */
-  pthread_mutex_init(&self->mu, NULL);
-  pthread_cond_init(&self->cv, NULL);
-  if (pthread_create(&self->thread, NULL, worker, self) != 0) {
+  if (mqgate_wq_start(&self->queue, 1, 0, answer, self) != 0) {
     free(self->users_file);
     free(self);
     return MQGATE_ERR_PLUGIN;
@@ -180,13 +155,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
  * thread: no complete() may run after shutdown returns. */
 MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance) {
   slow_lookup *self = (slow_lookup *)instance;
-  pthread_mutex_lock(&self->mu);
-  self->stopping = 1;
-  pthread_cond_signal(&self->cv);
-  pthread_mutex_unlock(&self->mu);
-  pthread_join(self->thread, NULL);
-  pthread_mutex_destroy(&self->mu);
-  pthread_cond_destroy(&self->cv);
+  mqgate_wq_stop(&self->queue);
   free(self->users_file);
   free(self);
 }

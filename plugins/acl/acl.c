@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/plugin_options.h"
 #include "aclfile.h"
 #include "mqgate_plugin.h"
 
@@ -34,8 +35,6 @@ typedef struct acl_instance {
   aclfile *rules;
 } acl_instance;
 
-/* Reads the options and the file; MQGATE_OK with *path and *rules, or an error with
- * *errmsg. */
 /* The option's path, resolved by the broker against the configuration file's
  * directory (api->opt_path), as a copy the plugin owns; NULL if out of memory. */
 static char *resolved_path(const mqgate_host_api *api, const mqgate_options *options,
@@ -45,20 +44,15 @@ static char *resolved_path(const mqgate_host_api *api, const mqgate_options *opt
   return strdup(path);
 }
 
+/* Reads the options and the file; MQGATE_OK with *path and *rules, or an error with
+ * *errmsg. */
 static int load(const mqgate_host_api *api, const mqgate_options *options, char **path,
                 aclfile **rules, char **errmsg) {
-  size_t i;
+  static const char *const known[] = {"acl_file", NULL};
   const char *file = NULL;
   char err[ACL_ERR_LEN];
-  int rc;
-  for (i = 0; i < api->opt_count(options); i++) {
-    const char *key = api->opt_key(options, i);
-    if (strcmp(key, "acl_file") != 0) {
-      *errmsg = api->mprintf("%s: unknown option \"%s\" (expected: acl_file)",
-                             api->opt_location(options, key), key);
-      return MQGATE_ERR_CONFIG;
-    }
-  }
+  int rc = plugin_refuse_unknown_options(api, options, known, errmsg);
+  if (rc != MQGATE_OK) return rc;
   rc = api->opt_string(options, "acl_file", &file);
   if (rc != MQGATE_OK || file[0] == '\0') {
     *errmsg = api->mprintf("%s: acl_file: %s (the path of a Mosquitto ACL file)",
@@ -101,16 +95,16 @@ static int on_authorize(acl_instance *self, mqgate_evt_authorize *evt) {
       break;
     default:
       evt->reason = api->mprintf("unknown action %d", evt->action);
-      return MQGATE_VERDICT_DENY;
+      return MQGATE_DENY;
   }
   if (evt->topic != NULL &&
       acl_check(self->rules, username, client_id ? client_id : "", identity, evt->topic,
                 access))
-    return MQGATE_VERDICT_ALLOW;
+    return MQGATE_ALLOW;
   evt->reason = api->mprintf("acl: no %s for \"%s\" (username %s%s%s)", what,
                              evt->topic ? evt->topic : "", username ? "\"" : "",
                              username ? username : "none", username ? "\"" : "");
-  return MQGATE_VERDICT_DENY;
+  return MQGATE_DENY;
 }
 
 static int on_event(int event, void *event_data, void *instance) {

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/plugin_options.h"
 #include "mqgate_plugin.h"
 
 MQGATE_PLUGIN_DECLARE_VERSION(2)
@@ -27,16 +28,9 @@ typedef struct anonymous_instance {
 /* Reads the options; returns MQGATE_OK or an error with *errmsg set. */
 static int read_options(const mqgate_host_api *api, const mqgate_options *options, int *allow,
                         char **errmsg) {
-  size_t i;
-  int rc;
-  for (i = 0; i < api->opt_count(options); i++) {
-    const char *key = api->opt_key(options, i);
-    if (strcmp(key, "allow_anonymous") != 0) {
-      *errmsg = api->mprintf("%s: unknown option \"%s\" (expected: allow_anonymous)",
-                             api->opt_location(options, key), key);
-      return MQGATE_ERR_CONFIG;
-    }
-  }
+  static const char *const known[] = {"allow_anonymous", NULL};
+  int rc = plugin_refuse_unknown_options(api, options, known, errmsg);
+  if (rc != MQGATE_OK) return rc;
   rc = api->opt_boolean(options, "allow_anonymous", allow);
   if (rc == MQGATE_ERR_NOT_FOUND) {
     *errmsg = api->mprintf("%s: allow_anonymous: missing (true or false)",
@@ -55,10 +49,10 @@ static int on_event(int event, void *event_data, void *instance) {
   anonymous_instance *self = (anonymous_instance *)instance;
   if (event == MQGATE_EVT_AUTHENTICATE) {
     mqgate_evt_authenticate *evt = (mqgate_evt_authenticate *)event_data;
-    if (self->allow_anonymous) return MQGATE_VERDICT_ALLOW;
-    if (evt->username != NULL) return MQGATE_VERDICT_ALLOW;
+    if (self->allow_anonymous) return MQGATE_ALLOW;
+    if (evt->username != NULL) return MQGATE_ALLOW;
     evt->reason = self->api->strdup("no username and allow_anonymous is false");
-    return MQGATE_VERDICT_DENY;
+    return MQGATE_DENY;
   }
   if (event == MQGATE_EVT_RELOAD) {
     mqgate_evt_reload *evt = (mqgate_evt_reload *)event_data;

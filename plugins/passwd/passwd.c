@@ -31,25 +31,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/mqgate_work_queue.h"
+#include "../common/plugin_options.h"
 #include "mqgate_plugin.h"
 #include "pwfile.h"
 
 MQGATE_PLUGIN_DECLARE_VERSION(2)
 
 #define DEFAULT_THREADS 2
-#define MAX_THREADS 64
+#define MAX_THREADS MQGATE_WQ_MAX_THREADS
 #define DEFAULT_MAX_PENDING 1024
 #define MAX_MAX_PENDING 1000000
 
 /* A loaded password file, shared by the loop (reload) and the threads. */
 typedef struct table {
   pwfile *file;
-  unsigned refs; /* under passwd_instance.mu */
+  unsigned refs; /* under passwd_instance.table_mu */
 } table;
 
 /* One verification for a thread. */
 typedef struct request {
-  struct request *next;
+  mqgate_wq_job job;      /* first: the queue's */
   mqgate_deferred *token; /* completed exactly once */
   char *username;         /* copies: the event's strings die with the callback */
   char *password;         /* NULL if the client sent none */
@@ -66,17 +68,13 @@ typedef struct passwd_instance {
   const mqgate_host_api *api;
   mqgate_plugin *plugin;
   char *path;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  table *users; /* the current table; under mu */
-  request *head, *tail;
-  size_t pending, max_pending;
-  int stopping;
-  size_t nthreads;
-  pthread_t threads[MAX_THREADS];
+  pthread_mutex_t table_mu;
+  table *users; /* the current table; under table_mu */
+  mqgate_work_queue queue;
+  size_t nthreads, max_pending;
 } passwd_instance;
 
-static const char *const kOptions = "password_file, threads, max_pending";
+static const char *const kOptions[] = {"password_file", "threads", "max_pending", NULL};
 
 /* ------------------------------------------------------------------------------ */
 /* Options                                                                         */
@@ -109,19 +107,11 @@ static char *resolved_path(const mqgate_host_api *api, const mqgate_options *opt
 
 static int read_options(const mqgate_host_api *api, const mqgate_options *options,
                         passwd_options *out, char **errmsg) {
-  size_t i;
   const char *file = NULL;
   int rc;
   memset(out, 0, sizeof *out);
-  for (i = 0; i < api->opt_count(options); i++) {
-    const char *key = api->opt_key(options, i);
-    if (strcmp(key, "password_file") != 0 && strcmp(key, "threads") != 0 &&
-        strcmp(key, "max_pending") != 0) {
-      *errmsg = api->mprintf("%s: unknown option \"%s\" (expected: %s)",
-                             api->opt_location(options, key), key, kOptions);
-      return MQGATE_ERR_CONFIG;
-    }
-  }
+  rc = plugin_refuse_unknown_options(api, options, kOptions, errmsg);
+  if (rc != MQGATE_OK) return rc;
   rc = api->opt_string(options, "password_file", &file);
   if (rc != MQGATE_OK || file[0] == '\0') {
     *errmsg = api->mprintf("%s: password_file: %s (the path of a Mosquitto password file)",
@@ -158,7 +148,7 @@ static table *load_table(const mqgate_host_api *api, const char *path, char **er
   return t;
 }
 
-/* Drops a reference; call with mu held. Returns the table to free outside the lock
+/* Drops a reference; call with table_mu held. Returns the table to free outside the lock
  * (or NULL). */
 static table *table_unref_locked(table *t) {
   if (t == NULL || --t->refs > 0) return NULL;
@@ -189,56 +179,37 @@ static void request_free(request *r) {
   free(r);
 }
 
-static void answer(passwd_instance *self, request *r, int stopping) {
+/* Runs on a queue thread (mqgate_work_queue.h), once per request. */
+static void answer(void *context, mqgate_wq_job *job, int stopping) {
+  passwd_instance *self = (passwd_instance *)context;
+  request *r = (request *)job;
   mqgate_completion c;
   int ok = 0;
   memset(&c, 0, sizeof c);
   c.struct_size = sizeof c;
   if (!stopping) {
     table *t, *done;
-    pthread_mutex_lock(&self->mu);
+    pthread_mutex_lock(&self->table_mu);
     t = self->users;
     t->refs++;
-    pthread_mutex_unlock(&self->mu);
+    pthread_mutex_unlock(&self->table_mu);
     /* Slow: PBKDF2 (or the dummy work for an unknown user), without the lock. */
     ok = pwfile_check(t->file, r->username, r->password, r->password_len);
-    pthread_mutex_lock(&self->mu);
+    pthread_mutex_lock(&self->table_mu);
     done = table_unref_locked(t);
-    pthread_mutex_unlock(&self->mu);
+    pthread_mutex_unlock(&self->table_mu);
     table_free(done);
   }
   if (ok) {
-    c.verdict = MQGATE_VERDICT_ALLOW;
+    c.verdict = MQGATE_ALLOW;
     c.identity = r->username; /* the host copies it and prefixes the instance name */
   } else {
-    c.verdict = MQGATE_VERDICT_DENY;
+    c.verdict = MQGATE_DENY;
     c.reason = stopping ? "shutting down" : "bad username or password";
     c.connack_code = MQGATE_CONNACK_BAD_CREDENTIALS;
   }
   self->api->complete(r->token, &c);
   request_free(r);
-}
-
-static void *worker(void *arg) {
-  passwd_instance *self = (passwd_instance *)arg;
-  pthread_mutex_lock(&self->mu);
-  for (;;) {
-    request *r = self->head;
-    int stopping = self->stopping;
-    if (r == NULL) {
-      if (stopping) break;
-      pthread_cond_wait(&self->cv, &self->mu);
-      continue;
-    }
-    self->head = r->next;
-    if (self->head == NULL) self->tail = NULL;
-    self->pending--;
-    pthread_mutex_unlock(&self->mu);
-    answer(self, r, stopping);
-    pthread_mutex_lock(&self->mu);
-  }
-  pthread_mutex_unlock(&self->mu);
-  return NULL;
 }
 
 /* ------------------------------------------------------------------------------ */
@@ -248,15 +219,11 @@ static void *worker(void *arg) {
 static int on_authenticate(passwd_instance *self, mqgate_evt_authenticate *evt) {
   const mqgate_host_api *api = self->api;
   request *r;
-  int full;
-  if (evt->username == NULL) return MQGATE_VERDICT_ABSTAIN;
-  pthread_mutex_lock(&self->mu);
-  full = self->pending >= self->max_pending;
-  pthread_mutex_unlock(&self->mu);
-  if (full) {
+  if (evt->username == NULL) return MQGATE_ABSTAIN;
+  if (mqgate_wq_full(&self->queue)) {
     evt->reason = api->mprintf("busy: %lu password verifications already queued "
                                "(max_pending)", (unsigned long)self->max_pending);
-    return MQGATE_VERDICT_DENY; /* CONNACK 5: not a verdict on the credentials */
+    return MQGATE_DENY; /* CONNACK 5: not a verdict on the credentials */
   }
   r = (request *)calloc(1, sizeof *r);
   if (r == NULL) goto nomem;
@@ -272,20 +239,16 @@ static int on_authenticate(passwd_instance *self, mqgate_evt_authenticate *evt) 
   if (r->token == NULL) {
     request_free(r);
     evt->reason = api->strdup("the broker refused to defer the decision");
-    return MQGATE_VERDICT_DENY;
+    return MQGATE_DENY;
   }
-  pthread_mutex_lock(&self->mu);
-  if (self->tail) self->tail->next = r;
-  else self->head = r;
-  self->tail = r;
-  self->pending++;
-  pthread_cond_signal(&self->cv);
-  pthread_mutex_unlock(&self->mu);
-  return MQGATE_VERDICT_DEFER;
+  /* Only the loop queues, so the queue that was not full just above is not now; were
+   * it stopping, the request is answered here (DENY): every token is completed. */
+  if (mqgate_wq_push(&self->queue, &r->job) != 0) answer(self, &r->job, 1);
+  return MQGATE_DEFER;
 nomem:
   if (r) request_free(r);
   evt->reason = api->strdup("out of memory");
-  return MQGATE_VERDICT_DENY;
+  return MQGATE_DENY;
 }
 
 static int on_reload(passwd_instance *self, mqgate_evt_reload *evt) {
@@ -302,10 +265,10 @@ static int on_reload(passwd_instance *self, mqgate_evt_reload *evt) {
   if ((size_t)o.threads != self->nthreads || (size_t)o.max_pending != self->max_pending)
     api->log(self->plugin, MQGATE_LOG_WARNING,
              "threads and max_pending take effect at the next start");
-  pthread_mutex_lock(&self->mu);
+  pthread_mutex_lock(&self->table_mu);
   old = table_unref_locked(self->users);
   self->users = t;
-  pthread_mutex_unlock(&self->mu);
+  pthread_mutex_unlock(&self->table_mu);
   table_free(old);
   free(self->path);
   self->path = o.path;
@@ -322,20 +285,8 @@ static int on_event(int event, void *event_data, void *instance) {
   return MQGATE_OK;
 }
 
-/* Stops and joins the threads; they answer what is queued first. */
-static void stop_threads(passwd_instance *self) {
-  size_t i;
-  pthread_mutex_lock(&self->mu);
-  self->stopping = 1;
-  pthread_cond_broadcast(&self->cv);
-  pthread_mutex_unlock(&self->mu);
-  for (i = 0; i < self->nthreads; i++) pthread_join(self->threads[i], NULL);
-  self->nthreads = 0;
-}
-
 static void instance_free(passwd_instance *self) {
-  pthread_mutex_destroy(&self->mu);
-  pthread_cond_destroy(&self->cv);
+  pthread_mutex_destroy(&self->table_mu);
   table_free(self->users);
   free(self->path);
   free(self);
@@ -347,7 +298,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   passwd_instance *self;
   passwd_options o;
   table *t;
-  int64_t i;
+  int err;
   int rc = read_options(api, options, &o, errmsg);
   if (rc != MQGATE_OK) return rc;
   t = load_table(api, o.path, errmsg);
@@ -366,21 +317,17 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   self->path = o.path;
   self->users = t;
   self->max_pending = (size_t)o.max_pending;
-  pthread_mutex_init(&self->mu, NULL);
-  pthread_cond_init(&self->cv, NULL);
-  for (i = 0; i < o.threads; i++) {
-    int err = pthread_create(&self->threads[i], NULL, worker, self);
-    if (err != 0) {
-      stop_threads(self);
-      *errmsg = api->mprintf("cannot start a verification thread: %s", strerror(err));
-      instance_free(self);
-      return MQGATE_ERR_PLUGIN;
-    }
-    self->nthreads++;
+  self->nthreads = (size_t)o.threads;
+  pthread_mutex_init(&self->table_mu, NULL);
+  err = mqgate_wq_start(&self->queue, self->nthreads, self->max_pending, answer, self);
+  if (err != 0) {
+    *errmsg = api->mprintf("cannot start a verification thread: %s", strerror(err));
+    instance_free(self);
+    return MQGATE_ERR_PLUGIN;
   }
   if (api->register_event(plugin, MQGATE_EVT_AUTHENTICATE, on_event) != MQGATE_OK ||
       api->register_event(plugin, MQGATE_EVT_RELOAD, on_event) != MQGATE_OK) {
-    stop_threads(self);
+    mqgate_wq_stop(&self->queue);
     instance_free(self);
     *errmsg = api->strdup("cannot register the plugin's events");
     return MQGATE_ERR_PLUGIN;
@@ -393,6 +340,6 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
 
 MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance) {
   passwd_instance *self = (passwd_instance *)instance;
-  stop_threads(self);
+  mqgate_wq_stop(&self->queue); /* the threads answer what is queued first */
   instance_free(self);
 }

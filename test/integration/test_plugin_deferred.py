@@ -65,8 +65,9 @@ class DeferredTest(BrokerTestCase):
         c = r.RawClient(b.port())
         self.addCleanup(c.close)
         self.assertEqual(c.connect("s", username="sloppy").return_code, 5)
-        b.wait_log(r'ERROR plugin "d": authenticate returned 0, an error code, not a verdict '
-                   r"\(ABI 2 callbacks return MQGATE_VERDICT_\*\); treated as DENY")
+        b.wait_log(r'ERROR plugin "d": authenticate returned 0, an error code, not a decision '
+                   r"\(ABI 2 callbacks return MQGATE_ALLOW, MQGATE_DENY, MQGATE_ABSTAIN or "
+                   r"MQGATE_DEFER\); treated as DENY")
 
     def test_shutdown_with_decisions_pending(self):
         b = self.broker(delay_ms=5000, defer_topics=["slow/#"])

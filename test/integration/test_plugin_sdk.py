@@ -47,6 +47,9 @@ class InstalledSdkTest(unittest.TestCase):
         headers = glob.glob(os.path.join(self.destdir, "**", "include", "mqgate", "mqgate_plugin.h"),
                             recursive=True)
         self.assertEqual(len(headers), 1)
+        # The worker-queue helper slow_lookup.c includes, beside it.
+        self.assertTrue(os.path.isfile(os.path.join(os.path.dirname(headers[0]),
+                                                    "mqgate_work_queue.h")))
         plugins = glob.glob(os.path.join(self.destdir, "**", "lib", "**", "mqgate", "plugins",
                                          "anonymous.so"), recursive=True)
         self.assertEqual(len(plugins), 1, "anonymous.so not under lib/.../mqgate/plugins")
@@ -136,7 +139,7 @@ class InstalledSdkTest(unittest.TestCase):
 
 
 class HeaderTest(unittest.TestCase):
-    """The header is self-contained C99 and also compiles as C++."""
+    """The header is self-contained C99 (also usable from C89) and compiles as C++."""
 
     def compile(self, compiler, std, source, extra=()):
         with tempfile.TemporaryDirectory() as d:
@@ -149,17 +152,36 @@ class HeaderTest(unittest.TestCase):
     def test_c99_alone(self):
         self.compile("cc", "c99", '#include "mqgate_plugin.h"\nint x;\n')
 
-    def test_c89_style_plugin_with_declare_version(self):
-        self.compile("cc", "c99", '#include "mqgate_plugin.h"\nMQGATE_PLUGIN_DECLARE_VERSION(1)\n')
+    def test_c89_plugin_with_declare_version(self):
+        """The header promises C89 code can include it (given a <stdint.h>): its
+        declarations and DECLARE_VERSION's expansion use no C99-only syntax."""
+        self.compile("cc", "c89", '#include "mqgate_plugin.h"\nMQGATE_PLUGIN_DECLARE_VERSION(2)\n'
+                     "static int on_event(int event, void *data, void *instance) {\n"
+                     "  mqgate_evt_authenticate *e = (mqgate_evt_authenticate *)data;\n"
+                     "  (void)instance;\n"
+                     "  if (event != MQGATE_EVT_AUTHENTICATE) return MQGATE_OK;\n"
+                     "  if (MQGATE_HAS_FIELD(e, mqgate_evt_authenticate, connack_code))\n"
+                     "    e->connack_code = MQGATE_CONNACK_BAD_CREDENTIALS;\n"
+                     "  return MQGATE_DENY;\n"
+                     "}\n"
+                     "int (*keep)(int, void *, void *) = on_event;\n")
 
     def test_cplusplus(self):
         self.compile("c++", "c++11", '#include "mqgate_plugin.h"\nMQGATE_PLUGIN_DECLARE_VERSION(1)\n'
-                     'static_assert(MQGATE_DECISION_DENY == 2, "stable");\n')
+                     'static_assert(MQGATE_DECISION_DENY == 2, "stable");\n'
+                     'static_assert(int{MQGATE_VERDICT_DENY} == int{MQGATE_DENY}, "deprecated alias");\n')
 
     def test_includes_only_standard_headers(self):
         with open(HEADER) as f:
             includes = [line.split()[1] for line in f if line.startswith("#include")]
         self.assertEqual(sorted(includes), ["<stddef.h>", "<stdint.h>"])
+
+    def test_work_queue_header_alone(self):
+        """plugins/common/mqgate_work_queue.h, installed beside the ABI header, compiles
+        on its own as strict C99 with POSIX threads."""
+        self.compile("cc", "c99", "#define _POSIX_C_SOURCE 200809L\n"
+                     '#include "mqgate_work_queue.h"\nint x;\n',
+                     extra=["-I", os.path.join(SOURCE_DIR, "plugins", "common")])
 
 
 if __name__ == "__main__":

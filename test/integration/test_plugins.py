@@ -194,8 +194,9 @@ class ChainTest(BrokerTestCase):
                              r"treated as DENY")
 
     def test_all_abstain_reason(self):
-        connack(self.broker.port("abstain_abstain"), "nobody")
-        self.broker.wait_log(r'client="nobody" .*no plugin allowed the client \(all abstained\)')
+        self.assertEqual(connack(self.broker.port("abstain_abstain"), "nobody"), 5)
+        self.broker.wait_log(r'client="nobody" .*refused \(CONNACK 5\): not authorised: no plugin '
+                             r"allowed the client \(all abstained\)")
 
     def test_abi1_plugin_gets_the_abi1_host_table(self):
         log = self.broker.log()

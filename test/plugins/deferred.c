@@ -23,11 +23,11 @@
  *                                 ALLOWs with final data "welcome", anything else is
  *                                 DENIED with 0x8A "wrong answer"
  */
-#include <pthread.h>
+#define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../../plugins/common/mqgate_work_queue.h"
 #include "mqgate_plugin.h"
 
 MQGATE_PLUGIN_DECLARE_VERSION(2)
@@ -41,8 +41,7 @@ typedef struct list {
 } list;
 
 typedef struct job {
-  struct job *next;
-  struct timespec due;
+  mqgate_wq_job wq; /* first: the queue's (its not_before is the delay) */
   mqgate_deferred *token;
   int verdict;
   int connack_code;
@@ -64,11 +63,7 @@ typedef struct deferred {
   int64_t deny_reason_code;
   char deny_reason_string[MAX_TEXT];
   char auth_method[MAX_TEXT];
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  job *head, *tail; /* FIFO: every job has the same delay */
-  int stopping;
+  mqgate_work_queue queue; /* one thread; FIFO, and every job has the same delay */
 } deferred;
 
 static void copy_text(char *dst, const char *src) {
@@ -97,47 +92,27 @@ static int matches_any(const deferred *self, const list *l, const char *topic) {
   return 0;
 }
 
-static void *worker(void *arg) {
-  deferred *self = (deferred *)arg;
-  pthread_mutex_lock(&self->mu);
-  for (;;) {
-    job *j = self->head;
-    mqgate_completion c;
-    if (j == NULL) {
-      if (self->stopping) break;
-      pthread_cond_wait(&self->cv, &self->mu);
-      continue;
-    }
-    if (!self->stopping) {
-      struct timespec now;
-      clock_gettime(CLOCK_REALTIME, &now);
-      if (now.tv_sec < j->due.tv_sec || (now.tv_sec == j->due.tv_sec && now.tv_nsec < j->due.tv_nsec)) {
-        pthread_cond_timedwait(&self->cv, &self->mu, &j->due);
-        continue;
-      }
-    }
-    self->head = j->next;
-    if (self->head == NULL) self->tail = NULL;
-    pthread_mutex_unlock(&self->mu);
-    memset(&c, 0, sizeof c);
-    c.struct_size = sizeof c;
-    c.verdict = j->verdict;
-    c.reason = j->reason[0] ? j->reason : NULL;
-    c.identity = j->identity[0] ? j->identity : NULL;
-    c.connack_code = j->connack_code;
-    c.reason_code = j->reason_code;
-    c.reason_string = j->reason_string[0] ? j->reason_string : NULL;
-    if (j->has_auth_data) {
-      c.auth_data = (const uint8_t *)j->auth_data;
-      c.auth_data_len = strlen(j->auth_data);
-    }
-    self->api->log(self->plugin, MQGATE_LOG_INFO, "deferred %s: completing -> %d (rc %d)", self->tag,
-                   j->verdict, self->api->complete(j->token, &c));
-    free(j);
-    pthread_mutex_lock(&self->mu);
+/* On the queue's thread, once a job's delay is over (at once when stopping). */
+static void complete_job(void *context, mqgate_wq_job *wq, int stopping) {
+  deferred *self = (deferred *)context;
+  job *j = (job *)wq;
+  mqgate_completion c;
+  (void)stopping; /* what is queued at shutdown is completed as decided: the host ignores it */
+  memset(&c, 0, sizeof c);
+  c.struct_size = sizeof c;
+  c.verdict = j->verdict;
+  c.reason = j->reason[0] ? j->reason : NULL;
+  c.identity = j->identity[0] ? j->identity : NULL;
+  c.connack_code = j->connack_code;
+  c.reason_code = j->reason_code;
+  c.reason_string = j->reason_string[0] ? j->reason_string : NULL;
+  if (j->has_auth_data) {
+    c.auth_data = (const uint8_t *)j->auth_data;
+    c.auth_data_len = strlen(j->auth_data);
   }
-  pthread_mutex_unlock(&self->mu);
-  return NULL;
+  self->api->log(self->plugin, MQGATE_LOG_INFO, "deferred %s: completing -> %d (rc %d)", self->tag,
+                 j->verdict, self->api->complete(j->token, &c));
+  free(j);
 }
 
 /* The MQTT 5.0 fields of the next job `later` queues (loop thread only). */
@@ -147,16 +122,15 @@ static const char *next_reason_string, *next_auth_data;
 static int later(deferred *self, int verdict, const char *reason, const char *identity, int connack_code) {
   mqgate_deferred *token = self->api->defer(self->plugin);
   job *j;
-  long ns;
-  if (token == NULL) return MQGATE_VERDICT_DENY; /* cannot happen where we call it */
+  if (token == NULL) return MQGATE_DENY; /* cannot happen where we call it */
   j = (job *)calloc(1, sizeof *j);
   if (j == NULL) {
     mqgate_completion c;
     memset(&c, 0, sizeof c);
     c.struct_size = sizeof c;
-    c.verdict = MQGATE_VERDICT_DENY;
+    c.verdict = MQGATE_DENY;
     self->api->complete(token, &c);
-    return MQGATE_VERDICT_DEFER;
+    return MQGATE_DEFER;
   }
   j->token = token;
   j->verdict = verdict;
@@ -171,17 +145,9 @@ static int later(deferred *self, int verdict, const char *reason, const char *id
   }
   next_reason_code = 0;
   next_reason_string = next_auth_data = NULL;
-  clock_gettime(CLOCK_REALTIME, &j->due);
-  ns = j->due.tv_nsec + (self->delay_ms % 1000) * 1000000L;
-  j->due.tv_sec += self->delay_ms / 1000 + ns / 1000000000L;
-  j->due.tv_nsec = ns % 1000000000L;
-  pthread_mutex_lock(&self->mu);
-  if (self->tail) self->tail->next = j;
-  else self->head = j;
-  self->tail = j;
-  pthread_cond_signal(&self->cv);
-  pthread_mutex_unlock(&self->mu);
-  return MQGATE_VERDICT_DEFER;
+  mqgate_wq_delay(&j->wq, self->delay_ms);
+  if (mqgate_wq_push(&self->queue, &j->wq) != 0) complete_job(self, &j->wq, 1); /* unbounded */
+  return MQGATE_DEFER;
 }
 
 static int on_event(int event, void *data, void *instance) {
@@ -208,15 +174,15 @@ static int on_event(int event, void *data, void *instance) {
         text[10 + n] = '\0';
         if (e->auth_step == 0) {
           next_auth_data = text;
-          return later(self, MQGATE_VERDICT_CONTINUE, NULL, NULL, 0);
+          return later(self, MQGATE_CONTINUE, NULL, NULL, 0);
         }
         if (e->auth_data_len == 6 && memcmp(e->auth_data, "answer", 6) == 0) {
           next_auth_data = "welcome";
-          return later(self, MQGATE_VERDICT_ALLOW, NULL, NULL, 0);
+          return later(self, MQGATE_ALLOW, NULL, NULL, 0);
         }
         next_reason_code = 0x8A;
         next_reason_string = "wrong answer";
-        return later(self, MQGATE_VERDICT_DENY, "wrong answer", NULL, 0);
+        return later(self, MQGATE_DENY, "wrong answer", NULL, 0);
       }
       api->log(self->plugin, MQGATE_LOG_INFO,
                "deferred %s: authenticate client_id=%s username=%s clean_session=%d level=%d -> defer",
@@ -225,9 +191,9 @@ static int on_event(int event, void *data, void *instance) {
       if (deny) {
         next_reason_code = (int)self->deny_reason_code;
         next_reason_string = self->deny_reason_string[0] ? self->deny_reason_string : NULL;
-        return later(self, MQGATE_VERDICT_DENY, "unknown user", NULL, MQGATE_CONNACK_BAD_CREDENTIALS);
+        return later(self, MQGATE_DENY, "unknown user", NULL, MQGATE_CONNACK_BAD_CREDENTIALS);
       }
-      return later(self, MQGATE_VERDICT_ALLOW, NULL, e->username ? e->username : NULL, 0);
+      return later(self, MQGATE_ALLOW, NULL, e->username ? e->username : NULL, 0);
     }
     case MQGATE_EVT_AUTHORIZE: {
       mqgate_evt_authorize *e = (mqgate_evt_authorize *)data;
@@ -236,17 +202,17 @@ static int on_event(int event, void *data, void *instance) {
                self->tag, api->client_id(e->client), e->action, e->topic, e->filter ? e->filter : "(none)",
                e->retain, e->deferrable);
       if (e->action == MQGATE_ACTION_RECEIVE)
-        return matches_any(self, &self->receive_deny, e->topic) ? MQGATE_VERDICT_DENY
-                                                                : MQGATE_VERDICT_ABSTAIN;
+        return matches_any(self, &self->receive_deny, e->topic) ? MQGATE_DENY
+                                                                : MQGATE_ABSTAIN;
       if (self->disconnect_topic[0] && strcmp(e->topic, self->disconnect_topic) == 0) {
         api->disconnect(self->plugin, e->client, "revoked");
-        return MQGATE_VERDICT_ALLOW;
+        return MQGATE_ALLOW;
       }
       if (!e->deferrable || !matches_any(self, &self->defer_topics, e->topic))
-        return MQGATE_VERDICT_ABSTAIN;
+        return MQGATE_ABSTAIN;
       if (matches_any(self, &self->deny_topics, e->topic))
-        return later(self, MQGATE_VERDICT_DENY, "topic denied later", NULL, 0);
-      return later(self, MQGATE_VERDICT_ALLOW, NULL, NULL, 0);
+        return later(self, MQGATE_DENY, "topic denied later", NULL, 0);
+      return later(self, MQGATE_ALLOW, NULL, NULL, 0);
     }
     case MQGATE_EVT_CONNECTED: {
       mqgate_evt_connected *e = (mqgate_evt_connected *)data;
@@ -299,9 +265,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
     free(self);
     return MQGATE_ERR_CONFIG;
   }
-  pthread_mutex_init(&self->mu, NULL);
-  pthread_cond_init(&self->cv, NULL);
-  if (pthread_create(&self->thread, NULL, worker, self) != 0) {
+  if (mqgate_wq_start(&self->queue, 1, 0, complete_job, self) != 0) {
     free(self);
     return MQGATE_ERR_PLUGIN;
   }
@@ -317,13 +281,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
 /* Completes what is still queued (the host ignores it by now) and joins the thread. */
 MQGATE_PLUGIN_EXPORT void mqgate_plugin_shutdown(void *instance) {
   deferred *self = (deferred *)instance;
-  pthread_mutex_lock(&self->mu);
-  self->stopping = 1;
-  pthread_cond_signal(&self->cv);
-  pthread_mutex_unlock(&self->mu);
-  pthread_join(self->thread, NULL);
-  pthread_mutex_destroy(&self->mu);
-  pthread_cond_destroy(&self->cv);
+  mqgate_wq_stop(&self->queue);
   self->api->log(self->plugin, MQGATE_LOG_INFO, "deferred %s: shutdown", self->tag);
   free(self);
 }

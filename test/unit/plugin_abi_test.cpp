@@ -1,7 +1,9 @@
 // Freezes the plugin ABI's binary layout (LP64) by field offsets: a change here breaks
 // every plugin built against an earlier header, so it must be a deliberate ABI version
-// bump. Sizes are not frozen (structs grow at the end, see the header's "Reserved
-// fields and growth"); what ABI 1 plugins are given is (the *_SIZE_V1 constants).
+// bump. Sizes are not frozen (structs grow at the end, see the header's "How structs
+// grow"); what ABI 1 plugins are given is (the *_SIZE_V1 constants). The frozen headers
+// of ABI 1.1 and 2.1 (test/plugins/abi1, abi2_1) are compared with this one field by
+// field by test_plugin_abi_compat.py.
 #include <doctest/doctest.h>
 
 #include <cstddef>
@@ -138,12 +140,28 @@ FIELD_AT(mqgate_host_api, client_tls_version, 256);
 FIELD_AT(mqgate_host_api, client_tls_cipher, 264);
 FIELD_AT(mqgate_host_api, filter_covers, 272);
 FIELD_AT(mqgate_host_api, opt_path, 280);
-// MQTT 5.0 enhanced authentication.
+// MQTT 5.0 enhanced authentication (ABI 2.1).
 FIELD_AT(mqgate_host_api, register_auth_method, 288);
 FIELD_AT(mqgate_host_api, alloc, 296);
+// ABI 2.2.
+FIELD_AT(mqgate_host_api, abi_minor, 304);
+
+// Where MQGATE_HAS_FIELD's ABI 1 part of the two structs ABI 2.0 wrote into ends: right
+// after `identity` and after `reason`, the last fields ABI 1 had.
+static_assert(MQGATE_ABI1_FILLED_mqgate_evt_authenticate == 136);
+static_assert(MQGATE_ABI1_SIZE_mqgate_evt_authenticate == 160);
+static_assert(MQGATE_ABI1_FILLED_mqgate_evt_authorize == 48);
+static_assert(MQGATE_ABI1_SIZE_mqgate_evt_authorize == 80);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
+  CHECK(MQGATE_PLUGIN_ABI_MINOR == 2);
+  CHECK(MQGATE_ABSTAIN == 16);
+  CHECK(MQGATE_ALLOW == 17);
+  CHECK(MQGATE_DENY == 18);
+  CHECK(MQGATE_DEFER == 19);
+  CHECK(MQGATE_CONTINUE == 20);
+  // The deprecated names of ABI 2.0 and 2.1 are the same values.
   CHECK(MQGATE_VERDICT_ABSTAIN == 16);
   CHECK(MQGATE_VERDICT_ALLOW == 17);
   CHECK(MQGATE_VERDICT_DENY == 18);
@@ -198,23 +216,67 @@ TEST_CASE("MQGATE_HAS_FIELD sees only what the struct size covers") {
   CHECK(MQGATE_HAS_FIELD(&evt, mqgate_evt_authorize, reason));
 }
 
-TEST_CASE("verdicts are neither MQGATE_OK nor error codes nor ABI 1 decisions") {
-  for (int v :
-       {MQGATE_VERDICT_ABSTAIN, MQGATE_VERDICT_ALLOW, MQGATE_VERDICT_DENY, MQGATE_VERDICT_DEFER}) {
+TEST_CASE("decisions, verdicts and error codes do not overlap") {
+  // Error codes are 0 or negative, ABI 1 decisions 0..2, ABI 2 decisions 16..19, verdicts
+  // from 20: whatever a callback returns has one meaning.
+  for (int v : {MQGATE_ABSTAIN, MQGATE_ALLOW, MQGATE_DENY, MQGATE_DEFER}) {
     CHECK(v > MQGATE_DECISION_DENY);
     CHECK(v != MQGATE_OK);
+    CHECK(v < MQGATE_CONTINUE);
   }
+  for (int e = MQGATE_ERR_LAST_ + 1; e <= MQGATE_OK; ++e)
+    CHECK(e < MQGATE_DECISION_ALLOW);
 }
 
-TEST_CASE("an ABI 1 plugin's struct size does not cover the ABI 2 fields") {
+TEST_CASE("an ABI 1 plugin's struct has none of the ABI 2 fields") {
+  // The host gives ABI 1 plugins the ABI 1 sizes. They cover the bytes ABI 2.0 placed
+  // clean_session, connack_code, filter and deferrable in (ABI 1's reserved slots), but
+  // the host neither fills nor reads those for ABI 1: MQGATE_HAS_FIELD must say no.
   mqgate_evt_authenticate a{};
   a.struct_size = MQGATE_EVT_AUTHENTICATE_SIZE_V1;
-  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, identity));
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, assign_client_id));
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, identity));  // ABI 1.1, ABI 1 too
+  CHECK_FALSE(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, clean_session));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, connack_code));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, user_properties));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, auth_data_out_len));
+  // An ABI 2 plugin's: all of them (an ABI 2.0 host's size ends before the 2.1 fields).
+  a.struct_size = offsetof(mqgate_evt_authenticate, user_properties);
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, clean_session));
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, connack_code));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, user_properties));
   a.struct_size = sizeof a;
   CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, connack_code));
+  CHECK(MQGATE_HAS_FIELD(&a, mqgate_evt_authenticate, auth_data_out_len));
+
   mqgate_evt_authorize z{};
   z.struct_size = MQGATE_EVT_AUTHORIZE_SIZE_V1;
   CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, reason));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, filter));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, deferrable));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, reason_code));
+  z.struct_size = offsetof(mqgate_evt_authorize, reason_code);  // an ABI 2.0 host
+  CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, filter));
+  CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, deferrable));
+  CHECK_FALSE(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, reason_code));
   z.struct_size = sizeof z;
   CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, deferrable));
+  CHECK(MQGATE_HAS_FIELD(&z, mqgate_evt_authorize, reason_string));
+}
+
+TEST_CASE("MQGATE_ABI_MINOR: the host's field, or what an older host's table size tells") {
+  mqgate_host_api api{};
+  api.abi_version = 2;
+  api.abi_minor = 2;
+  api.struct_size = sizeof api;
+  CHECK(MQGATE_ABI_MINOR(&api) == 2);
+  api.struct_size = offsetof(mqgate_host_api, abi_minor);  // mqgate 0.3.0: ABI 2.1
+  CHECK(MQGATE_ABI_MINOR(&api) == 1);
+  api.struct_size = offsetof(mqgate_host_api, register_auth_method);  // ABI 2.0
+  CHECK(MQGATE_ABI_MINOR(&api) == 0);
+  api.abi_version = 1;
+  api.struct_size = offsetof(mqgate_host_api, defer);  // what ABI 1 plugins get: 1.1
+  CHECK(MQGATE_ABI_MINOR(&api) == 1);
+  api.struct_size = offsetof(mqgate_host_api, client_identity);  // ABI 1.0
+  CHECK(MQGATE_ABI_MINOR(&api) == 0);
 }
