@@ -730,15 +730,13 @@ typedef struct mqgate_host_api {
    * a plain connection. Valid like the client handle. */
   const char *(*client_tls_version)(const mqgate_client *client);
   const char *(*client_tls_cipher)(const mqgate_client *client);
-  /* 1 if every topic name `filter` can match is also matched by `pattern` (both MQTT
-   * topic filters), else 0 (also when either is not a valid filter). Level by level:
-   * '#' in `pattern` covers the rest (including the parent level: "a/#" covers "a"),
-   * '+' covers any one level (a literal or a '+' in `filter`, not a '#'), a literal
-   * covers only itself. A '#' in `filter` needs a '#' in `pattern` at or before that
-   * level. Topics starting with '$': a pattern starting with a wildcard does not cover
-   * a filter starting with '$' (and a filter starting with a wildcard matches no '$'
-   * topic), as in topic_matches. Use it to decide a SUBSCRIBE against an ACL pattern:
-   * `filter_covers(acl, requested_filter)`. Thread-safe. */
+  /* 1 if every valid topic name `filter` can match is also matched by `pattern` (both
+   * MQTT topic filters, matched as topic_matches does: '#' also matches its parent
+   * level, a leading wildcard matches no topic starting with '$'), else 0 (also when
+   * either is not a valid filter). The answer is exact, not level by level: "+/#"
+   * covers "#", and "+/+/#" covers "/#" (the empty topic, which "/#" would match as
+   * the parent of "/", is not a valid topic name). Use it to decide a SUBSCRIBE
+   * against an ACL pattern: `filter_covers(acl, requested_filter)`. Thread-safe. */
   int (*filter_covers)(const char *pattern, const char *filter);
   /* A string option holding a file path, resolved the way the broker resolves its own
    * paths: relative to the directory of the configuration file (an absolute path is

@@ -1,7 +1,8 @@
 // Mosquitto ACL files (plugins/acl/aclfile.c): parsing and its refusals, Mosquitto's
 // decision rules (checked live against Debian's Mosquitto by
 // test/integration/test_acl_parity.py), and filter_covers / filter_intersects against a
-// brute-force oracle built on the core's own topic matcher.
+// brute-force oracle over topic_matches (the matcher itself is checked against a naive
+// reference in mqtt_topic_test.cpp).
 #include <doctest/doctest.h>
 
 #include <bitset>

@@ -28,6 +28,7 @@ class TestClient final : public Client {
   }
   void schedule_flush() override {}
   void on_close_requested() override {}
+  void on_resume_requested() override {}
 };
 
 // What a fake plugin answers, and what it was shown.
