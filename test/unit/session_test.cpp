@@ -146,7 +146,8 @@ TEST_CASE("offline sessions come out in expiry order, whatever order they were l
   // Expiry times out of order, with ties; then some removed and some rescheduled.
   const uint64_t due[] = {50, 10, 40, 10, 30, 70, 20, 60, 0, 90};
   for (size_t i = 0; i < std::size(due); ++i) {
-    sessions.push_back(std::make_unique<Session>("s" + std::to_string(i), false));
+    sessions.push_back(
+        std::make_unique<Session>(std::string("s").append(std::to_string(i)), false));
     offline.schedule(sessions.back().get(), due[i]);
   }
   offline.remove(sessions[2].get());          // 40
