@@ -5,8 +5,10 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/pem.h>
 
+#include <cstdio>
 #include <cstring>
 
+#include "../plugins/common/x509_time.h"
 #include "error.hpp"
 #include "output.hpp"
 
@@ -36,14 +38,14 @@ std::string human_time(std::time_t t) {
 }
 
 std::time_t to_time_t(const mbedtls_x509_time& t) {
-  struct tm tm {};
-  tm.tm_year = t.year - 1900;
-  tm.tm_mon = t.mon - 1;
-  tm.tm_mday = t.day;
-  tm.tm_hour = t.hour;
-  tm.tm_min = t.min;
-  tm.tm_sec = t.sec;
-  return timegm(&tm);
+  int64_t seconds = 0;
+  if (mqgate_x509_time_to_epoch(&t, &seconds) != 0) {
+    char buf[80];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d", t.year, t.mon, t.day, t.hour, t.min,
+             t.sec);
+    throw Error(std::string("a certificate time is not a date: ") + buf);
+  }
+  return static_cast<std::time_t>(seconds);
 }
 
 void write_x509_time(DerWriter& w, std::time_t t) {

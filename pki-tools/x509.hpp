@@ -23,6 +23,7 @@ inline constexpr long kSecondsPerDay = 86400;
 
 // "2026-11-27 04:19:00 UTC" for messages.
 std::string human_time(std::time_t t);
+// Seconds since the epoch (plugins/common/x509_time.h); throws Error if `t` is not a date.
 std::time_t to_time_t(const mbedtls_x509_time& t);
 // A Time (UTCTime before 2050, GeneralizedTime from 2050 on), as RFC 5280 requires.
 void write_x509_time(DerWriter& w, std::time_t t);

@@ -16,10 +16,16 @@ if [ ! -d test/js/node_modules ] || [ test/js/package-lock.json -nt test/js/node
 fi
 
 build=build-test
+# Warnings are errors here (and so in CI), not in the project's defaults: a user's
+# build on another compiler version must not fail on a new warning.
 if [ ! -f "$build/build.ninja" ]; then
   # -O1: what the sanitizers are designed for, and half the compile time of -O2.
   meson setup "$build" --buildtype=debugoptimized -Doptimization=1 \
-    -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+    -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true >/dev/null
+elif ! meson introspect "$build" --buildoptions | /usr/bin/python3 -c \
+  'import json, sys; sys.exit(not any(o["name"] == "werror" and o["value"] for o in json.load(sys.stdin)))'; then
+  # Set up before werror left the defaults.
+  meson configure "$build" -Dwerror=true >/dev/null
 fi
 jobs=$(nproc 2>/dev/null || echo 2)
 if ! ninja -C "$build" -j "$jobs" >"$build/ninja.log" 2>&1; then

@@ -24,6 +24,54 @@ from mqgate_test import Broker, BrokerTestCase, closed_by_peer, run_config_check
 DOMAIN = "my.domain.name"
 
 
+def _der_element(der, i):
+    """(content start, end) of the DER element at der[i]."""
+    n, j = der[i + 1], i + 2
+    if n & 0x80:
+        k = n & 0x7F
+        n, j = int.from_bytes(der[j:j + k], "big"), j + k
+    return j, j + n
+
+
+def _der(tag, content):
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def crl_without_next_update(crl, issuer_key, out):
+    """`crl` (PEM) re-signed by `issuer_key` without its nextUpdate, as DER in `out`: RFC
+    5280 has issuers include one, but its syntax makes it optional and openssl always
+    writes it."""
+    der_path = out + ".orig"
+    pki.openssl("crl", "-in", crl, "-outform", "DER", "-out", der_path)
+    with open(der_path, "rb") as f:
+        der = f.read()
+    start, _ = _der_element(der, 0)  # CertificateList
+    tbs_start, tbs_end = _der_element(der, start)
+    elements, i = [], tbs_start
+    while i < tbs_end:
+        _, end = _der_element(der, i)
+        elements.append(der[i:end])
+        i = end
+    times = [k for k, e in enumerate(elements) if e[0] in (0x17, 0x18)]  # UTC/GeneralizedTime
+    assert len(times) == 2, "thisUpdate and nextUpdate"
+    del elements[times[1]]
+    tbs = _der(0x30, b"".join(elements))
+    _, alg_end = _der_element(der, tbs_end)
+    algorithm = der[tbs_end:alg_end]
+    with open(out + ".tbs", "wb") as f:
+        f.write(tbs)
+    pki.openssl("dgst", "-sha256", "-sign", issuer_key, "-out", out + ".sig", out + ".tbs")
+    with open(out + ".sig", "rb") as f:
+        signature = f.read()
+    with open(out, "wb") as f:
+        f.write(_der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature)))
+    return out
+
+
 class HandshakeRefused(Exception):
     pass
 
@@ -398,6 +446,26 @@ class RevocationTest(PkiFixture, BrokerTestCase):
         self.assertEqual(connack(port, self.ca.cert, good.cert, good.key, "sgood"), 0)
         self.assertEqual(connack(port, self.ca.cert, victim.cert, victim.key, "svictim"), "refused")
 
+
+    def test_crl_without_next_update_is_loaded_and_never_stale(self):
+        # mbedTLS leaves an absent nextUpdate all zeros: no date, not one in year 0 that
+        # has long passed.
+        root = pki.openssl_ca(self.tmp, name="nroot", key_type="ec")
+        victim = pki.openssl_device(self.tmp, root, "nvictim", DOMAIN, key_type="ec")
+        good = pki.openssl_device(self.tmp, root, "ngood", DOMAIN, key_type="ec")
+        crl = crl_without_next_update(pki.openssl_crl(self.tmp, root, [victim.cert], name="n"),
+                                      root.key, os.path.join(self.tmp, "no_next.crl"))
+        text = pki.openssl("crl", "-in", crl, "-inform", "DER", "-CAfile", root.cert,
+                           "-noout", "-text")
+        self.assertIn("Next Update: NONE", text.stdout)
+        self.assertIn("verify OK", text.stderr + text.stdout)
+        b = self.start_broker(self.crl_config(root.cert, crl))
+        b.wait_log(r"WARN .*CRL in .*no_next\.crl has no nextUpdate: it is never reported as stale")
+        port = b.port("tls")
+        self.assertEqual(connack(port, self.ca.cert, good.cert, good.key, "ngood"), 0)
+        self.assertEqual(connack(port, self.ca.cert, victim.cert, victim.key, "nvictim"), "refused")
+        time.sleep(1.5)  # past a sweep, which reports stale CRLs
+        self.assertNotRegex(b.log(), r"is STALE|is stale \(")
 
 class AllowedTopicsTest(PkiFixture, BrokerTestCase):
     def test_devices_keep_to_their_topics(self):

@@ -476,7 +476,7 @@ TEST_CASE("session expiry in slices: many expired sessions never all in one slic
   Fixture f(l);
   for (int i = 0; i < 20000; ++i) {
     FakeClient a(*f.broker, &f.listener);
-    a.feed(connect_packet("s" + std::to_string(i), false), 0);
+    a.feed(connect_packet(std::string("s").append(std::to_string(i)), false), 0);
     a.close("network error");
   }
   CHECK(f.broker->persistent_sessions() == 20000);
@@ -547,7 +547,7 @@ TEST_CASE("a fan-out bigger than a slice goes out in slices, in order, and conge
   const size_t n = Broker::kSliceBudget * 2 + 100;
   std::vector<std::unique_ptr<FakeClient>> subs;
   for (size_t i = 0; i < n; ++i) {
-    subs.push_back(f.connect("s" + std::to_string(i)));
+    subs.push_back(f.connect(std::string("s").append(std::to_string(i))));
     subs.back()->feed(subscribe_packet(1, {{"fan/#", 1}}));
     subs.back()->take();
   }

@@ -112,7 +112,8 @@ TEST_CASE("limits: a head too long or with too many headers is refused as it arr
   Outcome long_head = parse("GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(1000, 'a'), 0, limits);
   CHECK(long_head.parser.error_status() == 431);
   std::string many = "GET / HTTP/1.1\r\nHost: x\r\n";
-  for (int i = 0; i < 4; ++i) many += "X" + std::to_string(i) + ": v\r\n";
+  for (int i = 0; i < 4; ++i)
+    many.append("X").append(std::to_string(i)).append(": v\r\n");
   Outcome too_many = parse(many + "\r\n", 0, limits);
   CHECK(too_many.parser.error_status() == 431);
   // A head that never ends stays incomplete only up to the limit.

@@ -19,6 +19,7 @@
 #include <ctime>
 
 #include "base/log.hpp"
+#include "common/x509_time.h"
 #include "transport/tls/compat.hpp"
 
 namespace mqgate {
@@ -50,15 +51,10 @@ const char* const kDefaultCiphers[] = {
 
 }  // namespace
 
-int64_t x509_time_to_epoch(const mbedtls_x509_time& t) {
-  std::tm tm{};
-  tm.tm_year = t.year - 1900;
-  tm.tm_mon = t.mon - 1;
-  tm.tm_mday = t.day;
-  tm.tm_hour = t.hour;
-  tm.tm_min = t.min;
-  tm.tm_sec = t.sec;
-  return static_cast<int64_t>(timegm(&tm));
+std::optional<int64_t> x509_time_to_epoch(const mbedtls_x509_time& t) {
+  int64_t seconds = 0;
+  if (mqgate_x509_time_to_epoch(&t, &seconds) != 0) return std::nullopt;
+  return seconds;
 }
 
 std::string x509_subject(const mbedtls_x509_crt& crt) {
@@ -188,7 +184,8 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
     return fail("certfile", s.certfile,
                 rc < 0 ? tls_error_text(rc) : "not a PEM or DER certificate (chain)");
   const int64_t now = static_cast<int64_t>(time(nullptr));
-  if (x509_time_to_epoch(g->own_chain_.valid_to) < now)
+  // (mbedTLS parses only real dates; were this one not, it would count as expired.)
+  if (x509_time_to_epoch(g->own_chain_.valid_to).value_or(INT64_MIN) < now)
     LOG_ERROR("%scertfile %s expired on %s: clients that check it will refuse to connect",
               where.c_str(), s.certfile.c_str(), format_time(g->own_chain_.valid_to).c_str());
 
@@ -234,11 +231,17 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
       if (!crl_signed_by(*c, &g->ca_))
         return fail("crlfile", s.crlfile,
                     "a CRL in it is not signed by any CA in cafile " + s.cafile);
-      const int64_t next = x509_time_to_epoch(c->next_update);
-      if (g->crl_next_update_ == 0 || next < g->crl_next_update_) g->crl_next_update_ = next;
+      // RFC 5280 (5.1.2.5) has issuers include nextUpdate, but its syntax makes it
+      // optional and mbedTLS accepts a CRL without: that one is never reported stale.
+      const std::optional<int64_t> next = x509_time_to_epoch(c->next_update);
+      if (!next)
+        LOG_WARN("%sCRL in %s has no nextUpdate: it is never reported as stale", where.c_str(),
+                 s.crlfile.c_str());
+      if (next && (g->crl_next_update_ == 0 || *next < g->crl_next_update_))
+        g->crl_next_update_ = *next;
       for (const mbedtls_x509_crl_entry* e = &c->entry; e != nullptr; e = e->next)
         if (e->serial.len > 0) g->revoked_.insert(raw(c->issuer_raw) + raw(e->serial));
-      if (next < now)
+      if (next && *next < now)
         LOG_ERROR(
             "%sCRL in %s is STALE: its nextUpdate %s has passed. The certificates it lists are "
             "still refused and other clients are still let in; refresh it (revoke_creds "

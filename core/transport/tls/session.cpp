@@ -18,6 +18,11 @@ namespace {
 std::string raw(const mbedtls_x509_buf& b) {
   return std::string(reinterpret_cast<const char*>(b.p), b.len);
 }
+// The certificate's notAfter for cert_standing. mbedTLS parses only real dates; were
+// this one not, the certificate would count as expired rather than unchecked (0).
+int64_t not_after(const mbedtls_x509_crt& crt) {
+  return x509_time_to_epoch(crt.valid_to).value_or(INT64_MIN);
+}
 }  // namespace
 
 // --- TlsSession ---------------------------------------------------------------------------
@@ -220,8 +225,8 @@ std::string TlsSession::check_completed(unsigned char& alert) const {
   // handshake verified against the generation it started with). Resumed sessions skip
   // verification altogether, dates included.
   const TlsGeneration& current = *current_ ? **current_ : *generation_;
-  switch (cert_standing(&current, raw(peer->issuer_raw), raw(peer->serial),
-                        x509_time_to_epoch(peer->valid_to), static_cast<int64_t>(time(nullptr)))) {
+  switch (cert_standing(&current, raw(peer->issuer_raw), raw(peer->serial), not_after(*peer),
+                        static_cast<int64_t>(time(nullptr)))) {
     case CertStanding::kValid:
       return "";
     case CertStanding::kExpired:
@@ -333,7 +338,7 @@ std::unique_ptr<TlsPeerInfo> TlsSession::take_peer_info() {
   if (const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_)) {
     info->issuer_raw = raw(peer->issuer_raw);
     info->serial_raw = raw(peer->serial);
-    info->not_after = x509_time_to_epoch(peer->valid_to);
+    info->not_after = not_after(*peer);
   }
   return info;
 }

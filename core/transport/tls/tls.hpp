@@ -40,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -57,8 +58,10 @@ class TlsSession;
 
 // Text for an mbedTLS error code, e.g. "X509 - Certificate verification failed".
 std::string tls_error_text(int code);
-// A certificate time as seconds since the epoch; a certificate's subject as text.
-int64_t x509_time_to_epoch(const mbedtls_x509_time& t);
+// A certificate time as seconds since the epoch (plugins/common/x509_time.h); nullopt
+// if it is not a date (an absent CRL nextUpdate is all zeros). A certificate's subject
+// as text.
+std::optional<int64_t> x509_time_to_epoch(const mbedtls_x509_time& t);
 std::string x509_subject(const mbedtls_x509_crt& crt);
 
 // The largest files TlsGeneration::load reads. A certificate chain or a key is a few KiB
