@@ -860,6 +860,36 @@ TEST_CASE("flow control: a congested subscriber holds its publisher until it dra
   CHECK(f.broker->flow().congested_count() == 0);
 }
 
+TEST_CASE("flow control: a publisher that closes while held is forgotten, the others resumed") {
+  LimitsConfig l;
+  l.max_inflight_messages = 1;
+  l.max_queued_messages = 8;  // high water: more than 4 queued; low water: 2
+  Fixture f(l);
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"t", 1}}));
+  sub->take();
+  auto gone = f.connect("gone");
+  for (uint16_t id = 1; id <= 6; ++id)
+    gone->feed(publish_packet("t", "m", 1, false, id));
+  REQUIRE(gone->input_held());
+  auto stays = f.connect("stays");
+  stays->feed(publish_packet("t", "m", 1, false, 1));
+  REQUIRE(stays->input_held());
+  CHECK(f.broker->flow().held_count() == 2);
+  gone.reset();  // closed while held (its edge in the subscriber's list stays, stale)
+  CHECK(f.broker->flow().held_count() == 1);
+  // The subscriber drains: only the publisher still there is resumed.
+  for (int i = 0; i < 6 && f.broker->flow().congested_count() != 0; ++i) {
+    auto out = sub->take();
+    REQUIRE(out.size() == 1);
+    sub->feed(ack_packet(PacketType::kPuback, out[0].packet_id));
+  }
+  CHECK(f.broker->release_flow_holds());
+  CHECK_FALSE(stays->input_held());
+  CHECK(stays->resumes == 1);
+  CHECK(f.broker->flow().held_count() == 0);
+}
+
 TEST_CASE("flow control: a subscriber that goes away releases its publishers; none waits on itself") {
   LimitsConfig l;
   l.max_inflight_messages = 1;
