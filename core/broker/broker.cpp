@@ -197,17 +197,17 @@ bool Broker::run_slice(uint64_t now_ms) {
   }
   // Retained deliveries, round robin over clients, a share of the budget each.
   for (size_t n = retained_order_.size(); n > 0 && budget > 0; --n) {
-    const ConnId id = retained_order_.front();
+    const auto [id, serial] = retained_order_.front();
     retained_order_.pop_front();
     auto it = retained_jobs_.find(id);
-    if (it == retained_jobs_.end()) continue;  // closed, or finished at its SUBACK
+    if (it == retained_jobs_.end() || it->second.serial != serial) continue;  // closed, done
     size_t share = std::min(budget, kSliceBudget / 4);
     const size_t before = share;
     const bool done = run_retained_job(*it->second.client, it->second, share);
     progress |= share != before;
     budget -= before - share;
     if (done) retained_jobs_.erase(it);
-    else retained_order_.push_back(id);
+    else retained_order_.push_back({id, serial});
   }
   if (budget > 0 && expiry_due_) {
     expiry_due_ = expire_sessions(now_ms, budget);

@@ -286,6 +286,7 @@ class Broker {
   // Retained messages owed to a client for the filters it subscribed to.
   struct RetainedJob {
     Client* client = nullptr;         // valid while the job exists (closing erases it)
+    uint64_t serial = 0;              // its turn in retained_order_ (not an earlier job's)
     std::deque<std::string> filters;  // waiting, in SUBSCRIBE order
     std::unordered_map<std::string, uint8_t> pending_qos;  // filter -> QoS, for those
     std::string current;                                   // being walked ("" between filters)
@@ -499,7 +500,10 @@ class Broker {
   size_t persistent_sessions_ = 0;  // sessions with clean session 0, online or not
   uint64_t now_ms_ = 0;  // the latest loop time seen (for work finished after a deferral)
   std::unordered_map<ConnId, RetainedJob> retained_jobs_;
-  std::deque<ConnId> retained_order_;  // round robin
+  // Round robin: (client, job serial). A client's later job gets a new serial, so the
+  // turns its earlier jobs left behind stay stale, never extra turns.
+  std::deque<std::pair<ConnId, uint64_t>> retained_order_;
+  uint64_t retained_serial_ = 0;
   std::deque<FanoutJob> fanouts_;
   std::vector<std::unique_ptr<Session>> graveyard_;  // removed while fan-outs held them
   OfflineSessions offline_;     // persistent sessions without a client, by expiry time

@@ -40,7 +40,8 @@ void Broker::queue_retained(Client& client, std::string_view filter, uint8_t gra
   RetainedJob& job = it->second;
   if (created) {
     job.client = &client;
-    retained_order_.push_back(client.conn_id());
+    job.serial = ++retained_serial_;
+    retained_order_.push_back({client.conn_id(), job.serial});
   }
   // A filter subscribed again before its turn is sent once, at the latest QoS.
   auto [pending, added] = job.pending_qos.try_emplace(std::string(filter), granted_qos);

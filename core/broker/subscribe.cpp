@@ -180,7 +180,13 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
   auto job = retained_jobs_.find(client.conn_id());
   if (job == retained_jobs_.end()) return;
   size_t budget = kSliceBudget / 4;
-  if (run_retained_job(client, job->second, budget)) retained_jobs_.erase(job);
+  if (!run_retained_job(client, job->second, budget)) return;
+  // Done with its SUBACK (the usual case): its turn goes too, if it is the last one
+  // queued, as no slice may come to drop it (one SUBSCRIBE after another would pile up
+  // stale turns). One left elsewhere is dropped by the next slice.
+  const std::pair<ConnId, uint64_t> turn{client.conn_id(), job->second.serial};
+  if (!retained_order_.empty() && retained_order_.back() == turn) retained_order_.pop_back();
+  retained_jobs_.erase(job);
 }
 
 void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {

@@ -374,10 +374,8 @@ void Server::sweep() {
     }
     c = next;
   }
-  broker_.check_flow(now);  // slow_subscriber policies
-  carry_out_requests();
-  broker_.release_flow_holds();
-  carry_out_requests();
+  // Before the requests are carried out below: the plugins' tick times out their
+  // decisions (PluginHost::expire_decisions), which refuse clients or resume their input.
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
     for (auto& hook : tick_hooks_)
@@ -385,6 +383,13 @@ void Server::sweep() {
     broker_.check_expiry(now);
     if (tls_workers_) check_tls_health(now);
   }
+  broker_.check_flow(now);  // slow_subscriber policies
+  carry_out_requests();
+  broker_.release_flow_holds();
+  carry_out_requests();
+  // A timer callback: the answers go now, not at the loop's next wake-up (the next sweep
+  // when nothing else happens).
+  flush_dirty();
   slices_blocked_ = false;  // paced work is retried at least every sweep
   schedule_slices();
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {

@@ -7,6 +7,8 @@
  *   tag = "d"                     name in the log lines
  *   delay_ms = 200                how long the thread waits before completing
  *   deny_users = ["name", ...]    AUTHENTICATE: DENY these usernames with CONNACK 4
+ *   allow_at_once = false         AUTHENTICATE: true ALLOWs everyone at once (only
+ *                                 PUBLISH/SUBSCRIBE decisions are deferred then)
  *   defer_topics = ["filter", ...] AUTHORIZE: defer PUBLISH/SUBSCRIBE matching these
  *                                 (others: ABSTAIN at once)
  *   deny_topics = ["filter", ...] ...and DENY, after the delay, those matching these
@@ -63,6 +65,7 @@ typedef struct deferred {
   int64_t deny_reason_code;
   char deny_reason_string[MAX_TEXT];
   char auth_method[MAX_TEXT];
+  int allow_at_once;
   mqgate_work_queue queue; /* one thread; FIFO, and every job has the same delay */
 } deferred;
 
@@ -188,6 +191,7 @@ static int on_event(int event, void *data, void *instance) {
                "deferred %s: authenticate client_id=%s username=%s clean_session=%d level=%d -> defer",
                self->tag, e->client_id, e->username ? e->username : "(none)", e->clean_session,
                api->client_protocol_level(e->client));
+      if (self->allow_at_once) return MQGATE_ALLOW;
       if (deny) {
         next_reason_code = (int)self->deny_reason_code;
         next_reason_string = self->deny_reason_string[0] ? self->deny_reason_string : NULL;
@@ -256,6 +260,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   copy_text(self->deny_reason_string,
             api->opt_string(o, "deny_reason_string", &s) == MQGATE_OK ? s : "");
   copy_text(self->auth_method, api->opt_string(o, "auth_method", &s) == MQGATE_OK ? s : "");
+  api->opt_boolean(o, "allow_at_once", &self->allow_at_once);
   if (!read_list(api, o, "deny_users", &self->deny_users) ||
       !read_list(api, o, "defer_topics", &self->defer_topics) ||
       !read_list(api, o, "deny_topics", &self->deny_topics) ||

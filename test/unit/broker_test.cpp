@@ -614,6 +614,35 @@ TEST_CASE("retained messages for a wide filter come in slices paced by the clien
   CHECK_FALSE(f.broker->has_work());
 }
 
+TEST_CASE("retained messages: a client's earlier SUBSCRIBEs do not buy it more slices") {
+  // Each SUBSCRIBE whose retained messages all go with its SUBACK leaves no turn behind
+  // in the round robin: a client that sent many such SUBSCRIBEs, then one with a wide
+  // filter, gets one share per slice like everyone else.
+  LimitsConfig l;
+  l.max_queued_messages = 100000;
+  l.max_outgoing_bytes = 64u << 20;
+  Fixture f(l);
+  auto pub = f.connect("pub");
+  const int n = 3 * static_cast<int>(Broker::kSliceBudget);
+  for (int i = 0; i < n; ++i)
+    pub->feed(publish_packet("w/" + std::to_string(i), "v", 0, true));
+  auto greedy = f.connect("greedy");
+  for (uint16_t id = 1; id <= 8; ++id)
+    greedy->feed(subscribe_packet(id, {{"x", 0}}));
+  CHECK(greedy->take().size() == 8);  // the SUBACKs
+  CHECK_FALSE(f.broker->has_work());
+  greedy->feed(subscribe_packet(9, {{"w/#", 0}}));
+  auto other = f.connect("other");
+  other->feed(subscribe_packet(1, {{"w/#", 0}}));
+  const size_t greedy_first = greedy->take().size(), other_first = other->take().size();
+  CHECK(greedy_first == other_first);  // SUBACK and the first share each
+  REQUIRE(f.broker->has_work());
+  REQUIRE(f.broker->run_slice(0));
+  const size_t greedy_slice = greedy->take().size(), other_slice = other->take().size();
+  CHECK(other_slice > 0);
+  CHECK(greedy_slice == other_slice);
+}
+
 namespace {
 // Defers every CONNECT, PUBLISH and SUBSCRIBE filter; the test decides through the sink.
 struct DeferringHooks final : AuthHooks {
@@ -829,6 +858,36 @@ TEST_CASE("flow control: a congested subscriber holds its publisher until it dra
   CHECK(f.broker->release_flow_holds());
   CHECK_FALSE(pub->input_held());
   CHECK(f.broker->flow().congested_count() == 0);
+}
+
+TEST_CASE("flow control: a publisher that closes while held is forgotten, the others resumed") {
+  LimitsConfig l;
+  l.max_inflight_messages = 1;
+  l.max_queued_messages = 8;  // high water: more than 4 queued; low water: 2
+  Fixture f(l);
+  auto sub = f.connect("sub");
+  sub->feed(subscribe_packet(1, {{"t", 1}}));
+  sub->take();
+  auto gone = f.connect("gone");
+  for (uint16_t id = 1; id <= 6; ++id)
+    gone->feed(publish_packet("t", "m", 1, false, id));
+  REQUIRE(gone->input_held());
+  auto stays = f.connect("stays");
+  stays->feed(publish_packet("t", "m", 1, false, 1));
+  REQUIRE(stays->input_held());
+  CHECK(f.broker->flow().held_count() == 2);
+  gone.reset();  // closed while held (its edge in the subscriber's list stays, stale)
+  CHECK(f.broker->flow().held_count() == 1);
+  // The subscriber drains: only the publisher still there is resumed.
+  for (int i = 0; i < 6 && f.broker->flow().congested_count() != 0; ++i) {
+    auto out = sub->take();
+    REQUIRE(out.size() == 1);
+    sub->feed(ack_packet(PacketType::kPuback, out[0].packet_id));
+  }
+  CHECK(f.broker->release_flow_holds());
+  CHECK_FALSE(stays->input_held());
+  CHECK(stays->resumes == 1);
+  CHECK(f.broker->flow().held_count() == 0);
 }
 
 TEST_CASE("flow control: a subscriber that goes away releases its publishers; none waits on itself") {
