@@ -469,13 +469,15 @@ class Broker {
     bool deliver;
     uint8_t ack_reason;  // 5.0: Success, or Not authorized for a denied one
     std::string props;   // 5.0
-    const Session* origin = nullptr;
     std::optional<uint64_t> expires_at_ms;
   };
   struct RouteQueue {
     std::deque<PendingRoute> routes;
     size_t bytes = 0;
     ConnId publisher = 0;  // maybe gone: its client is the one route_queue_of_ still names
+    // The publisher's session (No Local), compared, never used; destroy_session() nulls
+    // it, so a later session at the same address is never taken for it.
+    const Session* origin = nullptr;
   };
   std::unordered_map<uint64_t, RouteQueue> route_queues_;  // by queue id
   struct OpenRouteQueue {

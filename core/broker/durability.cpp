@@ -95,7 +95,9 @@ bool Broker::route_when_durable(Client& client, std::string_view topic, std::str
     if (!deliver || qos != 2 || client.session == nullptr || client.session->clean()) return false;
     open = route_queue_of_.emplace(client.conn_id(), OpenRouteQueue{++next_route_queue_, &client})
                .first;
-    route_queues_[open->second.queue].publisher = client.conn_id();
+    RouteQueue& fresh = route_queues_[open->second.queue];
+    fresh.publisher = client.conn_id();
+    fresh.origin = client.session;
   }
   const uint64_t queue = open->second.queue;
   RouteQueue& q = route_queues_[queue];
@@ -108,7 +110,7 @@ bool Broker::route_when_durable(Client& client, std::string_view topic, std::str
     return true;
   }
   q.routes.push_back({std::string(topic), std::string(payload), qos, retain, packet_id, deliver,
-                      ack_reason, std::string(props), client.session, expires_at_ms});
+                      ack_reason, std::string(props), expires_at_ms});
   q.bytes += topic.size() + payload.size() + sizeof(PendingRoute);
   persistence_->barrier([this, queue](bool ok) { route_durable(queue, ok); });
   return true;
@@ -125,6 +127,7 @@ void Broker::route_durable(uint64_t id, bool ok) {
   auto open = route_queue_of_.find(q.publisher);
   if (open != route_queue_of_.end() && open->second.queue != id) open = route_queue_of_.end();
   Client* source = open != route_queue_of_.end() ? open->second.client : nullptr;
+  const Session* q_origin = q.origin;
   q.bytes -= r.topic.size() + r.payload.size() + sizeof(PendingRoute);
   if (q.routes.empty()) {
     if (open != route_queue_of_.end()) route_queue_of_.erase(open);
@@ -135,7 +138,7 @@ void Broker::route_durable(uint64_t id, bool ok) {
   if (!ok && r.qos == 2) return;
   const uint64_t changes = store_changes();
   uint8_t ack_reason = r.ack_reason;
-  if (r.deliver && !route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, r.origin,
+  if (r.deliver && !route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, q_origin,
                           r.expires_at_ms))
     ack_reason = codec::reason::kNoMatchingSubscribers;
   if (source == nullptr || r.qos == 0) return;  // gone: it sends again when it comes back

@@ -197,6 +197,10 @@ void Broker::destroy_session(Session* session) {
   d.queued_now -= std::min<uint64_t>(d.queued_now, session->queued_count());
   // The session ends: a will still waiting for its delay goes now [MQTT-3.1.3-9].
   if (!delayed_wills_.empty()) publish_delayed_will(*session, "its session ended");
+  // QoS 2 messages of its client that wait for the disk are still routed, with nobody's
+  // No Local to honour (see RouteQueue::origin).
+  for (auto& entry : route_queues_)
+    if (entry.second.origin == session) entry.second.origin = nullptr;
   std::unique_ptr<Session> gone = sessions_->remove(session);
   if (gone && !fanouts_.empty()) {
     gone->mark_removed();  // a fan-out in progress still points at it

@@ -130,6 +130,9 @@ bool Server::start() {
   ok = ok && started(uv_check_init(&loop_, &check_), "check handle");
   check_.data = this;
   ok = ok && started(uv_check_start(&check_, on_check), "check handle");
+  ok = ok && started(uv_prepare_init(&loop_, &prepare_), "prepare handle");
+  prepare_.data = this;
+  ok = ok && started(uv_prepare_start(&prepare_, on_prepare), "prepare handle");
   ok = ok && started(uv_idle_init(&loop_, &idle_), "idle handle");
   idle_.data = this;
   ok = ok && started(uv_timer_init(&loop_, &sweep_timer_), "sweep timer");
@@ -297,6 +300,15 @@ void Server::mark_dirty(Connection* c) {
   dirty_.push_back(c);
 }
 
+void Server::on_prepare(uv_prepare_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  self->carry_out_requests();
+  self->schedule_slices();
+  // With sliced work queued the poll does not block and the check handle flushes right
+  // after it, together with what the poll brought: one write, not two.
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&self->idle_))) self->flush_dirty();
+}
+
 void Server::on_check(uv_check_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
   // What this iteration's callbacks into the broker asked for (plugins' decisions and
@@ -386,10 +398,7 @@ void Server::sweep() {
   broker_.check_flow(now);  // slow_subscriber policies
   carry_out_requests();
   broker_.release_flow_holds();
-  carry_out_requests();
-  // A timer callback: the answers go now, not at the loop's next wake-up (the next sweep
-  // when nothing else happens).
-  flush_dirty();
+  // (The prepare handle carries out the rest and flushes before the loop polls.)
   slices_blocked_ = false;  // paced work is retried at least every sweep
   schedule_slices();
   if (shutting_down_ && (connections_ == nullptr || now - shutdown_started_ms_ > kCloseGraceMs)) {

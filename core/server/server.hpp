@@ -93,6 +93,10 @@ class Server {
 
   static void on_signal(uv_signal_t* handle, int signum);
   static void on_check(uv_check_t* handle);
+  // Before the loop polls: what this iteration's timer callbacks ($SYS, the sweep, the
+  // plugins' tick) asked of connections is carried out and flushed, not left until the
+  // poll returns (which, on a quiet broker, is the next timer).
+  static void on_prepare(uv_prepare_t* handle);
   static void on_idle(uv_idle_t* handle);
   // Keeps the broker's sliced work (Broker::run_slice) going, one slice per iteration.
   void schedule_slices();
@@ -149,6 +153,7 @@ class Server {
   uint64_t last_tick_ms_ = 0;
   uv_signal_t sigint_, sigterm_, sighup_;
   uv_check_t check_;
+  uv_prepare_t prepare_;
   uv_idle_t idle_;  // active while the broker has runnable sliced work
   // The last slice moved nothing (paced by slow clients): retry when clients send
   // something (bytes_received moved) or at the next sweep.
