@@ -123,6 +123,10 @@ class Client {
   const char* close_reason() const {
     return extras_ && close_requested_ ? extras_->close_reason.c_str() : "";
   }
+  // Loop time the transport noted when the close was requested (0 before that).
+  uint64_t close_requested_ms() const {
+    return extras_ && close_requested_ ? extras_->close_requested_ms : 0;
+  }
 
   // --- input, held and resumed at the broker's request ----------------------------------
   // Hand the broker no more of this client's packets for now (a plugin's decision or the
@@ -146,6 +150,9 @@ class Client {
   // resume_input() was called: arrange for the kept packets to be dispatched.
   virtual void on_resume_requested() = 0;
   void set_peer(std::string peer) { peer_ = std::move(peer); }
+  // From on_close_requested(): kept beside the reason, in what only closing connections
+  // allocate.
+  void set_close_requested_ms(uint64_t ms) { extras().close_requested_ms = ms; }
   std::string out_;
 
  private:
@@ -162,6 +169,7 @@ class Client {
     std::unique_ptr<TlsPeerInfo> tls;
     std::vector<PluginSlot> plugin_slots;
     std::string close_reason;  // only closing connections allocate this
+    uint64_t close_requested_ms = 0;
     std::unique_ptr<mqtt5::ClientState> v5;
   };
   Extras& extras() {

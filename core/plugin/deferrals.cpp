@@ -74,7 +74,7 @@ void Deferrals::release(mqgate_deferred* token) {
 }
 
 void Deferrals::park(std::unique_ptr<ChainRun> run, Clock::time_point deadline) {
-  run_of_client_[run->client] = run->id;
+  run_of_client_[run->client->conn_id()] = run->id;
   const uint64_t id = run->id;
   runs_[id] = Waiting{std::move(run), deadline};
 }
@@ -84,7 +84,7 @@ std::unique_ptr<ChainRun> Deferrals::unpark(uint64_t id) {
   if (it == runs_.end()) return nullptr;
   std::unique_ptr<ChainRun> run = std::move(it->second.run);
   runs_.erase(it);
-  run_of_client_.erase(run->client);
+  run_of_client_.erase(run->client->conn_id());
   if (run->token) release(run->token);
   run->token = nullptr;
   return run;
@@ -111,12 +111,12 @@ std::unique_ptr<ChainRun> Deferrals::take_expired(uint64_t id) {
 }
 
 void Deferrals::park_exchange(std::unique_ptr<ChainRun> run) {
-  const Client* client = run->client;
+  const ConnId client = run->client->conn_id();
   exchanges_[client] = std::move(run);
 }
 
 std::unique_ptr<ChainRun> Deferrals::take_exchange(const Client& client) {
-  auto it = exchanges_.find(&client);
+  auto it = exchanges_.find(client.conn_id());
   if (it == exchanges_.end()) return nullptr;
   std::unique_ptr<ChainRun> run = std::move(it->second);
   exchanges_.erase(it);
@@ -124,8 +124,8 @@ std::unique_ptr<ChainRun> Deferrals::take_exchange(const Client& client) {
 }
 
 void Deferrals::forget(const Client& client) {
-  exchanges_.erase(&client);
-  auto it = run_of_client_.find(&client);
+  exchanges_.erase(client.conn_id());
+  auto it = run_of_client_.find(client.conn_id());
   if (it == run_of_client_.end()) return;
   std::unique_ptr<ChainRun> run = unpark(it->second);
   CLIENT_LOG(log::Level::kDebug, client, "gone while plugin \"%s\" owed a decision",

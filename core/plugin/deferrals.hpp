@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client/client.hpp"
 #include "plugin/chain.hpp"
 
 namespace mqgate {
@@ -79,8 +80,10 @@ class Deferrals final : public TokenIssuer {
 
   PluginHost* host_;
   std::unordered_map<uint64_t, Waiting> runs_;  // by ChainRun::id
-  std::unordered_map<const Client*, uint64_t> run_of_client_;
-  std::unordered_map<const Client*, std::unique_ptr<ChainRun>> exchanges_;
+  // By connection id, like the broker's tables (the run holds the client's pointer,
+  // valid until forget()).
+  std::unordered_map<ConnId, uint64_t> run_of_client_;
+  std::unordered_map<ConnId, std::unique_ptr<ChainRun>> exchanges_;
 };
 
 }  // namespace mqgate

@@ -35,10 +35,14 @@ struct WriteRequest {
 }  // namespace
 
 Connection::Connection(Listener& listener, std::string peer)
-    : Client(&listener.config(), std::move(peer)), listener_(listener) {}
+    : Client(&listener.config(), std::move(peer)) {}
 
 Server& Connection::server() const {
-  return listener_.server();
+  return *static_cast<Server*>(handle_.loop->data);
+}
+
+Listener& Connection::listener_ref() {
+  return server().listener_at(listener()->index);
 }
 
 Connection::~Connection() = default;
@@ -329,7 +333,7 @@ void Connection::on_write(uv_write_t* req, int status) {
 void Connection::on_close_requested() {
   // Only stop reading here: the broker may be in the middle of a call about this
   // client (or another one, on a takeover), so it is told later, by report_close().
-  closing_since_ms_ = server().now_ms();
+  set_close_requested_ms(server().now_ms());
   update_reading();
   server().queue_close_report(this);
 }
@@ -373,7 +377,7 @@ void Connection::begin_uv_close() {
 
 void Connection::on_close(uv_handle_t* handle) {
   auto* self = static_cast<Connection*>(handle->data);
-  self->listener_.active_connections--;
+  self->listener_ref().active_connections--;
   self->server().remove_connection(self);
   if (self->transport_) {
     // A worker may still run a TLS handshake step: this connection is deleted when the

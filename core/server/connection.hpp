@@ -45,10 +45,10 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   // socket. Called by the server after the dispatch that requested it returned.
   void report_close();
   bool closing() const { return close_requested(); }
-  Listener& listener_ref() { return listener_; }
+  Listener& listener_ref();
   // The transport layers above TCP (nullptr on plain TCP listeners).
   transport::Stack* transport() { return transport_.get(); }
-  uint64_t closing_since_ms() const { return closing_since_ms_; }
+  uint64_t closing_since_ms() const { return close_requested_ms(); }
 
  protected:
   void schedule_flush() override;
@@ -57,8 +57,8 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
 
  private:
   Connection(Listener& listener, std::string peer);
-  // Through the listener, explicitly (not the loop's data), and without a pointer of
-  // its own: an idle connection's memory is a budget.
+  // Through the loop's data, and the listener through the server: no pointers of its
+  // own (an idle connection's memory is a budget).
   Server& server() const;
   ~Connection() override;
 
@@ -86,12 +86,10 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   void begin_uv_close();
   void pause_reading_if_backlogged();
 
-  Listener& listener_;
   uv_tcp_t handle_;
   std::unique_ptr<transport::Stack> transport_;
   codec::Framer framer_;        // input not yet dispatched (a partial packet, held bytes)
   size_t write_in_flight_ = 0;  // bytes handed to uv_write, not yet completed
-  uint64_t closing_since_ms_ = 0;
   bool close_reported_ : 1 = false;  // the broker was told (Broker::on_closed)
   bool uv_closing_ : 1 = false;
   bool write_pending_ : 1 = false;

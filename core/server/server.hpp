@@ -54,6 +54,9 @@ class Server {
   // One loop-wide read buffer: every read lands here first.
   char* read_buffer() { return read_buffer_.get(); }
   size_t read_buffer_size() const { return kReadBufferSize; }
+  // The listener of ListenerConfig::index `index` (listeners are made in configuration
+  // order and live as long as the server).
+  Listener& listener_at(size_t index) { return *listeners_[index]; }
   void add_connection(Connection* c);
   void remove_connection(Connection* c);
   void mark_dirty(Connection* c);
