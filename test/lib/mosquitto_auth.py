@@ -17,7 +17,7 @@ from mqgate_test import BrokerError
 
 class MosquittoAuth:
     def __init__(self, workdir, password_file=None, acl_file=None, allow_anonymous=True,
-                 timeout=10.0):
+                 timeout=10.0, extra=()):
         self.dir = workdir
         self.host = "127.0.0.1"
         self.log_path = os.path.join(workdir, "mosquitto-auth.log")
@@ -32,6 +32,7 @@ class MosquittoAuth:
                 lines.append(f"password_file {password_file}")
             if acl_file:
                 lines.append(f"acl_file {acl_file}")
+            lines += list(extra)  # more mosquitto.conf lines, e.g. "sys_interval 1"
             conf = os.path.join(workdir, "mosquitto-auth.conf")
             with open(conf, "w") as f:
                 f.write("\n".join(lines) + "\n")
