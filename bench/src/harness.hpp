@@ -69,6 +69,10 @@ struct Options {
   // Non-empty: subscribers subscribe to $share/<shared>/<topic>, one group per topic;
   // each message is owed once to its group, not to each subscriber.
   std::string shared;
+  // Appended to every subscription filter: "/#" subscribes to <topic>/#, which receives the
+  // same messages through a wildcard filter (bench/compare --acl: a filter a deny rule can
+  // touch without matching the topic itself).
+  std::string filter_suffix;
 
   // idle
   int connections = 1000;

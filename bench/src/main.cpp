@@ -110,7 +110,9 @@ int main(int argc, char** argv) {
       ("stall-subscribers", "the first N subscribers stop reading after their SUBACK",
        cxxopts::value<int>()->default_value("0"))
       ("shared", "subscribers share each topic: $share/NAME/<topic> (each message once per "
-       "topic's group)", cxxopts::value<std::string>()->default_value(""));
+       "topic's group)", cxxopts::value<std::string>()->default_value(""))
+      ("filter-suffix", "appended to every subscription filter, e.g. /# (<topic>/#: the same "
+       "messages through a wildcard filter)", cxxopts::value<std::string>()->default_value(""));
   options.add_options("idle")
       ("connections", "connections to open and hold (at most ~15000 with ulimit -n 20000)",
        cxxopts::value<int>()->default_value("1000"))
@@ -187,6 +189,7 @@ int main(int argc, char** argv) {
     o.sub_rate = args["sub-rate"].as<double>();
     o.stall_subscribers = args["stall-subscribers"].as<int>();
     o.shared = args["shared"].as<std::string>();
+    o.filter_suffix = args["filter-suffix"].as<std::string>();
     o.connections = args["connections"].as<int>();
     o.concurrency = args["concurrency"].as<int>();
     o.hold = args["hold"].as<double>();
@@ -243,6 +246,8 @@ int main(int argc, char** argv) {
   if (!o.shared.empty() && (o.stall_subscribers > 0 ||
                             o.shared.find_first_of("/+#") != std::string::npos))
     return usage_error("--shared: a name without '/', '+', '#', and no --stall-subscribers");
+  if (!o.filter_suffix.empty() && o.filter_suffix[0] != '/')
+    return usage_error("--filter-suffix: more levels, starting with '/' (e.g. /#)");
   if (o.connections < 1 || o.connections > 100000)
     return usage_error("--connections must be 1..100000");
   if (o.concurrency < 1) return usage_error("--concurrency must be positive");

@@ -54,7 +54,8 @@ struct Shared {
   std::vector<std::unique_ptr<PubShared>> pubs;
   std::vector<std::string> topics;
   std::string v5_props;  // -V 5: every PUBLISH's property block, encoded once
-  std::vector<std::string> filters;  // per topic: itself, or $share/<--shared>/<topic>
+  std::vector<std::string> filters;  // per topic: itself, or $share/<--shared>/<topic>; then
+                                     // --filter-suffix
 };
 
 struct PsStats {
@@ -395,16 +396,21 @@ class Subscriber final : public Base {
           codec::encode_subscribe(out(), 1, std::span<const codec::SubscribeTopic>(&t, 1));
         }
         return;
-      case codec::PacketType::kSuback:
-        if (v5_ ? mqtt5::suback_reason(body).value_or(0x80) >= 0x80
-                : body.size() != 3 || static_cast<uint8_t>(body[2]) == codec::kSubackFailure) {
-          fail(Fail::kRefused, "SUBSCRIBE refused");
+      case codec::PacketType::kSuback: {
+        const int code = v5_ ? mqtt5::suback_reason(body).value_or(0x80)
+                         : body.size() == 3 ? static_cast<uint8_t>(body[2])
+                                            : int{codec::kSubackFailure};
+        if (code >= 0x80) {  // the whole detail, so that one line tells the cause
+          char hex[8];
+          std::snprintf(hex, sizeof hex, "0x%02x", code);
+          fail(Fail::kRefused, "SUBSCRIBE refused: SUBACK " + std::string(hex) + " for " + filter_);
           return;
         }
         subscribed_ = true;
         stats_.subscribed.add();
         if (stall_) set_reading(false);  // never again, until unstall()
         return;
+      }
       default:
         fail(Fail::kProtocol, std::string("subscriber got ") + codec::packet_type_name(h.type));
     }
@@ -566,7 +572,8 @@ int run_pubsub(const Options& o) {
   for (int t = 0; t < o.topics; t++)
     shared.topics.push_back(base + std::to_string(t));
   for (const std::string& t : shared.topics)
-    shared.filters.push_back(o.shared.empty() ? t : "$share/" + o.shared + "/" + t);
+    shared.filters.push_back((o.shared.empty() ? t : "$share/" + o.shared + "/" + t) +
+                             o.filter_suffix);
   const size_t nw = h.workers().size();
   for (int p = 0; p < o.publishers; p++) {
     auto ps = std::make_unique<PubShared>();
@@ -918,6 +925,7 @@ int run_pubsub(const Options& o) {
     j.field("publishers", o.publishers);
     j.field("subscribers", o.subscribers);
     j.field("topics", o.topics);
+    j.field("filter", shared.filters.front());
     j.field("qos", o.qos);
     j.field("mqtt_version", static_cast<int>(o.mqtt_version));
     j.field("payload", static_cast<uint64_t>(o.payload));

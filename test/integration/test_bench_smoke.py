@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 
 import pki
@@ -114,6 +115,33 @@ class BenchSmokeTest(BrokerTestCase):
         self.assertEqual(r["stalled"]["expected"], 20000, r)
         self.assertEqual(r["stalled"]["closed_by_broker"], 1, r)
 
+    def test_pubsub_filter_suffix_and_a_refused_subscription(self):
+        # --filter-suffix /#: the subscribers take <topic>/#, the same messages through a
+        # wildcard (bench/compare --acl). A SUBACK refusing the filter fails the setup at
+        # once (not after the setup's time limit), naming the code and the filter: here a
+        # filter only a deny rule matches, which no ACL semantics would grant.
+        for name, rules in (("fast", "topic readwrite bench/#\n"),
+                            ("denied", "topic readwrite other/#\ntopic deny bench/#\n")):
+            with open(os.path.join(self.tmp, name), "w") as f:
+                f.write(rules)
+        b = self.start_broker(plain_config(extra='[plugins.acl]\nacl_file = "fast"'),
+                              workdir=self.tmp)
+        r = self.bench(b, "pubsub", "-P", 1, "-S", 2, "--qos", 1, "--count", 200,
+                       "--filter-suffix", "/#")
+        self.assertTrue(r["filter"].startswith("bench/") and r["filter"].endswith("/t0/#"), r)
+        self.assert_all_delivered(r, 400, 1)
+
+        b = self.start_broker(plain_config(extra='[plugins.acl]\nacl_file = "denied"'),
+                              workdir=self.tmp)
+        cmd = [BENCH, "pubsub", "--port", str(b.port()), "--json", "-q", "--max-time", "120",
+               "-S", 3, "--count", 10, "--filter-suffix", "/#"]
+        started = time.monotonic()
+        p = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=TIMEOUT_S)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertLess(time.monotonic() - started, 20, p.stderr)
+        self.assertRegex(p.stderr, r"setup failed: 0 of 3 subscribed")
+        self.assertRegex(p.stderr, r"SUBSCRIBE refused: SUBACK 0x80 for bench/\S+/t0/#")
+
     def test_mqtt5_clients_every_mode_with_publish_properties(self):
         # -V 5: 5.0 CONNECT/CONNACK, PUBLISH with the given properties (a 5.0 subscriber
         # outside the tool sees them), acks with reason codes, SUBSCRIBE with options.
@@ -204,7 +232,8 @@ class BenchSmokeTest(BrokerTestCase):
     def test_bad_usage_exits_2(self):
         for args in (["pubsub", "--payload", "8"], ["pubsub", "--qos", "3"], ["nope"], [],
                      ["conn", "--resume"], ["idle", "--connections", "0"], ["conn", "-V", "3"],
-                     ["pubsub", "--content-type", "t"], ["pubsub", "-V", "5", "--user-property", "k"]):
+                     ["pubsub", "--content-type", "t"], ["pubsub", "-V", "5", "--user-property", "k"],
+                     ["pubsub", "--filter-suffix", "#"]):
             p = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=30)
             self.assertEqual(p.returncode, 2, (args, p.stderr))
 
