@@ -1,5 +1,5 @@
 /*
- * mqgate_plugin.h -- the mqgate plugin ABI, version 2.2 (the broker also hosts version 1).
+ * mqgate_plugin.h -- the mqgate plugin ABI, version 2.3 (the broker also hosts version 1).
  *
  * This header is the whole contract between the mqgate broker and its plugins. A
  * plugin is a shared object (.so) written in C (or anything with a C ABI) that
@@ -35,6 +35,9 @@
  *   ABI 2.2  api->abi_minor; this header's names: enum mqgate_auth_decision and
  *            mqgate_auth_verdict, MQGATE_ABI_MINOR, a truthful MQGATE_HAS_FIELD
  *            (header changes work with every host)                   (after 0.3.0)
+ *   ABI 2.3  RECEIVE for live deliveries: mqgate_evt_authorize.delivery_check and
+ *            live, enum mqgate_delivery_check (see "Checking deliveries")
+ *                                                                    (after 0.3.0)
  *
  * An ABI 1 plugin gets ABI 1.1 from every broker that hosts ABI 2. Nothing an ABI 1
  * or ABI 2 plugin binary reads or writes has changed value or place since it was
@@ -102,6 +105,30 @@
  * it had been accepted; for MQTT 5.0 with the plugin's `reason_code`, else 0x87 (not
  * authorised). A denied will is not published; a denied retained delivery is not
  * sent.
+ *
+ * ## Checking deliveries (ABI 2.3)
+ *
+ * A granted SUBSCRIBE is, by default, never asked about again: every message its
+ * filter matches is delivered (retained messages sent because of the SUBSCRIBE are
+ * still asked about one by one, with MQGATE_ACTION_RECEIVE). A plugin that decides per
+ * topic (an ACL whose deny rule lies inside a granted wildcard filter, say) sets
+ * `delivery_check` when it answers the SUBSCRIBE with ALLOW, ABSTAIN or DEFER:
+ * then each message delivered through that subscription is first asked about with
+ * MQGATE_ACTION_RECEIVE and `live` 1, and a DENY withholds it from this subscriber
+ * only. MQGATE_CHECK_PER_TOPIC lets the broker remember an answer for the same
+ * subscription and topic (until the next reload or change of the subscription);
+ * MQGATE_CHECK_EVERY asks for every message. Answering a live RECEIVE, the plugin may
+ * lower `delivery_check` (it comes in with the subscription's current value):
+ * MQGATE_CHECK_NONE stops the questions for that subscription once every plugin
+ * asking has said so. The strongest wish of the listener's plugins applies.
+ *
+ * After a reload (SIGHUP), every subscription is decided again: until its SUBSCRIBE
+ * has been asked again (which the broker does in the background, for each connected
+ * client, as MQGATE_ACTION_SUBSCRIBE with `deferrable` 0), each of its deliveries is
+ * asked about as RECEIVE with `live` 1, of every plugin. Messages queued for a
+ * session while its client is offline are asked about when the client is back,
+ * before they are sent. A plugin that never sets `delivery_check` (every plugin
+ * older than ABI 2.3) sees live RECEIVE questions only in those cases.
  *
  * When several plugins ALLOW and more than one assigns a client id or vouches for an
  * identity, the first one (in configuration order) that ALLOWs with one wins; later
@@ -232,7 +259,7 @@ extern "C" {
 
 /* The ABI minor version this header describes: what MQGATE_ABI_MINOR(api) is on a
  * host that provides everything declared here. Since: ABI 2.2. */
-#define MQGATE_PLUGIN_ABI_MINOR 2
+#define MQGATE_PLUGIN_ABI_MINOR 3
 
 /* Marks a symbol the broker must find in the plugin (mqgate_plugin_version,
  * mqgate_plugin_init, mqgate_plugin_shutdown): plugins built with
@@ -325,7 +352,17 @@ enum mqgate_action {
   MQGATE_ACTION_RECEIVE = 3    /* since ABI 2.0: a retained message about to be
                                   delivered to a client that subscribed (`topic` is the
                                   message's topic name, `filter` the subscription); ABI
-                                  2 plugins only */
+                                  2 plugins only. Since ABI 2.3 also a live message
+                                  (`live` 1; see "Checking deliveries") */
+};
+
+/* How a subscription's deliveries are checked (mqgate_evt_authorize.delivery_check;
+ * see "Checking deliveries"). Since: ABI 2.3. */
+enum mqgate_delivery_check {
+  MQGATE_CHECK_NONE = 0,      /* deliver every message the filter matches, unasked */
+  MQGATE_CHECK_PER_TOPIC = 1, /* ask RECEIVE before delivering; the answer may be
+                                 remembered for this subscription and topic */
+  MQGATE_CHECK_EVERY = 2      /* ask RECEIVE before each delivery, never remembered */
 };
 
 /* CONNACK return codes a plugin may choose for a denied client (api->complete's
@@ -524,6 +561,16 @@ typedef struct mqgate_evt_authorize {
   char *reason_string;   /* out, optional: on DENY, a Reason String for a 5.0 client
                             (api->mprintf/strdup; sent as "MQTT 5.0" says) */
   void *reserved2[4];    /* zero; padding kept for the layout, never used */
+  /* --- Since: ABI 2.3; ABI 2 plugins only (see "Checking deliveries") --- */
+  int delivery_check;    /* SUBSCRIBE: out, an enum mqgate_delivery_check; 0 (NONE)
+                            unless set. RECEIVE with `live` 1: in, the subscription's
+                            current value (PER_TOPIC or EVERY; NONE while it is asked
+                            only because of a reload or an offline queue); out, the
+                            value from now on. Read unless the answer is DENY */
+  int live;              /* RECEIVE: 1 for a message delivered through an existing
+                            subscription (or queued for it while the client was
+                            offline), 0 for a retained message sent because of a new
+                            subscription */
   /* New fields go here, and only here. */
 } mqgate_evt_authorize;
 

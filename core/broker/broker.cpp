@@ -209,6 +209,11 @@ bool Broker::run_slice(uint64_t now_ms) {
     if (done) retained_jobs_.erase(it);
     else retained_order_.push_back({id, serial});
   }
+  // Subscriptions decided again after a reload.
+  if (!redecision_order_.empty() && budget > 0) {
+    budget -= std::min(budget, run_redecisions(budget));
+    progress = true;
+  }
   if (budget > 0 && expiry_due_) {
     expiry_due_ = expire_sessions(now_ms, budget);
     progress = true;
@@ -217,7 +222,8 @@ bool Broker::run_slice(uint64_t now_ms) {
 }
 
 bool Broker::has_work() const {
-  return !fanouts_.empty() || !sliced_subscribes_.empty() || !retained_jobs_.empty() || expiry_due_;
+  return !fanouts_.empty() || !sliced_subscribes_.empty() || !retained_jobs_.empty() ||
+         !redecision_order_.empty() || expiry_due_;
 }
 
 }  // namespace mqgate

@@ -47,6 +47,8 @@ struct BrokerStats {
   uint64_t bytes_received = 0;     // all bytes read from clients (after TLS)
   uint64_t bytes_sent = 0;         // all bytes handed to transports (before TLS)
   uint64_t publish_denied = 0;     // PUBLISHes an auth plugin refused
+  uint64_t deliveries_denied = 0;  // deliveries the plugins' RECEIVE answer withheld
+  uint64_t delivery_checks = 0;    // RECEIVE questions asked about live deliveries
   uint64_t connections_total = 0;  // accepted network connections, ever
   uint64_t clients_connected = 0;  // CONNACK 0 sent, not yet closed
   uint64_t clients_maximum = 0;
@@ -117,6 +119,14 @@ class Broker {
   // Each sweep: applies slow_subscriber policies, releases subscribers that drained.
   void check_flow(uint64_t now_ms);
   const FlowControl& flow() const { return flow_; }
+
+  // --- the plugins' rules ---------------------------------------------------------------
+  // The plugins took new options (SIGHUP): every subscription's deliveries are checked
+  // under the new rules at once, until its SUBSCRIBE has been decided again (in slices,
+  // for each connected client; offline sessions when their client is back).
+  void rules_reloaded();
+  // Reloads so far, counting from 1: subscriptions decided under older rules are stale.
+  uint16_t rules_epoch() const { return rules_epoch_; }
 
   // --- from inside the broker ($SYS) --------------------------------------------------
   void publish_internal(std::string_view topic, std::string_view payload, bool retain);
@@ -313,6 +323,38 @@ class Broker {
   // After one delivery: drop accounting (per-session episodes) and backpressure.
   // `dropped_before`: stats_.delivery.congestion_drops() before the delivery.
   void after_delivery(Session& session, uint8_t qos, uint64_t dropped_before, Client* source);
+
+  // --- checking deliveries (receive.cpp) ---------------------------------------------
+  // deliver_routed for a session whose deliveries the plugins check (some subscription
+  // asks for it, or they were decided under older rules): only the matching
+  // subscriptions whose RECEIVE answer allows count. An offline session queues the
+  // message unchecked; it is checked when the client is back (check_resumed).
+  void deliver_checked(Session& session, uint8_t q, std::string_view topic,
+                       std::string_view payload, uint8_t qos, MessagePtr& msg,
+                       const Session* origin);
+  // The RECEIVE answer for one live delivery through `filter` (remembered per topic
+  // when the subscription allows it). `stale`: asked because of a reload.
+  bool receive_allowed(Session& session, Client& client, const std::string& filter,
+                       const Session::Subscription& sub, std::string_view topic, uint8_t qos,
+                       bool stale);
+  // A persistent session's client is back: its queued messages routed unchecked while
+  // it was offline are checked now (before anything is sent), and its subscriptions,
+  // when decided under older rules, are decided again.
+  void check_resumed(Client& client, Session& session);
+  // The SUBSCRIBE question again for every subscription of a client, after a reload.
+  struct Redecision {
+    Client* client = nullptr;          // valid while the entry exists (closing erases it)
+    std::vector<std::string> filters;  // a snapshot of the session's, at its first turn
+    size_t next = 0;
+    uint16_t epoch = 0;  // the rules it decides under (the snapshot is retaken if they change)
+  };
+  void queue_redecision(Client& client);
+  size_t run_redecisions(size_t budget);
+  // The subscription's check after its SUBSCRIBE was asked again (deferrable 0).
+  uint8_t redecide(Client& client, std::string_view filter, uint8_t qos);
+  uint16_t rules_epoch_ = 1;  // 0: never (Session::decided_at)
+  std::unordered_map<ConnId, Redecision> redecisions_;
+  std::deque<ConnId> redecision_order_;
   // Messages dropped for one session, logged once when dropping starts and once when it
   // ends (with the count), not per message.
   struct DropEpisode {
@@ -396,8 +438,15 @@ class Broker {
   // SharedSubscriptions::choose); null if there is none.
   SharedSubscriptions::Member* choose_member(SharedSubscriptions::Group& group, uint8_t qos,
                                              const Session* exclude);
+  // choose_member for a new message on `topic`, among the members that may receive it.
+  SharedSubscriptions::Member* choose_receiving_member(SharedSubscriptions::Group& group,
+                                                       uint8_t qos, std::string_view topic);
   // Online, not congested, and (QoS 1/2) with room in its window and nothing queued.
   bool member_usable(const Session& session, uint8_t qos) const;
+  // The member's subscription `filter` (of its group) lets it receive a message on
+  // `topic` (receive.cpp).
+  bool member_may_receive(Session& session, const std::string& filter, std::string_view topic,
+                          uint8_t qos);
   void deliver_shared(SharedSubscriptions::Group& group, SharedSubscriptions::Member& member,
                       uint8_t qos, const MessagePtr& msg, Client* source);
   // `session`'s client went away (or its session ends: `session_ends`): its messages of

@@ -233,6 +233,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
              client.username() ? log::quote(*client.username(), 64).c_str() : "");
   offline_.remove(session);
   if (persistence_ && !session->clean()) persist_session(*session, true);
+  if (present) check_resumed(client, *session);  // before anything queued is sent
   session->attach(&client, session_limits_, stats_.delivery);
   if (!drop_episodes_.empty()) end_drop_episode(*session, "until it reconnected");
   hooks_.on_connected(client, present);

@@ -72,6 +72,7 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
     publish_will(client);
   client.will = MessagePtr();
   retained_jobs_.erase(client.conn_id());
+  redecisions_.erase(client.conn_id());
   flow_.forget_client(client);
   flow_.forget_session(*session);  // publishers waiting on it go on
   client.session = nullptr;

@@ -171,7 +171,9 @@ void Broker::deliver_routed(Session& session, uint8_t sub_qos, std::string_view 
     return;
   }
   const uint64_t dropped_before = stats_.delivery.congestion_drops();
-  if (session.has_options()) {
+  if (session.checks_deliveries(rules_epoch_)) {
+    deliver_checked(session, q, topic, payload, qos, msg, origin);
+  } else if (session.has_options()) {
     deliver_with_options(session, q, topic, payload, qos, msg, origin);
   } else if (q == 0 && !(msg && msg->expires())) {
     // Forwarded copies carry RETAIN 0 [MQTT-3.3.1-9].

@@ -14,23 +14,77 @@ const std::string& Session::owner() const {
   return owner_ ? *owner_ : kNone;
 }
 
-bool Session::add_subscription(std::string_view filter, uint8_t qos, uint8_t flags, uint32_t id) {
-  if (!subscriptions_) subscriptions_ = std::make_unique<Subscriptions>();
-  if (flags != 0 || id != 0) has_options_ = true;
-  auto it = subscriptions_->find(filter);
-  if (it != subscriptions_->end()) {
-    it->second = {qos, flags, id};
-    return false;
+struct Session::ReceiveMemo {
+  static constexpr size_t kEntries = 8;
+  static constexpr size_t kMaxTopic = 256;  // longer topics are asked about every time
+  struct Entry {
+    const Subscription* sub = nullptr;
+    uint16_t epoch = 0;
+    bool allowed = false;
+    std::string topic;
+  };
+  std::array<Entry, kEntries> entries;
+  static size_t slot(const Subscription* sub, std::string_view topic) {
+    return (std::hash<std::string_view>{}(topic) ^ reinterpret_cast<uintptr_t>(sub)) % kEntries;
   }
-  subscriptions_->emplace(std::string(filter), Subscription{qos, flags, id});
-  return true;
+};
+
+Session::SubscriptionSet::SubscriptionSet() = default;
+Session::SubscriptionSet::~SubscriptionSet() = default;
+
+bool Session::add_subscription(std::string_view filter, uint8_t qos, uint8_t flags, uint32_t id,
+                               uint8_t check) {
+  if (!subscriptions_) subscriptions_ = std::make_unique<SubscriptionSet>();
+  SubscriptionSet& set = *subscriptions_;
+  if (flags != 0 || id != 0) has_options_ = true;
+  set.memo.reset();  // answers about the old subscription do not hold for the new one
+  if (check != 0) set.checked++;
+  auto it = set.map.find(filter);
+  const bool added = it == set.map.end();
+  if (added) {
+    set.map.emplace(std::string(filter), Subscription{qos, flags, check, id});
+  } else {
+    if (it->second.check != 0) set.checked--;
+    it->second = {qos, flags, check, id};
+  }
+  has_checks_ = set.checked > 0;
+  return added;
+}
+
+void Session::set_delivery_check(std::string_view filter, uint8_t check) {
+  if (!subscriptions_) return;
+  auto it = subscriptions_->map.find(filter);
+  if (it == subscriptions_->map.end() || it->second.check == check) return;
+  if (it->second.check != 0) subscriptions_->checked--;
+  if (check != 0) subscriptions_->checked++;
+  it->second.check = check;
+  has_checks_ = subscriptions_->checked > 0;
+}
+
+std::optional<bool> Session::remembered(const Subscription* sub, std::string_view topic,
+                                        uint16_t epoch) const {
+  if (!subscriptions_ || !subscriptions_->memo) return std::nullopt;
+  const ReceiveMemo::Entry& e = subscriptions_->memo->entries[ReceiveMemo::slot(sub, topic)];
+  if (e.sub != sub || e.epoch != epoch || e.topic != topic) return std::nullopt;
+  return e.allowed;
+}
+
+void Session::remember(const Subscription* sub, std::string_view topic, uint16_t epoch,
+                       bool allowed) {
+  if (!subscriptions_ || topic.size() > ReceiveMemo::kMaxTopic) return;
+  if (!subscriptions_->memo) subscriptions_->memo = std::make_unique<ReceiveMemo>();
+  ReceiveMemo::Entry& e = subscriptions_->memo->entries[ReceiveMemo::slot(sub, topic)];
+  e.sub = sub;
+  e.epoch = epoch;
+  e.allowed = allowed;
+  e.topic.assign(topic);
 }
 
 Session::Delivery Session::match_options(std::string_view topic, bool own) const {
   Delivery d;
   if (!subscriptions_) return d;
   bool any = false;
-  for (const auto& [filter, sub] : *subscriptions_) {
+  for (const auto& [filter, sub] : subscriptions_->map) {
     if (own && (sub.flags & kNoLocal)) continue;  // [MQTT-3.8.3-3]
     if (!topic_matches(filter, topic)) continue;
     any = true;
@@ -43,17 +97,20 @@ Session::Delivery Session::match_options(std::string_view topic, bool own) const
 }
 
 uint32_t Session::subscription_id(std::string_view filter) const {
-  if (!subscriptions_) return 0;
-  auto it = subscriptions_->find(filter);
-  return it == subscriptions_->end() ? 0 : it->second.id;
+  const Subscription* sub = find_subscription(filter);
+  return sub ? sub->id : 0;
 }
 
 bool Session::remove_subscription(std::string_view filter) {
   if (!subscriptions_) return false;
-  auto it = subscriptions_->find(filter);
-  if (it == subscriptions_->end()) return false;
-  subscriptions_->erase(it);
-  if (subscriptions_->empty()) subscriptions_.reset();
+  SubscriptionSet& set = *subscriptions_;
+  auto it = set.map.find(filter);
+  if (it == set.map.end()) return false;
+  if (it->second.check != 0) set.checked--;
+  set.memo.reset();  // its address may be a new subscription's next
+  set.map.erase(it);
+  has_checks_ = set.checked > 0;
+  if (set.map.empty()) subscriptions_.reset();
   return true;
 }
 
@@ -87,7 +144,9 @@ void Session::restore_outgoing(MessagePtr msg, uint32_t seq, uint8_t qos, bool r
   f.last_seq = std::max(f.last_seq, seq);
   if (state == SessionJournal::OutState::kQueued) {
     f.queued_bytes += queued_size(*msg);
-    f.queue.push_back({std::move(msg), seq, qos, retain, 0});
+    // Restored: checked again before it is sent (the rules may have changed meanwhile).
+    f.queue.push_back({std::move(msg), seq, qos, 1, retain, 0});
+    f.unchecked++;
     return;
   }
   f.inflight.push_back({std::move(msg), seq, packet_id, qos, retain,
@@ -154,7 +213,7 @@ void Session::deliver_qos0(std::string_view topic, std::string_view payload, boo
 }
 
 void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
-                      size_t max_backlog, DeliveryStats& stats, uint16_t share) {
+                      size_t max_backlog, DeliveryStats& stats, uint16_t share, bool unchecked) {
   std::optional<uint32_t> left;
   if (!expiry_left(*msg, limits.now_ms, left)) {
     stats.messages_dropped++;
@@ -187,7 +246,8 @@ void Session::deliver(const MessagePtr& msg, uint8_t qos, bool retain, const Ses
   }
   compact_queue(f);
   f.queued_bytes += size;
-  f.queue.push_back({msg, ++f.last_seq, qos, retain, share});
+  f.queue.push_back({msg, ++f.last_seq, qos, unchecked && client_ == nullptr, retain, share});
+  if (f.queue.back().unchecked) f.unchecked++;
   if (j)
     j->put_outgoing(*this, f.last_seq, msg.get(), qos, retain, 0, SessionJournal::OutState::kQueued,
                     true);
@@ -342,6 +402,17 @@ bool Session::on_pubcomp(uint16_t packet_id, const SessionLimits& limits, Delive
   stats.inflight_now--;
   fill_window(limits, stats);
   return true;
+}
+
+void Session::drop_queued(Queued& q, const SessionLimits& limits, DeliveryStats& stats) {
+  Flow& f = *flow_;
+  f.queued_bytes -= queued_size(*q.msg);
+  if (SessionJournal* j = journal(limits)) {
+    j->remove_outgoing(*this, q.seq);
+    j->release_message(*q.msg);
+  }
+  q.msg = MessagePtr();
+  stats.queued_now--;
 }
 
 void Session::release_taken(const std::vector<Taken>& taken, const SessionLimits& limits) {

@@ -8,6 +8,8 @@
 // counted), as Mosquitto does.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -18,6 +20,7 @@
 
 #include "broker/router.hpp"
 #include "mqtt/message.hpp"
+#include "mqtt/topic.hpp"
 
 namespace mqgate {
 
@@ -85,6 +88,7 @@ class Session : public RouteTarget {
   struct Subscription {
     uint8_t qos = 0;
     uint8_t flags = 0;  // kNoLocal | kRetainAsPublished
+    uint8_t check = 0;  // how the plugins check its deliveries: a DeliveryCheck
     uint32_t id = 0;    // Subscription Identifier; 0: none
   };
   static constexpr uint8_t kNoLocal = 1;
@@ -110,19 +114,22 @@ class Session : public RouteTarget {
 
   // --- subscriptions (the router holds the index; this is the session's own list) ----
   // Returns true if the filter is new. `flags`, `id`: MQTT 5 options (replaced too).
-  bool add_subscription(std::string_view filter, uint8_t qos, uint8_t flags = 0, uint32_t id = 0);
+  // `check`: how the plugins check its deliveries (a DeliveryCheck).
+  bool add_subscription(std::string_view filter, uint8_t qos, uint8_t flags = 0, uint32_t id = 0,
+                        uint8_t check = 0);
   bool remove_subscription(std::string_view filter);
   bool has_subscription(std::string_view filter) const {
-    return subscriptions_ && subscriptions_->find(filter) != subscriptions_->end();
+    return subscriptions_ && subscriptions_->map.find(filter) != subscriptions_->map.end();
   }
-  size_t subscription_count() const { return subscriptions_ ? subscriptions_->size() : 0; }
+  size_t subscription_count() const { return subscriptions_ ? subscriptions_->map.size() : 0; }
   // Calls fn(filter, qos) for every subscription.
   template <typename Fn>
   void for_each_subscription(Fn&& fn) const {
     if (subscriptions_)
-      for (const auto& [filter, sub] : *subscriptions_)
+      for (const auto& [filter, sub] : subscriptions_->map)
         fn(filter, sub.qos);
   }
+
   // Some subscription has MQTT 5 options or an identifier: deliveries look them up.
   bool has_options() const { return has_options_; }
   // What the options of the subscriptions matching `topic` say about one delivery:
@@ -141,10 +148,74 @@ class Session : public RouteTarget {
   // The subscription to `filter` (exactly), or null.
   const Subscription* find_subscription(std::string_view filter) const {
     if (!subscriptions_) return nullptr;
-    auto it = subscriptions_->find(filter);
-    return it == subscriptions_->end() ? nullptr : &it->second;
+    auto it = subscriptions_->map.find(filter);
+    return it == subscriptions_->map.end() ? nullptr : &it->second;
   }
 
+  // --- checking deliveries (the plugins' RECEIVE question, asked by the broker) -------
+  // The subscriptions were all decided under the plugins' rules of `epoch` (the broker
+  // counts reloads). A session whose subscriptions were decided under older rules (or,
+  // restored from the store, never) has every delivery checked until they are again.
+  bool decided_at(uint16_t epoch) const { return !subscriptions_ || decided_epoch_ == epoch; }
+  void mark_decided(uint16_t epoch) { decided_epoch_ = epoch; }
+  // Some delivery needs a RECEIVE answer first: a subscription asks for checks, or the
+  // subscriptions are not decided under the rules of `epoch`. (Read per delivery: only
+  // the session's own bytes.)
+  bool checks_deliveries(uint16_t epoch) const {
+    return has_checks_ || (subscriptions_ && decided_epoch_ != epoch);
+  }
+  void set_delivery_check(std::string_view filter, uint8_t check);
+  // A RECEIVE answer remembered for subscription `sub` and `topic` under the rules of
+  // `epoch` (kCheckPerTopic subscriptions), or none. A few per session, short topics only:
+  // the memory stays small whatever the topics.
+  std::optional<bool> remembered(const Subscription* sub, std::string_view topic,
+                                 uint16_t epoch) const;
+  void remember(const Subscription* sub, std::string_view topic, uint16_t epoch, bool allowed);
+  // Like match_options, for a session that checks deliveries: each matching subscription
+  // that asks for checks (`all`: every matching one) counts only if
+  // allow(filter, subscription) says so. Walks the session's own filters.
+  template <typename Allow>
+  Delivery match_checked(std::string_view topic, bool own, bool all, Allow&& allow) const {
+    Delivery d;
+    if (!subscriptions_) return d;
+    bool any = false;
+    for (const auto& [filter, sub] : subscriptions_->map) {
+      if (own && (sub.flags & kNoLocal)) continue;  // [MQTT-3.8.3-3]
+      if (!topic_matches(filter, topic)) continue;
+      if ((all || sub.check != 0) && !allow(filter, sub)) continue;
+      any = true;
+      d.qos = std::max(d.qos, sub.qos);
+      if (sub.flags & kRetainAsPublished) d.retain_as_published = true;
+      if (sub.id != 0) d.ids.push_back(sub.id);
+    }
+    d.skip = !any;
+    return d;
+  }
+  // Queued messages routed while the client was offline through subscriptions whose
+  // deliveries are checked: each is kept if keep(message) says so, else dropped (and
+  // removed from the store). Returns how many were dropped.
+  template <typename Keep>
+  size_t check_queued(Keep&& keep, const SessionLimits& limits, DeliveryStats& stats) {
+    if (!flow_ || flow_->unchecked == 0) return 0;
+    Flow& f = *flow_;
+    size_t kept = f.queue_head, dropped = 0;
+    for (size_t i = f.queue_head; i < f.queue.size(); ++i) {
+      Queued& q = f.queue[i];
+      if (q.unchecked) {
+        q.unchecked = 0;
+        if (!keep(*q.msg)) {
+          drop_queued(q, limits, stats);
+          ++dropped;
+          continue;
+        }
+      }
+      if (kept != i) f.queue[kept] = std::move(q);
+      ++kept;
+    }
+    f.queue.erase(f.queue.begin() + static_cast<ptrdiff_t>(kept), f.queue.end());
+    f.unchecked = 0;
+    return dropped;
+  }
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
   // the RETAIN flag to send: 1 only for retained messages sent because of a new
@@ -153,8 +224,11 @@ class Session : public RouteTarget {
   // QoS 1/2 messages are queued while offline or when the window is full.
   // `share`: the id of the shared subscription group it came through (0: none); such
   // QoS 1/2 entries can be taken back (take_shared) when the client goes away.
+  // `unchecked`: routed through a subscription whose deliveries are checked while the
+  // session has no client; queued so, it waits for check_queued().
   void deliver(const MessagePtr& msg, uint8_t qos, bool retain, const SessionLimits& limits,
-               size_t max_backlog, DeliveryStats& stats, uint16_t share = 0);
+               size_t max_backlog, DeliveryStats& stats, uint16_t share = 0,
+               bool unchecked = false);
   // QoS 0 fast path: sends an already-validated publish without creating a Message.
   // `props`: MQTT 5 properties for a 5.0 client (Message::props()).
   // `expiry`: 5.0 Message Expiry Interval left.
@@ -304,7 +378,8 @@ class Session : public RouteTarget {
   struct Queued {
     MessagePtr msg;
     uint32_t seq;
-    uint8_t qos;
+    uint8_t qos : 2;
+    uint8_t unchecked : 1;  // waits for check_queued() before it may be sent
     bool retain;
     uint16_t share;  // shared subscription group (0: none); in the padding
   };
@@ -322,7 +397,18 @@ class Session : public RouteTarget {
     uint32_t last_seq = 0;  // entries' order; restarts with an empty flow (store empty too)
     uint32_t unsent = 0;    // inflight entries marked `unsent`
     uint64_t queued_bytes = 0;  // queue[queue_head..]'s messages (queued_size)
+    uint32_t unchecked = 0;     // queued entries marked `unchecked` (at most)
   };
+  // The subscriptions, and what checking their deliveries needs.
+  struct ReceiveMemo;
+  struct SubscriptionSet {
+    SubscriptionSet();
+    ~SubscriptionSet();
+    Subscriptions map;
+    uint32_t checked = 0;               // subscriptions with check != kCheckNone
+    std::unique_ptr<ReceiveMemo> memo;  // see remembered()
+  };
+  void drop_queued(Queued& q, const SessionLimits& limits, DeliveryStats& stats);
   SessionJournal* journal(const SessionLimits& limits) const {
     return clean_ ? nullptr : limits.journal;
   }
@@ -351,9 +437,11 @@ class Session : public RouteTarget {
   bool clean_;
   bool removed_ = false;
   bool has_options_ = false;
-  uint8_t protocol_level_ = 4;
+  uint8_t protocol_level_ : 4 = 4;
+  uint8_t has_checks_ : 1 = 0;  // subscriptions_->checked > 0
   uint16_t last_packet_id_ = 0;
-  std::unique_ptr<Subscriptions> subscriptions_;  // allocated on the first subscription
+  uint16_t decided_epoch_ = 0;  // see decided_at(); 0: never (restored from the store)
+  std::unique_ptr<SubscriptionSet> subscriptions_;  // allocated on the first subscription
   std::unique_ptr<Flow> flow_;
 
   // OfflineSessions' bookkeeping (as many bytes as the FIFO's links were).

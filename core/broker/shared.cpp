@@ -68,6 +68,20 @@ Member* Broker::choose_member(Group& group, uint8_t qos, const Session* exclude)
   });
 }
 
+Member* Broker::choose_receiving_member(Group& group, uint8_t qos, std::string_view topic) {
+  // A member the plugins do not let receive this message is passed over like one that
+  // cannot take it now; when none can take it, the next in turn still has to be allowed.
+  Member* m = shared_.choose(group, nullptr, [&](const Member& c) {
+    return member_usable(*c.session, std::min(qos, c.qos)) &&
+           member_may_receive(*c.session, group.full_filter, topic, qos);
+  });
+  if (m != nullptr && !member_may_receive(*m->session, group.full_filter, topic, qos)) {
+    stats_.deliveries_denied++;
+    return nullptr;
+  }
+  return m;
+}
+
 void Broker::deliver_shared(Group& group, Member& member, uint8_t qos, const MessagePtr& msg,
                             Client* source) {
   Session& session = *member.session;
@@ -84,8 +98,10 @@ void Broker::deliver_shared(Group& group, Member& member, uint8_t qos, const Mes
   const bool retain = sub && (sub->flags & Session::kRetainAsPublished) && msg->retain();
   const uint32_t id = sub ? sub->id : 0;
   const MessagePtr copy = id == 0 ? msg : mqtt5::with_subscription_ids(*msg, {&id, 1});
+  // Offline, a member whose deliveries are checked has the message checked when it is back.
+  const bool unchecked = session.client() == nullptr && session.checks_deliveries(rules_epoch_);
   session.deliver(copy, q, retain, session_limits_, limits_.max_outgoing_bytes, stats_.delivery,
-                  q > 0 ? group.id : 0);
+                  q > 0 ? group.id : 0, unchecked);
   after_delivery(session, q, dropped_before, source);
 }
 
@@ -97,7 +113,8 @@ bool Broker::route_shared(std::string_view topic, std::string_view payload, uint
   // One member of each group: at most one delivery per group, so no fan-out slicing.
   for (RouteTarget* t : groups) {
     Group& group = *static_cast<Group*>(t);
-    if (Member* m = choose_member(group, qos, nullptr)) deliver_shared(group, *m, qos, msg, source);
+    if (Member* m = choose_receiving_member(group, qos, topic))
+      deliver_shared(group, *m, qos, msg, source);
   }
   return true;
 }

@@ -128,9 +128,10 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   // No retained messages on a shared subscription (3.3.1.3: only "when a new Non-shared
   // Subscription is made").
   if (filter.starts_with("$share/")) s.no_retained.push_back(s.next);
-  const bool added =
-      s.v5 ? session.add_subscription(filter, qos, s.options[s.next], s.subscription_id)
-           : session.add_subscription(filter, qos);
+  // A session without subscriptions has nothing decided under older rules.
+  if (session.subscription_count() == 0) session.mark_decided(rules_epoch_);
+  const bool added = session.add_subscription(filter, qos, s.v5 ? s.options[s.next] : 0,
+                                              s.v5 ? s.subscription_id : 0, auth.delivery_check);
   if (s.v5) {
     // Retain Handling 1: retained messages only for a new subscription; 2: never.
     const uint8_t rh = s.retain_handling[s.next];

@@ -17,7 +17,8 @@ namespace codec {
 struct Connect;
 }
 
-// kReceive: a retained message about to be delivered to a client that subscribed.
+// kReceive: a message about to be delivered to a client that subscribed: a retained one
+// for a new subscription, or (`live`) one routed through an existing subscription.
 enum class AuthAction : uint8_t { kPublish, kSubscribe, kReceive };
 
 // One authorisation question (AuthHooks::check).
@@ -29,7 +30,15 @@ struct AuthRequest {
   std::string_view filter;  // kReceive: the subscription's filter
   // A client's PUBLISH or SUBSCRIBE: the answer may come later (see AuthHooks).
   bool may_defer = false;
+  // kReceive: a live delivery, and how the subscription's deliveries are checked now
+  // (an mqgate_delivery_check; 0 when asked only because of a reload or offline queue).
+  bool live = false;
+  uint8_t delivery_check = 0;
 };
+
+// How a subscription's deliveries are checked (the values of mqgate_delivery_check):
+// not at all, with RECEIVE answers remembered per topic, or every one.
+enum DeliveryCheck : uint8_t { kCheckNone = 0, kCheckPerTopic = 1, kCheckEvery = 2 };
 
 struct AuthResult {
   bool allowed = true;
@@ -51,6 +60,9 @@ struct AuthResult {
   // logged as the reason: that is `reason`).
   uint8_t reason_code = 0;
   std::string reason_string;
+  // check() of kSubscribe, or of a live kReceive, when allowed: how the subscription's
+  // deliveries are to be checked from now on (a DeliveryCheck).
+  uint8_t delivery_check = kCheckNone;
   // MQTT 5.0 enhanced authentication: the plugin continues the exchange (send AUTH
   // 0x18 with `auth_data` and wait for the client's AUTH), or, allowed, final data for
   // the CONNACK / AUTH 0x00.

@@ -125,6 +125,7 @@ struct Answer {
   std::string reason_string;
   std::optional<std::string> data_out;
   bool bad_data_out = false;  // auth_data_out NULL with a length, or too long
+  int delivery_check = 0;     // ABI 2.3, AUTHORIZE SUBSCRIBE and live RECEIVE
 };
 
 Answer ask_authenticate(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) {
@@ -216,11 +217,15 @@ Answer ask_authorize(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) {
       break;
     case AuthAction::kReceive:  // ABI 1: a SUBSCRIBE event with retain 1
       evt.action = v1 ? MQGATE_ACTION_SUBSCRIBE : MQGATE_ACTION_RECEIVE;
-      evt.retain = 1;
+      evt.retain = run.live ? (run.retain ? 1 : 0) : 1;
       if (!v1) evt.filter = run.filter.c_str();
       break;
   }
-  if (!v1) evt.deferrable = slot.allowed ? 1 : 0;
+  if (!v1) {
+    evt.deferrable = slot.allowed ? 1 : 0;
+    evt.live = run.live ? 1 : 0;
+    evt.delivery_check = run.live ? run.delivery_check_in : 0;
+  }
   {
     InCall in_call(slot);
     a.raw = p.callbacks[MQGATE_EVT_AUTHORIZE](MQGATE_EVT_AUTHORIZE, &evt, p.instance);
@@ -229,6 +234,7 @@ Answer ask_authorize(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) {
   if (!v1) {
     a.reason_code = evt.reason_code;
     a.reason_string = take_plugin_string(evt.reason_string);
+    if (run.action == AuthAction::kSubscribe || run.live) a.delivery_check = evt.delivery_check;
   }
   return a;
 }
@@ -300,6 +306,19 @@ void fold(ChainRun& run, const mqgate_plugin& p, int answer, const std::string& 
   run.reasons += "plugin \"" + p.name + "\": " + log::sanitize(why);
 }
 
+// The strongest wish for checking a subscription's deliveries (ABI 2.3); a value that
+// is not an enum mqgate_delivery_check is logged and taken as MQGATE_CHECK_EVERY, the
+// safe reading.
+void fold_delivery_check(ChainRun& run, const mqgate_plugin& p, int check) {
+  if (check < MQGATE_CHECK_NONE || check > MQGATE_CHECK_EVERY) {
+    LOG_ERROR("plugin \"%s\": delivery_check %d is not an enum mqgate_delivery_check; taken as "
+              "MQGATE_CHECK_EVERY",
+              p.name.c_str(), check);
+    check = MQGATE_CHECK_EVERY;
+  }
+  run.delivery_check = std::max(run.delivery_check, static_cast<uint8_t>(check));
+}
+
 const std::vector<mqgate_plugin*>& plugins_of(const ChainRun& run) {
   return !run.authenticating ? run.chain->authorize
          : run.auth_method   ? run.method_plugins
@@ -367,6 +386,7 @@ ChainStop run_chain(ChainRun& run, TokenIssuer& tokens) {
       run.auth_data_out = std::move(a.data_out);
       return ChainStop::kContinuing;
     }
+    if (!run.authenticating && answer != MQGATE_DENY) fold_delivery_check(run, *p, a.delivery_check);
     if (answer == MQGATE_DEFER && slot.token != nullptr) {
       run.waiting_on = p;
       run.token = slot.token;
@@ -458,9 +478,12 @@ AuthResult chain_result(const ChainRun& run) {
     r.reason_string = run.reason_string;
     return r;
   }
-  if (!run.authenticating) return {};
-  if (!run.allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
   AuthResult ok;
+  if (!run.authenticating) {
+    ok.delivery_check = run.delivery_check;
+    return ok;
+  }
+  if (!run.allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");
   ok.auth_data = run.auth_data_out;
   ok.assigned_client_id = run.assigned;
   ok.identity = run.identity.empty() ? default_identity(*run.chain, *run.client)

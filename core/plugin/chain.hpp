@@ -69,10 +69,13 @@ struct ChainRun {
   AuthAction action = AuthAction::kPublish;
   uint8_t qos = 0;
   bool retain = false, may_defer = false;
+  bool live = false;              // kReceive: a live delivery (ABI 2.3)
+  uint8_t delivery_check_in = 0;  // live kReceive: the subscription's check until now
   // So far.
   bool allowed = false, denied = false;
   std::string reasons, assigned, identity;
   int connack_code = 0;
+  uint8_t delivery_check = 0;  // the strongest mqgate_delivery_check of the answers
   // MQTT 5.0 answers: data for the client (the continuing plugin's, or the first
   // ALLOW's), the first denying plugin's reason code and string.
   std::optional<std::string> auth_data_out;

@@ -317,6 +317,8 @@ AuthResult PluginHost::check(const Client& client, const AuthRequest& req) {
   run.qos = req.qos;
   run.retain = req.retain;
   run.may_defer = req.may_defer && req.action != AuthAction::kReceive;
+  run.live = req.live && req.action == AuthAction::kReceive;
+  run.delivery_check_in = req.delivery_check;
   if (run_chain(run, deferrals_) == ChainStop::kDeferred) {
     deferrals_.park(std::make_unique<ChainRun>(std::move(run)),
                     Deferrals::Clock::now() + std::chrono::milliseconds(auth_timeout_ms_));

@@ -78,6 +78,12 @@ void broker_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(st.delivery.dropped_expired, {{"reason", "expired"}});
   m.family("mqgate_publish_denied", kCounter, "PUBLISHes an auth plugin refused.");
   m.sample(st.publish_denied);
+  m.family("mqgate_deliveries_denied", kCounter,
+           "Messages withheld from a subscriber by the plugins' RECEIVE answer.");
+  m.sample(st.deliveries_denied);
+  m.family("mqgate_delivery_checks", kCounter,
+           "RECEIVE questions asked about live deliveries (answers remembered are not counted).");
+  m.sample(st.delivery_checks);
   m.family("mqgate_bytes_received", kCounter, "Bytes read from clients (after TLS).");
   m.sample(st.bytes_received);
   m.family("mqgate_bytes_sent", kCounter, "Bytes written to clients (before TLS).");

@@ -468,7 +468,10 @@ void Server::reload() {
     LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
   reload_tls(*fresh);
   reload_http(*fresh);
-  for (auto& hook : reload_hooks_) hook(*fresh);
+  for (auto& hook : reload_hooks_) hook(*fresh);  // the plugins take their new options
+  broker_.rules_reloaded();
+  carry_out_requests();
+  schedule_slices();
   config_.log_level = fresh->log_level;
   config_.sys_interval = fresh->sys_interval;
   config_.limits = fresh->limits;

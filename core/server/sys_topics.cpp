@@ -55,6 +55,7 @@ void SysTopics::publish_now() {
   put("$SYS/broker/flow/publishers held", broker_.flow().held_count());
   put("$SYS/broker/flow/subscribers congested", broker_.flow().congested_count());
   put("$SYS/broker/publish/messages/denied", s.publish_denied);
+  put("$SYS/broker/deliveries/denied", s.deliveries_denied);
   put("$SYS/broker/bytes/received", s.bytes_received);
   put("$SYS/broker/bytes/sent", s.bytes_sent);
   put("$SYS/broker/subscriptions/count", broker_.router().subscription_count());

@@ -14,7 +14,13 @@
  *   deny_topics = ["filter", ...] ...and DENY, after the delay, those matching these
  *   disconnect_topic = "t"        a PUBLISH to t makes the plugin ask the host to
  *                                 disconnect the client ("revoked"), then ALLOW
- *   receive_deny = ["filter", ...] RECEIVE: DENY retained messages matching these
+ *   receive_deny = ["filter", ...] RECEIVE: DENY messages matching these (retained, and
+ *                                 since ABI 2.3 live ones)
+ *   delivery_check = "per_topic"  ABI 2.3: SUBSCRIBE answers ask for live RECEIVE
+ *                                 questions ("none", "per_topic" or "every"); also
+ *                                 when the SUBSCRIBE is deferred
+ *   stop_checks_topic = "t"       ABI 2.3: a live RECEIVE for t answers
+ *                                 MQGATE_CHECK_NONE (no more questions)
  *   return_ok_users = ["name", ...] AUTHENTICATE: return MQGATE_OK (an ABI 1 habit; not
  *                                 a verdict in ABI 2, so the host must deny and log)
  *   deny_reason_code = 0x8A       MQTT 5.0: the reason code of deny_users' denials,
@@ -62,6 +68,8 @@ typedef struct deferred {
   long delay_ms;
   list deny_users, defer_topics, deny_topics, receive_deny, return_ok_users;
   char disconnect_topic[MAX_TEXT];
+  char stop_checks_topic[MAX_TEXT];
+  int delivery_check;
   int64_t deny_reason_code;
   char deny_reason_string[MAX_TEXT];
   char auth_method[MAX_TEXT];
@@ -202,12 +210,16 @@ static int on_event(int event, void *data, void *instance) {
     case MQGATE_EVT_AUTHORIZE: {
       mqgate_evt_authorize *e = (mqgate_evt_authorize *)data;
       api->log(self->plugin, MQGATE_LOG_INFO,
-               "deferred %s: authorize client_id=%s action=%d topic=%s filter=%s retain=%d deferrable=%d",
+               "deferred %s: authorize client_id=%s action=%d topic=%s filter=%s retain=%d deferrable=%d live=%d check=%d",
                self->tag, api->client_id(e->client), e->action, e->topic, e->filter ? e->filter : "(none)",
-               e->retain, e->deferrable);
-      if (e->action == MQGATE_ACTION_RECEIVE)
+               e->retain, e->deferrable, e->live, e->delivery_check);
+      if (e->action == MQGATE_ACTION_RECEIVE) {
+        if (e->live && self->stop_checks_topic[0] && strcmp(e->topic, self->stop_checks_topic) == 0)
+          e->delivery_check = MQGATE_CHECK_NONE;
         return matches_any(self, &self->receive_deny, e->topic) ? MQGATE_DENY
                                                                 : MQGATE_ABSTAIN;
+      }
+      if (e->action == MQGATE_ACTION_SUBSCRIBE) e->delivery_check = self->delivery_check;
       if (self->disconnect_topic[0] && strcmp(e->topic, self->disconnect_topic) == 0) {
         api->disconnect(self->plugin, e->client, "revoked");
         return MQGATE_ALLOW;
@@ -260,6 +272,12 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
   copy_text(self->deny_reason_string,
             api->opt_string(o, "deny_reason_string", &s) == MQGATE_OK ? s : "");
   copy_text(self->auth_method, api->opt_string(o, "auth_method", &s) == MQGATE_OK ? s : "");
+  copy_text(self->stop_checks_topic,
+            api->opt_string(o, "stop_checks_topic", &s) == MQGATE_OK ? s : "");
+  if (api->opt_string(o, "delivery_check", &s) == MQGATE_OK)
+    self->delivery_check = strcmp(s, "every") == 0       ? MQGATE_CHECK_EVERY
+                           : strcmp(s, "per_topic") == 0 ? MQGATE_CHECK_PER_TOPIC
+                                                         : MQGATE_CHECK_NONE;
   api->opt_boolean(o, "allow_at_once", &self->allow_at_once);
   if (!read_list(api, o, "deny_users", &self->deny_users) ||
       !read_list(api, o, "defer_topics", &self->defer_topics) ||

@@ -75,6 +75,8 @@ FIELD_AT(mqgate_evt_authorize, reserved, 64);
 FIELD_AT(mqgate_evt_authorize, reason_code, 96);
 FIELD_AT(mqgate_evt_authorize, reason_string, 104);
 FIELD_AT(mqgate_evt_authorize, reserved2, 112);
+FIELD_AT(mqgate_evt_authorize, delivery_check, 144);  // ABI 2.3
+FIELD_AT(mqgate_evt_authorize, live, 148);
 
 FIELD_AT(mqgate_completion, struct_size, 0);
 FIELD_AT(mqgate_completion, verdict, 4);
@@ -155,7 +157,10 @@ static_assert(MQGATE_ABI1_SIZE_mqgate_evt_authorize == 80);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
-  CHECK(MQGATE_PLUGIN_ABI_MINOR == 2);
+  CHECK(MQGATE_PLUGIN_ABI_MINOR == 3);
+  CHECK(MQGATE_CHECK_NONE == 0);
+  CHECK(MQGATE_CHECK_PER_TOPIC == 1);
+  CHECK(MQGATE_CHECK_EVERY == 2);
   CHECK(MQGATE_ABSTAIN == 16);
   CHECK(MQGATE_ALLOW == 17);
   CHECK(MQGATE_DENY == 18);

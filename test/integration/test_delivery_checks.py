@@ -1,0 +1,127 @@
+"""ABI 2.3: the RECEIVE question for live deliveries, with the `deferred` test plugin
+(test/plugins/deferred.c): a plugin asks for it at SUBSCRIBE (delivery_check), answers
+per topic are remembered (or not: MQGATE_CHECK_EVERY), a plugin can stop the questions,
+a deferred SUBSCRIBE can ask too, messages queued for an offline session are asked about
+when its client is back, shared subscriptions pass over members that may not read, and
+a reload makes every subscription's deliveries checked until it is decided again."""
+import signal
+import unittest
+
+import mqtt_raw as r
+import mqgate_test
+from mqgate_test import BrokerTestCase
+
+
+class DeliveryCheckTest(BrokerTestCase):
+    def broker(self, **options):
+        options = {"tag": "d", "delay_ms": 50, "receive_deny": ["d/secret"], **options}
+        cfg = 'log_level = "debug"\n[listeners.default]\nbind = "127.0.0.1:0"\n'
+        cfg += mqgate_test.plugin_table("d", "deferred", **options)
+        return self.start_broker(cfg)
+
+    def connected(self, b, cid, **kw):
+        c = r.RawClient(b.port())
+        self.addCleanup(c.close)
+        self.assertEqual(c.connect(cid, **kw).return_code, 0)
+        return c
+
+    def received(self, sub, pub, topics, qos=0):
+        """Publishes `topics` then a sentinel; returns the topics `sub` got before it."""
+        for i, t in enumerate(topics):
+            pub.publish(t, b"x", qos=qos, packet_id=i + 1)
+        pub.publish("d/end", b"", qos=qos, packet_id=100)
+        got = []
+        while True:
+            p = sub.next_publish()
+            if p.topic == "d/end":
+                return got
+            got.append(p.topic)
+
+    def live_questions(self, b, topic):
+        return b.log().count(f"action=3 topic={topic} filter=d/# retain=0 deferrable=0 live=1")
+
+    def test_no_check_asked_for_is_the_fast_path(self):
+        b = self.broker()
+        sub, pub = self.connected(b, "sub"), self.connected(b, "pub")
+        self.assertEqual(sub.subscribe([("d/#", 0)]), [0])
+        # The plugin would deny d/secret, but it never asked to check deliveries.
+        self.assertEqual(self.received(sub, pub, ["d/a", "d/secret"]), ["d/a", "d/secret"])
+        self.assertNotIn("live=1", b.log())
+
+    def test_per_topic_checks_withhold_and_are_remembered(self):
+        b = self.broker(delivery_check="per_topic")
+        sub, pub = self.connected(b, "sub"), self.connected(b, "pub")
+        self.assertEqual(sub.subscribe([("d/#", 1)]), [1])
+        self.assertEqual(self.received(sub, pub, ["d/a", "d/secret", "d/a", "d/secret"], qos=1),
+                         ["d/a", "d/a"])
+        self.assertEqual(self.live_questions(b, "d/a"), 1)  # then remembered
+        self.assertEqual(self.live_questions(b, "d/secret"), 1)
+        self.assertRegex(b.log(), r"action=3 topic=d/a filter=d/# retain=0 deferrable=0 live=1 "
+                                  r"check=1")
+
+    def test_every_asks_each_time(self):
+        b = self.broker(delivery_check="every")
+        sub, pub = self.connected(b, "sub"), self.connected(b, "pub")
+        sub.subscribe([("d/#", 0)])
+        self.assertEqual(self.received(sub, pub, ["d/a", "d/a", "d/secret", "d/a"]),
+                         ["d/a", "d/a", "d/a"])
+        self.assertEqual(self.live_questions(b, "d/a"), 3)
+
+    def test_a_plugin_stops_the_questions(self):
+        b = self.broker(delivery_check="every", stop_checks_topic="d/stop")
+        sub, pub = self.connected(b, "sub"), self.connected(b, "pub")
+        sub.subscribe([("d/#", 0)])
+        self.assertEqual(self.received(sub, pub, ["d/secret", "d/stop", "d/secret"]),
+                         ["d/stop", "d/secret"])
+        self.assertEqual(self.live_questions(b, "d/secret"), 1)
+
+    def test_a_deferred_subscribe_asks_for_checks_too(self):
+        b = self.broker(delivery_check="per_topic", defer_topics=["d/#"])
+        sub, pub = self.connected(b, "sub"), self.connected(b, "pub")
+        self.assertEqual(sub.subscribe([("d/#", 0)]), [0])
+        self.assertEqual(self.received(sub, pub, ["d/a", "d/secret"]), ["d/a"])
+
+    def test_queued_while_offline_is_asked_about_when_the_client_is_back(self):
+        b = self.broker(delivery_check="per_topic")
+        sub = self.connected(b, "keeper", clean=False)
+        sub.subscribe([("d/#", 1)])
+        sub.disconnect()
+        pub = self.connected(b, "pub")
+        for i, t in enumerate(["d/a", "d/secret", "d/b"]):
+            pub.publish(t, b"q", qos=1, packet_id=i + 1)
+        back = r.RawClient(b.port())
+        self.addCleanup(back.close)
+        self.assertEqual(back.connect("keeper", clean=False).session_present, 1)
+        self.assertEqual([back.next_publish().topic for _ in range(2)], ["d/a", "d/b"])
+        back.ping()
+        self.assertEqual(back.pending, [])
+        b.wait_log(r"client=\"keeper\" .*1 message queued while it was offline withheld")
+
+    def test_shared_subscription_members_that_may_not_read_get_nothing(self):
+        b = self.broker(delivery_check="per_topic")
+        m1, m2, pub = self.connected(b, "m1"), self.connected(b, "m2"), self.connected(b, "pub")
+        self.assertEqual(m1.subscribe([("$share/g/d/#", 0)]), [0])
+        self.assertEqual(m2.subscribe([("$share/g/d/#", 0)]), [0])
+        for i in range(4):
+            pub.publish("d/secret", b"s", packet_id=i + 1)
+            pub.publish("d/a", b"a", packet_id=i + 1)
+        pub.publish("d/a", b"last")
+        got = []
+        for c in (m1, m2):
+            got += [p.topic for p in c.read_all(timeout=0.5) if p.type == r.PUBLISH]
+        self.assertEqual(sorted(got), ["d/a"] * 5)
+
+    def test_after_a_reload_subscriptions_are_decided_again(self):
+        b = self.broker()  # no check asked for: d/secret flows
+        sub, pub = self.connected(b, "sub"), self.connected(b, "pub")
+        sub.subscribe([("d/#", 1)])
+        self.assertEqual(self.received(sub, pub, ["d/secret"]), ["d/secret"])
+        b.signal(signal.SIGHUP)
+        b.wait_log(r'reload: plugin "d" took its new options|SIGHUP received')
+        # The SUBSCRIBE is asked again, not deferrable.
+        b.wait_log(r"action=2 topic=d/# filter=\(none\) retain=0 deferrable=0")
+        self.assertEqual(self.received(sub, pub, ["d/secret", "d/a"]), ["d/secret", "d/a"])
+
+
+if __name__ == "__main__":
+    unittest.main()
