@@ -370,7 +370,7 @@ static char* substitute(const char* f, size_t flen, const char* u, const char* c
   while (mqtt_topic_next_level(&it, &l, &n)) {
     const char* v = subst_value(l, n, u, c, id);
     size_t vn = v ? strlen(v) : n;
-    if (p != out) *p++ = '/';
+    if (l != f) *p++ = '/'; /* not p != out: the first level may be empty ("/a/%u") */
     memcpy(p, v ? v : l, vn);
     p += vn;
   }

@@ -299,6 +299,21 @@ TEST_CASE("decisions: substituted values that would change the topic's shape") {
   CHECK_FALSE(a.ok("u", "id/x/y", W, "cid", "x+"));
 }
 
+TEST_CASE("decisions: a pattern whose first level is empty") {
+  // "/a/%u" has the levels "", "a", "%u": substituted, "/a/bob" (not "a/bob")
+  Acl a(
+      "pattern read /a/%u\n"
+      "pattern read /+/x\n"
+      "pattern deny /%c/x\n");
+  REQUIRE(a.acl != nullptr);
+  CHECK(a.ok("bob", "/a/bob", R));
+  CHECK(a.ok("bob", "/a/bob", S));
+  CHECK_FALSE(a.ok("bob", "a/bob", R));
+  CHECK(a.ok("bob", "/other/x", R));
+  CHECK_FALSE(a.ok("bob", "/cid/x", R));
+  CHECK_FALSE(a.ok("bob", "cid/x", R));
+}
+
 TEST_CASE("decisions: no rules for the client, invalid input") {
   Acl empty("");
   REQUIRE(empty.acl != nullptr);
