@@ -379,6 +379,23 @@ static char* substitute(const char* f, size_t flen, const char* u, const char* c
   return out;
 }
 
+enum { PAT_SKIP, PAT_UNSAFE, PAT_USE };
+
+/* Whether a pattern applies to the client: PAT_SKIP without a value for a %u, %c or %i it
+ * uses (as Mosquitto); PAT_UNSAFE with a value that would change the rule's shape
+ * (mqgate: '/' or an empty value would move the rule to another subtree). */
+static int pattern_use(const struct rule* rule, const char* username, const char* client_id,
+                       const char* identity) {
+  if ((rule->subst & SUB_U) && username == NULL) return PAT_SKIP;
+  if ((rule->subst & SUB_I) && identity == NULL) return PAT_SKIP;
+  if ((rule->subst & SUB_C) && client_id == NULL) return PAT_SKIP;
+  if (((rule->subst & SUB_U) && unsafe_value(username, 0)) ||
+      ((rule->subst & SUB_C) && unsafe_value(client_id, 0)) ||
+      ((rule->subst & SUB_I) && unsafe_value(identity, 1)))
+    return PAT_UNSAFE;
+  return PAT_USE;
+}
+
 static int check_patterns(const aclfile* acl, const char* username, const char* client_id,
                           const char* identity, const struct query* q) {
   const struct rules* r = &acl->patterns;
@@ -395,16 +412,12 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
       char small[256];
       char* f;
       size_t flen = rule->len;
-      int hit;
+      int hit, use;
       if (deny != (pass == 0)) continue;
       if (!deny && !(rule->access & want)) continue;
-      if ((rule->subst & SUB_U) && username == NULL) continue; /* as Mosquitto */
-      if ((rule->subst & SUB_I) && identity == NULL) continue;
-      if ((rule->subst & SUB_C) && client_id == NULL) continue;
-      /* mqgate: '/' (or an empty value) would move the rule to another subtree */
-      if (((rule->subst & SUB_U) && unsafe_value(username, 0)) ||
-          ((rule->subst & SUB_C) && unsafe_value(client_id, 0)) ||
-          ((rule->subst & SUB_I) && unsafe_value(identity, 1))) {
+      use = pattern_use(rule, username, client_id, identity);
+      if (use == PAT_SKIP) continue;
+      if (use == PAT_UNSAFE) {
         if (deny) return DENY; /* cannot tell what it meant to deny: deny */
         continue;              /* cannot grant */
       }
@@ -420,9 +433,20 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
   return NO_MATCH;
 }
 
+/* The client's own list: "user <username>", or the rules before any "user" line for an
+ * anonymous client; NULL if the file has none. */
+static const struct rules* own_list(const aclfile* acl, const char* username) {
+  struct user key;
+  const struct user* u;
+  if (username == NULL) return acl->has_anon ? &acl->anon : NULL;
+  key.name = (char*)username;
+  u = acl->nusers ? bsearch(&key, acl->users, acl->nusers, sizeof key, cmp_user) : NULL;
+  return u ? &u->rules : NULL;
+}
+
 int acl_check(const aclfile* acl, const char* username, const char* client_id,
               const char* identity, const char* topic, int access) {
-  const struct rules* list = NULL;
+  const struct rules* list;
   struct query q;
   if (acl == NULL || topic == NULL) return 0;
   if (access != ACL_READ && access != ACL_WRITE && access != ACL_SUBSCRIBE) return 0;
@@ -434,15 +458,7 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
     return 0;
   /* Mosquitto: nobody publishes to $SYS */
   if (access == ACL_WRITE && strncmp(topic, "$SYS", 4) == 0) return 0;
-  if (username == NULL) {
-    if (acl->has_anon) list = &acl->anon;
-  } else {
-    struct user key;
-    const struct user* u;
-    key.name = (char*)username;
-    u = acl->nusers ? bsearch(&key, acl->users, acl->nusers, sizeof key, cmp_user) : NULL;
-    if (u) list = &u->rules;
-  }
+  list = own_list(acl, username);
   /* Mosquitto 2.0: the client's own list first, where a deny is final; if it neither
    * allows nor denies, the patterns */
   if (list) {
