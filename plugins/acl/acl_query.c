@@ -1,7 +1,8 @@
 /* acl_query <aclfile>: test helper. Reads lines "username<TAB>client id<TAB>identity<TAB>
  * access<TAB>topic" from stdin (username "\-" = anonymous, identity "\-" = none; access
- * read, write or subscribe) and prints "allow" or "deny" for each. A bad file: its error
- * on stderr, exit 1. */
+ * read, write or subscribe) and prints "allow" or "deny" for each; access "reach" prints
+ * acl_subscribe_reach's answer for the filter: "none", "some" or "all". A bad file: its
+ * error on stderr, exit 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   while ((n = getline(&line, &cap, stdin)) > 0) {
     char* f[5];
     char* save = NULL;
+    const char* user;
+    const char* identity;
     int i, access;
     if (line[n - 1] == '\n') line[n - 1] = '\0';
     f[0] = line;
@@ -40,11 +43,17 @@ int main(int argc, char** argv) {
       fprintf(stderr, "bad query line\n");
       return 2;
     }
-    access = !strcmp(f[3], "read") ? ACL_READ : !strcmp(f[3], "write") ? ACL_WRITE : ACL_SUBSCRIBE;
-    printf("%s\n", acl_check(acl, strcmp(f[0], "\\-") ? f[0] : NULL, f[1],
-                             strcmp(f[2], "\\-") ? f[2] : NULL, f[4], access)
-                       ? "allow"
-                       : "deny");
+    user = strcmp(f[0], "\\-") ? f[0] : NULL;
+    identity = strcmp(f[2], "\\-") ? f[2] : NULL;
+    if (!strcmp(f[3], "reach")) {
+      static const char* const names[] = {"none", "some", "all"};
+      printf("%s\n", names[acl_subscribe_reach(acl, user, f[1], identity, f[4])]);
+    } else {
+      access = !strcmp(f[3], "read")    ? ACL_READ
+               : !strcmp(f[3], "write") ? ACL_WRITE
+                                        : ACL_SUBSCRIBE;
+      printf("%s\n", acl_check(acl, user, f[1], identity, f[4], access) ? "allow" : "deny");
+    }
     fflush(stdout);
   }
   free(line);

@@ -370,13 +370,30 @@ static char* substitute(const char* f, size_t flen, const char* u, const char* c
   while (mqtt_topic_next_level(&it, &l, &n)) {
     const char* v = subst_value(l, n, u, c, id);
     size_t vn = v ? strlen(v) : n;
-    if (p != out) *p++ = '/';
+    if (l != f) *p++ = '/'; /* not p != out: the first level may be empty ("/a/%u") */
     memcpy(p, v ? v : l, vn);
     p += vn;
   }
   *p = '\0';
   *len = total;
   return out;
+}
+
+enum { PAT_SKIP, PAT_UNSAFE, PAT_USE };
+
+/* Whether a pattern applies to the client: PAT_SKIP without a value for a %u, %c or %i it
+ * uses (as Mosquitto); PAT_UNSAFE with a value that would change the rule's shape
+ * (mqgate: '/' or an empty value would move the rule to another subtree). */
+static int pattern_use(const struct rule* rule, const char* username, const char* client_id,
+                       const char* identity) {
+  if ((rule->subst & SUB_U) && username == NULL) return PAT_SKIP;
+  if ((rule->subst & SUB_I) && identity == NULL) return PAT_SKIP;
+  if ((rule->subst & SUB_C) && client_id == NULL) return PAT_SKIP;
+  if (((rule->subst & SUB_U) && unsafe_value(username, 0)) ||
+      ((rule->subst & SUB_C) && unsafe_value(client_id, 0)) ||
+      ((rule->subst & SUB_I) && unsafe_value(identity, 1)))
+    return PAT_UNSAFE;
+  return PAT_USE;
 }
 
 static int check_patterns(const aclfile* acl, const char* username, const char* client_id,
@@ -395,16 +412,12 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
       char small[256];
       char* f;
       size_t flen = rule->len;
-      int hit;
+      int hit, use;
       if (deny != (pass == 0)) continue;
       if (!deny && !(rule->access & want)) continue;
-      if ((rule->subst & SUB_U) && username == NULL) continue; /* as Mosquitto */
-      if ((rule->subst & SUB_I) && identity == NULL) continue;
-      if ((rule->subst & SUB_C) && client_id == NULL) continue;
-      /* mqgate: '/' (or an empty value) would move the rule to another subtree */
-      if (((rule->subst & SUB_U) && unsafe_value(username, 0)) ||
-          ((rule->subst & SUB_C) && unsafe_value(client_id, 0)) ||
-          ((rule->subst & SUB_I) && unsafe_value(identity, 1))) {
+      use = pattern_use(rule, username, client_id, identity);
+      if (use == PAT_SKIP) continue;
+      if (use == PAT_UNSAFE) {
         if (deny) return DENY; /* cannot tell what it meant to deny: deny */
         continue;              /* cannot grant */
       }
@@ -420,9 +433,20 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
   return NO_MATCH;
 }
 
+/* The client's own list: "user <username>", or the rules before any "user" line for an
+ * anonymous client; NULL if the file has none. */
+static const struct rules* own_list(const aclfile* acl, const char* username) {
+  struct user key;
+  const struct user* u;
+  if (username == NULL) return acl->has_anon ? &acl->anon : NULL;
+  key.name = (char*)username;
+  u = acl->nusers ? bsearch(&key, acl->users, acl->nusers, sizeof key, cmp_user) : NULL;
+  return u ? &u->rules : NULL;
+}
+
 int acl_check(const aclfile* acl, const char* username, const char* client_id,
               const char* identity, const char* topic, int access) {
-  const struct rules* list = NULL;
+  const struct rules* list;
   struct query q;
   if (acl == NULL || topic == NULL) return 0;
   if (access != ACL_READ && access != ACL_WRITE && access != ACL_SUBSCRIBE) return 0;
@@ -434,15 +458,7 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
     return 0;
   /* Mosquitto: nobody publishes to $SYS */
   if (access == ACL_WRITE && strncmp(topic, "$SYS", 4) == 0) return 0;
-  if (username == NULL) {
-    if (acl->has_anon) list = &acl->anon;
-  } else {
-    struct user key;
-    const struct user* u;
-    key.name = (char*)username;
-    u = acl->nusers ? bsearch(&key, acl->users, acl->nusers, sizeof key, cmp_user) : NULL;
-    if (u) list = &u->rules;
-  }
+  list = own_list(acl, username);
   /* Mosquitto 2.0: the client's own list first, where a deny is final; if it neither
    * allows nor denies, the patterns */
   if (list) {
@@ -451,4 +467,407 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
   }
   if (acl->patterns.n == 0) return 0;
   return check_patterns(acl, username, client_id, identity, &q) == ALLOW;
+}
+
+/* ---- how much of a subscription is readable ------------------------------------------ */
+
+/* acl_subscribe_reach asks two questions of a filter: is some topic it matches readable,
+ * is some topic it matches not? Each comes down to "is there a topic that every filter
+ * of a set P matches and no filter of a set N does" (topic_escapes), answered by a
+ * depth-first search over the topic's levels. At each level the values fall in few
+ * classes: each literal the live filters name there, and "any other value" (no filter
+ * tells two such values apart, and later levels do not depend on this one). A value
+ * starting with '$' needs no class of its own at the first level: P always holds the
+ * subscription's filter, which matches such a topic only through a literal, and a
+ * positive literal there is the only value tried. The search keeps its own stack (a
+ * hostile filter has thousands of levels) and runs on a budget of steps: out of steps,
+ * the answer is "don't know", and the caller says SOME, which is always safe. */
+
+#define REACH_STEPS 100000L /* per question; a step is a filter looked at on one level */
+
+struct span {
+  const char* s;
+  size_t len;
+};
+
+/* A filter during the search, at the level starting at off; off == len + 1: no level
+ * left (it matches only if the topic ends). */
+struct cursor {
+  const struct span* f;
+  size_t off;
+};
+
+#define NOT_FORCED ((size_t)-1)
+
+struct frame {
+  size_t base;       /* its cursors: cur[base, base + npos + nneg), positives first */
+  size_t npos, nneg; /* filters the topic must still match / still avoid */
+  size_t depth;      /* levels of the topic so far */
+  size_t next;       /* 0: not yet looked at; else 1 + the class to try next */
+  size_t forced;     /* a positive with a literal here: its value is the only one worth a try */
+  int single_empty;  /* the topic so far is one empty level: "" is no topic, it cannot end */
+};
+
+struct search {
+  struct cursor* cur;
+  size_t capcur;
+  struct frame* fr;
+  size_t capfr;
+  long left; /* steps */
+};
+
+/* One step, and one per 64 bytes looked at; 0 once the budget is spent. */
+static int spend(struct search* s, size_t steps, size_t bytes) {
+  s->left -= (long)(steps + bytes / 64);
+  return s->left >= 0;
+}
+
+static int reserve_cur(struct search* s, size_t n) {
+  struct cursor* v;
+  size_t cap = s->capcur ? s->capcur : 64;
+  if (n <= s->capcur) return 1;
+  while (cap < n)
+    cap *= 2;
+  v = realloc(s->cur, cap * sizeof *v);
+  if (v == NULL) return 0;
+  s->cur = v;
+  s->capcur = cap;
+  return 1;
+}
+
+static int reserve_fr(struct search* s, size_t n) {
+  struct frame* v;
+  size_t cap = s->capfr ? s->capfr : 16;
+  if (n <= s->capfr) return 1;
+  while (cap < n)
+    cap *= 2;
+  v = realloc(s->fr, cap * sizeof *v);
+  if (v == NULL) return 0;
+  s->fr = v;
+  s->capfr = cap;
+  return 1;
+}
+
+/* The cursor's level in *l, *n; 0 if it has none left. */
+static int cursor_level(const struct cursor* c, const char** l, size_t* n) {
+  const char* p;
+  const char* e;
+  if (c->off > c->f->len) return 0;
+  p = c->f->s + c->off;
+  e = memchr(p, '/', c->f->len - c->off);
+  *l = p;
+  *n = e ? (size_t)(e - p) : c->f->len - c->off;
+  return 1;
+}
+
+static int is_wild(const char* l, size_t n) {
+  return n == 1 && (l[0] == '+' || l[0] == '#');
+}
+
+/* A class of values for the topic's next level: one literal, or any value no filter
+ * names. */
+struct cls {
+  const char* s;
+  size_t n;
+  int literal;
+  int dollar; /* at the first level, starting with '$' */
+};
+
+enum { DIES, ABSORBED, ADVANCES };
+
+/* What the filter does when the topic's level `depth` is a value of class k: no longer
+ * matches, matches whatever follows ('#'), or goes on to its next level. *bytes counts
+ * what was looked at. */
+static int step(struct cursor* c, const struct cls* k, size_t depth, size_t* bytes) {
+  const char* l;
+  size_t n;
+  if (!cursor_level(c, &l, &n)) return DIES; /* the topic is longer */
+  *bytes += n;
+  if (is_wild(l, n)) {
+    if (depth == 0 && k->dollar) return DIES; /* [MQTT-4.7.2-1] */
+    if (l[0] == '#') return ABSORBED;
+  } else if (!k->literal || k->n != n || memcmp(k->s, l, n) != 0) {
+    return DIES;
+  }
+  c->off += n + 1; /* past the '/', or to len + 1 after the last level */
+  return ADVANCES;
+}
+
+/* Whether the filter matches the topic ending before its current level: no level left,
+ * or '#' (which matches its parent too). */
+static int matches_end(const struct cursor* c) {
+  const char* l;
+  size_t n;
+  return !cursor_level(c, &l, &n) || (n == 1 && l[0] == '#');
+}
+
+/* The next class frame f tries, in *k: 1, or 0 when none is left, -1 out of steps.
+ * Classes: 1 + i for the literal of cursor i (the first cursor naming it), or with a
+ * forced positive only its literal; before them (next == 1) any other value, except
+ * when forced. */
+static int next_class(struct search* s, struct frame* f, struct cls* k) {
+  const struct cursor* c = s->cur + f->base;
+  const size_t n = f->npos + f->nneg;
+  for (;;) {
+    const size_t id = f->next++;
+    const char* l;
+    size_t ln, i, j;
+    int dup = 0;
+    if (f->forced != NOT_FORCED) {
+      if (id > 1) return 0;
+      i = f->forced;
+    } else if (id == 1) {
+      k->s = "";
+      k->n = 0;
+      k->literal = 0;
+      k->dollar = 0;
+      return 1;
+    } else {
+      i = id - 2;
+      if (i >= n) return 0;
+    }
+    if (!cursor_level(&c[i], &l, &ln) || is_wild(l, ln)) continue;
+    for (j = 0; j < i && !dup && f->forced == NOT_FORCED; j++) {
+      const char* l2;
+      size_t ln2;
+      if (!spend(s, 1, ln)) return -1;
+      dup = cursor_level(&c[j], &l2, &ln2) && ln2 == ln && memcmp(l, l2, ln) == 0;
+    }
+    if (dup) continue;
+    k->s = l;
+    k->n = ln;
+    k->literal = 1;
+    k->dollar = f->depth == 0 && ln > 0 && l[0] == '$';
+    return 1;
+  }
+}
+
+/* 1 if some topic is matched by every filter of pos[0, npos) (1 or 2) and by none of
+ * neg[0, nneg), 0 if none is, -1 if the steps or the memory ran out. The callers ask
+ * many such questions with the same pos[0] and know already that pos[0] meets pos[1],
+ * that every negative meets pos[0], and that none covers it. */
+static int topic_escapes(struct search* s, const struct span* pos, size_t npos,
+                         const struct span* neg, size_t nneg) {
+  size_t i, j, top, nfr = 1;
+  if (!reserve_cur(s, npos + nneg) || !reserve_fr(s, 1)) return -1;
+  for (i = 0; i < npos; i++) {
+    s->cur[i].f = &pos[i];
+    s->cur[i].off = 0;
+  }
+  top = npos;
+  for (i = 0; i < nneg; i++) { /* only the negatives that meet the other positive count */
+    int meets = 1;
+    for (j = 1; j < npos && meets; j++) {
+      if (!spend(s, 1, neg[i].len + pos[j].len)) return -1;
+      meets = mqtt_topic_intersects(neg[i].s, neg[i].len, pos[j].s, pos[j].len);
+      if (meets && mqtt_topic_covers(neg[i].s, neg[i].len, pos[j].s, pos[j].len)) return 0;
+    }
+    if (meets) {
+      s->cur[top].f = &neg[i];
+      s->cur[top].off = 0;
+      top++;
+    }
+  }
+  if (top == npos) return 1; /* the positives meet, and nothing is in the way */
+  s->fr[0].base = 0;
+  s->fr[0].npos = npos;
+  s->fr[0].nneg = top - npos;
+  s->fr[0].depth = 0;
+  s->fr[0].next = 0;
+  s->fr[0].single_empty = 0;
+  while (nfr > 0) {
+    struct frame* f = &s->fr[nfr - 1];
+    const size_t n = f->npos + f->nneg;
+    size_t np = 0, nn = 0, bytes = 0;
+    int feasible = 1, r;
+    struct cls k;
+    struct cursor* c;
+    if (f->next == 0) { /* first visit: can the topic end here? */
+      c = s->cur + f->base;
+      if (!spend(s, n + 1, 0)) return -1;
+      if (n == 0) return 1; /* every positive took '#', no negative left */
+      if (f->nneg == 0 && f->npos == 1 && !f->single_empty) return 1; /* any of its topics */
+      if (f->depth > 0 && !f->single_empty) {
+        int ends = 1;
+        for (i = 0; i < n && ends; i++)
+          ends = matches_end(&c[i]) == (i < f->npos);
+        if (ends) return 1;
+      }
+      f->forced = NOT_FORCED;
+      for (i = 0; i < f->npos && f->forced == NOT_FORCED; i++) {
+        const char* l;
+        size_t ln;
+        if (cursor_level(&c[i], &l, &ln) && !is_wild(l, ln)) f->forced = i;
+      }
+      f->next = 1;
+    }
+    r = next_class(s, f, &k);
+    if (r < 0) return -1;
+    if (r == 0) {
+      nfr--;
+      continue;
+    }
+    /* the child's cursors go right above the frame's, the top of the stack */
+    if (!reserve_cur(s, f->base + 2 * n)) return -1;
+    c = s->cur + f->base;
+    for (i = 0; i < n && feasible; i++) {
+      struct cursor x = c[i];
+      int what = step(&x, &k, f->depth, &bytes);
+      if (i < f->npos) {
+        if (what == DIES) feasible = 0;
+        if (what == ADVANCES) c[n + np++] = x;
+      } else {
+        if (what == ABSORBED) feasible = 0;
+        if (what == ADVANCES) c[n + np + nn++] = x;
+      }
+    }
+    if (!spend(s, n, bytes)) return -1;
+    if (!feasible) continue;
+    if (!reserve_fr(s, nfr + 1)) return -1;
+    f = &s->fr[nfr - 1];
+    s->fr[nfr].base = f->base + n;
+    s->fr[nfr].npos = np;
+    s->fr[nfr].nneg = nn;
+    s->fr[nfr].depth = f->depth + 1;
+    s->fr[nfr].next = 0;
+    s->fr[nfr].single_empty = f->depth == 0 && k.literal && k.n == 0;
+    nfr++;
+  }
+  return 0;
+}
+
+static int any_covers(const struct span* v, size_t n, const struct span* f) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (mqtt_topic_covers(v[i].s, v[i].len, f->s, f->len)) return 1;
+  return 0;
+}
+
+/* Some topic of f matched by a read rule of reads[0, nreads) and by none of
+ * denies[0, ndenies): 1, 0, or -1 (don't know). */
+static int readable_through(struct search* s, const struct span* f, const struct span* reads,
+                            size_t nreads, const struct span* denies, size_t ndenies) {
+  size_t i;
+  int unknown = 0;
+  if (any_covers(denies, ndenies, f)) return 0;
+  for (i = 0; i < nreads; i++) {
+    struct span pos[2];
+    int r;
+    pos[0] = *f;
+    pos[1] = reads[i];
+    r = topic_escapes(s, pos, 2, denies, ndenies);
+    if (r == 1) return 1;
+    if (r < 0) unknown = 1;
+  }
+  return unknown ? -1 : 0;
+}
+
+int acl_subscribe_reach(const aclfile* acl, const char* username, const char* client_id,
+                        const char* identity, const char* filter) {
+  const struct rules* list;
+  struct span f;
+  struct span* denies = NULL; /* own deny rules, then deny patterns */
+  struct span* reads = NULL;  /* own read rules, then read patterns */
+  char** owned = NULL;        /* substituted patterns */
+  size_t nod = 0, npd = 0, nor = 0, npr = 0, nowned = 0, cap, i;
+  int patterns, ret = ACL_REACH_SOME, r;
+  struct search s;
+  if (acl == NULL || filter == NULL) return ACL_REACH_NONE;
+  f.s = filter;
+  f.len = strlen(filter);
+  if (!mqtt_topic_filter_valid(f.s, f.len)) return ACL_REACH_NONE;
+  memset(&s, 0, sizeof s);
+  list = own_list(acl, username);
+  /* as check_patterns: a username or client id with '+' or '#' gets nothing from them */
+  patterns = acl->patterns.n > 0 && !(username && strpbrk(username, "+#")) &&
+             !(client_id && strpbrk(client_id, "+#"));
+  cap = (list ? list->n : 0) + acl->patterns.n + 1;
+  denies = malloc(cap * sizeof *denies);
+  reads = malloc(cap * sizeof *reads);
+  owned = malloc(cap * sizeof *owned);
+  if (denies == NULL || reads == NULL || owned == NULL) goto done;
+  /* Only rules that meet the filter can decide any of its topics. */
+  for (i = 0; list && i < list->n; i++) {
+    const struct rule* rule = &list->v[i];
+    if (rule->access != R_DENY && !(rule->access & ACL_READ)) continue;
+    if (!mqtt_topic_intersects(rule->filter, rule->len, f.s, f.len)) continue;
+    if (rule->access == R_DENY) {
+      denies[nod].s = rule->filter;
+      denies[nod++].len = rule->len;
+    } else {
+      reads[nor].s = rule->filter;
+      reads[nor++].len = rule->len;
+    }
+  }
+  /* The patterns as check_patterns applies them. */
+  for (i = 0; patterns && i < acl->patterns.n; i++) {
+    const struct rule* rule = &acl->patterns.v[i];
+    const int deny = rule->access == R_DENY;
+    struct span p;
+    int use;
+    if (!deny && !(rule->access & ACL_READ)) continue;
+    use = pattern_use(rule, username, client_id, identity);
+    if (use == PAT_SKIP) continue;
+    if (use == PAT_UNSAFE) {
+      if (deny) patterns = 0; /* such a deny pattern denies every topic */
+      continue;
+    }
+    p.s = rule->filter;
+    p.len = rule->len;
+    if (rule->subst) {
+      char* sub =
+          substitute(rule->filter, rule->len, username, client_id, identity, NULL, 0, &p.len);
+      if (sub == NULL) goto done;
+      owned[nowned++] = sub;
+      p.s = sub;
+    }
+    if (!mqtt_topic_intersects(p.s, p.len, f.s, f.len)) continue;
+    if (deny)
+      denies[nod + npd++] = p;
+    else
+      reads[nor + npr++] = p;
+  }
+  if (!patterns) npd = npr = 0;
+
+  /* ALL: no topic of the filter is unreadable. Its own list has no deny for any of them,
+   * and none escapes both its own read rules and (when the patterns apply) the read
+   * patterns not undone by a deny pattern. */
+  s.left = REACH_STEPS;
+  if (nod == 0) {
+    int all = 1;
+    if (!any_covers(reads, nor, &f)) {
+      if (!patterns) {
+        all = topic_escapes(&s, &f, 1, reads, nor) == 0;
+      } else {
+        for (i = 0; i < npd && all; i++) { /* denied by a pattern, read by no own rule */
+          struct span pos[2];
+          pos[0] = f;
+          pos[1] = denies[nod + i];
+          all = topic_escapes(&s, pos, 2, reads, nor) == 0;
+        }
+        if (all && !any_covers(reads + nor, npr, &f))
+          all = topic_escapes(&s, &f, 1, reads, nor + npr) == 0;
+      }
+    }
+    if (all) {
+      ret = ACL_REACH_ALL;
+      goto done;
+    }
+  }
+
+  /* NONE: no topic of the filter is readable. One would be read by an own rule and not
+   * denied by the own list, or read by a pattern and denied by neither. */
+  s.left = REACH_STEPS;
+  r = readable_through(&s, &f, reads, nor, denies, nod);
+  if (r == 0 && patterns) r = readable_through(&s, &f, reads + nor, npr, denies, nod + npd);
+  if (r == 0) ret = ACL_REACH_NONE;
+done:
+  for (i = 0; i < nowned; i++)
+    free(owned[i]);
+  free(owned);
+  free(denies);
+  free(reads);
+  free(s.cur);
+  free(s.fr);
+  return ret;
 }

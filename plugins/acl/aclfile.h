@@ -39,6 +39,25 @@ void aclfile_free(aclfile* acl);
 int acl_check(const aclfile* acl, const char* username, const char* client_id,
               const char* identity, const char* topic, int access);
 
+/* How much of what a subscription can receive the client may read, for Mosquitto's way
+ * of subscribing: grant the SUBSCRIBE, check read on each message delivered. */
+enum acl_reach {
+  ACL_REACH_NONE = 0, /* no topic the filter can match is readable: refuse the SUBSCRIBE */
+  ACL_REACH_SOME = 1, /* grant, but check ACL_READ on each delivered message */
+  ACL_REACH_ALL = 2   /* every topic it can match is readable: no per-delivery check */
+};
+
+/* The reach of the subscription filter `filter` (arguments as acl_check's), measured
+ * against acl_check(..., ACL_READ) on the topics it matches. ALL and NONE are always
+ * true when returned; SOME is the answer otherwise, and also when the question is too
+ * costly (each of the two questions, "is some topic unreadable", "is some topic
+ * readable", has a budget of about 100,000 steps, since the client chooses the filter)
+ * or memory runs out. Within the budget the answer is exact: a filter that only a
+ * combination of rules covers is ALL, one that only a combination of deny rules shuts
+ * off is NONE. An invalid filter (or a NULL acl or filter) is NONE. */
+int acl_subscribe_reach(const aclfile* acl, const char* username, const char* client_id,
+                        const char* identity, const char* filter);
+
 /* MQTT topics, as plugins/common/mqtt_topic.h decides them (the matcher the broker core
  * uses too), for NUL-terminated strings; see that header for the rules. */
 /* 1 if filter matches topic ('$' topics are not matched by a filter starting with a

@@ -1,11 +1,14 @@
 // Mosquitto ACL files (plugins/acl/aclfile.c): parsing and its refusals, Mosquitto's
 // decision rules (checked live against Debian's Mosquitto by
-// test/integration/test_acl_parity.py), and filter_covers / filter_intersects against a
+// test/integration/test_acl_parity.py), filter_covers / filter_intersects against a
 // brute-force oracle over topic_matches (the matcher itself is checked against a naive
-// reference in mqtt_topic_test.cpp).
+// reference in mqtt_topic_test.cpp), and acl_subscribe_reach against a brute-force
+// oracle over acl_check's read decisions.
 #include <doctest/doctest.h>
 
 #include <bitset>
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -299,6 +302,21 @@ TEST_CASE("decisions: substituted values that would change the topic's shape") {
   CHECK_FALSE(a.ok("u", "id/x/y", W, "cid", "x+"));
 }
 
+TEST_CASE("decisions: a pattern whose first level is empty") {
+  // "/a/%u" has the levels "", "a", "%u": substituted, "/a/bob" (not "a/bob")
+  Acl a(
+      "pattern read /a/%u\n"
+      "pattern read /+/x\n"
+      "pattern deny /%c/x\n");
+  REQUIRE(a.acl != nullptr);
+  CHECK(a.ok("bob", "/a/bob", R));
+  CHECK(a.ok("bob", "/a/bob", S));
+  CHECK_FALSE(a.ok("bob", "a/bob", R));
+  CHECK(a.ok("bob", "/other/x", R));
+  CHECK_FALSE(a.ok("bob", "/cid/x", R));
+  CHECK_FALSE(a.ok("bob", "cid/x", R));
+}
+
 TEST_CASE("decisions: no rules for the client, invalid input") {
   Acl empty("");
   REQUIRE(empty.acl != nullptr);
@@ -344,4 +362,315 @@ TEST_CASE("docs/acl.md: the subscription table") {
     REQUIRE(a.acl != nullptr);
     CHECK(a.ok(c.user, c.filter, S) == c.allowed);
   }
+}
+
+// ---- acl_subscribe_reach ------------------------------------------------------------------
+
+namespace {
+
+// A set of topics, by index in a list.
+struct Bits {
+  std::vector<uint64_t> w;
+  explicit Bits(size_t n) : w((n + 63) / 64) {}
+  void set(size_t i) { w[i / 64] |= uint64_t{1} << (i % 64); }
+  bool meets(const Bits& o) const {
+    for (size_t i = 0; i < w.size(); i++)
+      if (w[i] & o.w[i]) return true;
+    return false;
+  }
+  bool within(const Bits& o) const {
+    for (size_t i = 0; i < w.size(); i++)
+      if (w[i] & ~o.w[i]) return false;
+    return true;
+  }
+};
+
+std::string reach_name(int r) {
+  return r == ACL_REACH_NONE   ? "NONE"
+         : r == ACL_REACH_SOME ? "SOME"
+         : r == ACL_REACH_ALL  ? "ALL"
+                               : "?";
+}
+
+int reach(const Acl& a, const char* user, const char* filter, const char* client = "cid",
+          const char* identity = nullptr) {
+  return acl_subscribe_reach(a.acl, user, client, identity, filter);
+}
+
+}  // namespace
+
+TEST_CASE("acl_subscribe_reach agrees with a brute-force oracle over acl_check") {
+  // Random small files: own rules (anonymous, user u1) and patterns over the levels a, b,
+  // $x, the empty level, '+', '#' (and %u, %c in patterns), every access word. Every
+  // filter of up to three levels, for clients whose own list is the anonymous rules, u1's,
+  // none (u2: patterns only), or whose patterns are off ('+' in the client id) or have an
+  // unsafe value ('/' in the username). The oracle: acl_check(READ) on every topic of up
+  // to four levels (one more than any rule or filter) over the literals named, the
+  // substituted values, a fresh literal and a fresh '$' literal. No filter here comes near
+  // the budget, so every answer must be exact, not just sound.
+  const auto filters = sequences({"a", "b", "$x", "", "+", "#", "u1"}, 3);
+  const auto topics = sequences({"a", "b", "$x", "", "z", "$z", "u1", "u2", "c1"}, 4);
+  std::vector<Bits> matched(filters.size(), Bits(topics.size()));
+  for (size_t i = 0; i < filters.size(); i++)
+    for (size_t t = 0; t < topics.size(); t++)
+      if (acl_topic_matches(filters[i].c_str(), topics[t].c_str())) matched[i].set(t);
+  struct Client {
+    const char* user;
+    const char* client;
+  } clients[] = {{nullptr, "c1"}, {"u1", "c1"}, {"u2", "c1"}, {"u1", "c+"}, {"a/b", "c1"}};
+
+  std::mt19937 rng(20261207);
+  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+  // Every other file draws on fewer levels with more rules: rules that only together
+  // cover a filter, or shut it off, are likelier.
+  bool narrow = false;
+  auto random_filter = [&](bool pattern) {
+    static const char* const wide[] = {"a", "b", "$x", "", "+", "#", "%u", "%c"};
+    static const char* const few[] = {"a", "+", "#", "", "%u"};
+    for (;;) {
+      std::string f;
+      for (size_t i = 0, n = 1 + pick(3); i < n; i++)
+        f += (i ? "/" : "") +
+             std::string(narrow ? few[pick(pattern ? 5 : 4)] : wide[pick(pattern ? 8 : 6)]);
+      if (acl_filter_valid(f.c_str())) return f;
+    }
+  };
+  auto random_rules = [&](const char* keyword) {
+    static const char* const access[] = {"deny ", "deny ",      "read ",  "read ",
+                                         "read ", "readwrite ", "write ", ""};
+    std::string out;
+    for (size_t i = 0, n = pick(narrow ? 8 : 5); i < n; i++)
+      out += std::string(keyword) + " " + access[pick(8)] + random_filter(keyword[0] == 'p') + "\n";
+    return out;
+  };
+  // The same file without its deny rules: a NONE where it reads something is a NONE the
+  // deny rules made.
+  auto without_denies = [](const std::string& text) {
+    std::string out;
+    for (size_t b = 0, e; b < text.size(); b = e + 1) {
+      e = text.find('\n', b);
+      std::string line = text.substr(b, e - b);
+      if (line.find(" deny ") == std::string::npos) out += line + "\n";
+    }
+    return out;
+  };
+
+  size_t files = 0, asked = 0, all = 0, none = 0, some = 0, inexact = 0, unsound = 0;
+  size_t subscribe_granted = 0, subscribe_unsound = 0, all_beyond_subscribe = 0;
+  size_t none_by_denies = 0, none_by_union = 0;
+  for (int round = 0; round < 200; round++) {
+    narrow = round % 2 == 1;
+    std::string text =
+        random_rules("topic") + "user u1\n" + random_rules("topic") + random_rules("pattern");
+    Acl a(text), open(without_denies(text));
+    REQUIRE_MESSAGE(a.acl != nullptr, a.err);
+    REQUIRE(open.acl != nullptr);
+    files++;
+    for (const auto& c : clients) {
+      Bits readable(topics.size()), read_rules(topics.size());
+      for (size_t t = 0; t < topics.size(); t++) {
+        if (acl_check(a.acl, c.user, c.client, nullptr, topics[t].c_str(), R)) readable.set(t);
+        if (acl_check(open.acl, c.user, c.client, nullptr, topics[t].c_str(), R)) read_rules.set(t);
+      }
+      for (size_t i = 0; i < filters.size(); i++) {
+        const bool every = matched[i].within(readable), any = matched[i].meets(readable);
+        const int got = acl_subscribe_reach(a.acl, c.user, c.client, nullptr, filters[i].c_str());
+        const int want = every ? ACL_REACH_ALL : any ? ACL_REACH_SOME : ACL_REACH_NONE;
+        const bool subscribe = acl_check(a.acl, c.user, c.client, nullptr, filters[i].c_str(), S);
+        asked++;
+        all += got == ACL_REACH_ALL;
+        none += got == ACL_REACH_NONE;
+        some += got == ACL_REACH_SOME;
+        subscribe_granted += subscribe;
+        subscribe_unsound += subscribe && !every;
+        all_beyond_subscribe += got == ACL_REACH_ALL && !subscribe;
+        if (got == ACL_REACH_NONE && matched[i].meets(read_rules)) {
+          none_by_denies++;
+          // ...and no deny rule alone, pattern or not, covers the filter
+          bool single = false;
+          for (size_t b = 0, e; b < text.size(); b = e + 1) {
+            e = text.find('\n', b);
+            std::string line = text.substr(b, e - b);
+            if (line.find(" deny ") == std::string::npos) continue;
+            std::string rule = line.substr(line.find(" deny ") + 6);
+            for (auto [from, to] :
+                 {std::pair<std::string, const char*>{"%u", c.user}, {"%c", c.client}})
+              for (size_t at; to && (at = rule.find(from)) != std::string::npos;)
+                rule.replace(at, 2, to);
+            single |= filter_covers(rule.c_str(), filters[i].c_str()) == 1;
+          }
+          none_by_union += !single;
+        }
+        const bool sound = (got != ACL_REACH_ALL || every) && (got != ACL_REACH_NONE || !any);
+        unsound += !sound;
+        inexact += got != want;
+        if (got != want && inexact <= 10)
+          FAIL_CHECK("reach(" << std::string(c.user ? c.user : "(anonymous)") << ", "
+                              << std::string(c.client) << ", \"" << filters[i]
+                              << "\") = " << reach_name(got) << ", the oracle says "
+                              << reach_name(want) << std::string(sound ? "" : " (UNSOUND)") << "\n"
+                              << text);
+      }
+    }
+  }
+  MESSAGE(files << " files, " << asked << " questions over " << filters.size() << " filters and "
+                << topics.size() << " topics: " << all << " ALL, " << some << " SOME, " << none
+                << " NONE (" << none_by_denies << " made by deny rules, " << none_by_union
+                << " of them by no single one); ACL_SUBSCRIBE granted " << subscribe_granted << ", "
+                << all_beyond_subscribe << " ALL it refuses");
+  CHECK(unsound == 0);
+  CHECK(inexact == 0);
+  CHECK(subscribe_unsound == 0);  // the old check stays sound: it only grants ALL filters
+  CHECK(all > 1000);              // the random files must exercise every answer
+  CHECK(none > 1000);
+  CHECK(some > 1000);
+  CHECK(all_beyond_subscribe > 0);
+  CHECK(none_by_union > 0);
+}
+
+TEST_CASE("acl_subscribe_reach: issue 21's examples") {
+  Acl a("topic readwrite #\ntopic deny secrets/#\n");
+  REQUIRE(a.acl != nullptr);
+  CHECK(reach(a, nullptr, "#") == ACL_REACH_SOME);  // secrets/x is denied, a/b is not
+  CHECK(reach(a, nullptr, "+/+") == ACL_REACH_SOME);
+  CHECK(reach(a, nullptr, "sensors/+") == ACL_REACH_ALL);
+  CHECK(reach(a, nullptr, "secrets/#") == ACL_REACH_NONE);
+  CHECK(reach(a, nullptr, "secrets") == ACL_REACH_NONE);  // secrets/# matches its parent
+  CHECK(reach(a, nullptr, "secrets/+/x") == ACL_REACH_NONE);
+  CHECK(reach(a, nullptr, "$SYS/#") == ACL_REACH_NONE);  // '#' in a rule does not reach '$'
+  CHECK(reach(a, nullptr, "a/#/b") == ACL_REACH_NONE);   // not a filter
+  CHECK(reach(a, "bob", "#") == ACL_REACH_NONE);         // bob has no rules
+  CHECK(acl_subscribe_reach(nullptr, nullptr, "c", nullptr, "#") == ACL_REACH_NONE);
+  CHECK(acl_subscribe_reach(a.acl, nullptr, "c", nullptr, nullptr) == ACL_REACH_NONE);
+}
+
+TEST_CASE("acl_subscribe_reach: several rules together") {
+  // The ALL and NONE answers acl_check(ACL_SUBSCRIBE), one rule at a time, cannot give.
+  Acl a(
+      "topic read a\n"
+      "topic read a/+/#\n"
+      "topic read b/#\n"
+      "topic deny b/x\n"
+      "topic deny b/+/+/#\n"
+      "topic read c/#\n"
+      "topic deny c/+\n"
+      "topic deny c/+/+/+/#\n");
+  REQUIRE(a.acl != nullptr);
+  CHECK(reach(a, nullptr, "a/#") == ACL_REACH_ALL);  // a, and a/x/... : both rules
+  CHECK_FALSE(a.ok(nullptr, "a/#", S));
+  CHECK(reach(a, nullptr, "b/x/#") == ACL_REACH_NONE);  // b/x, and b/x/y...: both denies
+  CHECK(reach(a, nullptr, "b/#") == ACL_REACH_SOME);    // b, b/y
+  CHECK(reach(a, nullptr, "b/+") == ACL_REACH_SOME);    // b/y
+  CHECK(reach(a, nullptr, "b/y") == ACL_REACH_ALL);
+  CHECK(reach(a, nullptr, "c/+/#") == ACL_REACH_SOME);  // only c/y/z, between the denies
+  CHECK(reach(a, nullptr, "c/+/+") == ACL_REACH_ALL);
+  CHECK(reach(a, nullptr, "c/+/+/+") == ACL_REACH_NONE);  // "#" matches its parent
+  CHECK(reach(a, nullptr, "c/+/+/#") == ACL_REACH_SOME);
+  // a deny pattern only matters where the own list does not read: here it reads a/a
+  Acl m("topic read a/+\npattern read a/#\npattern deny a/a\n");
+  REQUIRE(m.acl != nullptr);
+  CHECK(reach(m, nullptr, "a/#") == ACL_REACH_ALL);
+  CHECK_FALSE(m.ok(nullptr, "a/#", S));
+  CHECK(reach(m, "bob", "a/#") == ACL_REACH_SOME);  // no own list: a/a is denied
+  // '#' matches its parent, except the empty topic: "/#" never matches ""
+  Acl b("topic read #\ntopic deny /+/#\n");
+  REQUIRE(b.acl != nullptr);
+  CHECK(reach(b, nullptr, "/#") == ACL_REACH_NONE);  // "/" and "/x/...", not ""
+  CHECK(reach(b, nullptr, "+/#") == ACL_REACH_SOME);
+  CHECK(reach(b, nullptr, "+") == ACL_REACH_ALL);
+  // the empty level is a level like any other
+  Acl e("topic read +/#\ntopic deny /#\n");
+  REQUIRE(e.acl != nullptr);
+  CHECK(reach(e, nullptr, "+") == ACL_REACH_ALL);  // one level: not "", so not under "/"
+  CHECK(reach(e, nullptr, "+/+") == ACL_REACH_SOME);
+  CHECK(reach(e, nullptr, "/+") == ACL_REACH_NONE);
+}
+
+TEST_CASE("acl_subscribe_reach: the own list answers first, then the patterns") {
+  Acl a(
+      "user alice\n"
+      "topic deny alice/secret\n"
+      "topic read shared/#\n"
+      "pattern read %u/#\n"
+      "pattern read users/%u/#\n"
+      "pattern deny users/%u/private/#\n"
+      "pattern readwrite clients/%c/#\n"
+      "pattern deny shared/x\n"
+      "pattern read id/%i/#\n");
+  REQUIRE(a.acl != nullptr);
+  // alice's deny is final, even where a pattern grants
+  CHECK(reach(a, "alice", "alice/#") == ACL_REACH_SOME);
+  CHECK(reach(a, "alice", "alice/secret") == ACL_REACH_NONE);
+  CHECK(reach(a, "alice", "alice/x/#") == ACL_REACH_ALL);
+  // her read is final too: the deny pattern does not take shared/x from her
+  CHECK(reach(a, "alice", "shared/#") == ACL_REACH_ALL);
+  CHECK(reach(a, "bob", "shared/#") == ACL_REACH_NONE);  // bob has no list, no pattern for it
+  // %u
+  CHECK(reach(a, "bob", "users/bob/#") == ACL_REACH_SOME);
+  CHECK(reach(a, "bob", "users/bob/public/#") == ACL_REACH_ALL);
+  CHECK(reach(a, "bob", "users/bob/private/+") == ACL_REACH_NONE);
+  CHECK(reach(a, "bob", "users/+/inbox") == ACL_REACH_SOME);  // users/bob/inbox only
+  CHECK(reach(a, "bob", "users/alice/#") == ACL_REACH_NONE);
+  CHECK(reach(a, nullptr, "users/+/x") == ACL_REACH_NONE);  // no username: no %u pattern
+  // %c
+  CHECK(reach(a, "bob", "clients/c1/+", "c1") == ACL_REACH_ALL);
+  CHECK(reach(a, "bob", "clients/+/x", "c1") == ACL_REACH_SOME);
+  CHECK(reach(a, "bob", "clients/c2/#", "c1") == ACL_REACH_NONE);
+  // '+' or '#' in the username or client id: no pattern at all
+  CHECK(reach(a, "b+b", "b+b/#") == ACL_REACH_NONE);
+  CHECK(reach(a, "bob", "clients/c#/x", "c#") == ACL_REACH_NONE);
+  // '/' in %u: the %u patterns grant nothing, and the %u deny pattern denies everything
+  CHECK(reach(a, "bob/x", "clients/c1/#", "c1") == ACL_REACH_NONE);
+  // %i may hold '/'; no identity: no %i pattern
+  CHECK(reach(a, "bob", "id/x/y/#", "c1", "x/y") == ACL_REACH_ALL);
+  CHECK(reach(a, "bob", "id/x/#", "c1", "x/y") == ACL_REACH_SOME);
+  CHECK(reach(a, "bob", "id/x/y/#", "c1", nullptr) == ACL_REACH_NONE);
+}
+
+TEST_CASE("acl_subscribe_reach: hostile filters end, with a safe answer") {
+  // A client chooses the filter (up to 65,535 bytes): thousands of levels must neither
+  // overflow a stack nor run unbounded. When the search runs out of steps, SOME.
+  std::string plus;
+  for (int i = 0; i < 20000; i++)
+    plus += i ? "/+" : "+";
+  std::string text = "topic read #\n";
+  for (int i = 0; i < 50; i++) {
+    std::string rule;
+    for (int l = 0; l < 20000; l++)
+      rule += (l ? "/" : "") + std::string(l == 7 + i * 397 ? "x" : "+");
+    text += "topic deny " + rule + "\n";
+  }
+  Acl a(text);
+  REQUIRE_MESSAGE(a.acl != nullptr, a.err);
+  CHECK(reach(a, nullptr, plus.c_str()) == ACL_REACH_SOME);  // z/z/... read, x/... denied
+  // the same rules as reads: is some topic unreadable? z/z/... is, too deep to look
+  std::string reads = "topic read #\n";
+  for (size_t pos = 0; (pos = text.find("topic deny ", pos)) != std::string::npos; pos++)
+    reads += "topic read " + text.substr(pos + 11, text.find('\n', pos) - pos - 11) + "\n";
+  Acl b(reads.substr(13));  // without "topic read #"
+  REQUIRE_MESSAGE(b.acl != nullptr, b.err);
+  CHECK(reach(b, nullptr, plus.c_str()) == ACL_REACH_SOME);
+  // the longest filter there is: 32,768 levels, none of them a problem
+  std::string longest = plus;
+  while (longest.size() + 2 <= 65535)
+    longest += "/+";
+  CHECK(reach(a, nullptr, longest.c_str()) == ACL_REACH_ALL);  // no deny has that many levels
+  CHECK(reach(b, nullptr, longest.c_str()) == ACL_REACH_NONE);
+  CHECK(reach(a, nullptr, "+/+/+/+/+/#") == ACL_REACH_SOME);  // under the denies' levels
+  CHECK(reach(b, nullptr, "+/+/+/+/+/#") == ACL_REACH_SOME);
+  // a search that branches at every level: "a" or anything else, 14 levels, every branch
+  // but one shut by a deny rule only at the end
+  std::string branchy = "topic read #\n";
+  std::string f14;
+  for (int i = 0; i < 14; i++)
+    f14 += i ? "/+" : "+";
+  for (int i = 0; i < 14; i++) {
+    std::string rule;
+    for (int l = 0; l < 14; l++)
+      rule += (l ? "/" : "") + std::string(l == i ? "a" : "+");
+    branchy += "topic deny " + rule + "\n";
+  }
+  Acl c(branchy);
+  REQUIRE(c.acl != nullptr);
+  CHECK(reach(c, nullptr, f14.c_str()) == ACL_REACH_SOME);  // z/z/.../z
 }
