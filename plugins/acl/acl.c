@@ -7,10 +7,13 @@
  * AUTHORIZE, with the client's username (%u), client id (%c) and session identity (%i,
  * api->client_identity; NULL before CONNECTED, when rules with %i do not apply):
  *   PUBLISH (also wills)  write access on the topic;
- *   SUBSCRIBE             the filter must be covered by rules granting read, for every
- *                         topic it can match, and touch no deny rule (acl_check's
- *                         ACL_SUBSCRIBE);
- *   RECEIVE               read access on the retained message's topic.
+ *   SUBSCRIBE             granted unless no topic the filter can match is readable
+ *                         (acl_subscribe_reach); when only some are, or the library
+ *                         cannot tell cheaply, each delivery is checked (ABI 2.3
+ *                         delivery_check, per topic: the answer depends on the topic
+ *                         and the client only);
+ *   RECEIVE               read access on the message's topic (retained messages, and
+ *                         live ones through subscriptions that are checked).
  * A rule that grants: ALLOW; otherwise (a deny rule, or no rule at all, as in
  * Mosquitto): DENY with a reason. All in memory, answered at once (no deferral).
  *
@@ -72,6 +75,33 @@ static int load(const mqgate_host_api *api, const mqgate_options *options, char 
   return MQGATE_OK;
 }
 
+/* Mosquitto grants every SUBSCRIBE and checks read on each delivery. The same answers,
+ * with two improvements: a filter of which no topic is readable is refused (the client
+ * learns it from the SUBACK), and a filter the rules grant entirely is never checked
+ * again (until a reload). */
+static int on_subscribe(acl_instance *self, mqgate_evt_authorize *evt, const char *username,
+                        const char *client_id, const char *identity) {
+  const mqgate_host_api *api = self->api;
+  const int reach = evt->topic == NULL ? ACL_REACH_NONE
+                                       : acl_subscribe_reach(self->rules, username, client_id,
+                                                             identity, evt->topic);
+  if (reach == ACL_REACH_ALL) return MQGATE_ALLOW;
+  if (reach == ACL_REACH_SOME) {
+    /* A host without per-delivery checks (older than ABI 2.3) could not withhold the
+     * topics that are not readable: refuse, as this plugin used to. */
+    if (MQGATE_HAS_FIELD(evt, mqgate_evt_authorize, delivery_check)) {
+      evt->delivery_check = MQGATE_CHECK_PER_TOPIC;
+      return MQGATE_ALLOW;
+    }
+  }
+  evt->reason = api->mprintf("acl: %s \"%s\" (username %s%s%s)",
+                             reach == ACL_REACH_NONE ? "no readable topic in the filter"
+                                                     : "not every topic readable in the filter",
+                             evt->topic ? evt->topic : "", username ? "\"" : "",
+                             username ? username : "none", username ? "\"" : "");
+  return MQGATE_DENY;
+}
+
 static int on_authorize(acl_instance *self, mqgate_evt_authorize *evt) {
   const mqgate_host_api *api = self->api;
   const char *username = api->client_username(evt->client);
@@ -86,9 +116,7 @@ static int on_authorize(acl_instance *self, mqgate_evt_authorize *evt) {
       what = "write";
       break;
     case MQGATE_ACTION_SUBSCRIBE:
-      access = ACL_SUBSCRIBE;
-      what = "read on every topic of the filter";
-      break;
+      return on_subscribe(self, evt, username, client_id ? client_id : "", identity);
     case MQGATE_ACTION_RECEIVE:
       access = ACL_READ;
       what = "read";
