@@ -36,7 +36,8 @@
  *            mqgate_auth_verdict, MQGATE_ABI_MINOR, a truthful MQGATE_HAS_FIELD
  *            (header changes work with every host)                   (after 0.3.0)
  *   ABI 2.3  RECEIVE for live deliveries: mqgate_evt_authorize.delivery_check and
- *            live, enum mqgate_delivery_check (see "Checking deliveries")
+ *            live, enum mqgate_delivery_check (see "Checking deliveries");
+ *            mqgate_evt_authorize.same_answer for PUBLISH
  *                                                                    (after 0.3.0)
  *
  * An ABI 1 plugin gets ABI 1.1 from every broker that hosts ABI 2. Nothing an ABI 1
@@ -571,6 +572,11 @@ typedef struct mqgate_evt_authorize {
                             subscription (or queued for it while the client was
                             offline), 0 for a retained message sent because of a new
                             subscription */
+  int same_answer;       /* PUBLISH: out, optional: 1 says an ALLOW holds for this
+                            client's later PUBLISHes to the same topic, QoS and retain
+                            flag until the next reload, so the broker may skip the
+                            question for them (it remembers one topic per client, and
+                            only when every plugin asked said so); 0: ask each time */
   /* New fields go here, and only here. */
 } mqgate_evt_authorize;
 

@@ -92,6 +92,28 @@ class Client {
   void* plugin_data(const void* plugin) const;
   // Frees every slot; done when the client goes away.
   void clear_plugin_data();
+  // The plugin host's memory of the last PUBLISH its plugins allowed for good (the same
+  // answer for the same topic, QoS and retain flag, until the rules of `generation`
+  // change). One per client; short topics only.
+  static constexpr size_t kMaxRememberedTopic = 256;
+  bool publish_allowed_before(std::string_view topic, uint8_t qos, bool retain,
+                              uint64_t generation) const {
+    if (!extras_ || extras_->allowed_generation != generation) return false;
+    const Extras& e = *extras_;
+    return e.allowed_qos == qos && e.allowed_retain == retain && e.allowed_topic == topic;
+  }
+  void remember_publish_allowed(std::string_view topic, uint8_t qos, bool retain,
+                                uint64_t generation) {
+    if (topic.size() > kMaxRememberedTopic) return;
+    Extras& e = extras();
+    e.allowed_topic.assign(topic);
+    e.allowed_qos = qos;
+    e.allowed_retain = retain;
+    e.allowed_generation = generation;
+  }
+  void forget_publish_allowed() {
+    if (extras_) extras_->allowed_generation = 0;
+  }
 
   // --- output -------------------------------------------------------------------------
   // Packets are encoded straight into this buffer; the transport writes it out once
@@ -171,6 +193,10 @@ class Client {
     std::string close_reason;  // only closing connections allocate this
     uint64_t close_requested_ms = 0;
     std::unique_ptr<mqtt5::ClientState> v5;
+    std::string allowed_topic;  // publish_allowed_before()
+    uint64_t allowed_generation = 0;
+    uint8_t allowed_qos = 0;
+    bool allowed_retain = false;
   };
   Extras& extras() {
     if (!extras_) extras_ = std::make_unique<Extras>();

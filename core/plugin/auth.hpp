@@ -63,6 +63,9 @@ struct AuthResult {
   // check() of kSubscribe, or of a live kReceive, when allowed: how the subscription's
   // deliveries are to be checked from now on (a DeliveryCheck).
   uint8_t delivery_check = kCheckNone;
+  // check() of kPublish, allowed: every plugin said the answer holds for the client's
+  // later PUBLISHes to the same topic, QoS and retain flag (until a reload).
+  bool same_answer = false;
   // MQTT 5.0 enhanced authentication: the plugin continues the exchange (send AUTH
   // 0x18 with `auth_data` and wait for the client's AUTH), or, allowed, final data for
   // the CONNACK / AUTH 0x00.

@@ -126,6 +126,7 @@ struct Answer {
   std::optional<std::string> data_out;
   bool bad_data_out = false;  // auth_data_out NULL with a length, or too long
   int delivery_check = 0;     // ABI 2.3, AUTHORIZE SUBSCRIBE and live RECEIVE
+  bool same_answer = false;   // ABI 2.3, AUTHORIZE PUBLISH
 };
 
 Answer ask_authenticate(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) {
@@ -235,6 +236,7 @@ Answer ask_authorize(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) {
     a.reason_code = evt.reason_code;
     a.reason_string = take_plugin_string(evt.reason_string);
     if (run.action == AuthAction::kSubscribe || run.live) a.delivery_check = evt.delivery_check;
+    a.same_answer = evt.same_answer == 1;
   }
   return a;
 }
@@ -387,6 +389,7 @@ ChainStop run_chain(ChainRun& run, TokenIssuer& tokens) {
       return ChainStop::kContinuing;
     }
     if (!run.authenticating && answer != MQGATE_DENY) fold_delivery_check(run, *p, a.delivery_check);
+    if (!a.same_answer) run.same_answer = false;
     if (answer == MQGATE_DEFER && slot.token != nullptr) {
       run.waiting_on = p;
       run.token = slot.token;
@@ -481,6 +484,7 @@ AuthResult chain_result(const ChainRun& run) {
   AuthResult ok;
   if (!run.authenticating) {
     ok.delivery_check = run.delivery_check;
+    ok.same_answer = run.same_answer && run.action == AuthAction::kPublish;
     return ok;
   }
   if (!run.allowed) return AuthResult::deny("no plugin allowed the client (all abstained)");

@@ -76,6 +76,7 @@ struct ChainRun {
   std::string reasons, assigned, identity;
   int connack_code = 0;
   uint8_t delivery_check = 0;  // the strongest mqgate_delivery_check of the answers
+  bool same_answer = true;     // PUBLISH: every plugin asked said its answer holds per topic
   // MQTT 5.0 answers: data for the client (the continuing plugin's, or the first
   // ALLOW's), the first denying plugin's reason code and string.
   std::optional<std::string> auth_data_out;

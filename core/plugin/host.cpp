@@ -278,6 +278,7 @@ AuthResult PluginHost::continue_auth(const Client& client, std::optional<std::st
 AuthResult PluginHost::reauthenticate(const Client& client, std::string_view method,
                                       std::optional<std::string_view> data) {
   const PluginChain& chain = chain_for(client);
+  const_cast<Client&>(client).forget_publish_allowed();  // the plugins learn anew who it is
   auto run = std::make_unique<ChainRun>();
   run->id = next_run_id_++;
   run->client = const_cast<Client*>(&client);
@@ -306,6 +307,10 @@ AuthResult PluginHost::authorize(const Client& client, std::string_view topic, A
 AuthResult PluginHost::check(const Client& client, const AuthRequest& req) {
   const PluginChain& chain = chain_for(client);
   if (chain.authorize.empty()) return {};
+  // A device publishing to its topic again: the plugins said their ALLOW holds.
+  const bool publish = req.action == AuthAction::kPublish;
+  if (publish && client.publish_allowed_before(req.topic, req.qos, req.retain, generation_))
+    return {};
   ChainRun run;
   run.id = next_run_id_++;
   run.client = const_cast<Client*>(&client);
@@ -326,7 +331,10 @@ AuthResult PluginHost::check(const Client& client, const AuthRequest& req) {
     pending.pending = true;
     return pending;
   }
-  return chain_result(run);
+  AuthResult result = chain_result(run);
+  if (publish && result.allowed && result.same_answer)
+    const_cast<Client&>(client).remember_publish_allowed(req.topic, req.qos, req.retain, generation_);
+  return result;
 }
 
 void PluginHost::on_connected(const Client& client, bool session_present) {
@@ -352,6 +360,7 @@ void PluginHost::on_disconnected(const Client& client, const char* reason) {
 }
 
 void PluginHost::reload(const Config& config) {
+  ++generation_;  // the plugins' answers may change with their options
   for (auto& p : instances_) {
     auto it = std::find_if(config.plugins.begin(), config.plugins.end(),
                            [&](const PluginConfig& pc) { return pc.name == p->name; });

@@ -80,6 +80,8 @@ class PluginHost final : public AuthHooks {
   void expire_decisions();
   void run_disconnects();
   Deferrals deferrals_{this};
+  // Counts reloads (from 1): PUBLISH answers remembered under older options are void.
+  uint64_t generation_ = 1;
   uint64_t next_run_id_ = 1;
   uint64_t auth_timeout_ms_ = 10000;
   std::vector<std::pair<Client*, std::string>> disconnects_;  // api->disconnect requests

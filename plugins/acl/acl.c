@@ -114,6 +114,8 @@ static int on_authorize(acl_instance *self, mqgate_evt_authorize *evt) {
     case MQGATE_ACTION_PUBLISH:
       access = ACL_WRITE;
       what = "write";
+      /* The answer depends on the client and the topic only (until a reload). */
+      if (MQGATE_HAS_FIELD(evt, mqgate_evt_authorize, same_answer)) evt->same_answer = 1;
       break;
     case MQGATE_ACTION_SUBSCRIBE:
       return on_subscribe(self, evt, username, client_id ? client_id : "", identity);

@@ -111,6 +111,35 @@ class DeliveryCheckTest(BrokerTestCase):
             got += [p.topic for p in c.read_all(timeout=0.5) if p.type == r.PUBLISH]
         self.assertEqual(sorted(got), ["d/a"] * 5)
 
+    def test_publish_answers_that_hold_per_topic_are_remembered(self):
+        b = self.broker(same_answer=True, receive_deny=[])
+        pub = self.connected(b, "pub")
+        for i in range(3):
+            pub.publish("d/a", b"x", qos=1, packet_id=i + 1)
+        pub.publish("d/b", b"x", qos=1, packet_id=9)
+        pub.publish("d/a", b"x", qos=1, packet_id=10)  # another topic came between
+        pub.publish("d/a", b"x", qos=0)  # another QoS
+        pub.ping()
+        def asked(topic):
+            return b.log().count(f"action=1 topic={topic} filter=(none) retain=0 deferrable=1")
+
+        # d/a QoS 1 once, then remembered; again after d/b; again at QoS 0.
+        self.assertEqual(asked("d/a"), 3)
+        self.assertEqual(asked("d/b"), 1)
+        b.signal(signal.SIGHUP)
+        b.wait_log(r"SIGHUP received")
+        pub.ping()
+        pub.publish("d/a", b"x", qos=0)  # the options may have changed: asked again
+        pub.ping()
+        self.assertEqual(asked("d/a"), 4)
+
+    def test_publish_answers_are_asked_each_time_by_default(self):
+        b = self.broker(receive_deny=[])
+        pub = self.connected(b, "pub")
+        for i in range(3):
+            pub.publish("d/a", b"x", qos=1, packet_id=i + 1)
+        self.assertEqual(b.log().count("action=1 topic=d/a "), 3)
+
     def test_after_a_reload_subscriptions_are_decided_again(self):
         b = self.broker()  # no check asked for: d/secret flows
         sub, pub = self.connected(b, "sub"), self.connected(b, "pub")

@@ -21,6 +21,7 @@
  *                                 when the SUBSCRIBE is deferred
  *   stop_checks_topic = "t"       ABI 2.3: a live RECEIVE for t answers
  *                                 MQGATE_CHECK_NONE (no more questions)
+ *   same_answer = true            ABI 2.3: PUBLISH answers hold per topic (same_answer)
  *   return_ok_users = ["name", ...] AUTHENTICATE: return MQGATE_OK (an ABI 1 habit; not
  *                                 a verdict in ABI 2, so the host must deny and log)
  *   deny_reason_code = 0x8A       MQTT 5.0: the reason code of deny_users' denials,
@@ -70,6 +71,7 @@ typedef struct deferred {
   char disconnect_topic[MAX_TEXT];
   char stop_checks_topic[MAX_TEXT];
   int delivery_check;
+  int same_answer;
   int64_t deny_reason_code;
   char deny_reason_string[MAX_TEXT];
   char auth_method[MAX_TEXT];
@@ -220,6 +222,7 @@ static int on_event(int event, void *data, void *instance) {
                                                                 : MQGATE_ABSTAIN;
       }
       if (e->action == MQGATE_ACTION_SUBSCRIBE) e->delivery_check = self->delivery_check;
+      if (e->action == MQGATE_ACTION_PUBLISH) e->same_answer = self->same_answer;
       if (self->disconnect_topic[0] && strcmp(e->topic, self->disconnect_topic) == 0) {
         api->disconnect(self->plugin, e->client, "revoked");
         return MQGATE_ALLOW;
@@ -279,6 +282,7 @@ MQGATE_PLUGIN_EXPORT int mqgate_plugin_init(mqgate_plugin *plugin, const mqgate_
                            : strcmp(s, "per_topic") == 0 ? MQGATE_CHECK_PER_TOPIC
                                                          : MQGATE_CHECK_NONE;
   api->opt_boolean(o, "allow_at_once", &self->allow_at_once);
+  api->opt_boolean(o, "same_answer", &self->same_answer);
   if (!read_list(api, o, "deny_users", &self->deny_users) ||
       !read_list(api, o, "defer_topics", &self->defer_topics) ||
       !read_list(api, o, "deny_topics", &self->deny_topics) ||

@@ -77,6 +77,7 @@ FIELD_AT(mqgate_evt_authorize, reason_string, 104);
 FIELD_AT(mqgate_evt_authorize, reserved2, 112);
 FIELD_AT(mqgate_evt_authorize, delivery_check, 144);  // ABI 2.3
 FIELD_AT(mqgate_evt_authorize, live, 148);
+FIELD_AT(mqgate_evt_authorize, same_answer, 152);
 
 FIELD_AT(mqgate_completion, struct_size, 0);
 FIELD_AT(mqgate_completion, verdict, 4);
