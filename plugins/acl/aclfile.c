@@ -483,7 +483,11 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
  * hostile filter has thousands of levels) and runs on a budget of steps: out of steps,
  * the answer is "don't know", and the caller says SOME, which is always safe. */
 
-#define REACH_STEPS 100000L /* per question; a step is a filter looked at on one level */
+/* Per question; a step is a filter looked at on one level. Measured (-O2): a filter of
+ * 200 '+' levels against 200 deny rules that branch at every level runs out in about
+ * 0.08 ms (two questions), so a SUBSCRIBE slice of 2,048 such filters holds the loop
+ * under 0.2 s even under that pathological file; ordinary files need a few hundred. */
+#define REACH_STEPS 5000L
 
 struct span {
   const char* s;
