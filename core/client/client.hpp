@@ -175,6 +175,15 @@ class Client {
   // From on_close_requested(): kept beside the reason, in what only closing connections
   // allocate.
   void set_close_requested_ms(uint64_t ms) { extras().close_requested_ms = ms; }
+  // What the transport keeps about a connection only while it closes (the server's
+  // lingering close, server/connection.cpp), in what only closing connections allocate.
+  struct CloseState {
+    virtual ~CloseState() = default;
+  };
+  CloseState* close_state() const { return extras_ ? extras_->close_state.get() : nullptr; }
+  void set_close_state(std::unique_ptr<CloseState> state) {
+    extras().close_state = std::move(state);
+  }
   std::string out_;
 
  private:
@@ -192,6 +201,7 @@ class Client {
     std::vector<PluginSlot> plugin_slots;
     std::string close_reason;  // only closing connections allocate this
     uint64_t close_requested_ms = 0;
+    std::unique_ptr<CloseState> close_state;
     std::unique_ptr<mqtt5::ClientState> v5;
     std::string allowed_topic;  // publish_allowed_before()
     uint64_t allowed_generation = 0;

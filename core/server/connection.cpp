@@ -34,6 +34,15 @@ struct WriteRequest {
 
 }  // namespace
 
+// A lingering close (finish_close): the write side's shutdown request, and what the
+// log line at the end says.
+struct Connection::Linger final : Client::CloseState {
+  uv_shutdown_t req;
+  uint64_t since_ms = 0;
+  uint64_t last_input_ms = 0;
+  uint64_t dropped = 0;  // bytes read while lingering, never looked at
+};
+
 Connection::Connection(Listener& listener, std::string peer)
     : Client(&listener.config(), std::move(peer)) {}
 
@@ -87,6 +96,10 @@ void Connection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
 
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(stream->data);
+  if (self->lingering_) {
+    self->on_linger_read(nread);
+    return;
+  }
   if (nread > 0) {
     const std::string_view data(buf->base, static_cast<size_t>(nread));
     if (self->transport_)
@@ -94,10 +107,12 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     else
       self->on_bytes(data);
   } else if (nread == UV_EOF) {
+    self->no_linger_ = true;  // nothing more can arrive: closing cannot reset
     self->close(self->state == State::kConnected
                     ? "connection closed by the client without DISCONNECT"
                     : "connection closed by the client");
   } else if (nread < 0) {
+    self->no_linger_ = true;
     self->close(uv_strerror(static_cast<int>(nread)));
   }
   // The dispatch is over: the broker hears of the closes it asked for.
@@ -144,9 +159,11 @@ void Connection::on_layer_ready(transport::StreamLayer& layer, const std::string
 void Connection::update_reading() {
   // Read unless something holds the input back: bytes kept while input is held for
   // the broker (one read's worth at most; with nothing kept, reading goes on, so a
-  // client that hangs up while it waits is noticed), an output backlog, a close.
+  // client that hangs up while it waits is noticed), an output backlog, a close. A
+  // lingering close reads (and drops) everything.
   const bool held_bytes = framer_.held() && framer_.buffered() > 0;
-  const bool want = !held_bytes && !read_paused_ && !close_requested() && !uv_closing_;
+  const bool want =
+      !uv_closing_ && (lingering_ || (!held_bytes && !read_paused_ && !close_requested()));
   if (want == reading_) return;
   const int rc = want ? uv_read_start(reinterpret_cast<uv_stream_t*>(&handle_), on_alloc, on_read)
                       : uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle_));
@@ -156,7 +173,10 @@ void Connection::update_reading() {
   }
   CLIENT_LOG(log::Level::kWarning, *this, "cannot %s reading: %s%s", want ? "start" : "stop",
              uv_strerror(rc), want ? "; closing" : "");
-  if (want) close(uv_strerror(rc));
+  if (want && lingering_)
+    end_linger(uv_strerror(rc));
+  else if (want)
+    close(uv_strerror(rc));
 }
 
 void Connection::park_input() {
@@ -251,6 +271,10 @@ void Connection::pause_reading_if_backlogged() {
 void Connection::flush() {
   flush_pending_ = false;
   if (uv_closing_) return;
+  if (lingering_) {  // the write side is shut down (the broker writes to closed clients
+    out_.clear();    // no more; this is only a safety net)
+    return;
+  }
   if (write_pending_) {  // written when the pending write completes
     pause_reading_if_backlogged();
     return;
@@ -270,9 +294,10 @@ void Connection::flush() {
   server().broker().count_sent(app_bytes - (wire == &out_ ? 0 : out_.size()));
   // The socket closes only once the broker has been told (report_close()).
   if (wire->empty()) {
-    if (close_reported_ && out_.empty()) begin_uv_close();
+    if (close_reported_ && out_.empty()) finish_close();
     return;
   }
+  if (close_requested()) wrote_after_close_ = true;  // a last packet, or a goodbye
   uv_buf_t buf = uv_buf_init(wire->data(), static_cast<unsigned>(wire->size()));
   int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&handle_), &buf, 1);
   if (n == UV_EAGAIN) n = 0;
@@ -285,7 +310,7 @@ void Connection::flush() {
   if (static_cast<size_t>(n) == wire->size()) {
     wire->clear();
     if (wire->capacity() > 64 * 1024) std::string().swap(*wire);
-    if (close_reported_) begin_uv_close();
+    if (close_reported_) finish_close();
     return;
   }
   // The kernel took part of it: hand the rest to libuv, which writes when it can.
@@ -362,6 +387,82 @@ void Connection::report_close() {
 
 void Connection::force_close() {
   close("closed by the broker");
+  no_linger_ = true;
+  begin_uv_close();
+}
+
+Connection::Linger* Connection::linger() const {
+  return static_cast<Linger*>(close_state());
+}
+
+uint64_t Connection::linger_since_ms() const {
+  return lingering_ ? linger()->since_ms : 0;
+}
+
+uint64_t Connection::linger_last_input_ms() const {
+  return lingering_ ? linger()->last_input_ms : 0;
+}
+
+void Connection::finish_close() {
+  if (uv_closing_ || lingering_) return;
+  // Nothing was written since the close was requested (a 3.1.1 client's protocol
+  // error, say): no last packet to lose. The client closed or failed: nothing to wait
+  // for.
+  if (no_linger_ || !wrote_after_close_) {
+    begin_uv_close();
+    return;
+  }
+  Server& s = server();
+  if (!s.may_linger()) {
+    CLIENT_LOG(log::Level::kDebug, *this,
+               "%zu closing connections linger already (the most); closing at once", s.lingering());
+    begin_uv_close();
+    return;
+  }
+  auto state = std::make_unique<Linger>();
+  state->since_ms = state->last_input_ms = s.now_ms();
+  const int rc = uv_shutdown(&state->req, reinterpret_cast<uv_stream_t*>(&handle_), on_shutdown);
+  if (rc != 0) {  // the socket is not connected any more, most likely: nothing to wait for
+    CLIENT_LOG(log::Level::kDebug, *this, "cannot shut down the write side: %s; closing",
+               uv_strerror(rc));
+    begin_uv_close();
+    return;
+  }
+  set_close_state(std::move(state));
+  lingering_ = true;
+  // A lingering connection is no longer one of the listener's clients (max_connections),
+  // only a socket the server holds, for a bounded time (Server::kLingerMs), and only so
+  // many (Server::kMaxLingering).
+  listener_ref().active_connections--;
+  s.linger_started();
+  update_reading();
+}
+
+void Connection::on_shutdown(uv_shutdown_t* req, int status) {
+  // UV_ECANCELED: the socket is closing already (and its close callback comes after).
+  if (status == 0 || status == UV_ECANCELED) return;
+  auto* self = static_cast<Connection*>(req->handle->data);
+  self->end_linger(uv_strerror(status));
+}
+
+void Connection::on_linger_read(ssize_t nread) {
+  if (nread > 0) {
+    Linger& l = *linger();
+    l.dropped += static_cast<uint64_t>(nread);  // in the loop's read buffer: dropped
+    l.last_input_ms = server().now_ms();
+    return;
+  }
+  if (nread == 0) return;  // nothing this time (EAGAIN)
+  end_linger(nread == UV_EOF ? "the client closed" : uv_strerror(static_cast<int>(nread)));
+}
+
+void Connection::end_linger(const char* why) {
+  if (!lingering_ || uv_closing_) return;
+  const Linger& l = *linger();
+  CLIENT_LOG(log::Level::kDebug, *this,
+             "socket closed after lingering %llu ms: %s (%llu bytes read and dropped)",
+             static_cast<unsigned long long>(server().now_ms() - l.since_ms), why,
+             static_cast<unsigned long long>(l.dropped));
   begin_uv_close();
 }
 
@@ -377,7 +478,10 @@ void Connection::begin_uv_close() {
 
 void Connection::on_close(uv_handle_t* handle) {
   auto* self = static_cast<Connection*>(handle->data);
-  self->listener_ref().active_connections--;
+  if (self->lingering_)
+    self->server().linger_ended();  // no longer counted as the listener's (finish_close)
+  else
+    self->listener_ref().active_connections--;
   self->server().remove_connection(self);
   if (self->transport_) {
     // A worker may still run a TLS handshake step: this connection is deleted when the

@@ -7,6 +7,14 @@
 // Memory per idle connection is kept small on purpose: reads land in one loop-wide
 // buffer and only the tail of a packet that has not fully arrived is copied into the
 // connection (by its codec::Framer), so an idle connection holds no read buffer at all.
+//
+// A close the broker asks for after queuing a last packet (a DISCONNECT with a reason
+// code, a refusing CONNACK, TLS's close_notify, a WebSocket close frame) lingers: once
+// that output is written the write side is shut down (FIN), and what the client still
+// sends is read and dropped, unparsed, until it closes too, sends nothing for
+// Server::kLingerQuietMs, or Server::kLingerMs pass. Closing with unread input would make
+// the kernel reset the connection, and a client still sending could lose the last packet
+// before reading it.
 #pragma once
 
 #include <uv.h>
@@ -45,6 +53,14 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   // socket. Called by the server after the dispatch that requested it returned.
   void report_close();
   bool closing() const { return close_requested(); }
+  // The last output is written, the write side shut down: input is read and dropped
+  // until the client closes or end_linger().
+  bool lingering() const { return lingering_; }
+  uint64_t linger_since_ms() const;
+  // The loop time of the last bytes read while lingering (linger_since_ms() if none).
+  uint64_t linger_last_input_ms() const;
+  // Stops lingering and closes the socket; `why` is logged.
+  void end_linger(const char* why);
   Listener& listener_ref();
   // The transport layers above TCP (nullptr on plain TCP listeners).
   transport::Stack* transport() { return transport_.get(); }
@@ -66,6 +82,17 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_close(uv_handle_t* handle);
+  static void on_shutdown(uv_shutdown_t* req, int status);
+
+  // A lingering close's state (only closing connections allocate it).
+  struct Linger;
+  Linger* linger() const;
+  // The output of a reported close is written: lingers (see above), or closes the
+  // socket at once when the client is gone, nothing was written since the close was
+  // requested, or Server::kMaxLingering connections linger already.
+  void finish_close();
+  // What a read brings while lingering: dropped; the end of the stream ends the linger.
+  void on_linger_read(ssize_t nread);
 
   // Bytes of the MQTT stream (from the socket, or from the top transport layer).
   bool on_bytes(std::string_view data) override;
@@ -95,6 +122,9 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   bool write_pending_ : 1 = false;
   bool read_paused_ : 1 = false;  // backpressure: output backlog over max_outgoing_bytes
   bool reading_ : 1 = false;      // libuv reads the socket (update_reading keeps it right)
+  bool wrote_after_close_ : 1 = false;  // bytes went out after close() (a last packet)
+  bool no_linger_ : 1 = false;  // the client closed or failed, or the close is forced
+  bool lingering_ : 1 = false;  // see lingering()
 
  public:
   // Owned by Server. Declared last, next to the flags above, so that all the flags

@@ -116,6 +116,9 @@ void broker_metrics(MetricsText& m, const MetricsSources& s) {
   m.family("mqgate_connections_held", kGauge,
            "Connections whose input waits for the broker's congestion to end.");
   m.sample(uint64_t{s.held_connections});
+  m.family("mqgate_connections_lingering", kGauge,
+           "Closing connections whose last packet is written, read until the client closes.");
+  m.sample(uint64_t{s.lingering_connections});
 }
 
 void listener_metrics(MetricsText& m, const MetricsSources& s) {

@@ -29,7 +29,8 @@ struct MetricsSources {
   const LoopLag* lag = nullptr;
   const TlsWorkers* tls_workers = nullptr;
   const http::Endpoint* http = nullptr;
-  size_t held_connections = 0;  // input held while the broker is congested
+  size_t held_connections = 0;       // input held while the broker is congested
+  size_t lingering_connections = 0;  // closing: the last packet written, input dropped
   uint64_t uptime_ms = 0;
 };
 

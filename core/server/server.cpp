@@ -193,6 +193,7 @@ std::string Server::metrics_text() {
   sources.tls_workers = tls_workers_.get();
   sources.http = http_.get();
   sources.held_connections = held_.size();
+  sources.lingering_connections = lingering_;
   sources.uptime_ms = started_ ? now_ms() - started_ms_ : 0;
   return render_metrics(sources);
 }
@@ -376,7 +377,13 @@ void Server::sweep() {
   const uint64_t now = now_ms();
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next;  // closing may unlink c
-    if (c->closing()) {
+    if (c->lingering()) {
+      // Shutting down too: the loop stops once these are closed, kLingerMs at most.
+      if (now - c->linger_since_ms() >= kLingerMs)
+        c->end_linger("the linger time is over");
+      else if (now - c->linger_last_input_ms() >= kLingerQuietMs)
+        c->end_linger("the client sent nothing more");
+    } else if (c->closing()) {
       if (now - c->closing_since_ms() > kCloseGraceMs) c->force_close();
     } else {
       broker_.check_timeouts(*c, now);

@@ -72,6 +72,21 @@ class Server {
   // loop (a read, a decision, a slice, a sweep...), never from inside one: this is how
   // the broker acts on connections without being re-entered.
   void carry_out_requests();
+  // Lingering closes (Connection::finish_close): the write side shut down after the last
+  // packet, the client's input read and dropped until it closes, for at most kLingerMs,
+  // or until nothing has come for kLingerQuietMs (a client that is not sending loses
+  // nothing to a close: what it has not read yet is still delivered; a dead one never
+  // closes), both ended by the sweep, so up to kSweepIntervalMs later; and at most
+  // kMaxLingering at once (more close at once, as without lingering): each holds a
+  // socket, and a flood of clients provoking disconnects must not run the process out of
+  // file descriptors.
+  static constexpr uint64_t kLingerMs = 2000;
+  static constexpr uint64_t kLingerQuietMs = 500;
+  static constexpr size_t kMaxLingering = 1024;
+  bool may_linger() const { return lingering_ < kMaxLingering; }
+  size_t lingering() const { return lingering_; }
+  void linger_started() { ++lingering_; }
+  void linger_ended() { --lingering_; }
   // The TLS handshake threads (nullptr when no listener uses TLS).
   TlsWorkers* tls_workers() { return tls_workers_.get(); }
 
@@ -149,6 +164,7 @@ class Server {
   std::vector<Connection*> dirty_;     // connections with output to flush
   std::vector<Connection*> held_;      // connections with input to dispatch (FIFO)
   std::vector<Connection*> closes_;    // close requested, broker not told yet
+  size_t lingering_ = 0;               // connections lingering (in connections_ still)
   void report_closes();
   void dispatch_held_inputs();
   std::vector<ReloadHook> reload_hooks_;

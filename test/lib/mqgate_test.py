@@ -207,8 +207,13 @@ class BrokerTestCase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="mqgate-case-")
         self._brokers = []
+        # A cleanup, not tearDown: cleanups run after tearDown, the last registered first,
+        # so the clients a test closes with addCleanup() are closed before its brokers
+        # stop (as in brokers.MqttTestCase). A broker stopping with clients connected tells
+        # them to go and waits a little for them to close (lingering closes).
+        self.addCleanup(self._stop_brokers)
 
-    def tearDown(self):
+    def _stop_brokers(self):
         errors = []
         for b in self._brokers:
             try:
