@@ -81,19 +81,7 @@ void Session::remember(const Subscription* sub, std::string_view topic, uint16_t
 }
 
 Session::Delivery Session::match_options(std::string_view topic, bool own) const {
-  Delivery d;
-  if (!subscriptions_) return d;
-  bool any = false;
-  for (const auto& [filter, sub] : subscriptions_->map) {
-    if (own && (sub.flags & kNoLocal)) continue;  // [MQTT-3.8.3-3]
-    if (!topic_matches(filter, topic)) continue;
-    any = true;
-    d.qos = std::max(d.qos, sub.qos);
-    if (sub.flags & kRetainAsPublished) d.retain_as_published = true;
-    if (sub.id != 0) d.ids.push_back(sub.id);
-  }
-  d.skip = !any;
-  return d;
+  return match_checked(topic, own, false, [](const std::string&, const Subscription&) { return true; });
 }
 
 uint32_t Session::subscription_id(std::string_view filter) const {
