@@ -506,16 +506,18 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
  * the answer is "don't know", and the caller says SOME, which is always safe.
  *
  * What a call costs. Before the questions, each rule of the client's list and each
- * pattern that applies is related to the filter once (does it meet it, does it cover
- * it: relate), walking the rule's levels against the filter's, split once: linear in
- * the bytes of the rules, as acl_check is, and never rules times the filter's length.
- * Everything after that runs on the budget, charged as it is done: relating a negative
- * rule to the other positive (a read rule, a deny pattern), each cursor set, stepped or
- * compared, each frame. A step is a level of one filter looked at, plus one per 64
- * bytes scanned or compared (levels are found by hand for 16 bytes, by memchr beyond; a
- * cursor remembers its level's length), so no step hides more than a few nanoseconds.
- * A question stops at its first charge past its budget (ACL_REACH_STEPS, in aclfile.h,
- * with what it was measured to cost); a charge is at most a frame's cursors or a level. */
+ * pattern that applies is related to the filter once (does it meet it, cover it, match
+ * its generic topic: relate), walking the rule's levels against the filter's, split
+ * once: linear in the bytes of the rules, as acl_check is at worst, and never rules
+ * times the filter's length. Whether the generic topic is readable then answers one of
+ * the two questions, so only the other is searched. Everything after that runs on the
+ * budget, charged as it is done: relating a negative rule to the other positive (a read
+ * rule, a deny pattern), each cursor set, stepped or compared, each frame. A step is a
+ * level of one filter looked at, plus one per 64 bytes scanned or compared (levels are
+ * found by hand for 16 bytes, by memchr beyond; a cursor remembers its level's length),
+ * so no step hides more than a few nanoseconds. The question stops at its first charge
+ * past its budget (ACL_REACH_STEPS, in aclfile.h, with what it was measured to cost); a
+ * charge is at most a frame's cursors or a level. */
 
 struct span {
   const char* s;
@@ -580,24 +582,26 @@ static int split_levels(struct split* sp, const char* s, size_t len, long max, l
   return 1;
 }
 
-enum { MEETS = 1, COVERS = 2 };
+enum { MEETS = 1, COVERS = 2, GENERIC = 4 };
 
 /* How filter a[0, an) stands to the split filter g: MEETS if some topic matches both
  * (mqtt_topic_intersects), COVERS if a matches every topic g matches (mqtt_topic_covers,
- * a the pattern), in one walk over a's levels with g's at hand by index; -1 if that
- * would take more than max steps. *work gets the steps taken: one per level of a, and
- * one per 32 bytes of it (found, then compared).
+ * a the pattern), GENERIC if a matches g's generic topic (g with a value no filter names
+ * for each '+', and for a '#' one level of it), in one walk over a's levels with g's at
+ * hand by index; -1 if that would take more than max steps. *work gets the steps taken:
+ * one per level of a, and one per 32 bytes of it (found, then compared).
  *
  * Level by level while both have one and neither is '#': two literals must be equal
- * (else neither), a literal of a against '+' of g only meets. Where that ends, the two
- * functions' rules for '#', for the end of either, and for the first level. */
+ * (else none of the three), a literal of a against '+' of g only meets. Where that
+ * ends, the rules for '#', for the end of either, and for the first level. COVERS
+ * implies GENERIC, which implies MEETS. */
 static int relate(const char* a, size_t an, const struct split* g, long max, long* work) {
   const char* const ae = a + an;
   const size_t* const start = g->start;
   const unsigned char* const kind = g->kind;
   const char* al = a;
   size_t i, off = 0, aln = 0;
-  int covers = 1, meets, has_a, has_b, a_hash = 0, b_hash = 0;
+  int covers = 1, generic = 1, meets, has_a, has_b, a_hash = 0, b_hash = 0;
   int empty_m = 0; /* a topic both match has an empty first level */
   int empty_c = 0; /* g's first level is empty */
   if ((g->s[0] == '$' && mqtt_topic_first_is_wildcard(a, an)) ||
@@ -629,7 +633,7 @@ static int relate(const char* a, size_t an, const struct split* g, long max, lon
         break;
       }
       if (k == K_PLUS) {
-        covers = 0; /* a literal is not every value */
+        covers = generic = 0; /* a literal is not every value, nor the one none names */
       } else {
         const char* bl = g->s + start[i];
         if (aln != start[i + 1] - 1 - start[i] ||
@@ -664,6 +668,13 @@ static int relate(const char* a, size_t an, const struct split* g, long max, lon
   else
     meets = !has_a && !has_b;
   if (!meets) return 0;
+  /* A '#' of a matches the rest of the generic topic, even none; a '#' of g is one more
+   * level of it, then its end. */
+  if (!a_hash && b_hash && has_a)
+    generic =
+        generic && aln == 1 && al[0] == '+' && (an - off == 1 || (an - off == 3 && al[2] == '#'));
+  else if (!a_hash)
+    generic = generic && !has_a && !has_b;
   if (covers && !a_hash) {
     if (!has_a || !has_b)
       covers = !has_a && !has_b;
@@ -671,7 +682,7 @@ static int relate(const char* a, size_t an, const struct split* g, long max, lon
       covers = (i == 0 || (i == 1 && empty_c)) && aln == 1 && al[0] == '+' && an - off == 3 &&
                al[2] == '#';
   }
-  return MEETS | (covers ? COVERS : 0);
+  return MEETS | (covers ? COVERS : 0) | (generic ? GENERIC : 0);
 }
 
 /* A filter during the search, at the level starting at off, n bytes long; off == len + 1:
@@ -994,8 +1005,8 @@ int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const cha
   struct spans reads = {NULL, 0, 0};  /* own read rules, then read patterns */
   char* subst = NULL;                 /* the substituted patterns, one after the other */
   size_t nod, npd, nor, npr, i, substlen = 0, used = 0;
-  int own_read_covers = 0, own_deny_covers = 0, pattern_read_covers = 0, pattern_deny_covers = 0;
-  int patterns, ret = ACL_REACH_SOME, r, have, unsafe;
+  int own_read = 0, own_deny = 0, pattern_read = 0, pattern_deny = 0; /* relate's bits, or'd */
+  int patterns, ret = ACL_REACH_SOME, r, have, unsafe, generic_readable;
   long setup = 0;
   struct search s;
   acl_reach_cost none;
@@ -1023,9 +1034,9 @@ int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const cha
     if (!(rel & MEETS)) continue;
     if (!push(rule->access == R_DENY ? &denies : &reads, rule->filter, rule->len)) goto done;
     if (rule->access == R_DENY)
-      own_deny_covers |= rel & COVERS;
+      own_deny |= rel;
     else
-      own_read_covers |= rel & COVERS;
+      own_read |= rel;
   }
   nod = denies.n;
   nor = reads.n;
@@ -1060,21 +1071,29 @@ int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const cha
     if (!(rel & MEETS)) continue;
     if (!push(deny ? &denies : &reads, p.s, p.len)) goto done;
     if (deny)
-      pattern_deny_covers |= rel & COVERS;
+      pattern_deny |= rel;
     else
-      pattern_read_covers |= rel & COVERS;
+      pattern_read |= rel;
   }
   npd = denies.n - nod;
   npr = reads.n - nor;
-  if (!patterns) npd = npr = 0, pattern_deny_covers = pattern_read_covers = 0;
+  if (!patterns) npd = npr = 0, pattern_deny = pattern_read = 0;
 
-  /* ALL: no topic of the filter is unreadable. Its own list has no deny for any of them,
-   * and none escapes both its own read rules and (when the patterns apply) the read
-   * patterns not undone by a deny pattern. */
+  /* One topic decides one of the questions outright: the filter's generic topic (a value
+   * no rule names for each '+', one such level for a '#'), which a rule matches only
+   * where it has a wildcard or the filter's own literal (relate's GENERIC). Readable, it
+   * rules NONE out; unreadable, ALL. So only the other question is searched. */
+  generic_readable =
+      !(own_deny & GENERIC) &&
+      ((own_read & GENERIC) || (patterns && !(pattern_deny & GENERIC) && (pattern_read & GENERIC)));
+
   s.left = budget;
-  if (nod == 0) {
-    int all = 1;
-    if (!own_read_covers) {
+  if (generic_readable) {
+    /* ALL: no topic of the filter is unreadable. Its own list has no deny for any of
+     * them, and none escapes both its own read rules and (when the patterns apply) the
+     * read patterns not undone by a deny pattern. */
+    int all = nod == 0;
+    if (all && !(own_read & COVERS)) {
       if (!patterns) {
         all = topic_escapes(&s, &f, 1, reads.v, nor) == 0;
       } else {
@@ -1084,25 +1103,21 @@ int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const cha
           pos[1] = denies.v[nod + i];
           all = topic_escapes(&s, pos, 2, reads.v, nor) == 0;
         }
-        if (all && !pattern_read_covers) all = topic_escapes(&s, &f, 1, reads.v, nor + npr) == 0;
+        if (all && !(pattern_read & COVERS))
+          all = topic_escapes(&s, &f, 1, reads.v, nor + npr) == 0;
       }
     }
-    count_steps(cost, &s, budget);
-    if (all) {
-      ret = ACL_REACH_ALL;
-      goto done;
-    }
+    if (all) ret = ACL_REACH_ALL;
+  } else {
+    /* NONE: no topic of the filter is readable. One would be read by an own rule and not
+     * denied by the own list, or read by a pattern and denied by neither. */
+    r = readable_through(&s, &f, reads.v, nor, denies.v, nod, own_deny & COVERS);
+    if (r == 0 && patterns)
+      r = readable_through(&s, &f, npr ? reads.v + nor : NULL, npr, denies.v, nod + npd,
+                           (own_deny | pattern_deny) & COVERS);
+    if (r == 0) ret = ACL_REACH_NONE;
   }
-
-  /* NONE: no topic of the filter is readable. One would be read by an own rule and not
-   * denied by the own list, or read by a pattern and denied by neither. */
-  s.left = budget;
-  r = readable_through(&s, &f, reads.v, nor, denies.v, nod, own_deny_covers);
-  if (r == 0 && patterns)
-    r = readable_through(&s, &f, npr ? reads.v + nor : NULL, npr, denies.v, nod + npd,
-                         own_deny_covers || pattern_deny_covers);
   count_steps(cost, &s, budget);
-  if (r == 0) ret = ACL_REACH_NONE;
 done:
   cost->setup = (unsigned long)setup;
   free(subst);

@@ -58,23 +58,25 @@ enum acl_reach {
  *
  * Cost: the rules that apply to the client are walked once, level by level, against the
  * filter (linear in their bytes, as acl_check's worst case, never rules times the
- * filter's length); then each question stops at its first charge past its budget. */
+ * filter's length); that answers one of the two questions (whether the filter's generic
+ * topic, a value no rule names at each wildcard, is readable), and the search for the
+ * other stops at its first charge past its budget. */
 int acl_subscribe_reach(const aclfile* acl, const char* username, const char* client_id,
                         const char* identity, const char* filter);
 
-/* The budget per question. A step is a level of a filter looked at (and one per 64 bytes
- * scanned or compared); measured (-O3, x86-64) at 3 to 6 ns, so a question costs at most
+/* The search's budget. A step is a level of a filter looked at (and one per 64 bytes
+ * scanned or compared); measured (-O3, x86-64) at 3 to 6 ns, so the search costs at most
  * some 30 us beyond the walk of the rules. */
 #define ACL_REACH_STEPS 5000L
 
 /* What an acl_subscribe_reach call cost, for the tests. */
 typedef struct acl_reach_cost {
   unsigned long setup; /* relating the rules to the filter once: levels, and per 32 bytes */
-  unsigned long steps; /* charged to the questions; past a budget by at most one charge */
-  int out_of_steps;    /* a question ran out, so the answer is SOME */
+  unsigned long steps; /* charged to the search; past the budget by at most one charge */
+  int out_of_steps;    /* the search ran out, so the answer is SOME */
 } acl_reach_cost;
 
-/* acl_subscribe_reach with `budget` steps per question, and what it cost in *cost (unless
+/* acl_subscribe_reach with a budget of `budget` steps, and what it cost in *cost (unless
  * cost is NULL). */
 int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const char* client_id,
                              const char* identity, const char* filter, long budget,
