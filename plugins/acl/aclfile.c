@@ -6,6 +6,7 @@
 #include "../common/line_file.h"
 #include "../common/mqtt_topic.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -348,24 +349,27 @@ static const char* subst_value(const char* l, size_t n, const char* u, const cha
   return l[1] == 'u' ? u : l[1] == 'c' ? c : l[1] == 'i' ? id : NULL;
 }
 
-/* Pattern f[0, flen) with %u, %c, %i replaced: in `small` (cap bytes) when it fits, so a
- * check needs no allocation in the common case, else malloc'd (the caller frees what
- * is not `small`); NULL when out of memory. *len: the result's length. */
-static char* substitute(const char* f, size_t flen, const char* u, const char* c, const char* id,
-                        char* small, size_t cap, size_t* len) {
+/* The length of pattern f[0, flen) with %u, %c, %i replaced. */
+static size_t subst_len(const char* f, size_t flen, const char* u, const char* c, const char* id) {
   mqtt_topic_levels it;
   const char* l;
   size_t n, total = 0;
-  char *out, *p;
   mqtt_topic_levels_init(&it, f, flen);
   while (mqtt_topic_next_level(&it, &l, &n)) {
     const char* v = subst_value(l, n, u, c, id);
     total += (v ? strlen(v) : n) + 1;
   }
-  total--; /* no '/' after the last level */
-  out = total < cap ? small : malloc(total + 1);
-  if (out == NULL) return NULL;
-  p = out;
+  return total - 1; /* no '/' after the last level */
+}
+
+/* Pattern f[0, flen) with %u, %c, %i replaced, into out (subst_len bytes and a NUL);
+ * returns its length. */
+static size_t subst_into(char* out, const char* f, size_t flen, const char* u, const char* c,
+                         const char* id) {
+  mqtt_topic_levels it;
+  const char* l;
+  size_t n;
+  char* p = out;
   mqtt_topic_levels_init(&it, f, flen);
   while (mqtt_topic_next_level(&it, &l, &n)) {
     const char* v = subst_value(l, n, u, c, id);
@@ -375,24 +379,41 @@ static char* substitute(const char* f, size_t flen, const char* u, const char* c
     p += vn;
   }
   *p = '\0';
+  return (size_t)(p - out);
+}
+
+/* Pattern f[0, flen) with %u, %c, %i replaced: in `small` (cap bytes) when it fits, so a
+ * check needs no allocation in the common case, else malloc'd (the caller frees what
+ * is not `small`); NULL when out of memory. *len: the result's length. */
+static char* substitute(const char* f, size_t flen, const char* u, const char* c, const char* id,
+                        char* small, size_t cap, size_t* len) {
+  const size_t total = subst_len(f, flen, u, c, id);
+  char* out = total < cap ? small : malloc(total + 1);
+  if (out == NULL) return NULL;
+  subst_into(out, f, flen, u, c, id);
   *len = total;
   return out;
 }
 
 enum { PAT_SKIP, PAT_UNSAFE, PAT_USE };
 
-/* Whether a pattern applies to the client: PAT_SKIP without a value for a %u, %c or %i it
- * uses (as Mosquitto); PAT_UNSAFE with a value that would change the rule's shape
- * (mqgate: '/' or an empty value would move the rule to another subtree). */
-static int pattern_use(const struct rule* rule, const char* username, const char* client_id,
-                       const char* identity) {
-  if ((rule->subst & SUB_U) && username == NULL) return PAT_SKIP;
-  if ((rule->subst & SUB_I) && identity == NULL) return PAT_SKIP;
-  if ((rule->subst & SUB_C) && client_id == NULL) return PAT_SKIP;
-  if (((rule->subst & SUB_U) && unsafe_value(username, 0)) ||
-      ((rule->subst & SUB_C) && unsafe_value(client_id, 0)) ||
-      ((rule->subst & SUB_I) && unsafe_value(identity, 1)))
-    return PAT_UNSAFE;
+/* The values the client has for %u, %c, %i (SUB_* bits), and in *unsafe those unsafe to
+ * substitute: a value with '/' (or empty) would move a rule to another subtree; %i may
+ * hold '/'. */
+static int pattern_values(const char* username, const char* client_id, const char* identity,
+                          int* unsafe) {
+  *unsafe = (username && unsafe_value(username, 0) ? SUB_U : 0) |
+            (client_id && unsafe_value(client_id, 0) ? SUB_C : 0) |
+            (identity && unsafe_value(identity, 1) ? SUB_I : 0);
+  return (username ? SUB_U : 0) | (client_id ? SUB_C : 0) | (identity ? SUB_I : 0);
+}
+
+/* Whether a pattern applies to the client (pattern_values' answers): PAT_SKIP without a
+ * value for a %u, %c or %i it uses (as Mosquitto); PAT_UNSAFE with a value that would
+ * change the rule's shape (mqgate). */
+static int pattern_use(const struct rule* rule, int have, int unsafe) {
+  if (rule->subst & ~have) return PAT_SKIP;
+  if (rule->subst & unsafe) return PAT_UNSAFE;
   return PAT_USE;
 }
 
@@ -400,11 +421,12 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
                           const char* identity, const struct query* q) {
   const struct rules* r = &acl->patterns;
   int want = q->access == ACL_SUBSCRIBE ? ACL_READ : q->access;
-  int pass;
+  int pass, have, unsafe;
   size_t i;
   /* Mosquitto: a username or client id with '+' or '#' gets nothing from patterns */
   if ((username && strpbrk(username, "+#")) || (client_id && strpbrk(client_id, "+#")))
     return DENY;
+  have = pattern_values(username, client_id, identity, &unsafe);
   for (pass = 0; pass < 2; pass++) { /* deny rules first, then the others */
     for (i = 0; i < r->n; i++) {
       const struct rule* rule = &r->v[i];
@@ -415,7 +437,7 @@ static int check_patterns(const aclfile* acl, const char* username, const char* 
       int hit, use;
       if (deny != (pass == 0)) continue;
       if (!deny && !(rule->access & want)) continue;
-      use = pattern_use(rule, username, client_id, identity);
+      use = pattern_use(rule, have, unsafe);
       if (use == PAT_SKIP) continue;
       if (use == PAT_UNSAFE) {
         if (deny) return DENY; /* cannot tell what it meant to deny: deny */
@@ -481,24 +503,194 @@ int acl_check(const aclfile* acl, const char* username, const char* client_id,
  * subscription's filter, which matches such a topic only through a literal, and a
  * positive literal there is the only value tried. The search keeps its own stack (a
  * hostile filter has thousands of levels) and runs on a budget of steps: out of steps,
- * the answer is "don't know", and the caller says SOME, which is always safe. */
-
-/* Per question; a step is a filter looked at on one level. Measured (-O2): a filter of
- * 200 '+' levels against 200 deny rules that branch at every level runs out in about
- * 0.08 ms (two questions), so a SUBSCRIBE slice of 2,048 such filters holds the loop
- * under 0.2 s even under that pathological file; ordinary files need a few hundred. */
-#define REACH_STEPS 5000L
+ * the answer is "don't know", and the caller says SOME, which is always safe.
+ *
+ * What a call costs. Before the questions, each rule of the client's list and each
+ * pattern that applies is related to the filter once (does it meet it, cover it, match
+ * its generic topic: relate), walking the rule's levels against the filter's, split
+ * once: linear in the bytes of the rules, as acl_check is at worst, and never rules
+ * times the filter's length. Whether the generic topic is readable then answers one of
+ * the two questions, so only the other is searched. Everything after that runs on the
+ * budget, charged as it is done: relating a negative rule to the other positive (a read
+ * rule, a deny pattern), each cursor set, stepped or compared, each frame. A step is a
+ * level of one filter looked at, plus one per 64 bytes scanned or compared (levels are
+ * found by hand for 16 bytes, by memchr beyond; a cursor remembers its level's length),
+ * so no step hides more than a few nanoseconds. The question stops at its first charge
+ * past its budget (ACL_REACH_STEPS, in aclfile.h, with what it was measured to cost); a
+ * charge is at most a frame's cursors or a level. */
 
 struct span {
   const char* s;
   size_t len;
 };
 
-/* A filter during the search, at the level starting at off; off == len + 1: no level
- * left (it matches only if the topic ends). */
+/* A filter split into its levels: level i is s[start[i], start[i + 1] - 1). */
+struct split {
+  const char* s;
+  size_t len;
+  size_t n;            /* levels */
+  size_t* start;       /* n + 1 offsets; start[n] = len + 1 */
+  unsigned char* kind; /* n: K_LITERAL, K_PLUS, K_HASH */
+  size_t cap;          /* of start and kind */
+};
+
+enum { K_LITERAL, K_PLUS, K_HASH };
+
+/* The end of the level starting at p (which is at most e): the next '/', or e. */
+static const char* level_end(const char* p, const char* e) {
+  const char* const stop = e - p > 16 ? p + 16 : e;
+  const char* q;
+  for (q = p; q < stop; q++)
+    if (*q == '/') return q;
+  if (q == e) return e;
+  q = memchr(q, '/', (size_t)(e - q));
+  return q ? q : e;
+}
+
+/* Splits s[0, len) into sp (its array kept for the next split): 1; 0 if out of memory,
+ * -1 if that would take more than max steps. *work: a step per level and per 64 bytes. */
+static int split_levels(struct split* sp, const char* s, size_t len, long max, long* work) {
+  const char* const e = s + len;
+  const char* p = s;
+  size_t n = 0;
+  sp->s = s;
+  sp->len = len;
+  for (;;) {
+    const char* q = level_end(p, e);
+    if (n + 2 > sp->cap) {
+      size_t cap = sp->cap ? sp->cap * 2 : 64;
+      size_t* v = realloc(sp->start, cap * sizeof *v);
+      unsigned char* k;
+      if (v == NULL) return 0;
+      sp->start = v;
+      if ((k = realloc(sp->kind, cap)) == NULL) return 0;
+      sp->kind = k;
+      sp->cap = cap;
+    }
+    sp->kind[n] = q - p != 1 ? K_LITERAL : *p == '+' ? K_PLUS : *p == '#' ? K_HASH : K_LITERAL;
+    sp->start[n++] = (size_t)(p - s);
+    if ((long)n > max) {
+      *work += (long)n;
+      return -1;
+    }
+    if (q == e) break;
+    p = q + 1;
+  }
+  sp->start[n] = len + 1;
+  sp->n = n;
+  *work += (long)(n + len / 64);
+  return 1;
+}
+
+enum { MEETS = 1, COVERS = 2, GENERIC = 4 };
+
+/* How filter a[0, an) stands to the split filter g: MEETS if some topic matches both
+ * (mqtt_topic_intersects), COVERS if a matches every topic g matches (mqtt_topic_covers,
+ * a the pattern), GENERIC if a matches g's generic topic (g with a value no filter names
+ * for each '+', and for a '#' one level of it), in one walk over a's levels with g's at
+ * hand by index; -1 if that would take more than max steps. *work gets the steps taken:
+ * one per level of a, and one per 32 bytes of it (found, then compared).
+ *
+ * Level by level while both have one and neither is '#': two literals must be equal
+ * (else none of the three), a literal of a against '+' of g only meets. Where that
+ * ends, the rules for '#', for the end of either, and for the first level. COVERS
+ * implies GENERIC, which implies MEETS. */
+static int relate(const char* a, size_t an, const struct split* g, long max, long* work) {
+  const char* const ae = a + an;
+  const size_t* const start = g->start;
+  const unsigned char* const kind = g->kind;
+  const char* al = a;
+  size_t i, off = 0, aln = 0;
+  int covers = 1, generic = 1, meets, has_a, has_b, a_hash = 0, b_hash = 0;
+  int empty_m = 0; /* a topic both match has an empty first level */
+  int empty_c = 0; /* g's first level is empty */
+  if ((g->s[0] == '$' && mqtt_topic_first_is_wildcard(a, an)) ||
+      (a[0] == '$' && mqtt_topic_first_is_wildcard(g->s, g->len))) {
+    *work += 1;
+    return 0;
+  }
+  for (i = 0; off <= an && i < g->n; i++) {
+    const int k = kind[i];
+    al = a + off;
+    if ((long)(i + off / 32) >= max) {
+      *work += (long)(i + 1 + off / 32);
+      return -1;
+    }
+    if (off < an && (al[0] == '+' || al[0] == '#') && (off + 1 == an || al[1] == '/')) {
+      aln = 1;
+      if (al[0] == '#') {
+        a_hash = 1;
+        break;
+      }
+      if (k == K_HASH) {
+        b_hash = 1;
+        break;
+      } /* '+' meets and covers any level but '#' */
+    } else {
+      aln = (size_t)(level_end(al, ae) - al);
+      if (k == K_HASH) {
+        b_hash = 1;
+        break;
+      }
+      if (k == K_PLUS) {
+        covers = generic = 0; /* a literal is not every value, nor the one none names */
+      } else {
+        const char* bl = g->s + start[i];
+        if (aln != start[i + 1] - 1 - start[i] ||
+            (aln > 0 && (al[0] != bl[0] || memcmp(al + 1, bl + 1, aln - 1) != 0))) {
+          *work += (long)(i + 1 + off / 32);
+          return 0;
+        }
+      }
+    }
+    if (i == 0) {
+      empty_c = start[1] - 1 == start[0];
+      empty_m = aln == 0 || empty_c; /* '+' is never empty */
+    }
+    off += aln + 1;
+  }
+  *work += (long)(i + 1 + (off < an ? off : an) / 32);
+  has_a = off <= an;
+  has_b = i < g->n;
+  if (!a_hash && !b_hash) { /* one side has no level left: is the other's '#'? */
+    if (has_a) {
+      al = a + off;
+      aln = (size_t)(level_end(al, ae) - al);
+      a_hash = aln == 1 && al[0] == '#';
+    } else if (has_b) {
+      b_hash = kind[i] == K_HASH;
+    }
+  }
+  /* A '#' takes every depth from its level on: the other side meets it unless it ends
+   * right there with a first level forced empty ("" is no topic). */
+  if (a_hash || b_hash)
+    meets = !((a_hash ? !has_b : !has_a) && i == 1 && empty_m);
+  else
+    meets = !has_a && !has_b;
+  if (!meets) return 0;
+  /* A '#' of a matches the rest of the generic topic, even none; a '#' of g is one more
+   * level of it, then its end. */
+  if (!a_hash && b_hash && has_a)
+    generic =
+        generic && aln == 1 && al[0] == '+' && (an - off == 1 || (an - off == 3 && al[2] == '#'));
+  else if (!a_hash)
+    generic = generic && !has_a && !has_b;
+  if (covers && !a_hash) {
+    if (!has_a || !has_b)
+      covers = !has_a && !has_b;
+    else /* g's '#' matches its parent too: a must have "+/#" there, unless that is "" */
+      covers = (i == 0 || (i == 1 && empty_c)) && aln == 1 && al[0] == '+' && an - off == 3 &&
+               al[2] == '#';
+  }
+  return MEETS | (covers ? COVERS : 0) | (generic ? GENERIC : 0);
+}
+
+/* A filter during the search, at the level starting at off, n bytes long; off == len + 1:
+ * no level left (it matches only if the topic ends). */
 struct cursor {
   const struct span* f;
   size_t off;
+  size_t n;
 };
 
 #define NOT_FORCED ((size_t)-1)
@@ -517,10 +709,11 @@ struct search {
   size_t capcur;
   struct frame* fr;
   size_t capfr;
-  long left; /* steps */
+  struct split other; /* the second positive, split to relate the negatives to it */
+  long left;          /* steps */
 };
 
-/* One step, and one per 64 bytes looked at; 0 once the budget is spent. */
+/* Steps, and one per 64 bytes looked at; 0 once the budget is spent. */
 static int spend(struct search* s, size_t steps, size_t bytes) {
   s->left -= (long)(steps + bytes / 64);
   return s->left >= 0;
@@ -552,15 +745,23 @@ static int reserve_fr(struct search* s, size_t n) {
   return 1;
 }
 
+/* Moves the cursor to offset off of its filter and finds that level's end; *bytes
+ * counts what was looked at. */
+static void cursor_at(struct cursor* c, size_t off, size_t* bytes) {
+  c->off = off;
+  c->n = 0;
+  if (off <= c->f->len) {
+    const char* p = c->f->s + off;
+    c->n = (size_t)(level_end(p, c->f->s + c->f->len) - p);
+    *bytes += c->n;
+  }
+}
+
 /* The cursor's level in *l, *n; 0 if it has none left. */
 static int cursor_level(const struct cursor* c, const char** l, size_t* n) {
-  const char* p;
-  const char* e;
   if (c->off > c->f->len) return 0;
-  p = c->f->s + c->off;
-  e = memchr(p, '/', c->f->len - c->off);
-  *l = p;
-  *n = e ? (size_t)(e - p) : c->f->len - c->off;
+  *l = c->f->s + c->off;
+  *n = c->n;
   return 1;
 }
 
@@ -586,14 +787,16 @@ static int step(struct cursor* c, const struct cls* k, size_t depth, size_t* byt
   const char* l;
   size_t n;
   if (!cursor_level(c, &l, &n)) return DIES; /* the topic is longer */
-  *bytes += n;
   if (is_wild(l, n)) {
     if (depth == 0 && k->dollar) return DIES; /* [MQTT-4.7.2-1] */
     if (l[0] == '#') return ABSORBED;
-  } else if (!k->literal || k->n != n || memcmp(k->s, l, n) != 0) {
+  } else if (!k->literal || k->n != n) {
     return DIES;
+  } else {
+    *bytes += n;
+    if (memcmp(k->s, l, n) != 0) return DIES;
   }
-  c->off += n + 1; /* past the '/', or to len + 1 after the last level */
+  cursor_at(c, c->off + n + 1, bytes); /* past the '/', or to len + 1 after the last level */
   return ADVANCES;
 }
 
@@ -652,25 +855,34 @@ static int next_class(struct search* s, struct frame* f, struct cls* k) {
  * that every negative meets pos[0], and that none covers it. */
 static int topic_escapes(struct search* s, const struct span* pos, size_t npos,
                          const struct span* neg, size_t nneg) {
-  size_t i, j, top, nfr = 1;
-  if (!reserve_cur(s, npos + nneg) || !reserve_fr(s, 1)) return -1;
+  size_t i, top, nfr = 1, bytes = 0;
+  if (s->left < 0 || !reserve_cur(s, npos + nneg) || !reserve_fr(s, 1)) return -1;
   for (i = 0; i < npos; i++) {
     s->cur[i].f = &pos[i];
-    s->cur[i].off = 0;
+    cursor_at(&s->cur[i], 0, &bytes);
   }
+  if (npos == 2) { /* only the negatives that meet the other positive count */
+    long work = 0;
+    const int split = split_levels(&s->other, pos[1].s, pos[1].len, s->left, &work);
+    s->left -= work;
+    if (split != 1) return -1;
+  }
+  if (!spend(s, npos, bytes)) return -1;
   top = npos;
-  for (i = 0; i < nneg; i++) { /* only the negatives that meet the other positive count */
-    int meets = 1;
-    for (j = 1; j < npos && meets; j++) {
-      if (!spend(s, 1, neg[i].len + pos[j].len)) return -1;
-      meets = mqtt_topic_intersects(neg[i].s, neg[i].len, pos[j].s, pos[j].len);
-      if (meets && mqtt_topic_covers(neg[i].s, neg[i].len, pos[j].s, pos[j].len)) return 0;
+  for (i = 0; i < nneg; i++) {
+    bytes = 0;
+    if (npos == 2) {
+      long work = 0;
+      const int rel = relate(neg[i].s, neg[i].len, &s->other, s->left, &work);
+      s->left -= work;
+      if (rel < 0) return -1;
+      if (rel & COVERS) return 0;
+      if (!(rel & MEETS)) continue;
     }
-    if (meets) {
-      s->cur[top].f = &neg[i];
-      s->cur[top].off = 0;
-      top++;
-    }
+    s->cur[top].f = &neg[i];
+    cursor_at(&s->cur[top], 0, &bytes);
+    top++;
+    if (!spend(s, 1, bytes)) return -1;
   }
   if (top == npos) return 1; /* the positives meet, and nothing is in the way */
   s->fr[0].base = 0;
@@ -682,10 +894,11 @@ static int topic_escapes(struct search* s, const struct span* pos, size_t npos,
   while (nfr > 0) {
     struct frame* f = &s->fr[nfr - 1];
     const size_t n = f->npos + f->nneg;
-    size_t np = 0, nn = 0, bytes = 0;
+    size_t np = 0, nn = 0;
     int feasible = 1, r;
     struct cls k;
     struct cursor* c;
+    bytes = 0;
     if (f->next == 0) { /* first visit: can the topic end here? */
       c = s->cur + f->base;
       if (!spend(s, n + 1, 0)) return -1;
@@ -712,7 +925,7 @@ static int topic_escapes(struct search* s, const struct span* pos, size_t npos,
       continue;
     }
     /* the child's cursors go right above the frame's, the top of the stack */
-    if (!reserve_cur(s, f->base + 2 * n)) return -1;
+    if (!reserve_cur(s, f->base + 2 * n) || !spend(s, n, 0)) return -1;
     c = s->cur + f->base;
     for (i = 0; i < n && feasible; i++) {
       struct cursor x = c[i];
@@ -725,7 +938,7 @@ static int topic_escapes(struct search* s, const struct span* pos, size_t npos,
         if (what == ADVANCES) c[n + np + nn++] = x;
       }
     }
-    if (!spend(s, n, bytes)) return -1;
+    if (!spend(s, 0, bytes)) return -1;
     if (!feasible) continue;
     if (!reserve_fr(s, nfr + 1)) return -1;
     f = &s->fr[nfr - 1];
@@ -740,77 +953,108 @@ static int topic_escapes(struct search* s, const struct span* pos, size_t npos,
   return 0;
 }
 
-static int any_covers(const struct span* v, size_t n, const struct span* f) {
-  size_t i;
-  for (i = 0; i < n; i++)
-    if (mqtt_topic_covers(v[i].s, v[i].len, f->s, f->len)) return 1;
-  return 0;
+/* A growing array of spans. */
+struct spans {
+  struct span* v;
+  size_t n, cap;
+};
+
+static int push(struct spans* a, const char* s, size_t len) {
+  if (a->n == a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 16;
+    struct span* v = realloc(a->v, cap * sizeof *v);
+    if (v == NULL) return 0;
+    a->v = v;
+    a->cap = cap;
+  }
+  a->v[a->n].s = s;
+  a->v[a->n++].len = len;
+  return 1;
 }
 
 /* Some topic of f matched by a read rule of reads[0, nreads) and by none of
- * denies[0, ndenies): 1, 0, or -1 (don't know). */
+ * denies[0, ndenies) (of which one covers f if `covered`): 1, 0, or -1 (don't know). */
 static int readable_through(struct search* s, const struct span* f, const struct span* reads,
-                            size_t nreads, const struct span* denies, size_t ndenies) {
+                            size_t nreads, const struct span* denies, size_t ndenies, int covered) {
   size_t i;
-  int unknown = 0;
-  if (any_covers(denies, ndenies, f)) return 0;
+  if (covered) return 0;
   for (i = 0; i < nreads; i++) {
     struct span pos[2];
     int r;
     pos[0] = *f;
     pos[1] = reads[i];
     r = topic_escapes(s, pos, 2, denies, ndenies);
-    if (r == 1) return 1;
-    if (r < 0) unknown = 1;
+    if (r != 0) return r; /* once out of steps, every later question is too */
   }
-  return unknown ? -1 : 0;
+  return 0;
 }
 
-int acl_subscribe_reach(const aclfile* acl, const char* username, const char* client_id,
-                        const char* identity, const char* filter) {
+/* The steps a question spent, into *cost. */
+static void count_steps(acl_reach_cost* cost, const struct search* s, long budget) {
+  cost->steps += (unsigned long)(budget - s->left);
+  if (s->left < 0) cost->out_of_steps = 1;
+}
+
+int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const char* client_id,
+                             const char* identity, const char* filter, long budget,
+                             acl_reach_cost* cost) {
   const struct rules* list;
   struct span f;
-  struct span* denies = NULL; /* own deny rules, then deny patterns */
-  struct span* reads = NULL;  /* own read rules, then read patterns */
-  char** owned = NULL;        /* substituted patterns */
-  size_t nod = 0, npd = 0, nor = 0, npr = 0, nowned = 0, cap, i;
-  int patterns, ret = ACL_REACH_SOME, r;
+  struct split fs;
+  struct spans denies = {NULL, 0, 0}; /* those meeting f: own deny rules, then deny patterns */
+  struct spans reads = {NULL, 0, 0};  /* own read rules, then read patterns */
+  char* subst = NULL;                 /* the substituted patterns, one after the other */
+  size_t nod, npd, nor, npr, i, substlen = 0, used = 0;
+  int own_read = 0, own_deny = 0, pattern_read = 0, pattern_deny = 0; /* relate's bits, or'd */
+  int patterns, ret = ACL_REACH_SOME, r, have, unsafe, generic_readable;
+  long setup = 0;
   struct search s;
+  acl_reach_cost none;
+  if (cost == NULL) cost = &none;
+  memset(cost, 0, sizeof *cost);
   if (acl == NULL || filter == NULL) return ACL_REACH_NONE;
   f.s = filter;
   f.len = strlen(filter);
   if (!mqtt_topic_filter_valid(f.s, f.len)) return ACL_REACH_NONE;
   memset(&s, 0, sizeof s);
+  memset(&fs, 0, sizeof fs);
   list = own_list(acl, username);
   /* as check_patterns: a username or client id with '+' or '#' gets nothing from them */
   patterns = acl->patterns.n > 0 && !(username && strpbrk(username, "+#")) &&
              !(client_id && strpbrk(client_id, "+#"));
-  cap = (list ? list->n : 0) + acl->patterns.n + 1;
-  denies = malloc(cap * sizeof *denies);
-  reads = malloc(cap * sizeof *reads);
-  owned = malloc(cap * sizeof *owned);
-  if (denies == NULL || reads == NULL || owned == NULL) goto done;
+  have = pattern_values(username, client_id, identity, &unsafe);
+  if (split_levels(&fs, f.s, f.len, LONG_MAX, &setup) != 1) goto done;
+
   /* Only rules that meet the filter can decide any of its topics. */
   for (i = 0; list && i < list->n; i++) {
     const struct rule* rule = &list->v[i];
+    int rel;
     if (rule->access != R_DENY && !(rule->access & ACL_READ)) continue;
-    if (!mqtt_topic_intersects(rule->filter, rule->len, f.s, f.len)) continue;
-    if (rule->access == R_DENY) {
-      denies[nod].s = rule->filter;
-      denies[nod++].len = rule->len;
-    } else {
-      reads[nor].s = rule->filter;
-      reads[nor++].len = rule->len;
-    }
+    rel = relate(rule->filter, rule->len, &fs, LONG_MAX, &setup);
+    if (!(rel & MEETS)) continue;
+    if (!push(rule->access == R_DENY ? &denies : &reads, rule->filter, rule->len)) goto done;
+    if (rule->access == R_DENY)
+      own_deny |= rel;
+    else
+      own_read |= rel;
   }
-  /* The patterns as check_patterns applies them. */
+  nod = denies.n;
+  nor = reads.n;
+  /* The patterns as check_patterns applies them; the substituted ones in one block. */
+  for (i = 0; patterns && i < acl->patterns.n; i++) {
+    const struct rule* rule = &acl->patterns.v[i];
+    if (rule->subst && (rule->access == R_DENY || (rule->access & ACL_READ)) &&
+        pattern_use(rule, have, unsafe) == PAT_USE)
+      substlen += subst_len(rule->filter, rule->len, username, client_id, identity) + 1;
+  }
+  if (substlen > 0 && (subst = malloc(substlen)) == NULL) goto done;
   for (i = 0; patterns && i < acl->patterns.n; i++) {
     const struct rule* rule = &acl->patterns.v[i];
     const int deny = rule->access == R_DENY;
     struct span p;
-    int use;
+    int use, rel;
     if (!deny && !(rule->access & ACL_READ)) continue;
-    use = pattern_use(rule, username, client_id, identity);
+    use = pattern_use(rule, have, unsafe);
     if (use == PAT_SKIP) continue;
     if (use == PAT_UNSAFE) {
       if (deny) patterns = 0; /* such a deny pattern denies every topic */
@@ -819,59 +1063,77 @@ int acl_subscribe_reach(const aclfile* acl, const char* username, const char* cl
     p.s = rule->filter;
     p.len = rule->len;
     if (rule->subst) {
-      char* sub =
-          substitute(rule->filter, rule->len, username, client_id, identity, NULL, 0, &p.len);
-      if (sub == NULL) goto done;
-      owned[nowned++] = sub;
-      p.s = sub;
+      p.s = subst + used;
+      p.len = subst_into(subst + used, rule->filter, rule->len, username, client_id, identity);
+      used += p.len + 1;
     }
-    if (!mqtt_topic_intersects(p.s, p.len, f.s, f.len)) continue;
+    rel = relate(p.s, p.len, &fs, LONG_MAX, &setup);
+    if (!(rel & MEETS)) continue;
+    if (!push(deny ? &denies : &reads, p.s, p.len)) goto done;
     if (deny)
-      denies[nod + npd++] = p;
+      pattern_deny |= rel;
     else
-      reads[nor + npr++] = p;
+      pattern_read |= rel;
   }
-  if (!patterns) npd = npr = 0;
+  npd = denies.n - nod;
+  npr = reads.n - nor;
+  if (!patterns) npd = npr = 0, pattern_deny = pattern_read = 0;
 
-  /* ALL: no topic of the filter is unreadable. Its own list has no deny for any of them,
-   * and none escapes both its own read rules and (when the patterns apply) the read
-   * patterns not undone by a deny pattern. */
-  s.left = REACH_STEPS;
-  if (nod == 0) {
-    int all = 1;
-    if (!any_covers(reads, nor, &f)) {
+  /* One topic decides one of the questions outright: the filter's generic topic (a value
+   * no rule names for each '+', one such level for a '#'), which a rule matches only
+   * where it has a wildcard or the filter's own literal (relate's GENERIC). Readable, it
+   * rules NONE out; unreadable, ALL. So only the other question is searched. */
+  generic_readable =
+      !(own_deny & GENERIC) &&
+      ((own_read & GENERIC) || (patterns && !(pattern_deny & GENERIC) && (pattern_read & GENERIC)));
+
+  s.left = budget;
+  if (generic_readable) {
+    /* ALL: no topic of the filter is unreadable. Its own list has no deny for any of
+     * them, and none escapes both its own read rules and (when the patterns apply) the
+     * read patterns not undone by a deny pattern. */
+    int all = nod == 0;
+    if (all && !(own_read & COVERS)) {
       if (!patterns) {
-        all = topic_escapes(&s, &f, 1, reads, nor) == 0;
+        all = topic_escapes(&s, &f, 1, reads.v, nor) == 0;
       } else {
         for (i = 0; i < npd && all; i++) { /* denied by a pattern, read by no own rule */
           struct span pos[2];
           pos[0] = f;
-          pos[1] = denies[nod + i];
-          all = topic_escapes(&s, pos, 2, reads, nor) == 0;
+          pos[1] = denies.v[nod + i];
+          all = topic_escapes(&s, pos, 2, reads.v, nor) == 0;
         }
-        if (all && !any_covers(reads + nor, npr, &f))
-          all = topic_escapes(&s, &f, 1, reads, nor + npr) == 0;
+        if (all && !(pattern_read & COVERS))
+          all = topic_escapes(&s, &f, 1, reads.v, nor + npr) == 0;
       }
     }
-    if (all) {
-      ret = ACL_REACH_ALL;
-      goto done;
-    }
+    if (all) ret = ACL_REACH_ALL;
+  } else {
+    /* NONE: no topic of the filter is readable. One would be read by an own rule and not
+     * denied by the own list, or read by a pattern and denied by neither. */
+    r = readable_through(&s, &f, reads.v, nor, denies.v, nod, own_deny & COVERS);
+    if (r == 0 && patterns)
+      r = readable_through(&s, &f, npr ? reads.v + nor : NULL, npr, denies.v, nod + npd,
+                           (own_deny | pattern_deny) & COVERS);
+    if (r == 0) ret = ACL_REACH_NONE;
   }
-
-  /* NONE: no topic of the filter is readable. One would be read by an own rule and not
-   * denied by the own list, or read by a pattern and denied by neither. */
-  s.left = REACH_STEPS;
-  r = readable_through(&s, &f, reads, nor, denies, nod);
-  if (r == 0 && patterns) r = readable_through(&s, &f, reads + nor, npr, denies, nod + npd);
-  if (r == 0) ret = ACL_REACH_NONE;
+  count_steps(cost, &s, budget);
 done:
-  for (i = 0; i < nowned; i++)
-    free(owned[i]);
-  free(owned);
-  free(denies);
-  free(reads);
+  cost->setup = (unsigned long)setup;
+  free(subst);
+  free(denies.v);
+  free(reads.v);
+  free(fs.start);
+  free(fs.kind);
   free(s.cur);
   free(s.fr);
+  free(s.other.start);
+  free(s.other.kind);
   return ret;
+}
+
+int acl_subscribe_reach(const aclfile* acl, const char* username, const char* client_id,
+                        const char* identity, const char* filter) {
+  return acl_subscribe_reach_cost(acl, username, client_id, identity, filter, ACL_REACH_STEPS,
+                                  NULL);
 }

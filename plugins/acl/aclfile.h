@@ -51,12 +51,36 @@ enum acl_reach {
  * against acl_check(..., ACL_READ) on the topics it matches. ALL and NONE are always
  * true when returned; SOME is the answer otherwise, and also when the question is too
  * costly (each of the two questions, "is some topic unreadable", "is some topic
- * readable", has a budget of about 100,000 steps, since the client chooses the filter)
+ * readable", has a budget of ACL_REACH_STEPS steps, since the client chooses the filter)
  * or memory runs out. Within the budget the answer is exact: a filter that only a
  * combination of rules covers is ALL, one that only a combination of deny rules shuts
- * off is NONE. An invalid filter (or a NULL acl or filter) is NONE. */
+ * off is NONE. An invalid filter (or a NULL acl or filter) is NONE.
+ *
+ * Cost: the rules that apply to the client are walked once, level by level, against the
+ * filter (linear in their bytes, as acl_check's worst case, never rules times the
+ * filter's length); that answers one of the two questions (whether the filter's generic
+ * topic, a value no rule names at each wildcard, is readable), and the search for the
+ * other stops at its first charge past its budget. */
 int acl_subscribe_reach(const aclfile* acl, const char* username, const char* client_id,
                         const char* identity, const char* filter);
+
+/* The search's budget. A step is a level of a filter looked at (and one per 64 bytes
+ * scanned or compared); measured (-O3, x86-64) at 3 to 6 ns, so the search costs at most
+ * some 30 us beyond the walk of the rules. */
+#define ACL_REACH_STEPS 5000L
+
+/* What an acl_subscribe_reach call cost, for the tests. */
+typedef struct acl_reach_cost {
+  unsigned long setup; /* relating the rules to the filter once: levels, and per 32 bytes */
+  unsigned long steps; /* charged to the search; past the budget by at most one charge */
+  int out_of_steps;    /* the search ran out, so the answer is SOME */
+} acl_reach_cost;
+
+/* acl_subscribe_reach with a budget of `budget` steps, and what it cost in *cost (unless
+ * cost is NULL). */
+int acl_subscribe_reach_cost(const aclfile* acl, const char* username, const char* client_id,
+                             const char* identity, const char* filter, long budget,
+                             acl_reach_cost* cost);
 
 /* MQTT topics, as plugins/common/mqtt_topic.h decides them (the matcher the broker core
  * uses too), for NUL-terminated strings; see that header for the rules. */

@@ -6,6 +6,7 @@
 // oracle over acl_check's read decisions.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <bitset>
 #include <cstdint>
 #include <random>
@@ -456,6 +457,8 @@ TEST_CASE("acl_subscribe_reach agrees with a brute-force oracle over acl_check")
   };
 
   size_t files = 0, asked = 0, all = 0, none = 0, some = 0, inexact = 0, unsound = 0;
+  size_t out_of_steps = 0;
+  unsigned long most_steps = 0;
   size_t subscribe_granted = 0, subscribe_unsound = 0, all_beyond_subscribe = 0;
   size_t none_by_denies = 0, none_by_union = 0;
   for (int round = 0; round < 200; round++) {
@@ -474,7 +477,12 @@ TEST_CASE("acl_subscribe_reach agrees with a brute-force oracle over acl_check")
       }
       for (size_t i = 0; i < filters.size(); i++) {
         const bool every = matched[i].within(readable), any = matched[i].meets(readable);
-        const int got = acl_subscribe_reach(a.acl, c.user, c.client, nullptr, filters[i].c_str());
+        acl_reach_cost cost;
+        const int got = acl_subscribe_reach_cost(a.acl, c.user, c.client, nullptr,
+                                                 filters[i].c_str(), ACL_REACH_STEPS, &cost);
+        CHECK(got == acl_subscribe_reach(a.acl, c.user, c.client, nullptr, filters[i].c_str()));
+        out_of_steps += cost.out_of_steps != 0;
+        most_steps = std::max(most_steps, cost.steps);
         const int want = every ? ACL_REACH_ALL : any ? ACL_REACH_SOME : ACL_REACH_NONE;
         const bool subscribe = acl_check(a.acl, c.user, c.client, nullptr, filters[i].c_str(), S);
         asked++;
@@ -517,7 +525,9 @@ TEST_CASE("acl_subscribe_reach agrees with a brute-force oracle over acl_check")
                 << topics.size() << " topics: " << all << " ALL, " << some << " SOME, " << none
                 << " NONE (" << none_by_denies << " made by deny rules, " << none_by_union
                 << " of them by no single one); ACL_SUBSCRIBE granted " << subscribe_granted << ", "
-                << all_beyond_subscribe << " ALL it refuses");
+                << all_beyond_subscribe << " ALL it refuses; at most " << most_steps
+                << " steps of the " << ACL_REACH_STEPS << " the search may take");
+  CHECK(out_of_steps == 0);  // exact because within the budget, with room to spare
   CHECK(unsound == 0);
   CHECK(inexact == 0);
   CHECK(subscribe_unsound == 0);  // the old check stays sound: it only grants ALL filters
@@ -673,4 +683,86 @@ TEST_CASE("acl_subscribe_reach: hostile filters end, with a safe answer") {
   Acl c(branchy);
   REQUIRE(c.acl != nullptr);
   CHECK(reach(c, nullptr, f14.c_str()) == ACL_REACH_SOME);  // z/z/.../z
+}
+
+TEST_CASE("acl_subscribe_reach: what a call costs is bounded (work counted, not timed)") {
+  // The setup relates each rule to the filter once: a step per level of the rule (and per
+  // 32 bytes), so at most about the file's size, whatever the filter. The filter's
+  // generic topic then rules out one of the two questions; the other stops at the first
+  // charge past its budget, and a charge is at most a frame's cursors or one level.
+  auto level_i = [](int i, int levels, const char* literal) {
+    std::string rule;
+    for (int l = 0; l < levels; l++)
+      rule += (l ? "/" : "") + std::string(l == i % levels ? literal : "+");
+    return rule;
+  };
+  std::string f200 = "+";
+  for (int l = 1; l < 200; l++)
+    f200 += "/+";
+  {  // 200 deny rules that each take "a" at their own level: z/z/.../z is readable, one
+    // deny meets the filter: SOME, without a search
+    std::string text = "topic read #\n";
+    for (int i = 0; i < 200; i++)
+      text += "topic deny " + level_i(i, 200, "a") + "\n";
+    Acl a(text);
+    REQUIRE(a.acl != nullptr);
+    acl_reach_cost cost;
+    CHECK(acl_subscribe_reach_cost(a.acl, nullptr, "c", nullptr, f200.c_str(), ACL_REACH_STEPS,
+                                   &cost) == ACL_REACH_SOME);
+    CHECK(cost.steps == 0);
+    CHECK(cost.setup >= 200 * 200);  // every rule meets the filter at every level...
+    CHECK(cost.setup <= text.size() + f200.size());  // ...and is walked once
+  }
+  // Is some topic unreadable? Own reads that each need "a" at their level, deny patterns
+  // that each take "b" at theirs, "#" read by a pattern: b/z/.../z is, 200 levels down.
+  std::string text = "user u\n";
+  for (int i = 0; i < 200; i++)
+    text += "topic read " + level_i(i, 200, "a") + "\n";
+  text += "pattern read #\n";
+  for (int i = 0; i < 200; i++)
+    text += "pattern deny " + level_i(i, 200, "b") + "\n";
+  Acl a(text);
+  REQUIRE(a.acl != nullptr);
+  const unsigned long slack = 200 + 16;
+  for (long budget : {0L, 100L, ACL_REACH_STEPS, 20000L}) {
+    CAPTURE(budget);
+    acl_reach_cost cost;
+    CHECK(acl_subscribe_reach_cost(a.acl, "u", "c", nullptr, f200.c_str(), budget, &cost) ==
+          ACL_REACH_SOME);
+    CHECK(cost.out_of_steps);
+    CHECK(cost.steps <= static_cast<unsigned long>(budget) + slack);
+    CHECK(cost.setup <= text.size() + f200.size());
+  }
+  {  // with room enough the search ends on its own, with the same answer
+    acl_reach_cost cost;
+    CHECK(acl_subscribe_reach_cost(a.acl, "u", "c", nullptr, f200.c_str(), 1000000L, &cost) ==
+          ACL_REACH_SOME);
+    CHECK_FALSE(cost.out_of_steps);
+    CHECK(cost.steps > static_cast<unsigned long>(ACL_REACH_STEPS));
+  }
+  {  // the rules' walk does not grow with the filter's length: one level of 60,000 bytes
+    // against 1,000 rules is a level or two per rule
+    std::string many = "topic read #\n", longest(60000, 'x');
+    for (int i = 0; i < 1000; i++)
+      many += "topic deny +/a" + std::to_string(i) + "\n";
+    Acl m(many);
+    REQUIRE(m.acl != nullptr);
+    acl_reach_cost cost;
+    CHECK(acl_subscribe_reach_cost(m.acl, nullptr, "c", nullptr, longest.c_str(), ACL_REACH_STEPS,
+                                   &cost) == ACL_REACH_ALL);
+    CHECK(cost.setup <= 3 * 1000 + longest.size() / 32);
+    CHECK(cost.steps == 0);  // no deny meets it, "#" covers it: nothing to search
+  }
+  {  // answers the setup alone decides spend no step, on any budget
+    Acl d("topic read #\ntopic deny secrets/#\n");
+    REQUIRE(d.acl != nullptr);
+    acl_reach_cost cost;
+    CHECK(acl_subscribe_reach_cost(d.acl, nullptr, "c", nullptr, "sensors/#", 0, &cost) ==
+          ACL_REACH_ALL);
+    CHECK(cost.steps == 0);
+    CHECK(acl_subscribe_reach_cost(d.acl, nullptr, "c", nullptr, "secrets/+/x", 0, &cost) ==
+          ACL_REACH_NONE);
+    CHECK(cost.steps == 0);
+    CHECK_FALSE(cost.out_of_steps);
+  }
 }
