@@ -71,11 +71,24 @@ Member* Broker::choose_member(Group& group, uint8_t qos, const Session* exclude)
 Member* Broker::choose_receiving_member(Group& group, uint8_t qos, std::string_view topic) {
   // A member the plugins do not let receive this message is passed over like one that
   // cannot take it now; when none can take it, the next in turn still has to be allowed.
+  // Each member is asked at most once (a question may reach the plugins every time).
+  const Member* accepted = nullptr;
+  const Member* passed_over = nullptr;  // the first one: choose()'s fallback
+  bool passed_over_denied = false;      // ...asked (it was usable), and denied
   Member* m = shared_.choose(group, nullptr, [&](const Member& c) {
-    return member_usable(*c.session, std::min(qos, c.qos)) &&
-           member_may_receive(*c.session, group.full_filter, topic, qos);
+    const bool usable = member_usable(*c.session, std::min(qos, c.qos));
+    if (usable && member_may_receive(*c.session, group.full_filter, topic, qos)) {
+      accepted = &c;
+      return true;
+    }
+    if (passed_over == nullptr) {
+      passed_over = &c;
+      passed_over_denied = usable;
+    }
+    return false;
   });
-  if (m != nullptr && !member_may_receive(*m->session, group.full_filter, topic, qos)) {
+  if (m == nullptr || m == accepted) return m;
+  if (passed_over_denied || !member_may_receive(*m->session, group.full_filter, topic, qos)) {
     stats_.deliveries_denied++;
     return nullptr;
   }

@@ -151,6 +151,17 @@ class DeliveryCheckTest(BrokerTestCase):
         b.wait_log(r"action=2 topic=d/# filter=\(none\) retain=0 deferrable=0")
         self.assertEqual(self.received(sub, pub, ["d/secret", "d/a"]), ["d/secret", "d/a"])
 
+    def test_a_shared_member_is_asked_once_per_message(self):
+        # One RECEIVE question per message and member: not one to choose the member and
+        # another to confirm it (the plugin's work and mqgate_delivery_checks_total twice).
+        b = self.broker(delivery_check="every")
+        m, pub = self.connected(b, "m"), self.connected(b, "pub")
+        self.assertEqual(m.subscribe([("$share/g/d/#", 0)]), [0])
+        for _ in range(3):
+            pub.publish("d/a", b"x")
+        self.assertEqual([m.next_publish().topic for _ in range(3)], ["d/a"] * 3)
+        self.assertEqual(self.live_questions(b, "d/a"), 3)
+
 
 if __name__ == "__main__":
     unittest.main()
