@@ -438,9 +438,11 @@ class Broker {
   // SharedSubscriptions::choose); null if there is none.
   SharedSubscriptions::Member* choose_member(SharedSubscriptions::Group& group, uint8_t qos,
                                              const Session* exclude);
-  // choose_member for a new message on `topic`, among the members that may receive it.
+  // choose_member for a message on `topic`, among the members that may receive it (null
+  // if the one it would fall back to may not).
   SharedSubscriptions::Member* choose_receiving_member(SharedSubscriptions::Group& group,
-                                                       uint8_t qos, std::string_view topic);
+                                                       uint8_t qos, std::string_view topic,
+                                                       const Session* exclude = nullptr);
   // Online, not congested, and (QoS 1/2) with room in its window and nothing queued.
   bool member_usable(const Session& session, uint8_t qos) const;
   // The member's subscription `filter` (of its group) lets it receive a message on

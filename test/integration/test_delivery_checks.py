@@ -4,6 +4,7 @@ per topic are remembered (or not: MQGATE_CHECK_EVERY), a plugin can stop the que
 a deferred SUBSCRIBE can ask too, messages queued for an offline session are asked about
 when its client is back, shared subscriptions pass over members that may not read, and
 a reload makes every subscription's deliveries checked until it is decided again."""
+import os
 import signal
 import unittest
 
@@ -161,6 +162,53 @@ class DeliveryCheckTest(BrokerTestCase):
             pub.publish("d/a", b"x")
         self.assertEqual([m.next_publish().topic for _ in range(3)], ["d/a"] * 3)
         self.assertEqual(self.live_questions(b, "d/a"), 3)
+
+
+class AclDeliveryTest(BrokerTestCase):
+    """The acl plugin (checks per topic) with the deferred test plugin after it (which
+    authenticates everyone, and defers what it is told to): paths by which a message
+    could reach a subscriber the rules in force do not let read it."""
+
+    def broker(self, acl, top="", **d_options):
+        self.acl = os.path.join(self.tmp, "acl")
+        with open(self.acl, "w") as f:
+            f.write(acl)
+        cfg = ('log_level = "debug"\n' + top + '[listeners.default]\nbind = "127.0.0.1:0"\n'
+               'plugins = ["acl", "d"]\n[plugins.acl]\nacl_file = "acl"\n')
+        cfg += mqgate_test.plugin_table("d", "deferred", tag="d", allow_at_once=True, **d_options)
+        return self.start_broker(cfg, workdir=self.tmp)
+
+    def connected(self, b, cid, user=None, clean=True):
+        c = r.RawClient(b.port())
+        self.addCleanup(c.close)
+        kw = {"username": user} if user else {}
+        self.assertEqual(c.connect(cid, clean=clean, **kw).return_code, 0)
+        return c
+
+    def until(self, c, sentinel):
+        """The topics `c` receives up to `sentinel` (acknowledged)."""
+        got = []
+        while True:
+            p = c.next_publish()
+            if p.topic == sentinel:
+                return got
+            got.append(p.topic)
+
+    def test_a_shared_message_moves_only_to_a_member_that_may_read_it(self):
+        b = self.broker("user reader\ntopic read #\n"
+                        "user limited\ntopic read #\ntopic deny secret/#\n"
+                        "user writer\ntopic write #\n")
+        m1 = self.connected(b, "m1", "reader")
+        m2 = self.connected(b, "m2", "limited")
+        w = self.connected(b, "w", "writer")
+        self.assertEqual(m1.subscribe([("$share/g/#", 1)]), [1])
+        self.assertEqual(m2.subscribe([("$share/g/#", 1)]), [1])
+        w.publish("secret/x", b"s", qos=1)
+        self.assertEqual(m1.next_publish(ack=False).topic, "secret/x")  # m2 may not read it
+        m1.close()  # unacknowledged: the message moves to another member
+        b.wait_log(r'client="m1" .*disconnected \(')
+        w.publish("public/end", b"", qos=1, packet_id=2)
+        self.assertEqual(self.until(m2, "public/end"), [])
 
 
 if __name__ == "__main__":
