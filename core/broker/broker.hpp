@@ -240,6 +240,7 @@ class Broker {
     bool sliced = false;                   // waits for its next slice (not for a plugin's decision)
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
     std::string reason_string;  // 5.0: the first denying plugin's, for the SUBACK
+    uint16_t asked_epoch = 0;   // the rules_epoch_ the current filter was asked under
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
   // tens of thousands: the rest waits for the next slice, the client held meanwhile).

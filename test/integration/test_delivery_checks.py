@@ -210,6 +210,26 @@ class AclDeliveryTest(BrokerTestCase):
         w.publish("public/end", b"", qos=1, packet_id=2)
         self.assertEqual(self.until(m2, "public/end"), [])
 
+    def test_a_subscribe_deferred_across_a_reload_is_decided_under_the_new_rules(self):
+        # acl answers the SUBSCRIBE (every topic readable: no checks), then d defers it;
+        # the file changes meanwhile: its answer is not one under the rules in force.
+        writer = "user writer\ntopic write #\n"
+        b = self.broker("topic readwrite #\n" + writer, defer_topics=["sensors/#"],
+                        delay_ms=2000)
+        sub = self.connected(b, "sub")
+        w = self.connected(b, "w", "writer")
+        sub.send(r.subscribe(1, [("sensors/#", 0)]))
+        b.wait_log(r"deferred d: authorize client_id=sub action=2 topic=sensors/#")
+        with open(self.acl, "w") as f:
+            f.write("topic readwrite #\ntopic deny sensors/#\n" + writer)
+        b.signal(signal.SIGHUP)
+        b.wait_log(r'reload: plugin "acl" took its new options')
+        sub.expect(r.SUBACK, timeout=10)  # granted or refused: either way, nothing flows
+        self.assertEqual(sub.subscribe([("public/#", 0)], packet_id=2), [0])
+        w.publish("sensors/a", b"x")  # deferred by d too, then allowed: written
+        w.publish("public/end", b"")
+        self.assertEqual(self.until(sub, "public/end"), [])
+
 
 if __name__ == "__main__":
     unittest.main()
