@@ -216,6 +216,16 @@ class Session : public RouteTarget {
     f.unchecked = 0;
     return dropped;
   }
+  // Every queued message waits for check_queued() (the session has another owner now).
+  void uncheck_queued() {
+    if (!flow_) return;
+    Flow& f = *flow_;
+    for (size_t i = f.queue_head; i < f.queue.size(); ++i)
+      if (!f.queue[i].unchecked) {
+        f.queue[i].unchecked = 1;
+        f.unchecked++;
+      }
+  }
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is
   // the RETAIN flag to send: 1 only for retained messages sent because of a new

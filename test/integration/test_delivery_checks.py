@@ -230,6 +230,25 @@ class AclDeliveryTest(BrokerTestCase):
         w.publish("public/end", b"")
         self.assertEqual(self.until(sub, "public/end"), [])
 
+    def test_a_session_resumed_by_another_user_is_decided_for_that_user(self):
+        # session_owner = "client_id" (Mosquitto's rule): bob may resume alice's session;
+        # her subscription to alice/# (all readable for her: no checks) is not his.
+        b = self.broker("user alice\ntopic read alice/#\nuser bob\ntopic read bob/#\n"
+                        "user writer\ntopic write #\n", top='session_owner = "client_id"\n')
+        alice = self.connected(b, "dev", "alice", clean=False)
+        self.assertEqual(alice.subscribe([("alice/#", 1)]), [1])
+        alice.disconnect()
+        b.wait_log(r'client="dev" .*disconnected \(')
+        w = self.connected(b, "w", "writer")
+        w.publish("alice/queued", b"hers", qos=1)  # queued for her, read by her rules
+        bob = r.RawClient(b.port())
+        self.addCleanup(bob.close)
+        self.assertEqual(bob.connect("dev", clean=False, username="bob").session_present, 1)
+        self.assertEqual(bob.subscribe([("bob/#", 1)]), [1])
+        w.publish("alice/x", b"hers", qos=1, packet_id=3)
+        w.publish("bob/end", b"", qos=1, packet_id=2)
+        self.assertEqual(self.until(bob, "bob/end"), [])
+
 
 if __name__ == "__main__":
     unittest.main()
