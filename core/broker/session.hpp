@@ -171,6 +171,8 @@ class Session : public RouteTarget {
   std::optional<bool> remembered(const Subscription* sub, std::string_view topic,
                                  uint16_t epoch) const;
   void remember(const Subscription* sub, std::string_view topic, uint16_t epoch, bool allowed);
+  // Drops every remembered answer (the broker's epochs come round).
+  void forget_answers();
   // Like match_options, for a session that checks deliveries: each matching subscription
   // that asks for checks (`all`: every matching one) counts only if
   // allow(filter, subscription) says so. Walks the session's own filters.
