@@ -240,6 +240,7 @@ class Broker {
     bool sliced = false;                   // waits for its next slice (not for a plugin's decision)
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
     std::string reason_string;  // 5.0: the first denying plugin's, for the SUBACK
+    uint16_t asked_epoch = 0;   // the rules_epoch_ the current filter was asked under
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
   // tens of thousands: the rest waits for the next slice, the client held meanwhile).
@@ -438,9 +439,11 @@ class Broker {
   // SharedSubscriptions::choose); null if there is none.
   SharedSubscriptions::Member* choose_member(SharedSubscriptions::Group& group, uint8_t qos,
                                              const Session* exclude);
-  // choose_member for a new message on `topic`, among the members that may receive it.
+  // choose_member for a message on `topic`, among the members that may receive it (null
+  // if the one it would fall back to may not).
   SharedSubscriptions::Member* choose_receiving_member(SharedSubscriptions::Group& group,
-                                                       uint8_t qos, std::string_view topic);
+                                                       uint8_t qos, std::string_view topic,
+                                                       const Session* exclude = nullptr);
   // Online, not congested, and (QoS 1/2) with room in its window and nothing queued.
   bool member_usable(const Session& session, uint8_t qos) const;
   // The member's subscription `filter` (of its group) lets it receive a message on

@@ -212,6 +212,13 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   }
   const bool present = session != nullptr;
   if (present) cancel_delayed_will(*session);  // back in time [MQTT-3.1.3-9]
+  if (present && session->owner() != *identity) {
+    // Resumed by another identity (session_owner = "client_id"): what the plugins decided
+    // for the one before does not hold for this one. Its subscriptions are decided again,
+    // and what was queued for the one before is checked first (check_resumed).
+    session->mark_decided(0);
+    session->uncheck_queued();
+  }
   if (session == nullptr) session = sessions_->create(id, true);
   set_session_clean(*session, !c.keep_session);
   session->set_owner(std::move(identity));

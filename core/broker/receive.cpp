@@ -135,9 +135,13 @@ void Broker::check_resumed(Client& client, Session& session) {
 void Broker::rules_reloaded() {
   MQGATE_BROKER_ENTRY();
   if (++rules_epoch_ == 0) {
-    // After 65,535 reloads the numbers come round: no session may look decided now.
+    // After 65,535 reloads the numbers come round: no session may look decided now, nor
+    // an answer remembered 65,535 reloads ago current.
     rules_epoch_ = 1;
-    sessions_->for_each([](Session& s) { s.mark_decided(0); });
+    sessions_->for_each([](Session& s) {
+      s.mark_decided(0);
+      s.forget_answers();
+    });
   }
   size_t clients = 0;
   sessions_->for_each([&](Session& s) {

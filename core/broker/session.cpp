@@ -80,6 +80,10 @@ void Session::remember(const Subscription* sub, std::string_view topic, uint16_t
   e.topic.assign(topic);
 }
 
+void Session::forget_answers() {
+  if (subscriptions_) subscriptions_->memo.reset();
+}
+
 Session::Delivery Session::match_options(std::string_view topic, bool own) const {
   return match_checked(topic, own, false, [](const std::string&, const Subscription&) { return true; });
 }

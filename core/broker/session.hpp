@@ -171,6 +171,8 @@ class Session : public RouteTarget {
   std::optional<bool> remembered(const Subscription* sub, std::string_view topic,
                                  uint16_t epoch) const;
   void remember(const Subscription* sub, std::string_view topic, uint16_t epoch, bool allowed);
+  // Drops every remembered answer (the broker's epochs come round).
+  void forget_answers();
   // Like match_options, for a session that checks deliveries: each matching subscription
   // that asks for checks (`all`: every matching one) counts only if
   // allow(filter, subscription) says so. Walks the session's own filters.
@@ -215,6 +217,16 @@ class Session : public RouteTarget {
     f.queue.erase(f.queue.begin() + static_cast<ptrdiff_t>(kept), f.queue.end());
     f.unchecked = 0;
     return dropped;
+  }
+  // Every queued message waits for check_queued() (the session has another owner now).
+  void uncheck_queued() {
+    if (!flow_) return;
+    Flow& f = *flow_;
+    for (size_t i = f.queue_head; i < f.queue.size(); ++i)
+      if (!f.queue[i].unchecked) {
+        f.queue[i].unchecked = 1;
+        f.unchecked++;
+      }
   }
   // --- outgoing ----------------------------------------------------------------------
   // Delivers `msg` at `qos` (already downgraded to the subscription's QoS). `retain` is

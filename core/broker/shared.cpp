@@ -68,14 +68,28 @@ Member* Broker::choose_member(Group& group, uint8_t qos, const Session* exclude)
   });
 }
 
-Member* Broker::choose_receiving_member(Group& group, uint8_t qos, std::string_view topic) {
+Member* Broker::choose_receiving_member(Group& group, uint8_t qos, std::string_view topic,
+                                        const Session* exclude) {
   // A member the plugins do not let receive this message is passed over like one that
   // cannot take it now; when none can take it, the next in turn still has to be allowed.
-  Member* m = shared_.choose(group, nullptr, [&](const Member& c) {
-    return member_usable(*c.session, std::min(qos, c.qos)) &&
-           member_may_receive(*c.session, group.full_filter, topic, qos);
+  // Each member is asked at most once (a question may reach the plugins every time).
+  const Member* accepted = nullptr;
+  const Member* passed_over = nullptr;  // the first one: choose()'s fallback
+  bool passed_over_denied = false;      // ...asked (it was usable), and denied
+  Member* m = shared_.choose(group, exclude, [&](const Member& c) {
+    const bool usable = member_usable(*c.session, std::min(qos, c.qos));
+    if (usable && member_may_receive(*c.session, group.full_filter, topic, qos)) {
+      accepted = &c;
+      return true;
+    }
+    if (passed_over == nullptr) {
+      passed_over = &c;
+      passed_over_denied = usable;
+    }
+    return false;
   });
-  if (m != nullptr && !member_may_receive(*m->session, group.full_filter, topic, qos)) {
+  if (m == nullptr || m == accepted) return m;
+  if (passed_over_denied || !member_may_receive(*m->session, group.full_filter, topic, qos)) {
     stats_.deliveries_denied++;
     return nullptr;
   }
@@ -134,7 +148,9 @@ void Broker::move_shared_messages(Session& session, bool session_ends) {
   if (taken.empty()) return;
   for (Session::Taken& t : taken) {
     Group* g = shared_.group(t.share);
-    Member* m = g ? choose_member(*g, t.msg->qos(), &session) : nullptr;
+    // Only to a member that may receive it (none: it is withheld, as it would have been
+    // had it been published now).
+    Member* m = g ? choose_receiving_member(*g, t.msg->qos(), t.msg->topic(), &session) : nullptr;
     // A new message for that member (new packet id, DUP 0): it never saw it. Its QoS is
     // the publication's, limited by that member's subscription.
     if (m != nullptr)

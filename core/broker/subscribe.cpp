@@ -99,6 +99,7 @@ Broker::Progress Broker::continue_subscribe(Client& client, SubscribeState& s, s
     req.action = AuthAction::kSubscribe;
     req.qos = qos;
     req.may_defer = true;
+    s.asked_epoch = rules_epoch_;
     AuthResult auth = hooks_.check(client, req);
     if (auth.pending) return Progress::kDeferred;
     subscribe_decided(client, s, auth);
@@ -128,10 +129,15 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   // No retained messages on a shared subscription (3.3.1.3: only "when a new Non-shared
   // Subscription is made").
   if (filter.starts_with("$share/")) s.no_retained.push_back(s.next);
-  // A session without subscriptions has nothing decided under older rules.
-  if (session.subscription_count() == 0) session.mark_decided(rules_epoch_);
+  // A session without subscriptions has nothing decided under older rules. An answer
+  // asked for before a reload (deferred meanwhile) may be one under the old rules: the
+  // session's deliveries are checked until its subscriptions are decided again.
+  const bool asked_before_reload = s.asked_epoch != rules_epoch_;
+  if (asked_before_reload) session.mark_decided(0);
+  else if (session.subscription_count() == 0) session.mark_decided(rules_epoch_);
   const bool added = session.add_subscription(filter, qos, s.v5 ? s.options[s.next] : 0,
                                               s.v5 ? s.subscription_id : 0, auth.delivery_check);
+  if (asked_before_reload) queue_redecision(client);
   if (s.v5) {
     // Retain Handling 1: retained messages only for a new subscription; 2: never.
     const uint8_t rh = s.retain_handling[s.next];

@@ -237,6 +237,8 @@ Answer ask_authorize(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) {
     a.reason_string = take_plugin_string(evt.reason_string);
     if (run.action == AuthAction::kSubscribe || run.live) a.delivery_check = evt.delivery_check;
     a.same_answer = evt.same_answer == 1;
+  } else if (run.live) {
+    a.delivery_check = run.delivery_check_in;  // no field to lower it with: as it was
   }
   return a;
 }

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -910,4 +911,51 @@ TEST_CASE("flow control: a subscriber that goes away releases its publishers; no
   for (uint16_t id = 1; id <= 6; ++id) self->feed(publish_packet("s", "m", 1, false, id));
   CHECK_FALSE(self->input_held());
   CHECK(f.broker->flow().held_count() == 0);
+}
+
+namespace {
+
+// Like an ACL with deny rules inside granted filters: every SUBSCRIBE is granted with
+// checks per topic; a live RECEIVE is denied for the topics in `denied`.
+struct PerTopicHooks final : AuthHooks {
+  std::vector<std::string> denied;
+  AuthResult authenticate(const Client&, const codec::Connect&) override { return {}; }
+  AuthResult authorize(const Client&, std::string_view, AuthAction, uint8_t, bool) override {
+    return {};
+  }
+  AuthResult check(const Client&, const AuthRequest& req) override {
+    AuthResult r;
+    if (req.action == AuthAction::kSubscribe) r.delivery_check = kCheckPerTopic;
+    if (req.action != AuthAction::kReceive) return r;
+    if (std::find(denied.begin(), denied.end(), req.topic) != denied.end())
+      return AuthResult::deny("not readable");
+    r.delivery_check = req.delivery_check;  // as the plugin host does: unchanged
+    return r;
+  }
+  void on_connected(const Client&, bool) override {}
+  void on_disconnected(const Client&, const char*) override {}
+};
+
+}  // namespace
+
+TEST_CASE("delivery checks: an answer remembered before the reload count wrapped is not reused") {
+  PerTopicHooks hooks;
+  Fixture f({}, &hooks);
+  auto sub = f.connect("sub");
+  auto pub = f.connect("pub");
+  sub->feed(subscribe_packet(1, {{"t/#", 0}}));
+  sub->take();
+  pub->feed(publish_packet("t/a", "1"));
+  CHECK(sub->take().size() == 1);  // asked, allowed, remembered under the rules of epoch 1
+  hooks.denied.push_back("t/a");
+  // 65,535 reloads later the epoch is 1 again (each decides the subscriptions again).
+  const log::Level level = log::level();
+  log::set_level(log::Level::kError);
+  for (int i = 0; i < 65535; ++i) f.broker->rules_reloaded();
+  log::set_level(level);
+  REQUIRE(f.broker->rules_epoch() == 1);
+  while (f.broker->has_work()) f.broker->run_slice(0);
+  pub->feed(publish_packet("t/a", "2"));
+  CHECK(sub->take().empty());
+  CHECK(f.broker->stats().deliveries_denied == 1);
 }

@@ -661,5 +661,27 @@ TEST_CASE("ABI 1 and ABI 2 plugins in one chain: each gets its own struct and va
   }
 }
 
+TEST_CASE("a live RECEIVE: an ABI 1 plugin cannot express a wish, so the check stays") {
+  // After a reload its SUBSCRIBE denied, a subscription is kept and checked per topic;
+  // an ABI 1 plugin ALLOWing one topic must not stop the checks for every other topic.
+  Fixture f;
+  f.add("v1", 1, MQGATE_DECISION_ALLOW);
+  ChainRun run = f.authorize(AuthAction::kReceive);
+  run.live = true;
+  run.delivery_check_in = kCheckPerTopic;
+  AuthResult r = f.decide(std::move(run));
+  CHECK(r.allowed);
+  CHECK(r.delivery_check == kCheckPerTopic);
+
+  SUBCASE("beside an ABI 2 plugin that keeps it") {
+    Script& v2 = f.add("v2", 2, MQGATE_ABSTAIN);
+    run = f.authorize(AuthAction::kReceive);
+    run.live = true;
+    run.delivery_check_in = kCheckEvery;
+    CHECK(f.decide(std::move(run)).delivery_check == kCheckEvery);
+    CHECK(v2.calls == 1);
+  }
+}
+
 }  // namespace
 }  // namespace mqgate
