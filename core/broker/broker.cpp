@@ -209,9 +209,10 @@ bool Broker::run_slice(uint64_t now_ms) {
     if (done) retained_jobs_.erase(it);
     else retained_order_.push_back({id, serial});
   }
-  // Subscriptions decided again after a reload.
+  // Subscriptions decided again after a reload: a quarter of a slice (each question may
+  // be an ACL search), as a sliced SUBSCRIBE gets half; deliveries are checked meanwhile.
   if (!redecision_order_.empty() && budget > 0) {
-    budget -= std::min(budget, run_redecisions(budget));
+    budget -= std::min(budget, run_redecisions(std::min(budget, kSliceBudget / 4)));
     progress = true;
   }
   if (budget > 0 && expiry_due_) {
