@@ -38,13 +38,13 @@ void Broker::deliver_checked(Session& session, uint8_t q, std::string_view topic
     d = session.match_options(topic, own);
   } else {
     const bool stale = !session.decided_at(rules_epoch_);
-    d = session.match_checked(topic, own, stale,
-                              [&](const std::string& filter, const Session::Subscription& sub) {
-                                const bool ok = receive_allowed(session, *client, filter, sub, topic,
-                                                                std::min(qos, sub.qos), stale);
-                                withheld |= !ok;
-                                return ok;
-                              });
+    d = session.match_checked(
+        topic, own, stale, [&](const std::string& filter, const Session::Subscription& sub) {
+          const bool ok =
+              receive_allowed(session, *client, filter, sub, topic, std::min(qos, sub.qos), stale);
+          withheld |= !ok;
+          return ok;
+        });
   }
   if (d.skip) {
     if (withheld) stats_.deliveries_denied++;
@@ -59,8 +59,8 @@ void Broker::deliver_checked(Session& session, uint8_t q, std::string_view topic
 }
 
 bool Broker::receive_allowed(Session& session, Client& client, const std::string& filter,
-                             const Session::Subscription& sub, std::string_view topic,
-                             uint8_t qos, bool stale) {
+                             const Session::Subscription& sub, std::string_view topic, uint8_t qos,
+                             bool stale) {
   // Answers are remembered only where the plugins said they may be, and never while
   // the subscription is asked about only because the rules changed.
   if (!stale && sub.check == kCheckPerTopic)
@@ -84,8 +84,8 @@ bool Broker::receive_allowed(Session& session, Client& client, const std::string
   return r.allowed;
 }
 
-bool Broker::member_may_receive(Session& session, const std::string& filter,
-                                std::string_view topic, uint8_t qos) {
+bool Broker::member_may_receive(Session& session, const std::string& filter, std::string_view topic,
+                                uint8_t qos) {
   if (!session.checks_deliveries(rules_epoch_)) return true;
   Client* client = session.client();
   const Session::Subscription* sub = session.find_subscription(filter);
@@ -151,9 +151,10 @@ void Broker::rules_reloaded() {
     }
   });
   if (clients > 0)
-    LOG_INFO("reload: the subscriptions of %zu connected client%s are being decided again under "
-             "the plugins' new rules; until each is, its deliveries are checked one by one",
-             clients, clients == 1 ? "" : "s");
+    LOG_INFO(
+        "reload: the subscriptions of %zu connected client%s are being decided again under "
+        "the plugins' new rules; until each is, its deliveries are checked one by one",
+        clients, clients == 1 ? "" : "s");
 }
 
 void Broker::queue_redecision(Client& client) {
@@ -185,7 +186,8 @@ size_t Broker::run_redecisions(size_t budget) {
       // First turn, or the rules changed again: start over under the current ones.
       r.filters.clear();
       r.filters.reserve(session->subscription_count());
-      session->for_each_subscription([&](const std::string& f, uint8_t) { r.filters.push_back(f); });
+      session->for_each_subscription(
+          [&](const std::string& f, uint8_t) { r.filters.push_back(f); });
       r.next = 0;
       r.epoch = rules_epoch_;
       spent += 1 + r.filters.size() / 64;  // the snapshot's own cost

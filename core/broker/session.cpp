@@ -85,7 +85,8 @@ void Session::forget_answers() {
 }
 
 Session::Delivery Session::match_options(std::string_view topic, bool own) const {
-  return match_checked(topic, own, false, [](const std::string&, const Subscription&) { return true; });
+  return match_checked(topic, own, false,
+                       [](const std::string&, const Subscription&) { return true; });
 }
 
 uint32_t Session::subscription_id(std::string_view filter) const {

@@ -133,8 +133,10 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
   // asked for before a reload (deferred meanwhile) may be one under the old rules: the
   // session's deliveries are checked until its subscriptions are decided again.
   const bool asked_before_reload = s.asked_epoch != rules_epoch_;
-  if (asked_before_reload) session.mark_decided(0);
-  else if (session.subscription_count() == 0) session.mark_decided(rules_epoch_);
+  if (asked_before_reload)
+    session.mark_decided(0);
+  else if (session.subscription_count() == 0)
+    session.mark_decided(rules_epoch_);
   const bool added = session.add_subscription(filter, qos, s.v5 ? s.options[s.next] : 0,
                                               s.v5 ? s.subscription_id : 0, auth.delivery_check);
   if (asked_before_reload) queue_redecision(client);

@@ -315,9 +315,10 @@ void fold(ChainRun& run, const mqgate_plugin& p, int answer, const std::string& 
 // safe reading.
 void fold_delivery_check(ChainRun& run, const mqgate_plugin& p, int check) {
   if (check < MQGATE_CHECK_NONE || check > MQGATE_CHECK_EVERY) {
-    LOG_ERROR("plugin \"%s\": delivery_check %d is not an enum mqgate_delivery_check; taken as "
-              "MQGATE_CHECK_EVERY",
-              p.name.c_str(), check);
+    LOG_ERROR(
+        "plugin \"%s\": delivery_check %d is not an enum mqgate_delivery_check; taken as "
+        "MQGATE_CHECK_EVERY",
+        p.name.c_str(), check);
     check = MQGATE_CHECK_EVERY;
   }
   run.delivery_check = std::max(run.delivery_check, static_cast<uint8_t>(check));
@@ -390,7 +391,8 @@ ChainStop run_chain(ChainRun& run, TokenIssuer& tokens) {
       run.auth_data_out = std::move(a.data_out);
       return ChainStop::kContinuing;
     }
-    if (!run.authenticating && answer != MQGATE_DENY) fold_delivery_check(run, *p, a.delivery_check);
+    if (!run.authenticating && answer != MQGATE_DENY)
+      fold_delivery_check(run, *p, a.delivery_check);
     if (!a.same_answer) run.same_answer = false;
     if (answer == MQGATE_DEFER && slot.token != nullptr) {
       run.waiting_on = p;

@@ -333,7 +333,8 @@ AuthResult PluginHost::check(const Client& client, const AuthRequest& req) {
   }
   AuthResult result = chain_result(run);
   if (publish && result.allowed && result.same_answer)
-    const_cast<Client&>(client).remember_publish_allowed(req.topic, req.qos, req.retain, generation_);
+    const_cast<Client&>(client).remember_publish_allowed(req.topic, req.qos, req.retain,
+                                                         generation_);
   return result;
 }
 

@@ -123,8 +123,8 @@ class Connection final : public Client, transport::Receiver, transport::LayerEve
   bool read_paused_ : 1 = false;  // backpressure: output backlog over max_outgoing_bytes
   bool reading_ : 1 = false;      // libuv reads the socket (update_reading keeps it right)
   bool wrote_after_close_ : 1 = false;  // bytes went out after close() (a last packet)
-  bool no_linger_ : 1 = false;  // the client closed or failed, or the close is forced
-  bool lingering_ : 1 = false;  // see lingering()
+  bool no_linger_ : 1 = false;          // the client closed or failed, or the close is forced
+  bool lingering_ : 1 = false;          // see lingering()
 
  public:
   // Owned by Server. Declared last, next to the flags above, so that all the flags

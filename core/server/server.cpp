@@ -475,7 +475,8 @@ void Server::reload() {
     LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
   reload_tls(*fresh);
   reload_http(*fresh);
-  for (auto& hook : reload_hooks_) hook(*fresh);  // the plugins take their new options
+  for (auto& hook : reload_hooks_)
+    hook(*fresh);  // the plugins take their new options
   broker_.rules_reloaded();
   carry_out_requests();
   schedule_slices();

@@ -79,9 +79,9 @@ static int load(const mqgate_host_api *api, const mqgate_options *options, char 
  * with two improvements: a filter of which no topic is readable is refused (the client
  * learns it from the SUBACK), and a filter the rules grant entirely is never checked
  * again (until a reload). */
-static int on_subscribe(acl_instance *self, mqgate_evt_authorize *evt, const char *username,
-                        const char *client_id, const char *identity) {
-  const mqgate_host_api *api = self->api;
+static int on_subscribe(acl_instance* self, mqgate_evt_authorize* evt, const char* username,
+                        const char* client_id, const char* identity) {
+  const mqgate_host_api* api = self->api;
   const int reach = evt->topic == NULL ? ACL_REACH_NONE
                                        : acl_subscribe_reach(self->rules, username, client_id,
                                                              identity, evt->topic);

@@ -212,9 +212,11 @@ static int on_event(int event, void *data, void *instance) {
     case MQGATE_EVT_AUTHORIZE: {
       mqgate_evt_authorize *e = (mqgate_evt_authorize *)data;
       api->log(self->plugin, MQGATE_LOG_INFO,
-               "deferred %s: authorize client_id=%s action=%d topic=%s filter=%s retain=%d deferrable=%d live=%d check=%d",
-               self->tag, api->client_id(e->client), e->action, e->topic, e->filter ? e->filter : "(none)",
-               e->retain, e->deferrable, e->live, e->delivery_check);
+               "deferred %s: authorize client_id=%s action=%d topic=%s filter=%s retain=%d "
+               "deferrable=%d live=%d check=%d",
+               self->tag, api->client_id(e->client), e->action, e->topic,
+               e->filter ? e->filter : "(none)", e->retain, e->deferrable, e->live,
+               e->delivery_check);
       if (e->action == MQGATE_ACTION_RECEIVE) {
         if (e->live && self->stop_checks_topic[0] && strcmp(e->topic, self->stop_checks_topic) == 0)
           e->delivery_check = MQGATE_CHECK_NONE;
