@@ -26,8 +26,9 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     // From here on the topic is the resolved one (ACL, plugins, routing).
     if (const uint8_t rc = mqtt5::resolve_topic_alias(*client.v5(), p)) {
       protocol_violation(client,
-                         rc == reason::kTopicAliasInvalid
-                             ? "topic alias 0 or over the Topic Alias Maximum"
+                         rc == reason::kTopicAliasInvalid ? "topic alias 0 or over the Topic Alias Maximum"
+                         : rc == reason::kQuotaExceeded
+                             ? "topic aliases would hold more than 64 KiB of topics"
                              : "topic alias never set, without a topic",
                          rc);
       return;

@@ -21,9 +21,6 @@ ClientState client_state(const codec::Properties& props) {
     s.outbound_aliases = std::make_unique<OutboundAliases>(s.topic_alias_maximum);
   s.request_problem_info = props.request_problem_information.value_or(1) != 0;
   s.request_response_info = props.request_response_information.value_or(0) != 0;
-  s.user_properties.reserve(props.user_properties.size());
-  for (const auto& [k, v] : props.user_properties)
-    s.user_properties.emplace_back(k, v);
   return s;
 }
 
@@ -115,7 +112,12 @@ uint8_t resolve_topic_alias(ClientState& state, codec::Publish& publish) {
   auto& table = state.topic_aliases;
   if (!publish.topic.empty()) {
     if (table.size() < alias) table.resize(alias);
-    table[alias - 1].assign(publish.topic);
+    std::string& slot = table[alias - 1];
+    const size_t bytes = state.topic_alias_bytes - slot.size() + publish.topic.size();
+    if (bytes > kTopicAliasBytes) return reason::kQuotaExceeded;
+    state.topic_alias_bytes = bytes;
+    slot.assign(publish.topic);
+    if (slot.capacity() > 2 * slot.size() + 64) slot.shrink_to_fit();  // a long one replaced
     return reason::kSuccess;
   }
   if (table.size() < alias || table[alias - 1].empty()) return reason::kProtocolError;

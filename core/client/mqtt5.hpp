@@ -31,9 +31,12 @@ struct ClientState {
   uint16_t topic_alias_maximum = 0;  // aliases the client accepts
   bool request_problem_info = true;
   bool request_response_info = false;  // Response Information wanted in CONNACK
-  std::vector<std::pair<std::string, std::string>> user_properties;  // in order
-  // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them.
+  // (The CONNECT's User Properties are not kept: only the plugins read them, during
+  // authentication.)
+  // Inbound topic aliases (3.3.2.3.4): alias - 1 -> topic, grown as the client sets them;
+  // their topics' bytes, against kTopicAliasBytes.
   std::vector<std::string> topic_aliases;
+  size_t topic_alias_bytes = 0;
   // Outbound topic aliases, when the client accepts some (null otherwise).
   std::unique_ptr<OutboundAliases> outbound_aliases;
   // Enhanced authentication (4.12): the CONNECT's method (empty: none), whether an
@@ -70,9 +73,13 @@ void encode_auth(const Client& client, std::string& out, uint8_t reason_code,
 // Topic aliases a client may set (CONNACK Topic Alias Maximum): bounds the table above.
 inline constexpr uint16_t kTopicAliasMaximum = 16;
 
+// The most bytes of topics a client's inbound aliases may hold: a table of
+// kTopicAliasMaximum topics of up to 65,535 bytes each would cost a megabyte a connection.
+constexpr size_t kTopicAliasBytes = 64 * 1024;
 // Resolves the Topic Alias of an inbound PUBLISH: records topic -> alias, or fills an
 // empty topic from the table. Returns 0, or the DISCONNECT reason code: 0x94 for an alias
-// of 0 or over the maximum, 0x82 for an unknown alias without a topic.
+// of 0 or over the maximum, 0x82 for an unknown alias without a topic, 0x97 (quota
+// exceeded) when the aliases' topics would hold more than kTopicAliasBytes.
 uint8_t resolve_topic_alias(ClientState& state, codec::Publish& publish);
 
 // The CONNECT's properties, validated by the codec, as kept for the connection.

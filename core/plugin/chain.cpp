@@ -160,9 +160,12 @@ Answer ask_authenticate(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) 
   std::vector<mqgate_user_property> props;  // views of run.user_props, for this call
   if (!v1) {
     evt.clean_session = run.clean_session ? 1 : 0;
-    props.reserve(run.user_props.size());
-    for (const auto& [name, value] : run.user_props)
-      props.push_back({name.c_str(), value.c_str()});
+    props.reserve(run.user_props_count);
+    for (const char* p = run.user_props.c_str(); props.size() < run.user_props_count;) {
+      const char* value = p + std::strlen(p) + 1;
+      props.push_back({p, value});
+      p = value + std::strlen(value) + 1;
+    }
     if (!props.empty()) {
       evt.user_properties = props.data();
       evt.user_properties_len = props.size();

@@ -59,7 +59,10 @@ struct ChainRun {
   // MQTT 5.0 AUTHENTICATE inputs: the CONNECT's user properties; for enhanced
   // authentication the method, this step's data from the client, and the plugins asked
   // (those that offer the method).
-  std::vector<std::pair<std::string, std::string>> user_props;
+  // The CONNECT's User Properties as "name\0value\0" pairs in one string (what the client
+  // sent, not 64 bytes of strings an entry: a deferred decision keeps it).
+  std::string user_props;
+  size_t user_props_count = 0;
   std::optional<std::string> auth_method, auth_data;
   std::vector<mqgate_plugin*> method_plugins;
   int auth_step = 0;

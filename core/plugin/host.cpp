@@ -231,8 +231,11 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
   run->clean_session = connect.clean_session;
   run->protocol_level = connect.protocol_level;
   if (connect.password) run->password.emplace(*connect.password);
-  for (const auto& [name, value] : connect.props.user_properties)
-    run->user_props.emplace_back(name, value);
+  for (const auto& [name, value] : connect.props.user_properties) {
+    run->user_props.append(name).push_back('\0');  // the codec refuses NUL in UTF-8 strings
+    run->user_props.append(value).push_back('\0');
+  }
+  run->user_props_count = connect.props.user_properties.size();
   if (connect.props.authentication_method) {
     run->auth_method.emplace(*connect.props.authentication_method);
     run->method_plugins = plugins_offering(chain, *run->auth_method);
