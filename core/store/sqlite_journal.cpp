@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -151,6 +152,24 @@ std::string what_to_do(const std::string& path) {
          "start with an empty state";
 }
 
+// One warning per existing store file that others may read (it holds payloads and
+// client identities), and one for a database file of zero bytes (read as an empty state).
+void warn_if_not_private(const std::string& path) {
+  struct stat st;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string file = path + suffix;
+    if (::stat(file.c_str(), &st) != 0) continue;
+    if ((st.st_mode & 077) != 0)
+      LOG_WARN("persistence: %s is accessible to group or others (mode %04o); it holds "
+               "messages and client identities: chmod 600 it",
+               file.c_str(), static_cast<unsigned>(st.st_mode & 07777));
+  }
+  struct stat wal;
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 &&
+      !(::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0))
+    LOG_WARN("persistence: %s is empty (0 bytes): starting with an empty state", path.c_str());
+}
+
 }  // namespace
 
 std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poster post,
@@ -173,6 +192,17 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
                       " is locked); give each broker its own [persistence] path"
                 : lock_path + ": cannot lock: " + std::strerror(errno);
     return nullptr;
+  }
+  // The store holds payloads and client identities: created private. SQLite gives the
+  // -wal and -shm files it creates the database file's mode.
+  warn_if_not_private(path);
+  {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      error = path + ": cannot open: " + std::strerror(errno);
+      return nullptr;
+    }
+    ::close(fd);  // before SQLite opens it: closing would drop SQLite's own locks
   }
   if (sqlite3_open_v2(path.c_str(), &j->db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

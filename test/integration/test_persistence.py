@@ -2,6 +2,7 @@
 kill -9, with real clients (raw MQTT) against the broker binary; the bad cases (a
 corrupt file, a second broker on the same file, a full store)."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -120,9 +121,12 @@ class PersistenceTest(BrokerTestCase):
 
     def refused(self, **kw):
         """Runs a broker that must refuse to start; returns its output."""
+        return self.refused_at(self.db, **kw)
+
+    def refused_at(self, db, **kw):
         path = os.path.join(self.tmp, "refused.toml")
         with open(path, "w") as f:
-            f.write(persistence_config(self.db, **kw))
+            f.write(persistence_config(db, **kw))
         p = subprocess.run([BROKER_BIN, "--config", path], capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         return (p.stdout + p.stderr).decode(errors="replace")
@@ -344,6 +348,31 @@ class PersistenceTest(BrokerTestCase):
     def test_second_broker_on_the_same_file_refuses(self):
         self.start()
         self.assertIn("another mqgate process uses this persistence file", self.refused())
+
+    def test_store_files_are_private(self):
+        b = self.start()
+        c = R.RawClient(b.port())
+        c.connect("keeper", clean=False)
+        c.publish("t/retained", b"secret", qos=1, retain=True, packet_id=1)
+        for suffix in ("", "-wal", "-shm"):
+            mode = os.stat(self.db + suffix).st_mode & 0o777
+            self.assertEqual(mode, 0o600, f"{self.db + suffix}: {oct(mode)}")
+        c.close()
+        self.assertNotIn("accessible to group or others", b.log())
+
+    def test_store_readable_by_others_is_warned_about(self):
+        b = self.start()
+        b.close()
+        self._brokers.remove(b)
+        os.chmod(self.db, 0o644)
+        b = self.start()
+        b.wait_log(re.escape(self.db) + r".*mode 0?644")
+
+    def test_zero_length_store_file_is_logged(self):
+        with open(self.db, "wb"):
+            pass
+        b = self.start()
+        b.wait_log(re.escape(self.db) + r".*empty")
 
     def test_store_full_withholds_puback_and_keeps_serving(self):
         b = self.start(extra="max_bytes = 131072")
