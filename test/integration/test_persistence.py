@@ -349,6 +349,21 @@ class PersistenceTest(BrokerTestCase):
         self.start()
         self.assertIn("another mqgate process uses this persistence file", self.refused())
 
+    def test_second_broker_through_a_symlink_refuses(self):
+        self.start()
+        link = os.path.join(self.tmp, "other.db")
+        os.symlink(self.db, link)
+        log = self.refused_at(link)
+        self.assertIn("another mqgate process uses this persistence file", log)
+        self.assertIn(link, log)
+        self.assertIn(self.db, log)
+
+    def test_second_broker_through_a_hard_link_refuses(self):
+        self.start()
+        link = os.path.join(self.tmp, "hard.db")
+        os.link(self.db, link)
+        self.assertIn("another mqgate process uses this persistence file", self.refused_at(link))
+
     def test_store_files_are_private(self):
         b = self.start()
         c = R.RawClient(b.port())
