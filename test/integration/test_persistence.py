@@ -565,6 +565,27 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         m = w.next_publish(timeout=5)
         self.assertEqual((m.topic, m.payload), ("dw/gone", b"bye"))
 
+    def test_absurd_will_due_time_in_the_store_starts_cleanly(self):
+        import sqlite3
+        b = self.start()
+        c = self.raw5(b.port(), "far", clean_start=False, props=[(R.SESSION_EXPIRY, 600)],
+                      will_topic="far/gone", will_payload=b"bye", will_qos=1,
+                      will_props=[(0x18, 300)])
+        c.close()
+        b.wait_log(r'client="far".*disconnected')
+        time.sleep(0.3)
+        b.close()
+        self._brokers.remove(b)
+        for due in (2**63 - 1, -2**63):
+            db = sqlite3.connect(self.db)
+            db.execute("UPDATE wills SET due_at = ?", (due,))
+            db.commit()
+            db.close()
+            b = self.start()
+            b.wait_log(r"1 delayed will restored")
+            b.close()  # fails on a sanitizer report in the log
+            self._brokers.remove(b)
+
     def test_delayed_will_of_a_session_expired_while_down_is_published_at_start(self):
         b = self.start()
         w = R.RawClient(b.port())
