@@ -181,7 +181,8 @@ std::string read_holder(const std::string& note_path) {
 
 // One warning per existing store file that others may read (it holds payloads and
 // client identities), and one for a database file of zero bytes (read as an empty state).
-void warn_if_not_private(const std::string& path) {
+// `path` is the resolved one: SQLite puts -wal and -shm beside it.
+void warn_if_not_private(const std::string& path, bool existed) {
   struct stat st;
   for (const char* suffix : {"", "-wal", "-shm"}) {
     const std::string file = path + suffix;
@@ -193,7 +194,7 @@ void warn_if_not_private(const std::string& path) {
           file.c_str(), static_cast<unsigned>(st.st_mode & 07777));
   }
   struct stat wal;
-  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 &&
+  if (existed && ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 &&
       !(::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0))
     LOG_WARN("persistence: %s is empty (0 bytes): starting with an empty state", path.c_str());
 }
@@ -208,7 +209,8 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   const std::string& path = options.path;
   // The store holds payloads and client identities: created private. SQLite gives the
   // -wal and -shm files it creates the database file's mode.
-  warn_if_not_private(path);
+  struct stat st;
+  const bool existed = ::stat(path.c_str(), &st) == 0;
   j->lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (j->lock_fd_ < 0) {
     error = path + ": cannot open: " + std::strerror(errno);
@@ -234,6 +236,7 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
     error += "; give each broker its own [persistence] path";
     return nullptr;
   }
+  warn_if_not_private(real, existed);
   write_holder(note_path, path);
   if (sqlite3_open_v2(path.c_str(), &j->db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

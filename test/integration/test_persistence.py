@@ -374,6 +374,7 @@ class PersistenceTest(BrokerTestCase):
             self.assertEqual(mode, 0o600, f"{self.db + suffix}: {oct(mode)}")
         c.close()
         self.assertNotIn("accessible to group or others", b.log())
+        self.assertNotIn("is empty", b.log())  # a new store is not worth a warning
 
     def test_store_readable_by_others_is_warned_about(self):
         b = self.start()
