@@ -32,14 +32,23 @@ class Persistence final : public SessionJournal {
   // --- clock -------------------------------------------------------------------------------
   // Times are stored as wall-clock ms (a restart honours them), kept as loop time in
   // memory: the broker tells the two clocks apart once, at start-up.
+  // A store may hold any 64-bit value (a damaged or hand-edited file): conversions
+  // saturate rather than overflow.
   void set_clock(uint64_t loop_ms, int64_t wall_ms) {
-    wall_minus_loop_ = wall_ms - static_cast<int64_t>(loop_ms);
+    const int64_t loop = loop_ms > uint64_t{INT64_MAX} ? INT64_MAX : static_cast<int64_t>(loop_ms);
+    if (__builtin_sub_overflow(wall_ms, loop, &wall_minus_loop_)) wall_minus_loop_ = INT64_MIN;
   }
   int64_t wall_of(uint64_t loop_ms) const {
-    return static_cast<int64_t>(loop_ms) + wall_minus_loop_;
+    const int64_t loop = loop_ms > uint64_t{INT64_MAX} ? INT64_MAX : static_cast<int64_t>(loop_ms);
+    int64_t wall;
+    if (__builtin_add_overflow(loop, wall_minus_loop_, &wall))
+      return wall_minus_loop_ > 0 ? INT64_MAX : INT64_MIN;
+    return wall;
   }
   uint64_t loop_of(int64_t wall_ms) const {
-    const int64_t loop = wall_ms - wall_minus_loop_;
+    int64_t loop;
+    if (__builtin_sub_overflow(wall_ms, wall_minus_loop_, &loop))
+      return wall_minus_loop_ < 0 ? uint64_t{INT64_MAX} : 0;
     return loop > 0 ? static_cast<uint64_t>(loop) : 0;
   }
 

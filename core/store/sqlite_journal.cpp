@@ -1,13 +1,16 @@
 #include "store/sqlite_journal.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <unordered_map>
@@ -151,6 +154,51 @@ std::string what_to_do(const std::string& path) {
          "start with an empty state";
 }
 
+// `<resolved path>.lock` names the broker holding the lock (its pid and the path it was
+// given), for the message a second broker prints. The lock itself is on the database.
+void write_holder(const std::string& note_path, const std::string& path) {
+  const int fd = ::open(note_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;  // only a courtesy
+  const std::string text = std::to_string(::getpid()) + "\n" + path + "\n";
+  ssize_t ignored = ::write(fd, text.data(), text.size());
+  (void)ignored;
+  ::close(fd);
+}
+std::string read_holder(const std::string& note_path) {
+  const int fd = ::open(note_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[4096];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return {};
+  const std::string text(buf, static_cast<size_t>(n));
+  const size_t nl = text.find('\n');
+  if (nl == std::string::npos || text.size() < nl + 2 || text.back() != '\n') return {};
+  const long pid = std::strtol(text.c_str(), nullptr, 10);
+  if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) != 0) return {};  // a stale note
+  return text.substr(nl + 1, text.size() - nl - 2) + " by pid " + std::to_string(pid);
+}
+
+// One warning per existing store file that others may read (it holds payloads and
+// client identities), and one for a database file of zero bytes (read as an empty state).
+// `path` is the resolved one: SQLite puts -wal and -shm beside it.
+void warn_if_not_private(const std::string& path, bool existed) {
+  struct stat st;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string file = path + suffix;
+    if (::stat(file.c_str(), &st) != 0) continue;
+    if ((st.st_mode & 077) != 0)
+      LOG_WARN(
+          "persistence: %s is accessible to group or others (mode %04o); it holds "
+          "messages and client identities: chmod 600 it",
+          file.c_str(), static_cast<unsigned>(st.st_mode & 07777));
+  }
+  struct stat wal;
+  if (existed && ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 &&
+      !(::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0))
+    LOG_WARN("persistence: %s is empty (0 bytes): starting with an empty state", path.c_str());
+}
+
 }  // namespace
 
 std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poster post,
@@ -159,21 +207,37 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   j->options_ = options;
   j->post_ = std::move(post);
   const std::string& path = options.path;
-  // A lock file beside the database: SQLite's own locks are per transaction, and closing
-  // any descriptor of the database would drop them, so the broker's lock is separate.
-  const std::string lock_path = path + ".lock";
-  j->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // The store holds payloads and client identities: created private. SQLite gives the
+  // -wal and -shm files it creates the database file's mode.
+  struct stat st;
+  const bool existed = ::stat(path.c_str(), &st) == 0;
+  j->lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (j->lock_fd_ < 0) {
-    error = lock_path + ": cannot open the persistence lock file: " + std::strerror(errno);
+    error = path + ": cannot open: " + std::strerror(errno);
     return nullptr;
   }
+  // The broker's lock is on the database file itself, whatever path (symlink, hard link,
+  // another spelling) reached it. flock() is separate from SQLite's own fcntl() locks;
+  // this descriptor stays open until after SQLite closes (closing a descriptor of the
+  // file would drop SQLite's locks).
+  char* resolved = ::realpath(path.c_str(), nullptr);
+  const std::string real = resolved ? resolved : path;
+  std::free(resolved);
+  const std::string note_path = real + ".lock";
   if (flock(j->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    error = errno == EWOULDBLOCK
-                ? path + ": another mqgate process uses this persistence file (" + lock_path +
-                      " is locked); give each broker its own [persistence] path"
-                : lock_path + ": cannot lock: " + std::strerror(errno);
+    if (errno != EWOULDBLOCK) {
+      error = path + ": cannot lock: " + std::strerror(errno);
+      return nullptr;
+    }
+    error = path + ": another mqgate process uses this persistence file";
+    if (real != path) error += " (" + real + ")";
+    const std::string holder = read_holder(note_path);
+    if (!holder.empty()) error += ", opened there as " + holder;
+    error += "; give each broker its own [persistence] path";
     return nullptr;
   }
+  warn_if_not_private(real, existed);
+  write_holder(note_path, path);
   if (sqlite3_open_v2(path.c_str(), &j->db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {

@@ -74,7 +74,7 @@ class SqliteJournal final : public Journal {
   Options options_;
   Poster post_;
   sqlite3* db_ = nullptr;
-  int lock_fd_ = -1;
+  int lock_fd_ = -1;  // the database file, flock()ed: one broker per store file
   std::vector<sqlite3_stmt*> statements_;  // indexed by Mutation::Kind
 
   std::mutex mutex_;

@@ -2,6 +2,7 @@
 kill -9, with real clients (raw MQTT) against the broker binary; the bad cases (a
 corrupt file, a second broker on the same file, a full store)."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -120,9 +121,12 @@ class PersistenceTest(BrokerTestCase):
 
     def refused(self, **kw):
         """Runs a broker that must refuse to start; returns its output."""
+        return self.refused_at(self.db, **kw)
+
+    def refused_at(self, db, **kw):
         path = os.path.join(self.tmp, "refused.toml")
         with open(path, "w") as f:
-            f.write(persistence_config(self.db, **kw))
+            f.write(persistence_config(db, **kw))
         p = subprocess.run([BROKER_BIN, "--config", path], capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         return (p.stdout + p.stderr).decode(errors="replace")
@@ -345,6 +349,47 @@ class PersistenceTest(BrokerTestCase):
         self.start()
         self.assertIn("another mqgate process uses this persistence file", self.refused())
 
+    def test_second_broker_through_a_symlink_refuses(self):
+        self.start()
+        link = os.path.join(self.tmp, "other.db")
+        os.symlink(self.db, link)
+        log = self.refused_at(link)
+        self.assertIn("another mqgate process uses this persistence file", log)
+        self.assertIn(link, log)
+        self.assertIn(self.db, log)
+
+    def test_second_broker_through_a_hard_link_refuses(self):
+        self.start()
+        link = os.path.join(self.tmp, "hard.db")
+        os.link(self.db, link)
+        self.assertIn("another mqgate process uses this persistence file", self.refused_at(link))
+
+    def test_store_files_are_private(self):
+        b = self.start()
+        c = R.RawClient(b.port())
+        c.connect("keeper", clean=False)
+        c.publish("t/retained", b"secret", qos=1, retain=True, packet_id=1)
+        for suffix in ("", "-wal", "-shm"):
+            mode = os.stat(self.db + suffix).st_mode & 0o777
+            self.assertEqual(mode, 0o600, f"{self.db + suffix}: {oct(mode)}")
+        c.close()
+        self.assertNotIn("accessible to group or others", b.log())
+        self.assertNotIn("is empty", b.log())  # a new store is not worth a warning
+
+    def test_store_readable_by_others_is_warned_about(self):
+        b = self.start()
+        b.close()
+        self._brokers.remove(b)
+        os.chmod(self.db, 0o644)
+        b = self.start()
+        b.wait_log(re.escape(self.db) + r".*mode 0?644")
+
+    def test_zero_length_store_file_is_logged(self):
+        with open(self.db, "wb"):
+            pass
+        b = self.start()
+        b.wait_log(re.escape(self.db) + r".*empty")
+
     def test_store_full_withholds_puback_and_keeps_serving(self):
         b = self.start(extra="max_bytes = 131072")
         s = R.RawClient(b.port())
@@ -520,6 +565,27 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         self.assertTrue(w.connect("willwatch", clean=False).session_present)
         m = w.next_publish(timeout=5)
         self.assertEqual((m.topic, m.payload), ("dw/gone", b"bye"))
+
+    def test_absurd_will_due_time_in_the_store_starts_cleanly(self):
+        import sqlite3
+        b = self.start()
+        c = self.raw5(b.port(), "far", clean_start=False, props=[(R.SESSION_EXPIRY, 600)],
+                      will_topic="far/gone", will_payload=b"bye", will_qos=1,
+                      will_props=[(0x18, 300)])
+        c.close()
+        b.wait_log(r'client="far".*disconnected')
+        time.sleep(0.3)
+        b.close()
+        self._brokers.remove(b)
+        for due in (2**63 - 1, -2**63):
+            db = sqlite3.connect(self.db)
+            db.execute("UPDATE wills SET due_at = ?", (due,))
+            db.commit()
+            db.close()
+            b = self.start()
+            b.wait_log(r"1 delayed will restored")
+            b.close()  # fails on a sanitizer report in the log
+            self._brokers.remove(b)
 
     def test_delayed_will_of_a_session_expired_while_down_is_published_at_start(self):
         b = self.start()

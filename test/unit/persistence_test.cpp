@@ -200,3 +200,18 @@ TEST_CASE(
   REQUIRE(out.size() == 1);
   CHECK(out[0].type == PacketType::kUnsuback);
 }
+
+TEST_CASE("store times far in the past or future clamp instead of overflowing") {
+  RecordingJournal journal;
+  Persistence p{journal, 1};
+  // Wall clock ahead of the loop clock (the usual case) and behind it.
+  for (int64_t wall : {int64_t{1'700'000'000'000}, int64_t{-5}}) {
+    p.set_clock(1'000, wall);
+    CHECK(p.loop_of(INT64_MAX) > 0);
+    CHECK(p.loop_of(INT64_MIN) == 0);
+    CHECK(p.wall_of(UINT64_MAX) > INT64_MAX - 2000);
+  }
+  p.set_clock(UINT64_MAX, INT64_MIN);  // absurd clocks too
+  CHECK(p.loop_of(INT64_MAX) > 0);
+  CHECK(p.wall_of(0) < 0);
+}
