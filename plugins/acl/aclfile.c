@@ -338,7 +338,9 @@ static int check_list(const struct rules* r, const struct query* q) {
 }
 
 /* A value unsafe to substitute: empty, or holding a level separator or wildcard. */
-static int unsafe_value(const char* v) { return *v == '\0' || strpbrk(v, "+#/") != NULL; }
+static int unsafe_value(const char* v) {
+  return *v == '\0' || strpbrk(v, "+#/") != NULL;
+}
 
 /* %i is substituted escaped, so that it stays one level whatever it holds: '%', '/',
  * '+' and '#' become "%25", "%2F", "%2B" and "%23" (percent-encoding, so one-to-one:
@@ -347,8 +349,7 @@ static const char ID_ESCAPED[] = "%/+#";
 
 static size_t escaped_len(const char* v) {
   size_t n = 0;
-  for (; *v; v++)
-    n += strchr(ID_ESCAPED, *v) ? 3 : 1;
+  for (; *v; v++) n += strchr(ID_ESCAPED, *v) ? 3 : 1;
   return n;
 }
 
