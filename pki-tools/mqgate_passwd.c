@@ -349,6 +349,13 @@ int main(int argc, char** argv) {
   path = argv[optind];
   user = argv[optind + 1];
   if (pw_username_check(user, err, sizeof err) != 0) die("%s", err);
+  /* Accepted, as mosquitto_passwd does, but such a name cannot be one topic level: the
+   * acl plugin gives it no %u pattern ('/'), or no pattern at all ('+', '#'). */
+  if (!del && strpbrk(user, "/+#"))
+    fprintf(stderr,
+            "%s: warning: username \"%s\" contains '/', '+' or '#': ACL patterns with %%u "
+            "will grant it nothing%s (see docs/acl.md)\n",
+            prog, user, strpbrk(user, "+#") ? ", nor any other pattern" : "");
   {
     char* pw = NULL;
     size_t pwlen = 0, len = 0, pos = 0, lineno = 0;

@@ -338,15 +338,46 @@ static int check_list(const struct rules* r, const struct query* q) {
 }
 
 /* A value unsafe to substitute: empty, or holding a level separator or wildcard. */
-static int unsafe_value(const char* v, int slash_ok) {
-  return *v == '\0' || strpbrk(v, slash_ok ? "+#" : "+#/") != NULL;
+static int unsafe_value(const char* v) {
+  return *v == '\0' || strpbrk(v, "+#/") != NULL;
 }
 
-/* The value a pattern level stands for: %u, %c, %i; NULL for any other level. */
+/* %i is substituted escaped, so that it stays one level whatever it holds: '%', '/',
+ * '+' and '#' become "%25", "%2F", "%2B" and "%23" (percent-encoding, so one-to-one:
+ * two identities never give the same level, and no identity gives a wildcard). */
+static const char ID_ESCAPED[] = "%/+#";
+
+static size_t escaped_len(const char* v) {
+  size_t n = 0;
+  for (; *v; v++) n += strchr(ID_ESCAPED, *v) ? 3 : 1;
+  return n;
+}
+
+static char* escape_into(char* p, const char* v) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (; *v; v++) {
+    if (strchr(ID_ESCAPED, *v)) {
+      *p++ = '%';
+      *p++ = hex[(unsigned char)*v >> 4];
+      *p++ = hex[(unsigned char)*v & 15];
+    } else {
+      *p++ = *v;
+    }
+  }
+  return p;
+}
+
+/* The value a pattern level stands for: %u, %c, %i; NULL for any other level. *esc:
+ * whether it is substituted escaped (%i). */
 static const char* subst_value(const char* l, size_t n, const char* u, const char* c,
-                               const char* id) {
+                               const char* id, int* esc) {
+  *esc = 0;
   if (n != 2 || l[0] != '%') return NULL;
-  return l[1] == 'u' ? u : l[1] == 'c' ? c : l[1] == 'i' ? id : NULL;
+  if (l[1] == 'i') {
+    *esc = 1;
+    return id;
+  }
+  return l[1] == 'u' ? u : l[1] == 'c' ? c : NULL;
 }
 
 /* The length of pattern f[0, flen) with %u, %c, %i replaced. */
@@ -354,10 +385,11 @@ static size_t subst_len(const char* f, size_t flen, const char* u, const char* c
   mqtt_topic_levels it;
   const char* l;
   size_t n, total = 0;
+  int esc;
   mqtt_topic_levels_init(&it, f, flen);
   while (mqtt_topic_next_level(&it, &l, &n)) {
-    const char* v = subst_value(l, n, u, c, id);
-    total += (v ? strlen(v) : n) + 1;
+    const char* v = subst_value(l, n, u, c, id, &esc);
+    total += (v ? (esc ? escaped_len(v) : strlen(v)) : n) + 1;
   }
   return total - 1; /* no '/' after the last level */
 }
@@ -369,14 +401,19 @@ static size_t subst_into(char* out, const char* f, size_t flen, const char* u, c
   mqtt_topic_levels it;
   const char* l;
   size_t n;
+  int esc;
   char* p = out;
   mqtt_topic_levels_init(&it, f, flen);
   while (mqtt_topic_next_level(&it, &l, &n)) {
-    const char* v = subst_value(l, n, u, c, id);
-    size_t vn = v ? strlen(v) : n;
+    const char* v = subst_value(l, n, u, c, id, &esc);
     if (l != f) *p++ = '/'; /* not p != out: the first level may be empty ("/a/%u") */
-    memcpy(p, v ? v : l, vn);
-    p += vn;
+    if (v && esc) {
+      p = escape_into(p, v);
+    } else {
+      size_t vn = v ? strlen(v) : n;
+      memcpy(p, v ? v : l, vn);
+      p += vn;
+    }
   }
   *p = '\0';
   return (size_t)(p - out);
@@ -398,13 +435,13 @@ static char* substitute(const char* f, size_t flen, const char* u, const char* c
 enum { PAT_SKIP, PAT_UNSAFE, PAT_USE };
 
 /* The values the client has for %u, %c, %i (SUB_* bits), and in *unsafe those unsafe to
- * substitute: a value with '/' (or empty) would move a rule to another subtree; %i may
- * hold '/'. */
+ * substitute: a value with '/' (or empty) would move a rule to another subtree; %i is
+ * escaped instead (its '/', '+', '#' never reach the rule), unsafe only when empty. */
 static int pattern_values(const char* username, const char* client_id, const char* identity,
                           int* unsafe) {
-  *unsafe = (username && unsafe_value(username, 0) ? SUB_U : 0) |
-            (client_id && unsafe_value(client_id, 0) ? SUB_C : 0) |
-            (identity && unsafe_value(identity, 1) ? SUB_I : 0);
+  *unsafe = (username && unsafe_value(username) ? SUB_U : 0) |
+            (client_id && unsafe_value(client_id) ? SUB_C : 0) |
+            (identity && *identity == '\0' ? SUB_I : 0);
   return (username ? SUB_U : 0) | (client_id ? SUB_C : 0) | (identity ? SUB_I : 0);
 }
 

@@ -388,6 +388,44 @@ EXPECTED = {  # what: (mqgate, Mosquitto, why they differ or None)
 }
 
 
+class AclIdentityTest(BrokerTestCase):
+    """Issue 22: %i is substituted as one level, its '/', '+', '#' (and '%') escaped.
+    passwd's identity is "passwd:<username>" and mosquitto_passwd accepts "eve/x": her
+    %i must not land in user eve's "ids/passwd:eve/#"."""
+    USERS = {"eve": "eve pw", "eve/x": "eve/x pw", "writer": "writer pw"}
+
+    def setUp(self):
+        super().setUp()
+        write_passwd(os.path.join(self.tmp, "passwd"), self.USERS)
+        with open(os.path.join(self.tmp, "acl"), "w") as f:
+            f.write("user writer\ntopic write #\npattern readwrite ids/%i/#\n")
+        self.b = self.start_broker(config(extra_plugins='[plugins.acl]\nacl_file = "acl"\n',
+                                          chain=("passwd", "acl")), workdir=self.tmp)
+        self.port = self.b.port()
+
+    def client(self, cid, user):
+        c = paho_client(self.port, cid, user, self.USERS[user])
+        self.addCleanup(stop, c)
+        self.assertEqual(c.rc, 0)
+        return c
+
+    def test_identity_with_slash_stays_in_its_own_subtree(self):
+        writer = self.client("w", "writer")
+        writer.publish("ids/passwd:eve/x/secret", b"eve's", qos=1, retain=True).wait_for_publish()
+        eve = self.client("e", "eve")
+        self.assertEqual(paho_subscribe(eve, ["ids/passwd:eve/#"]), [1])
+        self.assertEqual(drain(eve), {("ids/passwd:eve/x/secret", b"eve's", True)})
+        evex = self.client("ex", "eve/x")
+        # eve's subtree: refused, and nothing of it delivered
+        self.assertEqual(paho_subscribe(evex, ["ids/passwd:eve/#", "ids/passwd:eve/x/#",
+                                               "ids/passwd:eve%2Fx/#"]), [128, 128, 1])
+        evex.publish("ids/passwd:eve/x/forged", b"forged", qos=1).wait_for_publish()
+        evex.publish("ids/passwd:eve%2Fx/own", b"own", qos=1).wait_for_publish()
+        self.assertEqual(drain(evex), {("ids/passwd:eve%2Fx/own", b"own", False)})
+        self.assertEqual(drain(eve), set())  # the forged PUBLISH was not forwarded
+        self.b.wait_log(r'acl: no write for "ids/passwd:eve/x/forged" \(username "eve/x"\)')
+
+
 class AclParityTest(BrokerTestCase):
     def setUp(self):
         super().setUp()

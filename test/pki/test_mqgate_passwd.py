@@ -80,6 +80,19 @@ class MqgatePasswdTest(unittest.TestCase):
         self.assertEqual(self.users(), ["carol"])
         self.assertEqual(self.temp_leftovers(), [])
 
+    def test_username_with_slash_or_wildcard_is_added_with_a_warning(self):
+        # mosquitto_passwd accepts them silently; such a name is not one topic level, so
+        # the acl plugin's %u patterns grant it nothing (docs/acl.md): say so
+        self.ok("-c", "-b", self.pw, "alice", "a")
+        self.assertNotIn("warning", self.ok("-b", self.pw, "alice", "b").stderr)
+        p = self.ok("-b", self.pw, "eve/x", "e")
+        self.assertIn('warning: username "eve/x" contains \'/\', \'+\' or \'#\': ACL patterns '
+                      "with %u will grant it nothing (see docs/acl.md)", p.stderr)
+        p = self.ok("-b", self.pw, "a+b", "e")
+        self.assertIn("will grant it nothing, nor any other pattern", p.stderr)
+        self.assertNotIn("warning", self.ok("-D", self.pw, "eve/x").stderr)
+        self.assertEqual(self.users(), ["alice", "a+b"])
+
     def test_hash_and_iterations(self):
         self.ok("-c", "-H", "sha512", "-b", self.pw, "old", "x")
         self.assertIsNotNone(LINE6.match(read(self.pw).strip()), read(self.pw))

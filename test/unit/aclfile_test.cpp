@@ -298,9 +298,13 @@ TEST_CASE("decisions: substituted values that would change the topic's shape") {
   CHECK_FALSE(a.ok("", "users//x", W));
   CHECK_FALSE(a.ok("bob", "clients/a/b/x", W, "a/b"));
   CHECK_FALSE(a.ok("alice/x", "clients/cid/x", W));  // the %u deny rule applies
-  // identities may hold '/' (certauth's spiffe URIs); '+' and '#' never
-  CHECK(a.ok("u", "id/spiffe:/x/y/#", S, "cid", "spiffe:/x/y") == 1);
+  // %i is substituted escaped, one level whatever it holds (certauth's hold '/')
+  CHECK(a.ok("u", "id/spiffe:%2Fx%2Fy/#", S, "cid", "spiffe:/x/y"));
+  CHECK_FALSE(a.ok("u", "id/spiffe:/x/y/#", S, "cid", "spiffe:/x/y"));
+  CHECK(a.ok("u", "id/x%2B/y", W, "cid", "x+"));
+  CHECK(a.ok("u", "id/x%23%25/y", W, "cid", "x#%"));
   CHECK_FALSE(a.ok("u", "id/x/y", W, "cid", "x+"));
+  CHECK_FALSE(a.ok("u", "id//y", W, "cid", ""));  // an empty identity: nothing
 }
 
 TEST_CASE("decisions: a pattern whose first level is empty") {
@@ -631,10 +635,42 @@ TEST_CASE("acl_subscribe_reach: the own list answers first, then the patterns") 
   CHECK(reach(a, "bob", "clients/c#/x", "c#") == ACL_REACH_NONE);
   // '/' in %u: the %u patterns grant nothing, and the %u deny pattern denies everything
   CHECK(reach(a, "bob/x", "clients/c1/#", "c1") == ACL_REACH_NONE);
-  // %i may hold '/'; no identity: no %i pattern
-  CHECK(reach(a, "bob", "id/x/y/#", "c1", "x/y") == ACL_REACH_ALL);
-  CHECK(reach(a, "bob", "id/x/#", "c1", "x/y") == ACL_REACH_SOME);
+  // %i is one level, its '/' escaped; no identity: no %i pattern
+  CHECK(reach(a, "bob", "id/x%2Fy/#", "c1", "x/y") == ACL_REACH_ALL);
+  CHECK(reach(a, "bob", "id/x/y/#", "c1", "x/y") == ACL_REACH_NONE);
+  CHECK(reach(a, "bob", "id/+/#", "c1", "x/y") == ACL_REACH_SOME);
   CHECK(reach(a, "bob", "id/x/y/#", "c1", nullptr) == ACL_REACH_NONE);
+}
+
+TEST_CASE("decisions: %i does not reach into another identity's subtree (issue 22)") {
+  // passwd's identity is "passwd:<username>", and a username may hold '/': user "eve/x"
+  // must not get "ids/passwd:eve/x/...", which is inside user eve's "ids/passwd:eve/#".
+  Acl a("pattern readwrite ids/%i/#\npattern deny ids/%i/locked\n");
+  REQUIRE(a.acl != nullptr);
+  CHECK(a.ok("eve", "ids/passwd:eve/x/y", W, "c1", "passwd:eve"));
+  CHECK_FALSE(a.ok("eve/x", "ids/passwd:eve/x/y", W, "c2", "passwd:eve/x"));
+  CHECK_FALSE(a.ok("eve/x", "ids/passwd:eve/x/y", R, "c2", "passwd:eve/x"));
+  CHECK_FALSE(a.ok("eve/x", "ids/passwd:eve/x/#", S, "c2", "passwd:eve/x"));
+  CHECK_FALSE(a.ok("eve/x", "ids/passwd:eve/#", S, "c2", "passwd:eve/x"));
+  CHECK(reach(a, "eve/x", "ids/passwd:eve/#", "c2", "passwd:eve/x") == ACL_REACH_NONE);
+  CHECK(reach(a, "eve/x", "ids/passwd:eve/x/#", "c2", "passwd:eve/x") == ACL_REACH_NONE);
+  CHECK(reach(a, "eve/x", "ids/passwd:eve/+/#", "c2", "passwd:eve/x") == ACL_REACH_NONE);
+  // its own subtree, one level: "passwd:eve%2Fx"
+  CHECK(a.ok("eve/x", "ids/passwd:eve%2Fx/y", W, "c2", "passwd:eve/x"));
+  CHECK(reach(a, "eve/x", "ids/passwd:eve%2Fx/y/#", "c2", "passwd:eve/x") == ACL_REACH_ALL);
+  CHECK(reach(a, "eve/x", "ids/#", "c2", "passwd:eve/x") == ACL_REACH_SOME);
+  // a deny pattern applies to the escaped value too
+  CHECK_FALSE(a.ok("eve/x", "ids/passwd:eve%2Fx/locked", W, "c2", "passwd:eve/x"));
+  // eve's deny pattern is not moved either: eve/x's "locked" is not eve's "x/locked"
+  CHECK(a.ok("eve", "ids/passwd:eve/x/locked", W, "c1", "passwd:eve"));
+  // escaping is one to one: "%" is escaped too, so "a%2Fb" is not "a/b"
+  CHECK_FALSE(a.ok("u", "ids/a%2Fb/y", W, "c3", "a%2Fb"));
+  CHECK(a.ok("u", "ids/a%252Fb/y", W, "c3", "a%2Fb"));
+  // wildcards in an identity never become wildcards in the rule
+  CHECK_FALSE(a.ok("u", "ids/a/y", W, "c3", "#"));
+  CHECK_FALSE(a.ok("u", "ids/anything/y", W, "c3", "+"));
+  CHECK(reach(a, "u", "ids/#", "c3", "#") == ACL_REACH_SOME);
+  CHECK(reach(a, "u", "ids/%23/#", "c3", "#") == ACL_REACH_SOME);  // all but %23/locked
 }
 
 TEST_CASE("acl_subscribe_reach: hostile filters end, with a safe answer") {
