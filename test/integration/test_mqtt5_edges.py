@@ -98,6 +98,35 @@ class Mqtt5EdgeTest(brokers.MqttTestCase):
                 c.send(R.packet(R.PUBLISH, 0, body))
                 self.assertDisconnected(c, (0x81, 0x82))
 
+    def test_property_identifier_over_one_byte_is_malformed(self):
+        # 2.2.2.2: every property identifier of this version is one byte long. 257
+        # (0x81 0x02) is not the Payload Format Indicator, nor 0x126 (0xA6 0x02) a user
+        # property, whatever their low byte: a Malformed Packet.
+        for ident, value in ((b"\x81\x02", b"\x01"),
+                             (b"\xa6\x02", R.encode_string("k") + R.encode_string("v"))):
+            with self.subTest(ident=ident):
+                props = ident + value
+                c = self.raw5("propid")
+                body = R.encode_string("a/b") + R.encode_varint(len(props)) + props + b"x"
+                c.send(R.packet(R.PUBLISH, 0, body))
+                self.assertDisconnected(c, (0x81,))
+
+    def test_property_identifier_over_one_byte_refuses_the_connect(self):
+        # The same in a CONNECT: no successful CONNACK (a CONNACK 0x81, or a close).
+        props = b"\xa6\x02" + R.encode_string("k") + R.encode_string("v")
+        body = (R.encode_string("MQTT") + bytes([5, 0x02]) + struct.pack("!H", 60) +
+                R.encode_varint(len(props)) + props + R.encode_string("propidc"))
+        c = R.RawClient5(self.broker.port, host=self.broker.host)
+        self._clients.append(c)
+        c.send(R.packet(R.CONNECT, 0, body))
+        try:
+            p = c.read_packet()
+        except (R.ConnectionClosed, R.NoPacket):
+            return
+        self.assertEqual(p.type, R.CONNACK)
+        self.assertEqual(p.body[1], 0x81)
+        self.assertTrue(c.closed_by_peer())
+
     @skip_if_mosquitto("Mosquitto 2.0.11 forwards a Response Topic with wildcards")
     def test_response_topic_with_wildcards_is_a_protocol_error(self):
         # [MQTT-3.3.2-14]: the Response Topic is a topic name, without wildcards.
