@@ -3,6 +3,7 @@
 #include "broker/broker.hpp"
 
 #include <algorithm>
+#include <cinttypes>
 
 #include "broker/persistence.hpp"
 #include "client/mqtt5.hpp"
@@ -13,7 +14,27 @@ namespace mqgate {
 using codec::PacketType;
 namespace reason = codec::reason;
 
+namespace {
+
+// A SUBSCRIBE or UNSUBSCRIBE whose SUBACK or UNSUBACK, without properties, would exceed the
+// client's Maximum Packet Size gets no answer it could take [MQTT-3.1.2-25]: it is refused
+// before any filter is acted on, with DISCONNECT 0x95 (4 bytes: it fits, as the CONNACK
+// did), rather than left unanswered with its subscriptions made.
+bool answer_too_large(Client& client, PacketType answer, size_t filters) {
+  if (mqtt5::reason_list_fits(client, filters)) return false;
+  CLIENT_LOG(log::Level::kWarning, client,
+             "the %s to %zu filters would exceed the client's Maximum Packet Size (%" PRIu32
+             "); closing",
+             codec::packet_type_name(answer), filters, client.v5()->max_packet_size);
+  mqtt5::disconnect(client, reason::kPacketTooLarge,
+                    "the answer would exceed the client's Maximum Packet Size");
+  return true;
+}
+
+}  // namespace
+
 void Broker::handle_subscribe(Client& client, const codec::Subscribe& s) {
+  if (answer_too_large(client, PacketType::kSuback, s.topics.size())) return;
   for (const auto& t : s.topics) {
     if (too_deep(client, t.filter)) return;
     if (t.no_local && t.filter.starts_with("$share/")) {
@@ -199,6 +220,7 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
 }
 
 void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {
+  if (answer_too_large(client, PacketType::kUnsuback, u.filters.size())) return;
   for (auto filter : u.filters)
     if (too_deep(client, filter)) return;
   Session& session = *client.session;

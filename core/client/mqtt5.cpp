@@ -221,6 +221,13 @@ void encode_publish(Client& client, std::string& out, std::string_view topic,
   out.append(payload);
 }
 
+bool reason_list_fits(const Client& client, size_t codes) {
+  const ClientState* s = client.v5();
+  if (s == nullptr || s->max_packet_size == 0) return true;
+  const size_t remaining = 2 + 1 + codes;  // packet id, property length 0, the codes
+  return 1 + codec::remaining_length_size(remaining) + remaining <= s->max_packet_size;
+}
+
 void encode_ack(const Client& client, std::string& out, codec::PacketType type, uint16_t packet_id,
                 uint8_t reason_code) {
   if (client.protocol_level == codec::kProtocolLevel5)
@@ -277,6 +284,7 @@ void disconnect(Client& client, uint8_t reason_code, const char* why, const char
     const std::string_view reason_string = text != nullptr ? text : why;
     codec::Properties props;
     if (may_send_reason_string(client, reason_string, 4, true)) props.reason_string = reason_string;
+    // (A bare DISCONNECT, 4 bytes, fits any connected client: its CONNACK was bigger.)
     codec::encode_disconnect_v5(client.out(), reason_code, &props);
   }
   client.close(why);

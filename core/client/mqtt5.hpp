@@ -129,6 +129,9 @@ bool fits(const Client& client, std::string_view topic, size_t payload_size, uin
 void encode_publish(Client& client, std::string& out, std::string_view topic,
                     std::string_view payload, std::string_view props, uint8_t qos, bool retain,
                     bool dup, uint16_t packet_id, std::optional<uint32_t> expiry = std::nullopt);
+// Whether a SUBACK or UNSUBACK with `codes` reason codes and no properties is within the
+// client's Maximum Packet Size [MQTT-3.1.2-25] (always for 3.1.1, which sets none).
+bool reason_list_fits(const Client& client, size_t codes);
 // PUBACK/PUBREC/PUBREL/PUBCOMP: with `reason` for a 5.0 client, plain otherwise.
 void encode_ack(const Client& client, std::string& out, codec::PacketType type, uint16_t packet_id,
                 uint8_t reason);

@@ -233,9 +233,13 @@ PropertyResult decode_properties(std::string_view& in, PropertyContext context, 
   std::string_view block = in.substr(0, length);
   in.remove_prefix(length);
   while (!block.empty()) {
-    uint32_t id;
-    // Identifiers are variable byte integers, though all defined ones fit in one byte.
-    if (!read_varint(block, id)) return malformed("property identifier");
+    // Identifiers are variable byte integers, but "in this version of the specification
+    // all of the Property Identifiers are one byte long" (2.2.2.2): a continuation bit
+    // starts an identifier of 128 or more, or a longer encoding of a small one, none of
+    // them defined. (Read as a varint and cast, 257 passed for 0x01.)
+    const auto id = static_cast<uint8_t>(block[0]);
+    block.remove_prefix(1);
+    if (id & 0x80) return malformed("property identifier over one byte");
     const Definition def = definition(id);
     if (def.contexts == 0) return malformed("unknown property identifier");
     if ((def.contexts & bit(context)) == 0) return malformed("property not allowed in this packet");

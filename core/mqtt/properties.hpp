@@ -2,9 +2,10 @@
 // (or of a will), decoded into a struct of borrowed views and encoded back. Pure.
 //
 // Decoding checks what the specification makes a Malformed Packet (0x81: a truncated or
-// over-long block, a variable byte integer over four bytes, an identifier not defined
-// for this packet, invalid UTF-8) apart from what it makes a Protocol Error (0x82: a
-// property given twice, a value out of its range such as a Receive Maximum of 0).
+// over-long block, a variable byte integer over four bytes, an identifier over one byte
+// or not defined for this packet, invalid UTF-8) apart from what it makes a Protocol
+// Error (0x82: a property given twice, a value out of its range such as a Receive
+// Maximum of 0).
 #pragma once
 
 #include <cstdint>

@@ -98,6 +98,35 @@ class Mqtt5EdgeTest(brokers.MqttTestCase):
                 c.send(R.packet(R.PUBLISH, 0, body))
                 self.assertDisconnected(c, (0x81, 0x82))
 
+    def test_property_identifier_over_one_byte_is_malformed(self):
+        # 2.2.2.2: every property identifier of this version is one byte long. 257
+        # (0x81 0x02) is not the Payload Format Indicator, nor 0x126 (0xA6 0x02) a user
+        # property, whatever their low byte: a Malformed Packet.
+        for ident, value in ((b"\x81\x02", b"\x01"),
+                             (b"\xa6\x02", R.encode_string("k") + R.encode_string("v"))):
+            with self.subTest(ident=ident):
+                props = ident + value
+                c = self.raw5("propid")
+                body = R.encode_string("a/b") + R.encode_varint(len(props)) + props + b"x"
+                c.send(R.packet(R.PUBLISH, 0, body))
+                self.assertDisconnected(c, (0x81,))
+
+    def test_property_identifier_over_one_byte_refuses_the_connect(self):
+        # The same in a CONNECT: no successful CONNACK (a CONNACK 0x81, or a close).
+        props = b"\xa6\x02" + R.encode_string("k") + R.encode_string("v")
+        body = (R.encode_string("MQTT") + bytes([5, 0x02]) + struct.pack("!H", 60) +
+                R.encode_varint(len(props)) + props + R.encode_string("propidc"))
+        c = R.RawClient5(self.broker.port, host=self.broker.host)
+        self._clients.append(c)
+        c.send(R.packet(R.CONNECT, 0, body))
+        try:
+            p = c.read_packet()
+        except (R.ConnectionClosed, R.NoPacket):
+            return
+        self.assertEqual(p.type, R.CONNACK)
+        self.assertEqual(p.body[1], 0x81)
+        self.assertTrue(c.closed_by_peer())
+
     @skip_if_mosquitto("Mosquitto 2.0.11 forwards a Response Topic with wildcards")
     def test_response_topic_with_wildcards_is_a_protocol_error(self):
         # [MQTT-3.3.2-14]: the Response Topic is a topic name, without wildcards.
@@ -165,6 +194,45 @@ class Mqtt5EdgeTest(brokers.MqttTestCase):
             c = self.raw5("deep")
             send(c)
             self.assertDisconnected(c, (0x97,))
+
+    @skip_if_mosquitto("Mosquitto 2.0.11 sends a SUBACK or UNSUBACK over the client's "
+                       "Maximum Packet Size")
+    def test_suback_and_unsuback_within_the_clients_maximum_packet_size(self):
+        # [MQTT-3.1.2-25]: with a Maximum Packet Size of 20, a SUBACK or UNSUBACK with 15
+        # reason codes (20 bytes) is sent; one with 16 or 50 cannot be. mqgate then refuses
+        # the SUBSCRIBE or UNSUBSCRIBE, before acting on it, with DISCONNECT 0x95.
+        mps = 20
+        c = self.raw5("mpsack", props=[(R.MAXIMUM_PACKET_SIZE, mps)])
+        fifteen = [f"ok/{i}" for i in range(15)]
+        self.assertEqual(c.subscribe([(f, 1) for f in fifteen]), [1] * 15)
+        c.send(R.unsubscribe5(2, fifteen))
+        self.assertEqual(wire_size(c.expect(R.UNSUBACK)), mps)
+        for n in (16, 50):
+            for kind in ("subscribe", "unsubscribe"):
+                with self.subTest(n=n, kind=kind):
+                    c = self.raw5(f"mpsack{kind}{n}", props=[(R.MAXIMUM_PACKET_SIZE, mps)])
+                    filters = [f"big/{i}" for i in range(n)]
+                    c.send(R.subscribe5(3, [(f, 1) for f in filters]) if kind == "subscribe"
+                           else R.unsubscribe5(3, filters))
+                    self.assertDisconnected(c, (0x95,))
+                    for p in c.discarded:
+                        self.assertLessEqual(wire_size(p), mps, p)
+
+    @skip_if_mosquitto("Mosquitto 2.0.11 sends a SUBACK over the client's Maximum Packet Size")
+    def test_subscribe_whose_suback_cannot_fit_makes_no_subscription(self):
+        # The refused SUBSCRIBE above leaves nothing behind in a session that outlives the
+        # connection: the client never learnt of those subscriptions.
+        c = self.raw5("mpsnosub", props=[(R.MAXIMUM_PACKET_SIZE, 20),
+                                         (R.SESSION_EXPIRY, 300)])
+        c.send(R.subscribe5(1, [(f"nosub/{i}", 1) for i in range(20)]))
+        self.assertDisconnected(c, (0x95,))
+        c = R.RawClient5(self.broker.port, host=self.broker.host)
+        self._clients.append(c)
+        connack = c.connect("mpsnosub", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        self.assertEqual(connack.reason, 0)
+        pub = self.raw5("mpsnosubpub")
+        pub.publish("nosub/0", b"x", qos=1)
+        self.assertEqual(c.read_all(timeout=0.5), [])
 
     def test_connack_within_the_clients_maximum_packet_size(self):
         # [MQTT-3.1.2-24] holds for the CONNACK too: it fits, or the server sends none

@@ -461,6 +461,40 @@ TEST_CASE("fits: Maximum Packet Size at the exact boundary [MQTT-3.1.2-24]") {
   CHECK(mqtt5::fits(BareClient(4), topic, 300000000, 2, props, expiry));
 }
 
+TEST_CASE("reason_list_fits: a SUBACK or UNSUBACK at the Maximum Packet Size [MQTT-3.1.2-25]") {
+  // The sizes encode_suback_v5 and encode_unsuback_v5 write, across the remaining
+  // length's second byte (127 and 128 bytes).
+  for (size_t n : {1u, 15u, 16u, 50u, 123u, 124u, 125u, 300u}) {
+    CAPTURE(n);
+    const std::vector<uint8_t> codes(n, 1);
+    std::string suback, unsuback;
+    codec::encode_suback_v5(suback, 7, codes);
+    codec::encode_unsuback_v5(unsuback, 7, codes);
+    REQUIRE(suback.size() == unsuback.size());
+    const auto size = static_cast<uint32_t>(suback.size());
+    CHECK(mqtt5::reason_list_fits(v5_client(size), n));
+    CHECK_FALSE(mqtt5::reason_list_fits(v5_client(size - 1), n));
+    CHECK(mqtt5::reason_list_fits(v5_client(0), n));
+    CHECK(mqtt5::reason_list_fits(BareClient(4), n));
+  }
+}
+
+TEST_CASE("may_send_reason_string: the SUBACK with it stays within the Maximum Packet Size") {
+  const std::vector<uint8_t> codes(10, 0);
+  const std::string text = "not allowed here";
+  codec::Properties props;
+  props.reason_string = text;
+  std::string with;
+  codec::encode_suback_v5(with, 1, codes, &props);
+  for (uint32_t max = 10; max < with.size() + 8; ++max) {
+    CAPTURE(max);
+    const bool may = mqtt5::may_send_reason_string(v5_client(max), text, 5 + codes.size(), false);
+    if (may) CHECK(with.size() <= max);
+  }
+  CHECK(mqtt5::may_send_reason_string(v5_client(static_cast<uint32_t>(with.size()) + 2), text,
+                                      5 + codes.size(), false));
+}
+
 TEST_CASE("send_window: the smaller of the broker's window and the client's Receive Maximum") {
   CHECK(mqtt5::send_window(nullptr, 1000) == 1000);
   BareClient v4(4);

@@ -145,3 +145,26 @@ TEST_CASE("malformed blocks and protocol errors are told apart") {
   Properties empty;
   CHECK(decode(std::string("\x00", 1), PropertyContext::kDisconnect, empty).error == PropertyError::kNone);
 }
+
+TEST_CASE("a property identifier is one byte: longer encodings are malformed, not truncated") {
+  // Section 2.2.2.2. 257 = 0x81 0x02 must not pass for 0x01 (Payload Format Indicator),
+  // 0x126 = 0xA6 0x02 for 0x26 (user property); 0x81 0x00 is 0x01 in two bytes.
+  const std::string cases[] = {
+      block(std::string("\x81\x02\x01", 3)),
+      block(std::string("\xa6\x02\x00\x01k\x00\x01v", 9)),
+      block(std::string("\x81\x00\x01", 3)),
+      block(std::string("\x80\x01\x01", 3)),  // 128
+      block(std::string("\xff\xff\xff\x7f", 4)),
+  };
+  for (const auto ctx : {PropertyContext::kPublish, PropertyContext::kConnect}) {
+    int i = 0;
+    for (const std::string& bytes : cases) {
+      Properties p;
+      const PropertyResult r = decode(bytes, ctx, p);
+      CHECK_MESSAGE(r.error == PropertyError::kMalformed, "case ", i, ": ", r.what);
+      CHECK_FALSE(p.payload_format_indicator);
+      CHECK(p.user_properties.empty());
+      ++i;
+    }
+  }
+}
