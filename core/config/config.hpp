@@ -95,7 +95,7 @@ struct HttpConfig {
   // Non-empty: GET /metrics needs "Authorization: Bearer <token>" (from `token` or
   // `token_file`). A secret: never logged, never in an error message.
   std::string token;
-  uint32_t max_connections = 16;  // HTTP connections open at once; beyond: closed at once
+  uint32_t max_connections = 16;  // HTTP connections open at once; beyond: the oldest idle goes
   uint32_t request_timeout = 5;   // seconds to send a request head (and to read the answer)
   int line = 0;
 };

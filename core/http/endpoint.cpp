@@ -1,5 +1,7 @@
 #include "http/endpoint.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -22,6 +24,7 @@ struct Endpoint::Exchange {
   RequestParser parser;
   std::string response;
   std::string peer;
+  std::string addr;      // the peer's IP address, for the per-address limit
   size_t drained = 0;    // bytes read and thrown away after the head
   int handles_open = 0;  // tcp and timer: freed when both are closed
   Phase phase = Phase::kReading;
@@ -60,18 +63,22 @@ bool bearer_matches(const std::string* header, const std::string& token) {
   return equal_secret(std::string_view(*header).substr(kScheme.size()), token);
 }
 
-std::string peer_name(uv_tcp_t* tcp) {
+// "ip:port" ("[ip]:port"); `address` gets the IP alone.
+std::string peer_name(uv_tcp_t* tcp, std::string& address) {
   sockaddr_storage addr;
   int len = sizeof addr;
   char ip[INET6_ADDRSTRLEN] = "?";
+  address = "?";
   if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
   if (addr.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
     uv_ip6_name(a, ip, sizeof ip);
+    address = ip;
     return std::string("[") + ip + "]:" + std::to_string(ntohs(a->sin6_port));
   }
   auto* a = reinterpret_cast<sockaddr_in*>(&addr);
   uv_ip4_name(a, ip, sizeof ip);
+  address = ip;
   return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
 }
 
@@ -83,6 +90,20 @@ Endpoint::Exchange* owner(T* handle) {
 void on_handle_closed(uv_handle_t* h) {
   Endpoint::Exchange* x = owner(h);
   if (--x->handles_open == 0) delete x;
+}
+
+// Idle: no request being answered. Nothing sent yet or a partial head (the client is
+// slow, or holds a place), or the answer already sent and only the client's close awaited.
+bool is_idle(const Endpoint::Exchange* x) {
+  return !x->closed && x->phase != Endpoint::Exchange::Phase::kWriting;
+}
+
+// Bytes waiting in the socket (a peek, nothing consumed).
+bool has_unread_input(Endpoint::Exchange* x) {
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&x->tcp), &fd) != 0) return false;
+  char c;
+  return ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 }  // namespace
@@ -107,6 +128,9 @@ bool Endpoint::start(std::string& error) {
   }
   handle_.data = this;
   listening_ = true;
+  uv_timer_init(loop_, &pressure_timer_);  // cannot fail
+  pressure_timer_.data = this;
+  pressure_timer_open_ = true;
   rc = uv_tcp_bind(&handle_, reinterpret_cast<const sockaddr*>(&addr),
                    options_.ipv6 ? UV_TCP_IPV6ONLY : 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&handle_), 64, on_connection);
@@ -134,6 +158,10 @@ void Endpoint::stop() {
     listening_ = false;
     uv_close(reinterpret_cast<uv_handle_t*>(&handle_), nullptr);
   }
+  if (pressure_timer_open_) {
+    pressure_timer_open_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&pressure_timer_), nullptr);
+  }
   while (exchanges_ != nullptr)
     close(exchanges_);
 }
@@ -148,10 +176,76 @@ void Endpoint::close(Exchange* x) {
   if (x->next) x->next->prev = x->prev;
   x->prev = x->next = nullptr;
   open_--;
+  if (open_ < options_.max_connections) crowded_ = false;
+  if (!x->addr.empty()) {
+    auto it = per_address_.find(x->addr);
+    if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
+  }
   // A pending write or shutdown gets its callback (cancelled) before the handle's close
   // callback: the exchange is still there for it.
   uv_close(reinterpret_cast<uv_handle_t*>(&x->timer), on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), on_handle_closed);
+}
+
+void Endpoint::on_timeout(uv_timer_t* t) {
+  Exchange* e = owner(t);
+  if (e->phase == Exchange::Phase::kReading) {
+    LOG_DEBUG("http: %s: no whole request head in time; 408", e->peer.c_str());
+    e->endpoint->respond(e, 408, response(408, "text/plain; charset=utf-8", "timeout\n"));
+  } else {
+    e->endpoint->close(e);  // not reading the answer, or not closing after it
+  }
+}
+
+uint32_t Endpoint::per_address_limit() const {
+  const uint32_t max = options_.max_connections;
+  return max >= 4 ? max / 2 : max;
+}
+
+Endpoint::Exchange* Endpoint::oldest_idle(const Exchange* except, const std::string* addr) const {
+  // The list is newest first: walk it back from the oldest. One whose request has
+  // arrived but is not read yet (this loop iteration will) is passed over if another is
+  // idle: a client that has just connected and asked is not evicted for a flood.
+  Exchange* last = exchanges_;
+  while (last != nullptr && last->next != nullptr)
+    last = last->next;
+  Exchange* fallback = nullptr;
+  for (Exchange* e = last; e != nullptr; e = e->prev) {
+    if (e == except || !is_idle(e) || (addr != nullptr && e->addr != *addr)) continue;
+    if (e->phase != Exchange::Phase::kReading || !has_unread_input(e)) return e;
+    if (fallback == nullptr) fallback = e;
+  }
+  return fallback;
+}
+
+void Endpoint::note_pressure() {
+  episode_events_++;
+  if (in_episode_) return;
+  in_episode_ = true;
+  episode_seen_ = episode_events_;
+  episode_evicted_ = episode_refused_ = 0;
+  LOG_WARN(
+      "http: connections limited (max_connections %u, %u per address): the oldest idle "
+      "ones are closed for new ones; heads get %u ms while all places are taken",
+      options_.max_connections, per_address_limit(), options_.crowded_timeout_ms);
+  if (!pressure_timer_open_) return;
+  uv_timer_start(
+      &pressure_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Endpoint*>(t->data);
+        if (self->episode_events_ != self->episode_seen_) {
+          self->episode_seen_ = self->episode_events_;
+          return;  // still going
+        }
+        self->in_episode_ = false;
+        uv_timer_stop(t);
+        LOG_INFO(
+            "http: connections no longer limited: %llu idle ones evicted, %llu refused "
+            "(none idle)",
+            static_cast<unsigned long long>(self->episode_evicted_),
+            static_cast<unsigned long long>(self->episode_refused_));
+      },
+      1000, 1000);
 }
 
 void Endpoint::on_connection(uv_stream_t* server, int status) {
@@ -179,26 +273,46 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
     self->close(x);
     return;
   }
-  if (self->open_ > self->options_.max_connections) {
-    self->refused_++;
-    LOG_DEBUG("http: %s: more than %u connections open; closed", peer_name(&x->tcp).c_str(),
-              self->options_.max_connections);
-    self->close(x);  // over the limit: closed at once, no answer
-    return;
+  x->peer = peer_name(&x->tcp, x->addr);
+  const uint32_t from_addr = ++self->per_address_[x->addr];
+  Exchange* victim = nullptr;
+  const char* why = nullptr;
+  if (from_addr > self->per_address_limit()) {
+    victim = self->oldest_idle(x, &x->addr);
+    why = "connections from this address";
+  } else if (self->open_ > self->options_.max_connections) {
+    victim = self->oldest_idle(x, nullptr);
+    why = "connections open";
   }
-  x->peer = peer_name(&x->tcp);
-  uv_timer_start(
-      &x->timer,
-      [](uv_timer_t* t) {
-        Exchange* e = owner(t);
-        if (e->phase == Exchange::Phase::kReading) {
-          LOG_DEBUG("http: %s: no whole request head in time; 408", e->peer.c_str());
-          e->endpoint->respond(e, 408, response(408, "text/plain; charset=utf-8", "timeout\n"));
-        } else {
-          e->endpoint->close(e);  // not reading the answer, or not closing after it
-        }
-      },
-      self->options_.request_timeout_ms, 0);
+  if (why != nullptr) {
+    self->note_pressure();
+    if (victim == nullptr) {
+      self->refused_++;
+      self->episode_refused_++;
+      LOG_DEBUG("http: %s: too many %s, none idle; closed", x->peer.c_str(), why);
+      self->close(x);  // over the limit and nothing to evict: closed at once, no answer
+      return;
+    }
+    self->evicted_++;
+    self->episode_evicted_++;
+    LOG_DEBUG("http: %s: too many %s; the oldest idle one (%s) closed", x->peer.c_str(), why,
+              victim->peer.c_str());
+    self->close(victim);
+  }
+  uint32_t timeout = self->options_.request_timeout_ms;
+  if (self->crowded_) {
+    // Every place was already taken before this one: heads get the short time.
+    timeout = std::min(timeout, self->options_.crowded_timeout_ms);
+  } else if (self->open_ >= self->options_.max_connections) {
+    // The pool has just filled: whoever is still reading its head gets the short time too.
+    self->crowded_ = true;
+    timeout = std::min(timeout, self->options_.crowded_timeout_ms);
+    for (Exchange* e = self->exchanges_; e != nullptr; e = e->next)
+      if (e != x && e->phase == Exchange::Phase::kReading &&
+          uv_timer_get_due_in(&e->timer) > self->options_.crowded_timeout_ms)
+        uv_timer_start(&e->timer, on_timeout, self->options_.crowded_timeout_ms, 0);
+  }
+  uv_timer_start(&x->timer, on_timeout, timeout, 0);
   const int read_rc = uv_read_start(
       reinterpret_cast<uv_stream_t*>(&x->tcp),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {

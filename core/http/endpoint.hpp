@@ -22,11 +22,18 @@ class Endpoint {
     std::string host = "127.0.0.1";  // an IP literal
     uint16_t port = 0;               // 0: any free port (bound_port() says which)
     bool ipv6 = false;
-    std::string bearer_token;       // non-empty: /metrics needs "Authorization: Bearer <it>"
-    uint32_t max_connections = 32;  // beyond: closed at once
+    std::string bearer_token;  // non-empty: /metrics needs "Authorization: Bearer <it>"
+    // When this many are open, a new connection evicts the oldest idle one (no request
+    // being answered: nothing sent yet, a partial head, or an answer already sent); only
+    // if none is idle is the new one closed at once. One address holds at most half of
+    // them (pools under 4: all); beyond, its own oldest idle connection is evicted.
+    uint32_t max_connections = 32;
     // To send the whole request head, and again to read the whole answer: a client
     // that trickles its head (slowloris) or never reads is closed.
     uint32_t request_timeout_ms = 10000;
+    // While every place is taken, a connection still reading its head has at most this
+    // long (from then) before it is answered 408.
+    uint32_t crowded_timeout_ms = 1000;
     Limits limits;
   };
   struct Callbacks {
@@ -52,6 +59,7 @@ class Endpoint {
   // Answers sent, by status code (a handful of codes: bounded).
   const std::map<int, uint64_t>& responses() const { return responses_; }
   uint64_t refused() const { return refused_; }  // closed at once: max_connections
+  uint64_t evicted() const { return evicted_; }  // idle connections closed for new ones
   uint32_t open_connections() const { return open_; }
 
   struct Exchange;  // one connection: its socket, parser and timer (endpoint.cpp)
@@ -63,6 +71,12 @@ class Endpoint {
   void respond(Exchange* x, int status, std::string resp);
   // Closes the connection's handles; it is freed when both are closed.
   void close(Exchange* x);
+  // The oldest idle connection other than `except` (from `addr` if not null), or null.
+  Exchange* oldest_idle(const Exchange* except, const std::string* addr) const;
+  static void on_timeout(uv_timer_t* t);
+  // A pressure episode: logged when it starts and once when it ends (quiet for a second).
+  void note_pressure();
+  uint32_t per_address_limit() const;
 
   uv_loop_t* loop_;
   Options options_;
@@ -74,7 +88,18 @@ class Endpoint {
   uint64_t requests_ = 0;
   uint64_t refused_ = 0;
   std::map<int, uint64_t> responses_;
-  Exchange* exchanges_ = nullptr;  // open connections, for stop()
+  Exchange* exchanges_ = nullptr;                // open connections, newest first
+  std::map<std::string, uint32_t> per_address_;  // open connections by peer address
+  uint64_t evicted_ = 0;
+  bool crowded_ = false;  // every place taken: heads get crowded_timeout_ms
+  // The pressure episode (evictions and refusals): its timer and counts.
+  uv_timer_t pressure_timer_;
+  bool pressure_timer_open_ = false;
+  bool in_episode_ = false;
+  uint64_t episode_events_ = 0;  // evictions and refusals since the episode started
+  uint64_t episode_seen_ = 0;    // episode_events_ at the last tick
+  uint64_t episode_evicted_ = 0;
+  uint64_t episode_refused_ = 0;
 };
 
 }  // namespace mqgate::http

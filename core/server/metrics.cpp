@@ -202,8 +202,11 @@ void loop_metrics(MetricsText& m, const MetricsSources& s) {
       m.sample(n, {{"code", text}});
     }
     m.family("mqgate_http_connections_refused", kCounter,
-             "HTTP connections closed at once: [http] max_connections.");
+             "HTTP connections closed at once: [http] max_connections open, none idle.");
     m.sample(s.http->refused());
+    m.family("mqgate_http_connections_evicted", kCounter,
+             "Idle HTTP connections closed to make room for a new one.");
+    m.sample(s.http->evicted());
   }
   rusage ru{};
   if (getrusage(RUSAGE_SELF, &ru) == 0) {

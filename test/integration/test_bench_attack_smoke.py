@@ -43,6 +43,26 @@ class BenchAttackSmokeTest(unittest.TestCase):
                 self.assertGreater(r["rss_peak_mib"], 0, r)
                 self.assertIsNone(SANITIZER_REPORT.search(r["broker_log_tail"]), r)
 
+    def test_http_idle_rows_show_healthz_answered(self):
+        with tempfile.TemporaryDirectory(prefix="attack-smoke-") as d:
+            out_json = os.path.join(d, "attack.json")
+            cmd = ["/usr/bin/python3", ATTACK, "--brokers", "mqgate", "--only", "http-idle",
+                   "--duration", "2",
+                   "--quick", "--quiet-wait", "0", "--no-build", "--build-dir", BUILD_DIR,
+                   "--json", out_json]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, f"{' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+            with open(out_json) as f:
+                results = json.load(f)["results"]
+            # mqgate only (Mosquitto has no HTTP endpoint): 20 and 100 idle connections.
+            self.assertEqual([(r["broker"], r["variant"]) for r in results],
+                             [("mqgate", "20 idle"), ("mqgate", "100 idle")], results)
+            for r in results:
+                self.assertNotIn("error", r, r)
+                self.assertGreater(r["extra"]["probes"], 0, r)
+                self.assertEqual(r["extra"]["ok"], r["extra"]["probes"], r)
+                self.assertIsNone(SANITIZER_REPORT.search(r["broker_log_tail"]), r)
+
     def test_bad_usage_is_refused(self):
         for args in (["--only", "nope"], ["--brokers", "hivemq"], ["--duration", "0"]):
             p = subprocess.run(["/usr/bin/python3", ATTACK, "--no-build", *args],

@@ -426,31 +426,85 @@ class MetricsTest(BrokerTestCase):
         idle.close()
         self.assertEqual(get(port, "/healthz")[0], 200)
 
-    def test_connection_limit(self):
+    def test_connection_limit_evicts_the_oldest_idle(self):
         b = self.start_broker(http_config(http="max_connections = 2\nrequest_timeout = 30\n"))
         port = http_port(b)
         held = [connect_raw(port), connect_raw(port)]
         for s in held:
             s.sendall(b"GET /metr")  # half a request each: both places taken
-        third = connect_raw(port)
-        self.assertTrue(closed_by_peer(third))
-        third.close()
-        b.wait_log(r"more than 2 connections open; closed")
-        for s in held:
-            s.sendall(b"ics HTTP/1.1\r\nHost: x\r\n\r\n")
-            s.settimeout(10)
-            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200 "))
-            s.close()
-        # Places free again once those are done.
-        for _ in range(100):
-            try:
-                status = get(port, "/healthz")[0]
-                break
-            except (ConnectionResetError, http.client.RemoteDisconnected):
-                time.sleep(0.05)
-        self.assertEqual(status, 200)
+        time.sleep(0.2)
+        # A third evicts the older of them (closed without an answer) and is answered.
+        self.assertEqual(get(port, "/healthz")[0], 200)
+        self.assertTrue(closed_by_peer(held[0]))
+        held[0].close()
+        b.wait_log(r"connections limited \(max_connections 2, 2 per address\)")
+        s = held[1]
+        s.sendall(b"ics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200 "))
+        s.close()
         m = parse_samples(get(port)[2].decode())
-        self.assertGreaterEqual(value(m, "mqgate_http_connections_refused_total"), 1)
+        self.assertGreaterEqual(value(m, "mqgate_http_connections_evicted_total"), 1)
+        self.assertEqual(value(m, "mqgate_http_connections_refused_total"), 0)
+
+    def probe_healthz_while_held(self, b, port, held, trickle=None, probes=30):
+        """Probes /healthz `probes` times (every 50 ms) while `held` sockets stay open
+        (`trickle(sock)` sends each a byte between probes); every probe must get 200 within
+        a second. Returns the latencies."""
+        lat, failures = [], []
+        for i in range(probes):
+            if trickle:
+                for s in held:
+                    try:
+                        trickle(s)
+                    except OSError:
+                        pass
+            t = time.monotonic()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/healthz")
+                status = c.getresponse().status
+                c.close()
+            except (OSError, http.client.HTTPException) as e:
+                status = repr(e)
+            lat.append(time.monotonic() - t)
+            if status != 200:
+                failures.append((i, status))
+            time.sleep(0.05)
+        self.assertEqual(failures, [], f"{len(failures)} of {probes} /healthz probes failed")
+        self.assertLess(max(lat), 1.0, lat)
+        return lat
+
+    def test_idle_sockets_do_not_starve_healthz(self):
+        # Issue 22: 20 idle sockets (max_connections 16) made every /healthz probe fail.
+        b = self.start_broker(http_config())
+        port = http_port(b)
+        held = [connect_raw(port) for _ in range(24)]
+        try:
+            self.probe_healthz_while_held(b, port, held)
+        finally:
+            for s in held:
+                s.close()
+        m = parse_samples(get(port)[2].decode())
+        self.assertGreaterEqual(value(m, "mqgate_http_connections_evicted_total"), 8)
+        # Logged once for the episode, not per connection.
+        self.assertEqual(len(re.findall(r"http: connections limited", b.log())), 1, b.log())
+        b.wait_log(r"http: connections no longer limited: \d+ idle ones evicted, 0 refused")
+
+    def test_trickled_requests_do_not_starve_healthz(self):
+        b = self.start_broker(http_config())
+        port = http_port(b)
+        held = [connect_raw(port) for _ in range(24)]
+        for s in held:
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            except OSError:
+                pass
+        try:
+            self.probe_healthz_while_held(b, port, held, trickle=lambda s: s.send(b"X"))
+        finally:
+            for s in held:
+                s.close()
 
     def test_half_closed_client_gets_its_answer(self):
         b = self.start_broker(http_config())

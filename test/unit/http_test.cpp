@@ -171,11 +171,13 @@ struct EndpointFixture {
   uv_loop_t loop;
   std::unique_ptr<Endpoint> endpoint;
   bool healthy = true;
+  std::string metrics;  // non-empty: the exposition text instead of the usual one
   explicit EndpointFixture(Endpoint::Options o = {}) {
     uv_loop_init(&loop);
     endpoint = std::make_unique<Endpoint>(
         &loop, o,
-        Endpoint::Callbacks{[] {
+        Endpoint::Callbacks{[this] {
+                              if (!metrics.empty()) return metrics;
                               MetricsText m;
                               m.family("mqgate_clients_connected", MetricsText::Type::kGauge, "Connected clients.");
                               m.sample(uint64_t{3});
@@ -249,27 +251,80 @@ TEST_CASE("endpoint: the bearer token guards /metrics (not /healthz)") {
   CHECK(f.get("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
 }
 
-TEST_CASE("endpoint: a slow request times out, too many connections are closed at once") {
+TEST_CASE("endpoint: a slow request times out; a new connection evicts the oldest idle one") {
   Endpoint::Options o;
   o.request_timeout_ms = 200;
   o.max_connections = 2;
   EndpointFixture f(o);
   const uint16_t port = f.endpoint->bound_port();
   CHECK(f.run([&] { return exchange(port, "GET /metrics HTTP/1.1\r\n"); }).rfind("HTTP/1.1 408", 0) == 0);
-  // Two slow clients hold both places; a third is closed without an answer.
+  // Two slow clients hold both places; a third evicts the older (closed without an
+  // answer) and is answered; the other still times out.
+  std::string a, b;
   std::string third = f.run([&] {
-    std::string a, b, c;
     std::thread t1([&] { a = exchange(port, "GET", 0); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
     std::thread t2([&] { b = exchange(port, "GET", 0); });
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    c = exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::string c = exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     t1.join();
     t2.join();
-    CHECK(a.rfind("HTTP/1.1 408", 0) == 0);
-    CHECK(b.rfind("HTTP/1.1 408", 0) == 0);
+    return c;
+  });
+  CHECK(third.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(a.empty());
+  CHECK(b.rfind("HTTP/1.1 408", 0) == 0);
+  CHECK(f.endpoint->evicted() == 1);
+  CHECK(f.endpoint->refused() == 0);
+}
+
+TEST_CASE("endpoint: with every place being answered, a new connection is closed at once") {
+  Endpoint::Options o;
+  o.max_connections = 2;
+  EndpointFixture f(o);
+  f.metrics = std::string(32 << 20, '#');  // more than the socket buffers: the writes wait
+  const uint16_t port = f.endpoint->bound_port();
+  std::string a, b;
+  std::string third = f.run([&] {
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::thread t1([&] { a = exchange(port, req, 400); });  // reads only after 400 ms
+    std::thread t2([&] { b = exchange(port, req, 400); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    std::string c = exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    t1.join();
+    t2.join();
     return c;
   });
   CHECK(third.empty());
+  CHECK(a.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(b.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(a.size() > (32u << 20));
+  CHECK(f.endpoint->refused() == 1);
+  CHECK(f.endpoint->evicted() == 0);
+}
+
+TEST_CASE("endpoint: one address holds at most half the places") {
+  Endpoint::Options o;
+  o.request_timeout_ms = 300;
+  o.max_connections = 4;  // 2 per address
+  EndpointFixture f(o);
+  const uint16_t port = f.endpoint->bound_port();
+  std::string a, b;
+  std::string third = f.run([&] {
+    std::thread t1([&] { a = exchange(port, "GET", 0); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::thread t2([&] { b = exchange(port, "GET", 0); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Two of four places taken, both from 127.0.0.1: a third from there evicts the older.
+    std::string c = exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    t1.join();
+    t2.join();
+    return c;
+  });
+  CHECK(third.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(a.empty());
+  CHECK(b.rfind("HTTP/1.1 408", 0) == 0);
+  CHECK(f.endpoint->evicted() == 1);
 }
 
 TEST_CASE("metrics text: names, labels and help escaped as the format says") {
