@@ -55,6 +55,7 @@ struct BrokerStats {
   uint64_t tls_handshakes_refused = 0;      // TLS connections closed: tls_max_pending_handshakes
   uint64_t subscriptions_refused = 0;       // filters over max_subscriptions_per_client
   uint64_t retained_refused = 0;            // retained messages over the store's caps
+  uint64_t store_refused = 0;  // PUBLISHes refused: the persistence store could not take them
   uint64_t connects_identity_mismatch = 0;  // CONNACK 2: the client id is another identity's
   uint64_t connects_session_limit = 0;      // CONNACK 3: max_persistent_sessions reached
   DeliveryStats delivery;                   // PUBLISH packets sent, dropped
@@ -289,7 +290,7 @@ class Broker {
   bool route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
              bool internal = false, Client* source = nullptr, std::string_view props = {},
              const Session* origin = nullptr, std::optional<uint64_t> expires_at_ms = std::nullopt);
-  void store_retained(const MessagePtr& msg);
+  void store_retained(const MessagePtr& msg, const Client* source = nullptr);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
                                bool retain);
@@ -490,6 +491,16 @@ class Broker {
   // routing changed is durable in turn), with `ack_reason` (5.0) unless nothing matched.
   // `deliver` false: only its acknowledgement waits its turn (a denied message, a
   // resend). Returns false if the caller routes and acknowledges now.
+  // A QoS 1/2 PUBLISH that needs the store (retained, or a persistent session matches)
+  // and does not fit under its max_bytes is refused on its own, before routing: 5.0 gets
+  // 0x97 Quota exceeded, 3.x (no negative acknowledgement) is disconnected unacknowledged
+  // and sends it again later. Never written, it cannot block the journal for everyone.
+  // Returns true if it was refused.
+  bool refuse_unstorable(Client& client, std::string_view topic, std::string_view payload,
+                         std::string_view props, uint8_t qos, bool retain, uint16_t packet_id);
+  // Whether a record of `bytes` fits in the store (always, without a cap).
+  bool store_fits(uint64_t bytes) const;
+  void log_store_full(const Client* client, std::string_view topic, uint64_t bytes);
   bool route_when_durable(Client& client, std::string_view topic, std::string_view payload,
                           uint8_t qos, bool retain, uint16_t packet_id, bool deliver,
                           std::string_view props, std::optional<uint64_t> expires_at_ms,
@@ -563,6 +574,7 @@ class Broker {
   OfflineSessions offline_;     // persistent sessions without a client, by expiry time
   bool expiry_due_ = false;     // an offline session expired, or a delayed will is due
   bool retained_full_ = false;  // a refusal was logged; reset by the next store
+  uint64_t store_full_logged_ms_ = 0;  // loop time of the last store-full WARNING (0: none)
   bool shutting_down_ = false;
   std::string response_information_;  // 5.0; "%c": the client id
 };

@@ -326,3 +326,75 @@ void Broker::restore_wills(std::vector<store::WillRecord>& wills) {
 }
 
 }  // namespace mqgate
+
+namespace mqgate {
+
+namespace {
+// Far from the cap a message needs no counting of the rows it adds: this much room
+// covers the queue entries of ~10,000 persistent subscribers.
+constexpr uint64_t kStoreSlack = 1u << 20;
+}  // namespace
+
+bool Broker::store_fits(uint64_t bytes) const {
+  const std::optional<uint64_t> room = persistence_ ? persistence_->room() : std::nullopt;
+  return !room || bytes <= *room;
+}
+
+bool Broker::refuse_unstorable(Client& client, std::string_view topic, std::string_view payload,
+                               std::string_view props, uint8_t qos, bool retain,
+                               uint16_t packet_id) {
+  if (persistence_ == nullptr || qos == 0) return false;  // QoS 0: store_retained decides
+  const std::optional<uint64_t> room = persistence_->room();
+  if (!room) return false;
+  const uint64_t body = store::kRowBytes + topic.size() + payload.size() + props.size();
+  if (*room >= body + kStoreSlack) return false;
+  // Near the cap: count what this message would really add.
+  uint64_t need = retain && !payload.empty() ? body : 0;
+  uint64_t entries = 0;
+  for (const RouteTarget* t : router_.matches(topic)) {
+    const auto& s = *static_cast<const Session*>(t);
+    if (!s.clean() && t->match_qos > 0) entries += store::kRowBytes + s.client_id().size();
+  }
+  if (entries > 0) need += body + entries;
+  if (need <= *room) return false;
+  stats_.store_refused++;
+  log_store_full(&client, topic, need);
+  if (client.v5()) {
+    constexpr std::string_view kWhy = "the broker's store is full";
+    if (mqtt5::may_send_reason_string(client, kWhy, 5, false))
+      client.v5()->ack_reason_strings.emplace_back(packet_id, std::string(kWhy));
+    // Behind this client's messages still waiting to be routed, in order.
+    if (route_when_durable(client, topic, {}, qos, false, packet_id, false, {}, std::nullopt,
+                           codec::reason::kQuotaExceeded))
+      return true;
+    acknowledge(client, qos == 1 ? PacketType::kPuback : PacketType::kPubrec, packet_id, false,
+                codec::reason::kQuotaExceeded);
+    return true;
+  }
+  // 3.x cannot say no: close without acknowledging. The QoS 2 packet id is forgotten, or
+  // the resend would be taken for a duplicate and acknowledged undelivered.
+  if (qos == 2 && client.session) client.session->end_incoming_qos2(packet_id, session_limits_);
+  mqtt5::disconnect(client, codec::reason::kQuotaExceeded, "store full",
+                    "the message does not fit in the broker's store");
+  return true;
+}
+
+void Broker::log_store_full(const Client* client, std::string_view topic, uint64_t bytes) {
+  // A WARNING for the first refusal, then at most one a minute (an attacker alternating
+  // big and small messages must not flood the log); the rest are counted.
+  const bool warn = store_full_logged_ms_ == 0 || now_ms_ - store_full_logged_ms_ >= 60'000;
+  const log::Level level = warn ? log::Level::kWarning : log::Level::kDebug;
+  if (warn) store_full_logged_ms_ = std::max<uint64_t>(now_ms_, 1);
+  const uint64_t room = persistence_->room().value_or(0);
+  constexpr const char* kFormat =
+      "persistence: message to %s refused: it needs about %" PRIu64 " bytes of the store, %" PRIu64
+      " are left under [persistence] max_bytes (%" PRIu64
+      " refused in all: mqgate_store_refused_total)";
+  if (client)
+    CLIENT_LOG(level, *client, kFormat, log::quote(topic).c_str(), bytes, room,
+               stats_.store_refused);
+  else if (log::enabled(level))
+    log::write(level, kFormat, log::quote(topic).c_str(), bytes, room, stats_.store_refused);
+}
+
+}  // namespace mqgate

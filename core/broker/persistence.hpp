@@ -28,6 +28,8 @@ class Persistence final : public SessionJournal {
   uint64_t changes() const { return changes_; }
   // `done(ok)` on the loop once every change so far is durable (or could not be stored).
   void barrier(std::function<void(bool ok)> done) { journal_.barrier(std::move(done)); }
+  // Bytes the store can still take under its cap (nullopt: no cap); see Journal::room().
+  std::optional<uint64_t> room() const { return journal_.room(); }
 
   // --- clock -------------------------------------------------------------------------------
   // Times are stored as wall-clock ms (a restart honours them), kept as loop time in

@@ -84,6 +84,7 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
   }
   uint8_t ack_reason = reason::kSuccess;
   if (auth.allowed) {
+    if (refuse_unstorable(client, p.topic, p.payload, props, p.qos, p.retain, p.packet_id)) return;
     // Routed and acknowledged later, in order (a QoS 2 message of a persistent session).
     if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, true, props,
                            expires_at, reason::kSuccess))
@@ -112,6 +113,9 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
                log::quote(p.topic).c_str(), auth.reason.c_str());
   }
+  if (auth.allowed &&
+      refuse_unstorable(client, p.topic, p.payload, p.props, p.qos, p.retain, p.packet_id))
+    return;
   // Routed (if allowed) and acknowledged later, in order.
   if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, auth.allowed,
                          p.props, p.expires_at_ms, ack_reason))
@@ -136,7 +140,8 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
     msg = Message::create(topic, payload, qos, retain, props, expires_at_ms);
   if (retain) {
     if (internal) router_.retain(msg);  // the broker's own few $SYS topics are not capped
-    else store_retained(msg);
+    else
+      store_retained(msg, source);
   }
   const std::vector<RouteTarget*>& targets = router_.matches(topic);
   bool matched = !targets.empty();

@@ -7,10 +7,20 @@
 
 #include "broker/persistence.hpp"
 #include "client/mqtt5.hpp"
+#include "store/journal.hpp"
 
 namespace mqgate {
 
-void Broker::store_retained(const MessagePtr& msg) {
+void Broker::store_retained(const MessagePtr& msg, const Client* source) {
+  // One the store cannot take is not kept (QoS 1/2 ones were refused before routing).
+  const uint64_t bytes =
+      store::kRowBytes + msg->topic().size() + msg->payload().size() + msg->props().size();
+  if (!msg->payload().empty() && !store_fits(bytes)) {
+    stats_.retained_refused++;
+    stats_.store_refused++;
+    log_store_full(source, msg->topic(), bytes);
+    return;
+  }
   const Router::RetainResult r =
       router_.retain(msg, limits_.max_retained_messages, limits_.max_retained_bytes);
   if (r != Router::RetainResult::kRefused) {

@@ -97,6 +97,9 @@ void broker_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(uint64_t{b.router().retained_count()});
   m.family("mqgate_retained_refused", kCounter, "Retained messages not stored (the store's caps).");
   m.sample(st.retained_refused);
+  m.family("mqgate_store_refused", kCounter,
+           "Messages refused because the persistence store's max_bytes could not take them.");
+  m.sample(st.store_refused);
 
   m.family("mqgate_messages_inflight", kGauge,
            "QoS 1/2 messages sent and not yet acknowledged, all sessions.");

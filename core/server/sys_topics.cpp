@@ -61,6 +61,7 @@ void SysTopics::publish_now() {
   put("$SYS/broker/subscriptions/count", broker_.router().subscription_count());
   put("$SYS/broker/retained messages/count", broker_.router().retained_count());
   put("$SYS/broker/retained messages/refused", s.retained_refused);
+  put("$SYS/broker/store/refused", s.store_refused);
   put("$SYS/broker/subscriptions/refused", s.subscriptions_refused);
   put("$SYS/broker/connections/refused/identity", s.connects_identity_mismatch);
   put("$SYS/broker/connections/refused/session limit", s.connects_session_limit);

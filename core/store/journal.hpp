@@ -152,11 +152,22 @@ class Journal {
   virtual void barrier(std::function<void(bool ok)> done) = 0;
   // Blocks until everything queued is written (shutdown).
   virtual void flush() = 0;
+  // Bytes the store can still take under its size cap, counting what is queued and not
+  // yet written; nullopt when it has no cap (a full disk is only found by writing).
+  // Lets the broker refuse one record that cannot fit, on its own, instead of letting it
+  // fail every batch after it. Loop thread; cheap.
+  virtual std::optional<uint64_t> room() const { return std::nullopt; }
 };
+
+// About what a change adds to the store, in bytes (rows, not pages): for room(). A row
+// costs kRowBytes besides its strings (keys, integers, index entries).
+constexpr uint64_t kRowBytes = 64;
+uint64_t approx_bytes(const Mutation& m);
 
 // Changes that could not be written yet (a full disk), compacted so that what waits is
 // bounded by the state rather than by the traffic: a put followed by a removal of its row
-// is dropped, and so is the removal when the put created the row. Order is kept.
+// is dropped, and so is the removal when the put created the row; a retained message
+// replaced or cleared before it was written is dropped too. Order is kept.
 void compact_unwritten(std::vector<Mutation>& changes);
 
 // How a journal hands completions back to the loop thread: `post` must be callable from

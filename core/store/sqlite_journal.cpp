@@ -124,8 +124,8 @@ std::string column_text(sqlite3_stmt* s, int i) {
   return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
 }
 
-// The row a queue entry or message body mutation writes, for skip_transient(); "" for
-// other kinds.
+// The row a queue entry, message body or retained message mutation writes, for
+// skip_transient() and compact_unwritten(); "" for other kinds.
 std::string row_key(const Mutation& m) {
   using K = Mutation::Kind;
   switch (m.kind) {
@@ -138,6 +138,9 @@ std::string row_key(const Mutation& m) {
     case K::kPutIncoming:
     case K::kRemoveIncoming:
       return "i" + std::to_string(m.incoming.packet_id) + ' ' + m.incoming.client_id;
+    case K::kPutRetained:
+    case K::kRemoveRetained:
+      return "r" + m.retained.topic;
     default:
       return {};
   }
@@ -145,7 +148,12 @@ std::string row_key(const Mutation& m) {
 
 bool is_put(Mutation::Kind k) {
   return k == Mutation::Kind::kPutOutgoing || k == Mutation::Kind::kPutMessage ||
-         k == Mutation::Kind::kPutIncoming;
+         k == Mutation::Kind::kPutIncoming || k == Mutation::Kind::kPutRetained;
+}
+
+// A put that replaces its row whole: an earlier put of the same row need not be written.
+bool replaces(Mutation::Kind k) {
+  return k == Mutation::Kind::kPutRetained;
 }
 
 std::string what_to_do(const std::string& path) {
@@ -248,9 +256,12 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   std::string why;
   if (options.max_bytes != 0) {
     // A cap on the file: past it writes fail as on a full disk (and are retried).
-    const uint64_t pages = std::max<uint64_t>(options.max_bytes / 4096, 16);
-    j->exec(("PRAGMA page_size = 4096; PRAGMA max_page_count = " + std::to_string(pages)).c_str(),
+    const uint64_t pages = std::max<uint64_t>(options.max_bytes / kPageSize, 16);
+    j->exec(("PRAGMA page_size = " + std::to_string(kPageSize) +
+             "; PRAGMA max_page_count = " + std::to_string(pages))
+                .c_str(),
             why);
+    j->cap_bytes_ = pages * kPageSize;
   }
   if (!j->exec("PRAGMA journal_mode = WAL", why) ||
       !j->exec(options.durability == Durability::kSync ? "PRAGMA synchronous = FULL"
@@ -300,6 +311,7 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
     error = path + ": " + why + what_to_do(path);
     return nullptr;
   }
+  if (j->cap_bytes_ != 0) j->measure_used();
   return j;
 }
 
@@ -470,7 +482,35 @@ void SqliteJournal::start() {
   writer_ = std::thread([this] { run(); });
 }
 
+std::optional<uint64_t> SqliteJournal::room() const {
+  if (cap_bytes_ == 0) return std::nullopt;
+  // A reserve stays for the small changes that must not be refused: removals (a B-tree
+  // may split a page to delete), session and subscription rows, packet ids.
+  const uint64_t reserve = std::max<uint64_t>(2 * kPageSize, cap_bytes_ / 16);
+  const uint64_t taken = used_bytes_.load(std::memory_order_relaxed) +
+                         unwritten_bytes_.load(std::memory_order_relaxed) + reserve;
+  return taken >= cap_bytes_ ? 0 : cap_bytes_ - taken;
+}
+
+void SqliteJournal::measure_used() {
+  // Pages in use (the file's pages less its free list): what max_page_count counts.
+  sqlite3_int64 pages = 0, free_pages = 0;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_, "PRAGMA page_count", -1, &s, nullptr) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW)
+    pages = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  s = nullptr;
+  if (sqlite3_prepare_v2(db_, "PRAGMA freelist_count", -1, &s, nullptr) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW)
+    free_pages = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  const sqlite3_int64 used = pages > free_pages ? pages - free_pages : 0;
+  used_bytes_.store(static_cast<uint64_t>(used) * kPageSize, std::memory_order_relaxed);
+}
+
 void SqliteJournal::add(Mutation m) {
+  if (cap_bytes_ != 0) unwritten_bytes_.fetch_add(approx_bytes(m), std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pending_.push_back({false, std::move(m)});
@@ -622,6 +662,30 @@ bool SqliteJournal::apply_props(size_t which, const Mutation& m) {
   return rc == SQLITE_DONE;
 }
 
+uint64_t approx_bytes(const Mutation& m) {
+  constexpr uint64_t kRow = kRowBytes;
+  using K = Mutation::Kind;
+  switch (m.kind) {
+    case K::kPutSession:
+      return kRow + m.session.client_id.size() + m.session.owner.size();
+    case K::kPutSubscription:
+      return kRow + m.subscription.client_id.size() + m.subscription.filter.size();
+    case K::kPutMessage:
+      return kRow + m.message.topic.size() + m.message.payload.size() + m.message.props.size();
+    case K::kPutOutgoing:
+      return kRow + m.outgoing.client_id.size();
+    case K::kPutIncoming:
+      return kRow + m.incoming.client_id.size();
+    case K::kPutRetained:
+      return kRow + m.retained.topic.size() + m.retained.payload.size() + m.retained.props.size();
+    case K::kPutWill:
+      return kRow + m.will.client_id.size() + m.will.topic.size() + m.will.payload.size() +
+             m.will.props.size();
+    default:
+      return 0;  // a removal frees more than it takes
+  }
+}
+
 void compact_unwritten(std::vector<Mutation>& changes) {
   struct Row {
     std::vector<size_t> puts;  // since the last removal
@@ -636,6 +700,11 @@ void compact_unwritten(std::vector<Mutation>& changes) {
     Row& row = it->second;
     if (is_put(changes[n].kind)) {
       if (fresh) row.created = changes[n].creates;
+      if (replaces(changes[n].kind)) {
+        for (size_t p : row.puts)
+          drop[p] = true;  // replaced before it was ever written
+        row.puts.clear();
+      }
       row.puts.push_back(n);
       continue;
     }
@@ -664,7 +733,13 @@ void SqliteJournal::skip_transient(const std::vector<Item>& batch, std::vector<b
     std::string key = row_key(batch[n].mutation);
     if (key.empty()) continue;
     if (is_put(batch[n].mutation.kind)) {
-      puts[std::move(key)].push_back(n);
+      std::vector<size_t>& row = puts[std::move(key)];
+      if (replaces(batch[n].mutation.kind)) {
+        for (size_t p : row)
+          skip[p] = true;
+        row.clear();
+      }
+      row.push_back(n);
       continue;
     }
     auto it = puts.find(key);
@@ -705,6 +780,10 @@ void SqliteJournal::run() {
       last_sync = std::chrono::steady_clock::now();
     }
     if (batch.empty()) continue;
+    uint64_t batch_bytes = 0;
+    if (cap_bytes_ != 0)
+      for (const Item& i : batch)
+        if (!i.is_barrier) batch_bytes += approx_bytes(i.mutation);
     skip_transient(batch, skip);
     size_t barriers = 0;
     bool ok = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
@@ -734,6 +813,16 @@ void SqliteJournal::run() {
       compact_unwritten(unwritten);
       for (Mutation& m : unwritten)
         retry.push_back({false, std::move(m)});
+    }
+    if (cap_bytes_ != 0) {
+      // What waits in `retry` is counted again when it is taken (its bytes were counted
+      // once by add(): settle the batch, then count the retry).
+      uint64_t retry_bytes = 0;
+      for (const Item& i : retry)
+        retry_bytes += approx_bytes(i.mutation);
+      unwritten_bytes_.fetch_sub(batch_bytes, std::memory_order_relaxed);
+      unwritten_bytes_.fetch_add(retry_bytes, std::memory_order_relaxed);
+      if (ok) measure_used();
     }
     if (ok && failures > 0) {
       LOG_WARN("persistence: writing to %s again after %" PRIu64 " failed attempt%s",

@@ -8,11 +8,13 @@
 // and what to do; it is never wiped.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +49,7 @@ class SqliteJournal final : public Journal {
   void add(Mutation m) override;
   void barrier(std::function<void(bool ok)> done) override;
   void flush() override;
+  std::optional<uint64_t> room() const override;
 
  private:
   struct Item {
@@ -70,12 +73,20 @@ class SqliteJournal final : public Journal {
   bool apply(const Mutation& m);
   void run();  // the writer thread
   static void skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip);
+  void measure_used();  // used_bytes_ from the file (writer thread, or before start())
+
+  static constexpr uint64_t kPageSize = 4096;
 
   Options options_;
   Poster post_;
   sqlite3* db_ = nullptr;
   int lock_fd_ = -1;  // the database file, flock()ed: one broker per store file
   std::vector<sqlite3_stmt*> statements_;  // indexed by Mutation::Kind
+  // room(): the cap (0: none), the bytes the file's pages hold (after the last commit)
+  // and those added but not yet written, about (approx_bytes).
+  uint64_t cap_bytes_ = 0;
+  std::atomic<uint64_t> used_bytes_{0};
+  std::atomic<uint64_t> unwritten_bytes_{0};
 
   std::mutex mutex_;
   std::condition_variable wake_, flushed_;

@@ -21,6 +21,7 @@ class RecordingJournal final : public store::Journal {
   void add(store::Mutation m) override { mutations.push_back(std::move(m)); }
   void barrier(std::function<void(bool)> done) override { barriers.push_back(std::move(done)); }
   void flush() override {}
+  std::optional<uint64_t> room() const override { return room_left; }
   void complete(bool ok) {
     auto waiting = std::move(barriers);
     barriers.clear();
@@ -36,6 +37,7 @@ class RecordingJournal final : public store::Journal {
   }
   std::vector<store::Mutation> mutations;
   std::vector<std::function<void(bool)>> barriers;
+  std::optional<uint64_t> room_left;
 };
 
 struct Fixture {
@@ -214,4 +216,55 @@ TEST_CASE("store times far in the past or future clamp instead of overflowing") 
   p.set_clock(UINT64_MAX, INT64_MIN);  // absurd clocks too
   CHECK(p.loop_of(INT64_MAX) > 0);
   CHECK(p.wall_of(0) < 0);
+}
+
+TEST_CASE("a QoS 2 message whose packet id could not be stored is neither routed nor acked") {
+  Fixture f;
+  auto live = f.connect("live", true);
+  live->feed(subscribe_packet(1, {{"q2/#", 2}}));
+  live->take();
+  auto pub = f.connect("pub", false);
+  f.journal.kinds();
+  pub->feed(publish_packet("q2/x", "exactly once", 2, false, 5));
+  CHECK(f.journal.kinds() == std::vector<Kind>{Kind::kPutIncoming});
+  f.journal.complete(false);
+  CHECK(pub->take().empty());   // no PUBREC: the publisher sends it again
+  CHECK(live->take().empty());  // and nobody got this copy
+}
+
+TEST_CASE("a PUBLISH the store cannot take is refused alone, before routing") {
+  Fixture f;
+  auto sub = f.connect("sub", false);
+  sub->feed(subscribe_packet(1, {{"q/#", 1}}));
+  f.journal.complete(true);
+  sub->take();
+  auto live = f.connect("live", true);
+  live->feed(subscribe_packet(1, {{"clean/#", 1}}));
+  live->take();
+  auto pub = f.connect("pub", true);
+  f.journal.room_left = 1000;
+  f.journal.kinds();
+  // 3.1.1 cannot say no: closed, unacknowledged, nothing journaled or delivered.
+  pub->feed(publish_packet("q/x", std::string(2000, 'x'), 1, false, 1));
+  CHECK(f.journal.kinds().empty());
+  CHECK(pub->closed);
+  CHECK(sub->take().empty());
+  // What fits, or needs no store (only a clean session matches), goes through.
+  auto pub2 = f.connect("pub2", true);
+  pub2->feed(publish_packet("clean/x", std::string(2000, 'x'), 1, false, 2));
+  auto out = pub2->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kPuback);
+  CHECK(live->take().size() == 1);
+  pub2->feed(publish_packet("q/x", "small", 1, false, 3));
+  CHECK(f.journal.kinds() == std::vector<Kind>{Kind::kPutMessage, Kind::kPutOutgoing});
+  f.journal.complete(true);
+  out = pub2->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].packet_id == 3);
+  // A retained QoS 0 message that cannot fit is delivered live but not kept.
+  pub2->feed(publish_packet("clean/r", std::string(2000, 'r'), 0, true));
+  CHECK(f.journal.kinds().empty());
+  CHECK(live->take().size() == 1);
+  CHECK(f.broker.stats().store_refused == 2);
 }
