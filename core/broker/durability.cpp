@@ -382,7 +382,7 @@ bool Broker::refuse_unstorable(Client& client, std::string_view topic, std::stri
 void Broker::log_store_full(const Client* client, std::string_view topic, uint64_t bytes) {
   // A WARNING for the first refusal, then at most one a minute (an attacker alternating
   // big and small messages must not flood the log); the rest are counted.
-  const bool warn = store_full_logged_ms_ == 0 || now_ms_ - store_full_logged_ms_ >= 60'000;
+  const bool warn = store_full_logged_ms_ == 0 || now_ms_ >= store_full_logged_ms_ + 60'000;
   const log::Level level = warn ? log::Level::kWarning : log::Level::kDebug;
   if (warn) store_full_logged_ms_ = std::max<uint64_t>(now_ms_, 1);
   const uint64_t room = persistence_->room().value_or(0);
