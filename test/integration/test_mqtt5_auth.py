@@ -120,6 +120,20 @@ class Mqtt5AuthTest(BrokerTestCase):
         self.assertNotIn(b64(s.server_signature), b.log())
         self.assertNotIn(s.cnonce, b.log())
 
+    def test_auth_over_the_clients_maximum_packet_size_is_never_sent(self):
+        """[MQTT-3.1.2-24]: the server-first message does not fit in the 48 bytes the
+        client accepts: no AUTH, the exchange fails with a CONNACK that fits."""
+        b = self.broker()
+        c = self.raw5(b)
+        s = Scram("alice", USERS["alice"])
+        c.send(R.connect5("small", props=[(R.AUTH_METHOD, METHOD), (AUTH_DATA, s.first()),
+                                          (R.MAXIMUM_PACKET_SIZE, 48)]))
+        self.assertTrue(c.closed_by_peer())
+        self.assertEqual([p.type for p in c.discarded], [R.CONNACK])
+        self.assertGreaterEqual(c.discarded[0].reason, 0x80)
+        self.assertLessEqual(2 + len(c.discarded[0].body), 48)
+        b.wait_log(r"authentication data over the client's Maximum Packet Size")
+
     def test_wrong_password_gets_connack_0x86_with_reason_string(self):
         b = self.broker()
         c, _, ack = self.scram_connect(b, password="not-it")
