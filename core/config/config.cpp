@@ -539,6 +539,15 @@ void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
   }
   if (auto v = c.integer("max_connections", 1, 1024)) h.max_connections = static_cast<uint32_t>(*v);
   if (auto v = c.integer("request_timeout", 1, 300)) h.request_timeout = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_connections_per_address", 1, 1024)) {
+    if (static_cast<uint32_t>(*v) > h.max_connections)
+      c.error_at(c.where("max_connections_per_address"), "max_connections_per_address",
+                 "must not exceed max_connections (" + std::to_string(h.max_connections) + ")");
+    else
+      h.max_connections_per_address = static_cast<uint32_t>(*v);
+  }
+  if (auto v = c.integer("crowded_request_timeout_ms", 100, 300000))
+    h.crowded_request_timeout_ms = static_cast<uint32_t>(*v);
   c.reject_unknown();
 }
 

@@ -97,6 +97,8 @@ struct HttpConfig {
   std::string token;
   uint32_t max_connections = 16;  // HTTP connections open at once; beyond: the oldest idle goes
   uint32_t request_timeout = 5;   // seconds to send a request head (and to read the answer)
+  uint32_t max_connections_per_address = 0;    // 0: half of max_connections (all below 4)
+  uint32_t crowded_request_timeout_ms = 1000;  // the head's deadline while the pool is full
   int line = 0;
 };
 

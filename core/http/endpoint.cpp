@@ -199,6 +199,8 @@ void Endpoint::on_timeout(uv_timer_t* t) {
 
 uint32_t Endpoint::per_address_limit() const {
   const uint32_t max = options_.max_connections;
+  if (options_.max_connections_per_address != 0)
+    return std::min(options_.max_connections_per_address, max);
   return max >= 4 ? max / 2 : max;
 }
 

@@ -28,6 +28,7 @@ class Endpoint {
     // if none is idle is the new one closed at once. One address holds at most half of
     // them (pools under 4: all); beyond, its own oldest idle connection is evicted.
     uint32_t max_connections = 32;
+    uint32_t max_connections_per_address = 0;  // 0: the half (or all) above
     // To send the whole request head, and again to read the whole answer: a client
     // that trickles its head (slowloris) or never reads is closed.
     uint32_t request_timeout_ms = 10000;

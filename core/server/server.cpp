@@ -162,6 +162,8 @@ bool Server::start_http() {
   o.bearer_token = h.token;
   o.max_connections = h.max_connections;
   o.request_timeout_ms = h.request_timeout * 1000;
+  o.max_connections_per_address = h.max_connections_per_address;
+  o.crowded_timeout_ms = h.crowded_request_timeout_ms;
   http_ = std::make_unique<http::Endpoint>(
       &loop_, std::move(o),
       http::Endpoint::Callbacks{[this] { return metrics_text(); }, [this] { return healthy(); }});

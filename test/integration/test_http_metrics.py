@@ -447,6 +447,22 @@ class MetricsTest(BrokerTestCase):
         self.assertGreaterEqual(value(m, "mqgate_http_connections_evicted_total"), 1)
         self.assertEqual(value(m, "mqgate_http_connections_refused_total"), 0)
 
+    def test_per_address_share_and_crowded_timeout_are_configurable(self):
+        b = self.start_broker(http_config(
+            http="max_connections = 8\nmax_connections_per_address = 2\n"
+                 "crowded_request_timeout_ms = 300\nrequest_timeout = 30\n"))
+        port = http_port(b)
+        held = [connect_raw(port), connect_raw(port)]
+        for s in held:
+            s.sendall(b"GET /metr")
+        time.sleep(0.2)
+        # The pool has room, but this address has used its 2: its own oldest goes.
+        self.assertEqual(get(port, "/healthz")[0], 200)
+        self.assertTrue(closed_by_peer(held[0]))
+        b.wait_log(r"connections limited \(max_connections 8, 2 per address\): .* heads get 300 ms")
+        for s in held:
+            s.close()
+
     def probe_healthz_while_held(self, b, port, held, trickle=None, probes=30):
         """Probes /healthz `probes` times (every 50 ms) while `held` sockets stay open
         (`trickle(sock)` sends each a byte between probes); every probe must get 200 within

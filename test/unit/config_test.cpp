@@ -165,8 +165,9 @@ TEST_CASE("[http]: bind, token or token_file, limits; the token never in a messa
   CHECK(any_contains(e, "test.toml:4:8: http.bind: \"localhost\" is not an IPv4 address"));
   e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nport = 1\n");
   CHECK(any_contains(e,
-                     "http.port: unknown key (expected one of: bind, max_connections, "
-                     "request_timeout, token, token_file)"));
+                     "http.port: unknown key (expected one of: bind, crowded_request_timeout_ms, "
+                     "max_connections, max_connections_per_address, request_timeout, token, "
+                     "token_file)"));
   e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\ntoken = \"has space\"\n");
   CHECK(any_contains(e, "http.token: expected 1 to 4096 visible ASCII characters"));
   CHECK(!any_contains(e, "has space"));
@@ -180,6 +181,17 @@ TEST_CASE("[http]: bind, token or token_file, limits; the token never in a messa
   CHECK(any_contains(e, "http.request_timeout: expected an integer from 1 to 300, got 301"));
   e = errors_of("http = 1\n" + listener);
   CHECK(any_contains(e, "http: expected a table"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nmax_connections_per_address = 17\n");
+  CHECK(any_contains(e, "http.max_connections_per_address: must not exceed max_connections (16)"));
+  e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\ncrowded_request_timeout_ms = 50\n");
+  CHECK(any_contains(e, "http.crowded_request_timeout_ms: expected an integer from 100 to 300000"));
+  cfg = parse_config(listener +
+                         "[http]\nbind = \"127.0.0.1:0\"\nmax_connections = 64\n"
+                         "max_connections_per_address = 4\ncrowded_request_timeout_ms = 250\n",
+                     "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(cfg->http->max_connections_per_address == 4);
+  CHECK(cfg->http->crowded_request_timeout_ms == 250);
 }
 
 TEST_CASE("[persistence]: off by default; path relative to the file; ticket keys beside it") {
