@@ -1,6 +1,7 @@
-"""bench/attack, so it cannot rot: a small subscribe-flood against mqgate alone (the test
-build), checking only that the table has a row with numbers and that the JSON holds
-the bystander's figures. Never timing: what the figures say is bench/attack's business.
+"""bench/attack, so it cannot rot: a small subscribe-flood, http-idle and the
+connect-props, passwd-slow and store-oversize attacks against mqgate alone (the test
+build), checking only that the table has rows with numbers and that the JSON holds
+the bystander's and the attacks' figures. Never timing: what the figures say is bench/attack's business.
 """
 import json
 import os
@@ -43,28 +44,55 @@ class BenchAttackSmokeTest(unittest.TestCase):
                 self.assertGreater(r["rss_peak_mib"], 0, r)
                 self.assertIsNone(SANITIZER_REPORT.search(r["broker_log_tail"]), r)
 
-    def test_http_idle_rows_show_healthz_answered(self):
+    def test_http_idle_connect_props_passwd_slow_store_oversize_rows(self):
+        # One run for the attacks that need no subscribe-flood setup (one test method:
+        # docs/conformance.md counts them).
         with tempfile.TemporaryDirectory(prefix="attack-smoke-") as d:
             out_json = os.path.join(d, "attack.json")
-            cmd = ["/usr/bin/python3", ATTACK, "--brokers", "mqgate", "--only", "http-idle",
-                   "--duration", "2",
-                   "--quick", "--quiet-wait", "0", "--no-build", "--build-dir", BUILD_DIR,
-                   "--json", out_json]
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            cmd = ["/usr/bin/python3", ATTACK, "--brokers", "mqgate",
+                   "--only", "http-idle,connect-props,passwd-slow,store-oversize",
+                   "--duration", "2", "--quick", "--quiet-wait", "0", "--no-build",
+                   "--build-dir", BUILD_DIR, "--json", out_json]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             self.assertEqual(p.returncode, 0, f"{' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
             with open(out_json) as f:
                 results = json.load(f)["results"]
-            # mqgate only (Mosquitto has no HTTP endpoint): 20 and 100 idle connections.
-            self.assertEqual([(r["broker"], r["variant"]) for r in results],
-                             [("mqgate", "20 idle"), ("mqgate", "100 idle")], results)
+            # mqgate only (Mosquitto has no HTTP endpoint, and --brokers mqgate anyway).
+            self.assertEqual([(r["attack"], r["variant"]) for r in results],
+                             [("http-idle", "20 idle"), ("http-idle", "100 idle"),
+                              ("connect-props", "user properties"),
+                              ("connect-props", "topic aliases"), ("passwd-slow", ""),
+                              ("store-oversize", "persistent subscriber"),
+                              ("store-oversize", "no subscriber")], results)
             for r in results:
                 self.assertNotIn("error", r, r)
-                self.assertGreater(r["extra"]["probes"], 0, r)
-                self.assertEqual(r["extra"]["ok"], r["extra"]["probes"], r)
+                self.assertEqual(r["broker"], "mqgate", r)
+                self.assertNotIn("attack error", " ".join(r["notes"]), r)
+                self.assertGreater(r["bystander"]["count"], 0, r)
                 self.assertIsNone(SANITIZER_REPORT.search(r["broker_log_tail"]), r)
+                x = r["extra"]
+                if r["attack"] == "http-idle":
+                    self.assertGreater(x["probes"], 0, r)
+                    self.assertEqual(x["ok"], x["probes"], r)
+                elif r["attack"] == "connect-props":
+                    self.assertEqual(x["connections"], 3, r)  # --quick
+                    self.assertIsNotNone(x["kib_per_conn"], r)
+                elif r["attack"] == "passwd-slow":
+                    self.assertEqual(x["bad_logins_sent"], 5, r)
+                    self.assertGreater(x["probes"], 0, r)
+                else:
+                    self.assertGreater(x["sent"], 0, r)
+            # The rows are in the table too.
+            for name in ("http-idle (20 idle)", "connect-props (user properties)",
+                         "connect-props (topic aliases)", "passwd-slow",
+                         "store-oversize (persistent subscriber)",
+                         "store-oversize (no subscriber)"):
+                self.assertRegex(p.stdout, rf"(?m)^{re.escape(name)}\s+mqgate\s", p.stdout)
 
     def test_bad_usage_is_refused(self):
-        for args in (["--only", "nope"], ["--brokers", "hivemq"], ["--duration", "0"]):
+        for args in (["--only", "nope"], ["--brokers", "hivemq"], ["--duration", "0"],
+                     ["--props-conns", "0"], ["--bad-logins", "1001"],
+                     ["--mqgate-bin", "/nonexistent/mqgate", "--brokers", "mqgate"]):
             p = subprocess.run(["/usr/bin/python3", ATTACK, "--no-build", *args],
                                capture_output=True, text=True, timeout=60)
             self.assertNotEqual(p.returncode, 0, args)
