@@ -25,8 +25,8 @@ struct pw_entry {
 struct pwfile {
   struct pw_entry* entries; /* sorted by username */
   size_t count;
-  pw_hash dummy;     /* for unknown users: a typical entry's parameters */
-  size_t costliest;  /* index of the most expensive entry (count if none) */
+  pw_hash dummy;    /* for unknown users: a typical entry's parameters */
+  size_t costliest; /* index of the most expensive entry (count if none) */
 };
 
 /* What one verification of h costs, in PBKDF2 iterations ($6$: one SHA-512, ~0). */
