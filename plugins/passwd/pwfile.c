@@ -483,7 +483,7 @@ int pwfile_check(const pwfile* f, const char* username, const char* password, si
   if (f == NULL) return 0;
   i = username ? pwfile_find(f, username) : (size_t)-1;
   if (i == (size_t)-1 || password == NULL) {
-    /* same work as a real check; the result is thrown away */
+    /* a typical entry's work (pwfile_dummy); the result is thrown away */
     (void)pw_hash_verify(&f->dummy, password ? password : nobody,
                          password ? pwlen : sizeof nobody - 1);
     return 0;
