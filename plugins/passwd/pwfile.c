@@ -412,7 +412,7 @@ pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, 
         f->costliest = i;
     }
     qsort(costs, f->count, sizeof *costs, cmp_cost);
-    median = costs[f->count / 2];
+    median = costs[(f->count - 1) / 2]; /* the lower one of an even count */
     free(costs);
     for (i = 0; i < f->count; i++) {
       if (hash_cost(&f->entries[i].hash) == median) {

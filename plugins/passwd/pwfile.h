@@ -68,8 +68,8 @@ const pw_hash* pwfile_hash(const pwfile* f, size_t i);
 /* index of username, or (size_t)-1 */
 size_t pwfile_find(const pwfile* f, const char* username);
 
-/* The parameters of the dummy verification for unknown users: those of the median
- * entry by cost (PBKDF2 iterations; $6$ counts as 0), $7$ with the default iterations
+/* The parameters of the dummy verification for unknown users: those of the (lower)
+ * median entry by cost (PBKDF2 iterations; $6$ counts as 0), $7$ with the default iterations
  * for an empty file. */
 const pw_hash* pwfile_dummy(const pwfile* f);
 /* index of the most expensive entry (the first of the highest cost), or (size_t)-1 for

@@ -237,6 +237,11 @@ TEST_CASE("an unknown user costs a typical entry's verification, not the costlie
   CHECK(pwfile_dummy(empty.f)->iterations == PW_DEFAULT_ITERATIONS);
   CHECK(pwfile_costliest(empty.f) == (size_t)-1);
   CHECK_FALSE(empty.check("mallory", "x"));
+  // Two entries, one cheap and one costly: the lower median, the cheap one.
+  Parsed two(make_line("a", "x", PW_SHA512_PBKDF2, 101) +
+             make_line("boss", "x", PW_SHA512_PBKDF2, 5000));
+  REQUIRE(two.f != nullptr);
+  CHECK(pwfile_dummy(two.f)->iterations == 101);
 }
 
 TEST_CASE("cost of one $7$ verification at Mosquitto's default (printed, not asserted)") {
