@@ -580,6 +580,8 @@ static void* loader_main(void* arg) {
   first->refs++;
   pthread_mutex_unlock(&self->table_mu);
   floor_ns = measure_floor(self, first->file, first_path);
+  self->api->log(self->plugin, MQGATE_LOG_INFO, "%s: answers no earlier than %.1f ms", first_path,
+                 (double)floor_ns / 1e6);
   free(first_path);
   pthread_mutex_lock(&self->table_mu);
   first->floor_ns = floor_ns;
