@@ -6,7 +6,7 @@
  *   threads = 2                # optional: verification threads, 1..64
  *   max_pending = 1024         # optional: logins pending at most, 1..1000000
  *   max_pending_per_listener = 512  # optional: of them, from one listener (max_pending/2)
- *   max_pending_per_address = 128   # optional: from one peer address (max_pending/8)
+ *   max_pending_per_address = 128   # optional: from one host, IPv6 by /64 (max_pending/8)
  *
  * AUTHENTICATE: a client without a username: ABSTAIN (the listener's other plugins
  * decide). With one: the decision is deferred (api->defer) and the PBKDF2/SHA-512
@@ -46,6 +46,7 @@
 #include <time.h>
 
 #include "../common/mqgate_work_queue.h"
+#include "../common/peer_host.h"
 #include "../common/plugin_options.h"
 #include "mqgate_plugin.h"
 #include "pwfile.h"
@@ -65,7 +66,6 @@ MQGATE_PLUGIN_DECLARE_VERSION(2)
 /* Costs this far apart earn a warning at load: every login waits for the costliest. */
 #define SPREAD_WARN_FACTOR 10
 #define SPREAD_WARN_NS 20000000LL
-#define ADDRESS_LEN 64
 
 /* A loaded password file, shared by the loop, the loader and the threads. */
 typedef struct table {
@@ -74,7 +74,7 @@ typedef struct table {
   int64_t floor_ns; /* the answer floor; -1 until measured; under table_mu */
 } table;
 
-/* Pending logins of one listener or one peer address; freed when none is left. */
+/* Pending logins of one listener or one host (peer_host.h); freed when none is left. */
 typedef struct counter {
   struct counter* next;
   size_t n;
@@ -358,27 +358,6 @@ static void counter_drop_if_unused(counter_map* m, counter* c) {
   }
 }
 
-/* The address part of "192.0.2.1:51000" or "[2001:db8::1]:51000" (no port): logins from
- * one host count together whatever port they come from. */
-static void address_of(const char* peer, char* out, size_t outlen) {
-  const char *b = peer, *e;
-  size_t n;
-  if (peer == NULL || *peer == '\0') {
-    snprintf(out, outlen, "?");
-    return;
-  }
-  if (peer[0] == '[' && (e = strchr(peer, ']')) != NULL) {
-    b = peer + 1;
-  } else {
-    e = strrchr(peer, ':');
-    if (e == NULL) e = peer + strlen(peer);
-  }
-  n = (size_t)(e - b);
-  if (n >= outlen) n = outlen - 1;
-  memcpy(out, b, n);
-  out[n] = '\0';
-}
-
 /* ------------------------------------------------------------------------------ */
 /* Answering                                                                       */
 /* ------------------------------------------------------------------------------ */
@@ -631,11 +610,11 @@ static void* loader_main(void* arg) {
 /* Counts a new login in, or says why not ("busy: ..."; NULL if counted). */
 static char* count_in(passwd_instance* self, mqgate_evt_authenticate* evt, request* r) {
   const mqgate_host_api* api = self->api;
-  char addr[ADDRESS_LEN];
+  char addr[PEER_HOST_KEY_LEN];
   const char* listener = evt->listener ? evt->listener : "?";
   counter *l, *a;
   char* why = NULL;
-  address_of(evt->peer_address, addr, sizeof addr);
+  peer_host_key(evt->peer_address, addr, sizeof addr);
   pthread_mutex_lock(&self->count_mu);
   if (self->pending >= self->max_pending) {
     why = api->mprintf("busy: %lu password verifications already queued (max_pending)",
