@@ -33,8 +33,9 @@
  * it started with. `threads` and `max_pending` take effect at the next start, the
  * per-listener and per-address bounds at once.
  *
- * Shutdown stops the threads after they have answered everything pending (DENY,
- * "shutting down", without hashing): every token is completed.
+ * Shutdown stops the threads after they have answered everything pending at once
+ * (queued logins DENY, "shutting down", without hashing; verified ones without waiting
+ * for the floor): every token is completed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
