@@ -1,5 +1,5 @@
 /*
- * mqgate_plugin.h -- the mqgate plugin ABI, version 2.3 (the broker also hosts version 1).
+ * mqgate_plugin.h -- the mqgate plugin ABI, version 2.4 (the broker also hosts version 1).
  *
  * This header is the whole contract between the mqgate broker and its plugins. A
  * plugin is a shared object (.so) written in C (or anything with a C ABI) that
@@ -38,6 +38,8 @@
  *   ABI 2.3  RECEIVE for live deliveries: mqgate_evt_authorize.delivery_check and
  *            live, enum mqgate_delivery_check (see "Checking deliveries");
  *            mqgate_evt_authorize.same_answer for PUBLISH
+ *                                                                    (after 0.3.0)
+ *   ABI 2.4  api->deferred_is_live: whether a deferred decision is still awaited
  *                                                                    (after 0.3.0)
  *
  * An ABI 1 plugin gets ABI 1.1 from every broker that hosts ABI 2. Nothing an ABI 1
@@ -149,7 +151,9 @@
  * Completing a token whose decision has timed out or whose client went away is
  * harmless: the host ignores it. A token must be completed even then (the host frees
  * it only when both it and the plugin are done with it); calling complete twice on
- * one token is an error.
+ * one token is an error. Since ABI 2.4, api->deferred_is_live(token) tells a plugin
+ * whose work queue is long that a decision is no longer awaited, so it can complete
+ * the token at once instead of doing expensive work nobody will read.
  *
  * ## MQTT 5.0 (ABI 2.1)
  *
@@ -223,8 +227,9 @@
  * callback must not block: no network or disk I/O that can wait, no sleeping, no
  * heavy computation. Every host API function may be called only from inside a
  * callback or from init/shutdown, on that thread, except those documented as
- * thread-safe: api->complete, api->log, api->mprintf, api->strdup, api->free,
- * api->alloc, api->strerror, api->topic_matches and api->filter_covers. A plugin that
+ * thread-safe: api->complete, api->deferred_is_live, api->log, api->mprintf,
+ * api->strdup, api->free, api->alloc, api->strerror, api->topic_matches and
+ * api->filter_covers. A plugin that
  * needs slow I/O (a remote user database, say) either keeps its answers in memory and
  * refreshes them from a thread of its own, or (ABI 2) defers its decisions and
  * completes them from that thread (see "Deferred decisions").
@@ -260,7 +265,7 @@ extern "C" {
 
 /* The ABI minor version this header describes: what MQGATE_ABI_MINOR(api) is on a
  * host that provides everything declared here. Since: ABI 2.2. */
-#define MQGATE_PLUGIN_ABI_MINOR 3
+#define MQGATE_PLUGIN_ABI_MINOR 4
 
 /* Marks a symbol the broker must find in the plugin (mqgate_plugin_version,
  * mqgate_plugin_init, mqgate_plugin_shutdown): plugins built with
@@ -811,6 +816,16 @@ typedef struct mqgate_host_api {
   /* --- Since: ABI 2.2 (read it with MQGATE_ABI_MINOR) ----------------------------- */
   /* The ABI minor version this host implements for the plugin (see "Versions"). */
   int abi_minor;
+
+  /* --- Since: ABI 2.4 (check with MQGATE_API_HAS) --------------------------------- */
+  /* 1 while the host still awaits the decision `token` owes; 0 once it will ignore the
+   * completion: the client went away, the decision timed out (auth_timeout), the
+   * callback that took the token did not return MQGATE_DEFER, or the broker is
+   * shutting down. Once 0 it stays 0. Lets a plugin skip expensive work (a password
+   * hash, a remote lookup) for a client nobody waits for; the token must still be
+   * completed (any verdict will do). Call it only before completing the token (and
+   * with a token, not NULL: NULL gives 0). Thread-safe; cheap (an atomic load). */
+  int (*deferred_is_live)(const mqgate_deferred *token);
 } mqgate_host_api;
 
 /* ------------------------------------------------------------------------------ */

@@ -294,6 +294,7 @@ const mqgate_host_api kHostApi = {
     api_register_auth_method,
     api_alloc,
     MQGATE_PLUGIN_ABI_MINOR,
+    api_deferred_is_live,
 };
 
 mqgate_host_api make_v1_api() {

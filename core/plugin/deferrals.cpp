@@ -69,7 +69,14 @@ mqgate_deferred* Deferrals::issue(const ChainRun& run) {
   return t;
 }
 
+// Any thread: the host's reference is held exactly while a run waits for the token.
+int detail::api_deferred_is_live(const mqgate_deferred* token) {
+  return token != nullptr && token->live.load(std::memory_order_acquire) ? 1 : 0;
+}
+
 void Deferrals::release(mqgate_deferred* token) {
+  // Before the unref: the plugin's reference keeps the token alive for its readers.
+  token->live.store(false, std::memory_order_release);
   detail::unref_token(token);
 }
 

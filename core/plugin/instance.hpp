@@ -42,10 +42,12 @@ struct mqgate_plugin {
 // plugin's (released by api->complete, from any thread) and the host's (released when
 // the decision is applied, times out or its client goes away). Matched on the loop to
 // the waiting chain run by `job_id` and then by pointer (the run holds the host's
-// reference).
+// reference). `live` turns false when the host gives up its reference: from then on
+// the completion is ignored (api->deferred_is_live, ABI 2.4).
 struct mqgate_deferred {
   std::atomic<int> refs{2};
   std::atomic<bool> completed{false};
+  std::atomic<bool> live{true};
   mqgate::PluginHost* host = nullptr;
   uint64_t job_id = 0;  // the ChainRun::id it answers
 };
@@ -84,6 +86,7 @@ std::string take_plugin_string(char*& s);
 // host (host.cpp).
 mqgate_deferred* api_defer(mqgate_plugin* plugin);
 int api_complete(mqgate_deferred* token, const mqgate_completion* completion);
+int api_deferred_is_live(const mqgate_deferred* token);
 int api_disconnect(mqgate_plugin* plugin, mqgate_client* client, const char* reason);
 // Releases one reference of a token (deferrals.cpp).
 void unref_token(mqgate_deferred* token);

@@ -25,9 +25,19 @@ struct pw_entry {
 struct pwfile {
   struct pw_entry* entries; /* sorted by username */
   size_t count;
-  pw_hash dummy; /* for unknown users */
-  int has_dummy;
+  pw_hash dummy;    /* for unknown users: a typical entry's parameters */
+  size_t costliest; /* index of the most expensive entry (count if none) */
 };
+
+/* What one verification of h costs, in PBKDF2 iterations ($6$: one SHA-512, ~0). */
+static unsigned long hash_cost(const pw_hash* h) {
+  return h->type == PW_SHA512_PBKDF2 ? h->iterations : 0;
+}
+
+static int cmp_cost(const void* a, const void* b) {
+  unsigned long x = *(const unsigned long*)a, y = *(const unsigned long*)b;
+  return x < y ? -1 : x > y;
+}
 
 static int is_b64_char(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -384,21 +394,32 @@ pwfile* pwfile_parse(const char* name, const char* data, size_t len, char* err, 
       goto fail;
     }
   }
-  /* dummy: the most expensive entry's parameters, with a password nobody has */
-  for (i = 0; i < f->count; i++) {
-    const pw_hash* h = &f->entries[i].hash;
-    if (!f->has_dummy || (h->type == PW_SHA512_PBKDF2 &&
-                          (f->dummy.type != PW_SHA512_PBKDF2 ||
-                           h->iterations > f->dummy.iterations))) {
-      f->dummy = *h;
-      f->has_dummy = 1;
+  /* The dummy for unknown users costs what the median entry costs, not the most
+   * expensive one: one costly entry must not make every unknown name cost that much
+   * CPU (the plugin hides the difference in time with its answer floor). */
+  f->costliest = f->count;
+  memset(&f->dummy, 0, sizeof f->dummy);
+  f->dummy.type = PW_SHA512_PBKDF2;
+  f->dummy.iterations = PW_DEFAULT_ITERATIONS;
+  f->dummy.salt_len = PW_SALT_BYTES;
+  if (f->count > 0) {
+    unsigned long* costs = malloc(f->count * sizeof *costs);
+    unsigned long median;
+    if (costs == NULL) goto oom;
+    for (i = 0; i < f->count; i++) {
+      costs[i] = hash_cost(&f->entries[i].hash);
+      if (f->costliest == f->count || costs[i] > hash_cost(&f->entries[f->costliest].hash))
+        f->costliest = i;
     }
-  }
-  if (!f->has_dummy) {
-    f->dummy.type = PW_SHA512_PBKDF2;
-    f->dummy.iterations = PW_DEFAULT_ITERATIONS;
-    f->dummy.salt_len = PW_SALT_BYTES;
-    f->has_dummy = 1;
+    qsort(costs, f->count, sizeof *costs, cmp_cost);
+    median = costs[(f->count - 1) / 2]; /* the lower one of an even count */
+    free(costs);
+    for (i = 0; i < f->count; i++) {
+      if (hash_cost(&f->entries[i].hash) == median) {
+        f->dummy = f->entries[i].hash;
+        break;
+      }
+    }
   }
   return f;
 oom:
@@ -420,6 +441,18 @@ pwfile* pwfile_load(const char* path, char* err, size_t errlen) {
 
 size_t pwfile_count(const pwfile* f) {
   return f->count;
+}
+
+const pw_hash* pwfile_dummy(const pwfile* f) {
+  return &f->dummy;
+}
+
+size_t pwfile_costliest(const pwfile* f) {
+  return f->costliest < f->count ? f->costliest : (size_t)-1;
+}
+
+size_t pwfile_line(const pwfile* f, size_t i) {
+  return i < f->count ? f->entries[i].line : 0;
 }
 
 const char* pwfile_username(const pwfile* f, size_t i) {
@@ -450,7 +483,7 @@ int pwfile_check(const pwfile* f, const char* username, const char* password, si
   if (f == NULL) return 0;
   i = username ? pwfile_find(f, username) : (size_t)-1;
   if (i == (size_t)-1 || password == NULL) {
-    /* same work as a real check; the result is thrown away */
+    /* a typical entry's work (pwfile_dummy); the result is thrown away */
     (void)pw_hash_verify(&f->dummy, password ? password : nobody,
                          password ? pwlen : sizeof nobody - 1);
     return 0;

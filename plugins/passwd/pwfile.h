@@ -68,9 +68,22 @@ const pw_hash* pwfile_hash(const pwfile* f, size_t i);
 /* index of username, or (size_t)-1 */
 size_t pwfile_find(const pwfile* f, const char* username);
 
-/* Checks a client's credentials: 1 allowed, 0 not. An unknown user costs a dummy
- * verification as expensive as the file's most expensive entry, so the time taken does
- * not tell whether the user exists. password may be NULL (no password: always 0). */
+/* The parameters of the dummy verification for unknown users: those of the (lower)
+ * median entry by cost (PBKDF2 iterations; $6$ counts as 0), $7$ with the default iterations
+ * for an empty file. */
+const pw_hash* pwfile_dummy(const pwfile* f);
+/* index of the most expensive entry (the first of the highest cost), or (size_t)-1 for
+ * an empty file */
+size_t pwfile_costliest(const pwfile* f);
+/* the line entry i came from (1-based), 0 past the end */
+size_t pwfile_line(const pwfile* f, size_t i);
+
+/* Checks a client's credentials: 1 allowed, 0 not. An unknown user (or a missing
+ * password) costs a dummy verification with pwfile_dummy's parameters: what a typical
+ * entry costs, not the most expensive one. The time this takes therefore differs from
+ * a known user's whose entry costs more or less: a caller that must not reveal whether
+ * a user exists hides it (the passwd plugin answers no earlier than its answer floor).
+ * password may be NULL (no password: always 0). */
 int pwfile_check(const pwfile* f, const char* username, const char* password, size_t pwlen);
 
 /* 0 if name can be a username in a password file (1..PW_MAX_USERNAME bytes, no ':',

@@ -3,7 +3,7 @@
  * every constant a plugin binary may depend on, as the mqgate_plugin.h it is compiled
  * against sees them. Built three times (test/plugins/meson.build): against the frozen
  * ABI 1.1 header (LAYOUT_ABI 1), the frozen ABI 2.1 header (21) and the current one
- * (22). test_plugin_abi_compat.py checks that every line of the older outputs is also
+ * (24). test_plugin_abi_compat.py checks that every line of the older outputs is also
  * a line of the current one: nothing a built plugin reads or writes has moved, changed
  * size or changed value.
  *
@@ -220,6 +220,11 @@ int main(void) {
   VALUE(MQGATE_DENY);
   VALUE(MQGATE_DEFER);
   VALUE(MQGATE_CONTINUE);
+#endif
+
+#if LAYOUT_ABI >= 24
+  /* --- ABI 2.4 ----------------------------------------------------------------------- */
+  FIELD(mqgate_host_api, deferred_is_live);
 #endif
   return 0;
 }

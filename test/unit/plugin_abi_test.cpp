@@ -10,6 +10,7 @@
 #include <initializer_list>
 
 #include "mqgate_plugin.h"
+#include "plugin/instance.hpp"
 
 static_assert(sizeof(void*) == 8, "the layout below is for LP64 targets");
 
@@ -148,6 +149,8 @@ FIELD_AT(mqgate_host_api, register_auth_method, 288);
 FIELD_AT(mqgate_host_api, alloc, 296);
 // ABI 2.2.
 FIELD_AT(mqgate_host_api, abi_minor, 304);
+// ABI 2.4.
+FIELD_AT(mqgate_host_api, deferred_is_live, 312);
 
 // Where MQGATE_HAS_FIELD's ABI 1 part of the two structs ABI 2.0 wrote into ends: right
 // after `identity` and after `reason`, the last fields ABI 1 had.
@@ -158,7 +161,7 @@ static_assert(MQGATE_ABI1_SIZE_mqgate_evt_authorize == 80);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
-  CHECK(MQGATE_PLUGIN_ABI_MINOR == 3);
+  CHECK(MQGATE_PLUGIN_ABI_MINOR == 4);
   CHECK(MQGATE_CHECK_NONE == 0);
   CHECK(MQGATE_CHECK_PER_TOPIC == 1);
   CHECK(MQGATE_CHECK_EVERY == 2);
@@ -285,4 +288,14 @@ TEST_CASE("MQGATE_ABI_MINOR: the host's field, or what an older host's table siz
   CHECK(MQGATE_ABI_MINOR(&api) == 1);
   api.struct_size = offsetof(mqgate_host_api, client_identity);  // ABI 1.0
   CHECK(MQGATE_ABI_MINOR(&api) == 0);
+}
+
+TEST_CASE("MQGATE_API_HAS(deferred_is_live): only hosts of ABI 2.4 and later") {
+  mqgate_host_api api = *mqgate::detail::host_api(2);
+  CHECK(MQGATE_API_HAS(&api, deferred_is_live));
+  CHECK(MQGATE_ABI_MINOR(&api) == 4);
+  CHECK(api.deferred_is_live(nullptr) == 0);
+  api.struct_size = offsetof(mqgate_host_api, deferred_is_live);  // an ABI 2.3 host
+  CHECK_FALSE(MQGATE_API_HAS(&api, deferred_is_live));
+  CHECK_FALSE(MQGATE_API_HAS(mqgate::detail::host_api(1), deferred_is_live));
 }

@@ -464,6 +464,8 @@ TEST_CASE("deferrals: a run waits until its deadline; late and stale completions
   mqgate_deferred* token = run->token;
   REQUIRE(token != nullptr);
   CHECK(token->refs.load() == 2);  // the plugin's and the host's
+  int (*is_live)(const mqgate_deferred*) = detail::host_api()->deferred_is_live;
+  CHECK(is_live(token) == 1);  // ABI 2.4: awaited
   const auto t0 = Deferrals::Clock::now();
   deferrals.park(std::move(run), t0 + std::chrono::seconds(10));
   CHECK(deferrals.pending() == 1);
@@ -480,6 +482,7 @@ TEST_CASE("deferrals: a run waits until its deadline; late and stale completions
     REQUIRE(expired);
     CHECK(expired->token == nullptr);
     CHECK(token->refs.load() == 1);  // the host's reference is given back
+    CHECK(is_live(token) == 0);      // timed out: the plugin may skip its work
     CHECK(deferrals.pending() == 0);
     CHECK_FALSE(deferrals.take_expired(due[0]));
     time_out_chain(*expired, 10);
@@ -487,6 +490,7 @@ TEST_CASE("deferrals: a run waits until its deadline; late and stale completions
     CHECK_FALSE(deferrals.take(*completion));  // late: matched to nothing
   }
   SUBCASE("the answer comes in time") {
+    CHECK(is_live(token) == 1);
     std::unique_ptr<ChainRun> waiting = deferrals.take(*completion);
     REQUIRE(waiting);
     CHECK(token->refs.load() == 1);
@@ -501,13 +505,16 @@ TEST_CASE("deferrals: a run waits until its deadline; late and stale completions
     CHECK_FALSE(deferrals.take(stale));
     CHECK(deferrals.pending() == 1);
     deferrals.release(stale.token);  // the host's; `stale` drops the plugin's
-    deferrals.clear();               // unloading: gives back the waiting run's reference
+    CHECK(is_live(token) == 1);
+    deferrals.clear();  // unloading: gives back the waiting run's reference
     CHECK(token->refs.load() == 1);
+    CHECK(is_live(token) == 0);  // shutting down
   }
   SUBCASE("the client goes away") {
     deferrals.forget(f.client);
     CHECK(deferrals.pending() == 0);
     CHECK(token->refs.load() == 1);
+    CHECK(is_live(token) == 0);  // client gone
     CHECK_FALSE(deferrals.take(*completion));
   }
   completion.reset();  // the last reference: the token is freed (ASan would see a leak)
