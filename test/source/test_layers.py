@@ -17,6 +17,7 @@ MAY_USE = {
     "mqtt": {"base"},
     "http": {"base"},
     "store": {"base"},
+    "cluster": {"base", "config", "mqtt"},
     "transport": {"base", "config", "http"},
     "client": {"base", "config", "mqtt"},
     "plugin": {"base", "config", "mqtt", "client"},
