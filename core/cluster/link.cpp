@@ -13,6 +13,7 @@ namespace mqgate::cluster {
 namespace {
 
 constexpr uint64_t kMaxBackoffMs = 10000;
+constexpr int kLost = 1, kChanged = 2;  // Link::events_
 
 // host and port of "nats://host:port" / "tls://host:port" (config checked the form).
 void split_url(const std::string& url, std::string& host, std::string& port) {
@@ -78,9 +79,16 @@ struct Link::Hooks {
     natsMsg_Destroy(msg);
     if (wake) self->wake();
   }
+  // Events are remembered, not just the status: a fast failover to another server is
+  // connected again before the loop looks, and must still count as a loss and a regain.
+  static void lost(natsConnection*, void* closure) {
+    auto* self = static_cast<Link*>(closure);
+    self->events_.fetch_or(kLost);
+    self->wake();
+  }
   static void event(natsConnection*, void* closure) {
     auto* self = static_cast<Link*>(closure);
-    self->events_.fetch_or(1);
+    self->events_.fetch_or(kChanged);
     self->wake();
   }
   static void error(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
@@ -147,7 +155,7 @@ bool Link::start(std::string& error) {
   // A silent partition is noticed within ~15 s, not cnats's default 4 minutes.
   check(natsOptions_SetPingInterval(options_, 5000), "ping interval");
   check(natsOptions_SetMaxPingsOut(options_, 3), "pings out");
-  check(natsOptions_SetDisconnectedCB(options_, Hooks::event, this), "callbacks");
+  check(natsOptions_SetDisconnectedCB(options_, Hooks::lost, this), "callbacks");
   check(natsOptions_SetReconnectedCB(options_, Hooks::event, this), "callbacks");
   check(natsOptions_SetClosedCB(options_, Hooks::event, this), "callbacks");
   check(natsOptions_SetErrorHandler(options_, Hooks::error, this), "callbacks");
@@ -348,7 +356,7 @@ void Link::retry_later() {
 
 void Link::on_wakeup() {
   if (stopped_) return;
-  if (events_.exchange(0) != 0) check_state();
+  if (const int events = events_.exchange(0)) check_state((events & kLost) != 0);
   const int err = last_error_.exchange(0);
   if (err != 0 && err != NATS_SLOW_CONSUMER)
     LOG_WARN("cluster: NATS reported: %s", natsStatus_GetText(static_cast<natsStatus>(err)));
@@ -365,8 +373,13 @@ void Link::on_wakeup() {
   if (queued() != 0 && callbacks_.inbound) callbacks_.inbound();
 }
 
-void Link::check_state() {
+void Link::check_state(bool lost) {
   if (conn_ == nullptr) return;
+  if (lost && connected_) {
+    connected_ = false;
+    LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
+    if (callbacks_.state) callbacks_.state(false);
+  }
   const bool up = natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
   if (up == connected_) return;
   connected_ = up;

@@ -79,7 +79,8 @@ class Link {
   void connect_now();
   void retry_later();
   void on_wakeup();
-  void check_state();
+  // On the loop after cnats's events: `lost` if a disconnection was reported since.
+  void check_state(bool lost);
   struct Hooks;  // cnats's callbacks (on its threads)
   friend struct Hooks;
 
@@ -104,7 +105,7 @@ class Link {
   std::deque<Received> inbox_;      // guarded by mutex_
   uint64_t inbox_bytes_ = 0;        // guarded by mutex_
   bool alive_ = true;               // guarded by mutex_: false once stopped (no more wake-ups)
-  std::atomic<int> events_{0};      // a connection event happened (check the status)
+  std::atomic<int> events_{0};      // connection events since the loop last looked
   std::atomic<int> last_error_{0};  // an async error cnats reported (natsStatus)
   void wake();                      // from any thread
   // Drops are logged once when they start and once when the queue has drained.

@@ -4,8 +4,8 @@ and real mqgate nodes on ephemeral loopback ports, real clients (mosquitto_pub/s
 paho-mqtt 3.1.1 and 5.0): publish on one node, receive on another, for QoS 0/1/2, MQTT 5
 properties and subscription options, wildcards and topics NATS cannot carry as they
 are, once per subscription, interest removed on unsubscribe, order per publisher, a node
-that starts without NATS, NATS killed and restarted, NATS credentials, and hostile bytes
-published straight to NATS. Everything is stopped by PID when a test ends.
+that starts without NATS, NATS killed and restarted, a node's NATS server killed in a
+three-server cluster, NATS credentials, and hostile bytes published straight to NATS. Everything is stopped by PID when a test ends.
 """
 import json
 import os
@@ -447,11 +447,36 @@ class ClusterNatsTroubleTest(ClusterTestCase):
 
 
 class ClusterThreeServersTest(ClusterTestCase):
-    def test_three_nats_servers_three_nodes(self):
+    def three_servers(self):
         cports = [brokers.free_port() for _ in range(3)]
-        servers = [self.start_nats(name=f"s{i}", cluster_port=cports[i],
-                                   routes=[p for j, p in enumerate(cports) if j != i],
-                                   jetstream=True) for i in range(3)]
+        return [self.start_nats(name=f"s{i}", cluster_port=cports[i],
+                                routes=[p for j, p in enumerate(cports) if j != i],
+                                jetstream=True) for i in range(3)]
+
+    def test_a_nodes_nats_server_killed_it_moves_to_another(self):
+        servers = self.three_servers()
+        urls = [s.url() for s in servers]
+        a = self.start_node("a", urls[0:1] + urls[1:])  # its own server first
+        b = self.start_node("b", urls[1:2] + urls[2:] + urls[0:1])
+        sub = self.paho(b, "s")
+        sub.subscribe("f/#", 1)
+        self.settle(a, sub, "f/x", timeout=20)
+        servers[0].stop(signal.SIGKILL)
+        a.wait_log(r"cluster: lost the NATS connection")
+        a.wait_log(r"cluster: NATS connection regained at nats://127\.0\.0\.1:(%d|%d)"
+                   % (servers[1].port, servers[2].port), timeout=20)
+        self.settle(a, sub, "f/y", timeout=20)
+        for i in range(0, 50, 10):
+            self.pub(a, "f/z", str(i), 1)
+        got = [m.payload for m in sub.get_n(5)]
+        self.assertEqual(got, [b"0", b"10", b"20", b"30", b"40"])
+        self.assertIn("cluster: connected", self.get(a, "/healthz"))
+        # A failover faster than the loop looks still counts as a loss and a regain.
+        self.assertEqual(self.metric(a, "mqgate_cluster_reconnects_total"), 1)
+        self.assertEqual(a.log().count("cluster: lost the NATS connection"), 1)
+
+    def test_three_nats_servers_three_nodes(self):
+        servers = self.three_servers()
         nodes = [self.start_node(f"n{i}", [servers[i].url()]) for i in range(3)]
         subs = []
         for i, node in enumerate(nodes):
