@@ -995,7 +995,7 @@ TEST_CASE("cluster: each local message goes out once; interest follows distinct 
   CHECK(fc.interest == std::map<std::string, int>{{"x/#", 1}, {"x/+", 2}});
   b->feed(publish_packet("x/y", "m", 1, true, 5));
   CHECK(fc.published == std::vector<std::string>{"x/y 1 r b"});  // once, however many match
-  f.broker->publish_internal("$SYS/broker/x", "1", false);  // the node's own: not sent
+  f.broker->publish_internal("$SYS/broker/x", "1", false);       // the node's own: not sent
   CHECK(fc.published.size() == 1);
   std::string unsub;
   const std::string_view filters[] = {"x/+"};
@@ -1027,8 +1027,8 @@ TEST_CASE("cluster: a message from another node reaches local subscribers only")
   REQUIRE(out.size() == 1);  // once, at the best QoS of its filters capped by the message's
   CHECK(out[0].qos == 1);
   CHECK(out[0].payload == "hello");
-  CHECK_FALSE(out[0].retain);  // forwarded copies carry RETAIN 0 (3.1.1)
-  CHECK(fc.published.empty());  // never back to the cluster
+  CHECK_FALSE(out[0].retain);                       // forwarded copies carry RETAIN 0 (3.1.1)
+  CHECK(fc.published.empty());                      // never back to the cluster
   CHECK(f.broker->router().retained_count() == 0);  // not stored as retained here
   f.broker->set_cluster(nullptr);
 }
