@@ -5,7 +5,8 @@ paho-mqtt 3.1.1 and 5.0): publish on one node, receive on another, for QoS 0/1/2
 properties and subscription options, wildcards and topics NATS cannot carry as they
 are, once per subscription, interest removed on unsubscribe, order per publisher, a node
 that starts without NATS, NATS killed and restarted, a node's NATS server killed in a
-three-server cluster, NATS credentials, and hostile bytes published straight to NATS. Everything is stopped by PID when a test ends.
+three-server cluster, NATS credentials, hostile bytes published straight to NATS, and a
+full inbound queue (dropped, counted, logged per episode). Everything is stopped by PID when a test ends.
 """
 import json
 import os
@@ -371,6 +372,30 @@ class ClusterRoutingTest(ClusterTestCase):
             self.metric(self.b, "mqgate_cluster_messages_dropped_total", reason="malformed"), 4)
         self.b.wait_log(r"cluster: dropped a malformed message from NATS")
         self.assertEqual(self.b.log().count("dropped a malformed message"), 1)  # logged once
+
+
+class ClusterInboundQueueTest(ClusterTestCase):
+    def test_a_full_inbound_queue_drops_counts_and_logs_the_episode(self):
+        n = self.start_nats()
+        b = self.start_node("b", [n.url()], extra="inbound_queue_messages = 16")
+        sub = self.paho(b, "s")
+        sub.subscribe("b/#", 0)
+        time.sleep(0.5)
+        burst = 20000  # one write: cnats hands them over faster than the loop takes 16
+        raw_nats_publish(n.port, [("mqgate.mqgate.m.b.x", envelope(b"%d" % i, sequence=i + 1))
+                                  for i in range(burst)])
+        b.wait_log(r"cluster: the queue of messages from NATS is full")
+        b.wait_log(r"cluster: the queue of messages from NATS drained", timeout=10)
+        got = sub.drain(1.0)
+        dropped = self.metric(b, "mqgate_cluster_messages_dropped_total", reason="queue_full_qos0")
+        self.assertGreater(dropped, 0)
+        self.assertEqual(len(got) + dropped, burst)  # each one delivered or counted
+        self.assertEqual(self.metric(b, "mqgate_cluster_messages_received_total"), len(got))
+        payloads = [int(m.payload) for m in got]
+        self.assertEqual(payloads, sorted(payloads))  # what gets through keeps its order
+        # Still serving: the next message crosses.
+        raw_nats_publish(n.port, [("mqgate.mqgate.m.b.y", envelope(b"after", sequence=burst + 1))])
+        self.assertEqual(sub.get().payload, b"after")
 
 
 class ClusterNatsTroubleTest(ClusterTestCase):
