@@ -42,14 +42,27 @@ std::string last_nats_error(natsStatus s) {
 
 }  // namespace
 
-// A non-blocking reachability check of one URL: resolve, then a TCP connect.
+namespace {
+int live_probes = 0;  // loop thread only
+}  // namespace
+
+// A non-blocking reachability check of one URL: resolve, then a TCP connect. It frees
+// itself in its last callback, which may come after the link stopped.
 struct Link::Probe {
-  Link* link;  // null once the link stopped (the probe then only cleans up)
-  uv_getaddrinfo_t resolve;
-  uv_connect_t connect;
-  uv_tcp_t tcp;
+  Probe() { ++live_probes; }
+  ~Probe() { --live_probes; }
+  Probe(const Probe&) = delete;
+  Probe& operator=(const Probe&) = delete;
+  Link* link = nullptr;  // null once the link stopped (the probe then only cleans up)
+  uv_getaddrinfo_t resolve{};
+  uv_connect_t connect{};
+  uv_tcp_t tcp{};
   bool tcp_open = false;
 };
+
+bool Link::probes_pending() {
+  return live_probes != 0;
+}
 
 struct Link::Hooks {
   static void message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
@@ -242,6 +255,18 @@ void Link::probe_next() {
   probe_ = p;
   std::string host, port;
   split_url(config_.nats[next_url_], host, port);
+  // An IP literal needs no resolver (whose request runs on libuv's thread pool).
+  char* end = nullptr;
+  const long port_number = std::strtol(port.c_str(), &end, 10);
+  sockaddr_storage addr{};
+  if (end != nullptr && *end == '\0' && port_number > 0 && port_number < 65536 &&
+      (uv_ip4_addr(host.c_str(), static_cast<int>(port_number),
+                   reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
+       uv_ip6_addr(host.c_str(), static_cast<int>(port_number),
+                   reinterpret_cast<sockaddr_in6*>(&addr)) == 0)) {
+    start_tcp(p, reinterpret_cast<const sockaddr*>(&addr));
+    return;
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -256,28 +281,8 @@ void Link::probe_next() {
           if (link) link->probe_done(false);
           return;
         }
-        uv_tcp_init(p->link->loop_, &p->tcp);
-        p->tcp_open = true;
-        p->tcp.data = p;
-        p->connect.data = p;
-        const int rc2 =
-            uv_tcp_connect(&p->connect, &p->tcp, res->ai_addr, [](uv_connect_t* c, int st) {
-              auto* p = static_cast<Probe*>(c->data);
-              Link* link = p->link;
-              const bool ok = st == 0;
-              if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&p->tcp)))
-                return;  // stop() closed it
-              uv_close(reinterpret_cast<uv_handle_t*>(&p->tcp),
-                       [](uv_handle_t* h) { delete static_cast<Probe*>(h->data); });
-              if (link) link->probe_done(ok);
-            });
+        start_tcp(p, res->ai_addr);
         uv_freeaddrinfo(res);
-        if (rc2 != 0) {
-          Link* link = p->link;
-          uv_close(reinterpret_cast<uv_handle_t*>(&p->tcp),
-                   [](uv_handle_t* h) { delete static_cast<Probe*>(h->data); });
-          if (link) link->probe_done(false);
-        }
       },
       host.c_str(), port.c_str(), &hints);
   if (rc != 0) {
@@ -285,6 +290,27 @@ void Link::probe_next() {
     probe_ = nullptr;
     ++next_url_;
     probe_next();
+  }
+}
+
+void Link::start_tcp(Probe* p, const sockaddr* addr) {
+  uv_tcp_init(p->link->loop_, &p->tcp);
+  p->tcp_open = true;
+  p->tcp.data = p;
+  p->connect.data = p;
+  const int rc = uv_tcp_connect(&p->connect, &p->tcp, addr, [](uv_connect_t* c, int st) {
+    auto* p = static_cast<Probe*>(c->data);
+    Link* link = p->link;
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&p->tcp))) return;  // stop() closed it
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->tcp),
+             [](uv_handle_t* h) { delete static_cast<Probe*>(h->data); });
+    if (link) link->probe_done(st == 0);
+  });
+  if (rc != 0) {
+    Link* link = p->link;
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->tcp),
+             [](uv_handle_t* h) { delete static_cast<Probe*>(h->data); });
+    if (link) link->probe_done(false);
   }
 }
 

@@ -59,6 +59,9 @@ class Link {
   // Closes the connection (idempotent). The loop must run afterwards for the adapter's
   // handles to close.
   void stop();
+  // A stopped link's reachability checks still finishing (their callbacks free them):
+  // a server that stops before its loop ran them lets the loop run until they are done.
+  static bool probes_pending();
 
   bool connected() const { return connected_; }
   // On the loop. False if the message could not be buffered (NATS gone, buffers full).
@@ -75,6 +78,7 @@ class Link {
  private:
   struct Probe;
   void probe_next();
+  static void start_tcp(Probe* p, const sockaddr* addr);
   void probe_done(bool reachable);
   void connect_now();
   void retry_later();

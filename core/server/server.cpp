@@ -45,7 +45,15 @@ Server::~Server() {
   // an endpoint that start() opened before failing).
   if (http_) http_->stop();
   if (lag_) lag_->stop();
-  uv_run(&loop_, UV_RUN_NOWAIT);
+  if (cluster_) {  // (start() failed after the cluster started)
+    cluster_->stop();
+    auto* idle = reinterpret_cast<uv_handle_t*>(&cluster_idle_);
+    if (!uv_is_closing(idle)) uv_close(idle, nullptr);
+  }
+  for (int i = 0; i < 4 || (i < 400 && cluster::Link::probes_pending()); ++i) {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    if (i >= 4) uv_sleep(5);  // a host name's lookup still on libuv's thread pool (2 s at most)
+  }
   const int rc = uv_loop_close(&loop_);
   if (rc != 0) LOG_WARN("event loop closed with handles left: %s", uv_strerror(rc));
 }

@@ -420,6 +420,28 @@ class ClusterNatsTroubleTest(ClusterTestCase):
         self.assertEqual(self.metric(a, "mqgate_cluster_connected"), 1)
         self.assertIn("cluster: connected", self.get(a, "/healthz"))
 
+    def test_a_node_that_cannot_start_stops_its_cluster_link_cleanly(self):
+        # A listener's port taken: start() fails after the link began connecting (to a
+        # live server, an absent one, and a host name); the process exits 1, no leak.
+        n = self.start_nats()
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        self.addCleanup(busy.close)
+        for url in (n.url(), "nats://127.0.0.1:%d" % brokers.free_port(),
+                    "nats://localhost:%d" % n.port):
+            path = os.path.join(self.tmp, "busy.toml")
+            with open(path, "w") as f:
+                f.write(f'[listeners.default]\nbind = "127.0.0.1:{busy.getsockname()[1]}"\n'
+                        f'[cluster]\nnode = "z"\nnats = ["{url}"]\n')
+            p = subprocess.run([mqgate_test.BROKER_BIN, "--config", path], capture_output=True,
+                               timeout=30)
+            out = (p.stdout + p.stderr).decode(errors="replace")
+            self.assertEqual(p.returncode, 1, out)
+            self.assertIn("address already in use", out)
+            self.assertIsNone(mqgate_test.SANITIZER_REPORT.search(out), out)
+            self.assertNotIn("handles left", out)
+
     def test_nats_killed_and_restarted_the_nodes_recover_by_themselves(self):
         n = self.start_nats()
         a = self.start_node("a", [n.url()])
