@@ -7,11 +7,11 @@ set -euo pipefail
 
 profile=${1:-run}
 run_pkgs=(g++ meson ninja-build pkg-config libuv1-dev libmbedtls-dev libtomlplusplus-dev
-  libcxxopts-dev libsqlite3-dev mosquitto-clients)
+  libcxxopts-dev libsqlite3-dev libnats-dev mosquitto-clients)
 # nodejs/npm run MQTT.js (test/js, `npm ci`); chromium runs its browser bundle;
-# prometheus's promtool checks GET /metrics.
+# prometheus's promtool checks GET /metrics; nats-server carries the [cluster] tests.
 test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev nodejs
-  chromium prometheus)
+  chromium prometheus nats-server)
 bench_pkgs=(procps liblmdb-dev)
 
 case "$profile" in

@@ -15,17 +15,7 @@ ninja -C "$build" -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 demo=demo
 device=myUniqueDeviceId
-if [ ! -f "$demo/ca.crt" ]; then
-  echo "Making demo credentials in $demo/ (the seed's quick start):"
-  mkdir -p "$demo"
-  tools=$build/pki-tools
-  "$tools/ca_creds" --country US --state NY --locality NY --org-name "My Org's Name" \
-    --cn "my.domain.name" --output-dir "$demo"
-  "$tools/server_creds" --country US --org-name "My Org's Name" --cn "my.domain.name" \
-    --ca-key "$demo/ca.key" --ca-crt "$demo/ca.crt" --output-dir "$demo"
-  "$tools/device_creds" --country US --org-name "My Org's Name" --device-id "$device" \
-    --uri my.domain.name --ca-key "$demo/ca.key" --ca-crt "$demo/ca.crt" --output-dir "$demo"
-fi
+scripts/demo_creds.sh "$build" "$demo" "$device"
 
 if [ $# -eq 0 ]; then
   set -- --config etc/mqgate.toml

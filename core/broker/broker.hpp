@@ -29,6 +29,7 @@
 #include "broker/session_store.hpp"
 #include "broker/shared_subscriptions.hpp"
 #include "client/client.hpp"
+#include "cluster/outbound.hpp"
 #include "config/config.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/packet.hpp"
@@ -131,6 +132,15 @@ class Broker {
 
   // --- from inside the broker ($SYS) --------------------------------------------------
   void publish_internal(std::string_view topic, std::string_view payload, bool retain);
+
+  // --- the cluster (docs/cluster.md) -----------------------------------------------------
+  // From now on locally-originated messages (clients' and wills, not $SYS) go to
+  // `cluster` once each, and so do the filters of local subscriptions (not $share ones:
+  // shared subscriptions stay per node for now). Before anything connects or is restored.
+  void set_cluster(cluster::Outbound* cluster) { cluster_ = cluster; }
+  // A message published on another node: delivered to matching local subscribers only
+  // (never back to the cluster, never stored as retained, not to shared groups).
+  void on_cluster_message(const cluster::InboundMessage& msg, uint64_t now_ms);
 
   // --- configuration and introspection --------------------------------------------------
   void set_limits(const LimitsConfig& limits);
@@ -291,6 +301,12 @@ class Broker {
              bool internal = false, Client* source = nullptr, std::string_view props = {},
              const Session* origin = nullptr, std::optional<uint64_t> expires_at_ms = std::nullopt);
   void store_retained(const MessagePtr& msg, const Client* source = nullptr);
+  // route()'s delivery to this node's sessions (`shared`: and shared groups).
+  bool deliver_local(std::string_view topic, std::string_view payload, uint8_t qos, MessagePtr& msg,
+                     Client* source, const Session* origin, bool shared);
+  void send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+                       std::string_view props, const Session* origin,
+                       std::optional<uint64_t> expires_at_ms);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
                                bool retain);
@@ -577,6 +593,7 @@ class Broker {
   uint64_t store_full_logged_ms_ = 0;  // loop time of the last store-full WARNING (0: none)
   bool shutting_down_ = false;
   std::string response_information_;  // 5.0; "%c": the client id
+  cluster::Outbound* cluster_ = nullptr;  // set with [cluster]
 };
 
 }  // namespace mqgate

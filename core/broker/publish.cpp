@@ -143,9 +143,47 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
     else
       store_retained(msg, source);
   }
+  if (cluster_ && !internal)
+    send_to_cluster(topic, payload, qos, retain, props, origin, expires_at_ms);
+  return deliver_local(topic, payload, qos, msg, source, origin, true);
+}
+
+void Broker::send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos,
+                             bool retain, std::string_view props, const Session* origin,
+                             std::optional<uint64_t> expires_at_ms) {
+  cluster::OutboundMessage m;
+  if (expires_at_ms) {
+    if (*expires_at_ms <= now_ms_) return;  // expired on the way: nobody may get it
+    m.expiry_s = static_cast<uint32_t>((*expires_at_ms - now_ms_ + 999) / 1000);
+  }
+  m.topic = topic;
+  m.payload = payload;
+  m.qos = qos;
+  m.retain = retain;
+  m.props = props;
+  if (origin) m.client_id = origin->client_id();
+  cluster_->publish(m);
+}
+
+void Broker::on_cluster_message(const cluster::InboundMessage& m, uint64_t now_ms) {
+  MQGATE_BROKER_ENTRY();
+  now_ms_ = std::max(now_ms_, now_ms);
+  session_limits_.now_ms = now_ms_;  // the expiry left is counted from now
+  std::optional<uint64_t> expires_at;
+  if (m.expiry_s) expires_at = now_ms_ + uint64_t{*m.expiry_s} * 1000;
+  MessagePtr msg;
+  if (m.retain || !m.props.empty() || expires_at)
+    msg = Message::create(m.topic, m.payload, m.qos, m.retain, m.props, expires_at);
+  // No Local across nodes: the local session with the publisher's client id.
+  const Session* origin = m.client_id.empty() ? nullptr : sessions_->find(m.client_id);
+  deliver_local(m.topic, m.payload, m.qos, msg, nullptr, origin, false);
+}
+
+bool Broker::deliver_local(std::string_view topic, std::string_view payload, uint8_t qos,
+                           MessagePtr& msg, Client* source, const Session* origin, bool shared) {
   const std::vector<RouteTarget*>& targets = router_.matches(topic);
   bool matched = !targets.empty();
-  if (!shared_.empty() && route_shared(topic, payload, qos, msg, source)) matched = true;
+  if (shared && !shared_.empty() && route_shared(topic, payload, qos, msg, source)) matched = true;
   size_t inline_count = targets.size();
   if (!fanouts_.empty()) inline_count = 0;  // behind a fan-out in progress: keep the order
   else if (inline_count > kSliceBudget) inline_count = kSliceBudget;

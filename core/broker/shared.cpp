@@ -25,7 +25,7 @@ bool Broker::index_subscribe(Session& session, std::string_view filter, uint8_t 
   // An invalid `$share/` filter is never accepted now; one loaded from a store written
   // when it was an ordinary filter stays one.
   if (parse_shared_filter(filter, parts) != ShareParse::kValid) {
-    router_.subscribe(&session, filter, qos);
+    if (router_.subscribe(&session, filter, qos) && cluster_) cluster_->add_interest(filter);
     return true;
   }
   return shared_.subscribe(&session, filter, parts, qos) != SharedSubscriptions::AddResult::kFull;
@@ -33,8 +33,11 @@ bool Broker::index_subscribe(Session& session, std::string_view filter, uint8_t 
 
 bool Broker::index_unsubscribe(Session& session, std::string_view filter) {
   SharedFilter parts;
-  if (parse_shared_filter(filter, parts) != ShareParse::kValid)
-    return router_.unsubscribe(&session, filter);
+  if (parse_shared_filter(filter, parts) != ShareParse::kValid) {
+    const bool had = router_.unsubscribe(&session, filter);
+    if (had && cluster_) cluster_->remove_interest(filter);
+    return had;
+  }
   const uint16_t id = shared_.unsubscribe(&session, filter, parts);
   if (id == 0) return false;
   session.untag_shared(id);  // what it holds stays with it; the id may be reused

@@ -551,6 +551,125 @@ void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
   c.reject_unknown();
 }
 
+// A file named in [cluster]: it must be readable now, not at the first reconnect.
+bool readable_file(const std::string& path, std::string& why) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = "cannot open \"" + path + "\": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+// "nats://host:port" or "tls://host:port" (host: a name, IPv4, or [IPv6]; an optional
+// port). Credentials belong in the credential keys, not in URLs that end up in logs.
+bool valid_nats_url(const std::string& url, std::string& why) {
+  std::string_view rest = url;
+  if (rest.substr(0, 7) == "nats://")
+    rest.remove_prefix(7);
+  else if (rest.substr(0, 6) == "tls://")
+    rest.remove_prefix(6);
+  else {
+    why = "expected \"nats://host:port\" or \"tls://host:port\", got \"" + url + "\"";
+    return false;
+  }
+  if (rest.find('@') != std::string_view::npos) {
+    why = "credentials do not go in the URL (use user + password_file, token_file or creds_file)";
+    return false;
+  }
+  if (rest.empty() || rest.size() > 255 || rest.find('/') != std::string_view::npos ||
+      std::any_of(rest.begin(), rest.end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    why = "expected \"nats://host:port\", got \"" + url + "\"";
+    return false;
+  }
+  return true;
+}
+
+void read_cluster(const toml::table& t, const std::string& file, ClusterConfig& cc,
+                  Errors& errors) {
+  TableChecker c(t, "cluster.", file, errors);
+  cc.line = static_cast<int>(t.source().begin.line);
+  if (auto v = c.string("node")) {
+    if (!valid_name(*v))
+      c.error_at(c.where("node"), "node", "a node name must be 1-64 letters, digits, '-' or '_'");
+    else
+      cc.node = *v;
+  } else if (t.get("node") == nullptr) {
+    c.error_at(t.source(), "node", "missing (this node's unique name, e.g. node = \"a\")");
+  }
+  if (auto v = c.string("name")) {
+    if (!valid_name(*v))
+      c.error_at(c.where("name"), "name",
+                 "a cluster name must be 1-64 letters, digits, '-' or '_'");
+    else
+      cc.name = *v;
+  }
+  if (auto urls = c.string_array("nats")) {
+    if (urls->empty() || urls->size() > 64)
+      c.error_at(c.where("nats"), "nats", "expected 1 to 64 server URLs");
+    for (const auto& u : *urls) {
+      std::string why;
+      if (!valid_nats_url(u, why)) c.error_at(c.where("nats"), "nats", why);
+    }
+    cc.nats = *urls;
+  } else if (t.get("nats") == nullptr) {
+    c.error_at(t.source(), "nats",
+               "missing (the NATS servers, e.g. nats = [\"nats://127.0.0.1:4222\"])");
+  }
+  // A secret file: one line of visible ASCII, never shown.
+  const auto secret = [&](const char* key, std::string& out) {
+    auto v = c.string(key);
+    if (!v) return false;
+    std::string why;
+    if (v->empty())
+      c.error_at(c.where(key), key, "must not be empty");
+    else if (!read_token_file(resolve_config_path(*v, file), out, why))
+      c.error_at(c.where(key), key, why);
+    return true;
+  };
+  // A file cnats reads itself, at every (re)connect: checked readable now.
+  const auto path = [&](const char* key, std::string& out) {
+    auto v = c.string(key);
+    if (!v) return false;
+    std::string why;
+    out = resolve_config_path(*v, file);
+    if (v->empty())
+      c.error_at(c.where(key), key, "must not be empty");
+    else if (!readable_file(out, why))
+      c.error_at(c.where(key), key, why);
+    return true;
+  };
+  if (auto v = c.string("user")) {
+    if (v->empty() || v->size() > 256 || !valid_token(*v))
+      c.error_at(c.where("user"), "user", "expected 1 to 256 visible ASCII characters");
+    else
+      cc.user = *v;
+  }
+  const bool has_user = t.get("user") != nullptr;
+  const bool has_password = secret("password_file", cc.password);
+  const bool has_token = secret("token_file", cc.token);
+  const bool has_creds = path("creds_file", cc.creds_file);
+  if (has_user != has_password)
+    c.error_at(c.where(has_user ? "user" : "password_file"), has_user ? "password_file" : "user",
+               "user and password_file go together");
+  if (int(has_user) + int(has_token) + int(has_creds) > 1)
+    c.error_at(c.where(has_token ? "token_file" : "creds_file"),
+               has_token ? "token_file" : "creds_file",
+               "give one of user + password_file, token_file or creds_file");
+  path("ca_file", cc.ca_file);
+  const bool has_cert = path("cert_file", cc.cert_file);
+  const bool has_key = path("key_file", cc.key_file);
+  if (has_cert != has_key)
+    c.error_at(c.where(has_cert ? "cert_file" : "key_file"), has_cert ? "key_file" : "cert_file",
+               "cert_file and key_file go together");
+  if (auto v = c.integer("inbound_queue_messages", 16, 10000000))
+    cc.inbound_queue_messages = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("inbound_queue_bytes", 65536, int64_t{1} << 40))
+    cc.inbound_queue_bytes = static_cast<uint64_t>(*v);
+  c.reject_unknown();
+}
+
 void read_plugin(const std::string& name, const toml::table& t, const std::string& file,
                  const std::shared_ptr<const toml::table>& document, PluginConfig& p,
                  Errors& errors) {
@@ -636,6 +755,12 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
     HttpConfig h;
     read_http(*http, path, h, errors);
     cfg.http = std::move(h);
+  }
+
+  if (const toml::table* cluster = top.table("cluster")) {
+    ClusterConfig cc;
+    read_cluster(*cluster, path, cc, errors);
+    cfg.cluster = std::move(cc);
   }
 
   if (const toml::table* plugins = top.table("plugins")) {

@@ -126,6 +126,28 @@ struct PersistenceConfig {
   bool enabled() const { return !path.empty(); }
 };
 
+// Joining a cluster of nodes over NATS (`[cluster]`, docs/cluster.md). Absent: one node.
+struct ClusterConfig {
+  std::string node;               // unique in the cluster; a NATS subject token
+  std::string name = "mqgate";    // the cluster's name, in every subject
+  std::vector<std::string> nats;  // server URLs: nats://host:port or tls://host:port
+  // Credentials (secrets: never logged, never in an error message): user + password
+  // (from password_file), a token (token_file), or a NATS .creds file (JWT + nkey).
+  std::string user;
+  std::string password;
+  std::string token;
+  std::string creds_file;
+  // TLS to NATS: the CAs NATS's certificate must chain to, and ours (mTLS).
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  // Messages from NATS waiting for the loop; beyond either, new ones are dropped.
+  uint32_t inbound_queue_messages = 100000;
+  uint64_t inbound_queue_bytes = 64ull << 20;
+  int line = 0;
+  bool tls() const { return !ca_file.empty() || !cert_file.empty(); }
+};
+
 struct Config {
   std::string path;  // the file it came from
   log::Level log_level = log::Level::kInfo;
@@ -151,6 +173,7 @@ struct Config {
   std::vector<ListenerConfig> listeners;  // in file order
   std::vector<PluginConfig> plugins;      // in file order
   std::optional<HttpConfig> http;         // set when there is an [http] table
+  std::optional<ClusterConfig> cluster;   // set when there is a [cluster] table
 };
 
 // A path from the configuration, relative to the configuration file's directory

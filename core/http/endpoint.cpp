@@ -387,8 +387,9 @@ std::string Endpoint::answer(const Request& request, int& status) const {
   } else if (request.path == "/healthz") {
     const bool ok = callbacks_.healthy && callbacks_.healthy();
     status = ok ? 200 : 503;
-    r = response(status, "text/plain; charset=utf-8", ok ? "ok\n" : "not listening\n",
-                 {"Cache-Control: no-store"});
+    std::string body = ok ? "ok\n" : "not listening\n";
+    if (callbacks_.health_detail) body += callbacks_.health_detail();
+    r = response(status, "text/plain; charset=utf-8", body, {"Cache-Control: no-store"});
   } else {
     status = 404;
     return response(404, "text/plain; charset=utf-8", "only /metrics and /healthz\n");

@@ -40,6 +40,7 @@ class Endpoint {
   struct Callbacks {
     std::function<std::string()> metrics;  // the exposition text
     std::function<bool()> healthy;         // 200 when true, 503 when not
+    std::function<std::string()> health_detail;  // more lines for /healthz's body (or "")
   };
 
   Endpoint(uv_loop_t* loop, Options options, Callbacks callbacks);

@@ -9,6 +9,7 @@
 #include "base/loop_lag.hpp"
 #include "base/version.hpp"
 #include "broker/broker.hpp"
+#include "cluster/bridge.hpp"
 #include "http/endpoint.hpp"
 #include "http/metrics_text.hpp"
 #include "plugin/auth.hpp"
@@ -230,6 +231,43 @@ void loop_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(kProcessStart);
 }
 
+// Always present (zeros without [cluster]), so a dashboard's queries exist on every node.
+void cluster_metrics(MetricsText& m, const MetricsSources& s) {
+  const cluster::Bridge* c = s.cluster;
+  const cluster::Bridge::Stats none{};
+  const cluster::Bridge::Stats& st = c ? c->stats() : none;
+  const cluster::Link::Stats* ls = c ? c->link_stats() : nullptr;
+  m.family("mqgate_cluster_connected", kGauge,
+           "1 while this node is connected to NATS ([cluster]); 0 otherwise.");
+  m.sample(uint64_t{c && c->connected() ? 1u : 0u});
+  m.family("mqgate_cluster_interest_filters", kGauge,
+           "Distinct filters of local subscriptions this node takes from NATS.");
+  m.sample(uint64_t{c ? c->interest_filters() : 0});
+  m.family("mqgate_cluster_inbound_queued", kGauge,
+           "Messages from NATS waiting for the event loop.");
+  m.sample(uint64_t{c ? c->queued() : 0});
+  m.family("mqgate_cluster_messages_sent", kCounter,
+           "Locally-published messages sent to the other nodes through NATS.");
+  m.sample(st.sent);
+  m.family("mqgate_cluster_messages_received", kCounter,
+           "Messages from other nodes delivered to this node's router.");
+  m.sample(st.received);
+  m.family("mqgate_cluster_duplicates", kCounter,
+           "Copies of one message through overlapping NATS subjects, dropped.");
+  m.sample(st.duplicates);
+  m.family("mqgate_cluster_reconnects", kCounter, "NATS connections regained after a loss.");
+  m.sample(ls ? ls->reconnects : 0);
+  m.family("mqgate_cluster_messages_dropped", kCounter,
+           "Messages not sent to or not taken from the cluster, by reason.");
+  m.sample(st.dropped_down, {{"reason", "nats_down"}});
+  m.sample(st.dropped_send, {{"reason", "send_failed"}});
+  m.sample(st.dropped_too_long, {{"reason", "too_long"}});
+  m.sample(st.dropped_malformed, {{"reason", "malformed"}});
+  m.sample(ls ? ls->dropped_qos0.load() : 0, {{"reason", "queue_full_qos0"}});
+  m.sample(ls ? ls->dropped_qos12.load() : 0, {{"reason", "queue_full_qos12"}});
+  m.sample(ls ? ls->slow_consumer.load() : 0, {{"reason", "slow_consumer"}});
+}
+
 }  // namespace
 
 std::string render_metrics(const MetricsSources& sources) {
@@ -238,6 +276,7 @@ std::string render_metrics(const MetricsSources& sources) {
   listener_metrics(m, sources);
   auth_metrics(m, sources);
   loop_metrics(m, sources);
+  cluster_metrics(m, sources);
   return m.text();
 }
 

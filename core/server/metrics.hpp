@@ -19,6 +19,9 @@ class TlsWorkers;
 namespace http {
 class Endpoint;
 }
+namespace cluster {
+class Bridge;
+}
 
 // What the server shows; everything but `broker` and `listeners` may be absent.
 struct MetricsSources {
@@ -32,6 +35,7 @@ struct MetricsSources {
   size_t held_connections = 0;       // input held while the broker is congested
   size_t lingering_connections = 0;  // closing: the last packet written, input dropped
   uint64_t uptime_ms = 0;
+  const cluster::Bridge* cluster = nullptr;  // [cluster]
 };
 
 std::string render_metrics(const MetricsSources& sources);

@@ -40,11 +40,20 @@ Server::Server(Config config, AuthHooks& hooks)
 }
 
 Server::~Server() {
+  broker_.set_cluster(nullptr);
   // Everything was closed by run(); this drains any close callbacks left (and those of
   // an endpoint that start() opened before failing).
   if (http_) http_->stop();
   if (lag_) lag_->stop();
-  uv_run(&loop_, UV_RUN_NOWAIT);
+  if (cluster_) {  // (start() failed after the cluster started)
+    cluster_->stop();
+    auto* idle = reinterpret_cast<uv_handle_t*>(&cluster_idle_);
+    if (!uv_is_closing(idle)) uv_close(idle, nullptr);
+  }
+  for (int i = 0; i < 4 || (i < 400 && cluster::Link::probes_pending()); ++i) {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    if (i >= 4) uv_sleep(5);  // a host name's lookup still on libuv's thread pool (2 s at most)
+  }
   const int rc = uv_loop_close(&loop_);
   if (rc != 0) LOG_WARN("event loop closed with handles left: %s", uv_strerror(rc));
 }
@@ -78,7 +87,21 @@ bool Server::open_store() {
 }
 
 bool Server::start() {
+  if (config_.cluster) {
+    // Before the store is loaded: restored subscriptions are interest too.
+    cluster_ = std::make_unique<cluster::Bridge>(&loop_, *config_.cluster);
+    broker_.set_cluster(cluster_.get());
+    uv_idle_init(&loop_, &cluster_idle_);
+    cluster_idle_.data = this;
+  }
   if (config_.persistence.enabled() && !open_store()) return false;
+  if (cluster_) {
+    std::string error;
+    if (!cluster_->start([this] { drain_cluster(); }, error)) {
+      LOG_ERROR("%s:%d: %s", config_.path.c_str(), config_.cluster->line, error.c_str());
+      return false;
+    }
+  }
   const bool any_tls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
                                    [](const ListenerConfig& l) { return l.tls.has_value(); });
   if (any_tls) {
@@ -166,13 +189,39 @@ bool Server::start_http() {
   o.crowded_timeout_ms = h.crowded_request_timeout_ms;
   http_ = std::make_unique<http::Endpoint>(
       &loop_, std::move(o),
-      http::Endpoint::Callbacks{[this] { return metrics_text(); }, [this] { return healthy(); }});
+      http::Endpoint::Callbacks{[this] { return metrics_text(); }, [this] { return healthy(); },
+                                [this] { return health_detail(); }});
   std::string error;
   if (!http_->start(error)) {
     LOG_ERROR("%s:%d: http.bind: %s", config_.path.c_str(), h.line, error.c_str());
     return false;
   }
   return true;
+}
+
+std::string Server::health_detail() const {
+  if (!cluster_) return {};
+  return cluster_->connected() ? "cluster: connected\n"
+                               : "cluster: disconnected (local clients only, reconnecting)\n";
+}
+
+void Server::drain_cluster() {
+  if (!cluster_ || shutting_down_) return;
+  if (broker_.congested()) return;  // on_check comes back once the fan-out is done
+  const uint64_t now = now_ms();
+  const bool more = cluster_->drain(Broker::kSliceBudget, [&](const cluster::InboundMessage& m) {
+    broker_.on_cluster_message(m, now);
+  });
+  carry_out_requests();
+  // More than a budget waits: the next iteration takes more, after polling the clients.
+  if (more && !uv_is_active(reinterpret_cast<uv_handle_t*>(&cluster_idle_)))
+    uv_idle_start(&cluster_idle_, on_cluster_idle);
+}
+
+void Server::on_cluster_idle(uv_idle_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  uv_idle_stop(handle);
+  self->drain_cluster();
 }
 
 void Server::reload_http(const Config& fresh) {
@@ -197,6 +246,7 @@ std::string Server::metrics_text() {
   sources.held_connections = held_.size();
   sources.lingering_connections = lingering_;
   sources.uptime_ms = started_ ? now_ms() - started_ms_ : 0;
+  sources.cluster = cluster_.get();
   return render_metrics(sources);
 }
 
@@ -205,6 +255,13 @@ int Server::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Stopped: finish what the TLS threads hold, close the remaining handles and let
   // their callbacks run.
+  if (cluster_) {
+    cluster_->stop();
+    // The NATS adapter closes its handles in a chain of close callbacks: let them run
+    // before the walk below closes whatever is left.
+    for (int i = 0; i < 4; ++i)
+      uv_run(&loop_, UV_RUN_NOWAIT);
+  }
   if (tls_workers_) tls_workers_->stop();
   if (journal_) journal_->flush();  // what the last clients' departures changed
   if (deferred_) deferred_->stop();
@@ -314,6 +371,9 @@ void Server::on_prepare(uv_prepare_t* handle) {
 
 void Server::on_check(uv_check_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
+  // Inbound cluster messages held back while the broker was congested.
+  if (self->cluster_ && !self->broker_.congested() && self->cluster_->queued() != 0)
+    self->drain_cluster();
   // What this iteration's callbacks into the broker asked for (plugins' decisions and
   // the store's completions come through the deferred queue's callback).
   self->carry_out_requests();
@@ -433,6 +493,7 @@ void Server::begin_shutdown(const char* why) {
   LOG_INFO("%s received: closing listeners and %s", why,
            connections_ ? "disconnecting clients" : "stopping");
   broker_.begin_shutdown();
+  if (cluster_) cluster_->stop();  // the loop runs on while clients go: the adapter closes
   for (auto& l : listeners_)
     l->stop();
   if (sys_) sys_->stop();
@@ -477,6 +538,11 @@ void Server::reload() {
     LOG_WARN("reload: listener addresses changed; they take effect at the next restart");
   reload_tls(*fresh);
   reload_http(*fresh);
+  if (fresh->cluster.has_value() != config_.cluster.has_value() ||
+      (fresh->cluster && (fresh->cluster->node != config_.cluster->node ||
+                          fresh->cluster->nats != config_.cluster->nats ||
+                          fresh->cluster->name != config_.cluster->name)))
+    LOG_WARN("reload: [cluster] changed; that takes effect at the next restart");
   for (auto& hook : reload_hooks_)
     hook(*fresh);  // the plugins take their new options
   broker_.rules_reloaded();

@@ -13,6 +13,7 @@
 
 #include "base/deferred.hpp"
 #include "broker/broker.hpp"
+#include "cluster/bridge.hpp"
 #include "config/config.hpp"
 #include "plugin/auth.hpp"
 
@@ -95,6 +96,9 @@ class Server {
   void on_reload(ReloadHook hook) { reload_hooks_.push_back(std::move(hook)); }
   // GET /healthz: every listener is listening (started, not shutting down).
   bool healthy() const { return started_ && !shutting_down_; }
+  // GET /healthz's further lines: the cluster's state with [cluster] (a node without
+  // NATS still serves its local clients: it stays healthy, and says so).
+  std::string health_detail() const;
   // GET /metrics: the exposition text (bounded work; see metrics.hpp).
   std::string metrics_text();
 
@@ -137,10 +141,17 @@ class Server {
   // The [http] endpoint, if configured; false (logged) if it cannot listen.
   bool start_http();
   void reload_http(const Config& fresh);
+  // [cluster]: messages from other nodes into the broker, a budget at a time, while it
+  // is not congested (then the check handle tries again).
+  void drain_cluster();
+  static void on_cluster_idle(uv_idle_t* handle);
 
   Config config_;
   uv_loop_t loop_;
   AuthHooks& hooks_;
+  // Declared before the broker, which holds a pointer to it: destroyed after it.
+  std::unique_ptr<cluster::Bridge> cluster_;
+  uv_idle_t cluster_idle_;  // active while inbound messages wait beyond one budget
   Broker broker_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<uint64_t> accepted_;  // connections accepted, by listener index (metrics)

@@ -17,12 +17,13 @@ MAY_USE = {
     "mqtt": {"base"},
     "http": {"base"},
     "store": {"base"},
+    "cluster": {"base", "config", "mqtt"},
     "transport": {"base", "config", "http"},
     "client": {"base", "config", "mqtt"},
     "plugin": {"base", "config", "mqtt", "client"},
-    "broker": {"base", "config", "mqtt", "client", "plugin", "store"},
+    "broker": {"base", "config", "mqtt", "client", "plugin", "store", "cluster"},
     "server": {"base", "config", "mqtt", "http", "transport", "store", "client", "plugin",
-               "broker"},
+               "broker", "cluster"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 # Headers outside core/ that any layer may include: the plugin ABI, and plugins/common's

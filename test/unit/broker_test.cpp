@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "broker/broker.hpp"
 #include "fake_client.hpp"
@@ -958,4 +961,74 @@ TEST_CASE("delivery checks: an answer remembered before the reload count wrapped
   pub->feed(publish_packet("t/a", "2"));
   CHECK(sub->take().empty());
   CHECK(f.broker->stats().deliveries_denied == 1);
+}
+
+namespace {
+
+// What the broker hands the cluster, recorded.
+struct FakeCluster : cluster::Outbound {
+  std::vector<std::string> published;  // "topic qos retain client_id"
+  std::map<std::string, int> interest;
+  void publish(const cluster::OutboundMessage& m) override {
+    published.push_back(std::string(m.topic) + " " + std::to_string(m.qos) + " " +
+                        (m.retain ? "r " : "- ") + std::string(m.client_id));
+  }
+  void add_interest(std::string_view filter) override { interest[std::string(filter)]++; }
+  void remove_interest(std::string_view filter) override {
+    if (--interest[std::string(filter)] == 0) interest.erase(std::string(filter));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cluster: each local message goes out once; interest follows distinct filters") {
+  Fixture f;
+  FakeCluster fc;
+  f.broker->set_cluster(&fc);
+  auto a = f.connect("a");
+  auto b = f.connect("b");
+  a->feed(subscribe_packet(1, {{"x/+", 1}, {"x/#", 0}, {"$share/g/x/y", 1}}));
+  b->feed(subscribe_packet(1, {{"x/+", 0}}));
+  a->take();
+  b->take();
+  // Two distinct filters; the shared subscription stays on this node for now.
+  CHECK(fc.interest == std::map<std::string, int>{{"x/#", 1}, {"x/+", 2}});
+  b->feed(publish_packet("x/y", "m", 1, true, 5));
+  CHECK(fc.published == std::vector<std::string>{"x/y 1 r b"});  // once, however many match
+  f.broker->publish_internal("$SYS/broker/x", "1", false);       // the node's own: not sent
+  CHECK(fc.published.size() == 1);
+  std::string unsub;
+  const std::string_view filters[] = {"x/+"};
+  codec::encode_unsubscribe(unsub, 2, filters);
+  a->feed(unsub);
+  CHECK(fc.interest == std::map<std::string, int>{{"x/#", 1}, {"x/+", 1}});
+  b->close("bye");  // a clean session ends: its subscriptions go
+  a->close("bye");
+  CHECK(fc.interest.empty());
+  f.broker->set_cluster(nullptr);
+}
+
+TEST_CASE("cluster: a message from another node reaches local subscribers only") {
+  Fixture f;
+  FakeCluster fc;
+  f.broker->set_cluster(&fc);
+  auto sub = f.connect("sub");
+  auto twin = f.connect("pub-id");  // the publisher's client id on this node
+  sub->feed(subscribe_packet(1, {{"r/#", 2}, {"r/+", 0}}));
+  sub->take();
+  cluster::InboundMessage m;
+  m.topic = "r/1";
+  m.payload = "hello";
+  m.qos = 1;
+  m.retain = true;
+  m.client_id = "pub-id";
+  f.broker->on_cluster_message(m, 0);
+  auto out = sub->take();
+  REQUIRE(out.size() == 1);  // once, at the best QoS of its filters capped by the message's
+  CHECK(out[0].qos == 1);
+  CHECK(out[0].payload == "hello");
+  CHECK_FALSE(out[0].retain);                       // forwarded copies carry RETAIN 0 (3.1.1)
+  CHECK(fc.published.empty());                      // never back to the cluster
+  CHECK(f.broker->router().retained_count() == 0);  // not stored as retained here
+  f.broker->set_cluster(nullptr);
 }

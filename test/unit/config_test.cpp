@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "config/config.hpp"
@@ -258,4 +259,64 @@ TEST_CASE("slow_subscriber and slow_subscriber_grace: defaults, values and error
   // A listener key: in [limits] it is unknown.
   e = errors_of(listener + "[limits]\nslow_subscriber = \"wait\"\n");
   CHECK(any_contains(e, "limits.slow_subscriber: unknown key"));
+}
+
+TEST_CASE("[cluster]: absent by default; node, nats, name; credentials from files") {
+  std::vector<std::string> errors;
+  auto cfg = parse_config("[listeners.a]\nbind = \"127.0.0.1:0\"\n", "test.toml", errors);
+  REQUIRE(cfg);
+  CHECK(!cfg->cluster);
+  const std::string dir = "/tmp/mqgate-config-test-cluster";
+  REQUIRE(system(("mkdir -p " + dir + " && printf 's3cret\\n' > " + dir + "/pw").c_str()) == 0);
+  cfg = parse_config(R"(
+[listeners.a]
+bind = "127.0.0.1:0"
+[cluster]
+node = "n-1"
+nats = ["nats://127.0.0.1:4222", "tls://[::1]:4223", "nats://nats.example.com"]
+user = "mq"
+password_file = "pw"
+)",
+                     dir + "/m.toml", errors);
+  const std::string first_error = errors.empty() ? std::string() : errors[0];
+  INFO(first_error);
+  REQUIRE(cfg);
+  REQUIRE(cfg->cluster);
+  CHECK(cfg->cluster->node == "n-1");
+  CHECK(cfg->cluster->name == "mqgate");
+  CHECK(cfg->cluster->nats.size() == 3);
+  CHECK(cfg->cluster->user == "mq");
+  CHECK(cfg->cluster->password == "s3cret");
+}
+
+TEST_CASE("[cluster]: every bad key is named, secrets never shown") {
+  const std::string base = "[listeners.a]\nbind = \"127.0.0.1:0\"\n[cluster]\n";
+  auto e = errors_of(base + "nats = [\"nats://h:1\"]\n");
+  CHECK(any_contains(e, "cluster.node: missing"));
+  e = errors_of(base + "node = \"a\"\n");
+  CHECK(any_contains(e, "cluster.nats: missing"));
+  e = errors_of(base + "node = \"a.b\"\nnats = [\"nats://h:1\"]\n");
+  CHECK(any_contains(e, "cluster.node:"));
+  e = errors_of(base + "node = \"a\"\nname = \"x y\"\nnats = [\"nats://h:1\"]\n");
+  CHECK(any_contains(e, "cluster.name:"));
+  e = errors_of(base + "node = \"a\"\nnats = [\"http://h:1\"]\n");
+  CHECK(any_contains(e, "cluster.nats: expected \"nats://host:port\""));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://u:secretpw@h:1\"]\n");
+  CHECK(any_contains(e, "cluster.nats: credentials do not go in the URL"));
+  CHECK(!any_contains(e, "secretpw"));
+  e = errors_of(base + "node = \"a\"\nnats = []\n");
+  CHECK(any_contains(e, "cluster.nats: expected 1 to 64"));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\nuser = \"u\"\n");
+  CHECK(any_contains(e, "cluster.password_file: user and password_file go together"));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\ntoken_file = \"/nonexistent/t\"\n");
+  CHECK(any_contains(e, "cluster.token_file: cannot open \"/nonexistent/t\""));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\ncreds_file = \"/nonexistent/c\"\n");
+  CHECK(any_contains(e, "cluster.creds_file: cannot open \"/nonexistent/c\""));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\ncert_file = \"/nonexistent/c\"\n");
+  CHECK(any_contains(e, "cluster.cert_file: cannot open"));
+  CHECK(any_contains(e, "cluster.key_file: cert_file and key_file go together"));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\nca_file = \"/nonexistent/ca\"\n");
+  CHECK(any_contains(e, "cluster.ca_file: cannot open \"/nonexistent/ca\""));
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\nbogus = 1\n");
+  CHECK(any_contains(e, "cluster.bogus: unknown key"));
 }

@@ -183,7 +183,7 @@ struct EndpointFixture {
                               m.sample(uint64_t{3});
                               return m.text();
                             },
-                            [this] { return healthy; }});
+                            [this] { return healthy; }, nullptr});
     std::string error;
     REQUIRE_MESSAGE(endpoint->start(error), error);
   }

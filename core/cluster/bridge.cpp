@@ -1,0 +1,186 @@
+#include "cluster/bridge.hpp"
+
+#include <random>
+
+#include "base/log.hpp"
+#include "base/utf8.hpp"
+#include "cluster/envelope.hpp"
+#include "cluster/subject.hpp"
+#include "mqtt/topic.hpp"
+
+namespace mqgate::cluster {
+
+namespace {
+
+uint64_t random_instance() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0)
+    v = (uint64_t{rd()} << 32) ^ rd();
+  return v;
+}
+
+// Origins remembered for de-duplication: nodes come and go (each start is a new
+// instance); past this many the table starts again (at worst a duplicate gets through).
+constexpr size_t kMaxOrigins = 4096;
+
+}  // namespace
+
+Bridge::Bridge(uv_loop_t* loop, const ClusterConfig& config)
+    : loop_(loop),
+      config_(config),
+      prefix_(message_prefix(config.name)),
+      instance_(random_instance()) {}
+
+Bridge::~Bridge() {
+  stop();
+}
+
+bool Bridge::start(std::function<void()> ready, std::string& error) {
+  link_ = std::make_unique<Link>(
+      loop_, config_, Link::Callbacks{std::move(ready), [this](bool up) { on_state(up); }});
+  if (!link_->start(error)) {
+    link_.reset();
+    return false;
+  }
+  LOG_INFO("cluster: node \"%s\" of cluster \"%s\" (subjects %s>), NATS: %zu server%s",
+           config_.node.c_str(), config_.name.c_str(), prefix_.c_str(), config_.nats.size(),
+           config_.nats.size() == 1 ? "" : "s");
+  return true;
+}
+
+void Bridge::stop() {
+  if (!link_) return;
+  for (auto& [filter, subs] : subs_)
+    for (auto* s : subs)
+      link_->unsubscribe(s);
+  subs_.clear();
+  link_->stop();
+}
+
+void Bridge::publish(const OutboundMessage& m) {
+  if (!link_) return;
+  if (m.qos == 0 && !link_->connected()) {
+    stats_.dropped_down++;  // the connection-loss warning said so once
+    return;
+  }
+  const auto subject = topic_subject(prefix_, m.topic);
+  if (!subject) {
+    stats_.dropped_too_long++;
+    if (!logged_too_long_)
+      LOG_WARN(
+          "cluster: a topic of %zu bytes is too long for a NATS subject; such messages "
+          "stay on this node (mqgate_cluster_messages_dropped_total{reason=\"too_long\"})",
+          m.topic.size());
+    logged_too_long_ = true;
+    return;
+  }
+  Envelope e;
+  e.qos = m.qos;
+  e.retain = m.retain;
+  e.expiry_s = m.expiry_s;
+  e.instance = instance_;
+  e.sequence = ++sequence_;
+  e.node = config_.node;
+  e.client_id = m.client_id;
+  e.props = m.props;
+  e.payload = m.payload;
+  buffer_.clear();
+  encode_envelope(buffer_, e);
+  if (link_->publish(*subject, buffer_))
+    stats_.sent++;
+  else if (m.qos == 0)
+    stats_.dropped_down++;
+  else
+    stats_.dropped_send++;
+}
+
+void Bridge::add_interest(std::string_view filter) {
+  if (!interest_.add(filter)) return;
+  const std::string key(filter);
+  subs_[key];  // subscribed now if a connection exists, else once there is one
+  if (link_) subscribe_filter(key);
+}
+
+void Bridge::subscribe_filter(const std::string& filter) {
+  auto& subs = subs_[filter];
+  if (!subs.empty()) return;
+  const auto subjects = filter_subjects(prefix_, filter);
+  if (subjects.empty()) {
+    LOG_WARN(
+        "cluster: the filter of %zu bytes is too long for NATS subjects; it only matches "
+        "messages published on this node",
+        filter.size());
+    return;
+  }
+  for (const auto& s : subjects)
+    if (auto* sub = link_->subscribe(s)) subs.push_back(sub);
+}
+
+void Bridge::remove_interest(std::string_view filter) {
+  if (!interest_.remove(filter)) return;
+  auto it = subs_.find(std::string(filter));
+  if (it == subs_.end()) return;
+  for (auto* s : it->second)
+    link_->unsubscribe(s);
+  subs_.erase(it);
+}
+
+void Bridge::on_state(bool up) {
+  // cnats re-sends existing subscriptions after a reconnect; only filters added before
+  // the first connection (or refused then) still need theirs.
+  if (!up) return;
+  for (auto& [filter, subs] : subs_)
+    if (subs.empty()) subscribe_filter(filter);
+}
+
+bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>& fn) {
+  if (!link_) return false;
+  const size_t left = link_->take(batch_, max);
+  for (; !batch_.empty(); batch_.pop_front()) {
+    const Link::Received& r = batch_.front();
+    Envelope e;
+    const char* why = "";
+    std::optional<std::string> topic = subject_topic(prefix_, r.subject);
+    if (!topic) why = "its subject is not an encoded topic";
+    // What a local PUBLISH could not carry does not come in from NATS either: no
+    // wildcard, valid UTF-8, and no '$' topic (those are each broker's own).
+    if (topic && (!is_valid_topic_name(*topic) || !codec::is_valid_mqtt_utf8(*topic) ||
+                  (*topic)[0] == '$')) {
+      why = "its topic is not one a client may publish to";
+      topic.reset();
+    }
+    if (!topic || !decode_envelope(r.data, e, why)) {
+      stats_.dropped_malformed++;
+      if (!logged_malformed_)
+        LOG_WARN(
+            "cluster: dropped a malformed message from NATS subject \"%s\" (%s); "
+            "further ones are only counted (mqgate_cluster_messages_dropped_total)",
+            log::quote(r.subject.substr(0, 200)).c_str(), why);
+      logged_malformed_ = true;
+      continue;
+    }
+    if (e.instance == instance_) continue;  // our own (NoEcho should spare us those)
+    auto [it, fresh] = last_sequence_.try_emplace(e.instance, 0);
+    if (!fresh && e.sequence <= it->second) {
+      stats_.duplicates++;
+      continue;
+    }
+    it->second = e.sequence;
+    if (last_sequence_.size() > kMaxOrigins) last_sequence_.clear();
+    stats_.received++;
+    InboundMessage m;
+    m.topic = *topic;
+    m.payload = e.payload;
+    m.qos = e.qos;
+    m.retain = e.retain;
+    m.props = e.props;
+    m.expiry_s = e.expiry_s;
+    m.client_id = e.client_id;
+    m.node = e.node;
+    fn(m);
+  }
+  return left != 0;
+}
+
+}  // namespace mqgate::cluster

@@ -1,0 +1,84 @@
+// The cluster as the server sees it: owns the NATS link, turns the broker's interest
+// into NATS subscriptions (interest.hpp, subject.hpp), encodes outbound messages
+// (envelope.hpp) and decodes, checks and de-duplicates inbound ones. Runs on the loop.
+//
+// De-duplication: a node subscribed to overlapping subjects ("a.*" and "a.b") gets one
+// NATS message once per matching subscription; every copy comes off the socket next
+// to the others in the publisher's order, and the single delivery thread keeps that
+// order (link.hpp), so a copy is recognised by its sequence: not above the last one
+// seen from its origin. The message then goes once through the local router, which
+// gives each local session one copy at the best QoS of its filters, as on one node.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cluster/interest.hpp"
+#include "cluster/link.hpp"
+#include "cluster/outbound.hpp"
+#include "config/config.hpp"
+
+namespace mqgate::cluster {
+
+class Bridge final : public Outbound {
+ public:
+  struct Stats {
+    uint64_t sent = 0;               // messages published to NATS
+    uint64_t received = 0;           // messages from NATS handed to the broker
+    uint64_t dropped_down = 0;       // QoS 0 not sent: NATS unavailable
+    uint64_t dropped_send = 0;       // QoS 1/2 not sent: no connection yet, or buffers full
+    uint64_t dropped_too_long = 0;   // topic too long for a NATS subject
+    uint64_t dropped_malformed = 0;  // from NATS, not a message of ours
+    uint64_t duplicates = 0;         // copies of one message through overlapping subjects
+  };
+
+  Bridge(uv_loop_t* loop, const ClusterConfig& config);
+  ~Bridge() override;
+
+  // `ready` is called on the loop when inbound messages wait (call drain()).
+  bool start(std::function<void()> ready, std::string& error);
+  void stop();
+
+  // Outbound (from the broker).
+  void publish(const OutboundMessage& msg) override;
+  void add_interest(std::string_view filter) override;
+  void remove_interest(std::string_view filter) override;
+
+  // Hands up to `max` inbound messages to `fn`; returns whether more wait.
+  bool drain(size_t max, const std::function<void(const InboundMessage&)>& fn);
+
+  bool connected() const { return link_ && link_->connected(); }
+  const ClusterConfig& config() const { return config_; }
+  const Stats& stats() const { return stats_; }
+  const Link::Stats* link_stats() const { return link_ ? &link_->stats() : nullptr; }
+  size_t interest_filters() const { return interest_.size(); }
+  size_t queued() const { return link_ ? link_->queued() : 0; }
+
+ private:
+  void subscribe_filter(const std::string& filter);
+  void on_state(bool up);
+
+  uv_loop_t* loop_;
+  const ClusterConfig config_;
+  const std::string prefix_;
+  const uint64_t instance_;
+  uint64_t sequence_ = 0;
+  std::unique_ptr<Link> link_;
+  Interest interest_;
+  // The NATS subscriptions of each filter (empty until the first connection).
+  std::unordered_map<std::string, std::vector<__natsSubscription*>> subs_;
+  std::unordered_map<uint64_t, uint64_t> last_sequence_;  // by origin instance
+  std::string buffer_;                                    // the envelope being built
+  std::deque<Link::Received> batch_;
+  Stats stats_;
+  bool logged_malformed_ = false, logged_too_long_ = false;
+};
+
+}  // namespace mqgate::cluster

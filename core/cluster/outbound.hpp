@@ -1,0 +1,45 @@
+// What the broker hands the cluster (data flows down): each locally-originated message
+// once, and the filters its local subscriptions hold. The broker only holds this
+// interface (null without [cluster]: one pointer test on the hot path); the bridge
+// implements it, unit tests fake it. No call here calls back into the broker.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace mqgate::cluster {
+
+struct OutboundMessage {
+  std::string_view topic;
+  std::string_view payload;
+  uint8_t qos = 0;
+  bool retain = false;
+  std::string_view props;            // MQTT 5 forwarded properties (property bytes)
+  std::optional<uint32_t> expiry_s;  // Message Expiry Interval left, seconds
+  std::string_view client_id;        // the publisher's (No Local on the other nodes)
+};
+
+// A message from another node, decoded and checked, for the broker's one entry point
+// (Broker::on_cluster_message): delivered to local subscribers only.
+struct InboundMessage {
+  std::string_view topic;
+  std::string_view payload;
+  uint8_t qos = 0;
+  bool retain = false;
+  std::string_view props;
+  std::optional<uint32_t> expiry_s;
+  std::string_view client_id;
+  std::string_view node;  // where it was published
+};
+
+class Outbound {
+ public:
+  virtual ~Outbound() = default;
+  virtual void publish(const OutboundMessage& msg) = 0;
+  // A local subscription to `filter` (valid, not a $share one) was added / removed.
+  virtual void add_interest(std::string_view filter) = 0;
+  virtual void remove_interest(std::string_view filter) = 0;
+};
+
+}  // namespace mqgate::cluster
