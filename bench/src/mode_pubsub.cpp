@@ -339,7 +339,9 @@ class Subscriber final : public Base {
         tracks_(shared.pubs.size()),
         pending_(shared.pubs.size(), 0),
         stall_(static_cast<int>(id) < shared.o->stall_subscribers),
-        stalled_(stall_) {}
+        stalled_(stall_) {
+    set_target(h.sub_target());  // --sub-port; null: the publishers' target
+  }
 
   bool subscribed() const { return subscribed_; }
   const std::vector<Track>& tracks() const { return tracks_; }
@@ -681,6 +683,8 @@ int run_pubsub(const Options& o) {
                failures() > 0;
       },
       nullptr);
+  if (subs_ok && o.settle > 0)  // --settle: let the subscriptions' interest spread
+    h.wait(o.settle, [&] { return failures() > 0; }, nullptr);
   for (auto& c : pubs)
     c->worker().post([c = c.get()] { c->open(); });
   const bool pubs_ok =
@@ -921,6 +925,7 @@ int run_pubsub(const Options& o) {
     j.begin();
     j.field("mode", "pubsub");
     j.field("target", o.host + ":" + std::to_string(o.port));
+    if (o.sub_port) j.field("sub_target", o.host + ":" + std::to_string(o.sub_port));
     j.field("tls", o.tls);
     j.field("publishers", o.publishers);
     j.field("subscribers", o.subscribers);
