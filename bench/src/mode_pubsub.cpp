@@ -817,6 +817,11 @@ int run_pubsub(const Options& o) {
     measured_seconds = h.window_seconds();
   }
   shared.phase = kStopped;
+  // A publisher's pump() that read the phase just before may still be adding a batch:
+  // once every worker has run this no-op, `sent` is final, so the drain below does not
+  // stop before that batch arrives (and count it missing).
+  for (size_t wi = 0; wi < nw; wi++)
+    h.worker(wi).run_sync([] {});
   // Drain: wait for what is still on its way, as long as it keeps coming.
   {
     uint64_t last = delivered();
