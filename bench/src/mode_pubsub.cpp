@@ -913,9 +913,11 @@ int run_pubsub(const Options& o) {
   }
   if (!o.shared.empty()) shared_verdict(o, shared, subs, expected, unique, dups);
   const uint64_t missing = expected > unique ? expected - unique : 0;
-  uint64_t sent_total = 0;
-  for (auto& ps : shared.pubs)
+  uint64_t sent_total = 0, acknowledged = 0;
+  for (auto& ps : shared.pubs) {
     sent_total += ps->sent.load();
+    acknowledged += ps->completed.load();
+  }
   const double rate =
       measured_seconds > 0 ? static_cast<double>(measured_deliveries) / measured_seconds : 0;
   const double pub_rate =
@@ -943,6 +945,7 @@ int run_pubsub(const Options& o) {
     j.field("window", o.window);
     j.field("duration_s", measured_seconds);
     j.field("published", sent_total);
+    if (o.qos > 0) j.field("acknowledged", acknowledged);  // PUBACK / PUBCOMP received
     j.field("publish_rate", pub_rate);
     j.field("deliveries", received);
     j.field("delivery_rate", rate);
