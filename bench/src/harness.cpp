@@ -238,15 +238,14 @@ void Harness::print_resources(FILE* f, uint64_t ops, const char* op) const {
       100 * (end_.process_cpu - begin_.process_cpu) / wall, workers_.size(),
       100 * max_thread / wall);
   if (options_.broker_pid > 0 && begin_.broker_cpu >= 0 && end_.broker_cpu >= 0)
-    std::fprintf(f, "  broker      pid %d%s: %.2f s CPU, %.0f%% of one core; %.2f us CPU per %s\n",
-                 options_.broker_pid,
-                 options_.extra_broker_pids.empty()
-                     ? ""
-                     : (" + " + std::to_string(options_.extra_broker_pids.size()) + " more").c_str(),
-                 end_.broker_cpu - begin_.broker_cpu,
-                 100 * (end_.broker_cpu - begin_.broker_cpu) / wall,
-                 ops ? 1e6 * (end_.broker_cpu - begin_.broker_cpu) / static_cast<double>(ops) : 0.0,
-                 op);
+    std::fprintf(
+        f, "  broker      pid %d%s: %.2f s CPU, %.0f%% of one core; %.2f us CPU per %s\n",
+        options_.broker_pid,
+        options_.extra_broker_pids.empty()
+            ? ""
+            : (" + " + std::to_string(options_.extra_broker_pids.size()) + " more").c_str(),
+        end_.broker_cpu - begin_.broker_cpu, 100 * (end_.broker_cpu - begin_.broker_cpu) / wall,
+        ops ? 1e6 * (end_.broker_cpu - begin_.broker_cpu) / static_cast<double>(ops) : 0.0, op);
   std::fprintf(f, "  machine     %u cores; other processes used %.0f%% of one core meanwhile\n",
                std::thread::hardware_concurrency(), 100 * others_cpu(begin_, end_) / wall);
 }

@@ -684,7 +684,8 @@ int run_pubsub(const Options& o) {
       },
       nullptr);
   if (subs_ok && o.settle > 0)  // --settle: let the subscriptions' interest spread
-    h.wait(o.settle, [&] { return failures() > 0; }, nullptr);
+    h.wait(
+        o.settle, [&] { return failures() > 0; }, nullptr);
   for (auto& c : pubs)
     c->worker().post([c = c.get()] { c->open(); });
   const bool pubs_ok =

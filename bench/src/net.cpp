@@ -210,9 +210,8 @@ void Conn::open(const tls::SavedSession* resume) {
   uv_tcp_nodelay(&handle_, 1);
   connect_req_.data = this;
   state_ = State::kConnecting;
-  const int rc =
-      uv_tcp_connect(&connect_req_, &handle_,
-                     reinterpret_cast<const sockaddr*>(&target().addr), on_connect);
+  const int rc = uv_tcp_connect(&connect_req_, &handle_,
+                                reinterpret_cast<const sockaddr*>(&target().addr), on_connect);
   if (rc != 0) fail(Fail::kConnect, uv_strerror(rc));
 }
 
