@@ -77,6 +77,10 @@ Harness::Harness(const Options& options) : options_(options) {
   std::string error;
   make_target(options_.host, options_.port, target_, error);  // validated by main()
   target_.ws_path = options_.ws_path;
+  if (options_.sub_port) {
+    make_target(options_.host, options_.sub_port, sub_target_, error);  // validated by main()
+    sub_target_.ws_path = options_.ws_path;
+  }
   if (options_.tls) tls_ = std::make_shared<tls::Settings>(options_.tls_settings);
   const int threads = options_.threads > 0
                           ? options_.threads
@@ -118,6 +122,10 @@ Harness::Sample Harness::sample() const {
   s.wall = wall_seconds();
   s.process_cpu = process_cpu_seconds();
   s.broker_cpu = pid_cpu_seconds(options_.broker_pid);
+  for (int pid : options_.extra_broker_pids) {
+    const double c = pid_cpu_seconds(pid);
+    s.broker_cpu = s.broker_cpu < 0 || c < 0 ? -1 : s.broker_cpu + c;
+  }
   s.machine_busy = machine_busy_seconds();
   for (int tid : tids_)
     s.thread_cpu.push_back(tid_cpu_seconds(tid));
@@ -202,6 +210,8 @@ void Harness::json_resources(Json& j, uint64_t ops) const {
   j.end();
   j.begin("broker");
   j.field("pid", options_.broker_pid);
+  if (!options_.extra_broker_pids.empty())
+    j.field("processes", static_cast<int>(1 + options_.extra_broker_pids.size()));
   if (options_.broker_pid > 0 && begin_.broker_cpu >= 0 && end_.broker_cpu >= 0) {
     j.field("cpu_s", end_.broker_cpu - begin_.broker_cpu);
     j.field("cpu_pct", wall > 0 ? 100 * (end_.broker_cpu - begin_.broker_cpu) / wall : 0.0);
@@ -228,11 +238,14 @@ void Harness::print_resources(FILE* f, uint64_t ops, const char* op) const {
       100 * (end_.process_cpu - begin_.process_cpu) / wall, workers_.size(),
       100 * max_thread / wall);
   if (options_.broker_pid > 0 && begin_.broker_cpu >= 0 && end_.broker_cpu >= 0)
-    std::fprintf(f, "  broker      pid %d: %.2f s CPU, %.0f%% of one core; %.2f us CPU per %s\n",
-                 options_.broker_pid, end_.broker_cpu - begin_.broker_cpu,
-                 100 * (end_.broker_cpu - begin_.broker_cpu) / wall,
-                 ops ? 1e6 * (end_.broker_cpu - begin_.broker_cpu) / static_cast<double>(ops) : 0.0,
-                 op);
+    std::fprintf(
+        f, "  broker      pid %d%s: %.2f s CPU, %.0f%% of one core; %.2f us CPU per %s\n",
+        options_.broker_pid,
+        options_.extra_broker_pids.empty()
+            ? ""
+            : (" + " + std::to_string(options_.extra_broker_pids.size()) + " more").c_str(),
+        end_.broker_cpu - begin_.broker_cpu, 100 * (end_.broker_cpu - begin_.broker_cpu) / wall,
+        ops ? 1e6 * (end_.broker_cpu - begin_.broker_cpu) / static_cast<double>(ops) : 0.0, op);
   std::fprintf(f, "  machine     %u cores; other processes used %.0f%% of one core meanwhile\n",
                std::thread::hardware_concurrency(), 100 * others_cpu(begin_, end_) / wall);
 }

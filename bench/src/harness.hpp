@@ -30,6 +30,9 @@ struct Options {
   bool json = false;
   bool quiet = false;
   int broker_pid = 0;
+  // More processes of the same broker (a cluster's nodes and servers): their CPU time is
+  // added to broker_pid's (--broker-pids).
+  std::vector<int> extra_broker_pids;
   std::string client_prefix;
   int keepalive = 60;
   std::optional<std::string> username;  // sent in every CONNECT when set
@@ -52,6 +55,8 @@ struct Options {
   // pubsub
   int publishers = 1;
   int subscribers = 1;
+  int sub_port = 0;  // non-zero: subscribers connect to this port (same host), e.g. another
+                     // node of a cluster than the publishers'
   int topics = 1;
   int qos = 0;
   size_t payload = 64;
@@ -59,6 +64,9 @@ struct Options {
   int window = 1000;
   bool persistent = false;  // clean session 0 for publishers and subscribers (durable state)
   double drain_timeout = 10;
+  // Seconds between the last SUBACK and the publishers' start: a cluster spreads a new
+  // subscription's interest to the other nodes asynchronously (--settle).
+  double settle = 0;
   // Overload scenarios: publishers write as fast as TCP takes them (QoS 1/2: at most
   // --window unacknowledged), ignoring deliveries; subscribers read at most sub_rate
   // msg/s each (0: as fast as they can); the first stall_subscribers never read after
@@ -122,6 +130,8 @@ class Harness {
   const Options& options() const { return options_; }
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   Worker& worker(size_t i) { return *workers_[i % workers_.size()]; }
+  // --sub-port: where subscribers connect (null: the workers' target).
+  const Target* sub_target() const { return options_.sub_port ? &sub_target_ : nullptr; }
 
   // Starts the worker threads; false (with a message on stderr) if TLS setup fails.
   bool start();
@@ -169,6 +179,7 @@ class Harness {
 
   Options options_;
   Target target_;
+  Target sub_target_;
   std::shared_ptr<tls::Settings> tls_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<int> tids_;

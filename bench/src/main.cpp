@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
       ("max-time", "hard limit in seconds for the whole run (watchdog)", cxxopts::value<double>()->default_value("900"))
       ("broker-pid", "broker process: its CPU time (all modes) and RSS (idle) are reported",
        cxxopts::value<int>()->default_value("0"))
+      ("broker-pids", "more processes of the broker (comma-separated, e.g. a cluster's): their "
+       "CPU time is added to --broker-pid's", cxxopts::value<std::vector<int>>())
       ("client-prefix", "client id and topic prefix (default: mb<pid>)", cxxopts::value<std::string>())
       ("keepalive", "CONNECT keep-alive in seconds", cxxopts::value<int>()->default_value("60"))
       ("json", "print the summary as one JSON object on stdout")
@@ -91,6 +93,8 @@ int main(int argc, char** argv) {
   options.add_options("pubsub")
       ("P,publishers", "publishers", cxxopts::value<int>()->default_value("1"))
       ("S,subscribers", "subscribers", cxxopts::value<int>()->default_value("1"))
+      ("sub-port", "subscribers connect to this port instead of --port (same host): another "
+       "node of a cluster", cxxopts::value<int>()->default_value("0"))
       ("topics", "topics: publisher p uses topic p % T, subscriber s subscribes to s % T",
        cxxopts::value<int>()->default_value("1"))
       ("qos", "QoS of publications and subscriptions: 0, 1 or 2", cxxopts::value<int>()->default_value("0"))
@@ -100,6 +104,8 @@ int main(int argc, char** argv) {
        cxxopts::value<double>()->default_value("0"))
       ("window", "per publisher: messages sent but not yet delivered (times its fan-out)",
        cxxopts::value<int>()->default_value("1000"))
+      ("settle", "seconds to wait after the last SUBACK before publishing (a cluster spreads "
+       "interest asynchronously)", cxxopts::value<double>()->default_value("0"))
       ("drain-timeout", "seconds without progress after publishing stops before giving up",
        cxxopts::value<double>()->default_value("10"))
       ("persistent", "publishers and subscribers use clean session 0 (a broker's durable state)")
@@ -148,6 +154,7 @@ int main(int argc, char** argv) {
     o.warmup = args["warmup"].as<double>();
     o.max_time = args["max-time"].as<double>();
     o.broker_pid = args["broker-pid"].as<int>();
+    if (args.count("broker-pids")) o.extra_broker_pids = args["broker-pids"].as<std::vector<int>>();
     o.client_prefix = args.count("client-prefix") ? args["client-prefix"].as<std::string>()
                                                   : "mb" + std::to_string(getpid());
     o.keepalive = args["keepalive"].as<int>();
@@ -178,6 +185,7 @@ int main(int argc, char** argv) {
     o.connect_timeout = args["connect-timeout"].as<double>();
     o.publishers = args["publishers"].as<int>();
     o.subscribers = args["subscribers"].as<int>();
+    o.sub_port = args["sub-port"].as<int>();
     o.topics = args["topics"].as<int>();
     o.qos = args["qos"].as<int>();
     o.payload = args["payload"].as<size_t>();
@@ -185,6 +193,7 @@ int main(int argc, char** argv) {
     o.window = args["window"].as<int>();
     o.persistent = args.count("persistent") > 0;
     o.drain_timeout = args["drain-timeout"].as<double>();
+    o.settle = args["settle"].as<double>();
     o.open_loop = args.count("open-loop") > 0;
     o.sub_rate = args["sub-rate"].as<double>();
     o.stall_subscribers = args["stall-subscribers"].as<int>();
@@ -211,6 +220,12 @@ int main(int argc, char** argv) {
   std::string error;
   mqgate::bench::Target target;
   if (!mqgate::bench::make_target(o.host, o.port, target, error)) return usage_error(error);
+  if (o.sub_port && !mqgate::bench::make_target(o.host, o.sub_port, target, error))
+    return usage_error("--sub-port: " + error);
+  if (!o.extra_broker_pids.empty() && o.broker_pid <= 0)
+    return usage_error("--broker-pids needs --broker-pid");
+  for (int pid : o.extra_broker_pids)
+    if (pid <= 0) return usage_error("--broker-pids: process ids");
   if (args.count("ws")) {
     o.ws_path = args["ws"].as<std::string>();
     if (o.ws_path.empty() || o.ws_path[0] != '/') return usage_error("--ws: a path such as /mqtt");
@@ -240,6 +255,7 @@ int main(int argc, char** argv) {
   if (o.rate < 0) return usage_error("--rate must not be negative");
   if (o.window < 1 || o.window > 1000000) return usage_error("--window must be 1..1000000");
   if (o.drain_timeout <= 0) return usage_error("--drain-timeout must be positive");
+  if (o.settle < 0 || o.settle > 60) return usage_error("--settle must be 0..60 seconds");
   if (o.sub_rate < 0) return usage_error("--sub-rate must be >= 0");
   if (o.stall_subscribers < 0 || (o.stall_subscribers > 0 && o.stall_subscribers >= o.subscribers))
     return usage_error("--stall-subscribers must leave at least one subscriber reading");

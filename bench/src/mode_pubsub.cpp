@@ -339,7 +339,9 @@ class Subscriber final : public Base {
         tracks_(shared.pubs.size()),
         pending_(shared.pubs.size(), 0),
         stall_(static_cast<int>(id) < shared.o->stall_subscribers),
-        stalled_(stall_) {}
+        stalled_(stall_) {
+    set_target(h.sub_target());  // --sub-port; null: the publishers' target
+  }
 
   bool subscribed() const { return subscribed_; }
   const std::vector<Track>& tracks() const { return tracks_; }
@@ -681,6 +683,9 @@ int run_pubsub(const Options& o) {
                failures() > 0;
       },
       nullptr);
+  if (subs_ok && o.settle > 0)  // --settle: let the subscriptions' interest spread
+    h.wait(
+        o.settle, [&] { return failures() > 0; }, nullptr);
   for (auto& c : pubs)
     c->worker().post([c = c.get()] { c->open(); });
   const bool pubs_ok =
@@ -813,6 +818,11 @@ int run_pubsub(const Options& o) {
     measured_seconds = h.window_seconds();
   }
   shared.phase = kStopped;
+  // A publisher's pump() that read the phase just before may still be adding a batch:
+  // once every worker has run this no-op, `sent` is final, so the drain below does not
+  // stop before that batch arrives (and count it missing).
+  for (size_t wi = 0; wi < nw; wi++)
+    h.worker(wi).run_sync([] {});
   // Drain: wait for what is still on its way, as long as it keeps coming.
   {
     uint64_t last = delivered();
@@ -904,9 +914,11 @@ int run_pubsub(const Options& o) {
   }
   if (!o.shared.empty()) shared_verdict(o, shared, subs, expected, unique, dups);
   const uint64_t missing = expected > unique ? expected - unique : 0;
-  uint64_t sent_total = 0;
-  for (auto& ps : shared.pubs)
+  uint64_t sent_total = 0, acknowledged = 0;
+  for (auto& ps : shared.pubs) {
     sent_total += ps->sent.load();
+    acknowledged += ps->completed.load();
+  }
   const double rate =
       measured_seconds > 0 ? static_cast<double>(measured_deliveries) / measured_seconds : 0;
   const double pub_rate =
@@ -921,6 +933,7 @@ int run_pubsub(const Options& o) {
     j.begin();
     j.field("mode", "pubsub");
     j.field("target", o.host + ":" + std::to_string(o.port));
+    if (o.sub_port) j.field("sub_target", o.host + ":" + std::to_string(o.sub_port));
     j.field("tls", o.tls);
     j.field("publishers", o.publishers);
     j.field("subscribers", o.subscribers);
@@ -933,6 +946,7 @@ int run_pubsub(const Options& o) {
     j.field("window", o.window);
     j.field("duration_s", measured_seconds);
     j.field("published", sent_total);
+    if (o.qos > 0) j.field("acknowledged", acknowledged);  // PUBACK / PUBCOMP received
     j.field("publish_rate", pub_rate);
     j.field("deliveries", received);
     j.field("delivery_rate", rate);

@@ -210,9 +210,8 @@ void Conn::open(const tls::SavedSession* resume) {
   uv_tcp_nodelay(&handle_, 1);
   connect_req_.data = this;
   state_ = State::kConnecting;
-  const int rc =
-      uv_tcp_connect(&connect_req_, &handle_,
-                     reinterpret_cast<const sockaddr*>(&worker_.target().addr), on_connect);
+  const int rc = uv_tcp_connect(&connect_req_, &handle_,
+                                reinterpret_cast<const sockaddr*>(&target().addr), on_connect);
   if (rc != 0) fail(Fail::kConnect, uv_strerror(rc));
 }
 
@@ -237,11 +236,11 @@ void Conn::on_connect(uv_connect_t* req, int status) {
 }
 
 void Conn::transport_ready() {
-  if (!worker_.target().ws_path.empty()) {
+  if (!target().ws_path.empty()) {
     ws_ = std::make_unique<ws::ServerFrames>();
     ws_in_.clear();
     state_ = State::kUpgrade;
-    const std::string request = ws::upgrade_request(worker_.target().text, worker_.target().ws_path);
+    const std::string request = ws::upgrade_request(target().text, target().ws_path);
     if (tls_) {
       if (!tls_->write(request)) {
         fail(Fail::kTls, tls_->error());

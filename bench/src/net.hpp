@@ -117,8 +117,12 @@ class Conn {
   Conn& operator=(const Conn&) = delete;
 
   Worker& worker() { return worker_; }
+  // Where open() connects: the worker's target unless set_target() gave another (it must
+  // outlive the connection), e.g. the subscribers' node of a cluster (--sub-port).
+  const Target& target() const { return target_ ? *target_ : worker_.target(); }
+  void set_target(const Target* target) { target_ = target; }
 
-  // Connects to the worker's target, then does the TLS handshake if the worker has TLS;
+  // Connects to target(), then does the TLS handshake if the worker has TLS;
   // on_established() or on_failed() follows.
   void open(const tls::SavedSession* resume = nullptr);
   // Plaintext MQTT bytes to send: append to out(); they go out at the end of the loop
@@ -202,6 +206,7 @@ class Conn {
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
 
   Worker& worker_;
+  const Target* target_ = nullptr;  // null: the worker's
   State state_ = State::kIdle;
   bool dirty_ = false;
   bool failed_ = false;
