@@ -13,6 +13,7 @@
 
 #include "base/log.hpp"
 #include "base/privileges.hpp"
+#include "base/sd_notify.hpp"
 #include "base/version.hpp"
 #include "config/config.hpp"
 #include "plugin/auth.hpp"
@@ -57,6 +58,8 @@ void check_access_after_drop(const mqgate::Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: before any thread starts, and so that nothing started later inherits it.
+  mqgate::sd::init_from_environment();
   cxxopts::Options options("mqgate",
                            "mqgate " MQGATE_VERSION
                            " - an MQTT 3.1.1 and 5.0 broker with certificate identity and auth plugins");
