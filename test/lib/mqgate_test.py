@@ -49,7 +49,7 @@ class Broker:
     """
 
     def __init__(self, config, workdir=None, extra_args=(), wait=True, timeout=10.0,
-                 run_as=None):
+                 run_as=None, binary=None):
         self.own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="mqgate-test-")
         self.config_path = os.path.join(self.dir, "mqgate.toml")
@@ -60,7 +60,7 @@ class Broker:
         self.hosts = {}
         self.proc = None
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([BROKER_BIN, "--config", self.config_path,
+        self.proc = subprocess.Popen([binary or BROKER_BIN, "--config", self.config_path,
                                       *(RUN_AS if run_as is None else run_as), *extra_args],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         if wait:
