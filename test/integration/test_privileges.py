@@ -10,12 +10,15 @@ import pwd
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import tempfile
 import unittest
 import uuid
 
 import mqtt_raw as R
+import pki
 from mqgate_test import BROKER_BIN, BUILD_DIR, Broker
 
 IS_ROOT = os.geteuid() == 0
@@ -137,6 +140,48 @@ password_file = "{self.passwd}"
         self.assertEqual(connack(b.port(), "bob", "bob pw"), 0)
         self.assertEqual(b.stop(), 0)
 
+    def test_tls_reload_after_drop(self):
+        d = os.path.join(self.dir, "pki")
+        os.makedirs(d)
+        os.chmod(d, 0o755)
+        ca = pki.make_ca(d, key_type="ec")
+        server = pki.make_server(d, key_type="ec", san_ip=["127.0.0.1"])
+        device = pki.make_device(d, "d1", "my.domain.name", key_type="ec")
+        crl = pki.revoke(d, device.cert)
+        # root's files, readable by the user's group (the CA's key stays root's alone)
+        for f in (server.key, server.cert, ca.cert, crl):
+            os.chown(f, 0, self.gid)
+            os.chmod(f, 0o640)
+        tls = (f'[listeners.tls]\nbind = "127.0.0.1:0"\nssl = true\ncertfile = "{server.cert}"\n'
+               f'keyfile = "{server.key}"\ncafile = "{ca.cert}"\ncrlfile = "{crl}"\n'
+               'client_cert = "optional"\nplugins = ["passwd"]\n')
+        os.makedirs(os.path.join(self.dir, "store"), exist_ok=True)
+        os.chown(os.path.join(self.dir, "store"), self.uid, self.gid)
+        b = Broker(self.config(f'user = "{self.user}"') + tls, workdir=self.dir, run_as=[])
+        self.addCleanup(b.close)
+        os.chmod(b.config_path, 0o644)
+        self.check_dropped(b)
+        self.assertNotIn("WARN", b.log())
+
+        def handshake():
+            ctx = ssl.create_default_context(cafile=ca.cert)
+            with socket.create_connection(("127.0.0.1", b.port("tls")), timeout=10) as s:
+                with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                    return t.version()
+
+        self.assertEqual(handshake(), "TLSv1.2")
+        # SIGHUP re-reads the key, certificates and CRL as the user.
+        b.signal(signal.SIGHUP)
+        b.wait_log(r'reload: listener "tls": TLS ')
+        self.assertEqual(handshake(), "TLSv1.2")
+        # The key no longer readable by the user: the reload says so and keeps the old one.
+        os.chmod(server.key, 0o600)
+        b.signal(signal.SIGHUP)
+        b.wait_log(r'reload: listener "tls": keyfile \S*server\.key: cannot open: Permission '
+                   r"denied \(not readable by user " + self.user + r"\); keeping the previous TLS "
+                   r"material", timeout=15)
+        self.assertEqual(handshake(), "TLSv1.2")
+
     def test_user_flag_overrides_the_key(self):
         b = self.start('user = "root"', extra_args=["--user", self.user])
         self.check_dropped(b)
@@ -152,6 +197,24 @@ password_file = "{self.passwd}"
         b.wait_log(re.escape(store) + r": Permission denied \(not writable by user " + self.user +
                    r"\); the store's directory must be writable")
         self.assertEqual(connack(b.port(), "alice", "alice pw"), 0)
+
+
+class UserKeyTest(unittest.TestCase):
+    """The `user` key's values are checked whoever starts the broker."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mqgate-priv-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def run_broker(self, text, *args):
+        return RefuseRootTest.run_broker(self, text, *args)
+
+    def test_bad_user_values(self):
+        for bad in ('""', '"-rf"', '"a b"', '"x/y"', "1", '"' + "a" * 33 + '"'):
+            rc, out = self.run_broker(f"user = {bad}\n")
+            self.assertEqual(rc, 1, out)
+            self.assertRegex(out, r"mqgate\.toml:1:\d+: user: expected (a user name|a string)")
+            self.assertNotIn("listening on", out)
 
 
 @unittest.skipUnless(IS_ROOT, "not root: the refusal to run as root needs a broker started as root")
@@ -188,13 +251,6 @@ class RefuseRootTest(unittest.TestCase):
         rc, out = self.run_broker("", "--user", "no-such-user-26")
         self.assertEqual(rc, 1, out)
         self.assertIn('--user: there is no user "no-such-user-26" on this system', out)
-
-    def test_bad_user_values(self):
-        for bad in ('""', '"-rf"', '"a b"', '"x/y"', "1", '"' + "a" * 33 + '"'):
-            rc, out = self.run_broker(f"user = {bad}\n")
-            self.assertEqual(rc, 1, out)
-            self.assertIn("user", out)
-            self.assertNotIn("listening on", out)
 
     def test_uid_zero_alias_refused(self):
         alias = "mqgr" + uuid.uuid4().hex[:8]
