@@ -19,6 +19,10 @@ scripts/demo_creds.sh "$build" "$demo" "$device"
 
 if [ $# -eq 0 ]; then
   set -- --config etc/mqgate.toml
+  # Started as root the broker would drop to the `mqgate` user (docs/operations.md,
+  # "Running as a service"), who cannot read the demo's files in this tree: the demo
+  # keeps root explicitly.
+  if [ "$(id -u)" -eq 0 ]; then set -- "$@" --user root; fi
   cat <<MSG
 
 mqgate is starting: plain MQTT on 127.0.0.1:1883, MQTT over mutual TLS on 127.0.0.1:8883.

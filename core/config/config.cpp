@@ -2,6 +2,8 @@
 
 #include "config/config_toml.hpp"
 
+#include "base/privileges.hpp"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -713,6 +715,18 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
   }
   if (auto v = top.integer("sys_interval", 0, 86400)) cfg.sys_interval = static_cast<uint32_t>(*v);
   if (auto v = top.string("plugin_dir")) cfg.plugin_dir = resolve_config_path(*v, path);
+  if (auto v = top.string("user")) {
+    const auto& at = root.get("user")->source();
+    const bool ok =
+        !v->empty() && v->size() <= 32 && (*v)[0] != '-' &&
+        std::all_of(v->begin(), v->end(), [](char ch) {
+          return isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.';
+        });
+    if (!ok)
+      top.error_at(at, "user", "expected a user name (1-32 letters, digits, '_', '-' or '.')");
+    cfg.user = *v;
+    cfg.user_line = static_cast<int>(at.begin.line);
+  }
   if (auto v = top.integer("tls_threads", 0, 256)) cfg.tls_threads = static_cast<uint32_t>(*v);
   if (auto v = top.integer("auth_timeout", 1, 3600)) cfg.auth_timeout = static_cast<uint32_t>(*v);
   if (auto v = top.integer("tls_max_pending_handshakes", 1, 1000000))
@@ -801,7 +815,8 @@ std::optional<Config> parse_config(std::string_view text, const std::string& pat
 std::optional<Config> load_config(const std::string& path, Errors& errors) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    errors.push_back(path + ": cannot open config file: " + std::strerror(errno));
+    const int err = errno;
+    errors.push_back(path + ": cannot open config file: " + std::strerror(err) + access_hint(err));
     return std::nullopt;
   }
   std::ostringstream buf;

@@ -153,6 +153,10 @@ struct Config {
   log::Level log_level = log::Level::kInfo;
   uint32_t sys_interval = 10;  // seconds; 0 disables $SYS
   std::string plugin_dir;      // empty: the build's or install's plugin directory
+  // The user to run as once bound, when started as root (base/privileges.hpp); unset:
+  // "mqgate". `user_line`: where it was set, for messages.
+  std::optional<std::string> user;
+  int user_line = 0;
   uint32_t tls_threads = 0;    // TLS handshake threads; 0: one per CPU core
   // Seconds a plugin may take over a deferred decision before it counts as DENY.
   uint32_t auth_timeout = 10;

@@ -1,5 +1,9 @@
 // mqgate: command line, configuration, and the server's lifetime.
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 // Without std::regex, cxxopts compiles in a fraction of the time (and without a GCC 12
@@ -8,6 +12,8 @@
 #include <cxxopts.hpp>
 
 #include "base/log.hpp"
+#include "base/privileges.hpp"
+#include "base/sd_notify.hpp"
 #include "base/version.hpp"
 #include "config/config.hpp"
 #include "plugin/auth.hpp"
@@ -19,14 +25,52 @@
 #define MQGATE_DEFAULT_CONFIG "/etc/mqgate/mqgate.toml"
 #endif
 
+namespace {
+
+// Once bound and loaded, as the user the broker now is: what a SIGHUP re-reads must be
+// readable, and the store's directory writable (a warning each, naming the file).
+void check_access_after_drop(const mqgate::Config& config) {
+  const auto check = [](const std::string& path, int mode, const char* what) {
+    if (path.empty() || access(path.c_str(), mode) == 0) return;
+    const int err = errno;
+    LOG_WARN("%s: %s%s; %s", path.c_str(), strerror(err),
+             mqgate::access_hint(err, mode == R_OK ? "readable" : "writable").c_str(), what);
+  };
+  check(config.path, R_OK, "a SIGHUP reload will fail");
+  for (const auto& l : config.listeners) {
+    if (!l.tls) continue;
+    for (const std::string* f :
+         {&l.tls->certfile, &l.tls->keyfile, &l.tls->cafile, &l.tls->crlfile})
+      check(*f, R_OK, "a SIGHUP reload of the TLS material will fail");
+  }
+  if (config.persistence.enabled()) {
+    const std::string& db = config.persistence.path;
+    const size_t slash = db.rfind('/');
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0               ? "/"
+                                                       : db.substr(0, slash);
+    check(dir, W_OK | X_OK,
+          "the store's directory must be writable (SQLite's -wal and -shm files, the TLS "
+          "session-ticket keys)");
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // First: before any thread starts, and so that nothing started later inherits it.
+  mqgate::sd::init_from_environment();
   cxxopts::Options options("mqgate",
                            "mqgate " MQGATE_VERSION
                            " - an MQTT 3.1.1 and 5.0 broker with certificate identity and auth plugins");
   options.add_options()("c,config", "configuration file (TOML)",
                         cxxopts::value<std::string>()->default_value(MQGATE_DEFAULT_CONFIG))(
       "check-config", "check the configuration (and plugins) and exit: 0 if valid")(
-      "version", "print the version and exit")("h,help", "print this help and exit");
+      "u,user",
+      "started as root: the user to run as once bound (overrides the `user` key; default "
+      "mqgate; root keeps root)",
+      cxxopts::value<std::string>())("version", "print the version and exit")(
+      "h,help", "print this help and exit");
   cxxopts::ParseResult args;
   try {
     args = options.parse(argc, argv);
@@ -62,6 +106,22 @@ int main(int argc, char** argv) {
   if (check_only && config->log_level > mqgate::log::Level::kWarning)
     mqgate::log::set_level(mqgate::log::Level::kWarning);
 
+  // Who to run as (base/privileges.hpp): decided before anything is loaded, done once
+  // everything is bound, read and opened.
+  std::optional<std::string> user = config->user;
+  std::string user_source = path + ":" + std::to_string(config->user_line) + ": user";
+  if (args.count("user")) {
+    user = args["user"].as<std::string>();
+    user_source = "--user";
+  }
+  mqgate::PrivilegePlan privileges;
+  std::string error;
+  if (!mqgate::plan_privileges(user, user_source, privileges, error)) {
+    std::fprintf(stderr, "mqgate: %s\n", error.c_str());
+    std::fprintf(stderr, "mqgate: not started\n");
+    return 1;
+  }
+
   // Plugins are loaded (and their options checked by their init) before anything
   // listens; --check-config does the same, then unloads them.
   mqgate::PluginHost plugins;
@@ -95,6 +155,28 @@ int main(int argc, char** argv) {
   if (!server.start()) {
     LOG_ERROR("not started");
     return 1;
+  }
+  // The store's files root made (SQLite's -wal and -shm, the ticket keys) go to the user.
+  const mqgate::Config& running = server.config();
+  std::vector<std::string> store_files;
+  if (running.persistence.enabled()) {
+    for (const char* suffix : {"", "-wal", "-shm", ".lock"})
+      store_files.push_back(running.persistence.path + suffix);
+    for (const auto& l : running.listeners)
+      if (l.tls && !l.tls->ticket_key_file.empty()) store_files.push_back(l.tls->ticket_key_file);
+  }
+  if (!mqgate::give_files_to(privileges, store_files, error) ||
+      !mqgate::drop_privileges(privileges, error)) {
+    LOG_ERROR("cannot drop privileges: %s; not started", error.c_str());
+    return 1;
+  }
+  if (!privileges.warning.empty()) LOG_WARN("%s", privileges.warning.c_str());
+  if (privileges.drop) {
+    LOG_INFO("running as user %s (uid %u, gid %u); root dropped", privileges.user.c_str(),
+             static_cast<unsigned>(privileges.uid), static_cast<unsigned>(privileges.gid));
+    check_access_after_drop(running);
+  } else {
+    LOG_INFO("running as %s", mqgate::current_user_name().c_str());
   }
   return server.run();
 }

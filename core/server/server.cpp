@@ -9,6 +9,7 @@
 
 #include "base/log.hpp"
 #include "base/loop_lag.hpp"
+#include "base/sd_notify.hpp"
 #include "broker/persistence.hpp"
 #include "client/mqtt5.hpp"
 #include "http/endpoint.hpp"
@@ -162,6 +163,15 @@ bool Server::start() {
   sweep_timer_.data = this;
   ok = ok && started(uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs),
                      "sweep timer");
+  if (ok && sd::watchdog_usec()) {
+    // At half systemd's interval, from the loop: a loop that stalls stops pinging.
+    const uint64_t every_ms = std::max<uint64_t>(1, sd::watchdog_usec() / 2000);
+    ok = started(uv_timer_init(&loop_, &watchdog_timer_), "watchdog timer");
+    watchdog_timer_.data = this;
+    ok = ok && started(uv_timer_start(&watchdog_timer_, on_watchdog, every_ms, every_ms),
+                       "watchdog timer");
+    if (ok) LOG_INFO("systemd watchdog: pinging every %llu ms", (unsigned long long)every_ms);
+  }
   if (!ok) return false;
   sys_ = std::make_unique<SysTopics>(&loop_, broker_, config_.sys_interval);
   deferred_ = std::make_unique<DeferredQueue>(&loop_);
@@ -252,6 +262,7 @@ std::string Server::metrics_text() {
 
 int Server::run() {
   LOG_INFO("mqgate ready (%zu listener%s)", listeners_.size(), listeners_.size() == 1 ? "" : "s");
+  notify_status("READY=1\n");
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Stopped: finish what the TLS threads hold, close the remaining handles and let
   // their callbacks run.
@@ -459,6 +470,7 @@ void Server::sweep() {
   // decisions (PluginHost::expire_decisions), which refuse clients or resume their input.
   if (!shutting_down_ && now - last_tick_ms_ >= 1000) {
     last_tick_ms_ = now;
+    notify_status();
     for (auto& hook : tick_hooks_)
       hook(now);
     broker_.check_expiry(now);
@@ -486,9 +498,25 @@ void Server::on_signal(uv_signal_t* handle, int signum) {
   }
 }
 
+void Server::notify_status(const char* prefix) {
+  if (!sd::enabled()) return;
+  const uint64_t clients = broker_.stats().clients_connected;
+  std::string status = std::to_string(listeners_.size()) + " listener" +
+                       (listeners_.size() == 1 ? "" : "s") + ", " + std::to_string(clients) +
+                       " client" + (clients == 1 ? "" : "s") + " connected";
+  if (!prefix && status == last_status_) return;
+  last_status_ = status;
+  sd::notify((prefix ? prefix : "") + ("STATUS=" + status));
+}
+
+void Server::on_watchdog(uv_timer_t*) {
+  sd::notify("WATCHDOG=1");
+}
+
 void Server::begin_shutdown(const char* why) {
   if (shutting_down_) return;
   shutting_down_ = true;
+  sd::notify("STOPPING=1");
   shutdown_started_ms_ = now_ms();
   LOG_INFO("%s received: closing listeners and %s", why,
            connections_ ? "disconnecting clients" : "stopping");
@@ -516,14 +544,18 @@ void Server::begin_shutdown(const char* why) {
 
 void Server::reload() {
   LOG_INFO("SIGHUP received: reloading %s", config_.path.c_str());
+  sd::notify(sd::reloading_message());
   std::vector<std::string> errors;
   auto fresh = load_config(config_.path, errors);
   if (!fresh) {
     for (const auto& e : errors)
       LOG_ERROR("reload: %s", e.c_str());
     LOG_ERROR("reload failed; keeping the running configuration");
+    notify_status("READY=1\n");
     return;
   }
+  if (fresh->user != config_.user)
+    LOG_WARN("reload: user changed; that takes effect at the next restart");
   log::set_level(fresh->log_level);
   LOG_INFO("reload: log_level is %s", log::level_name(fresh->log_level));
   broker_.set_limits(fresh->limits);
@@ -553,6 +585,7 @@ void Server::reload() {
   config_.limits = fresh->limits;
   config_.session_owner = fresh->session_owner;
   config_.response_information = fresh->response_information;
+  notify_status("READY=1\n");
 }
 
 // Reading and parsing certificates, keys and a CRL of up to 16 MiB can take a second:

@@ -127,6 +127,11 @@ class Server {
   void sweep();
   void reload();
   void begin_shutdown(const char* why);
+  // systemd (base/sd_notify.hpp): STATUS= when the summary changed; WATCHDOG=1 pings.
+  void notify_status(const char* prefix = nullptr);
+  static void on_watchdog(uv_timer_t* handle);
+  std::string last_status_;
+  uv_timer_t watchdog_timer_;
   // [persistence]: opens the store, loads it into the broker (before listening).
   bool open_store();
   // SIGHUP's TLS part: loads the new material on libuv's thread pool (TlsReload), then

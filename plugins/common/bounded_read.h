@@ -8,11 +8,26 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* For an open error: " (not readable by user mqgate)" when the broker runs as a user
+ * (it dropped root, docs/operations.md) who may not read the file; "" otherwise. */
+static const char* bounded_read_hint(int err, char* buf, size_t len) {
+  struct passwd pw, *found = NULL;
+  char names[1024];
+  uid_t uid = geteuid();
+  if ((err != EACCES && err != EPERM) || uid == 0) return "";
+  if (getpwuid_r(uid, &pw, names, sizeof names, &found) == 0 && found != NULL)
+    snprintf(buf, len, " (not readable by user %s)", pw.pw_name);
+  else
+    snprintf(buf, len, " (not readable by uid %lu)", (unsigned long)uid);
+  return buf;
+}
 
 /* Reads the regular file `path`, at most `max` bytes, into a malloc'd buffer with a
  * NUL after the last byte, and sets *len. On failure returns NULL and writes
@@ -25,7 +40,9 @@ static char *bounded_read(const char *path, size_t max, size_t *len, char *err, 
   size_t got = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    char hint[128];
+    int e = errno;
+    snprintf(err, errlen, "%s: %s%s", path, strerror(e), bounded_read_hint(e, hint, sizeof hint));
     return NULL;
   }
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 
 import mqtt_raw as r
 
-from mqgate_test import (BROKER_BIN, SOURCE_DIR, Broker, BrokerTestCase, closed_by_peer, connect_raw,
+from mqgate_test import (BROKER_BIN, RUN_AS, SOURCE_DIR, Broker, BrokerTestCase, closed_by_peer, connect_raw,
                          plain_config, run_config_check)
 
 
@@ -39,7 +39,7 @@ class CommandLineTest(BrokerTestCase):
 
     def test_missing_config_file(self):
         path = os.path.join(self.tmp, "nope.toml")
-        p = subprocess.run([BROKER_BIN, "--config", path], capture_output=True, text=True, timeout=10)
+        p = subprocess.run([BROKER_BIN, "--config", path, *RUN_AS], capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 1)
         self.assertIn(path, p.stderr)
         self.assertIn("cannot open", p.stderr)
@@ -88,7 +88,7 @@ class CommandLineTest(BrokerTestCase):
             cfg = os.path.join(self.tmp, "c.toml")
             with open(cfg, "w") as f:
                 f.write(f'[listeners.busy]\nbind = "127.0.0.1:{port}"\n')
-            p = subprocess.run([BROKER_BIN, "--config", cfg], capture_output=True, text=True,
+            p = subprocess.run([BROKER_BIN, "--config", cfg, *RUN_AS], capture_output=True, text=True,
                                timeout=10)
             self.assertEqual(p.returncode, 1)
             self.assertIn('listener "busy": cannot listen on 127.0.0.1:' + str(port), p.stderr)

@@ -14,7 +14,7 @@ import time
 import mqtt_raw as R
 import pki
 import subprocess
-from mqgate_test import BROKER_BIN, BrokerTestCase, plain_config
+from mqgate_test import BROKER_BIN, RUN_AS, BrokerTestCase, plain_config
 
 
 def persistence_config(path, extra="", limits="", log_level="info"):
@@ -127,7 +127,7 @@ class PersistenceTest(BrokerTestCase):
         path = os.path.join(self.tmp, "refused.toml")
         with open(path, "w") as f:
             f.write(persistence_config(db, **kw))
-        p = subprocess.run([BROKER_BIN, "--config", path], capture_output=True, timeout=30)
+        p = subprocess.run([BROKER_BIN, "--config", path, *RUN_AS], capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         return (p.stdout + p.stderr).decode(errors="replace")
 

@@ -11,7 +11,7 @@ import unittest
 
 import mqtt_raw as r
 from brokers import PahoClient
-from mqgate_test import BUILD_DIR, SOURCE_DIR, Broker
+from mqgate_test import BUILD_DIR, RUN_AS, SOURCE_DIR, Broker
 
 HEADER = os.path.join(SOURCE_DIR, "plugins", "mqgate_plugin.h")
 EXAMPLE = os.path.join(SOURCE_DIR, "docs", "examples", "devices_acl.c")
@@ -132,7 +132,7 @@ class InstalledSdkTest(unittest.TestCase):
         cfg = os.path.join(work, "bad.toml")
         with open(cfg, "w") as f:
             f.write(f'[listeners.a]\nbind = "127.0.0.1:0"\n[plugins.acl]\npath = "{so}"\nprefix = "a/#"\n')
-        p = subprocess.run([os.path.join(BUILD_DIR, "core", "mqgate"), "--config", cfg, "--check-config"],
+        p = subprocess.run([os.path.join(BUILD_DIR, "core", "mqgate"), "--config", cfg, "--check-config", *RUN_AS],
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
         self.assertRegex(p.stderr, r"bad\.toml:5:1: prefix: expected a non-empty topic prefix")

@@ -12,7 +12,7 @@ import unittest
 import mqgate_test
 import mqtt_raw as r
 from brokers import PahoClient
-from mqgate_test import (BROKER_BIN, PLUGIN_DIR, TEST_PLUGIN_DIR, Broker, BrokerTestCase,
+from mqgate_test import (BROKER_BIN, RUN_AS, PLUGIN_DIR, TEST_PLUGIN_DIR, Broker, BrokerTestCase,
                          run_config_check)
 
 
@@ -45,7 +45,7 @@ class RelativePathTest(BrokerTestCase):
             f.write('plugin_dir = "../plugs"\n[listeners.default]\nbind = "127.0.0.1:0"\n'
                     '[plugins.anonymous]\nallow_anonymous = true\n'
                     '[plugins.second]\npath = "../plugs/anonymous.so"\nallow_anonymous = false\n')
-        p = subprocess.run([BROKER_BIN, "--check-config", "--config", "etc/mqgate.toml"],
+        p = subprocess.run([BROKER_BIN, "--check-config", "--config", "etc/mqgate.toml", *RUN_AS],
                            cwd=self.tmp, capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 0, p.stderr)
         # (--check-config loads and initialises every plugin)
@@ -67,7 +67,7 @@ class LoaderFailureTest(BrokerTestCase):
         path = os.path.join(self.tmp, "start.toml")
         with open(path, "w") as f:
             f.write(cfg)
-        p = subprocess.run([BROKER_BIN, "--config", path], capture_output=True, text=True, timeout=20)
+        p = subprocess.run([BROKER_BIN, "--config", path, *RUN_AS], capture_output=True, text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
         self.assertNotIn("listening on", p.stderr)
         return out

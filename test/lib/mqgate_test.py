@@ -24,6 +24,11 @@ PKI_DIR = os.path.join(BUILD_DIR, "pki-tools")
 PLUGIN_DIR = os.path.join(BUILD_DIR, "plugins")
 TEST_PLUGIN_DIR = os.path.join(BUILD_DIR, "test", "plugins")
 
+# Started as root (as the suite is here and in CI) the broker drops to the `mqgate` user,
+# or refuses to start without one (docs/operations.md, "Running as a service"): tests keep
+# root explicitly, except test_privileges.py, which tests the drop.
+RUN_AS = ["--user", "root"] if os.geteuid() == 0 else []
+
 LISTENING = re.compile(r'listener "([^"]+)" listening on (\S+) port (\d+)')
 SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 
@@ -43,7 +48,8 @@ class Broker:
     `port(name)` returns the port the broker logged for that listener.
     """
 
-    def __init__(self, config, workdir=None, extra_args=(), wait=True, timeout=10.0):
+    def __init__(self, config, workdir=None, extra_args=(), wait=True, timeout=10.0,
+                 run_as=None, binary=None):
         self.own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="mqgate-test-")
         self.config_path = os.path.join(self.dir, "mqgate.toml")
@@ -54,7 +60,8 @@ class Broker:
         self.hosts = {}
         self.proc = None
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([BROKER_BIN, "--config", self.config_path, *extra_args],
+        self.proc = subprocess.Popen([binary or BROKER_BIN, "--config", self.config_path,
+                                      *(RUN_AS if run_as is None else run_as), *extra_args],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         if wait:
             self.wait_listening(timeout)
@@ -166,7 +173,7 @@ def run_config_check(config_text, workdir):
     path = os.path.join(workdir, "check.toml")
     with open(path, "w") as f:
         f.write(textwrap.dedent(config_text))
-    p = subprocess.run([BROKER_BIN, "--config", path, "--check-config"], capture_output=True,
+    p = subprocess.run([BROKER_BIN, "--config", path, "--check-config", *RUN_AS], capture_output=True,
                        timeout=20, cwd=workdir)
     return p.returncode, (p.stdout + p.stderr).decode(errors="replace")
 

@@ -19,6 +19,7 @@
 #include <ctime>
 
 #include "base/log.hpp"
+#include "base/privileges.hpp"
 #include "common/x509_time.h"
 #include "transport/tls/compat.hpp"
 
@@ -98,7 +99,10 @@ bool crl_signed_by(const mbedtls_x509_crl& crl, const mbedtls_x509_crt* ca) {
 // before reading it. Returns "" or why not.
 std::string read_capped(const std::string& path, size_t cap, std::string& data) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::string("cannot open: ") + strerror(errno);
+  if (fd < 0) {
+    const int err = errno;
+    return std::string("cannot open: ") + strerror(err) + access_hint(err);
+  }
   struct stat st;
   std::string why;
   if (fstat(fd, &st) != 0) {
