@@ -434,7 +434,8 @@ class ClusterNatsTroubleTest(ClusterTestCase):
             with open(path, "w") as f:
                 f.write(f'[listeners.default]\nbind = "127.0.0.1:{busy.getsockname()[1]}"\n'
                         f'[cluster]\nnode = "z"\nnats = ["{url}"]\n')
-            p = subprocess.run([mqgate_test.BROKER_BIN, "--config", path], capture_output=True,
+            p = subprocess.run([mqgate_test.BROKER_BIN, "--config", path, *mqgate_test.RUN_AS],
+                               capture_output=True,
                                timeout=30)
             out = (p.stdout + p.stderr).decode(errors="replace")
             self.assertEqual(p.returncode, 1, out)
