@@ -346,16 +346,20 @@ bool Broker::refuse_unstorable(Client& client, std::string_view topic, std::stri
   if (persistence_ == nullptr || qos == 0) return false;  // QoS 0: store_retained decides
   const std::optional<uint64_t> room = persistence_->room();
   if (!room) return false;
-  const uint64_t body = store::kRowBytes + topic.size() + payload.size() + props.size();
+  const uint64_t body = store::message_bytes(topic, payload, props);
   if (*room >= body + kStoreSlack) return false;
-  // Near the cap: count what this message would really add.
+  // Near the cap: count what this message would really add, and no further than the room
+  // (a fan-out to many persistent sessions is not walked twice).
   uint64_t need = retain && !payload.empty() ? body : 0;
-  uint64_t entries = 0;
+  bool queued = false;
   for (const RouteTarget* t : router_.matches(topic)) {
+    if (need > *room) break;
     const auto& s = *static_cast<const Session*>(t);
-    if (!s.clean() && t->match_qos > 0) entries += store::kRowBytes + s.client_id().size();
+    if (s.clean() || t->match_qos == 0) continue;
+    if (!queued) need += body;  // one body, shared by every queue entry
+    queued = true;
+    need += store::queue_entry_bytes(s.client_id());
   }
-  if (entries > 0) need += body + entries;
   if (need <= *room) return false;
   stats_.store_refused++;
   log_store_full(&client, topic, need);

@@ -13,8 +13,7 @@ namespace mqgate {
 
 void Broker::store_retained(const MessagePtr& msg, const Client* source) {
   // One the store cannot take is not kept (QoS 1/2 ones were refused before routing).
-  const uint64_t bytes =
-      store::kRowBytes + msg->topic().size() + msg->payload().size() + msg->props().size();
+  const uint64_t bytes = store::message_bytes(msg->topic(), msg->payload(), msg->props());
   if (!msg->payload().empty() && !store_fits(bytes)) {
     stats_.retained_refused++;
     stats_.store_refused++;

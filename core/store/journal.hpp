@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mqgate::store {
@@ -163,6 +164,15 @@ class Journal {
 // costs kRowBytes besides its strings (keys, integers, index entries).
 constexpr uint64_t kRowBytes = 64;
 uint64_t approx_bytes(const Mutation& m);
+// The same for the records a broker is about to make: a message body or retained
+// message, and one queue entry of a session.
+inline uint64_t message_bytes(std::string_view topic, std::string_view payload,
+                              std::string_view props) {
+  return kRowBytes + topic.size() + payload.size() + props.size();
+}
+inline uint64_t queue_entry_bytes(std::string_view client_id) {
+  return kRowBytes + client_id.size();
+}
 
 // Changes that could not be written yet (a full disk), compacted so that what waits is
 // bounded by the state rather than by the traffic: a put followed by a removal of its row

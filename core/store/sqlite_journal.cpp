@@ -327,6 +327,7 @@ SqliteJournal::~SqliteJournal() {
   }
   for (sqlite3_stmt* s : statements_)
     sqlite3_finalize(s);
+  sqlite3_finalize(used_query_);
   if (db_) sqlite3_close(db_);
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }
@@ -493,20 +494,20 @@ std::optional<uint64_t> SqliteJournal::room() const {
 }
 
 void SqliteJournal::measure_used() {
-  // Pages in use (the file's pages less its free list): what max_page_count counts.
-  sqlite3_int64 pages = 0, free_pages = 0;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, "PRAGMA page_count", -1, &s, nullptr) == SQLITE_OK &&
-      sqlite3_step(s) == SQLITE_ROW)
-    pages = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  s = nullptr;
-  if (sqlite3_prepare_v2(db_, "PRAGMA freelist_count", -1, &s, nullptr) == SQLITE_OK &&
-      sqlite3_step(s) == SQLITE_ROW)
-    free_pages = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  const sqlite3_int64 used = pages > free_pages ? pages - free_pages : 0;
-  used_bytes_.store(static_cast<uint64_t>(used) * kPageSize, std::memory_order_relaxed);
+  // Pages in use (the file's pages less its free list): what max_page_count counts. One
+  // statement, prepared once: this runs after every commit of a capped store.
+  if (used_query_ == nullptr &&
+      sqlite3_prepare_v2(db_,
+                         "SELECT p.page_count - f.freelist_count "
+                         "FROM pragma_page_count() AS p, pragma_freelist_count() AS f",
+                         -1, &used_query_, nullptr) != SQLITE_OK)
+    return;  // the estimate stays as it was
+  if (sqlite3_step(used_query_) == SQLITE_ROW) {
+    const sqlite3_int64 used = sqlite3_column_int64(used_query_, 0);
+    used_bytes_.store(used > 0 ? static_cast<uint64_t>(used) * kPageSize : 0,
+                      std::memory_order_relaxed);
+  }
+  sqlite3_reset(used_query_);
 }
 
 void SqliteJournal::add(Mutation m) {
@@ -663,24 +664,22 @@ bool SqliteJournal::apply_props(size_t which, const Mutation& m) {
 }
 
 uint64_t approx_bytes(const Mutation& m) {
-  constexpr uint64_t kRow = kRowBytes;
   using K = Mutation::Kind;
   switch (m.kind) {
     case K::kPutSession:
-      return kRow + m.session.client_id.size() + m.session.owner.size();
+      return kRowBytes + m.session.client_id.size() + m.session.owner.size();
     case K::kPutSubscription:
-      return kRow + m.subscription.client_id.size() + m.subscription.filter.size();
+      return kRowBytes + m.subscription.client_id.size() + m.subscription.filter.size();
     case K::kPutMessage:
-      return kRow + m.message.topic.size() + m.message.payload.size() + m.message.props.size();
+      return message_bytes(m.message.topic, m.message.payload, m.message.props);
     case K::kPutOutgoing:
-      return kRow + m.outgoing.client_id.size();
+      return queue_entry_bytes(m.outgoing.client_id);
     case K::kPutIncoming:
-      return kRow + m.incoming.client_id.size();
+      return queue_entry_bytes(m.incoming.client_id);
     case K::kPutRetained:
-      return kRow + m.retained.topic.size() + m.retained.payload.size() + m.retained.props.size();
+      return message_bytes(m.retained.topic, m.retained.payload, m.retained.props);
     case K::kPutWill:
-      return kRow + m.will.client_id.size() + m.will.topic.size() + m.will.payload.size() +
-             m.will.props.size();
+      return message_bytes(m.will.topic, m.will.payload, m.will.props) + m.will.client_id.size();
     default:
       return 0;  // a removal frees more than it takes
   }

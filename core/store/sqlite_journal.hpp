@@ -85,6 +85,7 @@ class SqliteJournal final : public Journal {
   // room(): the cap (0: none), the bytes the file's pages hold (after the last commit)
   // and those added but not yet written, about (approx_bytes).
   uint64_t cap_bytes_ = 0;
+  sqlite3_stmt* used_query_ = nullptr;  // measure_used()'s
   std::atomic<uint64_t> used_bytes_{0};
   std::atomic<uint64_t> unwritten_bytes_{0};
 
