@@ -66,7 +66,7 @@ void Broker::send_private(Client* client, PrivateMessage m) {
   Session& session = *client->session;
   // Only through the client's own subscription: it asked for what it gets.
   const Session::Delivery d = session.match_options(m.topic, false);
-  if (d.skip) {
+  if (session.subscription_count() == 0 || d.skip) {  // (no subscriptions: d is empty)
     stats_.private_dropped++;
     CLIENT_LOG(log::Level::kDebug, *client,
                "plugin \"%s\": message on %s dropped: no subscription of the client matches",

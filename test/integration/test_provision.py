@@ -23,7 +23,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 import pki
-from mqgate_test import BrokerTestCase
+from mqgate_test import BrokerTestCase, run_config_check
+from test_http_metrics import get, http_port
 
 DOMAIN = "my.domain.name"
 ALLOW = "batchA dev-* sensor42\nbatchB other-*\n"
@@ -220,6 +221,46 @@ class ProvisionTest(ProvisionPki):
         self.assertEqual(user.get("status"), "issued")
         self.assertEqual(msg.properties.CorrelationData, b"corr-1")
         self.assertEqual(msg.properties.ContentType, "application/pem-certificate-chain")
+
+    def test_counters_in_metrics_and_a_reply_without_subscription_is_dropped(self):
+        b = self.start_broker(self.config() + '[http]\nbind = "127.0.0.1:0"\n')
+        self.port = b.port("tls")
+        self.b = b
+        _, csr = make_csr(self.tmp, "dev-40")
+        self.ask("dev-40", read(csr, "rb"))
+        dev = self.device("dev-41")  # asks without subscribing to its reply topic first
+        self.assertEqual(dev.connect(), 0)
+        dev.publish("$provision/dev-41/csr", read(csr, "rb"))
+        b.wait_log(r"issued: claim client=dev-41 ")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, _, body = get(http_port(b))
+            text = body.decode()
+            if 'mqgate_plugin_replies_total{result="dropped"} 1' in text:
+                break
+            time.sleep(0.05)
+        self.assertIn('mqgate_plugin_replies_total{result="dropped"} 1', text)
+        self.assertIn('mqgate_plugin_events_total{plugin="provision",counter="issued"} 2', text)
+        self.assertIn('mqgate_plugin_events_total{plugin="provision",counter="requests"} 2', text)
+        self.assertIn('mqgate_claimed_messages_total{result="taken"} 2', text)
+        self.assertIn('counter="refused_bad_csr"} 0', text)
+
+    def test_claims_must_be_under_dollar_and_must_not_overlap(self):
+        twice = self.config() + "\n" + self.config().split("[plugins.provision]")[1].join(
+            ["[plugins.provision2]\nmodule = \"provision\"", ""])
+        code, out = run_config_check(twice, self.tmp)
+        self.assertNotEqual(code, 0)
+        self.assertIn('plugin "provision2": cannot claim the topic filter "$provision/+/csr": it '
+                      'overlaps "$provision/+/csr", claimed by plugin "provision"', out)
+        with open(os.path.join(self.tmp, "open.key"), "w") as f:
+            f.write(read(self.issuing.key))
+        os.chmod(os.path.join(self.tmp, "open.key"), 0o644)
+        code, out = run_config_check(self.config().replace(
+            self.issuing.key, os.path.join(self.tmp, "open.key")), self.tmp)
+        self.assertNotEqual(code, 0)
+        self.assertRegex(out, r"issuing_ca_key: '\S*open\.key' is readable by others than its "
+                              r"owner: chmod 600 it")
+        self.assertNotIn("PRIVATE KEY", out)
 
     # --- attacks ---------------------------------------------------------------------
 
