@@ -6,8 +6,9 @@ verify` and keeps its security score; the installed broker, started as root in t
 foreground (not by systemd) on the packaged /etc/mqgate/mqgate.toml (only its port made 0),
 runs as mqgate with no capability in any thread, a user added with mqgate_passwd gets in
 after a SIGHUP, and a retained QoS 1 message survives a restart in /var/lib/mqgate;
-`dpkg -r` keeps the configuration and the state, `dpkg -P` removes both. The packages are
-purged afterwards (and the user mqgate removed if the test made it), even on failure.
+installed again, the edited configuration stays; `dpkg -r` keeps the configuration and the
+state, `dpkg -P` removes both. The packages are purged afterwards (and the user mqgate
+removed if the test made it), even on failure.
 
 Skipped, with a line saying why: not root, no dpkg-buildpackage, systemd running (the
 package would start the service), mqgate already installed or /etc/mqgate or
@@ -37,7 +38,9 @@ MARKER = "/var/tmp/mqgate-test-package.installed"
 
 
 def run(*cmd, timeout=120, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    # stdin: none, so that a question (a conffile prompt) fails instead of waiting
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, **kw)
     if p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n"
                              f"{p.stderr[-3000:]}")
@@ -210,7 +213,16 @@ class PackageTest(unittest.TestCase):
         c.sock.close()
         self.assertEqual(b.stop(), 0)
 
-    def test_d_remove_then_purge(self):
+    def test_d_reinstall_remove_purge(self):
+        # Installed again (as an upgrade is): the operator's edited configuration is kept
+        # without a question, and the maintainer scripts run twice without harm.
+        with open(CONF, "a") as f:
+            f.write("# edited by the operator\n")
+        run("dpkg", "-i", *self.debs)
+        with open(CONF) as f:
+            self.assertTrue(f.read().endswith("# edited by the operator\n"))
+        self.assertEqual(os.stat(PASSWD).st_mode & 0o777, 0o640)
+
         run("dpkg", "-r", "mqgate-dev", "mqgate")
         self.assertEqual(installed("mqgate"), "deinstall ok config-files")
         self.assertFalse(os.path.exists("/usr/sbin/mqgate"))
