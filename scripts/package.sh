@@ -21,9 +21,13 @@ out=build-package
 src=$out/src/mqgate-$version
 rm -rf "$out"
 mkdir -p "$src"
-git ls-files -z --cached --others --exclude-standard |
-  while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-  tar --null -T - -cf - | tar -xf - -C "$src"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+    tar --null -T - -cf - | tar -xf - -C "$src"
+else  # an unpacked source tree: everything but the build directories
+  tar --exclude='./build*' --exclude='./test/js/node_modules' -cf - . | tar -xf - -C "$src"
+fi
 
 # The release build compiles the same files each time: let meson's ccache find its cache
 # (debhelper gives the build a HOME of its own) and the paths relative to the worktrees.
