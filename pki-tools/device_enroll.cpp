@@ -66,6 +66,18 @@ std::string tls_message(int ret) {
   return text;
 }
 
+// mbedTLS's reasons a certificate did not verify, on one line.
+std::string verify_text(uint32_t flags) {
+  char info[512];
+  mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
+  std::string text = info;
+  while (!text.empty() && text.back() == '\n')
+    text.pop_back();
+  for (char& c : text)
+    if (c == '\n') c = ';';
+  return text;
+}
+
 // Text from the network, made safe to print: printable ASCII, at most 300 characters.
 std::string printable(const std::string& s) {
   std::string out;
@@ -505,6 +517,11 @@ void enroll(int argc, char** argv) {
   if (ret != 0)
     throw Error("cannot load --" + key_opt + " '" + key_file + "': " + tls_message(ret));
 
+  if (mbedtls_pk_check_pair(&tls.own_cert.pk, &tls.own_key) != 0) {
+    throw Error("--" + key_opt + " '" + key_file + "' is not the key of --" + cert_opt + " '" +
+                cert_file + "'");
+  }
+
   ret = mbedtls_net_connect(&tls.net, host.c_str(), port.c_str(), MBEDTLS_NET_PROTO_TCP);
   if (ret != 0)
     throw Error("cannot connect to " + tls.peer + ": " + tls_message(ret), kExitNetwork);
@@ -517,23 +534,24 @@ void enroll(int argc, char** argv) {
   mbedtls_ssl_conf_ca_chain(&tls.conf, &tls.ca, nullptr);
   mbedtls_ssl_conf_rng(&tls.conf, mbedtls_ctr_drbg_random, &drbg);
   check_mbedtls(mbedtls_ssl_conf_own_cert(&tls.conf, &tls.own_cert, &tls.own_key),
-                "--" + cert_opt + " and --" + key_opt + " do not go together");
+                "TLS client certificate");
   check_mbedtls(mbedtls_ssl_setup(&tls.ssl, &tls.conf), "TLS setup");
   check_mbedtls(mbedtls_ssl_set_hostname(&tls.ssl, host.c_str()), "TLS server name");
   mbedtls_ssl_set_bio(&tls.ssl, &tls.net, mbedtls_net_send, nullptr, mbedtls_net_recv_timeout);
   tls.arm_timeout("in the TLS handshake");
   while ((ret = mbedtls_ssl_handshake(&tls.ssl)) != 0) {
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) continue;
+    if (ret == MBEDTLS_ERR_SSL_TIMEOUT) tls.fail(ret, "in the TLS handshake");
     if (uint32_t flags = mbedtls_ssl_get_verify_result(&tls.ssl); flags != 0 && flags != ~0u) {
-      char info[512];
-      mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
-      for (char& c : info)
-        if (c == '\n') c = ';';
       throw Error("the certificate of " + tls.peer + " does not verify against --cafile '" +
-                      cafile + "': " + info,
+                      cafile + "': " + verify_text(flags),
                   kExitTls);
     }
-    tls.fail(ret, "in the TLS handshake");
+    // The broker ends the handshake when it does not accept our certificate.
+    throw Error("TLS handshake with " + tls.peer + " failed: " + tls_message(ret) +
+                    " (does the broker accept --" + cert_opt + " '" + cert_file +
+                    "'? A certificate from an issuing CA goes with it: leaf, then issuing CA)",
+                kExitTls);
   }
 
   // --- 3. MQTT CONNECT: client id = device id, clean start, no session kept ---------
@@ -641,11 +659,8 @@ void enroll(int argc, char** argv) {
   uint32_t flags = 0;
   ret = mbedtls_x509_crt_verify(&chain, &tls.ca, nullptr, nullptr, &flags, nullptr, nullptr);
   if (ret != 0) {
-    char info[512];
-    mbedtls_x509_crt_verify_info(info, sizeof info, "", flags);
-    for (char& c : info)
-      if (c == '\n') c = ';';
-    throw Error("the issued certificate does not verify against --cafile '" + cafile + "': " + info,
+    throw Error("the issued certificate does not verify against --cafile '" + cafile +
+                    "': " + verify_text(flags),
                 kExitBadReply);
   }
   if (mbedtls_pk_check_pair(&chain.pk, &key) != 0) {

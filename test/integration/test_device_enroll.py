@@ -69,6 +69,7 @@ class DeviceEnrollTest(unittest.TestCase):
         stranger_dir = os.path.join(d, "stranger")
         os.mkdir(stranger_dir)
         cls.stranger = make_ca(stranger_dir, key_type="ec", cn="someone else's CA")
+        cls.stranger_claim = make_device(stranger_dir, "claim-x", DOMAIN, key_type="ec")
         cls.procs = []
         cls.port = cls.start_service()
 
@@ -212,6 +213,20 @@ class DeviceEnrollTest(unittest.TestCase):
         p = self.enroll("dev-x", cafile=self.stranger.cert)
         self.assertFailed(p, 5, r"certificate of localhost:\d+ does not verify against --cafile",
                           "dev-x")
+
+    def test_claim_the_broker_does_not_accept_is_a_tls_error(self):
+        claim_leaf = os.path.join(self.pki, "claim-batch-1.crt")  # without the issuing CA
+        for name, claim in (("stranger", self.stranger_claim),
+                            ("leaf only", Creds(self.claim.key, claim_leaf))):
+            with self.subTest(claim=name):
+                p = self.enroll("dev-z", claim=claim)
+                self.assertFailed(p, 5, r"TLS handshake with localhost:\d+ failed: .*does the "
+                                        r"broker accept --claim-cert", "dev-z")
+
+    def test_claim_key_that_does_not_match(self):
+        p = self.enroll("dev-k", claim=Creds(self.stranger_claim.key, self.claim.cert))
+        self.assertFailed(p, 1, r"--claim-key '.*claim-x\.key' is not the key of --claim-cert",
+                          "dev-k")
 
     def test_nothing_listening_is_a_network_error(self):
         args = [pki_tool("device_enroll"), "--port", str(free_port()), "--cafile",
