@@ -3,8 +3,8 @@
 //
 // It is also the reference for firmware writers, so it reads top to bottom like
 // mbedTLS's own programs/ssl/ssl_client1.c: every step is plain mbedTLS plus a tiny MQTT
-// encoder and decoder, nothing from the broker. Only the command line and the atomic
-// writing of the two output files come from the tools' libpki.
+// encoder and decoder, nothing from the broker. Only the command line (with the tools'
+// device-id rule) and the atomic writing of the two output files come from libpki.
 //
 //   1. make a key pair (EC P-256 by default) and a CSR for it
 //   2. TCP + TLS to the broker: our claim certificate (or, with --renew, our current
@@ -30,7 +30,6 @@
 #include <mbedtls/x509_crt.h>
 #include <mbedtls/x509_csr.h>
 
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -38,6 +37,7 @@
 
 #include "cli.hpp"
 #include "error.hpp"
+#include "names.hpp"
 #include "output.hpp"
 
 using namespace mqgate::pki;
@@ -299,27 +299,25 @@ Message parse_publish(Tls& tls, const Packet& p, bool v5) {
     const size_t end = r.varint() + r.pos;
     while (r.pos < end) {
       switch (r.u8()) {
-        case 0x01:
+        case 0x01:  // payload format indicator
           r.u8();
-          break;  // payload format indicator
-        case 0x02:
+          break;
+        case 0x02:  // message expiry interval
           r.bytes(4);
-          break;  // message expiry interval
-        case 0x03:
+          break;
+        case 0x03:  // content type
+        case 0x08:  // response topic
           r.str();
-          break;  // content type
-        case 0x08:
-          r.str();
-          break;  // response topic
-        case 0x09:
+          break;
+        case 0x09:  // correlation data
           m.correlation = r.str();
           break;
-        case 0x0B:
+        case 0x0B:  // subscription identifier
           r.varint();
-          break;  // subscription identifier
-        case 0x23:
+          break;
+        case 0x23:  // topic alias
           r.u16();
-          break;      // topic alias
+          break;
         case 0x26: {  // user property
           std::string key = r.str(), value = r.str();
           if (key == "status") m.status = value;
@@ -424,12 +422,7 @@ void enroll(int argc, char** argv) {
   const std::string port = std::to_string(cl.number("port", 8883, 1, 65535));
   const std::string cafile = cl.required("cafile");
   const std::string device_id = cl.required("device-id");
-  for (char c : device_id) {  // it goes into topic names and file names
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      throw UsageError("--device-id '" + device_id + "' may hold letters, digits, '.', '_', '-'");
-  }
-  if (device_id.empty() || device_id.size() > 63 || device_id.front() == '.')
-    throw UsageError("--device-id must be 1-63 characters, not starting with '.'");
+  check_device_id(device_id);  // it goes into topic names and file names
   const bool renew = cl.is_set("renew");
   const std::string cert_opt = renew ? "cert" : "claim-cert", key_opt = renew ? "key" : "claim-key";
   if (cl.has(renew ? "claim-cert" : "cert") || cl.has(renew ? "claim-key" : "key"))
