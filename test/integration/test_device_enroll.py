@@ -209,6 +209,14 @@ class DeviceEnrollTest(unittest.TestCase):
         p = self.enroll("badca-1")
         self.assertFailed(p, 7, r"does not verify against --cafile", "badca-1")
 
+    def test_certificate_for_another_device_is_rejected(self):
+        p = self.enroll("otherid-1")
+        self.assertFailed(p, 7, r"does not name device 'otherid-1'", "otherid-1")
+
+    def test_reply_with_other_correlation_data_is_ignored(self):
+        # The decoy (a certificate for another key) comes first and would be rejected.
+        self.assertEnrolled(self.enroll("decoy-1"), "decoy-1")
+
     def test_broker_not_under_cafile_is_a_tls_error(self):
         p = self.enroll("dev-x", cafile=self.stranger.cert)
         self.assertFailed(p, 5, r"certificate of localhost:\d+ does not verify against --cafile",

@@ -12,6 +12,9 @@ side channel:
     silent-*    never replies
     wrongkey-*  issues a certificate for another key
     badca-*     issues a certificate signed by `stranger` (not under the device's root)
+    otherid-*   issues a certificate naming another device
+    decoy-*     first replies with other correlation data and a certificate for another
+                key (to be ignored), then issues
     anything else: issued, leaf + issuing CA
 """
 import os
@@ -83,7 +86,14 @@ class ProvisionFake:
             if device_id.startswith("wrongkey-"):
                 csr = self._other_csr(device_id)
             signer = self.stranger if device_id.startswith("badca-") else self.issuing
-            leaf, error = self._sign(device_id, csr, signer)
+            named = "someone-else" if device_id.startswith("otherid-") else device_id
+            if device_id.startswith("decoy-") and correlation is not None:
+                decoy = Properties(PacketTypes.PUBLISH)
+                decoy.CorrelationData = b"not yours"
+                leaf, _ = self._sign(device_id, self._other_csr(device_id), signer)
+                client.publish(response_topic, leaf + _read(signer.cert), qos=1,
+                               properties=decoy)
+            leaf, error = self._sign(named, csr, signer)
             if leaf:
                 payload = leaf + _read(signer.cert)
                 reply.ContentType = "application/pem-certificate-chain"
