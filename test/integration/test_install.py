@@ -59,7 +59,8 @@ class InstallTest(unittest.TestCase):
         d = {k: root + v for k, v in self.dirs.items()}
         files = [os.path.join(d["sbindir"], "mqgate")]
         files += [os.path.join(d["bindir"], t) for t in
-                  ("mqgate_passwd", "ca_creds", "server_creds", "device_creds", "revoke_creds")]
+                  ("mqgate_passwd", "ca_creds", "server_creds", "device_creds", "revoke_creds",
+                   "device_enroll")]
         files += [os.path.join(root + self.plugin_dir, p + ".so")
                   for p in ("anonymous", "certauth", "passwd", "acl")]
         files += [os.path.join(d["includedir"], "mqgate", "mqgate_plugin.h"),
