@@ -73,7 +73,7 @@ class InstallTest(unittest.TestCase):
             files += [root + os.path.join(man, page) for page in
                       ("man8/mqgate.8", "man5/mqgate.toml.5", "man1/mqgate_passwd.1",
                        "man1/ca_creds.1", "man1/server_creds.1", "man1/device_creds.1",
-                       "man1/revoke_creds.1")]
+                       "man1/revoke_creds.1", "man1/device_enroll.1")]
         return files
 
     def test_destdir_layout(self):

@@ -15,7 +15,7 @@ from mqgate_test import BROKER_BIN, PKI_DIR, SOURCE_DIR
 MAN = os.path.join(SOURCE_DIR, "man")
 TOOLS = {"mqgate": (BROKER_BIN, "mqgate.8.scd.in"),
          "mqgate_passwd": (os.path.join(PKI_DIR, "mqgate_passwd"), "mqgate_passwd.1.scd.in")}
-for tool in ("ca_creds", "server_creds", "device_creds", "revoke_creds"):
+for tool in ("ca_creds", "server_creds", "device_creds", "revoke_creds", "device_enroll"):
     TOOLS[tool] = (os.path.join(PKI_DIR, tool), tool + ".1.scd")
 # --long options; mqgate_passwd's are mosquitto_passwd's single letters (" -b : ...").
 LONG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")

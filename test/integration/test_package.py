@@ -117,6 +117,7 @@ class PackageTest(unittest.TestCase):
         files = run("dpkg", "-L", "mqgate").split()
         for f in ("/usr/sbin/mqgate", "/usr/bin/mqgate_passwd", "/usr/bin/ca_creds",
                   "/usr/bin/server_creds", "/usr/bin/device_creds", "/usr/bin/revoke_creds",
+                  "/usr/bin/device_enroll",
                   UNIT, CONF, PASSWD, "/usr/share/man/man8/mqgate.8.gz",
                   "/usr/share/man/man5/mqgate.toml.5.gz",
                   "/usr/share/man/man1/mqgate_passwd.1.gz", "/usr/share/man/man1/ca_creds.1.gz"):
