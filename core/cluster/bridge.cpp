@@ -30,19 +30,25 @@ Bridge::Bridge(uv_loop_t* loop, const ClusterConfig& config)
     : loop_(loop),
       config_(config),
       prefix_(message_prefix(config.name)),
-      instance_(random_instance()) {}
+      instance_(random_instance()),
+      gossip_("mqgate." + config.name + ".ctl.", config.node, instance_) {}
 
 Bridge::~Bridge() {
   stop();
 }
 
 bool Bridge::start(std::function<void()> ready, std::string& error) {
-  link_ = std::make_unique<Link>(
-      loop_, config_, Link::Callbacks{std::move(ready), [this](bool up) { on_state(up); }});
+  ready_ = std::move(ready);
+  link_ = std::make_unique<Link>(loop_, config_,
+                                 Link::Callbacks{ready_, [this](bool up) { on_state(up); }});
   if (!link_->start(error)) {
     link_.reset();
     return false;
   }
+  tick_ = new uv_timer_t;
+  uv_timer_init(loop_, tick_);
+  tick_->data = this;
+  uv_timer_start(tick_, on_tick, 250, 250);
   LOG_INFO("cluster: node \"%s\" of cluster \"%s\" (subjects %s>), NATS: %zu server%s",
            config_.node.c_str(), config_.name.c_str(), prefix_.c_str(), config_.nats.size(),
            config_.nats.size() == 1 ? "" : "s");
@@ -51,6 +57,16 @@ bool Bridge::start(std::function<void()> ready, std::string& error) {
 
 void Bridge::stop() {
   if (!link_) return;
+  if (tick_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tick_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    tick_ = nullptr;
+  }
+  gossip_.leave();
+  send_control();
+  for (auto* s : control_subs_)
+    link_->unsubscribe(s);
+  control_subs_.clear();
   for (auto& [filter, subs] : subs_)
     for (auto* s : subs)
       link_->unsubscribe(s);
@@ -58,8 +74,39 @@ void Bridge::stop() {
   link_->stop();
 }
 
+void Bridge::leave() {
+  gossip_.leave();
+  send_control();
+}
+
+void Bridge::on_tick(uv_timer_t* timer) {
+  auto* self = static_cast<Bridge*>(timer->data);
+  const uint64_t before = self->gossip_.settled();
+  self->gossip_.tick(self->now_ms());
+  self->send_control();
+  if (self->gossip_.settled() != before && self->ready_) self->ready_();
+}
+
+void Bridge::send_control() {
+  for (const Gossip::Send& m : gossip_.take_sends())
+    if (link_) link_->publish(m.subject, m.data);  // a lost one: the gossip recovers
+}
+
+void Bridge::drain_control() {
+  if (!link_) return;
+  link_->take_control(control_batch_, SIZE_MAX);
+  const uint64_t now = now_ms();
+  for (; !control_batch_.empty(); control_batch_.pop_front())
+    gossip_.on_message(control_batch_.front(), now);
+  send_control();
+}
+
 void Bridge::publish(const OutboundMessage& m) {
   if (!link_) return;
+  if (!gossip_.wanted(m.topic)) {
+    stats_.not_wanted++;  // no other node has a filter that matches
+    return;
+  }
   if (m.qos == 0 && !link_->connected()) {
     stats_.dropped_down++;  // the connection-loss warning said so once
     return;
@@ -95,11 +142,14 @@ void Bridge::publish(const OutboundMessage& m) {
     stats_.dropped_send++;
 }
 
-void Bridge::add_interest(std::string_view filter) {
-  if (!interest_.add(filter)) return;
+uint64_t Bridge::add_interest(std::string_view filter) {
+  if (!interest_.add(filter)) return 0;
   const std::string key(filter);
   subs_[key];  // subscribed now if a connection exists, else once there is one
   if (link_) subscribe_filter(key);
+  const uint64_t wait = gossip_.local_add(filter, now_ms());
+  send_control();
+  return wait;
 }
 
 void Bridge::subscribe_filter(const std::string& filter) {
@@ -119,6 +169,8 @@ void Bridge::subscribe_filter(const std::string& filter) {
 
 void Bridge::remove_interest(std::string_view filter) {
   if (!interest_.remove(filter)) return;
+  gossip_.local_remove(filter, now_ms());
+  send_control();
   auto it = subs_.find(std::string(filter));
   if (it == subs_.end()) return;
   for (auto* s : it->second)
@@ -127,11 +179,21 @@ void Bridge::remove_interest(std::string_view filter) {
 }
 
 void Bridge::on_state(bool up) {
+  if (!up) {
+    gossip_.disconnected();
+    if (ready_) ready_();  // SUBACKs waiting for other nodes go now
+    return;
+  }
   // cnats re-sends existing subscriptions after a reconnect; only filters added before
   // the first connection (or refused then) still need theirs.
-  if (!up) return;
+  if (control_subs_.empty()) {
+    for (const std::string& subject : {gossip_.broadcast_subject(), gossip_.own_subject()})
+      if (auto* sub = link_->subscribe_control(subject)) control_subs_.push_back(sub);
+  }
   for (auto& [filter, subs] : subs_)
     if (subs.empty()) subscribe_filter(filter);
+  gossip_.connected(now_ms());
+  send_control();
 }
 
 bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>& fn) {
