@@ -358,6 +358,51 @@ class ProvisionTest(ProvisionPki):
         self.assertEqual(len(self.issued_rows()), 1)
 
 
+class DeviceEnrollTest(BrokerTestCase):
+    """The PKI tools' side against the real plugin: an issuing CA from `ca_creds
+    --issuing`, a claim certificate from `device_creds --claim`, `device_enroll` over MQTT
+    5 and 3.1.1, and a refusal's exit code."""
+
+    def test_device_enroll_gets_a_certificate_that_certauth_accepts(self):
+        d = self.tmp
+        dn = ["--country", "US", "--state", "NY", "--locality", "NY", "--org-name", "tests"]
+        pki.run_tool("ca_creds", *dn, "--cn", "root", "--key-type", "ec", cwd=d)
+        pki.run_tool("ca_creds", "--issuing", *dn, "--cn", "issuing", "--key-type", "ec", cwd=d)
+        pki.run_tool("server_creds", "--country", "US", "--org-name", "tests", "--cn",
+                     "localhost", "--key-type", "ec", cwd=d)
+        pki.run_tool("device_creds", "--country", "US", "--org-name", "tests", "--claim",
+                     "batchA", "--uri", DOMAIN, "--key-type", "ec", "--ca-key", "issuing.key",
+                     "--ca-crt", "issuing.crt", cwd=d)
+        with open(os.path.join(d, "claim.crt"), "w") as f:
+            f.write(read(os.path.join(d, "claim-batchA.crt")) +
+                    read(os.path.join(d, "issuing.crt")))
+        with open(os.path.join(d, "claims.allow"), "w") as f:
+            f.write(ALLOW)
+        creds = pki.Creds
+        b = self.start_broker(provision_config(
+            d, creds(f"{d}/server.key", f"{d}/server.crt"), creds(f"{d}/ca.key", f"{d}/ca.crt"),
+            creds(f"{d}/issuing.key", f"{d}/issuing.crt"), f"{d}/issuing.crt"))
+        port = str(b.port("tls"))
+
+        def enroll(device_id, *extra):
+            return pki.run_tool("device_enroll", "--port", port, "--cafile", "ca.crt",
+                                "--claim-cert", "claim.crt", "--claim-key", "claim-batchA.key",
+                                "--device-id", device_id, "--timeout", "20", *extra, cwd=d,
+                                check=False)
+
+        for device_id, version in (("dev-50", "5"), ("dev-51", "3.1.1")):
+            p = enroll(device_id, "--mqtt", version)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            pub = subprocess.run(
+                ["mosquitto_pub", "-h", "localhost", "-p", port, "--cafile", f"{d}/ca.crt",
+                 "--cert", f"{d}/{device_id}.crt", "--key", f"{d}/{device_id}.key", "-i",
+                 device_id, "-t", f"devices/{device_id}", "-m", "hi", "-q", "1"],
+                capture_output=True, text=True, timeout=20)
+            self.assertEqual(pub.returncode, 0, pub.stderr)
+        p = enroll("intruder-2")
+        self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
+
+
 class ProvisionBurstTest(ProvisionPki):
     """1,000 CSRs at once: the bounded queue answers `busy` beyond max_pending, and the
     loop keeps serving a bystander (its PINGRESP latency is printed for bench/, not
