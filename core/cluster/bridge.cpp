@@ -77,6 +77,7 @@ void Bridge::stop() {
 void Bridge::leave() {
   gossip_.leave();
   send_control();
+  if (link_) link_->set_leaving();
 }
 
 void Bridge::on_tick(uv_timer_t* timer) {

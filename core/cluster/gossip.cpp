@@ -266,10 +266,17 @@ void Gossip::on_message(std::string_view data, uint64_t now_ms) {
       advance(now_ms);
       return;
     }
-    case kRequest:
+    case kRequest: {
       if (!up_) return;
+      // At most one SNAPSHOT per requester per resync period: a node asking in a loop
+      // (a bug, or a peer that is not ours) cannot make this one send without end.
+      uint64_t& last = snapshot_sent_ms_[from];
+      if (last != 0 && now_ms - last < timing_.resync_ms / 2) return;
+      last = now_ms;
+      if (snapshot_sent_ms_.size() > kMaxNodes) snapshot_sent_ms_.clear();
       send_snapshot(from);
       return;
+    }
     case kSnapshot: {
       const uint64_t seq = in.uint(8);
       const uint64_t part = in.uint(4), parts = in.uint(4);

@@ -138,6 +138,7 @@ class Gossip {
   std::deque<std::pair<uint64_t, uint64_t>> pending_;
   uint64_t settled_ = 0;
   std::unordered_map<uint64_t, Remote> remotes_;
+  std::unordered_map<uint64_t, uint64_t> snapshot_sent_ms_;  // by requester
   size_t unsynced_ = 0;
   FilterSet remote_;  // every synced-or-not remote's filters, merged
   std::vector<Send> sends_;

@@ -452,7 +452,10 @@ void Link::check_state(bool lost) {
   if (conn_ == nullptr) return;
   if (lost && connected_) {
     connected_ = false;
-    LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
+    if (leaving_)
+      LOG_INFO("cluster: the NATS connection closed while this node stops");
+    else
+      LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
     if (callbacks_.state) callbacks_.state(false);
   }
   const bool up = natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
@@ -463,6 +466,8 @@ void Link::check_state(bool lost) {
     char url[256] = "";
     natsConnection_GetConnectedUrl(conn_, url, sizeof(url));
     LOG_WARN("cluster: NATS connection regained at %s", url);
+  } else if (leaving_) {
+    LOG_INFO("cluster: the NATS connection closed while this node stops");
   } else {
     LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
   }

@@ -65,6 +65,8 @@ class Link {
   static bool probes_pending();
 
   bool connected() const { return connected_; }
+  // The node is stopping: a lost connection is expected now (logged at INFO, not WARN).
+  void set_leaving() { leaving_ = true; }
   // On the loop. False if the message could not be buffered (NATS gone, buffers full).
   bool publish(const std::string& subject, std::string_view data);
   // A subscription delivering into the queue, or null (not connected yet: call again
@@ -102,6 +104,7 @@ class Link {
   __natsConnection* conn_ = nullptr;
   bool connected_ = false;
   bool stopped_ = false;
+  bool leaving_ = false;
   bool started_ = false;
   // Connecting: which URL is probed, the retry timer and its backoff.
   size_t next_url_ = 0;

@@ -465,4 +465,11 @@ TEST_CASE("gossip: hostile control messages are counted and change nothing") {
     g.on_message(m, 10);
   CHECK(g.stats().malformed == bad.size());
   CHECK(g.remote_filters() == 0);
+  // A node asking for snapshots in a loop gets one per period.
+  const std::string request("Q\0\0\0\0\0\0\0\5", 9);
+  for (int i = 0; i < 10; ++i)
+    g.on_message(request, 20);
+  CHECK(g.stats().snapshots_sent == 1);
+  g.on_message(request, 20 + 1000);
+  CHECK(g.stats().snapshots_sent == 2);
 }
