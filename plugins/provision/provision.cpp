@@ -14,6 +14,7 @@
  *   state_file = "provision.db"             # optional: SQLite record of what it issued
  *   max_pending = 64                        # optional: requests waiting (beyond: "busy")
  *   threads = 1                             # optional: signing threads
+ *   token_file = "tokens"                   # optional: "<token> <id pattern>" per line, single use
  *
  * AUTHENTICATE lets in claim identities (a client certificate with the URI
  * spiffe://<domain>/claim/<batch>) whose client id the allow-list allows for the batch,
@@ -24,6 +25,7 @@
 #include <fnmatch.h>
 #include <mbedtls/asn1.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/x509.h>
 #include <mbedtls/x509_crt.h>
 #include <sys/stat.h>
@@ -34,8 +36,10 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,7 +80,27 @@ struct Config {
   KeyPolicy keys;
   size_t max_pending = 64, threads = 1;
   std::map<std::string, std::vector<std::string>> batches;  // batch -> id patterns
+  std::string token_file;
+  std::map<std::string, std::string> tokens;  // single-use token -> device id pattern
 };
+
+// Who a claim identity is, kept with its client: the claim ("<batch>" or
+// "token:<hash prefix>") and, for a token, the token (burnt when a certificate is issued).
+struct ClaimData {
+  std::string label, token;
+};
+
+std::string sha256_hex(const std::string& text) {
+  unsigned char digest[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest, 0);
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : digest) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
 
 struct Counters {
   int requests = -1, issued = -1, renewals = -1;
@@ -92,6 +116,7 @@ struct Job {
   uint64_t reply_to = 0;
   bool renew = false;
   std::string id, claim, peer, payload, reply_topic, leaf_der;
+  std::string token;  // a token claim's token: burnt on success
   std::optional<std::string> correlation;
 };
 
@@ -104,6 +129,8 @@ struct Instance {
   Counters counters;
   mqgate_work_queue queue{};
   bool queue_started = false;
+  std::mutex token_mu;          // check-and-burn of a token is one step
+  std::set<std::string> burnt;  // SHA-256 (hex) of the tokens used; under token_mu
 };
 
 // --- options --------------------------------------------------------------------------
@@ -166,13 +193,39 @@ int read_allow_list(OptionReader& o, Config& c) {
   return MQGATE_OK;
 }
 
+// "<token> <device id pattern>" per line: the token is the MQTT password of a device
+// whose user name and client id are its device id.
+int read_tokens(OptionReader& o, Config& c) {
+  std::ifstream in(c.token_file);
+  if (!in) return o.fail("token_file", "cannot read '" + c.token_file + "'");
+  std::string line;
+  for (int n = 1; std::getline(in, line) && n <= 1000000; ++n) {
+    if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    const size_t a = line.find_first_not_of(" \t\r");
+    if (a == std::string::npos) continue;
+    const size_t b = line.find_first_of(" \t", a);
+    const size_t p = b == std::string::npos ? b : line.find_first_not_of(" \t\r", b);
+    const std::string token = line.substr(a, b == std::string::npos ? b : b - a);
+    if (token.size() < 16 || token.size() > 256 || p == std::string::npos) {
+      // The line is not echoed: it holds a secret.
+      *o.errmsg = o.api->mprintf(
+          "%s:%d: expected \"<token> <device id pattern>\" with a token of 16 to 256 characters",
+          c.token_file.c_str(), n);
+      return MQGATE_ERR_CONFIG;
+    }
+    const size_t e = line.find_last_not_of(" \t\r");
+    c.tokens[token] = line.substr(p, e + 1 - p);
+  }
+  return MQGATE_OK;
+}
+
 int read_config(const mqgate_host_api* api, const mqgate_options* options, Config& c,
                 char** errmsg) {
   OptionReader o{api, options, errmsg};
   static const char* kKnown[] = {"uri_domain",        "issuing_ca_key", "issuing_ca_cert",
                                  "issuing_ca_chain",  "allow_list",     "days",
                                  "renew_window_days", "min_rsa_bits",   "state_file",
-                                 "max_pending",       "threads"};
+                                 "max_pending",       "threads",        "token_file"};
   for (size_t i = 0; i < api->opt_count(options); ++i) {
     const char* key = api->opt_key(options, i);
     bool known = false;
@@ -189,8 +242,11 @@ int read_config(const mqgate_host_api* api, const mqgate_options* options, Confi
       (rc = o.path("issuing_ca_cert", c.cert, true)) != MQGATE_OK ||
       (rc = o.path("issuing_ca_chain", c.chain, false)) != MQGATE_OK ||
       (rc = o.path("allow_list", c.allow_list, true)) != MQGATE_OK ||
-      (rc = o.path("state_file", c.state_file, false)) != MQGATE_OK)
+      (rc = o.path("state_file", c.state_file, false)) != MQGATE_OK ||
+      (rc = o.path("token_file", c.token_file, false)) != MQGATE_OK)
     return rc;
+  if (!c.token_file.empty() && c.state_file.empty())
+    return o.fail("token_file", "needs state_file: used tokens must stay burnt across restarts");
   if (c.chain.empty()) c.chain = c.cert;
   size_t days = c.days, window = c.renew_window_days, rsa = c.keys.min_rsa_bits;
   if ((rc = o.number("days", 1, 36500, days)) != MQGATE_OK ||
@@ -209,7 +265,8 @@ int read_config(const mqgate_host_api* api, const mqgate_options* options, Confi
   if ((st.st_mode & 077) != 0)
     return o.fail("issuing_ca_key",
                   "'" + c.key + "' is readable by others than its owner: chmod 600 it");
-  return read_allow_list(o, c);
+  if ((rc = read_allow_list(o, c)) != MQGATE_OK) return rc;
+  return c.token_file.empty() ? MQGATE_OK : read_tokens(o, c);
 }
 
 // --- certificates ----------------------------------------------------------------------
@@ -335,6 +392,17 @@ void run_job(void* context, mqgate_wq_job* head, int stopping) {
     return;
   }
   if (j->renew && !check_renewal(s, *j)) return;
+  // A token is checked and burnt in one step with the issue: a replay, even one racing
+  // the first use on another connection, gets `token-used`.
+  std::unique_lock<std::mutex> token_lock(s.token_mu, std::defer_lock);
+  const std::string token_hash = j->token.empty() ? "" : sha256_hex(j->token);
+  if (!j->token.empty()) {
+    token_lock.lock();
+    if (s.burnt.count(token_hash) != 0) {
+      refuse(s, *j, "token-used", "this enrolment token was used already");
+      return;
+    }
+  }
   Issued issued;
   try {
     issued = s.signer->sign(j->id, s.cfg.domain, s.cfg.days, csr.get().pk);
@@ -354,6 +422,14 @@ void run_job(void* context, mqgate_wq_job* head, int stopping) {
       refuse(s, *j, "internal", "the issue could not be recorded");
       return;
     }
+    if (!j->token.empty()) {
+      if (!s.state->burn(token_hash, j->id, why)) {
+        s.api->log(s.plugin, MQGATE_LOG_ERROR, "state_file: cannot burn a token: %s", why.c_str());
+        refuse(s, *j, "internal", "the token could not be burnt");
+        return;
+      }
+      s.burnt.insert(token_hash);
+    }
   }
   s.api->counter_add(s.plugin, s.counters.issued, 1);
   if (j->renew) s.api->counter_add(s.plugin, s.counters.renewals, 1);
@@ -365,8 +441,12 @@ void run_job(void* context, mqgate_wq_job* head, int stopping) {
 
 // --- events ----------------------------------------------------------------------------
 
-const char* claim_of(Instance& s, mqgate_client* client) {
-  return static_cast<const char*>(s.api->client_get_data(client, s.plugin));
+const ClaimData* claim_of(Instance& s, mqgate_client* client) {
+  return static_cast<const ClaimData*>(s.api->client_get_data(client, s.plugin));
+}
+
+void free_claim(void* data) {
+  delete static_cast<ClaimData*>(data);
 }
 
 int deny(Instance& s, char** reason, const std::string& why) {
@@ -374,10 +454,60 @@ int deny(Instance& s, char** reason, const std::string& why) {
   return MQGATE_DENY;
 }
 
+int allow_claim(Instance& s, mqgate_evt_authenticate* evt, ClaimData claim, const std::string& id) {
+  auto* data = new ClaimData(std::move(claim));
+  if (s.api->client_set_data(evt->client, s.plugin, data, free_claim) != MQGATE_OK) {
+    delete data;
+    return deny(s, &evt->reason, "out of memory");
+  }
+  evt->identity = s.api->mprintf("claim:%s:%s", data->label.c_str(), id.c_str());
+  return MQGATE_ALLOW;
+}
+
+// A device without a claim certificate that sends a known single-use token as its
+// password, its device id as user name and client id.
+int token_authenticate(Instance& s, mqgate_evt_authenticate* evt) {
+  if (s.cfg.tokens.empty() || evt->password == nullptr || evt->username == nullptr)
+    return MQGATE_ABSTAIN;
+  const std::string token(reinterpret_cast<const char*>(evt->password), evt->password_len);
+  const std::string id = evt->client_id ? evt->client_id : "";
+  auto known = s.cfg.tokens.find(token);
+  const std::string hash = sha256_hex(token);
+  const std::string label = "token:" + hash.substr(0, 12);
+  if (known == s.cfg.tokens.end()) {
+    s.api->log(s.plugin, MQGATE_LOG_INFO,
+               "refused: connect client=%s peer=%s claim=token: token-unknown", id.c_str(),
+               evt->peer_address);
+    evt->reason = s.api->strdup("token-unknown (left to the other plugins)");
+    return MQGATE_ABSTAIN;  // perhaps a password for another plugin
+  }
+  bool used;
+  {
+    std::lock_guard<std::mutex> lock(s.token_mu);
+    used = s.burnt.count(hash) != 0;
+  }
+  std::string why;
+  if (used)
+    why = "token-used: this enrolment token was used already";
+  else if (evt->client_id_generated || !valid_name(id, 128) || id != evt->username)
+    why = "id-not-allowed: connect with the device id as client id and user name";
+  else if (!evt->clean_session)
+    why = "a claim identity may not keep a session (connect with a clean session)";
+  else if (fnmatch(known->second.c_str(), id.c_str(), 0) != 0)
+    why = "id-not-allowed: device id " + id + " is not allowed for this token";
+  if (!why.empty()) {
+    s.api->log(s.plugin, MQGATE_LOG_INFO, "refused: connect client=%s peer=%s claim=%s: %s",
+               id.c_str(), evt->peer_address, label.c_str(), why.c_str());
+    evt->connack_code = MQGATE_CONNACK_BAD_CREDENTIALS;
+    return deny(s, &evt->reason, why);
+  }
+  return allow_claim(s, evt, ClaimData{label, token}, id);
+}
+
 int on_authenticate(Instance& s, mqgate_evt_authenticate* evt) {
   Leaf leaf;
   if (evt->peer_chain_len == 0 || !leaf.parse(evt->peer_chain[0].der, evt->peer_chain[0].der_len))
-    return MQGATE_ABSTAIN;  // no certificate: not a claim identity
+    return token_authenticate(s, evt);  // no certificate: a token, or not a claim identity
   const std::vector<std::string> uris = san_uris(leaf.crt);
   const std::string batch = spiffe_name(uris, s.cfg.domain, "/claim/");
   if (batch.empty()) return MQGATE_ABSTAIN;  // a device (certauth's) or someone else's
@@ -403,17 +533,11 @@ int on_authenticate(Instance& s, mqgate_evt_authenticate* evt) {
                id.c_str(), evt->peer_address, batch.c_str(), why.c_str());
     return deny(s, &evt->reason, why);
   }
-  char* copy = strdup(batch.c_str());
-  if (copy == nullptr || s.api->client_set_data(evt->client, s.plugin, copy, free) != MQGATE_OK) {
-    free(copy);
-    return deny(s, &evt->reason, "out of memory");
-  }
-  evt->identity = s.api->mprintf("claim:%s:%s", batch.c_str(), id.c_str());
-  return MQGATE_ALLOW;
+  return allow_claim(s, evt, ClaimData{batch, {}}, id);
 }
 
 int on_authorize(Instance& s, mqgate_evt_authorize* evt) {
-  const char* claim = claim_of(s, evt->client);
+  const ClaimData* claim = claim_of(s, evt->client);
   const std::string topic = evt->topic ? evt->topic : "";
   const bool ours = topic.compare(0, kPrefix.size(), kPrefix) == 0;
   if (claim == nullptr && !ours) return MQGATE_ABSTAIN;  // other clients' other topics
@@ -439,7 +563,7 @@ int on_authorize(Instance& s, mqgate_evt_authorize* evt) {
 
 int on_message(Instance& s, mqgate_evt_message* evt) {
   s.api->counter_add(s.plugin, s.counters.requests, 1);
-  const char* claim = claim_of(s, evt->client);
+  const ClaimData* claim = claim_of(s, evt->client);
   const std::string id = s.api->client_id(evt->client);
   const std::string own = std::string(kPrefix) + id + "/";
   const std::string topic = evt->topic;
@@ -453,7 +577,8 @@ int on_message(Instance& s, mqgate_evt_message* evt) {
   j->reply_to = evt->reply_to;
   j->renew = renew;
   j->id = id;
-  j->claim = claim ? claim : "-";
+  j->claim = claim ? claim->label : "-";
+  if (claim) j->token = claim->token;
   j->peer = s.api->client_peer_address(evt->client);
   j->payload.assign(reinterpret_cast<const char*>(evt->payload), evt->payload_len);
   j->reply_topic = own + "reply";
@@ -523,11 +648,13 @@ int init(mqgate_plugin* plugin, const mqgate_host_api* api, const mqgate_options
   if (!s->cfg.state_file.empty()) {
     s->state = std::make_unique<StateFile>();
     std::string why;
-    if (!s->state->open(s->cfg.state_file, why)) {
+    std::vector<std::string> burnt;
+    if (!s->state->open(s->cfg.state_file, why) || !s->state->burnt_tokens(burnt, why)) {
       *errmsg =
           api->mprintf("%s: state_file: %s", api->opt_location(options, "state_file"), why.c_str());
       return MQGATE_ERR_CONFIG;
     }
+    s->burnt.insert(burnt.begin(), burnt.end());
   }
   Counters& c = s->counters;
   c.requests = api->register_counter(plugin, "requests", "Certificate requests received.");
@@ -556,9 +683,9 @@ int init(mqgate_plugin* plugin, const mqgate_host_api* api, const mqgate_options
   s->queue_started = true;
   api->log(plugin, MQGATE_LOG_INFO,
            "uri_domain=%s issuing CA %s, %zu claim batch(es), days=%u renew_window_days=%u "
-           "max_pending=%zu threads=%zu state_file=%s",
+           "max_pending=%zu threads=%zu tokens=%zu state_file=%s",
            s->cfg.domain.c_str(), s->cfg.cert.c_str(), s->cfg.batches.size(), s->cfg.days,
-           s->cfg.renew_window_days, s->cfg.max_pending, s->cfg.threads,
+           s->cfg.renew_window_days, s->cfg.max_pending, s->cfg.threads, s->cfg.tokens.size(),
            s->cfg.state_file.empty() ? "(none)" : s->cfg.state_file.c_str());
   *instance = s.release();
   return MQGATE_OK;

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace mqgate::provision {
 
@@ -23,6 +24,9 @@ class StateFile {
   ~StateFile();
   // False with `error` set if the row could not be written.
   bool record(const IssueRecord& r, std::string& error);
+  // Single-use tokens (their SHA-256, hex): burnt ones, and burning one.
+  bool burnt_tokens(std::vector<std::string>& out, std::string& error);
+  bool burn(const std::string& token_hash, const std::string& device_id, std::string& error);
 
  private:
   std::mutex mu_;

@@ -331,6 +331,53 @@ class ProvisionTest(ProvisionPki):
         self.b.wait_log(r'client="dev-13" .*message to "\$provision/dev-13/csr" refused')
         self.assertEqual(self.issued_rows(), [])
 
+    # --- single-use tokens -------------------------------------------------------------
+
+    def test_a_token_enrols_once_and_a_replay_is_refused(self):
+        tokens = os.path.join(self.tmp, "tokens")
+        with open(tokens, "w") as f:
+            f.write("tok-0123456789abcdef tdev-*\n")
+        # certauth denies clients without a certificate: token devices use a listener of
+        # their own, where provision decides alone.
+        enrol = (f'[listeners.enrol]\nbind = "127.0.0.1:0"\nssl = true\n'
+                 f'certfile = "{self.server.cert}"\nkeyfile = "{self.server.key}"\n'
+                 'plugins = ["provision"]\n')
+        b = self.start_broker(self.config(f'token_file = "{tokens}"\n') + enrol)
+        self.port, self.b = b.port("enrol"), b
+        _, csr = make_csr(self.tmp, "tdev-1")
+
+        def token_device(client_id, token):
+            c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True,
+                            reconnect_on_failure=False)
+            c.tls_set(ca_certs=self.root.cert)  # no client certificate: the token is the claim
+            c.username_pw_set(client_id, token)
+            dev = Device.__new__(Device)
+            dev.v5, dev.c, dev.port = False, c, self.port
+            dev.messages, dev.events = queue.Queue(), queue.Queue()
+            c.on_message = lambda cl, u, m: dev.messages.put(m)
+            c.on_connect = lambda cl, u, f, rc, *p: dev.events.put(("connack", rc))
+            c.on_subscribe = lambda cl, u, mid, granted, *p: dev.events.put(("suback", granted))
+            c.on_disconnect = lambda cl, u, rc, *p: dev.events.put(("disconnect", rc))
+            self.addCleanup(dev.close)
+            return dev
+
+        dev = token_device("tdev-1", "tok-0123456789abcdef")
+        self.assertEqual(dev.connect(), 0)
+        self.assertEqual(dev.subscribe("$provision/tdev-1/#"), 1)
+        dev.publish("$provision/tdev-1/csr", read(csr, "rb"))
+        self.assertTrue(dev.reply().payload.startswith(b"-----BEGIN CERTIFICATE-----"))
+        self.assertEqual(len([r for r in self.issued_rows() if r[0] == "tdev-1"]), 1)
+        # The same request again on the same connection: the token is burnt.
+        dev.publish("$provision/tdev-1/csr", read(csr, "rb"))
+        self.assertRefused(dev.reply(), "token-used")
+        # A new connection with it is refused at CONNECT (CONNACK 4), as is an unknown one.
+        self.assertEqual(token_device("tdev-2", "tok-0123456789abcdef").connect(), 4)
+        b.wait_log(r"refused: connect client=tdev-2 peer=\S+ claim=token:[0-9a-f]{12}: token-used")
+        self.assertNotEqual(token_device("tdev-3", "tok-not-a-known-token").connect(), 0)
+        b.wait_log(r"refused: connect client=tdev-3 peer=\S+ claim=token: token-unknown")
+        self.assertNotIn("tok-0123456789abcdef", b.log())  # never logged
+        self.assertEqual(len(self.issued_rows()), 1)
+
     # --- renewal -------------------------------------------------------------------------
 
     def own_device(self, device_id, days_left):
