@@ -64,9 +64,10 @@ void Bridge::stop() {
   }
   gossip_.leave();
   send_control();
-  for (auto* s : control_subs_)
+  for (auto*& s : control_subs_) {
     link_->unsubscribe(s);
-  control_subs_.clear();
+    s = nullptr;
+  }
   for (auto& [filter, subs] : subs_)
     for (auto* s : subs)
       link_->unsubscribe(s);
@@ -85,7 +86,11 @@ void Bridge::on_tick(uv_timer_t* timer) {
   const uint64_t before = self->gossip_.settled();
   self->gossip_.tick(self->now_ms());
   self->send_control();
-  if (self->gossip_.settled() != before && self->ready_) self->ready_();
+  // Also when the number moved outside a tick (a DELTA added or removed meanwhile)
+  // without the broker hearing of it yet.
+  if ((self->gossip_.settled() != before || self->gossip_.settled() != self->reported_settled_) &&
+      self->ready_)
+    self->ready_();
 }
 
 void Bridge::send_control() {
@@ -93,13 +98,17 @@ void Bridge::send_control() {
     if (link_) link_->publish(m.subject, m.data);  // a lost one: the gossip recovers
 }
 
-void Bridge::drain_control() {
-  if (!link_) return;
-  link_->take_control(control_batch_, SIZE_MAX);
+bool Bridge::drain_control() {
+  reported_settled_ = gossip_.settled();  // the server hands it to the broker next
+  if (!link_) return false;
+  // A slice at a time: a flood of control messages does not hold the loop.
+  const size_t left = link_->take_control(control_batch_, kControlSlice);
   const uint64_t now = now_ms();
   for (; !control_batch_.empty(); control_batch_.pop_front())
     gossip_.on_message(control_batch_.front(), now);
   send_control();
+  reported_settled_ = gossip_.settled();
+  return left != 0;
 }
 
 void Bridge::publish(const OutboundMessage& m) {
@@ -144,7 +153,8 @@ void Bridge::publish(const OutboundMessage& m) {
 }
 
 uint64_t Bridge::add_interest(std::string_view filter) {
-  if (!interest_.add(filter)) return 0;
+  // Held already: a SUBACK waits as long as the first one does, while that waits.
+  if (!interest_.add(filter)) return gossip_.wait_for(filter);
   const std::string key(filter);
   subs_[key];  // subscribed now if a connection exists, else once there is one
   if (link_) subscribe_filter(key);
@@ -187,10 +197,9 @@ void Bridge::on_state(bool up) {
   }
   // cnats re-sends existing subscriptions after a reconnect; only filters added before
   // the first connection (or refused then) still need theirs.
-  if (control_subs_.empty()) {
-    for (const std::string& subject : {gossip_.broadcast_subject(), gossip_.own_subject()})
-      if (auto* sub = link_->subscribe_control(subject)) control_subs_.push_back(sub);
-  }
+  const std::string control[] = {gossip_.broadcast_subject(), gossip_.own_subject()};
+  for (size_t i = 0; i < 2; ++i)
+    if (control_subs_[i] == nullptr) control_subs_[i] = link_->subscribe_control(control[i]);
   for (auto& [filter, subs] : subs_)
     if (subs.empty()) subscribe_filter(filter);
   gossip_.connected(now_ms());

@@ -56,9 +56,10 @@ class Bridge final : public Outbound {
   void remove_interest(std::string_view filter) override;
   uint64_t settled() const override { return gossip_.settled(); }
 
-  // The control messages waiting (interest of other nodes, acknowledgements): taken
-  // whether or not the broker is congested.
-  void drain_control();
+  // The control messages waiting (interest of other nodes, acknowledgements), a slice
+  // of them, taken whether or not the broker is congested; true if more wait.
+  bool drain_control();
+  static constexpr size_t kControlSlice = 4096;
 
   // Hands up to `max` inbound messages to `fn`; returns whether more wait.
   bool drain(size_t max, const std::function<void(const InboundMessage&)>& fn);
@@ -88,7 +89,8 @@ class Bridge final : public Outbound {
   Interest interest_;
   Gossip gossip_;
   uv_timer_t* tick_ = nullptr;  // the gossip's clock (freed by its close callback)
-  std::vector<__natsSubscription*> control_subs_;
+  __natsSubscription* control_subs_[2] = {nullptr, nullptr};  // broadcast, own subject
+  uint64_t reported_settled_ = 0;  // settled() as the broker last heard it
   std::deque<std::string> control_batch_;
   // The NATS subscriptions of each filter (empty until the first connection).
   std::unordered_map<std::string, std::vector<__natsSubscription*>> subs_;

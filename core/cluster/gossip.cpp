@@ -25,9 +25,11 @@ enum Kind : uint8_t {
 // something hostile, or a bug): past them the node stops trusting its view and publishes
 // everything, which is only a cost.
 constexpr size_t kMaxNodes = 1024;
-constexpr size_t kMaxFiltersPerNode = 4u << 20;
+constexpr size_t kMaxRemoteBytes = 256u << 20;  // filters (+ overhead) of all other nodes
+constexpr size_t kFilterOverhead = 64;          // per filter held: hash nodes, strings
 constexpr size_t kMaxEarly = 65536;
 constexpr size_t kSnapshotPartBytes = 256u << 10;
+constexpr uint64_t kHelloAnswerMs = 100;  // at most one immediate BEAT per this
 
 void put_u64(std::string& out, uint64_t v) {
   for (int i = 7; i >= 0; --i)
@@ -95,11 +97,13 @@ std::string Gossip::direct_subject(uint64_t instance) const {
 }
 
 uint64_t Gossip::local_add(std::string_view filter, uint64_t now_ms) {
-  if (!local_.emplace(filter).second) return 0;
+  auto [it, added] = local_.try_emplace(std::string(filter), 0);
+  if (!added) return wait_for(filter);
   local_hash_ ^= filter_hash(filter);
   if (!up_) return 0;  // local only; the others resynchronise from the next BEAT
+  it->second = ++seq_;
   std::string m = header(kDelta, instance_);
-  put_u64(m, ++seq_);
+  put_u64(m, seq_);
   m.push_back(1);
   m.append(filter);
   sends_.push_back({ctl_ + "all", std::move(m)});
@@ -108,6 +112,11 @@ uint64_t Gossip::local_add(std::string_view filter, uint64_t now_ms) {
   const uint64_t seq = seq_;
   advance(now_ms);
   return seq;
+}
+
+uint64_t Gossip::wait_for(std::string_view filter) const {
+  auto it = local_.find(std::string(filter));
+  return it != local_.end() && it->second > settled_ ? it->second : 0;
 }
 
 void Gossip::local_remove(std::string_view filter, uint64_t now_ms) {
@@ -137,7 +146,7 @@ void Gossip::send_beat(bool hello) {
 void Gossip::send_snapshot(uint64_t to) {
   // Parts of at most kSnapshotPartBytes, numbered; the receiver takes them in order.
   std::vector<std::string> bodies(1);
-  for (const std::string& f : local_) {
+  for (const auto& [f, seq] : local_) {
     if (bodies.back().size() + 2 + f.size() > kSnapshotPartBytes) bodies.emplace_back();
     put_u16(bodies.back(), static_cast<uint16_t>(f.size()));
     bodies.back().append(f);
@@ -183,36 +192,62 @@ void Gossip::set_synced(Remote& r, bool synced) {
 void Gossip::apply(Remote& r, bool add, std::string filter) {
   const uint64_t h = filter_hash(filter);
   if (add) {
-    if (r.filters.size() >= kMaxFiltersPerNode) return;  // (its BEAT then disagrees: resync)
     if (r.filters.contains(filter)) return;
     remote_.add(filter);
+    remote_bytes_ += filter.size() + kFilterOverhead;
     r.filters.insert(std::move(filter));
     r.hash ^= h;
   } else if (r.filters.erase(filter) != 0) {
     remote_.remove(filter);
+    remote_bytes_ -= filter.size() + kFilterOverhead;
     r.hash ^= h;
   }
+}
+
+void Gossip::overflow(uint64_t instance, uint64_t now_ms) {
+  if (!overflow_)
+    LOG_WARN(
+        "cluster: the other nodes' filters pass %zu MiB here; publishing every message to "
+        "NATS for now (mqgate_cluster_interest_certain 0)",
+        kMaxRemoteBytes >> 20);
+  overflow_ = true;
+  overflow_until_ = now_ms + timing_.forget_ms;
+  forget(instance);
+}
+
+void Gossip::warm_up(uint64_t now_ms) {
+  warming_ = true;
+  warm_until_ = std::max(warm_until_, now_ms + timing_.warmup_ms);
 }
 
 void Gossip::forget(uint64_t instance) {
   auto it = remotes_.find(instance);
   if (it == remotes_.end()) return;
-  for (const std::string& f : it->second.filters)
+  Remote& r = it->second;
+  for (const std::string& f : r.filters) {
     remote_.remove(f);
-  if (!it->second.synced) unsynced_--;
+    remote_bytes_ -= f.size() + kFilterOverhead;
+  }
+  for (const auto& [seq, change] : r.early)
+    remote_bytes_ -= change.second.size() + kFilterOverhead;
+  for (const std::string& f : r.snap_filters)
+    remote_bytes_ -= f.size() + kFilterOverhead;
+  if (!r.synced) unsynced_--;
   remotes_.erase(it);
 }
 
 void Gossip::connected(uint64_t now_ms) {
+  if (left_) return;  // a reconnection while stopping: stay gone
   up_ = true;
-  warming_ = true;
-  warm_until_ = now_ms + timing_.warmup_ms;
+  warm_up(now_ms);
   hello_until_ = now_ms + timing_.hello_ms;
+  last_tick_ = now_ms;
   last_beat_ = now_ms;
   send_beat(true);
   // What the others changed while this node was away is unknown: ask them all again.
   for (auto& [instance, r] : remotes_) {
     set_synced(r, false);
+    r.heard_ms = now_ms;  // nothing could be heard while apart
     r.requested_ms = 0;
     request_snapshot(instance, r, now_ms);
   }
@@ -227,6 +262,7 @@ void Gossip::disconnected() {
 void Gossip::leave() {
   if (up_) sends_.push_back({ctl_ + "all", header(kBye, instance_)});
   up_ = false;
+  left_ = true;
 }
 
 void Gossip::on_message(std::string_view data, uint64_t now_ms) {
@@ -240,7 +276,8 @@ void Gossip::on_message(std::string_view data, uint64_t now_ms) {
   if (from == instance_) return;  // our own broadcast
   if (remotes_.size() >= kMaxNodes && !remotes_.contains(from)) {
     stats_.malformed++;
-    unsynced_ = std::max<size_t>(unsynced_, 1);  // too many nodes: publish everything
+    overflow_ = true;  // too many nodes: publish everything for a while
+    overflow_until_ = now_ms + timing_.forget_ms;
     return;
   }
   switch (kind) {
@@ -267,7 +304,8 @@ void Gossip::on_message(std::string_view data, uint64_t now_ms) {
       return;
     }
     case kRequest: {
-      if (!up_) return;
+      // Only nodes that said who they are (HELLO, BEAT or DELTA first) get a snapshot.
+      if (!up_ || !remotes_.contains(from)) return;
       // At most one SNAPSHOT per requester per resync period: a node asking in a loop
       // (a bug, or a peer that is not ours) cannot make this one send without end.
       uint64_t& last = snapshot_sent_ms_[from];
@@ -306,6 +344,7 @@ void Gossip::on_delta(uint64_t from, uint64_t seq, bool add, std::string_view fi
   if (r.synced && seq == r.seq + 1) {
     apply(r, add, std::string(filter));
     r.seq = seq;
+    if (remote_bytes_ > kMaxRemoteBytes) overflow(from, now_ms);
     return;
   }
   if (r.synced) {
@@ -313,15 +352,26 @@ void Gossip::on_delta(uint64_t from, uint64_t seq, bool add, std::string_view fi
     set_synced(r, false);
     request_snapshot(from, r, now_ms);
   }
-  if (r.early.size() >= kMaxEarly) r.early.clear();  // the snapshot will say it all
-  r.early.insert_or_assign(seq, std::make_pair(add, std::string(filter)));
+  if (r.early.size() >= kMaxEarly) {  // the snapshot will say it all
+    for (const auto& [s, change] : r.early)
+      remote_bytes_ -= change.second.size() + kFilterOverhead;
+    r.early.clear();
+  }
+  auto [it, fresh] = r.early.try_emplace(seq, add, std::string(filter));
+  if (fresh) remote_bytes_ += filter.size() + kFilterOverhead;
+  if (remote_bytes_ > kMaxRemoteBytes) overflow(from, now_ms);
 }
 
 void Gossip::on_beat(uint64_t from, uint64_t seq, uint64_t count, uint64_t hash, bool hello,
                      std::string_view node, uint64_t now_ms) {
   Remote& r = remote(from, now_ms);
   if (r.node != node) r.node = std::string(node);
-  if (hello && up_) send_beat(false);  // so the newcomer knows this node at once
+  // So the newcomer knows this node at once (one answer per kHelloAnswerMs: a storm of
+  // HELLOs does not make a storm of BEATs).
+  if (hello && up_ && now_ms - last_hello_answer_ >= kHelloAnswerMs) {
+    last_hello_answer_ = now_ms;
+    send_beat(false);
+  }
   if (!r.synced) return;
   if (seq != r.seq || count != r.filters.size() || hash != r.hash) {
     stats_.resyncs++;
@@ -333,7 +383,10 @@ void Gossip::on_beat(uint64_t from, uint64_t seq, uint64_t count, uint64_t hash,
 void Gossip::on_snapshot(uint64_t from, uint64_t seq, uint32_t part, uint32_t parts,
                          std::string_view body, uint64_t now_ms) {
   Remote& r = remote(from, now_ms);
+  if (r.synced && seq < r.seq) return;  // older than what is known: never roll back
   if (part == 0) {
+    for (const std::string& f : r.snap_filters)
+      remote_bytes_ -= f.size() + kFilterOverhead;
     r.snap_seq = seq;
     r.snap_parts = parts;
     r.snap_got = 0;
@@ -344,7 +397,7 @@ void Gossip::on_snapshot(uint64_t from, uint64_t seq, uint32_t part, uint32_t pa
   Reader in{body};
   while (!in.rest.empty()) {
     const size_t len = in.uint(2);
-    if (!in.ok || len > in.rest.size() || r.snap_filters.size() >= kMaxFiltersPerNode) {
+    if (!in.ok || len > in.rest.size()) {
       stats_.malformed++;
       r.snap_parts = 0;
       return;
@@ -357,6 +410,11 @@ void Gossip::on_snapshot(uint64_t from, uint64_t seq, uint32_t part, uint32_t pa
       return;
     }
     r.snap_filters.emplace_back(f);
+    remote_bytes_ += f.size() + kFilterOverhead;
+    if (remote_bytes_ > kMaxRemoteBytes) {
+      overflow(from, now_ms);
+      return;
+    }
   }
   if (++r.snap_got < r.snap_parts) return;
   // Complete: it replaces what was known of that node, then the DELTAs that came after.
@@ -365,15 +423,19 @@ void Gossip::on_snapshot(uint64_t from, uint64_t seq, uint32_t part, uint32_t pa
     remote_.remove(f);
   r.filters.clear();
   r.hash = 0;
-  for (std::string& f : r.snap_filters)
+  for (std::string& f : r.snap_filters) {
+    remote_bytes_ -= f.size() + kFilterOverhead;
     apply(r, true, std::move(f));
+  }
   r.snap_filters = {};
   r.snap_parts = 0;
   r.seq = r.snap_seq;
   for (auto it = r.early.begin(); it != r.early.end();) {
     if (it->first <= r.seq) {
+      remote_bytes_ -= it->second.second.size() + kFilterOverhead;
       it = r.early.erase(it);
     } else if (it->first == r.seq + 1) {
+      remote_bytes_ -= it->second.second.size() + kFilterOverhead;
       apply(r, it->second.first, std::move(it->second.second));
       r.seq = it->first;
       it = r.early.erase(it);
@@ -391,7 +453,17 @@ void Gossip::on_snapshot(uint64_t from, uint64_t seq, uint32_t part, uint32_t pa
 
 void Gossip::tick(uint64_t now_ms) {
   if (!up_) return;
+  // The loop itself stalled (nothing could be heard meanwhile, and what was sent may
+  // still wait in the queue): nobody is forgotten for it, and this node is unsure for a
+  // moment.
+  if (now_ms - last_tick_ > 2 * timing_.beat_ms) {
+    for (auto& [instance, r] : remotes_)
+      r.heard_ms = now_ms;
+    warm_up(now_ms);
+  }
+  last_tick_ = now_ms;
   if (warming_ && now_ms >= warm_until_) warming_ = false;
+  if (overflow_ && now_ms >= overflow_until_) overflow_ = false;
   if (now_ms - last_beat_ >= timing_.beat_ms) {
     last_beat_ = now_ms;
     send_beat(false);
@@ -409,6 +481,9 @@ void Gossip::tick(uint64_t now_ms) {
              static_cast<unsigned long long>(timing_.forget_ms / 1000));
     forget(instance);
   }
+  // If that was a mistake (this side's fault), the node's next BEAT brings it back
+  // before gating resumes.
+  if (!silent.empty()) warm_up(now_ms);
   advance(now_ms);
 }
 
@@ -423,7 +498,10 @@ void Gossip::advance(uint64_t now_ms) {
       if (r.acked < seq && now_ms - r.heard_ms <= 2 * timing_.beat_ms + timing_.beat_ms / 2)
         all = false;
     if (!all && now_ms < deadline) break;
-    if (!all) stats_.ack_timeouts++;
+    if (!all) {
+      stats_.ack_timeouts++;
+      send_beat(false);  // a node that lost the DELTA learns of it now, not in up to 1 s
+    }
     pending_.pop_front();
   }
   settled_ = pending_.empty() ? seq_ : pending_.front().first - 1;

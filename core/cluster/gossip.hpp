@@ -64,6 +64,9 @@ class Gossip {
   // last one gone). add returns the DELTA number a SUBACK waits for (0: none).
   uint64_t local_add(std::string_view filter, uint64_t now_ms);
   void local_remove(std::string_view filter, uint64_t now_ms);
+  // For a filter already held here: the DELTA number its first SUBACK waits for, while
+  // that DELTA is not settled (another subscriber to it must wait as long); else 0.
+  uint64_t wait_for(std::string_view filter) const;
 
   // The NATS connection came up (or back) / went down.
   void connected(uint64_t now_ms);
@@ -86,7 +89,7 @@ class Gossip {
 
   size_t nodes() const { return remotes_.size(); }
   size_t remote_filters() const { return remote_.size(); }
-  bool certain() const { return up_ && !warming_ && unsynced_ == 0; }
+  bool certain() const { return up_ && !warming_ && unsynced_ == 0 && !overflow_; }
   const Stats& stats() const { return stats_; }
 
  private:
@@ -112,6 +115,10 @@ class Gossip {
   void request_snapshot(uint64_t instance, Remote& r, uint64_t now_ms);
   Remote& remote(uint64_t instance, uint64_t now_ms);
   void apply(Remote& r, bool add, std::string filter);
+  // What other nodes make this one hold passed kMaxRemoteBytes: drop that node's state
+  // and publish everything for a while (only a cost).
+  void overflow(uint64_t instance, uint64_t now_ms);
+  void warm_up(uint64_t now_ms);
   void forget(uint64_t instance);
   void set_synced(Remote& r, bool synced);
   void on_delta(uint64_t from, uint64_t seq, bool add, std::string_view filter, uint64_t now_ms);
@@ -126,12 +133,19 @@ class Gossip {
   const uint64_t instance_;
   const Timing timing_;
   bool up_ = false;
+  bool left_ = false;  // leave() was called: stays down
+  bool overflow_ = false;
+  uint64_t overflow_until_ = 0;
+  uint64_t last_tick_ = 0;
+  uint64_t last_hello_answer_ = 0;
+  size_t remote_bytes_ = 0;  // filters held for others, DELTAs waiting, snapshots assembling
   bool warming_ = true;
   uint64_t warm_until_ = 0;
   uint64_t hello_until_ = 0;
   uint64_t last_beat_ = 0;
-  // This node's filters, their hash, and the number of its last DELTA.
-  std::unordered_set<std::string> local_;
+  // This node's filters (each with the number of the DELTA that added it: 0 when added
+  // while NATS was down), their hash, and the number of its last DELTA.
+  std::unordered_map<std::string, uint64_t> local_;
   uint64_t local_hash_ = 0;
   uint64_t seq_ = 0;
   // DELTAs whose SUBACKs wait: number and deadline, in order.

@@ -125,12 +125,14 @@ struct Link::Hooks {
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(self->mutex_);
-      if (self->control_bytes_ + payload.size() > kMaxControlBytes) {
+      // Counted with an overhead per message: many tiny ones cost memory too.
+      const size_t bytes = payload.size() + kControlOverhead;
+      if (self->control_bytes_ + bytes > kMaxControlBytes) {
         self->stats_.dropped_control++;
       } else {
         wake = self->control_.empty();
         self->control_.emplace_back(payload);
-        self->control_bytes_ += payload.size();
+        self->control_bytes_ += bytes;
       }
     }
     natsMsg_Destroy(msg);
@@ -511,7 +513,7 @@ natsSubscription* Link::subscribe_control(const std::string& subject) {
 size_t Link::take_control(std::deque<std::string>& out, size_t max) {
   std::lock_guard<std::mutex> lock(mutex_);
   while (max-- > 0 && !control_.empty()) {
-    control_bytes_ -= control_.front().size();
+    control_bytes_ -= control_.front().size() + kControlOverhead;
     out.push_back(std::move(control_.front()));
     control_.pop_front();
   }

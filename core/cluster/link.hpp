@@ -78,6 +78,7 @@ class Link {
   __natsSubscription* subscribe_control(const std::string& subject);
   size_t take_control(std::deque<std::string>& out, size_t max);
   static constexpr uint64_t kMaxControlBytes = 64u << 20;
+  static constexpr uint64_t kControlOverhead = 64;  // per queued message
   void unsubscribe(__natsSubscription* sub);
   // Moves up to `max` waiting messages into `out`; returns how many remain.
   size_t take(std::deque<Received>& out, size_t max);

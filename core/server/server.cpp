@@ -218,8 +218,10 @@ std::string Server::health_detail() const {
 void Server::drain_cluster() {
   if (!cluster_ || shutting_down_) return;
   // Other nodes' interest and acknowledgements first, congested or not.
-  cluster_->drain_control();
+  const bool more_control = cluster_->drain_control();
   broker_.on_cluster_settled(cluster_->settled());
+  if (more_control && !uv_is_active(reinterpret_cast<uv_handle_t*>(&cluster_idle_)))
+    uv_idle_start(&cluster_idle_, on_cluster_idle);
   if (broker_.congested()) {  // on_check comes back once the fan-out is done
     carry_out_requests();
     return;

@@ -422,6 +422,7 @@ TEST_CASE("gossip: while unsure of a node, everything is published; silent nodes
   net.nodes[3].up = false;  // c dies without a BYE
   net.advance(11000);
   CHECK(a.nodes() == 1);
+  net.advance(2000);  // unsure for a moment after forgetting someone
   CHECK_FALSE(a.wanted("only/c"));
 }
 
@@ -465,11 +466,63 @@ TEST_CASE("gossip: hostile control messages are counted and change nothing") {
     g.on_message(m, 10);
   CHECK(g.stats().malformed == bad.size());
   CHECK(g.remote_filters() == 0);
-  // A node asking for snapshots in a loop gets one per period.
+  // A node that never said who it is gets no snapshot; a known one asking in a loop gets
+  // one per period.
   const std::string request("Q\0\0\0\0\0\0\0\5", 9);
+  g.on_message(request, 20);
+  CHECK(g.stats().snapshots_sent == 0);
+  std::string beat("B\0\0\0\0\0\0\0\5", 9);
+  beat.append(24, '\0');
+  beat += "n5";
+  g.on_message(beat, 20);
   for (int i = 0; i < 10; ++i)
     g.on_message(request, 20);
   CHECK(g.stats().snapshots_sent == 1);
   g.on_message(request, 20 + 1000);
   CHECK(g.stats().snapshots_sent == 2);
+}
+
+TEST_CASE("gossip: a second subscriber to a filter whose DELTA is not settled waits as long") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  Gossip& b = net.add(2);
+  net.advance(2000);
+  REQUIRE(a.certain());
+  const uint64_t wait = b.local_add("same/#", net.now);
+  REQUIRE(wait > b.settled());
+  CHECK(b.wait_for("same/#") == wait);  // held, but a's ACK has not come
+  net.collect();
+  net.settle();
+  CHECK(b.wait_for("same/#") == 0);
+  CHECK(a.wanted("same/x"));
+}
+
+TEST_CASE("gossip: a stalled loop forgets nobody; after a stall the node is unsure a moment") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  net.add(2);
+  net.advance(2000);
+  REQUIRE(a.certain());
+  net.now += 15000;  // the loop did not run for 15 s
+  a.tick(net.now);
+  CHECK(a.nodes() == 1);
+  CHECK_FALSE(a.certain());
+  net.collect();
+  net.settle();
+  net.advance(2000);
+  CHECK(a.certain());
+  CHECK(a.nodes() == 1);
+}
+
+TEST_CASE("gossip: after leave() a reconnection does not bring the node back") {
+  Gossip g("mqgate.c.ctl.", "n", 1);
+  g.connected(0);
+  g.take_sends();
+  g.leave();
+  auto bye = g.take_sends();
+  REQUIRE(bye.size() == 1);
+  CHECK(bye[0].data[0] == 'X');
+  g.connected(100);
+  CHECK(g.take_sends().empty());
+  CHECK_FALSE(g.certain());
 }
