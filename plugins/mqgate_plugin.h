@@ -1,5 +1,5 @@
 /*
- * mqgate_plugin.h -- the mqgate plugin ABI, version 2.4 (the broker also hosts version 1).
+ * mqgate_plugin.h -- the mqgate plugin ABI, version 2.5 (the broker also hosts version 1).
  *
  * This header is the whole contract between the mqgate broker and its plugins. A
  * plugin is a shared object (.so) written in C (or anything with a C ABI) that
@@ -41,12 +41,15 @@
  *                                                                    (after 0.3.0)
  *   ABI 2.4  api->deferred_is_live: whether a deferred decision is still awaited
  *                                                                    (after 0.3.0)
+ *   ABI 2.5  broker-owned topics: api->claim_topic, MQGATE_EVT_MESSAGE
+ *            (mqgate_evt_message), api->send_to_client (mqgate_outgoing); plugin
+ *            counters: api->register_counter, api->counter_add    (after 0.3.0)
  *
  * An ABI 1 plugin gets ABI 1.1 from every broker that hosts ABI 2. Nothing an ABI 1
  * or ABI 2 plugin binary reads or writes has changed value or place since it was
  * built; test/unit/plugin_abi_test.cpp pins the layout, and the integration tests load
- * plugins built against the ABI 1.1 and ABI 2.1 headers (test/plugins/abi1,
- * test/plugins/abi2_1) beside plugins built against this one.
+ * plugins built against the ABI 1.1, 2.1 and 2.4 headers (test/plugins/abi1,
+ * test/plugins/abi2_1, test/plugins/abi2_4) beside plugins built against this one.
  *
  * ## Lifecycle
  *
@@ -76,6 +79,8 @@
  *   AUTHORIZE     ABI 2: a decision (enum mqgate_auth_decision). ABI 1: an enum
  *                 mqgate_decision.
  *   RELOAD        MQGATE_OK or an error code (enum mqgate_error).
+ *   MESSAGE       ABI 2.5: MQGATE_ALLOW (the message is taken) or MQGATE_DENY (refused;
+ *                 see "Broker-owned topics").
  *   CONNECTED, DISCONNECTED, TICK
  *                 MQGATE_OK (the host ignores the value).
  *
@@ -205,6 +210,46 @@
  * authentication, with another method, or out of turn is a Protocol Error (0x82).
  * The broker never logs Authentication Data.
  *
+ * ## Broker-owned topics (ABI 2.5)
+ *
+ * Topics starting with '$' belong to the broker: clients may not publish to them. A
+ * plugin may take some for itself: api->claim_topic(plugin, "$provision/+/csr") during
+ * init (or during its RELOAD callback, which then replaces the instance's claims). A
+ * claim is a valid topic filter whose first level starts with '$' and is neither
+ * "$SYS" nor "$share", and no topic may match both it and another instance's claim
+ * (the host refuses it with MQGATE_ERR_INVALID and logs why). A plugin that claims
+ * registers MQGATE_EVT_MESSAGE.
+ *
+ * A client's PUBLISH to a topic a plugin of its listener claimed is first asked about
+ * like any other (AUTHORIZE, MQGATE_ACTION_PUBLISH; deferrable): a DENY refuses it as
+ * usual. Once allowed it goes to the claiming plugin's MESSAGE callback, never to the
+ * topic tree: no subscriber gets it, a retained flag is ignored (nothing is kept), and
+ * no other plugin sees it. The callback gets the client, the topic, payload and QoS
+ * and the MQTT 5.0 Response Topic, Correlation Data, Content Type and User Properties,
+ * and `reply_to`, the address of this connection for api->send_to_client. It returns
+ * MQGATE_ALLOW (taken: PUBACK/PUBREC Success) or MQGATE_DENY (refused: for 5.0 the
+ * event's `reason_code`, a PUBACK/PUBREC failure code such as 0x87 not authorised or
+ * 0x97 quota exceeded, default 0x80, and `reason_string`; 3.1.1 has no negative
+ * acknowledgement, so, as for a message the store cannot take, the client is
+ * disconnected without one). The callback must not block: slow work (a signature, a
+ * lookup) goes to a thread of the plugin's, which answers with api->send_to_client.
+ *
+ * api->send_to_client sends one PUBLISH to the connection `reply_to` names and to no
+ * other: not routed, not to other subscribers, never to a later connection that took
+ * the same client id. It is thread-safe. The host delivers it through the client's
+ * own subscriptions: one of them must match the topic (the client subscribes to its
+ * reply topic before asking), the QoS is the lower of the message's and the
+ * subscription's, and the client's flow control (Receive Maximum, Maximum Packet
+ * Size, queue limits) applies as to any message. With no matching subscription, or
+ * once the connection is gone, the message is dropped (logged at debug level,
+ * counted in mqgate_plugin_replies_total{result="dropped"}).
+ *
+ * Counters: api->register_counter(plugin, "issued", help) during init returns an
+ * index; api->counter_add(plugin, index, n) adds to it from any thread. They appear in
+ * GET /metrics as mqgate_plugin_events_total{plugin="<instance>",counter="<name>"} and
+ * in $SYS/broker/plugins/<instance>/<name>. At most 64 per instance: the set is fixed
+ * at init, so the metrics' cardinality is bounded.
+ *
  * ## How structs grow
  *
  * Every struct that can grow starts with `struct_size`: the event structs (set by the
@@ -228,8 +273,8 @@
  * heavy computation. Every host API function may be called only from inside a
  * callback or from init/shutdown, on that thread, except those documented as
  * thread-safe: api->complete, api->deferred_is_live, api->log, api->mprintf,
- * api->strdup, api->free, api->alloc, api->strerror, api->topic_matches and
- * api->filter_covers. A plugin that
+ * api->strdup, api->free, api->alloc, api->strerror, api->topic_matches,
+ * api->filter_covers, api->send_to_client and api->counter_add. A plugin that
  * needs slow I/O (a remote user database, say) either keeps its answers in memory and
  * refreshes them from a thread of its own, or (ABI 2) defers its decisions and
  * completes them from that thread (see "Deferred decisions").
@@ -265,7 +310,7 @@ extern "C" {
 
 /* The ABI minor version this header describes: what MQGATE_ABI_MINOR(api) is on a
  * host that provides everything declared here. Since: ABI 2.2. */
-#define MQGATE_PLUGIN_ABI_MINOR 4
+#define MQGATE_PLUGIN_ABI_MINOR 5
 
 /* Marks a symbol the broker must find in the plugin (mqgate_plugin_version,
  * mqgate_plugin_init, mqgate_plugin_shutdown): plugins built with
@@ -412,7 +457,10 @@ enum mqgate_event {
   MQGATE_EVT_CONNECTED = 3,    /* mqgate_evt_connected; returns MQGATE_OK */
   MQGATE_EVT_DISCONNECTED = 4, /* mqgate_evt_disconnected; returns MQGATE_OK */
   MQGATE_EVT_RELOAD = 5,       /* mqgate_evt_reload; returns MQGATE_OK or an error */
-  MQGATE_EVT_TICK = 6          /* mqgate_evt_tick, once a second; returns MQGATE_OK */
+  MQGATE_EVT_TICK = 6,         /* mqgate_evt_tick, once a second; returns MQGATE_OK */
+  MQGATE_EVT_MESSAGE = 7       /* since ABI 2.5: mqgate_evt_message, a PUBLISH to a topic
+                                  the instance claimed; returns MQGATE_ALLOW (taken) or
+                                  MQGATE_DENY (refused) */
 };
 
 /* ------------------------------------------------------------------------------ */
@@ -624,6 +672,58 @@ typedef struct mqgate_evt_tick {
   void *reserved[4];    /* zero; padding kept for the layout, never used */
 } mqgate_evt_tick;
 
+/* MQGATE_EVT_MESSAGE: a client published to a topic this instance claimed, and the
+ * AUTHORIZE plugins allowed it (see "Broker-owned topics"). Return MQGATE_ALLOW
+ * (taken) or MQGATE_DENY (refused). Pointers are valid during the call only.
+ * Since: ABI 2.5. */
+typedef struct mqgate_evt_message {
+  uint32_t struct_size;         /* how much of this struct the host filled */
+  mqgate_client *client;        /* the publisher */
+  const char *topic;            /* the topic name (UTF-8, NUL-terminated) */
+  const uint8_t *payload;       /* the payload bytes (may hold NULs); never NULL */
+  size_t payload_len;           /* length of payload */
+  int qos;                      /* 0, 1 or 2 */
+  uint64_t reply_to;            /* this connection's address for api->send_to_client:
+                                   never 0, never the same for two connections; a copy
+                                   stays valid (and harmless) after the client is gone */
+  const char *response_topic;   /* MQTT 5.0 Response Topic; NULL if none (and 3.1.1) */
+  const uint8_t *correlation_data; /* MQTT 5.0 Correlation Data; NULL if none */
+  size_t correlation_data_len;  /* length of correlation_data */
+  const char *content_type;     /* MQTT 5.0 Content Type; NULL if none */
+  const mqgate_user_property *user_properties; /* the PUBLISH's User Properties, in
+                                   order; NULL when there are none */
+  size_t user_properties_len;   /* number of entries in user_properties */
+  char *reason;                 /* out, optional: why it was refused (logged);
+                                   api->mprintf */
+  int reason_code;              /* out, optional: on DENY, the 5.0 PUBACK/PUBREC
+                                   failure code (0x80, 0x83, 0x87, 0x90, 0x91, 0x97,
+                                   0x99); 0 means 0x80 (unspecified error) */
+  char *reason_string;          /* out, optional: on DENY, a Reason String for a 5.0
+                                   client (api->mprintf/strdup) */
+  void *reserved[4];            /* zero; padding kept for the layout, never used */
+  /* New fields go here, and only here. */
+} mqgate_evt_message;
+
+/* What api->send_to_client sends: one PUBLISH to one connection. Everything is copied
+ * before the call returns. Set struct_size to sizeof(mqgate_outgoing).
+ * Since: ABI 2.5. */
+typedef struct mqgate_outgoing {
+  uint32_t struct_size;         /* sizeof(mqgate_outgoing) as the plugin was built */
+  uint64_t to;                  /* the connection: an event's `reply_to` */
+  const char *topic;            /* a valid topic name (no wildcards), UTF-8 */
+  const uint8_t *payload;       /* the payload; NULL only with payload_len 0 */
+  size_t payload_len;           /* length of payload (with the topic and properties,
+                                   at most the client's Maximum Packet Size) */
+  int qos;                      /* 0, 1 or 2 (lowered to the subscription's QoS) */
+  const uint8_t *correlation_data; /* optional, 5.0 clients only: Correlation Data */
+  size_t correlation_data_len;  /* length of correlation_data (at most 65535) */
+  const char *content_type;     /* optional, 5.0 clients only: Content Type */
+  const mqgate_user_property *user_properties; /* optional, 5.0 clients only */
+  size_t user_properties_len;   /* number of entries in user_properties */
+  void *reserved[4];            /* zero; padding kept for the layout, never used */
+  /* New fields go here, and only here. */
+} mqgate_outgoing;
+
 /* The callback for every event. `event` is an enum mqgate_event, `event_data` points
  * to that event's struct, `instance` is what init stored in *instance. What it
  * returns depends on the event: see "What callbacks return". Since: ABI 1.0. */
@@ -826,6 +926,31 @@ typedef struct mqgate_host_api {
    * completed (any verdict will do). Call it only before completing the token (and
    * with a token, not NULL: NULL gives 0). Thread-safe; cheap (an atomic load). */
   int (*deferred_is_live)(const mqgate_deferred *token);
+
+  /* --- Since: ABI 2.5 (check with MQGATE_API_HAS; see "Broker-owned topics") ------- */
+  /* Claims the topic filter `filter` (first level starting with '$', not $SYS or
+   * $share) for this instance: PUBLISHes matching it come to its MESSAGE callback.
+   * Call from init or from the RELOAD callback (a reload that claims anything and
+   * returns MQGATE_OK replaces the old claims). Returns MQGATE_OK, or MQGATE_ERR_INVALID
+   * (not a valid filter, not under '$', $SYS or $share, overlapping another
+   * instance's claim, more than 64 claims, outside init and reload); the host logs
+   * why. */
+  int (*claim_topic)(mqgate_plugin *plugin, const char *filter);
+  /* Sends `msg` to the one connection msg->to names (see mqgate_outgoing and
+   * "Broker-owned topics"). Thread-safe. Returns MQGATE_OK when the message was handed
+   * to the loop (it may still be dropped there: client gone, no matching
+   * subscription, over its limits), MQGATE_ERR_INVALID (NULL or too small `msg`,
+   * an invalid topic, QoS, or over 65535 bytes of a property), or
+   * MQGATE_ERR_UNSUPPORTED (the broker is shutting down). */
+  int (*send_to_client)(mqgate_plugin *plugin, const mqgate_outgoing *msg);
+  /* Registers a counter named `name` ([a-z0-9_], 1 to 48 characters, unique in the
+   * instance) with a one-line `help` text (may be NULL). Call from init only. Returns
+   * its index (0, 1, ...), or MQGATE_ERR_INVALID (bad name, a duplicate, more than
+   * 64, outside init). */
+  int (*register_counter)(mqgate_plugin *plugin, const char *name, const char *help);
+  /* Adds `n` to the counter `index` returned by register_counter. Thread-safe (an
+   * atomic add); an index that is not this instance's is ignored. */
+  void (*counter_add)(mqgate_plugin *plugin, int index, uint64_t n);
 } mqgate_host_api;
 
 /* ------------------------------------------------------------------------------ */
@@ -861,6 +986,8 @@ typedef struct mqgate_host_api {
 #define MQGATE_ABI1_SIZE_mqgate_evt_reload sizeof(mqgate_evt_reload)
 #define MQGATE_ABI1_FILLED_mqgate_evt_tick sizeof(mqgate_evt_tick)
 #define MQGATE_ABI1_SIZE_mqgate_evt_tick sizeof(mqgate_evt_tick)
+#define MQGATE_ABI1_FILLED_mqgate_evt_message sizeof(mqgate_evt_message)
+#define MQGATE_ABI1_SIZE_mqgate_evt_message sizeof(mqgate_evt_message)
 #define MQGATE_ABI1_FILLED_mqgate_completion sizeof(mqgate_completion)
 #define MQGATE_ABI1_SIZE_mqgate_completion sizeof(mqgate_completion)
 

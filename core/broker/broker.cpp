@@ -19,10 +19,13 @@ Broker::Broker(const LimitsConfig& limits, AuthHooks& hooks, std::unique_ptr<Ses
   hooks_.set_decision_sink([this](const Client& client, AuthResult result) {
     on_decided(client.conn_id(), std::move(result));
   });
+  hooks_.set_private_sink(
+      [this](Client* client, PrivateMessage message) { send_private(client, std::move(message)); });
 }
 
 Broker::~Broker() {
   hooks_.set_decision_sink(nullptr);
+  hooks_.set_private_sink(nullptr);
 }
 
 void Broker::await(Client& client, Awaiting a) {

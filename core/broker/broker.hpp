@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -62,6 +63,10 @@ struct BrokerStats {
   DeliveryStats delivery;                   // PUBLISH packets sent, dropped
   uint64_t slow_subscribers_disconnected = 0;  // slow_subscriber = "disconnect" applied
   uint64_t messages_dropped_offline = 0;  // of messages_dropped: offline sessions' queues full
+  uint64_t claimed_taken = 0;             // PUBLISHes to plugin-claimed topics the plugin took
+  uint64_t claimed_refused = 0;           // ... that the plugin refused
+  uint64_t private_sent = 0;              // plugins' messages for one connection, delivered
+  uint64_t private_dropped = 0;           // ... dropped: client gone, or no subscription matches
 };
 
 class Broker {
@@ -155,6 +160,8 @@ class Broker {
   void begin_shutdown() { shutting_down_ = true; }
   const LimitsConfig& limits() const { return limits_; }
   const BrokerStats& stats() const { return stats_; }
+  // The plugins' own counters (api->register_counter), for $SYS.
+  std::vector<PluginCounter> plugin_counters() const { return hooks_.plugin_counters(); }
   // The transports' one way into the statistics (they never write them directly).
   void count_received(size_t bytes) { stats_.bytes_received += bytes; }
   void count_sent(size_t bytes) { stats_.bytes_sent += bytes; }
@@ -233,6 +240,9 @@ class Broker {
   void handle_disconnect(Client& client, const codec::Disconnect& d);
   struct PublishState {
     std::string topic, payload;
+    // A topic a plugin claimed: it goes to the plugin, with the 5.0 properties it gets.
+    bool claimed = false;
+    std::optional<ClaimedProperties> claimed_props;
     std::string props;  // 5.0: the forwarded properties (mqtt5::forwarded_properties)
     std::optional<uint64_t> expires_at_ms;  // 5.0 Message Expiry (loop time)
     uint16_t packet_id = 0;
@@ -240,6 +250,14 @@ class Broker {
     bool retain = false;
   };
   void finish_publish(Client& client, const PublishState& p, const AuthResult& auth);
+  // --- broker-owned topics a plugin claimed (claimed.cpp) ------------------------------
+  // An allowed PUBLISH to a claimed topic: to its plugin (never routed), acknowledged
+  // with the plugin's answer; a refused 3.x QoS 1/2 one closes the client unacknowledged.
+  void take_claimed(Client& client, std::string_view topic, std::string_view payload, uint8_t qos,
+                    uint16_t packet_id, const ClaimedProperties* props);
+  static ClaimedProperties claimed_properties(const codec::Properties& props);
+  // A plugin's message for one connection (api->send_to_client); `client` null: gone.
+  void send_private(Client* client, PrivateMessage message);
   struct SubscribeState {
     uint16_t packet_id = 0;
     std::vector<std::pair<std::string, uint8_t>> topics;

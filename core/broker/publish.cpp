@@ -58,7 +58,8 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
   if (v5 && p.props.message_expiry_interval)
     expires_at = now_ms_ + uint64_t{*p.props.message_expiry_interval} * 1000;
   AuthResult auth;
-  if (!p.topic.empty() && p.topic[0] == '$') {
+  const bool claimed = !p.topic.empty() && p.topic[0] == '$' && hooks_.claimed(client, p.topic);
+  if (!p.topic.empty() && p.topic[0] == '$' && !claimed) {
     auth = authorize_publish(client, p.topic, p.qos, p.retain);  // refused by the broker
   } else {
     AuthRequest req;
@@ -79,10 +80,17 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     state.payload.assign(p.payload);
     state.props = props;
     state.expires_at_ms = expires_at;
+    state.claimed = claimed;
+    if (claimed && v5) state.claimed_props = claimed_properties(p.props);
     await(client, Awaiting{std::move(state)});
     return;
   }
   uint8_t ack_reason = reason::kSuccess;
+  if (auth.allowed && claimed) {
+    const ClaimedProperties cp = v5 ? claimed_properties(p.props) : ClaimedProperties{};
+    take_claimed(client, p.topic, p.payload, p.qos, p.packet_id, v5 ? &cp : nullptr);
+    return;
+  }
   if (auth.allowed) {
     if (refuse_unstorable(client, p.topic, p.payload, props, p.qos, p.retain, p.packet_id)) return;
     // Routed and acknowledged later, in order (a QoS 2 message of a persistent session).
@@ -112,6 +120,11 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
       client.v5()->ack_reason_strings.emplace_back(p.packet_id, auth.reason_string);
     CLIENT_LOG(log::Level::kInfo, client, "publish to %s denied (not forwarded): %s",
                log::quote(p.topic).c_str(), auth.reason.c_str());
+  }
+  if (auth.allowed && p.claimed) {
+    take_claimed(client, p.topic, p.payload, p.qos, p.packet_id,
+                 p.claimed_props ? &*p.claimed_props : nullptr);
+    return;
   }
   if (auth.allowed &&
       refuse_unstorable(client, p.topic, p.payload, p.props, p.qos, p.retain, p.packet_id))

@@ -35,7 +35,7 @@ log::Level to_level(int level) {
 
 int api_register_event(mqgate_plugin* plugin, int event, mqgate_event_cb cb) {
   if (plugin == nullptr || cb == nullptr || !plugin->in_init) return MQGATE_ERR_INVALID;
-  if (event < MQGATE_EVT_AUTHENTICATE || event > MQGATE_EVT_TICK) return MQGATE_ERR_UNSUPPORTED;
+  if (event < MQGATE_EVT_AUTHENTICATE || event > MQGATE_EVT_MESSAGE) return MQGATE_ERR_UNSUPPORTED;
   plugin->callbacks[event] = cb;
   return MQGATE_OK;
 }
@@ -251,6 +251,25 @@ void* api_alloc(size_t size) {
   return std::malloc(size == 0 ? 1 : size);
 }
 
+int api_register_counter(mqgate_plugin* plugin, const char* name, const char* help) {
+  if (plugin == nullptr || name == nullptr || !plugin->in_init) return MQGATE_ERR_INVALID;
+  const size_t n = std::strlen(name);
+  if (n == 0 || n > 48 || std::strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != n ||
+      plugin->counter_names.size() >= mqgate_plugin::kMaxCounters)
+    return MQGATE_ERR_INVALID;
+  for (const auto& [known, h] : plugin->counter_names)
+    if (known == name) return MQGATE_ERR_INVALID;
+  // Help text is one line of printable text in the exposition.
+  plugin->counter_names.emplace_back(name, help ? log::sanitize(help) : std::string());
+  return static_cast<int>(plugin->counter_names.size() - 1);
+}
+
+void api_counter_add(mqgate_plugin* plugin, int index, uint64_t n) {
+  if (plugin == nullptr || index < 0 || static_cast<size_t>(index) >= mqgate_plugin::kMaxCounters)
+    return;
+  plugin->counter_values[static_cast<size_t>(index)].fetch_add(n, std::memory_order_relaxed);
+}
+
 // ABI 2's table; ABI 1 plugins get the same with their version and size (up to
 // client_identity, ABI 1.1), so MQGATE_API_HAS tells them the newer members are not
 // theirs and MQGATE_ABI_MINOR says 1.
@@ -295,6 +314,10 @@ const mqgate_host_api kHostApi = {
     api_alloc,
     MQGATE_PLUGIN_ABI_MINOR,
     api_deferred_is_live,
+    api_claim_topic,
+    api_send_to_client,
+    api_register_counter,
+    api_counter_add,
 };
 
 mqgate_host_api make_v1_api() {

@@ -80,6 +80,34 @@ struct AuthResult {
   }
 };
 
+// A PUBLISH to a broker-owned topic a plugin claimed (ABI 2.5), as the plugin gets it.
+struct ClaimedProperties {  // the MQTT 5.0 properties a claiming plugin gets (copies)
+  std::optional<std::string> response_topic, correlation_data, content_type;
+  std::vector<std::pair<std::string, std::string>> user_properties;
+};
+struct ClaimedMessage {
+  std::string_view topic, payload;
+  uint8_t qos = 0;
+  const ClaimedProperties* props = nullptr;  // 5.0; null for 3.1.1
+};
+
+// A plugin's message for one connection (api->send_to_client), copied on its way to
+// the loop.
+struct PrivateMessage {
+  uint64_t conn = 0;  // ConnId
+  std::string topic, payload;
+  uint8_t qos = 0;
+  std::optional<std::string> correlation_data, content_type;
+  std::vector<std::pair<std::string, std::string>> user_properties;
+  std::string plugin;  // who sent it, for the log
+};
+
+// One plugin counter (api->register_counter), for GET /metrics and $SYS.
+struct PluginCounter {
+  std::string plugin, name, help;
+  uint64_t value = 0;
+};
+
 // How often one plugin decided each way (GET /metrics).
 struct AuthDecisionCounts {
   // kError: not a valid verdict (or DEFER where it cannot); kTimeout: a deferred
@@ -125,6 +153,20 @@ class AuthHooks {
                                     std::optional<std::string_view>) {
     return AuthResult::deny("enhanced authentication is not offered");
   }
+  // --- broker-owned topics (ABI 2.5) ---------------------------------------------------
+  // Whether a plugin of the client's listener claimed `topic` (a '$' topic).
+  virtual bool claimed(const Client&, std::string_view) const { return false; }
+  // Hands an allowed PUBLISH on a claimed topic to its plugin: allowed (taken) or
+  // denied with the plugin's reason, reason code and string.
+  virtual AuthResult take_message(const Client&, const ClaimedMessage&) {
+    return AuthResult::deny("no plugin claims the topic");
+  }
+  // Where plugins' messages for one connection go (the broker sets it; loop thread).
+  // `client` is null when the connection is gone (the message is dropped).
+  using PrivateSink = std::function<void(Client* client, PrivateMessage message)>;
+  void set_private_sink(PrivateSink sink) { private_sink_ = std::move(sink); }
+  // Every plugin's counters, in configuration order.
+  virtual std::vector<PluginCounter> plugin_counters() const { return {}; }
   // Where pending decisions go (the broker sets it).
   using DecisionSink = std::function<void(const Client& client, AuthResult result)>;
   void set_decision_sink(DecisionSink sink) { sink_ = std::move(sink); }
@@ -136,6 +178,7 @@ class AuthHooks {
 
  protected:
   DecisionSink sink_;
+  PrivateSink private_sink_;
 };
 
 // Allows everything; used when no plugin is configured.

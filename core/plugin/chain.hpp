@@ -33,6 +33,7 @@ class Client;
 // A listener's plugins, per event, in configuration order.
 struct PluginChain {
   std::vector<mqgate_plugin*> authenticate, authorize, connected, disconnected;
+  std::vector<mqgate_plugin*> message;  // those that claimed topics (ABI 2.5)
   // Identities for clients no plugin named: "<auth instances>:anonymous" (shared) and
   // "<auth instances>:user:<username>". Listeners with the same auth plugins share them.
   std::string identity_prefix;

@@ -86,7 +86,7 @@ std::vector<AuthDecisionCounts> PluginHost::decision_counts() const {
 bool PluginHost::load(const Config& config, Errors& errors) {
   const std::string default_dir = default_plugin_dir();
   for (const auto& pc : config.plugins) {
-    auto p = detail::load_plugin(pc, config, default_dir, errors);
+    auto p = detail::load_plugin(pc, config, default_dir, instances_, errors);
     if (!p) {
       unload();
       return false;
@@ -112,6 +112,7 @@ bool PluginHost::load(const Config& config, Errors& errors) {
       if (p->callbacks[MQGATE_EVT_AUTHORIZE]) chain->authorize.push_back(p);
       if (p->callbacks[MQGATE_EVT_CONNECTED]) chain->connected.push_back(p);
       if (p->callbacks[MQGATE_EVT_DISCONNECTED]) chain->disconnected.push_back(p);
+      if (!p->claims.empty()) chain->message.push_back(p);
     }
     for (mqgate_plugin* p : chain->authenticate)
       chain->identity_prefix += (chain->identity_prefix.empty() ? "" : ",") + p->name;
@@ -130,6 +131,7 @@ void PluginHost::unload() {
   // Pending decisions die with the plugins; their tokens' completions are ignored.
   deferrals_.clear();
   disconnects_.clear();
+  addressable_.clear();
   // Last loaded, first unloaded.
   for (auto it = instances_.rbegin(); it != instances_.rend(); ++it)
     detail::unload_plugin(**it);
@@ -342,6 +344,8 @@ AuthResult PluginHost::check(const Client& client, const AuthRequest& req) {
 }
 
 void PluginHost::on_connected(const Client& client, bool session_present) {
+  if (!chain_for(client).message.empty())
+    addressable_[client.conn_id()] = const_cast<Client*>(&client);
   for (mqgate_plugin* p : chain_for(client).connected) {
     mqgate_evt_connected evt;
     std::memset(&evt, 0, sizeof evt);
@@ -353,6 +357,7 @@ void PluginHost::on_connected(const Client& client, bool session_present) {
 }
 
 void PluginHost::on_disconnected(const Client& client, const char* reason) {
+  addressable_.erase(client.conn_id());
   for (mqgate_plugin* p : chain_for(client).disconnected) {
     mqgate_evt_disconnected evt;
     std::memset(&evt, 0, sizeof evt);
@@ -383,8 +388,15 @@ void PluginHost::reload(const Config& config) {
     std::memset(&evt, 0, sizeof evt);
     evt.struct_size = sizeof evt;
     evt.options = options.get();
+    p->reload_claims.clear();
+    p->in_reload = true;
     const int rc = cb(MQGATE_EVT_RELOAD, &evt, p->instance);
+    p->in_reload = false;
     const std::string msg = take_plugin_string(evt.errmsg);
+    // A reload that claims replaces the claims (the listeners' chains keep the instance
+    // only if it claimed at load: a plugin that starts claiming takes a restart).
+    if (rc == MQGATE_OK && !p->reload_claims.empty()) p->claims = std::move(p->reload_claims);
+    p->reload_claims.clear();
     if (rc == MQGATE_OK) {
       LOG_INFO("reload: plugin \"%s\" took its new options", p->name.c_str());
     } else {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.hpp"
@@ -22,6 +23,9 @@
 struct mqgate_plugin;
 
 namespace mqgate {
+
+// Whether some topic name matches both topic filters (claims may not overlap).
+bool filters_overlap(std::string_view a, std::string_view b);
 
 class PluginHost final : public AuthHooks {
  public:
@@ -67,6 +71,12 @@ class PluginHost final : public AuthHooks {
   void on_connected(const Client& client, bool session_present) override;
   void on_disconnected(const Client& client, const char* reason) override;
   std::vector<AuthDecisionCounts> decision_counts() const override;
+  // Broker-owned topics (ABI 2.5).
+  bool claimed(const Client& client, std::string_view topic) const override;
+  AuthResult take_message(const Client& client, const ClaimedMessage& message) override;
+  std::vector<PluginCounter> plugin_counters() const override;
+  // api->send_to_client, on the loop: to the broker's private sink.
+  void send_private(PrivateMessage message);
 
   // The plugin directory used when a plugin has no `path` and the configuration no
   // `plugin_dir`: the installed one, or the build tree's when running from it.
@@ -74,6 +84,8 @@ class PluginHost final : public AuthHooks {
 
  private:
   const PluginChain& chain_for(const Client& client) const;
+  // The plugin of the client's listener that claimed `topic`, or null.
+  mqgate_plugin* claimant(const Client& client, std::string_view topic) const;
   // Runs a new or resumed authentication: its result, pending (the run waits for a
   // plugin's token), or continuing (the run waits for the client's AUTH).
   AuthResult run_auth(std::unique_ptr<ChainRun> run);
@@ -85,6 +97,9 @@ class PluginHost final : public AuthHooks {
   uint64_t next_run_id_ = 1;
   uint64_t auth_timeout_ms_ = 10000;
   std::vector<std::pair<Client*, std::string>> disconnects_;  // api->disconnect requests
+  // Connected clients of listeners with claims, by connection: where
+  // api->send_to_client's messages go (ABI 2.5).
+  std::unordered_map<ConnId, Client*> addressable_;
   std::vector<std::unique_ptr<mqgate_plugin>> instances_;
   std::vector<std::unique_ptr<PluginChain>> chains_;  // indexed by ListenerConfig::index
   std::unique_ptr<PluginChain> empty_chain_;

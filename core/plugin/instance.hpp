@@ -2,6 +2,7 @@
 // the host API table it hands to plugins. Not part of the plugin ABI.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -28,8 +29,18 @@ struct mqgate_plugin {
   int abi_version = 0;
   void* instance = nullptr;  // what init stored
   bool in_init = false;      // register_event is allowed only then
+  bool in_reload = false;    // claim_topic is allowed then too (ABI 2.5)
   bool initialised = false;
-  mqgate_event_cb callbacks[MQGATE_EVT_TICK + 1] = {};
+  mqgate_event_cb callbacks[MQGATE_EVT_MESSAGE + 1] = {};
+  // Broker-owned topics it claimed (ABI 2.5), and those a reload is claiming: they
+  // replace `claims` if the reload succeeds. `peers`: every instance, for the overlap
+  // check (the host's list, set before init).
+  std::vector<std::string> claims, reload_claims;
+  const std::vector<std::unique_ptr<mqgate_plugin>>* peers = nullptr;
+  // Its counters (ABI 2.5): names fixed at init, values added from any thread.
+  static constexpr size_t kMaxCounters = 64;
+  std::vector<std::pair<std::string, std::string>> counter_names;  // name, help
+  std::array<std::atomic<uint64_t>, kMaxCounters> counter_values{};
   void (*shutdown)(void*) = nullptr;
   // MQTT 5.0 enhanced authentication methods it offers (api->register_auth_method).
   std::vector<std::string> auth_methods;
@@ -73,8 +84,11 @@ std::unique_ptr<mqgate_options> make_options(const PluginConfig& config, const s
 
 // Loads `config`'s .so, agrees on the ABI version and runs init. On failure returns
 // nullptr and adds to `errors` why, naming the plugin, the file and the reason.
+// `peers`: the instances loaded so far (claims must not overlap theirs).
 std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& config, const Config& broker_config,
-                                           const std::string& default_dir, Errors& errors);
+                                           const std::string& default_dir,
+                                           const std::vector<std::unique_ptr<mqgate_plugin>>& peers,
+                                           Errors& errors);
 // Runs shutdown (if init succeeded) and unloads the .so.
 void unload_plugin(mqgate_plugin& plugin);
 
@@ -88,6 +102,9 @@ mqgate_deferred* api_defer(mqgate_plugin* plugin);
 int api_complete(mqgate_deferred* token, const mqgate_completion* completion);
 int api_deferred_is_live(const mqgate_deferred* token);
 int api_disconnect(mqgate_plugin* plugin, mqgate_client* client, const char* reason);
+// Broker-owned topics (claims.cpp).
+int api_claim_topic(mqgate_plugin* plugin, const char* filter);
+int api_send_to_client(mqgate_plugin* plugin, const mqgate_outgoing* msg);
 // Releases one reference of a token (deferrals.cpp).
 void unref_token(mqgate_deferred* token);
 

@@ -19,8 +19,11 @@ constexpr int kSupportedVersions[] = {MQGATE_PLUGIN_ABI_VERSION, 1};
 }  // namespace
 
 std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config& config,
-                                           const std::string& default_dir, Errors& errors) {
+                                           const std::string& default_dir,
+                                           const std::vector<std::unique_ptr<mqgate_plugin>>& peers,
+                                           Errors& errors) {
   auto p = std::make_unique<mqgate_plugin>();
+  p->peers = &peers;
   p->name = pc.name;
   p->module = pc.module;
   p->config_file = config.path;
@@ -91,8 +94,13 @@ std::unique_ptr<mqgate_plugin> load_plugin(const PluginConfig& pc, const Config&
   std::string message = take_plugin_string(errmsg);
   if (rc != MQGATE_OK) {
     std::fill(std::begin(p->callbacks), std::end(p->callbacks), nullptr);
+    p->claims.clear();
     return fail("init failed (" + std::string(host_api()->strerror(rc)) + ")" +
                 (message.empty() ? "" : ": " + message));
+  }
+  if (!p->claims.empty() && p->callbacks[MQGATE_EVT_MESSAGE] == nullptr) {
+    if (p->shutdown) p->shutdown(p->instance);
+    return fail("claims topics but registers no MQGATE_EVT_MESSAGE callback");
   }
   p->initialised = true;
   LOG_INFO("plugin \"%s\" loaded from %s (ABI %d)", p->name.c_str(), p->file.c_str(),

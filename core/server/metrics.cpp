@@ -185,6 +185,21 @@ void auth_metrics(MetricsText& m, const MetricsSources& s) {
                                   {"verdict", C::verdict_name(static_cast<C::Verdict>(v))}});
 }
 
+void plugin_metrics(MetricsText& m, const MetricsSources& s) {
+  const BrokerStats& st = s.broker.stats();
+  m.family("mqgate_claimed_messages", kCounter,
+           "PUBLISHes to topics a plugin claimed: taken or refused by the plugin.");
+  m.sample(st.claimed_taken, {{"result", "taken"}});
+  m.sample(st.claimed_refused, {{"result", "refused"}});
+  m.family("mqgate_plugin_replies", kCounter,
+           "Plugins' messages for one connection: sent, or dropped (gone, no subscription).");
+  m.sample(st.private_sent, {{"result", "sent"}});
+  m.sample(st.private_dropped, {{"result", "dropped"}});
+  m.family("mqgate_plugin_events", kCounter, "Counters plugins registered, by plugin and counter.");
+  for (const PluginCounter& c : s.hooks.plugin_counters())
+    m.sample(c.value, {{"plugin", c.plugin}, {"counter", c.name}});
+}
+
 void loop_metrics(MetricsText& m, const MetricsSources& s) {
   if (s.lag) {
     m.family("mqgate_loop_lag_seconds", kGauge,
@@ -296,6 +311,7 @@ std::string render_metrics(const MetricsSources& sources) {
   broker_metrics(m, sources);
   listener_metrics(m, sources);
   auth_metrics(m, sources);
+  plugin_metrics(m, sources);
   loop_metrics(m, sources);
   cluster_metrics(m, sources);
   return m.text();

@@ -66,6 +66,8 @@ void SysTopics::publish_now() {
   put("$SYS/broker/connections/refused/identity", s.connects_identity_mismatch);
   put("$SYS/broker/connections/refused/session limit", s.connects_session_limit);
   put("$SYS/broker/connections/refused/tls handshakes", s.tls_handshakes_refused);
+  for (const PluginCounter& c : broker_.plugin_counters())
+    put(("$SYS/broker/plugins/" + c.plugin + "/" + c.name).c_str(), c.value);
 }
 
 }  // namespace mqgate

@@ -11,9 +11,11 @@
  * verified) must hold a subjectAltName URI spiffe://<uri_domain>/device/<id> whose <id>
  * equals the MQTT client id exactly; every URI of the certificate is looked at. No
  * certificate, no subjectAltName, no URI, no URI of that form or no matching id: DENY
- * with a reason. AUTHORIZE: for the clients this instance authenticated, and only when
- * allowed_topics is set, publishes (and wills and retained deliveries: ABI 2's RECEIVE) must match a
- * pattern and subscriptions must be covered by one. RELOAD: all options are re-read;
+ * with a reason. A claim certificate (a URI spiffe://<uri_domain>/claim/<batch> and no
+ * device URI; docs/provisioning.md) gets ABSTAIN with a reason: only a provisioning
+ * plugin on the listener can let it in. AUTHORIZE: for the clients this instance authenticated, and
+ * only when allowed_topics is set, publishes (and wills and retained deliveries: ABI 2's RECEIVE)
+ * must match a pattern and subscriptions must be covered by one. RELOAD: all options are re-read;
  * a bad set is refused and the old one kept.
  *
  * All state lives in the instance (two [plugins.*] tables using this .so are
@@ -415,16 +417,18 @@ typedef struct scan {
   size_t id_count;            /* entries in ids */
   int more_ids;               /* more distinct ids than ids holds */
   int client_matches;         /* some device id equals the client id */
+  size_t claims;              /* URIs of the form spiffe://<domain>/claim/<batch> */
+  span batch;                 /* the first claim's batch */
 } scan;
 
-/* If `uri` is exactly spiffe://<domain>/device/<id>, sets *id and returns 1. <id> is one
- * or more bytes, none of them '/', '?', '#' (a further segment, a query or a fragment)
- * or NUL. The scheme and the domain are compared byte for byte (both lower case). */
-static int device_id_of(const unsigned char* uri, size_t len, const certauth_config* cfg,
-                        span* id) {
+/* If `uri` is exactly spiffe://<domain><path><id> (path "/device/" or "/claim/"), sets
+ * *id and returns 1. <id> is one or more bytes, none of them '/', '?', '#' (a further
+ * segment, a query or a fragment) or NUL. The scheme and the domain are compared byte
+ * for byte (both lower case). */
+static int spiffe_id_of(const unsigned char* uri, size_t len, const certauth_config* cfg,
+                        const char* path, span* id) {
   static const char scheme[] = "spiffe://";
-  static const char path[] = "/device/";
-  const size_t scheme_len = sizeof scheme - 1, path_len = sizeof path - 1;
+  const size_t scheme_len = sizeof scheme - 1, path_len = strlen(path);
   size_t head = scheme_len + cfg->uri_domain_len + path_len, i;
   if (len <= head) return 0;
   if (memcmp(uri, scheme, scheme_len) != 0) return 0;
@@ -436,6 +440,25 @@ static int device_id_of(const unsigned char* uri, size_t len, const certauth_con
   }
   id->p = uri + head;
   id->len = len - head;
+  return 1;
+}
+
+static int device_id_of(const unsigned char* uri, size_t len, const certauth_config* cfg,
+                        span* id) {
+  return spiffe_id_of(uri, len, cfg, "/device/", id);
+}
+
+/* A claim certificate's batch (docs/provisioning.md): [A-Za-z0-9._-]{1,64}. */
+static int claim_batch_of(const unsigned char* uri, size_t len, const certauth_config* cfg,
+                          span* batch) {
+  size_t i;
+  if (!spiffe_id_of(uri, len, cfg, "/claim/", batch) || batch->len > 64) return 0;
+  for (i = 0; i < batch->len; i++) {
+    unsigned char c = batch->p[i];
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-'))
+      return 0;
+  }
   return 1;
 }
 
@@ -451,6 +474,10 @@ static void scan_uri(scan* s, const unsigned char* p, size_t len) {
     s->some_uris[s->uris].len = len;
   }
   s->uris++;
+  if (claim_batch_of(p, len, s->cfg, &id)) {
+    if (s->claims++ == 0) s->batch = id;
+    return;
+  }
   if (!device_id_of(p, len, s->cfg, &id)) return;
   s->matching++;
   if (s->client_id != NULL && id.len == s->client_id_len && memcmp(id.p, s->client_id, id.len) == 0)
@@ -595,6 +622,15 @@ static int decide(const certauth* self, mqgate_evt_authenticate* evt, const scan
     text_str(&t, "client certificate has no URI in its subjectAltName; ");
     text_expected(&t, s);
     return deny(self, evt, &t);
+  }
+  if (s->matching == 0 && s->claims > 0) {
+    /* A claim certificate (issue 24): it may only ask for its device certificate, and
+     * only a provisioning plugin can let it in. Not ours to allow, nor to refuse. */
+    text_str(&t, "claim certificate of batch ");
+    text_quoted(&t, s->batch.p, s->batch.len, SHOW_ID);
+    text_str(&t, ": not a device certificate; left to a provisioning plugin");
+    evt->reason = self->api->strdup(t.buf);
+    return MQGATE_DECISION_ABSTAIN;
   }
   if (s->matching == 0) {
     text_expected(&t, s);

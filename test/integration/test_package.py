@@ -125,7 +125,8 @@ class PackageTest(unittest.TestCase):
             self.assertTrue(os.path.exists(f), f)
         plugins = [f for f in files if f.endswith(".so")]
         self.assertEqual(sorted(os.path.basename(f) for f in plugins),
-                         ["acl.so", "anonymous.so", "certauth.so", "passwd.so"])
+                         ["acl.so", "anonymous.so", "certauth.so", "passwd.so",
+                          "provision.so"])
         conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", "mqgate")
         self.assertIn(CONF, conffiles)
         self.assertIn(PASSWD, conffiles)

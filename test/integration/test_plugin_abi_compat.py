@@ -43,9 +43,11 @@ class LayoutTest(unittest.TestCase):
         current = self.layout("current")
         sizes = {l.rsplit(" ", 1)[0]: int(l.rsplit(" ", 1)[1]) for l in current
                  if l.startswith("sizeof ")}
-        for old in ("abi1", "abi2_1"):
+        for old in ("abi1", "abi2_1", "abi2_4"):
             with self.subTest(header=old):
-                lines = self.layout(old)
+                # The minor version is the one value that grows by design.
+                lines = [l for l in self.layout(old)
+                         if not l.startswith("MQGATE_PLUGIN_ABI_MINOR =")]
                 # Fields and constants stay where and what they were; structs only grow
                 # (at their end: the fields' offsets above say so).
                 missing = [l for l in lines if not l.startswith("sizeof ") and l not in current]
@@ -65,6 +67,9 @@ class MixedAbiTest(unittest.TestCase):
         cfg += listener("mixed", ["old1", "old21", "new1", "d21", "dnew", "p21"])
         cfg += listener("devices", ["old1", "devacl"])
         cfg += listener("echo", ["echo21"])
+        # An ABI 2.4 binary (built against the frozen 2.4 header) beside 2.5 hosts.
+        cfg += listener("abi24", ["d24"])
+        cfg += plugin("d24", "abi2_4/deferred", delay_ms=20, deny_users=["oscar"])
         cfg += plugin("old1", "abi1/scripted", authenticate="allow", deny_clients=["bad1"],
                       deny_topics=["old1/#"], reason="old1 says no")
         cfg += plugin("old21", "abi2_1/scripted", authenticate="abstain",
@@ -115,6 +120,12 @@ class MixedAbiTest(unittest.TestCase):
         # The identity the old ABI 2 binary vouched for through api->complete (the first
         # ALLOW with one), as the new binary reads it back.
         b.wait_log(r"deferred dnew: connected client_id=good identity=d21:alice")
+
+    def test_an_abi_2_4_binary_loads_and_decides(self):
+        self.assertRegex(self.broker.log(),
+                         r'plugin "d24" loaded from \S*/abi2_4/deferred\.so \(ABI 2\)')
+        self.assertEqual(self.connack("ok24", username="alice", listener="abi24"), 0)
+        self.assertEqual(self.connack("no24", username="oscar", listener="abi24"), 4)
 
     def test_connect_denied_by_old_and_new_binaries(self):
         self.assertEqual(self.connack("bad1"), 5)  # ABI 1 binary, 1.1 header

@@ -1,9 +1,9 @@
 /*
  * abi_layout: prints, one per line, the offset and size of every field and the value of
  * every constant a plugin binary may depend on, as the mqgate_plugin.h it is compiled
- * against sees them. Built three times (test/plugins/meson.build): against the frozen
- * ABI 1.1 header (LAYOUT_ABI 1), the frozen ABI 2.1 header (21) and the current one
- * (24). test_plugin_abi_compat.py checks that every line of the older outputs is also
+ * against sees them. Built four times (test/plugins/meson.build): against the frozen
+ * ABI 1.1 header (LAYOUT_ABI 1), the frozen ABI 2.1 and 2.4 headers (21, 24) and the
+ * current one (25). test_plugin_abi_compat.py checks that every line of the older outputs is also
  * a line of the current one: nothing a built plugin reads or writes has moved, changed
  * size or changed value.
  *
@@ -225,6 +225,44 @@ int main(void) {
 #if LAYOUT_ABI >= 24
   /* --- ABI 2.4 ----------------------------------------------------------------------- */
   FIELD(mqgate_host_api, deferred_is_live);
+#endif
+
+#if LAYOUT_ABI >= 25
+  /* --- ABI 2.5: broker-owned topics, plugin counters ------------------------------- */
+  VALUE(MQGATE_EVT_MESSAGE);
+  FIELD(mqgate_evt_message, struct_size);
+  FIELD(mqgate_evt_message, client);
+  FIELD(mqgate_evt_message, topic);
+  FIELD(mqgate_evt_message, payload);
+  FIELD(mqgate_evt_message, payload_len);
+  FIELD(mqgate_evt_message, qos);
+  FIELD(mqgate_evt_message, reply_to);
+  FIELD(mqgate_evt_message, response_topic);
+  FIELD(mqgate_evt_message, correlation_data);
+  FIELD(mqgate_evt_message, correlation_data_len);
+  FIELD(mqgate_evt_message, content_type);
+  FIELD(mqgate_evt_message, user_properties);
+  FIELD(mqgate_evt_message, user_properties_len);
+  FIELD(mqgate_evt_message, reason);
+  FIELD(mqgate_evt_message, reason_code);
+  FIELD(mqgate_evt_message, reason_string);
+  FIELD(mqgate_evt_message, reserved);
+  FIELD(mqgate_outgoing, struct_size);
+  FIELD(mqgate_outgoing, to);
+  FIELD(mqgate_outgoing, topic);
+  FIELD(mqgate_outgoing, payload);
+  FIELD(mqgate_outgoing, payload_len);
+  FIELD(mqgate_outgoing, qos);
+  FIELD(mqgate_outgoing, correlation_data);
+  FIELD(mqgate_outgoing, correlation_data_len);
+  FIELD(mqgate_outgoing, content_type);
+  FIELD(mqgate_outgoing, user_properties);
+  FIELD(mqgate_outgoing, user_properties_len);
+  FIELD(mqgate_outgoing, reserved);
+  FIELD(mqgate_host_api, claim_topic);
+  FIELD(mqgate_host_api, send_to_client);
+  FIELD(mqgate_host_api, register_counter);
+  FIELD(mqgate_host_api, counter_add);
 #endif
   return 0;
 }

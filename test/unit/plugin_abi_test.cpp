@@ -151,6 +151,42 @@ FIELD_AT(mqgate_host_api, alloc, 296);
 FIELD_AT(mqgate_host_api, abi_minor, 304);
 // ABI 2.4.
 FIELD_AT(mqgate_host_api, deferred_is_live, 312);
+// ABI 2.5: broker-owned topics and plugin counters.
+FIELD_AT(mqgate_host_api, claim_topic, 320);
+FIELD_AT(mqgate_host_api, send_to_client, 328);
+FIELD_AT(mqgate_host_api, register_counter, 336);
+FIELD_AT(mqgate_host_api, counter_add, 344);
+
+// ABI 2.5: MQGATE_EVT_MESSAGE and api->send_to_client's message.
+FIELD_AT(mqgate_evt_message, struct_size, 0);
+FIELD_AT(mqgate_evt_message, client, 8);
+FIELD_AT(mqgate_evt_message, topic, 16);
+FIELD_AT(mqgate_evt_message, payload, 24);
+FIELD_AT(mqgate_evt_message, payload_len, 32);
+FIELD_AT(mqgate_evt_message, qos, 40);
+FIELD_AT(mqgate_evt_message, reply_to, 48);
+FIELD_AT(mqgate_evt_message, response_topic, 56);
+FIELD_AT(mqgate_evt_message, correlation_data, 64);
+FIELD_AT(mqgate_evt_message, correlation_data_len, 72);
+FIELD_AT(mqgate_evt_message, content_type, 80);
+FIELD_AT(mqgate_evt_message, user_properties, 88);
+FIELD_AT(mqgate_evt_message, user_properties_len, 96);
+FIELD_AT(mqgate_evt_message, reason, 104);
+FIELD_AT(mqgate_evt_message, reason_code, 112);
+FIELD_AT(mqgate_evt_message, reason_string, 120);
+FIELD_AT(mqgate_evt_message, reserved, 128);
+FIELD_AT(mqgate_outgoing, struct_size, 0);
+FIELD_AT(mqgate_outgoing, to, 8);
+FIELD_AT(mqgate_outgoing, topic, 16);
+FIELD_AT(mqgate_outgoing, payload, 24);
+FIELD_AT(mqgate_outgoing, payload_len, 32);
+FIELD_AT(mqgate_outgoing, qos, 40);
+FIELD_AT(mqgate_outgoing, correlation_data, 48);
+FIELD_AT(mqgate_outgoing, correlation_data_len, 56);
+FIELD_AT(mqgate_outgoing, content_type, 64);
+FIELD_AT(mqgate_outgoing, user_properties, 72);
+FIELD_AT(mqgate_outgoing, user_properties_len, 80);
+FIELD_AT(mqgate_outgoing, reserved, 88);
 
 // Where MQGATE_HAS_FIELD's ABI 1 part of the two structs ABI 2.0 wrote into ends: right
 // after `identity` and after `reason`, the last fields ABI 1 had.
@@ -161,7 +197,8 @@ static_assert(MQGATE_ABI1_SIZE_mqgate_evt_authorize == 80);
 
 TEST_CASE("enum values never change") {
   CHECK(MQGATE_PLUGIN_ABI_VERSION == 2);
-  CHECK(MQGATE_PLUGIN_ABI_MINOR == 4);
+  CHECK(MQGATE_PLUGIN_ABI_MINOR == 5);
+  CHECK(MQGATE_EVT_MESSAGE == 7);
   CHECK(MQGATE_CHECK_NONE == 0);
   CHECK(MQGATE_CHECK_PER_TOPIC == 1);
   CHECK(MQGATE_CHECK_EVERY == 2);
@@ -293,9 +330,20 @@ TEST_CASE("MQGATE_ABI_MINOR: the host's field, or what an older host's table siz
 TEST_CASE("MQGATE_API_HAS(deferred_is_live): only hosts of ABI 2.4 and later") {
   mqgate_host_api api = *mqgate::detail::host_api(2);
   CHECK(MQGATE_API_HAS(&api, deferred_is_live));
-  CHECK(MQGATE_ABI_MINOR(&api) == 4);
+  CHECK(MQGATE_ABI_MINOR(&api) == 5);
   CHECK(api.deferred_is_live(nullptr) == 0);
   api.struct_size = offsetof(mqgate_host_api, deferred_is_live);  // an ABI 2.3 host
   CHECK_FALSE(MQGATE_API_HAS(&api, deferred_is_live));
   CHECK_FALSE(MQGATE_API_HAS(mqgate::detail::host_api(1), deferred_is_live));
+}
+
+TEST_CASE("MQGATE_API_HAS(claim_topic, send_to_client, counters): only hosts of ABI 2.5") {
+  mqgate_host_api api = *mqgate::detail::host_api(2);
+  CHECK(MQGATE_API_HAS(&api, claim_topic));
+  CHECK(MQGATE_API_HAS(&api, send_to_client));
+  CHECK(MQGATE_API_HAS(&api, register_counter));
+  CHECK(MQGATE_API_HAS(&api, counter_add));
+  api.struct_size = offsetof(mqgate_host_api, claim_topic);  // an ABI 2.4 host
+  CHECK_FALSE(MQGATE_API_HAS(&api, claim_topic));
+  CHECK_FALSE(MQGATE_API_HAS(mqgate::detail::host_api(1), send_to_client));
 }

@@ -15,6 +15,7 @@
 #include "client/client.hpp"
 #include "plugin/chain.hpp"
 #include "plugin/deferrals.hpp"
+#include "plugin/host.hpp"
 #include "plugin/instance.hpp"
 
 namespace mqgate {
@@ -692,3 +693,15 @@ TEST_CASE("a live RECEIVE: an ABI 1 plugin cannot express a wish, so the check s
 
 }  // namespace
 }  // namespace mqgate
+
+TEST_CASE("broker-owned topics: two claims overlap when some topic matches both") {
+  using mqgate::filters_overlap;
+  CHECK(filters_overlap("$provision/+/csr", "$provision/+/csr"));
+  CHECK(filters_overlap("$provision/+/csr", "$provision/dev-1/#"));
+  CHECK(filters_overlap("$provision/#", "$provision"));  // '#' matches its parent level
+  CHECK(filters_overlap("$a/+/c", "$a/b/+"));
+  CHECK_FALSE(filters_overlap("$provision/+/csr", "$provision/+/renew"));
+  CHECK_FALSE(filters_overlap("$provision/+/csr", "$provision/+"));
+  CHECK_FALSE(filters_overlap("$provision/+/csr", "$provision/a/csr/x"));
+  CHECK_FALSE(filters_overlap("$a/b", "$b/#"));
+}
