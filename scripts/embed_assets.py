@@ -26,8 +26,8 @@ def main():
             sys.exit(f"{path}: unknown file type {ext!r} (known: {', '.join(TYPES)})")
         data = open(path, "rb").read()
         body = ",".join(str(b) for b in data)
-        lines.append(f"const char kData{i}[] = {{{body}{',' if data else ''}0}};")
-        entries.append(f'    {{"{name}", "{TYPES[ext]}", kData{i}, {len(data)}}},')
+        lines.append(f"const unsigned char kData{i}[] = {{{body}{',' if data else ''}0}};")
+        entries.append(f'    {{"{name}", "{TYPES[ext]}", reinterpret_cast<const char*>(kData{i}), {len(data)}}},')
     lines += ['', 'const Asset kAssets[] = {'] + entries + ['};', '', '}  // namespace', '',
               'const Asset* find_asset(std::string_view name) {',
               '  for (const Asset& a : kAssets)',

@@ -22,12 +22,16 @@ import urllib.parse
 
 import mqtt_raw as r
 import pki
-from mqgate_test import Broker, BrokerTestCase, pki_tool, run_config_check
+from cdp import Browser
+from mqgate_test import BUILD_DIR, BrokerTestCase, pki_tool, run_config_check
 
 DOMAIN = "console.example"
 TOKEN = "s3cret-t0ken"
 HTTP_LISTENING = re.compile(r"http endpoint listening on (\S+) port (\d+)")
 HOSTILE_ID = '<img src=x onerror=alert(1)>"\\\x01\x1f\x7f'
+# The page must show it as text: if it ever ran as HTML, the title would change.
+HTML_ID = "<img src=x onerror=\"document.title='pwned'\">"
+SCREENSHOTS = os.path.join(BUILD_DIR, "test-output", "console")
 
 
 def request(port, path, method="GET", headers=None):
@@ -404,6 +408,78 @@ class ConsoleTest(BrokerTestCase):
         self.assertIn("CN=localhost", tls["certificates"][0]["subject"])
         self.assertRegex(tls["crl"]["next_update"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         self.assertEqual(tls["crl"]["entries"], 0)
+
+    # --- the page, in headless chromium -------------------------------------------
+
+    def test_page_in_chromium(self):
+        self.assertTrue(os.path.exists("/usr/bin/chromium"),
+                        "Debian's chromium is needed (scripts/deps.sh test installs it)")
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        self.start()
+        self.device_sub(self.dev1, "dev1")
+        self.device_sub(self.dev2, "dev2")
+        self.raw_client(HTML_ID, clean=False)
+        self.raw_client(HOSTILE_ID)
+        browser = Browser()
+        self.addCleanup(browser.close)
+        shot = lambda name: browser.screenshot(os.path.join(SCREENSHOTS, name))  # noqa: E731
+
+        browser.navigate(f"http://127.0.0.1:{self.http}/console/")
+        browser.wait_for("!document.getElementById('view-login').hidden")
+        shot("1-login.png")
+        browser.evaluate("document.getElementById('login-user').value = 'alice';"
+                         "document.getElementById('login-password').value = 'alice-pw';"
+                         "document.querySelector('#login-form button').click()")
+        browser.wait_for("document.querySelectorAll('#devices tbody tr').length >= 4")
+        shot("2-devices.png")
+        links = browser.evaluate("[...document.querySelectorAll('#devices tbody a')]"
+                                 ".map(a => a.textContent)")
+        self.assertIn(HTML_ID, links)  # shown as text...
+        self.assertIn(HOSTILE_ID, links)
+        self.assertEqual(browser.evaluate("document.querySelectorAll('#devices img').length"), 0)
+        self.assertEqual(browser.evaluate("document.title"), "mqgate console")  # ...never run
+
+        # Find a device, open it.
+        browser.evaluate("document.getElementById('search').value = 'dev2';"
+                         "document.querySelector('#device-filter button').click()")
+        browser.wait_for("document.querySelectorAll('#devices tbody tr').length === 1")
+        browser.evaluate("document.querySelector('#devices tbody a').click()")
+        browser.wait_for("document.querySelectorAll('#device-chain pre').length === 2")
+        self.assertIn("CN=dev2", browser.evaluate("document.getElementById('device-chain')"
+                                                  ".textContent"))
+        self.assertEqual(browser.evaluate("document.querySelector('#device-subs td')"
+                                          ".textContent"), "devices/dev2/#")
+        shot("3-device.png")
+
+        # Revoke it (the confirmation is accepted), see what was done.
+        browser.evaluate("document.getElementById('act-revoke').click()")
+        result = browser.wait_for("!document.getElementById('action-result').hidden && "
+                                  "document.getElementById('action-result').textContent")
+        self.assertIn("HTTP 200", result)
+        self.assertIn('"disconnected": 1', result)
+        self.assertEqual(len(browser.dialogs), 1)
+        self.assertIn("Revoke", browser.dialogs[0])
+        shot("4-revoked.png")
+        self.b.wait_log(r"console: user alice \(admin\) from .*: revoke \"dev2\": serial")
+
+        # Gone: among the connected devices it is no longer listed.
+        browser.navigate(f"http://127.0.0.1:{self.http}/console/#devices")
+        browser.wait_for("!document.getElementById('view-devices').hidden")
+        browser.evaluate("document.getElementById('state').value = 'connected';"
+                         "document.getElementById('search').value = 'dev';"
+                         "document.querySelector('#device-filter button').click()")
+        browser.wait_for("[...document.querySelectorAll('#devices tbody a')]"
+                         ".map(a => a.textContent).join(',') === 'dev1'")
+        shot("5-after-revoke.png")
+
+        # The broker page with its charts and listeners.
+        browser.navigate(f"http://127.0.0.1:{self.http}/console/#broker")
+        browser.wait_for("document.querySelectorAll('#charts canvas').length > 0 && "
+                         "document.getElementById('listeners').textContent.includes('tls')")
+        self.assertIn("1 revoked", browser.evaluate(
+            "document.getElementById('listeners').textContent"))
+        shot("6-broker.png")
+        print(f"screenshots in {SCREENSHOTS}")
 
 
 if __name__ == "__main__":
