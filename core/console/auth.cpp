@@ -7,7 +7,7 @@
 #include <cstring>
 
 extern "C" {
-#include "pwfile.h"
+#include "passwd/pwfile.h"
 }
 
 namespace mqgate::console {

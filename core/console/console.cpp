@@ -11,12 +11,12 @@
 #include "console/assets.hpp"
 #include "console/clients.hpp"
 #include "console/json.hpp"
-#include "crl_update.hpp"
-#include "issuer.hpp"
-#include "output.hpp"
+#include "pki-tools/crl_update.hpp"
+#include "pki-tools/issuer.hpp"
+#include "pki-tools/output.hpp"
 
 extern "C" {
-#include "pwfile.h"
+#include "passwd/pwfile.h"
 }
 
 namespace mqgate::console {
@@ -473,8 +473,11 @@ void Console::revoke(Call& call, const std::string& id, const Caller& caller) {
         }
         // The CRL is on disk: the listener loads it, then every connection with that
         // certificate goes (the new CRL refuses it from then on).
-        c.host_.reload_listener_tls(w->listener, [w, self](bool ok) {
-          Console& c2 = **self;
+        std::weak_ptr<Console*> alive = self;
+        c.host_.reload_listener_tls(w->listener, [w, alive](bool ok) {
+          auto self2 = alive.lock();
+          if (!self2) return;
+          Console& c2 = **self2;
           const size_t closed = c2.host_.disconnect_certificate(
               w->issuer_raw, w->serial_raw, "certificate revoked from the console");
           const http::Request none2{};
