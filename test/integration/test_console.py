@@ -409,6 +409,28 @@ class ConsoleTest(BrokerTestCase):
         self.assertRegex(tls["crl"]["next_update"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         self.assertEqual(tls["crl"]["entries"], 0)
 
+    def test_page_files(self):
+        self.start()
+        status, hdrs, _, _ = request(self.http, "/console")
+        self.assertEqual((status, hdrs["location"]), (301, "/console/"))
+        status, hdrs, _, body = request(self.http, "/console/")
+        self.assertEqual((status, hdrs["content-type"]), (200, "text/html; charset=utf-8"))
+        self.assertIn(b"<title>mqgate console</title>", body)
+        self.assertIn("default-src 'self'", hdrs["content-security-policy"])
+        self.assertEqual(hdrs["x-frame-options"], "DENY")
+        for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+            status, hdrs, _, body = request(self.http, "/console/" + name)
+            self.assertEqual(status, 200)
+            self.assertTrue(hdrs["content-type"].startswith(kind))
+            self.assertGreater(len(body), 1000)
+        self.assertNotIn(b"innerHTML", request(self.http, "/console/app.js")[3])
+        status, hdrs, _, body = request(self.http, "/console/", "HEAD")
+        self.assertEqual((status, body), (200, b""))
+        for path in ("/console/nope.js", "/console/../api/v1/broker", "/console/%2e%2e/x"):
+            self.assertEqual(request(self.http, path)[0], 404, path)
+        self.assertEqual(request(self.http, "/console/", "POST")[0], 405)
+        self.assertEqual(request(self.http, "/api/v2/clients", headers=bearer())[0], 404)
+
     # --- the page, in headless chromium -------------------------------------------
 
     def test_page_in_chromium(self):

@@ -1,5 +1,5 @@
 // The mqgate console page: talks to /api/v1/ only, writes data with textContent only
-// (never innerHTML), keeps the CSRF token in memory (a reload asks /api/v1/session).
+// (never as HTML), keeps the CSRF token in memory (a reload asks /api/v1/session).
 'use strict';
 
 const state = {
