@@ -155,8 +155,9 @@ bool Endpoint::start(std::string& error) {
                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   else
     bound_port_ = options_.port;
-  LOG_INFO("http endpoint listening on %s port %u (/metrics%s, /healthz)", options_.host.c_str(),
-           bound_port_, options_.bearer_token.empty() ? "" : " with a bearer token");
+  LOG_INFO("http endpoint listening on %s port %u (/metrics%s, /healthz%s)", options_.host.c_str(),
+           bound_port_, options_.bearer_token.empty() ? "" : " with a bearer token",
+           callbacks_.console ? ", the console: /api/v1/, /console/" : "");
   return true;
 }
 
