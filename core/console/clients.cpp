@@ -269,15 +269,6 @@ bool parse_list_query(const std::string& query, ListQuery& q, std::string& error
 
 namespace {
 
-// A row to sort: the sort key (numbers), or the first 8 bytes of the string sorted on
-// (big-endian, so comparing them agrees with comparing the strings), next to the
-// session: most comparisons stay in this vector and never touch the sessions.
-struct Row {
-  uint64_t prefix;
-  int64_t key;
-  Session* session;
-};
-
 uint64_t prefix_of(const std::string& s) {
   uint64_t p = 0;
   for (size_t i = 0; i < 8; ++i)
@@ -285,71 +276,93 @@ uint64_t prefix_of(const std::string& s) {
   return p;
 }
 
+// Whether the list shows `s` at all (state and search aside).
+bool listed(const Session& s) {
+  if (s.removed()) return false;
+  if (s.client() == nullptr) return !s.clean();  // clean and offline: on its way out
+  return online(s);                              // not while connecting or closing
+}
+
+bool matches(const Session& s, const ListQuery& q) {
+  const bool on = s.client() != nullptr;
+  if (q.state == ListQuery::State::kConnected && !on) return false;
+  if (q.state == ListQuery::State::kOffline && on) return false;
+  return contains_nocase(s.client_id(), q.search) || contains_nocase(s.owner(), q.search);
+}
+
 }  // namespace
 
-void write_client_list(Broker& broker, const ListQuery& q, const Clock& clock, Json& out) {
+bool walk_clients(SessionStore& store, ListWalk& w, size_t budget) {
   using S = ListQuery::Sort;
-  std::vector<Row> rows;
-  rows.reserve(broker.sessions().size());
-  broker.sessions().for_each([&](Session& s) {
-    if (s.removed()) return;
-    const bool on = s.client() != nullptr;
-    // Clean sessions without a client are on their way out: not listed.
-    if (!on && s.clean()) return;
-    if (on && !online(s)) return;  // still connecting, or closing
-    if (q.state == ListQuery::State::kConnected && !on) return;
-    if (q.state == ListQuery::State::kOffline && on) return;
-    if (!contains_nocase(s.client_id(), q.search) && !contains_nocase(s.owner(), q.search)) return;
-    Row r{0, 0, &s};
-    switch (q.sort) {
-      case S::kClientId:
-        r.prefix = prefix_of(s.client_id());
-        break;
+  if (w.layout != store.layout()) {  // the store was rehashed: start again
+    w.layout = store.layout();
+    w.cursor = 0;
+    w.rows.clear();
+  }
+  return store.walk(w.cursor, budget, [&](Session& s) {
+    if (!listed(s) || !matches(s, w.q)) return;
+    ListRow r{0, 0, s.client_id(), {}};
+    switch (w.q.sort) {
+      case S::kClientId: r.prefix = prefix_of(s.client_id()); break;
       case S::kIdentity:
         r.prefix = prefix_of(s.owner());
+        r.owner = s.owner();
         break;
       case S::kSince:
-        r.key = static_cast<int64_t>(on ? s.online_since_ms() : s.offline_since_ms());
+        r.key = static_cast<int64_t>(s.client() ? s.online_since_ms() : s.offline_since_ms());
         break;
-      case S::kQueued:
-        r.key = static_cast<int64_t>(s.queued_count());
-        break;
-      case S::kSubscriptions:
-        r.key = static_cast<int64_t>(s.subscription_count());
-        break;
-      case S::kNotAfter:
-        r.key = not_after_of(s);
-        break;
+      case S::kQueued: r.key = static_cast<int64_t>(s.queued_count()); break;
+      case S::kSubscriptions: r.key = static_cast<int64_t>(s.subscription_count()); break;
+      case S::kNotAfter: r.key = not_after_of(s); break;
     }
-    rows.push_back(r);
+    w.rows.push_back(std::move(r));
   });
-  auto less = [&](const Row& a, const Row& b) {
+}
+
+void sort_page(ListWalk& w) {
+  const ListQuery& q = w.q;
+  auto less = [&](const ListRow& a, const ListRow& b) {
     int c = a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0;
     if (c == 0) c = a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-    if (c == 0 && q.sort == S::kIdentity) c = a.session->owner().compare(b.session->owner());
-    // Ties by client id: a total order, so pages are stable.
-    if (c == 0) c = a.session->client_id().compare(b.session->client_id());
+    if (c == 0) c = a.owner.compare(b.owner);  // (empty unless sorting by identity)
+    if (c == 0) c = a.id.compare(b.id);        // ties by client id: pages are stable
     return q.descending ? c > 0 : c < 0;
   };
-  // Only the page is sorted: nth_element puts the rows before it in front (O(n)), a
+  // Only the page is ordered: nth_element puts the rows before it in front (O(n)), a
   // partial sort orders the page (O(n log limit)), whatever the offset.
+  auto& rows = w.rows;
+  if (q.offset >= rows.size()) return;
   const uint64_t end = std::min<uint64_t>(rows.size(), q.offset + q.limit);
-  if (q.offset < rows.size()) {
-    const auto first = rows.begin() + static_cast<ptrdiff_t>(q.offset);
-    if (q.offset > 0) std::nth_element(rows.begin(), first, rows.end(), less);
-    std::partial_sort(first, rows.begin() + static_cast<ptrdiff_t>(end), rows.end(), less);
-  }
-  out.field("total", uint64_t{rows.size()})
+  const auto first = rows.begin() + static_cast<ptrdiff_t>(q.offset);
+  if (q.offset > 0) std::nth_element(rows.begin(), first, rows.end(), less);
+  std::partial_sort(first, rows.begin() + static_cast<ptrdiff_t>(end), rows.end(), less);
+}
+
+void write_page(Broker& broker, const ListWalk& w, const Clock& clock, Json& out) {
+  const ListQuery& q = w.q;
+  out.field("total", uint64_t{w.rows.size()})
       .field("offset", q.offset)
       .field("limit", q.limit)
       .key("clients")
       .begin_array();
+  const uint64_t end = std::min<uint64_t>(w.rows.size(), q.offset + q.limit);
   for (uint64_t i = q.offset; i < end; ++i) {
+    const Session* s = broker.sessions().find(w.rows[i].id);
+    if (s == nullptr || !listed(*s)) continue;  // gone since the walk
     out.begin_object();
-    write_row(*rows[i].session, clock, false, out);
+    write_row(*s, clock, false, out);
     out.end_object();
   }
   out.end_array();
+}
+
+void write_client_list(Broker& broker, const ListQuery& q, const Clock& clock, Json& out) {
+  ListWalk w;
+  w.q = q;
+  while (!walk_clients(broker.sessions(), w, SIZE_MAX)) {
+  }
+  sort_page(w);
+  write_page(broker, w, clock, out);
 }
 
 bool write_client_detail(Broker& broker, std::string_view id, const Clock& clock, Json& out) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "broker/broker.hpp"
 #include "console/json.hpp"
@@ -39,6 +40,29 @@ struct Clock {
   }
 };
 
+// One GET /api/v1/clients, in three parts so that the loop never walks 100,000 sessions
+// in one go: walk_clients() on the loop, a slice at a time, copying each matching row's
+// sort key and client id; sort_page() on the thread pool (the rows are copies); then
+// write_page() on the loop, finding the page's sessions again by id.
+struct ListRow {
+  uint64_t prefix;    // the first 8 bytes of the sorted string, big-endian
+  int64_t key;        // the sorted number
+  std::string id;     // the client id
+  std::string owner;  // the identity (identity sort only)
+};
+struct ListWalk {
+  ListQuery q;
+  std::vector<ListRow> rows;
+  size_t cursor = 0;
+  size_t layout = 0;  // SessionStore::layout() when the walk (re)started
+};
+// One slice of about `budget` sessions; true once the walk is over.
+bool walk_clients(SessionStore& store, ListWalk& w, size_t budget);
+// Orders rows [offset, offset + limit) as the query asks (the others stay unordered).
+void sort_page(ListWalk& w);
+// The answer's fields; sessions gone since the walk are left out of the page.
+void write_page(Broker& broker, const ListWalk& w, const Clock& clock, Json& out);
+// All three at once.
 void write_client_list(Broker& broker, const ListQuery& q, const Clock& clock, Json& out);
 // The session `id`'s details (subscriptions, session, certificate chain with PEM);
 // false if there is none.

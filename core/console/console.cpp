@@ -74,12 +74,99 @@ struct Console::Call {
   }
 };
 
+struct Console::ListJob {
+  ListWalk walk;
+  std::string peer;
+  http::Reply reply;
+};
+
 Console::Console(uv_loop_t* loop, Host& host, const HttpConfig& config, Users users)
     : loop_(loop), host_(host), token_(config.token), users_(std::move(users)) {
   pki::leave_signals_alone();  // the broker's loop handles SIGINT/SIGTERM/SIGHUP
+  uv_idle_init(loop_, &list_idle_);  // cannot fail
+  list_idle_.data = this;
+  list_idle_open_ = true;
 }
 
-Console::~Console() = default;
+Console::~Console() {
+  stop();
+}
+
+void Console::stop() {
+  lists_.clear();
+  if (!list_idle_open_) return;
+  list_idle_open_ = false;
+  auto* h = reinterpret_cast<uv_handle_t*>(&list_idle_);
+  if (!uv_is_closing(h)) uv_close(h, nullptr);
+}
+
+void Console::start_list(Call& call, ListQuery q) {
+  if (lists_.size() + lists_sorting_ >= kMaxLists || !list_idle_open_) {
+    call.error(429, "too many device lists under way; try again", {"Retry-After: 1"});
+    return;
+  }
+  auto job = std::make_unique<ListJob>();
+  job->walk.q = std::move(q);
+  job->walk.layout = host_.console_broker().sessions().layout();
+  job->peer = call.peer;
+  job->reply = std::move(call.reply);
+  lists_.push_back(std::move(job));
+  uv_idle_start(&list_idle_, on_list_idle);
+}
+
+void Console::on_list_idle(uv_idle_t* idle) {
+  auto* self = static_cast<Console*>(idle->data);
+  if (self->lists_.empty()) {
+    uv_idle_stop(idle);
+    return;
+  }
+  ListJob& job = *self->lists_.front();
+  if (!walk_clients(self->host_.console_broker().sessions(), job.walk, kListSliceBudget))
+    return;  // more next iteration
+  std::unique_ptr<ListJob> done = std::move(self->lists_.front());
+  self->lists_.pop_front();
+  if (self->lists_.empty()) uv_idle_stop(idle);
+  self->sort_list(std::move(done));
+}
+
+void Console::sort_list(std::unique_ptr<ListJob> job) {
+  struct Work {
+    uv_work_t req;
+    std::weak_ptr<Console*> alive;
+    std::unique_ptr<ListJob> job;
+  };
+  auto work = std::make_unique<Work>();
+  work->alive = alive_;
+  work->job = std::move(job);
+  work->req.data = work.get();
+  const int rc = uv_queue_work(
+      loop_, &work->req,
+      [](uv_work_t* req) { sort_page(static_cast<Work*>(req->data)->job->walk); },
+      [](uv_work_t* req, int) {
+        std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+        auto self = w->alive.lock();
+        if (!self) return;
+        (*self)->lists_sorting_--;
+        (*self)->answer_list(*w->job);
+      });
+  if (rc != 0) {  // no thread pool: sort here (bounded by the sessions, as before)
+    sort_page(work->job->walk);
+    answer_list(*work->job);
+    return;
+  }
+  work.release();
+  lists_sorting_++;
+}
+
+void Console::answer_list(ListJob& job) {
+  const http::Request none{};
+  Call call{none, job.peer, std::move(job.reply)};
+  Json j;
+  j.begin_object();
+  write_page(host_.console_broker(), job.walk, Clock{host_.console_now_ms(), wall_now_ms()}, j);
+  j.end_object();
+  call.send(200, j);
+}
 
 void Console::reload(const HttpConfig& config, Users users) {
   token_ = config.token;
@@ -305,11 +392,7 @@ void Console::clients(Call& call, std::string_view rest, const Caller& caller) {
       call.error(400, why);
       return;
     }
-    Json j;
-    j.begin_object();
-    write_client_list(host_.console_broker(), q, clock, j);
-    j.end_object();
-    call.send(200, j);
+    start_list(call, std::move(q));
     return;
   }
   const size_t slash = rest.find('/');

@@ -8,11 +8,13 @@
 
 #include <uv.h>
 
+#include <deque>
 #include <memory>
 #include <string>
 
 #include "config/config.hpp"
 #include "console/auth.hpp"
+#include "console/clients.hpp"
 #include "console/host.hpp"
 #include "http/endpoint.hpp"
 
@@ -29,11 +31,17 @@ class Console {
   void handle(const http::Request& request, const std::string& peer, http::Reply reply);
   // SIGHUP: the new token, users and admins (logins of users no longer listed end).
   void reload(const HttpConfig& config, Users users);
+  // Shutdown: closes the loop handle (lists still walking are not answered).
+  void stop();
 
   // Password checks running at once; beyond, logins are answered 429.
   static constexpr int kMaxLoginsInFlight = 4;
   // Days until the nextUpdate of a CRL the console signs.
   static constexpr unsigned kCrlDays = 30;
+  // Device lists: sessions walked per loop iteration, and lists under way at once
+  // (walking or sorting); beyond, 429.
+  static constexpr size_t kListSliceBudget = 2048;
+  static constexpr size_t kMaxLists = 4;
 
  private:
   struct Caller {
@@ -52,6 +60,12 @@ class Console {
   void delete_session(Call& call, const std::string& id, const Caller& caller);
   void revoke(Call& call, const std::string& id, const Caller& caller);
   void broker(Call& call);
+  // The device list: queued, walked a slice per loop iteration, sorted on the pool.
+  struct ListJob;
+  void start_list(Call& call, ListQuery q);
+  static void on_list_idle(uv_idle_t* idle);
+  void sort_list(std::unique_ptr<ListJob> job);
+  void answer_list(ListJob& job);  // the sorted page, written and sent
   void assets(Call& call);
   // An action's log line: who, from where, what, on what, and the outcome.
   void audit(const Call& call, const Caller& caller, const char* action, std::string_view target,
@@ -63,6 +77,10 @@ class Console {
   Users users_;
   LoginSessions logins_;
   int logins_in_flight_ = 0;
+  std::deque<std::unique_ptr<ListJob>> lists_;  // walking, the first one now
+  size_t lists_sorting_ = 0;
+  uv_idle_t list_idle_;  // active while lists_ is not empty
+  bool list_idle_open_ = false;
   // Work on the thread pool holds a weak pointer to this: after the console is gone its
   // completion does nothing.
   std::shared_ptr<Console*> alive_ = std::make_shared<Console*>(this);

@@ -47,6 +47,7 @@ Server::~Server() {
   // an endpoint that start() opened before failing).
   if (http_) http_->stop();
   if (lag_) lag_->stop();
+  if (console_) console_->stop();
   if (cluster_) {  // (start() failed after the cluster started)
     cluster_->stop();
     auto* idle = reinterpret_cast<uv_handle_t*>(&cluster_idle_);
@@ -299,6 +300,7 @@ int Server::run() {
   // These free what their handles point at from close callbacks: they close their own.
   if (http_) http_->stop();
   if (lag_) lag_->stop();
+  if (console_) console_->stop();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
