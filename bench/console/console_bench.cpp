@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
   };
   std::printf("sessions: %zu, runs: %d, slice: %zu sessions\n", broker.sessions().size(), runs,
               console::Console::kListSliceBudget);
-  std::printf("%-34s %12s %10s %10s %10s %9s\n", "query (median ms)", "longest slice",
-              "walk", "sort", "page", "bytes");
+  std::printf("%-34s %12s %10s %10s %10s %9s\n", "query (median ms)", "longest slice", "walk",
+              "sort", "page", "bytes");
   const console::Clock clock{0, 0};
   using Clock = std::chrono::steady_clock;
   auto ms_since = [](Clock::time_point t) {

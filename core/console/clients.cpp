@@ -303,7 +303,9 @@ bool walk_clients(SessionStore& store, ListWalk& w, size_t budget) {
     if (!listed(s) || !matches(s, w.q)) return;
     ListRow r{0, 0, s.client_id(), {}};
     switch (w.q.sort) {
-      case S::kClientId: r.prefix = prefix_of(s.client_id()); break;
+      case S::kClientId:
+        r.prefix = prefix_of(s.client_id());
+        break;
       case S::kIdentity:
         r.prefix = prefix_of(s.owner());
         r.owner = s.owner();
@@ -311,9 +313,15 @@ bool walk_clients(SessionStore& store, ListWalk& w, size_t budget) {
       case S::kSince:
         r.key = static_cast<int64_t>(s.client() ? s.online_since_ms() : s.offline_since_ms());
         break;
-      case S::kQueued: r.key = static_cast<int64_t>(s.queued_count()); break;
-      case S::kSubscriptions: r.key = static_cast<int64_t>(s.subscription_count()); break;
-      case S::kNotAfter: r.key = not_after_of(s); break;
+      case S::kQueued:
+        r.key = static_cast<int64_t>(s.queued_count());
+        break;
+      case S::kSubscriptions:
+        r.key = static_cast<int64_t>(s.subscription_count());
+        break;
+      case S::kNotAfter:
+        r.key = not_after_of(s);
+        break;
     }
     w.rows.push_back(std::move(r));
   });

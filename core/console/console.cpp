@@ -82,7 +82,7 @@ struct Console::ListJob {
 
 Console::Console(uv_loop_t* loop, Host& host, const HttpConfig& config, Users users)
     : loop_(loop), host_(host), token_(config.token), users_(std::move(users)) {
-  pki::leave_signals_alone();  // the broker's loop handles SIGINT/SIGTERM/SIGHUP
+  pki::leave_signals_alone();        // the broker's loop handles SIGINT/SIGTERM/SIGHUP
   uv_idle_init(loop_, &list_idle_);  // cannot fail
   list_idle_.data = this;
   list_idle_open_ = true;
