@@ -104,6 +104,22 @@ TEST_CASE("login sessions: idle and lifetime limits, bounded count") {
 
 namespace {
 
+// A broker whose store holds offline persistent sessions "d00000".. (as the console
+// lists them).
+struct Fleet {
+  mqgate::LimitsConfig limits;
+  mqgate::AllowAllHooks hooks;
+  mqgate::Broker broker{limits, hooks};
+  mqgate::SessionStore& store = broker.sessions();
+  void add(int from, int to, const char* format = "d%05d") {
+    char id[32];
+    for (int i = from; i < to; ++i) {
+      std::snprintf(id, sizeof id, format, i);
+      store.create(id, /*clean=*/false);
+    }
+  }
+};
+
 std::vector<std::string> page_ids(mqgate::Broker& broker, const ListWalk& w) {
   Json j;
   j.begin_object();
@@ -122,15 +138,10 @@ std::vector<std::string> page_ids(mqgate::Broker& broker, const ListWalk& w) {
 }  // namespace
 
 TEST_CASE("device list: a walk in slices sees every session that stays, once") {
-  mqgate::LimitsConfig limits;
-  mqgate::AllowAllHooks hooks;
-  mqgate::Broker broker(limits, hooks);
-  auto& store = broker.sessions();
+  Fleet fleet;
+  auto& store = fleet.store;
+  fleet.add(0, 5000);
   char id[32];
-  for (int i = 0; i < 5000; ++i) {
-    std::snprintf(id, sizeof id, "d%05d", i);
-    store.create(id, /*clean=*/false);
-  }
   ListWalk w;
   std::string error;
   REQUIRE(parse_list_query("limit=500&offset=1000", w.q, error));
@@ -146,10 +157,7 @@ TEST_CASE("device list: a walk in slices sees every session that stays, once") {
         store.remove(store.find(id));
         ++removed;
       }
-      for (int i = 0; i < 300; ++i) {
-        std::snprintf(id, sizeof id, "new%04d", i);
-        store.create(id, false);
-      }
+      fleet.add(0, 300, "new%04d");
       REQUIRE(store.layout() == w.layout);
     }
   }
@@ -162,7 +170,7 @@ TEST_CASE("device list: a walk in slices sees every session that stays, once") {
     if (i % 7 != 0) CHECK(seen.count(id) == 1);  // stayed throughout: seen
   }
   sort_page(w);
-  const auto ids = page_ids(broker, w);
+  const auto ids = page_ids(fleet.broker, w);
   CHECK(ids.size() <= 500);
   CHECK(std::is_sorted(ids.begin(), ids.end()));
   for (const auto& i : ids)
@@ -170,22 +178,13 @@ TEST_CASE("device list: a walk in slices sees every session that stays, once") {
 }
 
 TEST_CASE("device list: a rehash during the walk starts it again") {
-  mqgate::LimitsConfig limits;
-  mqgate::AllowAllHooks hooks;
-  mqgate::Broker broker(limits, hooks);
-  auto& store = broker.sessions();
-  char id[32];
-  for (int i = 0; i < 1000; ++i) {
-    std::snprintf(id, sizeof id, "d%05d", i);
-    store.create(id, false);
-  }
+  Fleet fleet;
+  auto& store = fleet.store;
+  fleet.add(0, 1000);
   ListWalk w;
   w.layout = store.layout();
   REQUIRE(!walk_clients(store, w, 10));
-  for (int i = 1000; i < 20000; ++i) {  // grows: rehashes
-    std::snprintf(id, sizeof id, "d%05d", i);
-    store.create(id, false);
-  }
+  fleet.add(1000, 20000);  // grows: rehashes
   REQUIRE(store.layout() != w.layout);
   while (!walk_clients(store, w, 1000)) {
   }
