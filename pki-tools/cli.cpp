@@ -141,8 +141,10 @@ void add_ca_options(CommandLine& cl) {
   cl.option("ca-crt", "root cert filename used for signing. [default: ca.crt]");
 }
 
-void add_key_options(CommandLine& cl) {
-  cl.option("key-type", "key algorithm: rsa, or ec for NIST P-256 [default: rsa]", "rsa|ec");
+void add_key_options(CommandLine& cl, KeyType default_type) {
+  const std::string fallback = default_type == KeyType::kRsa ? "rsa" : "ec";
+  cl.option("key-type", "key algorithm: rsa, or ec for NIST P-256 [default: " + fallback + "]",
+            "rsa|ec");
   cl.option("key-bits", "RSA key size: 2048, 3072 or 4096 [default: 2048]", "N");
 }
 
@@ -153,9 +155,9 @@ void add_days_option(CommandLine& cl, unsigned default_days) {
             "N");
 }
 
-KeySpec key_spec(const CommandLine& cl) {
+KeySpec key_spec(const CommandLine& cl, KeyType default_type) {
   KeySpec spec;
-  std::string type = cl.value_or("key-type", "rsa");
+  std::string type = cl.value_or("key-type", default_type == KeyType::kRsa ? "rsa" : "ec");
   if (type == "rsa") {
     spec.type = KeyType::kRsa;
   } else if (type == "ec") {

@@ -57,10 +57,11 @@ class CommandLine {
 // Option groups used by several tools, with the seed page's descriptions.
 void add_output_options(CommandLine& cl);  // --output-dir, --force
 void add_ca_options(CommandLine& cl);      // --ca-key, --ca-crt
-void add_key_options(CommandLine& cl);     // --key-type, --key-bits
+void add_key_options(CommandLine& cl,      // --key-type, --key-bits
+                     KeyType default_type = KeyType::kRsa);
 void add_days_option(CommandLine& cl, unsigned default_days);
 
-KeySpec key_spec(const CommandLine& cl);
+KeySpec key_spec(const CommandLine& cl, KeyType default_type = KeyType::kRsa);
 unsigned validity_days(const CommandLine& cl, unsigned default_days);
 
 }  // namespace mqgate::pki

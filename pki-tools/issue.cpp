@@ -18,13 +18,18 @@ namespace {
 // Extensions of each profile, in the order they appear in the certificate.
 void add_profile_extensions(CertificateWriter& builder, const CredentialRequest& req,
                             PrivateKey& key, const IssuingCa* ca) {
-  const bool is_ca = req.profile == Profile::kRootCa;
-  builder.add_extension(MBEDTLS_OID_BASIC_CONSTRAINTS, true, basic_constraints_value(is_ca));
+  const bool is_ca = req.profile == Profile::kRootCa || req.profile == Profile::kIssuingCa;
+  // An issuing CA signs end entities only: pathlen 0 keeps a stolen issuing key from
+  // minting further CAs.
+  const int pathlen = req.profile == Profile::kIssuingCa ? 0 : -1;
+  builder.add_extension(MBEDTLS_OID_BASIC_CONSTRAINTS, true,
+                        basic_constraints_value(is_ca, pathlen));
 
   unsigned key_usage = 0;
   std::vector<std::string> eku;
   switch (req.profile) {
     case Profile::kRootCa:
+    case Profile::kIssuingCa:
       key_usage = MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN;
       break;
     case Profile::kServer:
@@ -76,6 +81,11 @@ void make_credentials(const CredentialRequest& req) {
   std::unique_ptr<IssuingCa> ca;
   if (req.profile != Profile::kRootCa) {
     ca = std::make_unique<IssuingCa>(req.ca_key_path, req.ca_crt_path, CaUse::kIssueCertificates);
+    // mbedTLS keeps pathLenConstraint + 1 (0: none): 1 means the CA may sign end entities only.
+    if (req.profile == Profile::kIssuingCa && ca->cert().max_pathlen == 1) {
+      throw Error("CA certificate '" + ca->cert_path() +
+                  "' has pathlen 0: it may sign end-entity certificates only, not another CA");
+    }
   }
 
   // 2. Validity, capped at the CA's own notAfter.
@@ -97,6 +107,10 @@ void make_credentials(const CredentialRequest& req) {
   out.create_directory(req.output_dir);
   const size_t key_file = out.add(join_path(req.output_dir, req.base_name + ".key"), 0600);
   const size_t crt_file = out.add(join_path(req.output_dir, req.base_name + ".crt"), 0644);
+  size_t chain_file = 0;
+  if (req.write_chain) {
+    chain_file = out.add(join_path(req.output_dir, req.base_name + "-chain.crt"), 0644);
+  }
 
   // 4. Key and certificate.
   Random rng("mqgate " + program_name());
@@ -127,7 +141,12 @@ void make_credentials(const CredentialRequest& req) {
   std::string key_pem = key.to_pem();
   out.write(key_file, key_pem);
   mbedtls_platform_zeroize(key_pem.data(), key_pem.size());
-  out.write(crt_file, to_pem(der, "CERTIFICATE"));
+  const std::string crt_pem = to_pem(der, "CERTIFICATE");
+  out.write(crt_file, crt_pem);
+  if (req.write_chain) {
+    const mbedtls_x509_crt& ca_crt = ca->cert();
+    out.write(chain_file, crt_pem + to_pem({ca_crt.raw.p, ca_crt.raw.len}, "CERTIFICATE"));
+  }
   out.commit();
 
   std::printf("wrote %s (%s private key, mode 0600)\n", out.path(key_file).c_str(),
@@ -135,6 +154,10 @@ void make_credentials(const CredentialRequest& req) {
   std::printf("wrote %s (%s; serial %s; valid until %s)\n", out.path(crt_file).c_str(),
               req.subject.to_string().c_str(), serial_hex(*serial).c_str(),
               human_time(not_after).c_str());
+  if (req.write_chain) {
+    std::printf("wrote %s (%s, then its CA certificate)\n", out.path(chain_file).c_str(),
+                out.path(crt_file).c_str());
+  }
 }
 
 }  // namespace mqgate::pki

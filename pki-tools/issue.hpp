@@ -13,9 +13,10 @@ namespace mqgate::pki {
 
 // What the certificate is for; decides its extensions (docs/pki-tools.md lists them).
 enum class Profile {
-  kRootCa,  // self-signed; CA:TRUE; keyCertSign + cRLSign; SKI
-  kServer,  // CA:FALSE; digitalSignature (+ keyEncipherment for RSA); serverAuth; SAN; SKI; AKI
-  kDevice,  // CA:FALSE; digitalSignature; clientAuth; SAN; SKI; AKI
+  kRootCa,     // self-signed; CA:TRUE; keyCertSign + cRLSign; SKI
+  kIssuingCa,  // an intermediate: CA:TRUE, pathlen 0; keyCertSign + cRLSign; SKI; AKI
+  kServer,     // CA:FALSE; digitalSignature (+ keyEncipherment for RSA); serverAuth; SAN; SKI; AKI
+  kDevice,     // CA:FALSE; digitalSignature; clientAuth; SAN; SKI; AKI
 };
 
 // Validity bounds for --days.
@@ -29,13 +30,15 @@ struct CredentialRequest {
   unsigned days = 365;
   std::string output_dir = ".";
   std::string base_name;  // writes <base_name>.key and <base_name>.crt
+  // Also writes <base_name>-chain.crt: the new certificate followed by its CA's.
+  bool write_chain = false;
   bool force = false;
-  std::string ca_key_path;  // the issuing CA, for kServer and kDevice
+  std::string ca_key_path;  // the signing CA, for every profile but kRootCa
   std::string ca_crt_path;
 };
 
-// Writes <output_dir>/<base_name>.key (mode 0600) and <base_name>.crt (mode 0644), both
-// or neither, and prints what it wrote. Throws Error on any failure.
+// Writes <output_dir>/<base_name>.key (mode 0600) and <base_name>.crt (mode 0644) (and
+// the chain, if asked), all or none, and prints what it wrote. Throws Error on any failure.
 void make_credentials(const CredentialRequest& request);
 
 }  // namespace mqgate::pki

@@ -36,7 +36,8 @@ static void usage(FILE* out) {
           " -I : PBKDF2 iterations, %u..%u (default %u, as mosquitto_passwd 2.0).\n"
           " -U : hash every plain-text password of an existing file.\n"
           "Without -b the password is asked twice (not echoed on a terminal; read as two\n"
-          "lines from standard input otherwise). Files are written with mode 0600.\n",
+          "lines from standard input otherwise). Files are written with mode 0600 (0640 when\n"
+          "root edits a group-readable file: its owner and group are kept).\n",
           PW_MIN_ITERATIONS, PW_MAX_ITERATIONS, PW_DEFAULT_ITERATIONS);
 }
 
@@ -142,9 +143,14 @@ static void write_atomic(const char* path, const char* data, size_t len) {
     die("cannot create a temporary file next to %s: %s", target, strerror(errno));
   }
   if (fchmod(fd, 0600) != 0) die("%s: chmod: %s", g_temp, strerror(errno));
-  /* root editing a broker-owned file keeps its owner, so the broker can still read it */
-  if (have_old && geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) != 0)
-    die("%s: chown: %s", g_temp, strerror(errno));
+  /* root editing a broker-owned file keeps its owner, so the broker can still read it; and
+   * its group's read bit (root:mqgate 0640, the Debian package's /etc/mqgate/passwd), set
+   * only once the group is the old one */
+  if (have_old && geteuid() == 0) {
+    if (fchown(fd, st.st_uid, st.st_gid) != 0) die("%s: chown: %s", g_temp, strerror(errno));
+    if ((st.st_mode & S_IRGRP) && fchmod(fd, 0640) != 0)
+      die("%s: chmod: %s", g_temp, strerror(errno));
+  }
   while (off < len) {
     ssize_t w = write(fd, data + off, len - off);
     if (w < 0 && errno == EINTR) continue;

@@ -229,8 +229,10 @@ std::string format_ip_address(ByteView bytes) {
   return buf;
 }
 
-void check_device_id(std::string_view value) {
-  const std::string opt = "--device-id";
+namespace {
+
+// The rule shared by device ids and claim batch names (names.hpp), up to max_chars.
+void check_id_text(const std::string& opt, std::string_view value, size_t max_chars) {
   if (value.empty()) throw UsageError(opt + " must not be empty");
   for (char ch : value) {
     unsigned char c = static_cast<unsigned char>(ch);
@@ -259,10 +261,20 @@ void check_device_id(std::string_view value) {
   if (value.back() == '.' || value.find("..") != std::string_view::npos) {
     throw UsageError(opt + " " + quoted(value) + " must not end with '.' or contain '..'");
   }
-  if (value.size() > 63) {
-    throw UsageError(opt + " is " + std::to_string(value.size()) +
-                     " characters long; at most 63 are allowed");
+  if (value.size() > max_chars) {
+    throw UsageError(opt + " is " + std::to_string(value.size()) + " characters long; at most " +
+                     std::to_string(max_chars) + " are allowed");
   }
+}
+
+}  // namespace
+
+void check_device_id(std::string_view value) {
+  check_id_text("--device-id", value, 63);
+}
+
+void check_claim_batch(std::string_view value) {
+  check_id_text("--claim", value, 64);
 }
 
 }  // namespace mqgate::pki

@@ -73,4 +73,8 @@ std::string format_ip_address(ByteView bytes);
 // digit, not ending with '.', and without "..".
 void check_device_id(std::string_view value);
 
+// --claim: a claim certificate's batch name, the last segment of its SAN URI
+// spiffe://<domain>/claim/<batch>. The --device-id rule, up to 64 characters.
+void check_claim_batch(std::string_view value);
+
 }  // namespace mqgate::pki

@@ -111,9 +111,11 @@ AltName AltName::ip_address(Bytes bytes) {
   return n;
 }
 
-Bytes basic_constraints_value(bool is_ca) {
+Bytes basic_constraints_value(bool is_ca, int pathlen) {
   DerWriter w(16);
   size_t seq = w.mark();
+  // The writer works backwards: pathLenConstraint first, then cA.
+  if (is_ca && pathlen >= 0) w.integer(pathlen);
   if (is_ca) w.boolean(true);  // cA DEFAULT FALSE: absent for an end entity
   w.close(seq, kSequence);
   return w.bytes();

@@ -70,7 +70,8 @@ struct AltName {
 };
 
 // The DER value (extnValue content) of each extension.
-Bytes basic_constraints_value(bool is_ca);
+// pathlen < 0: no pathLenConstraint (only meaningful with is_ca).
+Bytes basic_constraints_value(bool is_ca, int pathlen = -1);
 Bytes key_usage_value(unsigned key_usage);  // MBEDTLS_X509_KU_* bits
 Bytes ext_key_usage_value(const std::vector<std::string>& oids);
 Bytes subject_alt_name_value(const std::vector<AltName>& names);

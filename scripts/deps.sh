@@ -3,26 +3,32 @@
 #   scripts/deps.sh run    build + run the broker
 #   scripts/deps.sh test   everything `run` needs, plus the test and fuzz tools
 #   scripts/deps.sh bench  everything `test` needs, plus the benchmark tools
+#   scripts/deps.sh package  everything `run` needs, plus Debian's packaging tools
 set -euo pipefail
 
 profile=${1:-run}
+# scdoc makes the man pages (without it the build skips them, saying so).
 run_pkgs=(g++ meson ninja-build pkg-config libuv1-dev libmbedtls-dev libtomlplusplus-dev
-  libcxxopts-dev libsqlite3-dev libnats-dev mosquitto-clients)
+  libcxxopts-dev libsqlite3-dev libnats-dev mosquitto-clients scdoc)
+# scripts/package.sh: dpkg-buildpackage (dpkg-dev, build-essential), debhelper, lintian.
+package_pkgs=(build-essential dpkg-dev debhelper lintian)
 # nodejs/npm run MQTT.js (test/js, `npm ci`); chromium runs its browser bundle;
-# prometheus's promtool checks GET /metrics; nats-server carries the [cluster] tests.
+# prometheus's promtool checks GET /metrics; nats-server carries the [cluster] tests;
+# the packaging tools build the .deb that test_package.py installs.
 test_pkgs=(doctest-dev python3 python3-paho-mqtt openssl mosquitto clang libclang-rt-14-dev nodejs
-  chromium prometheus nats-server)
+  chromium prometheus nats-server "${package_pkgs[@]}")
 bench_pkgs=(procps liblmdb-dev)
 
 case "$profile" in
   run) want=("${run_pkgs[@]}") ;;
   test) want=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
   bench) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "deps.sh: unknown profile '$profile' (expected run, test or bench)" >&2; exit 2 ;;
+  package) want=("${run_pkgs[@]}" "${package_pkgs[@]}") ;;
+  *) echo "deps.sh: unknown profile '$profile' (expected run, test, bench or package)" >&2; exit 2 ;;
 esac
 
 # Debian ships npm apart from nodejs; other builds of nodejs (NodeSource) include it.
-if [ "$profile" != run ] && ! command -v npm >/dev/null; then want+=(npm); fi
+if [ "$profile" != run ] && [ "$profile" != package ] && ! command -v npm >/dev/null; then want+=(npm); fi
 
 missing=()
 for pkg in "${want[@]}"; do

@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DOCTEST_SUMMARY = re.compile(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed")
 FILE_TIMEOUT_S = 600
+TIMEOUT_MARK = re.compile(r"^# run\.py: timeout (\d+)$", re.M)
 
 
 def find_unit_tests(build_dir):
@@ -71,7 +72,15 @@ def run_unit(path, env, timeout):
     return passed, failed, out
 
 
+def file_timeout(path, default):
+    """A test file may need longer than the default: a line `# run.py: timeout <seconds>`."""
+    with open(path, encoding="utf-8") as f:
+        m = TIMEOUT_MARK.search(f.read())
+    return max(default, int(m.group(1))) if m else default
+
+
 def run_python(path, env, timeout, pattern):
+    timeout = file_timeout(path, timeout)
     cmd = ["/usr/bin/python3", os.path.join(HERE, "lib", "run_file.py"), path]
     if pattern:
         cmd += ["-k", pattern]

@@ -141,6 +141,9 @@ class Broker {
   // A message published on another node: delivered to matching local subscribers only
   // (never back to the cluster, never stored as retained, not to shared groups).
   void on_cluster_message(const cluster::InboundMessage& msg, uint64_t now_ms);
+  // The cluster's settled() moved on: SUBACKs that waited for other nodes to know their
+  // new filters (cluster/outbound.hpp) go out.
+  void on_cluster_settled(uint64_t settled);
 
   // --- configuration and introspection --------------------------------------------------
   void set_limits(const LimitsConfig& limits);
@@ -255,6 +258,8 @@ class Broker {
     bool durable = false;  // persistence: its subscriptions are on disk (SUBACK may go)
     std::string reason_string;  // 5.0: the first denying plugin's, for the SUBACK
     uint16_t asked_epoch = 0;   // the rules_epoch_ the current filter was asked under
+    uint64_t cluster_wait = 0;  // [cluster]: SUBACK once the cluster's settled() reaches it
+    bool waits_for_cluster = false;  // in awaiting_ for that (decided, not for a plugin)
   };
   // Decides filters from s.next on, at most `budget` of them (a SUBSCRIBE may carry
   // tens of thousands: the rest waits for the next slice, the client held meanwhile).
@@ -446,7 +451,9 @@ class Broker {
   // Adds / removes a subscription in the index it belongs to: the router, or the shared
   // groups for `$share/<ShareName>/<filter>`. index_subscribe is false when a new group
   // would pass SharedSubscriptions::kMaxGroups.
-  bool index_subscribe(Session& session, std::string_view filter, uint8_t qos);
+  // `cluster_wait` (if given) is raised to what the SUBACK must wait for in a cluster.
+  bool index_subscribe(Session& session, std::string_view filter, uint8_t qos,
+                       uint64_t* cluster_wait = nullptr);
   bool index_unsubscribe(Session& session, std::string_view filter);
   // A `$share/` filter that breaks [MQTT-4.8.2-1]/[MQTT-4.8.2-2]: its SUBACK code is
   // pushed (0x8F; 3.1.1: 0x80) and true returned.
@@ -597,6 +604,8 @@ class Broker {
   bool shutting_down_ = false;
   std::string response_information_;  // 5.0; "%c": the client id
   cluster::Outbound* cluster_ = nullptr;  // set with [cluster]
+  // Clients whose SUBSCRIBE waits in awaiting_ for the cluster to know its filters.
+  std::vector<ConnId> cluster_waits_;
 };
 
 }  // namespace mqgate

@@ -20,12 +20,16 @@ namespace reason = codec::reason;
 using Group = SharedSubscriptions::Group;
 using Member = SharedSubscriptions::Member;
 
-bool Broker::index_subscribe(Session& session, std::string_view filter, uint8_t qos) {
+bool Broker::index_subscribe(Session& session, std::string_view filter, uint8_t qos,
+                             uint64_t* cluster_wait) {
   SharedFilter parts;
   // An invalid `$share/` filter is never accepted now; one loaded from a store written
   // when it was an ordinary filter stays one.
   if (parse_shared_filter(filter, parts) != ShareParse::kValid) {
-    if (router_.subscribe(&session, filter, qos) && cluster_) cluster_->add_interest(filter);
+    if (router_.subscribe(&session, filter, qos) && cluster_) {
+      const uint64_t wait = cluster_->add_interest(filter);
+      if (cluster_wait) *cluster_wait = std::max(*cluster_wait, wait);
+    }
     return true;
   }
   return shared_.subscribe(&session, filter, parts, qos) != SharedSubscriptions::AddResult::kFull;

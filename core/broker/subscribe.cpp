@@ -139,7 +139,7 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
     if (s.v5 && s.reason_string.empty()) s.reason_string = auth.reason_string;
     return;
   }
-  if (!index_subscribe(session, filter, qos)) {
+  if (!index_subscribe(session, filter, qos, &s.cluster_wait)) {
     CLIENT_LOG(log::Level::kWarning, client,
                "subscription to %s refused: %zu shared subscription groups exist (the most "
                "there can be)",
@@ -178,6 +178,14 @@ void Broker::subscribe_decided(Client& client, SubscribeState& s, const AuthResu
 }
 
 void Broker::finish_subscribe(Client& client, SubscribeState& st) {
+  if (cluster_ && st.cluster_wait > cluster_->settled()) {
+    // SUBACK once the other nodes know the new filters: a message published on any node
+    // after it reaches this subscriber. The client's input waits with it.
+    cluster_waits_.push_back(client.conn_id());
+    st.waits_for_cluster = true;
+    await(client, Awaiting{std::move(st)});
+    return;
+  }
   if (hold_subscribe(client, st)) return;  // SUBACK once the subscriptions are durable
   Session& session = *client.session;
   const std::vector<uint8_t>& codes = st.codes;
@@ -217,6 +225,29 @@ void Broker::finish_subscribe(Client& client, SubscribeState& st) {
   const std::pair<ConnId, uint64_t> turn{client.conn_id(), job->second.serial};
   if (!retained_order_.empty() && retained_order_.back() == turn) retained_order_.pop_back();
   retained_jobs_.erase(job);
+}
+
+void Broker::on_cluster_settled(uint64_t settled) {
+  MQGATE_BROKER_ENTRY();
+  if (cluster_waits_.empty()) return;
+  std::vector<ConnId> waits = std::move(cluster_waits_);
+  cluster_waits_.clear();
+  for (ConnId id : waits) {
+    auto it = awaiting_.find(id);
+    if (it == awaiting_.end()) continue;  // closed meanwhile
+    auto* s = std::get_if<SubscribeState>(&it->second.state);
+    if (s == nullptr || !s->waits_for_cluster) continue;
+    if (s->cluster_wait > settled) {
+      cluster_waits_.push_back(id);
+      continue;
+    }
+    Client& client = *it->second.client;
+    SubscribeState done = std::move(*s);
+    done.waits_for_cluster = false;
+    awaiting_.erase(it);
+    finish_subscribe(client, done);
+    resume_if_free(client);
+  }
 }
 
 void Broker::handle_unsubscribe(Client& client, const codec::Unsubscribe& u) {

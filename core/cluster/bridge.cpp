@@ -30,19 +30,25 @@ Bridge::Bridge(uv_loop_t* loop, const ClusterConfig& config)
     : loop_(loop),
       config_(config),
       prefix_(message_prefix(config.name)),
-      instance_(random_instance()) {}
+      instance_(random_instance()),
+      gossip_("mqgate." + config.name + ".ctl.", config.node, instance_) {}
 
 Bridge::~Bridge() {
   stop();
 }
 
 bool Bridge::start(std::function<void()> ready, std::string& error) {
-  link_ = std::make_unique<Link>(
-      loop_, config_, Link::Callbacks{std::move(ready), [this](bool up) { on_state(up); }});
+  ready_ = std::move(ready);
+  link_ = std::make_unique<Link>(loop_, config_,
+                                 Link::Callbacks{ready_, [this](bool up) { on_state(up); }});
   if (!link_->start(error)) {
     link_.reset();
     return false;
   }
+  tick_ = new uv_timer_t;
+  uv_timer_init(loop_, tick_);
+  tick_->data = this;
+  uv_timer_start(tick_, on_tick, 250, 250);
   LOG_INFO("cluster: node \"%s\" of cluster \"%s\" (subjects %s>), NATS: %zu server%s",
            config_.node.c_str(), config_.name.c_str(), prefix_.c_str(), config_.nats.size(),
            config_.nats.size() == 1 ? "" : "s");
@@ -51,6 +57,17 @@ bool Bridge::start(std::function<void()> ready, std::string& error) {
 
 void Bridge::stop() {
   if (!link_) return;
+  if (tick_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tick_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    tick_ = nullptr;
+  }
+  gossip_.leave();
+  send_control();
+  for (auto*& s : control_subs_) {
+    link_->unsubscribe(s);
+    s = nullptr;
+  }
   for (auto& [filter, subs] : subs_)
     for (auto* s : subs)
       link_->unsubscribe(s);
@@ -58,8 +75,48 @@ void Bridge::stop() {
   link_->stop();
 }
 
+void Bridge::leave() {
+  gossip_.leave();
+  send_control();
+  if (link_) link_->set_leaving();
+}
+
+void Bridge::on_tick(uv_timer_t* timer) {
+  auto* self = static_cast<Bridge*>(timer->data);
+  const uint64_t before = self->gossip_.settled();
+  self->gossip_.tick(self->now_ms());
+  self->send_control();
+  // Also when the number moved outside a tick (a DELTA added or removed meanwhile)
+  // without the broker hearing of it yet.
+  if ((self->gossip_.settled() != before || self->gossip_.settled() != self->reported_settled_) &&
+      self->ready_)
+    self->ready_();
+}
+
+void Bridge::send_control() {
+  for (const Gossip::Send& m : gossip_.take_sends())
+    if (link_) link_->publish(m.subject, m.data);  // a lost one: the gossip recovers
+}
+
+bool Bridge::drain_control() {
+  reported_settled_ = gossip_.settled();  // the server hands it to the broker next
+  if (!link_) return false;
+  // A slice at a time: a flood of control messages does not hold the loop.
+  const size_t left = link_->take_control(control_batch_, kControlSlice);
+  const uint64_t now = now_ms();
+  for (; !control_batch_.empty(); control_batch_.pop_front())
+    gossip_.on_message(control_batch_.front(), now);
+  send_control();
+  reported_settled_ = gossip_.settled();
+  return left != 0;
+}
+
 void Bridge::publish(const OutboundMessage& m) {
   if (!link_) return;
+  if (!gossip_.wanted(m.topic)) {
+    stats_.not_wanted++;  // no other node has a filter that matches
+    return;
+  }
   if (m.qos == 0 && !link_->connected()) {
     stats_.dropped_down++;  // the connection-loss warning said so once
     return;
@@ -95,11 +152,15 @@ void Bridge::publish(const OutboundMessage& m) {
     stats_.dropped_send++;
 }
 
-void Bridge::add_interest(std::string_view filter) {
-  if (!interest_.add(filter)) return;
+uint64_t Bridge::add_interest(std::string_view filter) {
+  // Held already: a SUBACK waits as long as the first one does, while that waits.
+  if (!interest_.add(filter)) return gossip_.wait_for(filter);
   const std::string key(filter);
   subs_[key];  // subscribed now if a connection exists, else once there is one
   if (link_) subscribe_filter(key);
+  const uint64_t wait = gossip_.local_add(filter, now_ms());
+  send_control();
+  return wait;
 }
 
 void Bridge::subscribe_filter(const std::string& filter) {
@@ -119,6 +180,8 @@ void Bridge::subscribe_filter(const std::string& filter) {
 
 void Bridge::remove_interest(std::string_view filter) {
   if (!interest_.remove(filter)) return;
+  gossip_.local_remove(filter, now_ms());
+  send_control();
   auto it = subs_.find(std::string(filter));
   if (it == subs_.end()) return;
   for (auto* s : it->second)
@@ -127,11 +190,20 @@ void Bridge::remove_interest(std::string_view filter) {
 }
 
 void Bridge::on_state(bool up) {
+  if (!up) {
+    gossip_.disconnected();
+    if (ready_) ready_();  // SUBACKs waiting for other nodes go now
+    return;
+  }
   // cnats re-sends existing subscriptions after a reconnect; only filters added before
   // the first connection (or refused then) still need theirs.
-  if (!up) return;
+  const std::string control[] = {gossip_.broadcast_subject(), gossip_.own_subject()};
+  for (size_t i = 0; i < 2; ++i)
+    if (control_subs_[i] == nullptr) control_subs_[i] = link_->subscribe_control(control[i]);
   for (auto& [filter, subs] : subs_)
     if (subs.empty()) subscribe_filter(filter);
+  gossip_.connected(now_ms());
+  send_control();
 }
 
 bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>& fn) {

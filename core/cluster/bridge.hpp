@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/gossip.hpp"
 #include "cluster/interest.hpp"
 #include "cluster/link.hpp"
 #include "cluster/outbound.hpp"
@@ -37,6 +38,7 @@ class Bridge final : public Outbound {
     uint64_t dropped_too_long = 0;   // topic too long for a NATS subject
     uint64_t dropped_malformed = 0;  // from NATS, not a message of ours
     uint64_t duplicates = 0;         // copies of one message through overlapping subjects
+    uint64_t not_wanted = 0;         // not sent: no other node has a matching filter
   };
 
   Bridge(uv_loop_t* loop, const ClusterConfig& config);
@@ -45,11 +47,19 @@ class Bridge final : public Outbound {
   // `ready` is called on the loop when inbound messages wait (call drain()).
   bool start(std::function<void()> ready, std::string& error);
   void stop();
+  // Shutting down: tells the other nodes at once (they stop sending to this one).
+  void leave();
 
   // Outbound (from the broker).
   void publish(const OutboundMessage& msg) override;
-  void add_interest(std::string_view filter) override;
+  uint64_t add_interest(std::string_view filter) override;
   void remove_interest(std::string_view filter) override;
+  uint64_t settled() const override { return gossip_.settled(); }
+
+  // The control messages waiting (interest of other nodes, acknowledgements), a slice
+  // of them, taken whether or not the broker is congested; true if more wait.
+  bool drain_control();
+  static constexpr size_t kControlSlice = 4096;
 
   // Hands up to `max` inbound messages to `fn`; returns whether more wait.
   bool drain(size_t max, const std::function<void(const InboundMessage&)>& fn);
@@ -59,11 +69,15 @@ class Bridge final : public Outbound {
   const Stats& stats() const { return stats_; }
   const Link::Stats* link_stats() const { return link_ ? &link_->stats() : nullptr; }
   size_t interest_filters() const { return interest_.size(); }
+  const Gossip& gossip() const { return gossip_; }
   size_t queued() const { return link_ ? link_->queued() : 0; }
 
  private:
   void subscribe_filter(const std::string& filter);
   void on_state(bool up);
+  void send_control();
+  static void on_tick(uv_timer_t* timer);
+  uint64_t now_ms() const { return uv_now(loop_); }
 
   uv_loop_t* loop_;
   const ClusterConfig config_;
@@ -71,7 +85,13 @@ class Bridge final : public Outbound {
   const uint64_t instance_;
   uint64_t sequence_ = 0;
   std::unique_ptr<Link> link_;
+  std::function<void()> ready_;
   Interest interest_;
+  Gossip gossip_;
+  uv_timer_t* tick_ = nullptr;  // the gossip's clock (freed by its close callback)
+  __natsSubscription* control_subs_[2] = {nullptr, nullptr};  // broadcast, own subject
+  uint64_t reported_settled_ = 0;  // settled() as the broker last heard it
+  std::deque<std::string> control_batch_;
   // The NATS subscriptions of each filter (empty until the first connection).
   std::unordered_map<std::string, std::vector<__natsSubscription*>> subs_;
   std::unordered_map<uint64_t, uint64_t> last_sequence_;  // by origin instance

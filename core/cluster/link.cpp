@@ -3,6 +3,8 @@
 #include <nats/adapters/libuv.h>
 #include <nats/nats.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 
 #include "base/log.hpp"
@@ -44,6 +46,29 @@ std::string last_nats_error(natsStatus s) {
 
 namespace {
 int live_probes = 0;  // loop thread only
+
+// Subscriptions cnats has not finished with. Closing one posts a message to cnats's
+// delivery thread, which frees what the subscription still holds; a library shutdown
+// (nats_CloseAndWait) before that thread got to it leaks those (seen under the
+// sanitizers). The link's destructor waits, bounded, for this to reach 0. Global: the
+// completion may come after a link is gone.
+struct OpenSubscriptions {
+  std::mutex mutex;
+  std::condition_variable done;
+  int count = 0;
+} open_subscriptions;
+
+void subscription_complete(void*) {
+  std::lock_guard<std::mutex> lock(open_subscriptions.mutex);
+  if (--open_subscriptions.count == 0) open_subscriptions.done.notify_all();
+}
+
+void track(natsSubscription* sub) {
+  std::lock_guard<std::mutex> lock(open_subscriptions.mutex);
+  if (natsSubscription_SetOnCompleteCB(sub, subscription_complete, nullptr) == NATS_OK)
+    ++open_subscriptions.count;
+}
+
 }  // namespace
 
 // A non-blocking reachability check of one URL: resolve, then a TCP connect. It frees
@@ -84,9 +109,30 @@ struct Link::Hooks {
           self->stats_.dropped_qos12++;
         wake = true;  // the loop logs the start of the drops (wake-ups coalesce)
       } else {
-        wake = self->inbox_.empty();
+        wake = self->inbox_.empty() && self->control_.empty();
         self->inbox_.push_back({subject, std::string(payload)});
         self->inbox_bytes_ += bytes;
+      }
+    }
+    natsMsg_Destroy(msg);
+    if (wake) self->wake();
+  }
+  static void control(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<Link*>(closure);
+    const char* data = natsMsg_GetData(msg);
+    const int len = natsMsg_GetDataLength(msg);
+    const std::string_view payload(data ? data : "", len > 0 ? static_cast<size_t>(len) : 0);
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      // Counted with an overhead per message: many tiny ones cost memory too.
+      const size_t bytes = payload.size() + kControlOverhead;
+      if (self->control_bytes_ + bytes > kMaxControlBytes) {
+        self->stats_.dropped_control++;
+      } else {
+        wake = self->control_.empty();
+        self->control_.emplace_back(payload);
+        self->control_bytes_ += bytes;
       }
     }
     natsMsg_Destroy(msg);
@@ -121,6 +167,11 @@ Link::~Link() {
   // cnats may still run a callback on one of its threads (a closed event after Close);
   // they stop touching this object once alive_ is false, and this waits for the threads
   // to end before the object goes.
+  if (started_) {
+    std::unique_lock<std::mutex> lock(open_subscriptions.mutex);
+    open_subscriptions.done.wait_for(lock, std::chrono::seconds(1),
+                                     [] { return open_subscriptions.count <= 0; });
+  }
   if (started_) nats_CloseAndWait(2000);
 }
 
@@ -403,7 +454,10 @@ void Link::check_state(bool lost) {
   if (conn_ == nullptr) return;
   if (lost && connected_) {
     connected_ = false;
-    LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
+    if (leaving_)
+      LOG_INFO("cluster: the NATS connection closed while this node stops");
+    else
+      LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
     if (callbacks_.state) callbacks_.state(false);
   }
   const bool up = natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
@@ -414,6 +468,8 @@ void Link::check_state(bool lost) {
     char url[256] = "";
     natsConnection_GetConnectedUrl(conn_, url, sizeof(url));
     LOG_WARN("cluster: NATS connection regained at %s", url);
+  } else if (leaving_) {
+    LOG_INFO("cluster: the NATS connection closed while this node stops");
   } else {
     LOG_WARN("cluster: lost the NATS connection; serving local clients only, reconnecting");
   }
@@ -435,7 +491,33 @@ natsSubscription* Link::subscribe(const std::string& subject) {
              last_nats_error(s).c_str());
     return nullptr;
   }
+  track(sub);
   return sub;
+}
+
+natsSubscription* Link::subscribe_control(const std::string& subject) {
+  if (conn_ == nullptr) return nullptr;
+  natsSubscription* sub = nullptr;
+  const natsStatus s = natsConnection_Subscribe(&sub, conn_, subject.c_str(), Hooks::control, this);
+  if (s != NATS_OK) {
+    LOG_WARN("cluster: cannot subscribe to NATS subject \"%s\": %s", subject.c_str(),
+             last_nats_error(s).c_str());
+    return nullptr;
+  }
+  // Control traffic is small and must not be cut by cnats's default pending limits.
+  natsSubscription_SetPendingLimits(sub, -1, -1);
+  track(sub);
+  return sub;
+}
+
+size_t Link::take_control(std::deque<std::string>& out, size_t max) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  while (max-- > 0 && !control_.empty()) {
+    control_bytes_ -= control_.front().size() + kControlOverhead;
+    out.push_back(std::move(control_.front()));
+    control_.pop_front();
+  }
+  return control_.size();
 }
 
 void Link::unsubscribe(natsSubscription* sub) {
@@ -463,7 +545,7 @@ size_t Link::take(std::deque<Received>& out, size_t max) {
 
 size_t Link::queued() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return inbox_.size();
+  return inbox_.size() + control_.size();
 }
 
 }  // namespace mqgate::cluster

@@ -41,6 +41,7 @@ class Link {
     std::atomic<uint64_t> dropped_qos0{0};   // inbound queue full
     std::atomic<uint64_t> dropped_qos12{0};  // inbound queue full (JetStream later)
     std::atomic<uint64_t> slow_consumer{0};  // NATS dropped ours (cnats's pending limits)
+    std::atomic<uint64_t> dropped_control{0};  // control queue full
     uint64_t reconnects = 0;                 // connections regained after a loss
   };
   struct Callbacks {
@@ -64,11 +65,20 @@ class Link {
   static bool probes_pending();
 
   bool connected() const { return connected_; }
+  // The node is stopping: a lost connection is expected now (logged at INFO, not WARN).
+  void set_leaving() { leaving_ = true; }
   // On the loop. False if the message could not be buffered (NATS gone, buffers full).
   bool publish(const std::string& subject, std::string_view data);
   // A subscription delivering into the queue, or null (not connected yet: call again
   // from the state callback; or refused: logged).
   __natsSubscription* subscribe(const std::string& subject);
+  // The same for the cluster's control subjects (gossip.hpp): their own queue, never
+  // behind a backlog of messages; past kMaxControlBytes they are dropped (counted: the
+  // gossip recovers from a lost one by itself).
+  __natsSubscription* subscribe_control(const std::string& subject);
+  size_t take_control(std::deque<std::string>& out, size_t max);
+  static constexpr uint64_t kMaxControlBytes = 64u << 20;
+  static constexpr uint64_t kControlOverhead = 64;  // per queued message
   void unsubscribe(__natsSubscription* sub);
   // Moves up to `max` waiting messages into `out`; returns how many remain.
   size_t take(std::deque<Received>& out, size_t max);
@@ -95,6 +105,7 @@ class Link {
   __natsConnection* conn_ = nullptr;
   bool connected_ = false;
   bool stopped_ = false;
+  bool leaving_ = false;
   bool started_ = false;
   // Connecting: which URL is probed, the retry timer and its backoff.
   size_t next_url_ = 0;
@@ -108,6 +119,8 @@ class Link {
   mutable std::mutex mutex_;
   std::deque<Received> inbox_;      // guarded by mutex_
   uint64_t inbox_bytes_ = 0;        // guarded by mutex_
+  std::deque<std::string> control_;  // guarded by mutex_
+  uint64_t control_bytes_ = 0;       // guarded by mutex_
   bool alive_ = true;               // guarded by mutex_: false once stopped (no more wake-ups)
   std::atomic<int> events_{0};      // connection events since the loop last looked
   std::atomic<int> last_error_{0};  // an async error cnats reported (natsStatus)

@@ -38,8 +38,12 @@ class Outbound {
   virtual ~Outbound() = default;
   virtual void publish(const OutboundMessage& msg) = 0;
   // A local subscription to `filter` (valid, not a $share one) was added / removed.
-  virtual void add_interest(std::string_view filter) = 0;
+  // add_interest returns a number the SUBACK waits for (0: none): until settled() reaches
+  // it, other nodes may not know the filter yet, and a message published there could
+  // miss the subscriber. The broker learns of progress through Broker::on_cluster_settled.
+  virtual uint64_t add_interest(std::string_view filter) = 0;
   virtual void remove_interest(std::string_view filter) = 0;
+  virtual uint64_t settled() const = 0;
 };
 
 }  // namespace mqgate::cluster

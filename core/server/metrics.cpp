@@ -252,6 +252,25 @@ void cluster_metrics(MetricsText& m, const MetricsSources& s) {
   m.family("mqgate_cluster_messages_received", kCounter,
            "Messages from other nodes delivered to this node's router.");
   m.sample(st.received);
+  m.family("mqgate_cluster_messages_kept_local", kCounter,
+           "Locally-published messages not sent to NATS: no other node has a matching filter.");
+  m.sample(st.not_wanted);
+  m.family("mqgate_cluster_nodes", kGauge,
+           "Other nodes this node knows (heard from within the last 10 s).");
+  m.sample(uint64_t{c ? c->gossip().nodes() : 0});
+  m.family("mqgate_cluster_remote_filters", kGauge,
+           "Distinct filters of the other nodes' subscriptions, as this node knows them.");
+  m.sample(uint64_t{c ? c->gossip().remote_filters() : 0});
+  m.family("mqgate_cluster_interest_certain", kGauge,
+           "1 while this node knows every other node's filters (it then sends only wanted "
+           "messages); 0 while it sends every message (just connected, or resynchronising).");
+  m.sample(uint64_t{c && c->gossip().certain() ? 1u : 0u});
+  m.family("mqgate_cluster_interest_resyncs", kCounter,
+           "Times another node's filter list was fetched again after a missed update.");
+  m.sample(uint64_t{c ? c->gossip().stats().resyncs : 0});
+  m.family("mqgate_cluster_interest_ack_timeouts", kCounter,
+           "New filters whose SUBACK stopped waiting for another node's acknowledgement.");
+  m.sample(uint64_t{c ? c->gossip().stats().ack_timeouts : 0});
   m.family("mqgate_cluster_duplicates", kCounter,
            "Copies of one message through overlapping NATS subjects, dropped.");
   m.sample(st.duplicates);
@@ -266,6 +285,8 @@ void cluster_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(ls ? ls->dropped_qos0.load() : 0, {{"reason", "queue_full_qos0"}});
   m.sample(ls ? ls->dropped_qos12.load() : 0, {{"reason", "queue_full_qos12"}});
   m.sample(ls ? ls->slow_consumer.load() : 0, {{"reason", "slow_consumer"}});
+  m.sample(ls ? ls->dropped_control.load() : 0, {{"reason", "control_queue_full"}});
+  m.sample(uint64_t{c ? c->gossip().stats().malformed : 0}, {{"reason", "control_malformed"}});
 }
 
 }  // namespace

@@ -233,7 +233,15 @@ std::string Server::health_detail() const {
 
 void Server::drain_cluster() {
   if (!cluster_ || shutting_down_) return;
-  if (broker_.congested()) return;  // on_check comes back once the fan-out is done
+  // Other nodes' interest and acknowledgements first, congested or not.
+  const bool more_control = cluster_->drain_control();
+  broker_.on_cluster_settled(cluster_->settled());
+  if (more_control && !uv_is_active(reinterpret_cast<uv_handle_t*>(&cluster_idle_)))
+    uv_idle_start(&cluster_idle_, on_cluster_idle);
+  if (broker_.congested()) {  // on_check comes back once the fan-out is done
+    carry_out_requests();
+    return;
+  }
   const uint64_t now = now_ms();
   const bool more = cluster_->drain(Broker::kSliceBudget, [&](const cluster::InboundMessage& m) {
     broker_.on_cluster_message(m, now);
@@ -543,7 +551,9 @@ void Server::begin_shutdown(const char* why) {
   LOG_INFO("%s received: closing listeners and %s", why,
            connections_ ? "disconnecting clients" : "stopping");
   broker_.begin_shutdown();
-  if (cluster_) cluster_->stop();  // the loop runs on while clients go: the adapter closes
+  // A BYE to the other nodes now, while the loop still writes to NATS; the link closes
+  // once the loop has stopped (run()).
+  if (cluster_) cluster_->leave();
   for (auto& l : listeners_)
     l->stop();
   if (sys_) sys_->stop();

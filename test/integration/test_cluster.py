@@ -545,5 +545,102 @@ class ClusterThreeServersTest(ClusterTestCase):
             s.expect_nothing(0.3)
 
 
+class ClusterInterestTest(ClusterTestCase):
+    """Step 2: the nodes share their filters; a message no other node wants stays on its
+    node, and a SUBACK for a new filter means every node knows it."""
+
+    def setUp(self):
+        super().setUp()
+        self.n = self.start_nats()
+        self.a = self.start_node("a", [self.n.url()])
+        self.b = self.start_node("b", [self.n.url()])
+
+    def wait_certain(self, node, nodes, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.metric(node, "mqgate_cluster_interest_certain") == 1
+                    and self.metric(node, "mqgate_cluster_nodes") == nodes):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the node never knew the others' filters for certain")
+
+    def test_a_message_no_other_node_wants_stays_on_its_node(self):
+        local = self.paho(self.a, "local")
+        local.subscribe("local/#", 1)
+        remote = self.paho(self.b, "remote")
+        remote.subscribe("x/#", 1)
+        self.wait_certain(self.a, 1)
+        self.assertEqual(self.metric(self.a, "mqgate_cluster_remote_filters"), 1)
+        sent = self.metric(self.a, "mqgate_cluster_messages_sent_total")
+        kept = self.metric(self.a, "mqgate_cluster_messages_kept_local_total")
+        pub = self.paho(self.a, "pub")
+        for i in range(20):
+            pub.publish("local/t", b"%d" % i, qos=1)
+        self.assertEqual([int(m.payload) for m in local.get_n(20)], list(range(20)))
+        self.assertEqual(self.metric(self.a, "mqgate_cluster_messages_sent_total"), sent)
+        self.assertEqual(self.metric(self.a, "mqgate_cluster_messages_kept_local_total"),
+                         kept + 20)
+        pub.publish("x/1", b"wanted", qos=1)
+        self.assertEqual(remote.get().payload, b"wanted")
+        self.assertEqual(self.metric(self.a, "mqgate_cluster_messages_sent_total"), sent + 1)
+        # b unsubscribes: a stops sending x/ at once (the SUBACK-less UNSUBSCRIBE's DELTA
+        # reaches a quickly; give it a moment).
+        remote.unsubscribe("x/#")
+        deadline = time.monotonic() + 5
+        while self.metric(self.a, "mqgate_cluster_remote_filters") != 0:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        pub.publish("x/1", b"unwanted", qos=1)
+        self.assertEqual(self.metric(self.a, "mqgate_cluster_messages_sent_total"), sent + 1)
+
+    def test_a_suback_means_every_node_knows_the_filter(self):
+        self.wait_certain(self.a, 1)
+        self.wait_certain(self.b, 1)
+        sub = self.paho(self.b, "fresh-sub")
+        pub = self.paho(self.a, "fresh-pub")
+        for i in range(40):
+            # A new filter each time: publish on the other node right after the SUBACK.
+            sub.subscribe(f"fresh/{i}/+", 1)
+            pub.publish(f"fresh/{i}/t", b"%d" % i, qos=1)
+            self.assertEqual(sub.get().payload, b"%d" % i, i)
+        self.assertEqual(self.metric(self.b, "mqgate_cluster_interest_ack_timeouts_total"), 0)
+
+    def test_a_node_joining_learns_the_filters_and_a_node_leaving_is_forgotten(self):
+        sub = self.paho(self.a, "old-sub")
+        sub.subscribe("join/#", 1)
+        self.wait_certain(self.a, 1)
+        c = self.start_node("c", [self.n.url()])
+        self.wait_certain(c, 2)
+        self.assertEqual(self.metric(c, "mqgate_cluster_remote_filters"), 1)
+        kept = self.metric(c, "mqgate_cluster_messages_kept_local_total")
+        self.pub(c, "join/x", "from-c", 1)
+        self.assertEqual(sub.get().payload, b"from-c")
+        self.pub(c, "other/x", "nobody", 1)
+        self.assertEqual(self.metric(c, "mqgate_cluster_messages_kept_local_total"), kept + 1)
+        self.wait_certain(self.a, 2)
+        self.assertEqual(c.stop(), 0)  # a clean stop says BYE: forgotten at once, not after 10 s
+        deadline = time.monotonic() + 3
+        while self.metric(self.a, "mqgate_cluster_nodes") != 1:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+
+    def test_restarted_nats_the_nodes_resynchronise(self):
+        sub = self.paho(self.b, "rs")
+        sub.subscribe("rs/#", 1)
+        self.wait_certain(self.a, 1)
+        self.n.stop(signal.SIGKILL)
+        self.a.wait_log(r"cluster: lost the NATS connection")
+        self.b.wait_log(r"cluster: lost the NATS connection")
+        # While apart, b's filters change: a must learn it after the reconnection.
+        sub.subscribe("rs2/#", 1)
+        self.n.start()
+        self.a.wait_log(r"cluster: NATS connection regained", timeout=20)
+        self.b.wait_log(r"cluster: NATS connection regained", timeout=20)
+        self.wait_certain(self.a, 1, timeout=20)
+        self.assertEqual(self.metric(self.a, "mqgate_cluster_remote_filters"), 2)
+        self.pub(self.a, "rs2/x", "after", 1)
+        self.assertEqual(sub.get().payload, b"after")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -21,6 +21,7 @@ BUILD = os.path.join(SOURCE_DIR, "build-install")
 # Outside the build dir: a broker run from inside it takes the build's plugins.
 PREFIX = os.path.join(SOURCE_DIR, "build-install-prefix")
 HAVE_TOOLS = all(shutil.which(t) for t in ("meson", "ninja", "pkg-config"))
+HAVE_SCDOC = shutil.which("scdoc") is not None
 
 
 def run(*cmd, **kw):
@@ -58,7 +59,8 @@ class InstallTest(unittest.TestCase):
         d = {k: root + v for k, v in self.dirs.items()}
         files = [os.path.join(d["sbindir"], "mqgate")]
         files += [os.path.join(d["bindir"], t) for t in
-                  ("mqgate_passwd", "ca_creds", "server_creds", "device_creds", "revoke_creds")]
+                  ("mqgate_passwd", "ca_creds", "server_creds", "device_creds", "revoke_creds",
+                   "device_enroll")]
         files += [os.path.join(root + self.plugin_dir, p + ".so")
                   for p in ("anonymous", "certauth", "passwd", "acl")]
         files += [os.path.join(d["includedir"], "mqgate", "mqgate_plugin.h"),
@@ -66,6 +68,12 @@ class InstallTest(unittest.TestCase):
                   os.path.join(d["sysconfdir"], "mqgate", "mqgate.toml"),
                   os.path.join(d["sysconfdir"], "mqgate", "passwd"),
                   os.path.join(root + self.unit_dir, "mqgate.service")]
+        if HAVE_SCDOC:  # without it the build skips the man pages, saying so
+            man = os.path.join(PREFIX, "share", "man")
+            files += [root + os.path.join(man, page) for page in
+                      ("man8/mqgate.8", "man5/mqgate.toml.5", "man1/mqgate_passwd.1",
+                       "man1/ca_creds.1", "man1/server_creds.1", "man1/device_creds.1",
+                       "man1/revoke_creds.1", "man1/device_enroll.1")]
         return files
 
     def test_destdir_layout(self):

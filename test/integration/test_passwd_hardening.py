@@ -108,8 +108,10 @@ class PasswdHardeningTest(BrokerTestCase):
         # afterwards (hashing them all would keep the thread busy for ~12 s).
         write_passwd(self.pw, {"slow": "slow pw"}, iterations=300000)
         b = self.broker(passwd_options="threads = 1\n", top="auth_timeout = 1\n")
-        self.assertEqual(self.raw(b).connect("warm-up", username="nobody", password=b"x",
-                                             timeout=30).return_code, 4)  # floor measured
+        # The first answer measures the floor. On a loaded machine (a sanitizer build next
+        # to other jobs) that one hash may itself pass the 1 s auth_timeout: 5, not 4.
+        self.assertIn(self.raw(b).connect("warm-up", username="nobody", password=b"x",
+                                          timeout=30).return_code, (4, 5))
         before = cpu_seconds(b.proc.pid)
         start = time.monotonic()
         clients = []

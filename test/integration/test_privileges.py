@@ -19,23 +19,10 @@ import uuid
 
 import mqtt_raw as R
 import pki
-from mqgate_test import BROKER_BIN, BUILD_DIR, Broker
+from mqgate_test import BROKER_BIN, BUILD_DIR, Broker, mqgate_user_lock, thread_status
 
 IS_ROOT = os.geteuid() == 0
 MQGATE_PASSWD = os.path.join(BUILD_DIR, "pki-tools", "mqgate_passwd")
-
-
-def status_fields(pid):
-    """{field: value} of /proc/<pid>/status, and the same for every thread."""
-    out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        fields = {}
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                fields[k] = v.strip()
-        out.append(fields)
-    return out
 
 
 def connack(port, username, password):
@@ -98,7 +85,7 @@ password_file = "{self.passwd}"
 
     def check_dropped(self, b):
         b.wait_log(rf"running as user {self.user} \(uid {self.uid}, gid {self.gid}\); root dropped")
-        threads = status_fields(b.proc.pid)
+        threads = thread_status(b.proc.pid)
         self.assertGreater(len(threads), 1)  # TLS/store/plugin threads are dropped as well
         for t in threads:
             self.assertEqual(t["Uid"].split(), [str(self.uid)] * 4, t["Name"])
@@ -232,17 +219,18 @@ class RefuseRootTest(unittest.TestCase):
         return p.returncode, p.stdout + p.stderr
 
     def test_no_default_user(self):
-        try:
-            pwd.getpwnam("mqgate")
-            self.skipTest("this machine has a user mqgate: the broker would drop to it")
-        except KeyError:
-            pass
-        for args in ((), ("--check-config",)):
-            rc, out = self.run_broker("", *args)
-            self.assertEqual(rc, 1, out)
-            self.assertIn('started as root, and there is no user "mqgate" to run as', out)
-            self.assertIn('user = "root"', out)
-            self.assertNotIn("listening on", out)
+        with mqgate_user_lock():  # test_package.py creates the user for a while
+            try:
+                pwd.getpwnam("mqgate")
+                self.skipTest("this machine has a user mqgate: the broker would drop to it")
+            except KeyError:
+                pass
+            for args in ((), ("--check-config",)):
+                rc, out = self.run_broker("", *args)
+                self.assertEqual(rc, 1, out)
+                self.assertIn('started as root, and there is no user "mqgate" to run as', out)
+                self.assertIn('user = "root"', out)
+                self.assertNotIn("listening on", out)
 
     def test_unknown_user(self):
         rc, out = self.run_broker('user = "no-such-user-26"\n')

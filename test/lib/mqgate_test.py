@@ -4,6 +4,8 @@ Tests start the real broker binary on ephemeral loopback ports (bind port 0; the
 logs the port it got) and drive it with real clients. Everything lives in a temp dir
 that is removed afterwards. Use /usr/bin/python3 (Debian's, which sees paho-mqtt).
 """
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -37,6 +39,32 @@ def pki_tool(name):
     return os.path.join(PKI_DIR, name)
 
 
+def thread_status(pid):
+    """{field: value} of /proc/<pid>/task/<tid>/status, for every thread of pid."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fields = {}
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                fields[k] = v.strip()
+        out.append(fields)
+    return out
+
+
+@contextlib.contextmanager
+def mqgate_user_lock():
+    """Held by a test that needs the system user `mqgate` absent (test_privileges.py) or
+    creates it (test_package.py, by installing the package): the suite runs files side by
+    side."""
+    with open("/tmp/mqgate-test-user-mqgate.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class BrokerError(Exception):
     pass
 
@@ -45,16 +73,18 @@ class Broker:
     """A running mqgate process with a config written from a TOML string.
 
     `config` may use {dir} for the broker's temp dir. Listeners should bind port 0;
-    `port(name)` returns the port the broker logged for that listener.
+    `port(name)` returns the port the broker logged for that listener. With
+    `config_file`, the broker runs on that existing file instead (`config` is None).
     """
 
     def __init__(self, config, workdir=None, extra_args=(), wait=True, timeout=10.0,
-                 run_as=None, binary=None):
+                 run_as=None, binary=None, config_file=None):
         self.own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="mqgate-test-")
-        self.config_path = os.path.join(self.dir, "mqgate.toml")
-        with open(self.config_path, "w") as f:
-            f.write(textwrap.dedent(config).replace("{dir}", self.dir))
+        self.config_path = config_file or os.path.join(self.dir, "mqgate.toml")
+        if config_file is None:
+            with open(self.config_path, "w") as f:
+                f.write(textwrap.dedent(config).replace("{dir}", self.dir))
         self.log_path = os.path.join(self.dir, "broker.log")
         self.ports = {}
         self.hosts = {}

@@ -973,7 +973,13 @@ struct FakeCluster : cluster::Outbound {
     published.push_back(std::string(m.topic) + " " + std::to_string(m.qos) + " " +
                         (m.retain ? "r " : "- ") + std::string(m.client_id));
   }
-  void add_interest(std::string_view filter) override { interest[std::string(filter)]++; }
+  uint64_t wait_next = 0;  // non-zero: add_interest asks SUBACKs to wait for this
+  uint64_t settled_at = 0;
+  uint64_t add_interest(std::string_view filter) override {
+    // As the bridge: only a filter new to the node waits.
+    return ++interest[std::string(filter)] == 1 ? wait_next : 0;
+  }
+  uint64_t settled() const override { return settled_at; }
   void remove_interest(std::string_view filter) override {
     if (--interest[std::string(filter)] == 0) interest.erase(std::string(filter));
   }
@@ -1005,6 +1011,51 @@ TEST_CASE("cluster: each local message goes out once; interest follows distinct 
   b->close("bye");  // a clean session ends: its subscriptions go
   a->close("bye");
   CHECK(fc.interest.empty());
+  f.broker->set_cluster(nullptr);
+}
+
+TEST_CASE("cluster: a SUBACK for a new filter waits until the other nodes know it") {
+  Fixture f;
+  FakeCluster fc;
+  f.broker->set_cluster(&fc);
+  auto a = f.connect("a");
+  fc.wait_next = 5;
+  a->feed(subscribe_packet(1, {{"w/+", 1}}));
+  CHECK(a->take().empty());
+  CHECK(a->input_held());  // what the client sends next waits behind it
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_settled(4);
+  }
+  CHECK(a->take().empty());
+  fc.settled_at = 5;
+  const int resumes = a->resumes;
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_settled(5);
+  }
+  auto out = a->take();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].type == PacketType::kSuback);
+  CHECK(a->resumes == resumes + 1);
+  // A filter already held (another session's) does not wait.
+  auto b = f.connect("b");
+  fc.wait_next = 9;
+  b->feed(subscribe_packet(1, {{"w/+", 0}}));
+  auto out_b = b->take();
+  REQUIRE(!out_b.empty());
+  CHECK(out_b[0].type == PacketType::kSuback);
+  // A client gone while it waits: nothing is sent, nothing breaks.
+  auto c = f.connect("c");
+  c->feed(subscribe_packet(1, {{"z/#", 0}}));
+  c->close("bye");
+  fc.settled_at = 9;
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_settled(9);
+  }
+  a->close("bye");
+  b->close("bye");
   f.broker->set_cluster(nullptr);
 }
 

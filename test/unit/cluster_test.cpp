@@ -3,11 +3,18 @@
 // hostile bytes), and the interest reference counts.
 #include <doctest/doctest.h>
 
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cluster/envelope.hpp"
+#include "cluster/filter_set.hpp"
+#include "cluster/gossip.hpp"
 #include "cluster/interest.hpp"
 #include "cluster/subject.hpp"
 #include "mqtt/topic.hpp"
@@ -232,4 +239,290 @@ TEST_CASE("interest is counted per filter, not per subscription") {
   CHECK(!in.remove("never"));
   CHECK(in.size() == 1);
   CHECK(in.count("a/#") == 1);
+}
+
+TEST_CASE("the merged filter set matches exactly as MQTT does, while filters come and go") {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    FilterSet set;
+    std::multiset<std::string> held;
+    for (int i = 0; i < 1 + static_cast<int>(rng() % 12); ++i) {
+      std::string f = random_filter(rng);
+      if (!is_valid_topic_filter(f)) continue;
+      set.add(f);
+      held.insert(f);
+    }
+    // Remove some (one copy each), and some never added.
+    for (int i = 0; i < 3 && !held.empty(); ++i) {
+      auto it = held.begin();
+      std::advance(it, rng() % held.size());
+      CHECK(set.remove(*it));
+      held.erase(it);
+    }
+    CHECK_FALSE(set.remove("never/added/#/x"));
+    CHECK(set.size() == std::set<std::string>(held.begin(), held.end()).size());
+    for (int t = 0; t < 50; ++t) {
+      const std::string topic = random_topic(rng);
+      if (!is_valid_topic_name(topic)) continue;
+      bool expected = false;
+      for (const auto& f : held)
+        expected = expected || topic_matches(f, topic);
+      INFO("topic " << topic);
+      CHECK(set.matches(topic) == expected);
+    }
+  }
+}
+
+TEST_CASE("the filter set: '#' matches the parent level, '$' topics only literally") {
+  FilterSet set;
+  CHECK_FALSE(set.matches("a"));
+  set.add("a/#");
+  CHECK(set.matches("a"));
+  CHECK(set.matches("a/b/c"));
+  CHECK_FALSE(set.matches("b"));
+  set.add("#");
+  CHECK(set.matches("b"));
+  CHECK_FALSE(set.matches("$SYS/x"));
+  set.add("+/x");
+  CHECK_FALSE(set.matches("$SYS/x"));
+  set.add("$SYS/+");
+  CHECK(set.matches("$SYS/x"));
+  CHECK(set.remove("#"));
+  CHECK_FALSE(set.matches("b"));
+  CHECK(set.remove("a/#"));
+  CHECK_FALSE(set.matches("a"));
+  CHECK(set.size() == 2);
+}
+
+namespace {
+
+// Several Gossip instances and a bus between them that can lose, hold or reorder.
+struct GossipNet {
+  struct Node {
+    std::unique_ptr<Gossip> g;
+    bool up = true;
+  };
+  std::map<uint64_t, Node> nodes;
+  uint64_t now = 1000;
+  std::deque<std::pair<std::string, std::string>> wire;  // subject, data
+  std::function<bool(const std::string&)> lose;          // drop this message?
+
+  Gossip& add(uint64_t instance) {
+    auto& n = nodes[instance];
+    n.g = std::make_unique<Gossip>("mqgate.c.ctl.", "node" + std::to_string(instance), instance);
+    n.g->connected(now);
+    collect();
+    return *n.g;
+  }
+  void collect() {
+    for (auto& [id, n] : nodes)
+      for (auto& m : n.g->take_sends())
+        if (n.up && !(lose && lose(m.data))) wire.emplace_back(m.subject, m.data);
+  }
+  // Delivers everything (and what that causes) to the subscribers of each subject.
+  void settle() {
+    for (int guard = 0; guard < 10000 && !wire.empty(); ++guard) {
+      auto [subject, data] = wire.front();
+      wire.pop_front();
+      for (auto& [id, n] : nodes)
+        if (n.up && (subject == n.g->broadcast_subject() || subject == n.g->own_subject()))
+          n.g->on_message(data, now);
+      collect();
+    }
+  }
+  void advance(uint64_t ms) {
+    for (uint64_t t = 0; t < ms; t += 250) {
+      now += 250;
+      for (auto& [id, n] : nodes)
+        n.g->tick(now);
+      collect();
+      settle();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("gossip: each node learns the others' filters and publishes only what is wanted") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  Gossip& b = net.add(2);
+  Gossip& c = net.add(3);
+  net.settle();
+  CHECK_FALSE(a.certain());  // warming up: everything goes out
+  CHECK(a.wanted("x/y"));
+  net.advance(2000);
+  REQUIRE(a.certain());
+  CHECK(a.nodes() == 2);
+  CHECK_FALSE(a.wanted("x/y"));
+  // b subscribes: its SUBACK waits for a's and c's acknowledgements.
+  const uint64_t wait = b.local_add("x/+", net.now);
+  CHECK(wait > b.settled());
+  net.collect();
+  net.settle();
+  CHECK(b.settled() >= wait);
+  CHECK(a.wanted("x/y"));
+  CHECK(c.wanted("x/y"));
+  CHECK_FALSE(a.wanted("x/y/z"));
+  CHECK_FALSE(b.wanted("x/y"));  // its own filters do not count
+  b.local_remove("x/+", net.now);
+  net.collect();
+  net.settle();
+  CHECK_FALSE(a.wanted("x/y"));
+  CHECK(a.certain());
+}
+
+TEST_CASE("gossip: a lost DELTA is found by the next BEAT and repaired by a snapshot") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  Gossip& b = net.add(2);
+  net.advance(2000);
+  REQUIRE(a.certain());
+  bool drop = true;
+  net.lose = [&](const std::string& d) { return drop && !d.empty() && d[0] == 'D'; };
+  const uint64_t wait = b.local_add("lost/#", net.now);
+  net.collect();
+  net.settle();
+  drop = false;
+  // No acknowledgement came: the SUBACK waits, at most ack_wait_ms.
+  CHECK(b.settled() < wait);
+  CHECK_FALSE(a.wanted("lost/x"));
+  net.advance(1250);  // a BEAT from b: a sees the gap, asks, gets the snapshot
+  CHECK(b.settled() >= wait);
+  CHECK(a.certain());
+  CHECK(a.wanted("lost/x"));
+  CHECK(a.stats().resyncs >= 1);
+  CHECK(b.stats().ack_timeouts == 1);
+}
+
+TEST_CASE("gossip: while unsure of a node, everything is published; silent nodes are forgotten") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  net.add(2);
+  net.advance(2000);
+  REQUIRE(a.certain());
+  // A third node's first message: a is unsure until its snapshot comes.
+  net.nodes[3].g = std::make_unique<Gossip>("mqgate.c.ctl.", "node3", 3);
+  Gossip& c = *net.nodes[3].g;
+  c.connected(net.now);
+  c.local_add("only/c", net.now);
+  net.collect();
+  // Deliver just the first message (the HELLO) to a.
+  auto first = net.wire.front();
+  net.wire.pop_front();
+  a.on_message(first.second, net.now);
+  CHECK_FALSE(a.certain());
+  CHECK(a.wanted("anything"));
+  net.collect();
+  net.settle();
+  net.advance(2000);
+  CHECK(a.certain());
+  CHECK(a.wanted("only/c"));
+  CHECK(a.nodes() == 2);
+  net.nodes[3].up = false;  // c dies without a BYE
+  net.advance(11000);
+  CHECK(a.nodes() == 1);
+  net.advance(2000);  // unsure for a moment after forgetting someone
+  CHECK_FALSE(a.wanted("only/c"));
+}
+
+TEST_CASE("gossip: a snapshot of many filters comes in parts; a BYE forgets at once") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  Gossip& b = net.add(2);
+  for (int i = 0; i < 30000; ++i)
+    b.local_add("devices/" + std::to_string(i) + "/cmd/with/a/longer/filter", net.now);
+  net.collect();
+  net.settle();
+  net.advance(2000);
+  // A node joining now gets them all by snapshot (several parts of 256 KiB).
+  Gossip& c = net.add(3);
+  net.settle();
+  net.advance(2000);
+  CHECK(c.certain());
+  CHECK(c.remote_filters() == 30000);
+  CHECK(c.wanted("devices/29999/cmd/with/a/longer/filter"));
+  CHECK_FALSE(c.wanted("devices/30000/cmd/with/a/longer/filter"));
+  b.leave();
+  net.collect();
+  net.settle();
+  CHECK(a.nodes() == 1);
+  CHECK(c.remote_filters() == 0);
+}
+
+TEST_CASE("gossip: hostile control messages are counted and change nothing") {
+  Gossip g("mqgate.c.ctl.", "n", 1);
+  g.connected(0);
+  const std::vector<std::string> bad = {
+      "",
+      "D",
+      std::string("D\0\0\0\0\0\0\0\2", 9),                                   // no seq
+      std::string("D\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0\1\1a/#/b", 23),           // bad filter
+      std::string("S\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0\1\0\0\0\0\0\0\0\0", 25),  // 0 parts
+      std::string("Z\0\0\0\0\0\0\0\2", 9),
+      std::string("A\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0\x09", 17),  // ack of a future seq
+  };
+  for (const auto& m : bad)
+    g.on_message(m, 10);
+  CHECK(g.stats().malformed == bad.size());
+  CHECK(g.remote_filters() == 0);
+  // A node that never said who it is gets no snapshot; a known one asking in a loop gets
+  // one per period.
+  const std::string request("Q\0\0\0\0\0\0\0\5", 9);
+  g.on_message(request, 20);
+  CHECK(g.stats().snapshots_sent == 0);
+  std::string beat("B\0\0\0\0\0\0\0\5", 9);
+  beat.append(24, '\0');
+  beat += "n5";
+  g.on_message(beat, 20);
+  for (int i = 0; i < 10; ++i)
+    g.on_message(request, 20);
+  CHECK(g.stats().snapshots_sent == 1);
+  g.on_message(request, 20 + 1000);
+  CHECK(g.stats().snapshots_sent == 2);
+}
+
+TEST_CASE("gossip: a second subscriber to a filter whose DELTA is not settled waits as long") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  Gossip& b = net.add(2);
+  net.advance(2000);
+  REQUIRE(a.certain());
+  const uint64_t wait = b.local_add("same/#", net.now);
+  REQUIRE(wait > b.settled());
+  CHECK(b.wait_for("same/#") == wait);  // held, but a's ACK has not come
+  net.collect();
+  net.settle();
+  CHECK(b.wait_for("same/#") == 0);
+  CHECK(a.wanted("same/x"));
+}
+
+TEST_CASE("gossip: a stalled loop forgets nobody; after a stall the node is unsure a moment") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  net.add(2);
+  net.advance(2000);
+  REQUIRE(a.certain());
+  net.now += 15000;  // the loop did not run for 15 s
+  a.tick(net.now);
+  CHECK(a.nodes() == 1);
+  CHECK_FALSE(a.certain());
+  net.collect();
+  net.settle();
+  net.advance(2000);
+  CHECK(a.certain());
+  CHECK(a.nodes() == 1);
+}
+
+TEST_CASE("gossip: after leave() a reconnection does not bring the node back") {
+  Gossip g("mqgate.c.ctl.", "n", 1);
+  g.connected(0);
+  g.take_sends();
+  g.leave();
+  auto bye = g.take_sends();
+  REQUIRE(bye.size() == 1);
+  CHECK(bye[0].data[0] == 'X');
+  g.connected(100);
+  CHECK(g.take_sends().empty());
+  CHECK_FALSE(g.certain());
 }
