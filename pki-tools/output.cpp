@@ -7,6 +7,7 @@
 
 #include <limits.h>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -40,9 +41,11 @@ void on_fatal_signal(int sig) {
   raise(sig);
 }
 
+std::atomic<bool> g_leave_signals_alone{false};
+
 void install_signal_cleanup() {
   static bool installed = false;
-  if (installed) return;
+  if (installed || g_leave_signals_alone) return;
   installed = true;
   struct sigaction sa {};
   sa.sa_handler = on_fatal_signal;
@@ -157,6 +160,10 @@ std::string read_file(const std::string& path, const std::string& role) {
 
 size_t parse_length(const std::string& content) {
   return content.find("-----BEGIN ") != std::string::npos ? content.size() + 1 : content.size();
+}
+
+void leave_signals_alone() {
+  g_leave_signals_alone = true;
 }
 
 bool path_exists(const std::string& path) {

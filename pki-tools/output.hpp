@@ -22,6 +22,11 @@ std::string read_file(const std::string& path, const std::string& role);
 // PEM only NUL-terminated with the NUL counted, and DER at its exact length.
 size_t parse_length(const std::string& content);
 
+// For a process that handles its own signals (the broker's console): from now on outputs
+// install no SIGINT/SIGTERM/SIGHUP handlers to remove temporary files (an interrupted
+// run may leave one behind, never a half-written output).
+void leave_signals_alone();
+
 // True if something (a file, a directory, even a dangling symlink) exists at path.
 bool path_exists(const std::string& path);
 

@@ -1,11 +1,13 @@
 // revoke_creds: adds certificates to the CA's CRL, creating it if missing, and re-signs it
 // (docs/pki-tools.md).
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 
 #include "cli.hpp"
 #include "crl.hpp"
+#include "crl_update.hpp"
 #include "error.hpp"
 #include "issuer.hpp"
 #include "output.hpp"
@@ -62,54 +64,27 @@ int main(int argc, char** argv) {
       certs.push_back(std::move(crt));
     }
 
-    DirectoryLock lock(crl_path);
-    RevocationList list;
-    const bool existed = path_exists(crl_path);
-    if (existed) list.load(crl_path, ca);
-
-    const std::time_t now = std::time(nullptr);
-    std::vector<std::string> revoked;
+    std::vector<Bytes> serials;
+    std::vector<std::string> whats;
     for (size_t i = 0; i < certs.size(); ++i) {
       const mbedtls_x509_crt& crt = certs[i]->get();
-      ByteView serial(crt.serial.p, crt.serial.len);
-      std::string what = "'" + cert_paths[i] + "' (serial " + serial_hex(serial) + ")";
-      if (list.contains(serial)) {
-        std::printf("certificate %s is already revoked in %s\n", what.c_str(), crl_path.c_str());
-        continue;
-      }
-      list.add(make_crl_entry(serial, now));
-      revoked.push_back(what);
+      serials.emplace_back(crt.serial.p, crt.serial.p + crt.serial.len);
+      whats.push_back("'" + cert_paths[i] + "' (serial " + serial_hex(serials.back()) + ")");
     }
-    if (revoked.empty() && !refresh) {
+    const CrlUpdate update =
+        update_crl(ca, crl_path, serials, days, refresh, "mqgate revoke_creds");
+    for (size_t i = 0; i < serials.size(); ++i) {
+      const bool added = std::find(update.revoked.begin(), update.revoked.end(),
+                                   serial_hex(serials[i])) != update.revoked.end();
+      std::printf(added ? "revoked certificate %s\n" : "certificate %s is already revoked in %s\n",
+                  whats[i].c_str(), crl_path.c_str());
+    }
+    if (!update.written) {
       std::printf("nothing to do: %s is unchanged\n", crl_path.c_str());
       return;
     }
-
-    Random rng("mqgate revoke_creds");
-    Mpi number;
-    const std::time_t next_update = now + static_cast<std::time_t>(days) * kSecondsPerDay;
-    const Bytes der = list.sign(ca, now, next_update, rng, *number.get());
-
-    // The result must parse with mbedTLS (the broker's crlfile) and verify with the CA key.
-    ParsedCrl check;
-    check.parse_der(der);
-    if (!signature_matches(check->tbs, check->sig_md, check->sig_pk, check->sig_opts, check->sig,
-                           ca.cert().pk)) {
-      throw Error("internal error: the new CRL does not verify");
-    }
-
-    OutputSet out(/*overwrite=*/true);
-    size_t file = out.add(crl_path, 0644);
-    out.write(file, to_pem(der, "X509 CRL"));
-    out.commit();
-
-    for (const std::string& what : revoked)
-      std::printf("revoked certificate %s\n", what.c_str());
-    char number_text[64] = "";
-    size_t olen = 0;
-    mbedtls_mpi_write_string(number.get(), 10, number_text, sizeof number_text, &olen);
     std::printf("%s %s (CRL number %s, %zu revoked, next update %s)\n",
-                existed ? "updated" : "wrote", crl_path.c_str(), number_text, list.entries().size(),
-                human_time(next_update).c_str());
+                update.existed ? "updated" : "wrote", crl_path.c_str(), update.number.c_str(),
+                update.entries, human_time(update.next_update).c_str());
   });
 }

@@ -172,6 +172,9 @@ class Broker {
   size_t pending_retained_jobs() const { return retained_jobs_.size(); }
   size_t pending_decisions() const { return awaiting_.size(); }
   SessionStore& sessions() { return *sessions_; }
+  // An operator deletes an offline persistent session (the console): as if it expired
+  // now (its delayed will goes). False if `client_id` has none, or its client is online.
+  bool remove_offline_session(std::string_view client_id, const std::string& who);
 
   // --- persistence (broker_persistence.cpp) -------------------------------------------
   // From now on persistent sessions, their queues and retained messages are journaled,

@@ -241,6 +241,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   offline_.remove(session);
   if (persistence_ && !session->clean()) persist_session(*session, true);
   if (present) check_resumed(client, *session);  // before anything queued is sent
+  session->set_online_since(now_ms_);
   session->attach(&client, session_limits_, stats_.delivery);
   if (!drop_episodes_.empty()) end_drop_episode(*session, "until it reconnected");
   hooks_.on_connected(client, present);

@@ -121,6 +121,17 @@ bool Broker::expire_sessions(uint64_t now_ms, size_t& budget) {
   return expire_retained(now_ms, budget) || more_wills;
 }
 
+bool Broker::remove_offline_session(std::string_view client_id, const std::string& who) {
+  MQGATE_BROKER_ENTRY();
+  Session* s = sessions_->find(client_id);
+  if (s == nullptr || s->removed() || s->client() != nullptr || s->clean()) return false;
+  LOG_INFO("session of client %s deleted by %s (%zu subscriptions, %zu queued)",
+           log::quote(s->client_id()).c_str(), log::quote(who).c_str(), s->subscription_count(),
+           s->queued_count());
+  destroy_session(s);
+  return true;
+}
+
 void Broker::check_timeouts(Client& client, uint64_t now_ms) {
   MQGATE_BROKER_ENTRY();
   // A started packet must arrive whole in time, whatever the keep-alive (0 disables

@@ -349,6 +349,9 @@ class Session : public RouteTarget {
   }
   // Loop time the client went away (meaningful while client() is null).
   uint64_t offline_since_ms() const { return offline_since_ms_; }
+  // Loop time the current client connected (meaningful while client() is set; the console).
+  uint64_t online_since_ms() const { return online_since_ms_; }
+  void set_online_since(uint64_t now_ms) { online_since_ms_ = now_ms; }
   // Loop time an offline session expires (meaningful while in OfflineSessions).
   uint64_t expires_at_ms() const { return expires_at_ms_; }
 
@@ -460,6 +463,7 @@ class Session : public RouteTarget {
   friend class OfflineSessions;
   static constexpr uint32_t kNotListed = 0xFFFFFFFFu;
   uint64_t expires_at_ms_ = 0;
+  uint64_t online_since_ms_ = 0;
   uint32_t offline_index_ = kNotListed;  // position in OfflineSessions' heap
   uint32_t expiry_interval_ = 0;
 };

@@ -23,6 +23,18 @@ class SessionStore {
   virtual std::unique_ptr<Session> remove(Session* session) = 0;
   virtual size_t size() const = 0;
   virtual void for_each(const std::function<void(Session&)>& fn) = 0;
+  // A walk in slices (the console's device list, between loop iterations): calls fn for
+  // the sessions from `cursor` on, about `budget` of them, and moves the cursor; true
+  // once the walk is over. Between slices sessions may come and go: a walk sees each
+  // session that stays throughout exactly once while layout() is unchanged (when it
+  // changes, start again from 0).
+  virtual bool walk(size_t& cursor, size_t budget, const std::function<void(Session&)>& fn) {
+    (void)budget;
+    if (cursor == 0) for_each(fn);
+    cursor = 1;
+    return true;
+  }
+  virtual size_t layout() const { return 0; }
 };
 
 class MemorySessionStore final : public SessionStore {
@@ -48,6 +60,17 @@ class MemorySessionStore final : public SessionStore {
   void for_each(const std::function<void(Session&)>& fn) override {
     for (auto& [id, s] : sessions_) fn(*s);
   }
+  // The cursor is a bucket index: buckets keep their sessions until a rehash, which
+  // changes bucket_count() (layout()).
+  bool walk(size_t& cursor, size_t budget, const std::function<void(Session&)>& fn) override {
+    size_t seen = 0;
+    const size_t buckets = sessions_.bucket_count();
+    for (; cursor < buckets && seen < budget; ++cursor)
+      for (auto it = sessions_.begin(cursor); it != sessions_.end(cursor); ++it, ++seen)
+        fn(*it->second);
+    return cursor >= buckets;
+  }
+  size_t layout() const override { return sessions_.bucket_count(); }
 
  private:
   std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;

@@ -321,6 +321,8 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
   path_key("keyfile", tls.keyfile);
   path_key("cafile", tls.cafile);
   path_key("crlfile", tls.crlfile);
+  path_key("crl_ca_certfile", tls.crl_ca_certfile);
+  path_key("crl_ca_keyfile", tls.crl_ca_keyfile);
   std::optional<std::string> client_cert = c.string("client_cert");
   if (client_cert) {
     if (*client_cert == "none")
@@ -364,6 +366,8 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
                                    "keyfile",
                                    "cafile",
                                    "crlfile",
+                                   "crl_ca_certfile",
+                                   "crl_ca_keyfile",
                                    "client_cert",
                                    "tls_min_version",
                                    "ciphers",
@@ -395,6 +399,12 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
     c.error_at(c.where(tls.disconnect_revoked ? "disconnect_revoked" : "disconnect_expired"),
                tls.disconnect_revoked ? "disconnect_revoked" : "disconnect_expired",
                "needs client certificates (client_cert = \"optional\" or \"required\")");
+  if (tls.crl_ca_certfile.empty() != tls.crl_ca_keyfile.empty()) {
+    const char* given = tls.crl_ca_certfile.empty() ? "crl_ca_keyfile" : "crl_ca_certfile";
+    c.error_at(c.where(given), given, "needs both crl_ca_certfile and crl_ca_keyfile");
+  }
+  if (!tls.crl_ca_certfile.empty() && tls.crlfile.empty())
+    c.error_at(c.where("crl_ca_certfile"), "crl_ca_certfile", "needs a crlfile (the CRL it signs)");
   if (tls.disconnect_revoked && tls.crlfile.empty())
     c.error_at(c.where("disconnect_revoked"), "disconnect_revoked", "needs a crlfile");
   l.tls = std::move(tls);
@@ -510,6 +520,35 @@ bool read_token_file(const std::string& path, std::string& token, std::string& w
   return true;
 }
 
+// The console's keys of [http]. Until [http] speaks TLS, the console serves loopback
+// binds only: passwords and session cookies must not cross a network in clear.
+void read_http_console(TableChecker& c, const toml::table& t, const std::string& file,
+                       HttpConfig& h) {
+  h.console = c.boolean("console").value_or(false);
+  if (auto v = c.string("console_users")) {
+    if (v->empty())
+      c.error_at(c.where("console_users"), "console_users", "must not be empty");
+    else
+      h.console_users = resolve_config_path(*v, file);
+  }
+  if (auto v = c.string_array("console_admins")) h.console_admins = *v;
+  if (!h.console) {
+    for (const char* key : {"console_users", "console_admins"})
+      if (t.get(key)) c.error_at(c.where(key), key, "needs console = true");
+    return;
+  }
+  if (h.token.empty() && h.console_users.empty())
+    c.error_at(c.where("console"), "console",
+               "needs token (or token_file) or console_users: every call is authenticated");
+  if (!h.console_admins.empty() && h.console_users.empty())
+    c.error_at(c.where("console_admins"), "console_admins", "needs console_users");
+  const bool loopback = h.ipv6 ? h.host == "::1" : h.host.starts_with("127.");
+  if (!h.host.empty() && !loopback)
+    c.error_at(c.where("console"), "console",
+               "is served on loopback binds only (127.0.0.0/8, ::1) until [http] has TLS: "
+               "bind the endpoint to loopback and reach it through an SSH tunnel or a TLS proxy");
+}
+
 void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
                std::vector<std::string>& errors) {
   TableChecker c(t, "http.", file, errors);
@@ -550,6 +589,7 @@ void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
   }
   if (auto v = c.integer("crowded_request_timeout_ms", 100, 300000))
     h.crowded_request_timeout_ms = static_cast<uint32_t>(*v);
+  read_http_console(c, t, file, h);
   c.reject_unknown();
 }
 

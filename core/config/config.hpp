@@ -57,6 +57,10 @@ struct TlsConfig {
   uint32_t session_lifetime = 3600;    // seconds a ticket / cached session stays valid
   // Where the ticket keys are kept across restarts (set when [persistence] is on); "": memory only.
   std::string ticket_key_file;
+  // The CA (certificate and key) that signs crlfile when the console revokes a device
+  // (docs/console.md); both or neither. Read only when a revocation runs, off the loop.
+  std::string crl_ca_certfile;
+  std::string crl_ca_keyfile;
 };
 
 // MQTT over WebSocket on a listener (`websocket = true`).
@@ -99,6 +103,11 @@ struct HttpConfig {
   uint32_t request_timeout = 5;   // seconds to send a request head (and to read the answer)
   uint32_t max_connections_per_address = 0;    // 0: half of max_connections (all below 4)
   uint32_t crowded_request_timeout_ms = 1000;  // the head's deadline while the pool is full
+  // The fleet console (docs/console.md): /api/v1/ and /console/ on this endpoint. Off
+  // unless `console = true`; then every call needs the token or a logged-in user.
+  bool console = false;
+  std::string console_users;                // Mosquitto password file ("": token only)
+  std::vector<std::string> console_admins;  // users who may act; the others read only
   int line = 0;
 };
 

@@ -15,7 +15,8 @@ namespace mqgate::http {
 // resets it, and the client could lose the answer). The timer bounds each phase.
 struct Endpoint::Exchange {
   explicit Exchange(const Limits& limits) : parser(limits) {}
-  enum class Phase : uint8_t { kReading, kWriting, kDraining };
+  // kAnswering: the head is read and a console handler owes the answer.
+  enum class Phase : uint8_t { kReading, kAnswering, kWriting, kDraining };
   Endpoint* endpoint = nullptr;
   uv_tcp_t tcp;
   uv_timer_t timer;
@@ -27,6 +28,7 @@ struct Endpoint::Exchange {
   std::string addr;      // the peer's IP address, for the per-address limit
   size_t drained = 0;    // bytes read and thrown away after the head
   int handles_open = 0;  // tcp and timer: freed when both are closed
+  uint64_t serial = 0;
   Phase phase = Phase::kReading;
   bool peer_eof = false;  // the client closed its side while the answer was being written
   bool closed = false;
@@ -34,11 +36,6 @@ struct Endpoint::Exchange {
   Exchange* next = nullptr;
   char buffer[2048];
 };
-
-namespace {
-
-// What a client may send after its request head before it is cut off.
-constexpr size_t kMaxDrainBytes = 64 * 1024;
 
 // Same time whether or not a prefix matches: the token is a secret.
 bool equal_secret(std::string_view a, std::string_view b) {
@@ -62,6 +59,11 @@ bool bearer_matches(const std::string* header, const std::string& token) {
   }
   return equal_secret(std::string_view(*header).substr(kScheme.size()), token);
 }
+
+namespace {
+
+// What a client may send after its request head before it is cut off.
+constexpr size_t kMaxDrainBytes = 64 * 1024;
 
 // "ip:port" ("[ip]:port"); `address` gets the IP alone.
 std::string peer_name(uv_tcp_t* tcp, std::string& address) {
@@ -95,7 +97,12 @@ void on_handle_closed(uv_handle_t* h) {
 // Idle: no request being answered. Nothing sent yet or a partial head (the client is
 // slow, or holds a place), or the answer already sent and only the client's close awaited.
 bool is_idle(const Endpoint::Exchange* x) {
-  return !x->closed && x->phase != Endpoint::Exchange::Phase::kWriting;
+  return !x->closed && x->phase != Endpoint::Exchange::Phase::kWriting &&
+         x->phase != Endpoint::Exchange::Phase::kAnswering;
+}
+
+bool is_console_path(const std::string& path) {
+  return path.starts_with("/api/") || path == "/console" || path.starts_with("/console/");
 }
 
 // Bytes waiting in the socket (a peek, nothing consumed).
@@ -148,8 +155,9 @@ bool Endpoint::start(std::string& error) {
                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   else
     bound_port_ = options_.port;
-  LOG_INFO("http endpoint listening on %s port %u (/metrics%s, /healthz)", options_.host.c_str(),
-           bound_port_, options_.bearer_token.empty() ? "" : " with a bearer token");
+  LOG_INFO("http endpoint listening on %s port %u (/metrics%s, /healthz%s)", options_.host.c_str(),
+           bound_port_, options_.bearer_token.empty() ? "" : " with a bearer token",
+           callbacks_.console ? ", the console: /api/v1/, /console/" : "");
   return true;
 }
 
@@ -192,6 +200,10 @@ void Endpoint::on_timeout(uv_timer_t* t) {
   if (e->phase == Exchange::Phase::kReading) {
     LOG_DEBUG("http: %s: no whole request head in time; 408", e->peer.c_str());
     e->endpoint->respond(e, 408, response(408, "text/plain; charset=utf-8", "timeout\n"));
+  } else if (e->phase == Exchange::Phase::kAnswering) {
+    LOG_WARN("http: %s: %s: no answer within request_timeout; 503", e->peer.c_str(),
+             log::quote(e->parser.request().path, 100).c_str());
+    e->endpoint->respond(e, 503, response(503, "application/json", "{\"error\":\"timeout\"}"));
   } else {
     e->endpoint->close(e);  // not reading the answer, or not closing after it
   }
@@ -258,6 +270,7 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
   }
   auto* x = new Exchange(self->options_.limits);
   x->endpoint = self;
+  x->serial = ++self->next_serial_;
   const int rc = uv_tcp_init(self->loop_, &x->tcp);
   if (rc != 0) {
     LOG_WARN("http: cannot accept a connection: %s", uv_strerror(rc));
@@ -355,6 +368,10 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
           }
           case ParseStatus::kComplete: {
             ep->requests_++;
+            if (ep->callbacks_.console && is_console_path(e->parser.request().path)) {
+              ep->answer_later(e);
+              return;
+            }
             int status = 0;
             std::string r = ep->answer(e->parser.request(), status);
             LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
@@ -398,8 +415,33 @@ std::string Endpoint::answer(const Request& request, int& status) const {
   return r;
 }
 
+Endpoint::Exchange* Endpoint::find(uint64_t serial) const {
+  for (Exchange* e = exchanges_; e != nullptr; e = e->next)
+    if (e->serial == serial) return e;
+  return nullptr;
+}
+
+void Endpoint::answer_later(Exchange* x) {
+  x->phase = Exchange::Phase::kAnswering;
+  const Request& request = x->parser.request();
+  std::weak_ptr<Endpoint*> alive = alive_;
+  const uint64_t serial = x->serial;
+  callbacks_.console(request, x->peer, [alive, serial](int status, std::string resp) {
+    auto self = alive.lock();
+    if (!self) return;
+    Endpoint* ep = *self;
+    Exchange* e = ep->find(serial);
+    if (e == nullptr || e->phase != Exchange::Phase::kAnswering) return;  // gone, or 503 sent
+    LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
+              log::quote(e->parser.request().path, 100).c_str(), status);
+    ep->respond(e, status, std::move(resp));
+  });
+}
+
 void Endpoint::respond(Exchange* x, int status, std::string resp) {
-  if (x->closed || x->phase != Exchange::Phase::kReading) return;
+  if (x->closed ||
+      (x->phase != Exchange::Phase::kReading && x->phase != Exchange::Phase::kAnswering))
+    return;
   responses_[status]++;
   x->phase = Exchange::Phase::kWriting;
   x->response = std::move(resp);

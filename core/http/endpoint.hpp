@@ -1,8 +1,8 @@
 // The operators' HTTP endpoint: GET /metrics (Prometheus text format) and GET /healthz,
-// nothing else. It knows sockets and HTTP; what the numbers are and whether the broker
-// is healthy come from the callbacks it is given. Every request is bounded (head size,
-// header count, time to send it and to read the answer, connections at once) and
-// answered once, then closed.
+// and, when a console handler is given, whatever it answers under /api/ and /console/. It knows
+// sockets and HTTP; what the numbers are and whether the broker is healthy come from the callbacks
+// it is given. Every request is bounded (head size, header count, time to send it and to read the
+// answer, connections at once) and answered once, then closed.
 #pragma once
 
 #include <uv.h>
@@ -10,11 +10,22 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include "http/request.hpp"
 
 namespace mqgate::http {
+
+// Same time whether or not a prefix matches (tokens, CSRF tokens: secrets).
+bool equal_secret(std::string_view a, std::string_view b);
+// `header` (an Authorization value, may be null) is "Bearer <token>".
+bool bearer_matches(const std::string* header, const std::string& token);
+
+// A whole HTTP response (http::response) with its status; called at most once, now or
+// later from the loop. It does nothing if the connection has gone meanwhile.
+using Reply = std::function<void(int status, std::string response)>;
 
 class Endpoint {
  public:
@@ -41,6 +52,9 @@ class Endpoint {
     std::function<std::string()> metrics;  // the exposition text
     std::function<bool()> healthy;         // 200 when true, 503 when not
     std::function<std::string()> health_detail;  // more lines for /healthz's body (or "")
+    // Requests whose path starts with /api/ or /console (any method): `peer` is
+    // "ip:port". Unset: those paths are 404 like any other.
+    std::function<void(const Request& request, const std::string& peer, Reply reply)> console;
   };
 
   Endpoint(uv_loop_t* loop, Options options, Callbacks callbacks);
@@ -69,6 +83,9 @@ class Endpoint {
  private:
   static void on_connection(uv_stream_t* server, int status);
   std::string answer(const Request& request, int& status) const;
+  // Hands a console request to its handler; the answer comes through a Reply.
+  void answer_later(Exchange* x);
+  Exchange* find(uint64_t serial) const;
   // Sends `resp` (status `status`), then closes; the timer bounds the write.
   void respond(Exchange* x, int status, std::string resp);
   // Closes the connection's handles; it is freed when both are closed.
@@ -93,6 +110,9 @@ class Endpoint {
   Exchange* exchanges_ = nullptr;                // open connections, newest first
   std::map<std::string, uint32_t> per_address_;  // open connections by peer address
   uint64_t evicted_ = 0;
+  uint64_t next_serial_ = 0;  // names exchanges for Replies that come later
+  // Replies hold a weak pointer to this: after the endpoint is gone they do nothing.
+  std::shared_ptr<Endpoint*> alive_ = std::make_shared<Endpoint*>(this);
   bool crowded_ = false;  // every place taken: heads get crowded_timeout_ms
   // The pressure episode (evictions and refusals): its timer and counts.
   uv_timer_t pressure_timer_;

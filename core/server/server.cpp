@@ -12,6 +12,7 @@
 #include "base/sd_notify.hpp"
 #include "broker/persistence.hpp"
 #include "client/mqtt5.hpp"
+#include "console/console.hpp"
 #include "http/endpoint.hpp"
 #include "server/connection.hpp"
 #include "server/listener.hpp"
@@ -46,6 +47,7 @@ Server::~Server() {
   // an endpoint that start() opened before failing).
   if (http_) http_->stop();
   if (lag_) lag_->stop();
+  if (console_) console_->stop();
   if (cluster_) {  // (start() failed after the cluster started)
     cluster_->stop();
     auto* idle = reinterpret_cast<uv_handle_t*>(&cluster_idle_);
@@ -197,10 +199,24 @@ bool Server::start_http() {
   o.request_timeout_ms = h.request_timeout * 1000;
   o.max_connections_per_address = h.max_connections_per_address;
   o.crowded_timeout_ms = h.crowded_request_timeout_ms;
-  http_ = std::make_unique<http::Endpoint>(
-      &loop_, std::move(o),
-      http::Endpoint::Callbacks{[this] { return metrics_text(); }, [this] { return healthy(); },
-                                [this] { return health_detail(); }});
+  http::Endpoint::Callbacks callbacks{[this] { return metrics_text(); },
+                                      [this] { return healthy(); },
+                                      [this] { return health_detail(); }, nullptr};
+  if (h.console) {
+    console::Users users;
+    users.admins.insert(h.console_admins.begin(), h.console_admins.end());
+    std::string error;
+    if (!h.console_users.empty() && !console::load_users(h.console_users, users, error)) {
+      LOG_ERROR("%s:%d: http.console_users: %s", config_.path.c_str(), h.line, error.c_str());
+      return false;
+    }
+    console_ = std::make_unique<console::Console>(&loop_, *this, h, std::move(users));
+    callbacks.console = [this](const http::Request& request, const std::string& peer,
+                               http::Reply reply) {
+      console_->handle(request, peer, std::move(reply));
+    };
+  }
+  http_ = std::make_unique<http::Endpoint>(&loop_, std::move(o), std::move(callbacks));
   std::string error;
   if (!http_->start(error)) {
     LOG_ERROR("%s:%d: http.bind: %s", config_.path.c_str(), h.line, error.c_str());
@@ -254,6 +270,11 @@ void Server::reload_http(const Config& fresh) {
     LOG_INFO("reload: [http] bearer token %s", fresh.http->token.empty() ? "removed" : "replaced");
   }
   config_.http->token = fresh.http->token;
+  if (fresh.http->console != config_.http->console)
+    LOG_WARN("reload: [http] console %s; that takes effect at the next restart",
+             fresh.http->console ? "turned on" : "turned off");
+  else if (console_)
+    reload_console(*fresh.http);
 }
 
 std::string Server::metrics_text() {
@@ -287,6 +308,7 @@ int Server::run() {
   // These free what their handles point at from close callbacks: they close their own.
   if (http_) http_->stop();
   if (lag_) lag_->stop();
+  if (console_) console_->stop();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
@@ -627,10 +649,10 @@ void Server::reload_tls(const Config& fresh) {
     tls_reload_waiting_ = fresh.listeners;
     return;
   }
-  start_tls_reload(fresh.listeners);
+  if (!start_tls_reload(fresh.listeners)) tls_reload_finished({});
 }
 
-void Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
+bool Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
   auto reload = std::make_unique<TlsReload>();
   reload->server = this;
   reload->workers = tls_workers_->size();
@@ -640,7 +662,7 @@ void Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
     if (it == fresh.end() || !l->can_reload_tls(*it)) continue;
     reload->items.push_back({l.get(), *it, nullptr, {}});
   }
-  if (reload->items.empty()) return;
+  if (reload->items.empty()) return false;
   reload->req.data = reload.get();
   const int rc = uv_queue_work(
       &loop_, &reload->req,
@@ -656,18 +678,21 @@ void Server::start_tls_reload(const std::vector<ListenerConfig>& fresh) {
       });
   if (rc != 0) {
     LOG_ERROR("reload: cannot load the TLS material: %s; keeping the previous", uv_strerror(rc));
-    return;
+    return false;
   }
   reload.release();  // the after-work callback owns it
   tls_reload_running_ = true;
+  return true;
 }
 
 void Server::finish_tls_reload(TlsReload& reload) {
+  std::vector<std::string> installed;
   for (auto& item : reload.items) {
     if (!item.generation) {
       LOG_ERROR("reload: %s; keeping the previous TLS material", one_line(item.errors).c_str());
       continue;
     }
+    installed.push_back(item.fresh.name);
     if (const auto& previous = item.listener->tls_generation())
       item.generation->share_counts(*previous);
     const bool disconnect = item.generation->settings().disconnect_revoked;
@@ -675,11 +700,21 @@ void Server::finish_tls_reload(TlsReload& reload) {
     if (disconnect) disconnect_revoked(*item.listener, *item.generation);
   }
   free_retired_tls();
+  tls_reload_finished(installed);
   if (tls_reload_waiting_) {
     auto next = std::move(*tls_reload_waiting_);
     tls_reload_waiting_.reset();
-    start_tls_reload(next);
+    tls_reload_done_ = std::move(tls_reload_done_waiting_);
+    tls_reload_done_waiting_.clear();
+    if (!start_tls_reload(next)) tls_reload_finished({});
   }
+}
+
+void Server::tls_reload_finished(const std::vector<std::string>& installed) {
+  auto done = std::move(tls_reload_done_);
+  tls_reload_done_.clear();
+  for (auto& [name, then] : done)
+    then(std::find(installed.begin(), installed.end(), name) != installed.end());
 }
 
 // Freeing a generation is slow too (a CRL of 300,000 entries: ~0.1 s), so a generation a

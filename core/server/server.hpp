@@ -15,6 +15,7 @@
 #include "broker/broker.hpp"
 #include "cluster/bridge.hpp"
 #include "config/config.hpp"
+#include "console/host.hpp"
 #include "plugin/auth.hpp"
 
 namespace mqgate {
@@ -30,11 +31,14 @@ class SysTopics;
 namespace http {
 class Endpoint;
 }
+namespace console {
+class Console;
+}
 // TLS stays behind server.cpp (mbedTLS, threads): only pointers here.
 class TlsGeneration;
 class TlsWorkers;
 
-class Server {
+class Server final : public console::Host {
  public:
   Server(Config config, AuthHooks& hooks);
   ~Server();
@@ -102,6 +106,16 @@ class Server {
   // GET /metrics: the exposition text (bounded work; see metrics.hpp).
   std::string metrics_text();
 
+  // --- the console (console/host.hpp; console_host.cpp) ----------------------------------
+  Broker& console_broker() override { return broker_; }
+  const Config& console_config() const override { return config_; }
+  uint64_t console_now_ms() override { return now_ms(); }
+  void write_broker(console::Json& out) override;
+  void console_disconnect(Client& client, const char* why) override;
+  void reload_listener_tls(const std::string& name, std::function<void(bool ok)> then) override;
+  size_t disconnect_certificate(const std::string& issuer_raw, const std::string& serial_raw,
+                                const char* why) override;
+
   // Called about once a second with the loop time.
   using TickHook = std::function<void(uint64_t now_ms)>;
   void on_tick(TickHook hook) { tick_hooks_.push_back(std::move(hook)); }
@@ -138,7 +152,13 @@ class Server {
   // installs it on the loop. A SIGHUP during a load waits for it, then loads once more.
   struct TlsReload;
   void reload_tls(const Config& fresh);
-  void start_tls_reload(const std::vector<ListenerConfig>& fresh);
+  // False if nothing was started (no listener to reload, or the thread pool refused).
+  bool start_tls_reload(const std::vector<ListenerConfig>& fresh);
+  // The console's reload_listener_tls callbacks: of the reload running, and of the one
+  // waiting for it. Each gets whether its listener's new material was installed.
+  using TlsReloadDone = std::pair<std::string, std::function<void(bool)>>;
+  std::vector<TlsReloadDone> tls_reload_done_, tls_reload_done_waiting_;
+  void tls_reload_finished(const std::vector<std::string>& installed);
   void finish_tls_reload(TlsReload& reload);
   void disconnect_revoked(Listener& listener, const TlsGeneration& generation);
   void free_retired_tls();
@@ -161,6 +181,8 @@ class Server {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<uint64_t> accepted_;  // connections accepted, by listener index (metrics)
   std::unique_ptr<http::Endpoint> http_;
+  std::unique_ptr<console::Console> console_;  // [http] console = true
+  void reload_console(const HttpConfig& fresh);
   std::unique_ptr<LoopLag> lag_;
   bool started_ = false;
   uint64_t started_ms_ = 0;

@@ -183,7 +183,7 @@ struct EndpointFixture {
                               m.sample(uint64_t{3});
                               return m.text();
                             },
-                            [this] { return healthy; }, nullptr});
+                            [this] { return healthy; }, nullptr, nullptr});
     std::string error;
     REQUIRE_MESSAGE(endpoint->start(error), error);
   }

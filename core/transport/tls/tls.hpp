@@ -106,6 +106,8 @@ class TlsGeneration {
   const mbedtls_ssl_config* config(size_t worker) const { return &per_worker_[worker]->conf; }
   const TlsConfig& settings() const { return settings_; }
   const mbedtls_x509_crl* crl() const { return has_crl_ ? &crl_ : nullptr; }
+  // The certificate chain this listener serves, leaf first (the console shows it).
+  const mbedtls_x509_crt& served_chain() const { return own_chain_; }
   // Seconds since the epoch of the CRL's nextUpdate (0 without a CRL).
   int64_t crl_next_update() const { return crl_next_update_; }
   // Whether (issuer DER, serial) is listed in the CRL.
