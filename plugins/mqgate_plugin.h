@@ -577,6 +577,13 @@ typedef struct mqgate_evt_authenticate {
                                  NULL with a length, or over 65535 bytes: DENY */
   size_t auth_data_out_len;   /* out: length of auth_data_out (at most 65535) */
   void *reserved2[4];         /* zero; padding kept for the layout, never used */
+  /* --- Since: ABI 2.5 (MQGATE_HAS_FIELD(evt, mqgate_evt_authenticate, session_expiry)) */
+  uint32_t session_expiry; /* how long the session outlives the connection, in
+                              seconds: MQTT 5.0's Session Expiry Interval (0 when
+                              absent; 0xFFFFFFFF: never expires); for 3.1.1, 0 with
+                              a clean session, 0xFFFFFFFF without. A plugin that
+                              must not let a client keep a session checks this, not
+                              clean_session alone */
   /* New fields go here, and only here. */
 } mqgate_evt_authenticate;
 

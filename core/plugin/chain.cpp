@@ -160,6 +160,7 @@ Answer ask_authenticate(const ChainRun& run, mqgate_plugin& p, DeferSlot& slot) 
   std::vector<mqgate_user_property> props;  // views of run.user_props, for this call
   if (!v1) {
     evt.clean_session = run.clean_session ? 1 : 0;
+    evt.session_expiry = run.session_expiry;
     props.reserve(run.user_props_count);
     for (const char* p = run.user_props.c_str(); props.size() < run.user_props_count;) {
       const char* value = p + std::strlen(p) + 1;

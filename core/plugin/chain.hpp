@@ -55,6 +55,7 @@ struct ChainRun {
   size_t next = 0;             // the next plugin to ask
   // AUTHENTICATE inputs (the rest is on the client).
   bool client_id_generated = false, clean_session = false;
+  uint32_t session_expiry = 0;  // the event's session_expiry (see mqgate_plugin.h)
   uint8_t protocol_level = 0;
   std::optional<std::string> password;
   // MQTT 5.0 AUTHENTICATE inputs: the CONNECT's user properties; for enhanced

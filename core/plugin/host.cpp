@@ -231,6 +231,10 @@ AuthResult PluginHost::authenticate(const Client& client, const codec::Connect& 
   run->authenticating = true;
   run->client_id_generated = connect.client_id.empty();
   run->clean_session = connect.clean_session;
+  run->session_expiry = connect.protocol_level == codec::kProtocolLevel5
+                            ? connect.props.session_expiry_interval.value_or(0)
+                        : connect.clean_session ? 0
+                                                : 0xFFFFFFFFu;
   run->protocol_level = connect.protocol_level;
   if (connect.password) run->password.emplace(*connect.password);
   for (const auto& [name, value] : connect.props.user_properties) {
@@ -291,6 +295,9 @@ AuthResult PluginHost::reauthenticate(const Client& client, std::string_view met
   run->authenticating = true;
   run->reauthenticate = true;
   run->clean_session = client.clean_session;
+  run->session_expiry = client.v5()            ? client.v5()->session_expiry
+                        : client.clean_session ? 0
+                                               : 0xFFFFFFFFu;
   run->protocol_level = client.protocol_level;
   run->auth_method.emplace(method);
   run->method_plugins = plugins_offering(chain, method);

@@ -118,13 +118,17 @@ struct Job {
   std::string id, claim, peer, payload, reply_topic, leaf_der;
   std::string token;  // a token claim's token: burnt on success
   std::optional<std::string> correlation;
+  // The configuration and issuing CA as they were when the request came: a SIGHUP
+  // reload swaps the instance's, never what a worker is using.
+  std::shared_ptr<const Config> cfg;
+  std::shared_ptr<Signer> signer;
 };
 
 struct Instance {
   mqgate_plugin* plugin = nullptr;
   const mqgate_host_api* api = nullptr;
-  Config cfg;
-  std::unique_ptr<Signer> signer;
+  std::shared_ptr<const Config> cfg;  // replaced (on the loop) by a reload
+  std::shared_ptr<Signer> signer;
   std::unique_ptr<StateFile> state;
   Counters counters;
   mqgate_work_queue queue{};
@@ -358,7 +362,7 @@ bool check_renewal(Instance& s, const Job& j) {
     refuse(s, j, "not-own-id", "no client certificate to renew");
     return false;
   }
-  if (spiffe_name(san_uris(leaf.crt), s.cfg.domain, "/device/") != j.id) {
+  if (spiffe_name(san_uris(leaf.crt), j.cfg->domain, "/device/") != j.id) {
     refuse(s, j, "not-own-id", "the client certificate does not name device " + j.id);
     return false;
   }
@@ -369,10 +373,10 @@ bool check_renewal(Instance& s, const Job& j) {
     refuse(s, j, "internal", "the client certificate's notAfter cannot be read");
     return false;
   }
-  const std::time_t opens = not_after - static_cast<std::time_t>(s.cfg.renew_window_days) * 86400;
+  const std::time_t opens = not_after - static_cast<std::time_t>(j.cfg->renew_window_days) * 86400;
   if (std::time(nullptr) < opens) {
     refuse(s, j, "outside-renew-window",
-           "renewal opens " + std::to_string(s.cfg.renew_window_days) +
+           "renewal opens " + std::to_string(j.cfg->renew_window_days) +
                " days before the certificate expires, on " + pki::human_time(opens));
     return false;
   }
@@ -387,7 +391,7 @@ void run_job(void* context, mqgate_wq_job* head, int stopping) {
     return;
   }
   Csr csr;
-  if (Refusal r = check_csr(j->payload, s.cfg.keys, csr)) {
+  if (Refusal r = check_csr(j->payload, j->cfg->keys, csr)) {
     refuse(s, *j, r.code, r.text);
     return;
   }
@@ -405,7 +409,7 @@ void run_job(void* context, mqgate_wq_job* head, int stopping) {
   }
   Issued issued;
   try {
-    issued = s.signer->sign(j->id, s.cfg.domain, s.cfg.days, csr.get().pk);
+    issued = j->signer->sign(j->id, j->cfg->domain, j->cfg->days, csr.get().pk);
   } catch (const std::exception& e) {
     s.api->log(s.plugin, MQGATE_LOG_ERROR, "signing for %s failed: %s", j->id.c_str(), e.what());
     refuse(s, *j, "internal", "the certificate could not be signed");
@@ -464,17 +468,24 @@ int allow_claim(Instance& s, mqgate_evt_authenticate* evt, ClaimData claim, cons
   return MQGATE_ALLOW;
 }
 
+// A session that outlives the connection: MQTT 5.0's Session Expiry Interval (ABI 2.5
+// tells it; an older host leaves the field out, and clean_session is all there is).
+bool keeps_session(const mqgate_evt_authenticate* evt) {
+  return MQGATE_HAS_FIELD(evt, mqgate_evt_authenticate, session_expiry) && evt->session_expiry != 0;
+}
+
 // A device without a claim certificate that sends a known single-use token as its
 // password, its device id as user name and client id.
+
 int token_authenticate(Instance& s, mqgate_evt_authenticate* evt) {
-  if (s.cfg.tokens.empty() || evt->password == nullptr || evt->username == nullptr)
+  if (s.cfg->tokens.empty() || evt->password == nullptr || evt->username == nullptr)
     return MQGATE_ABSTAIN;
   const std::string token(reinterpret_cast<const char*>(evt->password), evt->password_len);
   const std::string id = evt->client_id ? evt->client_id : "";
-  auto known = s.cfg.tokens.find(token);
+  auto known = s.cfg->tokens.find(token);
   const std::string hash = sha256_hex(token);
   const std::string label = "token:" + hash.substr(0, 12);
-  if (known == s.cfg.tokens.end()) {
+  if (known == s.cfg->tokens.end()) {
     s.api->log(s.plugin, MQGATE_LOG_INFO,
                "refused: connect client=%s peer=%s claim=token: token-unknown", id.c_str(),
                evt->peer_address);
@@ -491,8 +502,10 @@ int token_authenticate(Instance& s, mqgate_evt_authenticate* evt) {
     why = "token-used: this enrolment token was used already";
   else if (evt->client_id_generated || !valid_name(id, 128) || id != evt->username)
     why = "id-not-allowed: connect with the device id as client id and user name";
-  else if (!evt->clean_session)
-    why = "a claim identity may not keep a session (connect with a clean session)";
+  else if (!evt->clean_session || keeps_session(evt))
+    why =
+        "a claim identity may not keep a session (connect with a clean session and no "
+        "session expiry)";
   else if (fnmatch(known->second.c_str(), id.c_str(), 0) != 0)
     why = "id-not-allowed: device id " + id + " is not allowed for this token";
   if (!why.empty()) {
@@ -509,19 +522,21 @@ int on_authenticate(Instance& s, mqgate_evt_authenticate* evt) {
   if (evt->peer_chain_len == 0 || !leaf.parse(evt->peer_chain[0].der, evt->peer_chain[0].der_len))
     return token_authenticate(s, evt);  // no certificate: a token, or not a claim identity
   const std::vector<std::string> uris = san_uris(leaf.crt);
-  const std::string batch = spiffe_name(uris, s.cfg.domain, "/claim/");
+  const std::string batch = spiffe_name(uris, s.cfg->domain, "/claim/");
   if (batch.empty()) return MQGATE_ABSTAIN;  // a device (certauth's) or someone else's
   const std::string id = evt->client_id ? evt->client_id : "";
   std::string why;
-  auto known = s.cfg.batches.find(batch);
-  if (!spiffe_name(uris, s.cfg.domain, "/device/").empty())
+  auto known = s.cfg->batches.find(batch);
+  if (!spiffe_name(uris, s.cfg->domain, "/device/").empty())
     why = "a certificate naming both a claim and a device";
-  else if (known == s.cfg.batches.end())
+  else if (known == s.cfg->batches.end())
     why = "claim batch " + batch + " is not in the allow-list";
   else if (evt->client_id_generated || !valid_name(id, 128))
     why = "id-not-allowed: connect with the device id ([A-Za-z0-9._-]{1,128}) as client id";
-  else if (!evt->clean_session)
-    why = "a claim identity may not keep a session (connect with a clean session)";
+  else if (!evt->clean_session || keeps_session(evt))
+    why =
+        "a claim identity may not keep a session (connect with a clean session and no "
+        "session expiry)";
   else {
     bool allowed = false;
     for (const std::string& pattern : known->second)
@@ -574,6 +589,8 @@ int on_message(Instance& s, mqgate_evt_message* evt) {
   }
   auto j = std::make_unique<Job>();
   j->self = &s;
+  j->cfg = s.cfg;
+  j->signer = s.signer;
   j->reply_to = evt->reply_to;
   j->renew = renew;
   j->id = id;
@@ -609,6 +626,37 @@ int on_message(Instance& s, mqgate_evt_message* evt) {
   return MQGATE_ALLOW;
 }
 
+// SIGHUP: the options, the allow-list, the token file and the issuing CA are read again;
+// a bad set is refused (the old one stays). Requests already queued finish with what
+// they started with. The queue's size and threads and the state file stay until a
+// restart. (The files are small; they are read on the loop as the acl plugin does.)
+int on_reload(Instance& s, mqgate_evt_reload* evt) {
+  auto cfg = std::make_shared<Config>();
+  if (int rc = read_config(s.api, evt->options, *cfg, &evt->errmsg); rc != MQGATE_OK) return rc;
+  std::shared_ptr<Signer> signer;
+  try {
+    signer = std::make_shared<Signer>(cfg->key, cfg->cert, cfg->chain);
+  } catch (const std::exception& e) {
+    evt->errmsg = s.api->mprintf("issuing CA: %s", e.what());
+    return MQGATE_ERR_CONFIG;
+  }
+  if (cfg->max_pending != s.cfg->max_pending || cfg->threads != s.cfg->threads ||
+      cfg->state_file != s.cfg->state_file)
+    s.api->log(s.plugin, MQGATE_LOG_WARNING,
+               "reload: max_pending, threads and state_file change at the next restart");
+  // Those stay as they are until then.
+  cfg->max_pending = s.cfg->max_pending;
+  cfg->threads = s.cfg->threads;
+  cfg->state_file = s.cfg->state_file;
+  s.cfg = std::move(cfg);
+  s.signer = std::move(signer);
+  s.api->log(s.plugin, MQGATE_LOG_INFO,
+             "reloaded: uri_domain=%s issuing CA %s, %zu claim batch(es), %zu token(s)",
+             s.cfg->domain.c_str(), s.cfg->cert.c_str(), s.cfg->batches.size(),
+             s.cfg->tokens.size());
+  return MQGATE_OK;
+}
+
 int on_event(int event, void* data, void* instance) try {
   Instance& s = *static_cast<Instance*>(instance);
   switch (event) {
@@ -618,6 +666,8 @@ int on_event(int event, void* data, void* instance) try {
       return on_authorize(s, static_cast<mqgate_evt_authorize*>(data));
     case MQGATE_EVT_MESSAGE:
       return on_message(s, static_cast<mqgate_evt_message*>(data));
+    case MQGATE_EVT_RELOAD:
+      return on_reload(s, static_cast<mqgate_evt_reload*>(data));
   }
   return MQGATE_OK;
 } catch (const std::exception&) {  // out of memory: nothing may cross into the C host
@@ -638,18 +688,20 @@ int init(mqgate_plugin* plugin, const mqgate_host_api* api, const mqgate_options
   auto s = std::make_unique<Instance>();
   s->plugin = plugin;
   s->api = api;
-  if (int rc = read_config(api, options, s->cfg, errmsg); rc != MQGATE_OK) return rc;
+  auto cfg = std::make_shared<Config>();
+  if (int rc = read_config(api, options, *cfg, errmsg); rc != MQGATE_OK) return rc;
   try {
-    s->signer = std::make_unique<Signer>(s->cfg.key, s->cfg.cert, s->cfg.chain);
+    s->signer = std::make_shared<Signer>(cfg->key, cfg->cert, cfg->chain);
   } catch (const std::exception& e) {
     *errmsg = api->mprintf("issuing CA: %s", e.what());
     return MQGATE_ERR_CONFIG;
   }
-  if (!s->cfg.state_file.empty()) {
+  s->cfg = std::move(cfg);
+  if (!s->cfg->state_file.empty()) {
     s->state = std::make_unique<StateFile>();
     std::string why;
     std::vector<std::string> burnt;
-    if (!s->state->open(s->cfg.state_file, why) || !s->state->burnt_tokens(burnt, why)) {
+    if (!s->state->open(s->cfg->state_file, why) || !s->state->burnt_tokens(burnt, why)) {
       *errmsg =
           api->mprintf("%s: state_file: %s", api->opt_location(options, "state_file"), why.c_str());
       return MQGATE_ERR_CONFIG;
@@ -666,7 +718,8 @@ int init(mqgate_plugin* plugin, const mqgate_host_api* api, const mqgate_options
       if (ch == '-') ch = '_';
     c.refused[i] = api->register_counter(plugin, name.c_str(), "Requests refused, by reason.");
   }
-  for (int event : {MQGATE_EVT_AUTHENTICATE, MQGATE_EVT_AUTHORIZE, MQGATE_EVT_MESSAGE})
+  for (int event :
+       {MQGATE_EVT_AUTHENTICATE, MQGATE_EVT_AUTHORIZE, MQGATE_EVT_MESSAGE, MQGATE_EVT_RELOAD})
     if (api->register_event(plugin, event, on_event) != MQGATE_OK) {
       *errmsg = api->mprintf("cannot register the plugin's event callbacks");
       return MQGATE_ERR_PLUGIN;
@@ -676,7 +729,7 @@ int init(mqgate_plugin* plugin, const mqgate_host_api* api, const mqgate_options
     *errmsg = api->mprintf("cannot claim $provision/+/csr and $provision/+/renew (see the log)");
     return MQGATE_ERR_CONFIG;
   }
-  if (mqgate_wq_start(&s->queue, s->cfg.threads, s->cfg.max_pending, run_job, s.get()) != 0) {
+  if (mqgate_wq_start(&s->queue, s->cfg->threads, s->cfg->max_pending, run_job, s.get()) != 0) {
     *errmsg = api->mprintf("cannot start the signing threads");
     return MQGATE_ERR_PLUGIN;
   }
@@ -684,9 +737,9 @@ int init(mqgate_plugin* plugin, const mqgate_host_api* api, const mqgate_options
   api->log(plugin, MQGATE_LOG_INFO,
            "uri_domain=%s issuing CA %s, %zu claim batch(es), days=%u renew_window_days=%u "
            "max_pending=%zu threads=%zu tokens=%zu state_file=%s",
-           s->cfg.domain.c_str(), s->cfg.cert.c_str(), s->cfg.batches.size(), s->cfg.days,
-           s->cfg.renew_window_days, s->cfg.max_pending, s->cfg.threads, s->cfg.tokens.size(),
-           s->cfg.state_file.empty() ? "(none)" : s->cfg.state_file.c_str());
+           s->cfg->domain.c_str(), s->cfg->cert.c_str(), s->cfg->batches.size(), s->cfg->days,
+           s->cfg->renew_window_days, s->cfg->max_pending, s->cfg->threads, s->cfg->tokens.size(),
+           s->cfg->state_file.empty() ? "(none)" : s->cfg->state_file.c_str());
   *instance = s.release();
   return MQGATE_OK;
 }

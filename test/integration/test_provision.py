@@ -10,6 +10,7 @@ import datetime
 import os
 import queue
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -62,8 +63,9 @@ def read(path, mode="r"):
 class Device:
     """A paho client over TLS (3.1.1 or 5) that collects the messages it gets."""
 
-    def __init__(self, port, creds, client_id, ca, v5=False, clean=True):
+    def __init__(self, port, creds, client_id, ca, v5=False, clean=True, expiry=None):
         self.v5 = v5
+        self.expiry = expiry  # 5.0: a Session Expiry Interval to ask for
         proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
         kw = {} if v5 else {"clean_session": clean}
         self.c = mqtt.Client(client_id=client_id, protocol=proto, reconnect_on_failure=False, **kw)
@@ -78,7 +80,15 @@ class Device:
 
     def connect(self):
         try:
-            self.c.connect("localhost", self.port, 30, clean_start=True) if self.v5 else \
+            if self.v5:
+                props = None
+                if self.expiry is not None:
+                    from paho.mqtt.packettypes import PacketTypes
+                    from paho.mqtt.properties import Properties
+                    props = Properties(PacketTypes.CONNECT)
+                    props.SessionExpiryInterval = self.expiry
+                self.c.connect("localhost", self.port, 30, clean_start=True, properties=props)
+            else:
                 self.c.connect("localhost", self.port, 30)
         except (ssl.SSLError, OSError):
             return "refused"
@@ -153,9 +163,9 @@ class ProvisionTest(ProvisionPki):
         with sqlite3.connect(db) as c:
             return c.execute("SELECT device_id, kind, claim FROM issued").fetchall()
 
-    def device(self, client_id, creds=None, v5=False, clean=True):
+    def device(self, client_id, creds=None, v5=False, clean=True, expiry=None):
         dev = Device(self.port, creds or (self.claim.cert, self.claim.key), client_id,
-                     self.root.cert, v5=v5, clean=clean)
+                     self.root.cert, v5=v5, clean=clean, expiry=expiry)
         self.addCleanup(dev.close)
         return dev
 
@@ -307,10 +317,32 @@ class ProvisionTest(ProvisionPki):
         self.b.wait_log(r'plugin "provision": refused: connect client=intruder-1 peer=\S+ '
                         r'claim=batchA: id-not-allowed')
 
+    def test_sighup_reloads_the_allow_list_and_keeps_the_old_one_if_bad(self):
+        allow = os.path.join(self.d, "claims.allow")
+        self.addCleanup(lambda: open(allow, "w").write(ALLOW))
+        self.assertNotEqual(self.device("reload-1").connect(), 0)
+        with open(allow, "w") as f:
+            f.write(ALLOW + "batchA reload-*\n")
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r'plugin "provision": reloaded: .* 2 claim batch')
+        self.assertEqual(self.device("reload-1").connect(), 0)
+        # A bad file is refused with its line, and the rules loaded before stay.
+        with open(allow, "w") as f:
+            f.write("batchA\n")
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"claims\.allow:1: expected")
+        self.assertEqual(self.device("reload-2").connect(), 0)
+
     def test_a_claim_may_not_keep_a_session(self):
         dev = self.device("dev-10", clean=False)
         self.assertNotEqual(dev.connect(), 0)
         self.b.wait_log(r"a claim identity may not keep a session")
+        # 5.0: Clean Start alone is not enough; a session that outlives the connection
+        # (Session Expiry Interval) is refused too.
+        dev5 = self.device("dev-10", v5=True, expiry=3600)
+        self.assertNotEqual(dev5.connect(), 0)
+        self.b.wait_log(r"client=dev-10 .*a claim identity may not keep a session", count=2)
+        self.assertEqual(self.device("dev-10", v5=True, expiry=0).connect(), 0)
 
     def test_a_claim_may_not_subscribe_to_everything_or_other_devices(self):
         dev = self.device("dev-11")

@@ -229,6 +229,7 @@ int main(void) {
 
 #if LAYOUT_ABI >= 25
   /* --- ABI 2.5: broker-owned topics, plugin counters ------------------------------- */
+  FIELD(mqgate_evt_authenticate, session_expiry);
   VALUE(MQGATE_EVT_MESSAGE);
   FIELD(mqgate_evt_message, struct_size);
   FIELD(mqgate_evt_message, client);

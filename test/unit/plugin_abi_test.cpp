@@ -57,6 +57,7 @@ FIELD_AT(mqgate_evt_authenticate, reason_string, 232);
 FIELD_AT(mqgate_evt_authenticate, auth_data_out, 240);
 FIELD_AT(mqgate_evt_authenticate, auth_data_out_len, 248);
 FIELD_AT(mqgate_evt_authenticate, reserved2, 256);
+FIELD_AT(mqgate_evt_authenticate, session_expiry, 288);
 FIELD_AT(mqgate_user_property, name, 0);
 FIELD_AT(mqgate_user_property, value, 8);
 static_assert(sizeof(mqgate_user_property) == 16);
