@@ -15,6 +15,7 @@
 #include <cassert>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -160,6 +161,17 @@ class Broker {
   void begin_shutdown() { shutting_down_ = true; }
   const LimitsConfig& limits() const { return limits_; }
   const BrokerStats& stats() const { return stats_; }
+  // Connected clients with a certificate whose notAfter (seconds since the epoch) falls
+  // in an hour that began at or before `t`: for /metrics' expiry windows, counted over
+  // the distinct hours (a few thousand at most for 90 days), not over the clients.
+  size_t certificates_expiring_by(int64_t t) const {
+    size_t n = 0;
+    for (auto it = certificate_expiry_.begin();
+         it != certificate_expiry_.end() && it->first <= hour_of(t); ++it)
+      n += it->second;
+    return n;
+  }
+  size_t certificates_connected() const { return certificates_connected_; }
   // The plugins' own counters (api->register_counter), for $SYS.
   std::vector<PluginCounter> plugin_counters() const { return hooks_.plugin_counters(); }
   // The transports' one way into the statistics (they never write them directly).
@@ -622,6 +634,11 @@ class Broker {
   bool shutting_down_ = false;
   std::string response_information_;  // 5.0; "%c": the client id
   cluster::Outbound* cluster_ = nullptr;  // set with [cluster]
+  // The connected clients that presented a certificate, by the hour of its notAfter.
+  static int64_t hour_of(int64_t t) { return t >= 0 ? t / 3600 : (t - 3599) / 3600; }
+  void count_certificate(const Client& client, int delta);
+  std::map<int64_t, size_t> certificate_expiry_;
+  size_t certificates_connected_ = 0;
   // Clients whose SUBSCRIBE waits in awaiting_ for the cluster to know its filters.
   std::vector<ConnId> cluster_waits_;
 };

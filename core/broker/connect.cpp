@@ -227,6 +227,7 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
   client.identity = &session->owner();
   client.state = Client::State::kConnected;
   stats_.clients_connected++;
+  count_certificate(client, +1);
   stats_.clients_maximum = std::max(stats_.clients_maximum, stats_.clients_connected);
   if (is_v5(client))
     encode_connack_v5(client, present, c);

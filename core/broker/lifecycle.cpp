@@ -39,6 +39,21 @@ void Broker::handle_disconnect(Client& client, const codec::Disconnect& d) {
   client.close("client sent DISCONNECT");
 }
 
+void Broker::count_certificate(const Client& client, int delta) {
+  const TlsPeerInfo* tls = client.tls();
+  if (tls == nullptr || tls->chain_der.empty()) return;
+  const int64_t hour = hour_of(tls->not_after);
+  if (delta > 0) {
+    certificate_expiry_[hour]++;
+    certificates_connected_++;
+    return;
+  }
+  auto it = certificate_expiry_.find(hour);
+  if (it == certificate_expiry_.end()) return;
+  if (--it->second == 0) certificate_expiry_.erase(it);
+  certificates_connected_--;
+}
+
 void Broker::on_closed(Client& client, const char* reason, uint64_t now_ms) {
   MQGATE_BROKER_ENTRY();
   awaiting_.erase(client.conn_id());
@@ -87,6 +102,7 @@ bool Broker::detach_client(Client& client, const char* reason, uint64_t now_ms) 
   } else
     destroy_session(session);
   stats_.clients_connected--;
+  count_certificate(client, -1);
   hooks_.on_disconnected(client, reason);
   client.clear_plugin_data();
   CLIENT_LOG(log::Level::kInfo, client, "disconnected (%s)", reason);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 
 #include "base/loop_lag.hpp"
 #include "base/version.hpp"
@@ -125,6 +126,26 @@ void broker_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(uint64_t{s.lingering_connections});
 }
 
+// Connected clients that presented a certificate, by the time left on it: disjoint
+// windows, so a dashboard can stack them; five series whatever the fleet's size.
+void certificate_expiry_metrics(MetricsText& m, const Broker& b) {
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  constexpr int64_t kDay = 86400;
+  const size_t expired = b.certificates_expiring_by(now - 3600);  // (to the hour)
+  const size_t by7 = b.certificates_expiring_by(now + 7 * kDay);
+  const size_t by30 = b.certificates_expiring_by(now + 30 * kDay);
+  const size_t by90 = b.certificates_expiring_by(now + 90 * kDay);
+  const size_t all = b.certificates_connected();
+  m.family("mqgate_clients_by_certificate_expiry", kGauge,
+           "Connected clients that presented a certificate, by the time left on it (to the "
+           "hour): expired, within 7 days, 7 to 30, 30 to 90, or later.");
+  m.sample(uint64_t{expired}, {{"window", "expired"}});
+  m.sample(uint64_t{by7 - expired}, {{"window", "7d"}});
+  m.sample(uint64_t{by30 - by7}, {{"window", "30d"}});
+  m.sample(uint64_t{by90 - by30}, {{"window", "90d"}});
+  m.sample(uint64_t{all - by90}, {{"window", "later"}});
+}
+
 void listener_metrics(MetricsText& m, const MetricsSources& s) {
   m.family("mqgate_listener_connections", kGauge, "Connections open now, by listener.");
   for (const auto& l : s.listeners)
@@ -153,6 +174,23 @@ void listener_metrics(MetricsText& m, const MetricsSources& s) {
                {{"listener", l->config().name}, {"reason", TlsHandshakeCounts::failure_name(why)}});
     }
   }
+  m.family("mqgate_listener_certificate_expiry_timestamp_seconds", kGauge,
+           "notAfter of the certificate each TLS listener serves, in seconds since the epoch.");
+  for (const auto& l : s.listeners) {
+    const auto& g = l->tls_generation();
+    if (!g) continue;
+    if (auto t = x509_time_to_epoch(g->served_chain().valid_to))
+      m.sample(static_cast<double>(*t), {{"listener", l->config().name}});
+  }
+  m.family("mqgate_listener_crl_next_update_timestamp_seconds", kGauge,
+           "nextUpdate of the CRL each TLS listener checks clients against, in seconds since "
+           "the epoch (listeners without a CRL are left out).");
+  for (const auto& l : s.listeners) {
+    const auto& g = l->tls_generation();
+    if (g && g->crl() != nullptr)
+      m.sample(static_cast<double>(g->crl_next_update()), {{"listener", l->config().name}});
+  }
+  certificate_expiry_metrics(m, s.broker);
   m.family("mqgate_websocket_upgrades", kCounter,
            "WebSocket upgrade requests, by listener and result (upgraded, or refused with an HTTP "
            "error).");

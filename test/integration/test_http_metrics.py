@@ -240,6 +240,54 @@ class MetricsTest(BrokerTestCase):
             self.assertEqual(value(m, "mqgate_tls_handshake_failures_total", listener="mtls",
                                    reason=reason), n, reason)
 
+    def test_certificate_expiry_of_clients_and_listeners(self):
+        d = self.pki_dir
+        soon = pki.make_device(d, "soon", "my.domain.name", key_type="ec", days=5)
+        later = pki.make_device(d, "later", "my.domain.name", key_type="ec", days=200)
+        crl = pki.revoke(d, pki.make_device(d, "gone", "my.domain.name", key_type="ec").cert)
+        listeners = ('[listeners.mtls]\nbind = "127.0.0.1:0"\nssl = true\n'
+                     f'certfile = "{self.server.cert}"\nkeyfile = "{self.server.key}"\n'
+                     f'cafile = "{self.ca.cert}"\ncrlfile = "{crl}"\nclient_cert = "required"\n'
+                     '[listeners.plain]\nbind = "127.0.0.1:0"\n')
+        b = self.start_broker(http_config(listeners=listeners))
+        port = http_port(b)
+
+        def connect(creds, client_id):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(self.ca.cert)
+            ctx.load_cert_chain(creds.cert, creds.key)
+            raw = socket.create_connection(("127.0.0.1", b.port("mtls")), timeout=10)
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            self.addCleanup(s.close)
+            s.sendall(r.connect(client_id))
+            self.assertEqual(s.recv(4)[:1], b"\x20")
+            return s
+
+        def windows():
+            m = parse_samples(get(port)[2].decode())
+            return {w: value(m, "mqgate_clients_by_certificate_expiry", window=w)
+                    for w in ("expired", "7d", "30d", "90d", "later")}, m
+
+        connect(soon, "soon")
+        gone_later = connect(later, "later")
+        got, m = windows()
+        self.assertEqual(got, {"expired": 0, "7d": 1, "30d": 0, "90d": 0, "later": 1})
+        # The served certificate (make_server's default: 365 days) and the CRL's nextUpdate.
+        served = value(m, "mqgate_listener_certificate_expiry_timestamp_seconds", listener="mtls")
+        self.assertAlmostEqual(served, time.time() + 365 * 86400, delta=2 * 86400)
+        self.assertGreater(
+            value(m, "mqgate_listener_crl_next_update_timestamp_seconds", listener="mtls"),
+            time.time())
+        self.assertNotIn('listener="plain"',
+                         "\n".join(l for l in get(port)[2].decode().splitlines()
+                                   if l.startswith("mqgate_listener_certificate_expiry")))
+        # A client that leaves is no longer counted.
+        gone_later.close()
+        b.wait_log(r'client="later".*disconnected')
+        got, _ = windows()
+        self.assertEqual(got["later"], 0)
+        self.assertEqual(got["7d"], 1)
+
     def test_auth_decisions_by_plugin_and_verdict(self):
         deferred = os.path.join(TEST_PLUGIN_DIR, "deferred.so")
         config = ('auth_timeout = 1\n'
