@@ -105,6 +105,26 @@ void Server::write_broker(console::Json& out) {
     out.end_object();
   }
   out.end_array();
+  // The cluster as this node sees it (null without [cluster]).
+  out.key("cluster");
+  if (!cluster_) {
+    out.null();
+    return;
+  }
+  const cluster::Gossip& g = cluster_->gossip();
+  const cluster::Bridge::Stats& cs = cluster_->stats();
+  out.begin_object()
+      .field("name", cluster_->config().name)
+      .field("node", cluster_->config().node)
+      .field("connected", cluster_->connected())
+      .field("other_nodes", uint64_t{g.nodes()})
+      .field("local_filters", uint64_t{cluster_->interest_filters()})
+      .field("remote_filters", uint64_t{g.remote_filters()})
+      .field("interest_certain", g.certain())
+      .field("messages_sent", cs.sent)
+      .field("messages_kept_local", cs.not_wanted)
+      .field("messages_received", cs.received)
+      .end_object();
 }
 
 void Server::console_disconnect(Client& client, const char* why) {

@@ -138,10 +138,12 @@ class ClusterTestCase(mqgate_test.BrokerTestCase):
         self.nats.append(n)
         return n
 
-    def start_node(self, name, urls, extra="", wait_connected=True, cluster_name=None):
+    def start_node(self, name, urls, extra="", wait_connected=True, cluster_name=None,
+                   http_extra=""):
         cfg = mqgate_test.plain_config(extra=f"""
 [http]
 bind = "127.0.0.1:0"
+{http_extra}
 """) + f"""
 [cluster]
 node = "{name}"
@@ -156,7 +158,10 @@ nats = [{", ".join(f'"{u}"' for u in urls)}]
         return b
 
     def get(self, node, path):
-        with urllib.request.urlopen(f"http://127.0.0.1:{node.http}{path}", timeout=5) as r:
+        token = getattr(node, "token", None)  # [http] token: /metrics needs it too
+        req = urllib.request.Request(f"http://127.0.0.1:{node.http}{path}",
+                                     headers={"Authorization": "Bearer " + token} if token else {})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return r.read().decode()
 
     def metric(self, node, name, **labels):
@@ -609,9 +614,15 @@ class ClusterInterestTest(ClusterTestCase):
         sub = self.paho(self.a, "old-sub")
         sub.subscribe("join/#", 1)
         self.wait_certain(self.a, 1)
-        c = self.start_node("c", [self.n.url()])
+        c = self.start_node("c", [self.n.url()], http_extra='console = true\ntoken = "t0k"\n')
+        c.token = "t0k"
         self.wait_certain(c, 2)
         self.assertEqual(self.metric(c, "mqgate_cluster_remote_filters"), 1)
+        # The console's broker page shows the cluster as this node sees it.
+        cluster = json.loads(self.get(c, "/api/v1/broker"))["cluster"]
+        self.assertEqual((cluster["node"], cluster["connected"], cluster["other_nodes"],
+                          cluster["remote_filters"], cluster["interest_certain"]),
+                         ("c", True, 2, 1, True))
         kept = self.metric(c, "mqgate_cluster_messages_kept_local_total")
         self.pub(c, "join/x", "from-c", 1)
         self.assertEqual(sub.get().payload, b"from-c")

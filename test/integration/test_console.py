@@ -408,6 +408,7 @@ class ConsoleTest(BrokerTestCase):
         self.assertIn("CN=localhost", tls["certificates"][0]["subject"])
         self.assertRegex(tls["crl"]["next_update"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         self.assertEqual(tls["crl"]["entries"], 0)
+        self.assertIsNone(body["cluster"])  # no [cluster] here (test_cluster has one)
 
     def test_page_files(self):
         self.start()

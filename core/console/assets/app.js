@@ -348,6 +348,7 @@ async function pollBroker() {
     }
     drawChart(canvas, canvas.dataset.label, values);
   }
+  renderCluster(b.cluster);
   const box = $('listeners');
   box.replaceChildren();
   for (const l of b.listeners) {
@@ -373,6 +374,32 @@ async function pollBroker() {
       box.appendChild(cd);
     }
   }
+}
+
+// The cluster block of the broker page: this node, the others it knows, the traffic.
+function renderCluster(c) {
+  const box = $('cluster');
+  box.replaceChildren();
+  if (!c) {
+    box.appendChild(el('p', 'Not in a cluster (no [cluster] section).'));
+    return;
+  }
+  const dl = el('dl');
+  fill(dl, [
+    ['cluster', c.name], ['this node', c.node],
+    ['NATS', c.connected ? 'connected' : 'disconnected (local clients only)'],
+    ['other nodes', c.other_nodes],
+    ['filters here / on the others', c.local_filters + ' / ' + c.remote_filters],
+    [
+      'interest',
+      c.interest_certain ? 'known: only wanted messages leave' : 'unsure: every message leaves'
+    ],
+    [
+      'messages sent / kept local / received',
+      c.messages_sent + ' / ' + c.messages_kept_local + ' / ' + c.messages_received
+    ]
+  ]);
+  box.appendChild(dl);
 }
 
 async function renderBroker() {
