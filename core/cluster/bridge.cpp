@@ -83,14 +83,11 @@ void Bridge::leave() {
 
 void Bridge::on_tick(uv_timer_t* timer) {
   auto* self = static_cast<Bridge*>(timer->data);
-  const uint64_t before = self->gossip_.settled();
   self->gossip_.tick(self->now_ms());
   self->send_control();
-  // Also when the number moved outside a tick (a DELTA added or removed meanwhile)
-  // without the broker hearing of it yet.
-  if ((self->gossip_.settled() != before || self->gossip_.settled() != self->reported_settled_) &&
-      self->ready_)
-    self->ready_();
+  // Whether it moved in this tick or outside one (a DELTA added or removed meanwhile),
+  // the broker has not heard of it yet.
+  if (self->gossip_.settled() != self->reported_settled_ && self->ready_) self->ready_();
 }
 
 void Bridge::send_control() {
@@ -99,7 +96,6 @@ void Bridge::send_control() {
 }
 
 bool Bridge::drain_control() {
-  reported_settled_ = gossip_.settled();  // the server hands it to the broker next
   if (!link_) return false;
   // A slice at a time: a flood of control messages does not hold the loop.
   const size_t left = link_->take_control(control_batch_, kControlSlice);
@@ -107,7 +103,7 @@ bool Bridge::drain_control() {
   for (; !control_batch_.empty(); control_batch_.pop_front())
     gossip_.on_message(control_batch_.front(), now);
   send_control();
-  reported_settled_ = gossip_.settled();
+  reported_settled_ = gossip_.settled();  // the server hands it to the broker next
   return left != 0;
 }
 

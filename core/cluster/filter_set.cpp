@@ -102,18 +102,16 @@ bool FilterSet::remove(std::string_view filter) {
 
 bool FilterSet::matches(std::string_view topic) const {
   if (root_->below == 0) return false;
-  std::vector<std::string_view> levels;
+  std::vector<std::string_view>& levels = levels_;
+  levels.clear();
   TopicLevels split(topic);
   std::string_view level;
   while (split.next(level))
     levels.push_back(level);
   // Wildcards at the first level do not match a '$' topic [MQTT-4.7.2-1].
   const bool dollar = !topic.empty() && topic[0] == '$';
-  struct Visit {
-    const Node* node;
-    size_t depth;
-  };
-  std::vector<Visit> stack{{root_.get(), 0}};
+  std::vector<Visit>& stack = stack_;
+  stack.assign(1, Visit{root_.get(), 0});
   while (!stack.empty()) {
     const auto [node, depth] = stack.back();
     stack.pop_back();

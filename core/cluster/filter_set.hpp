@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace mqgate::cluster {
 
@@ -33,8 +34,16 @@ class FilterSet {
 
  private:
   struct Node;
+  struct Visit {
+    const Node* node;
+    size_t depth;
+  };
   std::unique_ptr<Node> root_;
   size_t distinct_ = 0;
+  // matches()'s scratch, kept between calls: it runs for every local message of a
+  // cluster node (loop thread only), so it does not allocate each time.
+  mutable std::vector<std::string_view> levels_;
+  mutable std::vector<Visit> stack_;
 };
 
 }  // namespace mqgate::cluster
