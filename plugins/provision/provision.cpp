@@ -33,7 +33,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,6 +49,8 @@
 #include "state.hpp"
 #include "x509.hpp"
 
+#include "../common/bounded_read.h"
+#include "../common/line_file.h"
 #include "../common/mqgate_work_queue.h"
 #include "mqgate_plugin.h"
 
@@ -169,58 +170,83 @@ struct OptionReader {
   }
 };
 
-// "<batch> <pattern> [<pattern>...]" per line; '#' starts a comment.
-int read_allow_list(OptionReader& o, Config& c) {
-  std::ifstream in(c.allow_list);
-  if (!in) return o.fail("allow_list", "cannot read '" + c.allow_list + "'");
-  std::string line;
-  for (int n = 1; std::getline(in, line) && n <= 100000; ++n) {
-    if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+// The allow-list and the token file, line by line, with the bundled plugins' bounds
+// (bounded_read.h: the whole file capped; line_file.h: each line capped, no NUL, blanks
+// trimmed). `fn(words, where)` gets the words of each line left after '#' comments, and
+// "<file>:<line>" for its messages; it returns MQGATE_OK or sets *o.errmsg.
+template <typename Fn>
+int for_each_line(OptionReader& o, const char* key, const std::string& path, Fn fn) {
+  constexpr size_t kMaxFile = 64u << 20;
+  constexpr unsigned kMaxLine = 4096;
+  char err[512] = "";
+  size_t len = 0;
+  std::unique_ptr<char, decltype(&std::free)> data(
+      bounded_read(path.c_str(), kMaxFile, &len, err, sizeof err), &std::free);
+  if (!data) return o.fail(key, err);
+  line_file lf;
+  if (line_file_init(&lf, path.c_str(), data.get(), len, kMaxFile, kMaxLine, err, sizeof err) != 0)
+    return o.fail(key, err);
+  const char* line;
+  size_t lb, le;
+  int more;
+  while ((more = line_file_next(&lf, &line, &lb, &le, err, sizeof err)) == 1) {
+    std::string_view text(line + lb, le - lb);
+    if (const size_t hash = text.find('#'); hash != std::string_view::npos)
+      text.remove_suffix(text.size() - hash);
     std::vector<std::string> words;
     size_t at = 0;
-    while ((at = line.find_first_not_of(" \t\r", at)) != std::string::npos) {
-      const size_t end = line.find_first_of(" \t\r", at);
-      words.push_back(line.substr(at, end == std::string::npos ? end : end - at));
+    while ((at = text.find_first_not_of(" \t\r", at)) != std::string_view::npos) {
+      const size_t end = text.find_first_of(" \t\r", at);
+      words.emplace_back(text.substr(at, end == std::string_view::npos ? end : end - at));
       at = end;
     }
     if (words.empty()) continue;
-    const std::string where = c.allow_list + ":" + std::to_string(n);
-    if (!valid_name(words[0], 64) || words.size() < 2) {
-      *o.errmsg = o.api->mprintf(
-          "%s: expected \"<batch> <device id pattern>...\" with a batch of [A-Za-z0-9._-]{1,64}",
-          where.c_str());
-      return MQGATE_ERR_CONFIG;
-    }
-    auto& patterns = c.batches[words[0]];
-    patterns.insert(patterns.end(), words.begin() + 1, words.end());
+    const std::string where = path + ":" + std::to_string(lf.lineno);
+    if (const int rc = fn(words, where); rc != MQGATE_OK) return rc;
+  }
+  if (more < 0) {
+    *o.errmsg = o.api->mprintf("%s", err);
+    return MQGATE_ERR_CONFIG;
   }
   return MQGATE_OK;
+}
+
+// "<batch> <pattern> [<pattern>...]" per line; '#' starts a comment.
+int read_allow_list(OptionReader& o, Config& c) {
+  return for_each_line(o, "allow_list", c.allow_list,
+                       [&](const std::vector<std::string>& words, const std::string& where) {
+                         if (!valid_name(words[0], 64) || words.size() < 2) {
+                           *o.errmsg = o.api->mprintf(
+                               "%s: expected \"<batch> <device id pattern>...\" with a batch of "
+                               "[A-Za-z0-9._-]{1,64}",
+                               where.c_str());
+                           return MQGATE_ERR_CONFIG;
+                         }
+                         auto& patterns = c.batches[words[0]];
+                         patterns.insert(patterns.end(), words.begin() + 1, words.end());
+                         return MQGATE_OK;
+                       });
 }
 
 // "<token> <device id pattern>" per line: the token is the MQTT password of a device
 // whose user name and client id are its device id.
 int read_tokens(OptionReader& o, Config& c) {
-  std::ifstream in(c.token_file);
-  if (!in) return o.fail("token_file", "cannot read '" + c.token_file + "'");
-  std::string line;
-  for (int n = 1; std::getline(in, line) && n <= 1000000; ++n) {
-    if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
-    const size_t a = line.find_first_not_of(" \t\r");
-    if (a == std::string::npos) continue;
-    const size_t b = line.find_first_of(" \t", a);
-    const size_t p = b == std::string::npos ? b : line.find_first_not_of(" \t\r", b);
-    const std::string token = line.substr(a, b == std::string::npos ? b : b - a);
-    if (token.size() < 16 || token.size() > 256 || p == std::string::npos) {
-      // The line is not echoed: it holds a secret.
-      *o.errmsg = o.api->mprintf(
-          "%s:%d: expected \"<token> <device id pattern>\" with a token of 16 to 256 characters",
-          c.token_file.c_str(), n);
-      return MQGATE_ERR_CONFIG;
-    }
-    const size_t e = line.find_last_not_of(" \t\r");
-    c.tokens[token] = line.substr(p, e + 1 - p);
-  }
-  return MQGATE_OK;
+  return for_each_line(o, "token_file", c.token_file,
+                       [&](const std::vector<std::string>& words, const std::string& where) {
+                         if (words[0].size() < 16 || words[0].size() > 256 || words.size() < 2) {
+                           // The line is not echoed: it holds a secret.
+                           *o.errmsg = o.api->mprintf(
+                               "%s: expected \"<token> <device id pattern>\" with a token of 16 "
+                               "to 256 characters",
+                               where.c_str());
+                           return MQGATE_ERR_CONFIG;
+                         }
+                         std::string pattern = words[1];  // (the rest of the line, as before)
+                         for (size_t i = 2; i < words.size(); ++i)
+                           pattern += " " + words[i];
+                         c.tokens[words[0]] = std::move(pattern);
+                         return MQGATE_OK;
+                       });
 }
 
 int read_config(const mqgate_host_api* api, const mqgate_options* options, Config& c,

@@ -332,6 +332,12 @@ class ProvisionTest(ProvisionPki):
         self.b.signal(signal.SIGHUP)
         self.b.wait_log(r"claims\.allow:1: expected")
         self.assertEqual(self.device("reload-2").connect(), 0)
+        # So is a line past the bound every bundled plugin's files have.
+        with open(allow, "w") as f:
+            f.write("batchA " + "x" * 5000 + "\n")
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"claims\.allow:1: line longer than 4096 bytes")
+        self.assertEqual(self.device("reload-3").connect(), 0)
 
     def test_a_claim_may_not_keep_a_session(self):
         dev = self.device("dev-10", clean=False)
