@@ -150,6 +150,16 @@ class Broker {
   // The cluster's settled() moved on: SUBACKs that waited for other nodes to know their
   // new filters (cluster/outbound.hpp) go out.
   void on_cluster_settled(uint64_t settled);
+  // The cluster stored a message it gave a ticket for (Outbound::publish), or gave up:
+  // the publisher's PUBACK/PUBREC held for it goes, in order (given up: 5.0 a refusal
+  // with a Reason String, 3.1.1 the connection is closed unacknowledged). Publishers
+  // held while the cluster was backlogged are resumed once it is not.
+  void on_cluster_stored(uint64_t ticket, bool stored);
+  // Runs `done` once everything written to the store so far is durable (at once without
+  // persistence): the cluster acknowledges the deliveries it handed over then.
+  void when_stored(std::function<void(bool ok)> done);
+  // Changes written to the store so far: whether a call changed it (the count moved).
+  uint64_t store_changes() const;
 
   // --- configuration and introspection --------------------------------------------------
   void set_limits(const LimitsConfig& limits);
@@ -522,22 +532,30 @@ class Broker {
   // store) or an earlier one of this client waits, once the journal says everything so
   // far is on disk, in order. Not sent at all if the store failed.
   // 5.0 clients get `reason` (PUBACK, PUBREC) or `codes` (UNSUBACK, one per filter).
+  // `cluster_ticket`: the cluster must store the message first (on_cluster_stored).
   void acknowledge(Client& client, codec::PacketType type, uint16_t packet_id, bool durable,
-                   uint8_t reason = 0, std::vector<uint8_t> codes = {});
+                   uint8_t reason = 0, std::vector<uint8_t> codes = {},
+                   uint64_t cluster_ticket = 0);
   void send_ack(Client& client, codec::PacketType type, uint16_t packet_id, uint8_t reason,
                 const std::vector<uint8_t>& codes);
   // 5.0: a PUBACK/PUBREC that carries a plugin's Reason String (kept in the client's
   // state when it denied the PUBLISH); false if there is none for it.
   bool send_ack_reason_string(Client& client, codec::PacketType type, uint16_t packet_id,
                               uint8_t reason);
-  // Whether the packet being handled changed the store (persistence_->changes() moved).
-  uint64_t store_changes() const;
   void ack_durable(ConnId client, bool ok);
+  // Sends the client's held acknowledgements from the front while nothing holds them.
+  void release_held_acks(ConnId client);
+  // The acknowledgement of a message the cluster has to store first: 5.0 a refusal, 3.1.1
+  // the connection closed (both: never acknowledged as stored).
+  void refuse_unstored(Client& client, codec::PacketType type, uint16_t packet_id);
+  // The cluster is backlogged: `client` is not read until it is not (on_cluster_stored).
+  void hold_for_cluster(Client& client);
   // A persistent session's SUBACK (and the retained messages after it) once its
   // subscriptions are durable; false if nothing needs to wait (finish it now).
   bool hold_subscribe(Client& client, SubscribeState& st);
   void forget_held_acks(const Client& client) {
     held_acks_.erase(client.conn_id());
+    cluster_held_.erase(client.conn_id());
     route_queue_of_.erase(client.conn_id());  // its queued messages are still routed, in order
   }
   // A QoS 2 PUBLISH of a persistent session is routed only once its packet id is durable:
@@ -575,6 +593,10 @@ class Broker {
       std::shared_ptr<SubscribeState> subscribe;  // a SUBACK: the rest of the SUBSCRIBE
       uint8_t reason = 0;                         // 5.0
       std::vector<uint8_t> codes;                 // 5.0 UNSUBACK
+      bool store_wait = false;                    // behind a store barrier (they complete in order)
+      bool store_ok = true;                       // the barrier's result
+      uint64_t cluster_ticket = 0;                // waits for the cluster to store the message
+      bool cluster_failed = false;                // the cluster gave up on it
     };
     std::deque<Held> acks;
   };
@@ -641,6 +663,12 @@ class Broker {
   size_t certificates_connected_ = 0;
   // Clients whose SUBSCRIBE waits in awaiting_ for the cluster to know its filters.
   std::vector<ConnId> cluster_waits_;
+  // The ticket of the message route() just gave the cluster (0: none to wait for), the
+  // client each ticket's acknowledgement belongs to, and publishers held while the
+  // cluster is backlogged.
+  uint64_t cluster_ticket_ = 0;
+  std::unordered_map<uint64_t, ConnId> cluster_tickets_;
+  std::unordered_map<ConnId, Client*> cluster_held_;
 };
 
 }  // namespace mqgate

@@ -36,53 +36,135 @@ void Broker::send_ack(Client& client, PacketType type, uint16_t packet_id, uint8
 }
 
 void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bool durable,
-                         uint8_t reason, std::vector<uint8_t> codes) {
+                         uint8_t reason, std::vector<uint8_t> codes, uint64_t cluster_ticket) {
   // A 5.0 PUBREC with a failure code ends that QoS 2 exchange: no PUBREL follows, and the
   // packet id is free for the client's next message (4.3.3; nor does it count against
   // the Receive Maximum any longer).
   if (type == PacketType::kPubrec && reason >= 0x80 && client.v5() && client.session)
     client.session->end_incoming_qos2(packet_id, session_limits_);
+  durable = durable && persistence_ != nullptr;
   auto held = held_acks_.find(client.conn_id());
-  if (persistence_ == nullptr || (!durable && held == held_acks_.end())) {
+  if (!durable && cluster_ticket == 0 && held == held_acks_.end()) {
     send_ack(client, type, packet_id, reason, codes);
     return;
   }
-  // Behind a barrier, in order: acknowledgements of one client leave in the order its
-  // packets came, and barriers complete in the order they were made.
+  // Held, in order: acknowledgements of one client leave in the order its packets came
+  // (barriers complete in the order they were made; the cluster's in any order).
   if (held == held_acks_.end()) {
     held = held_acks_.try_emplace(client.conn_id()).first;
     held->second.client = &client;
   }
-  held->second.acks.push_back({type, packet_id, nullptr, reason, std::move(codes)});
-  persistence_->barrier([this, id = client.conn_id()](bool ok) { ack_durable(id, ok); });
+  HeldAcks::Held h{type, packet_id, nullptr, reason, std::move(codes)};
+  h.store_wait = durable;
+  h.cluster_ticket = cluster_ticket;
+  held->second.acks.push_back(std::move(h));
+  if (cluster_ticket != 0) cluster_tickets_[cluster_ticket] = client.conn_id();
+  if (durable)
+    persistence_->barrier([this, id = client.conn_id()](bool ok) { ack_durable(id, ok); });
 }
 
 void Broker::ack_durable(ConnId client, bool ok) {
   MQGATE_BROKER_ENTRY();
-  // One barrier per held acknowledgement, completing in order: the front one is this
-  // barrier's, unless the client closed meanwhile (its entry went with it).
+  // Barriers complete in order: this one is the first still waiting for its barrier,
+  // unless the client closed meanwhile (its entry went with it).
   auto it = held_acks_.find(client);
   if (it == held_acks_.end()) return;
-  HeldAcks& held = it->second;
-  HeldAcks::Held front = std::move(held.acks.front());
-  held.acks.pop_front();
-  Client& c = *held.client;
-  if (held.acks.empty()) held_acks_.erase(it);
-  const PacketType type = front.type;
-  const uint16_t packet_id = front.packet_id;
-  if (c.state == Client::State::kClosing) return;
-  if (ok && front.subscribe) {
-    front.subscribe->durable = true;
-    finish_subscribe(c, *front.subscribe);
-  } else if (ok) {
-    send_ack(c, type, packet_id, front.reason, front.codes);
-  } else {
-    // Not stored (the journal logged why, once per batch): no acknowledgement, so the
-    // client keeps the message and sends it again when it reconnects.
-    CLIENT_LOG(log::Level::kDebug, c,
-               "%s for packet id %u withheld: the message could not be stored",
-               codec::packet_type_name(type), packet_id);
+  for (HeldAcks::Held& h : it->second.acks)
+    if (h.store_wait) {
+      h.store_wait = false;
+      h.store_ok = ok;
+      break;
+    }
+  release_held_acks(client);
+}
+
+void Broker::on_cluster_stored(uint64_t ticket, bool stored) {
+  MQGATE_BROKER_ENTRY();
+  auto owner = cluster_tickets_.find(ticket);
+  if (owner != cluster_tickets_.end()) {
+    const ConnId client = owner->second;
+    cluster_tickets_.erase(owner);
+    auto it = held_acks_.find(client);
+    if (it != held_acks_.end()) {
+      for (HeldAcks::Held& h : it->second.acks)
+        if (h.cluster_ticket == ticket) {
+          h.cluster_ticket = 0;
+          h.cluster_failed = !stored;
+          break;
+        }
+      release_held_acks(client);
+    }
   }
+  if (cluster_held_.empty() || cluster_->backlogged()) return;
+  for (auto& [id, c] : std::exchange(cluster_held_, {}))
+    if (c->state == Client::State::kConnected && !c->close_requested() && !awaiting_decision(*c) &&
+        !flow_.holds(*c))
+      c->resume_input();
+}
+
+void Broker::hold_for_cluster(Client& client) {
+  client.hold_input();
+  cluster_held_[client.conn_id()] = &client;
+}
+
+void Broker::when_stored(std::function<void(bool ok)> done) {
+  if (persistence_ == nullptr)
+    done(true);
+  else
+    persistence_->barrier(std::move(done));
+}
+
+void Broker::release_held_acks(ConnId client) {
+  for (;;) {
+    // Looked up each turn: finishing a SUBSCRIBE may add entries (and move this one).
+    auto it = held_acks_.find(client);
+    if (it == held_acks_.end()) return;
+    HeldAcks& held = it->second;
+    if (held.acks.empty() || held.acks.front().store_wait || held.acks.front().cluster_ticket)
+      return;
+    HeldAcks::Held front = std::move(held.acks.front());
+    held.acks.pop_front();
+    Client& c = *held.client;
+    if (held.acks.empty()) held_acks_.erase(it);
+    if (c.state == Client::State::kClosing || c.close_requested()) return;
+    const PacketType type = front.type;
+    const uint16_t packet_id = front.packet_id;
+    if (!front.store_ok) {
+      // Not stored (the journal logged why, once per batch): no acknowledgement, so the
+      // client keeps the message and sends it again when it reconnects.
+      CLIENT_LOG(log::Level::kDebug, c,
+                 "%s for packet id %u withheld: the message could not be stored",
+                 codec::packet_type_name(type), packet_id);
+    } else if (front.cluster_failed) {
+      refuse_unstored(c, type, packet_id);
+    } else if (front.subscribe) {
+      front.subscribe->durable = true;
+      finish_subscribe(c, *front.subscribe);
+    } else {
+      send_ack(c, type, packet_id, front.reason, front.codes);
+    }
+  }
+}
+
+void Broker::refuse_unstored(Client& client, PacketType type, uint16_t packet_id) {
+  constexpr const char* kWhy =
+      "the cluster could not store the message for its other nodes (NATS JetStream "
+      "unavailable); send it again";
+  // The QoS 2 id is forgotten: the message sent again is a new one, not a duplicate to
+  // acknowledge undelivered.
+  if (type == PacketType::kPubrec && client.session)
+    client.session->end_incoming_qos2(packet_id, session_limits_);
+  if (!client.v5()) {
+    // 3.1.1 has no negative acknowledgement: closed unacknowledged, it sends it again.
+    CLIENT_LOG(log::Level::kWarning, client,
+               "closing the connection: %s for packet id %u withheld, %s",
+               codec::packet_type_name(type), packet_id, kWhy);
+    client.close("the cluster could not store a QoS 1/2 message");
+    return;
+  }
+  if (mqtt5::may_send_reason_string(client, kWhy, 5, false))
+    client.v5()->ack_reason_strings.emplace_back(packet_id, kWhy);
+  send_ack(client, type, packet_id, codec::reason::kImplementationSpecificError, {});
 }
 
 bool Broker::route_when_durable(Client& client, std::string_view topic, std::string_view payload,
@@ -141,10 +223,11 @@ void Broker::route_durable(uint64_t id, bool ok) {
   if (r.deliver && !route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, q_origin,
                           r.expires_at_ms))
     ack_reason = codec::reason::kNoMatchingSubscribers;
+  const uint64_t ticket = std::exchange(cluster_ticket_, 0);
   if (source == nullptr || r.qos == 0) return;  // gone: it sends again when it comes back
   // After what the routing changed (queues of persistent sessions) is durable in turn.
   acknowledge(*source, r.qos == 1 ? PacketType::kPuback : PacketType::kPubrec, r.packet_id,
-              store_changes() != changes, ack_reason);
+              store_changes() != changes, ack_reason, {}, ticket);
 }
 
 bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
@@ -158,8 +241,10 @@ bool Broker::hold_subscribe(Client& client, SubscribeState& st) {
     held = held_acks_.try_emplace(client.conn_id()).first;
     held->second.client = &client;
   }
-  held->second.acks.push_back(
-      {PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st)), 0, {}});
+  HeldAcks::Held h{
+      PacketType::kSuback, st.packet_id, std::make_shared<SubscribeState>(std::move(st)), 0, {}};
+  h.store_wait = true;
+  held->second.acks.push_back(std::move(h));
   persistence_->barrier([this, id = client.conn_id()](bool ok) { ack_durable(id, ok); });
   return true;
 }

@@ -62,8 +62,9 @@ bool Broker::release_flow_holds() {
   MQGATE_BROKER_ENTRY();
   if (!flow_.has_resumable()) return false;
   for (Client* c : flow_.take_resumable()) {
-    if (c->state != Client::State::kConnected || c->close_requested() || awaiting_decision(*c))
-      continue;  // closing, or a plugin's decision resumes it
+    if (c->state != Client::State::kConnected || c->close_requested() || awaiting_decision(*c) ||
+        cluster_held_.count(c->conn_id()) != 0)
+      continue;  // closing, or a plugin's decision or the cluster resumes it
     c->resume_input();
   }
   return true;

@@ -3,6 +3,7 @@
 #include "broker/broker.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "client/mqtt5.hpp"
 
@@ -105,8 +106,11 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     return;
   }
   const bool durable = store_changes() != changes;
-  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason);
-  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason);
+  const uint64_t ticket = std::exchange(cluster_ticket_, 0);
+  if (p.qos == 1)
+    acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason, {}, ticket);
+  if (p.qos == 2)
+    acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason, {}, ticket);
 }
 
 void Broker::finish_publish(Client& client, const PublishState& p, const AuthResult& auth) {
@@ -141,8 +145,12 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
   // (A QoS 2 id of a persistent session was journaled when the PUBLISH arrived.)
   const bool durable =
       store_changes() != changes || (p.qos == 2 && client.session && !client.session->clean());
-  if (p.qos == 1) acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason);
-  if (p.qos == 2) acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason);
+  uint64_t ticket = std::exchange(cluster_ticket_, 0);
+  if (!auth.allowed) ticket = 0;  // not routed: an earlier will's ticket, not this one
+  if (p.qos == 1)
+    acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason, {}, ticket);
+  if (p.qos == 2)
+    acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason, {}, ticket);
 }
 
 bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
@@ -156,9 +164,15 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
     else
       store_retained(msg, source);
   }
-  if (cluster_ && !internal)
+  cluster_ticket_ = 0;
+  if (cluster_ && !internal) {
     send_to_cluster(topic, payload, qos, retain, props, origin, expires_at_ms);
-  return deliver_local(topic, payload, qos, msg, source, origin, true);
+    // Past the bound of messages waiting for the cluster: this publisher waits too.
+    if (cluster_ticket_ != 0 && source != nullptr && cluster_->backlogged())
+      hold_for_cluster(*source);
+  }
+  // Another node wants it (its subscribers match): not "no matching subscribers".
+  return deliver_local(topic, payload, qos, msg, source, origin, true) || cluster_ticket_ != 0;
 }
 
 void Broker::send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos,
@@ -175,7 +189,7 @@ void Broker::send_to_cluster(std::string_view topic, std::string_view payload, u
   m.retain = retain;
   m.props = props;
   if (origin) m.client_id = origin->client_id();
-  cluster_->publish(m);
+  cluster_ticket_ = cluster_->publish(m);
 }
 
 void Broker::on_cluster_message(const cluster::InboundMessage& m, uint64_t now_ms) {

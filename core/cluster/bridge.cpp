@@ -45,6 +45,7 @@ bool Bridge::start(std::function<void()> ready, std::string& error) {
     link_.reset();
     return false;
   }
+  js_ = std::make_unique<JetStream>(*link_, config_, instance_);
   tick_ = new uv_timer_t;
   uv_timer_init(loop_, tick_);
   tick_->data = this;
@@ -72,6 +73,7 @@ void Bridge::stop() {
     for (auto* s : subs)
       link_->unsubscribe(s);
   subs_.clear();
+  if (js_) js_->stop();
   link_->stop();
 }
 
@@ -85,9 +87,14 @@ void Bridge::on_tick(uv_timer_t* timer) {
   auto* self = static_cast<Bridge*>(timer->data);
   self->gossip_.tick(self->now_ms());
   self->send_control();
+  if (self->js_) self->js_->tick(self->now_ms());
   // Whether it moved in this tick or outside one (a DELTA added or removed meanwhile),
   // the broker has not heard of it yet.
-  if (self->gossip_.settled() != self->reported_settled_ && self->ready_) self->ready_();
+  // Tickets given up in the tick wait for the broker too.
+  if ((self->gossip_.settled() != self->reported_settled_ || self->link_->queued() != 0 ||
+       (self->js_ && self->js_->has_done())) &&
+      self->ready_)
+    self->ready_();
 }
 
 void Bridge::send_control() {
@@ -107,18 +114,32 @@ bool Bridge::drain_control() {
   return left != 0;
 }
 
-void Bridge::publish(const OutboundMessage& m) {
-  if (!link_) return;
+uint64_t Bridge::publish(const OutboundMessage& m) {
+  if (!link_) return 0;
   if (!gossip_.wanted(m.topic)) {
     stats_.not_wanted++;  // no other node has a filter that matches
-    return;
+    return 0;
   }
   if (m.qos == 0 && !link_->connected()) {
     stats_.dropped_down++;  // the connection-loss warning said so once
-    return;
+    return 0;
   }
-  const auto subject = topic_subject(prefix_, m.topic);
-  if (!subject) {
+  // QoS 1/2: stored by JetStream once per node that wants it (its consumer takes it).
+  std::vector<std::string> subjects;
+  if (m.qos != 0) {
+    gossip_.wanting(m.topic, nodes_);
+    if (nodes_.empty()) {
+      stats_.not_wanted++;
+      return 0;
+    }
+    for (const std::string_view node : nodes_) {
+      auto s = topic_subject(js_->subject_for(node), m.topic);
+      if (!s) break;
+      subjects.push_back(std::move(*s));
+    }
+  }
+  const auto subject = m.qos == 0 ? topic_subject(prefix_, m.topic) : std::optional<std::string>();
+  if (m.qos == 0 ? !subject : subjects.size() != nodes_.size()) {
     stats_.dropped_too_long++;
     if (!logged_too_long_)
       LOG_WARN(
@@ -126,26 +147,32 @@ void Bridge::publish(const OutboundMessage& m) {
           "stay on this node (mqgate_cluster_messages_dropped_total{reason=\"too_long\"})",
           m.topic.size());
     logged_too_long_ = true;
-    return;
+    return 0;
   }
   Envelope e;
   e.qos = m.qos;
   e.retain = m.retain;
   e.expiry_s = m.expiry_s;
   e.instance = instance_;
-  e.sequence = ++sequence_;
+  // Two sequence spaces: core NATS's (de-duplication of overlapping subscriptions) and
+  // JetStream's (the ticket; JetStream deliveries are de-duplicated by stream sequence).
+  e.sequence = m.qos == 0 ? ++sequence_ : ++js_sequence_;
   e.node = config_.node;
   e.client_id = m.client_id;
   e.props = m.props;
   e.payload = m.payload;
   buffer_.clear();
   encode_envelope(buffer_, e);
+  if (m.qos != 0) {
+    stats_.sent++;
+    js_->publish(e.sequence, std::move(subjects), buffer_, now_ms());
+    return e.sequence;
+  }
   if (link_->publish(*subject, buffer_))
     stats_.sent++;
-  else if (m.qos == 0)
-    stats_.dropped_down++;
   else
-    stats_.dropped_send++;
+    stats_.dropped_down++;  // not buffered (no connection yet, or the buffer is full)
+  return 0;
 }
 
 uint64_t Bridge::add_interest(std::string_view filter) {
@@ -188,6 +215,7 @@ void Bridge::remove_interest(std::string_view filter) {
 void Bridge::on_state(bool up) {
   if (!up) {
     gossip_.disconnected();
+    js_->disconnected();
     if (ready_) ready_();  // SUBACKs waiting for other nodes go now
     return;
   }
@@ -200,6 +228,7 @@ void Bridge::on_state(bool up) {
     if (subs.empty()) subscribe_filter(filter);
   gossip_.connected(now_ms());
   send_control();
+  js_->connected(now_ms());
 }
 
 bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>& fn) {
@@ -207,9 +236,12 @@ bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>&
   const size_t left = link_->take(batch_, max);
   for (; !batch_.empty(); batch_.pop_front()) {
     const Link::Received& r = batch_.front();
+    const bool durable = !r.reply.empty();                    // a JetStream delivery
+    if (durable && !js_->accept_delivery(r.reply)) continue;  // handed over already
     Envelope e;
     const char* why = "";
-    std::optional<std::string> topic = subject_topic(prefix_, r.subject);
+    std::optional<std::string> topic =
+        subject_topic(durable ? js_->delivery_prefix() : prefix_, r.subject);
     if (!topic) why = "its subject is not an encoded topic";
     // What a local PUBLISH could not carry does not come in from NATS either: no
     // wildcard, valid UTF-8, and no '$' topic (those are each broker's own).
@@ -226,16 +258,21 @@ bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>&
             "further ones are only counted (mqgate_cluster_messages_dropped_total)",
             log::quote(r.subject.substr(0, 200)).c_str(), why);
       logged_malformed_ = true;
+      if (durable) js_->ack(r.reply);  // never deliverable: out of the stream
       continue;
     }
-    if (e.instance == instance_) continue;  // our own (NoEcho should spare us those)
-    auto [it, fresh] = last_sequence_.try_emplace(e.instance, 0);
-    if (!fresh && e.sequence <= it->second) {
-      stats_.duplicates++;
-      continue;
+    if (durable) {
+      acks_.push_back(r.reply);
+    } else {
+      if (e.instance == instance_) continue;  // our own (NoEcho should spare us those)
+      auto [it, fresh] = last_sequence_.try_emplace(e.instance, 0);
+      if (!fresh && e.sequence <= it->second) {
+        stats_.duplicates++;
+        continue;
+      }
+      it->second = e.sequence;
+      if (last_sequence_.size() > kMaxOrigins) last_sequence_.clear();
     }
-    it->second = e.sequence;
-    if (last_sequence_.size() > kMaxOrigins) last_sequence_.clear();
     stats_.received++;
     InboundMessage m;
     m.topic = *topic;
@@ -249,6 +286,22 @@ bool Bridge::drain(size_t max, const std::function<void(const InboundMessage&)>&
     fn(m);
   }
   return left != 0;
+}
+
+void Bridge::ack(const std::vector<std::string>& replies) {
+  if (!js_) return;
+  for (const std::string& r : replies)
+    js_->ack(r);
+}
+
+std::vector<std::pair<uint64_t, bool>> Bridge::take_stored() {
+  if (!link_) return {};
+  const uint64_t now = now_ms();
+  // All of them: they are bounded by this node's own publishes.
+  link_->take_replies(replies_, SIZE_MAX);
+  for (; !replies_.empty(); replies_.pop_front())
+    js_->on_reply(replies_.front(), now);
+  return js_->take_done();
 }
 
 }  // namespace mqgate::cluster

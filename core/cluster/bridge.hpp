@@ -18,10 +18,12 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cluster/gossip.hpp"
 #include "cluster/interest.hpp"
+#include "cluster/jetstream.hpp"
 #include "cluster/link.hpp"
 #include "cluster/outbound.hpp"
 #include "config/config.hpp"
@@ -31,10 +33,9 @@ namespace mqgate::cluster {
 class Bridge final : public Outbound {
  public:
   struct Stats {
-    uint64_t sent = 0;               // messages published to NATS
+    uint64_t sent = 0;               // messages published to NATS (QoS 1/2: to JetStream)
     uint64_t received = 0;           // messages from NATS handed to the broker
     uint64_t dropped_down = 0;       // QoS 0 not sent: NATS unavailable
-    uint64_t dropped_send = 0;       // QoS 1/2 not sent: no connection yet, or buffers full
     uint64_t dropped_too_long = 0;   // topic too long for a NATS subject
     uint64_t dropped_malformed = 0;  // from NATS, not a message of ours
     uint64_t duplicates = 0;         // copies of one message through overlapping subjects
@@ -51,7 +52,8 @@ class Bridge final : public Outbound {
   void leave();
 
   // Outbound (from the broker).
-  void publish(const OutboundMessage& msg) override;
+  uint64_t publish(const OutboundMessage& msg) override;
+  bool backlogged() const override { return js_ && js_->full(); }
   uint64_t add_interest(std::string_view filter) override;
   void remove_interest(std::string_view filter) override;
   uint64_t settled() const override { return gossip_.settled(); }
@@ -61,8 +63,15 @@ class Bridge final : public Outbound {
   bool drain_control();
   static constexpr size_t kControlSlice = 4096;
 
-  // Hands up to `max` inbound messages to `fn`; returns whether more wait.
+  // Hands up to `max` inbound messages to `fn`; returns whether more wait. The
+  // JetStream deliveries among them are acknowledged with ack(take_acks()) once the
+  // broker has them (after the store's barrier, when it wrote).
   bool drain(size_t max, const std::function<void(const InboundMessage&)>& fn);
+  std::vector<std::string> take_acks() { return std::exchange(acks_, {}); }
+  void ack(const std::vector<std::string>& replies);
+  // JetStream's answers: the tickets (Outbound::publish) completed, (ticket, stored).
+  std::vector<std::pair<uint64_t, bool>> take_stored();
+  const JetStream* jetstream() const { return js_.get(); }
 
   bool connected() const { return link_ && link_->connected(); }
   const ClusterConfig& config() const { return config_; }
@@ -85,6 +94,11 @@ class Bridge final : public Outbound {
   const uint64_t instance_;
   uint64_t sequence_ = 0;
   std::unique_ptr<Link> link_;
+  std::unique_ptr<JetStream> js_;
+  uint64_t js_sequence_ = 0;             // QoS 1/2 through JetStream: tickets, Msg-Ids
+  std::vector<std::string_view> nodes_;  // publish()'s scratch
+  std::vector<std::string> acks_;        // deliveries handed to the broker
+  std::deque<Link::Reply> replies_;
   std::function<void()> ready_;
   Interest interest_;
   Gossip gossip_;

@@ -180,6 +180,20 @@ Gossip::Remote& Gossip::remote(uint64_t instance, uint64_t now_ms) {
   return r;
 }
 
+void Gossip::wanting(std::string_view topic, std::vector<std::string_view>& nodes) const {
+  nodes.clear();
+  // Unsure: every node (never too little). Without NATS: the view as it was when NATS
+  // was lost, if it was certain then (a message nobody wanted then is not held for a
+  // cluster that cannot be asked).
+  const bool all = up_ ? !certain() : !certain_when_lost_;
+  if (!all && !remote_.matches(topic)) return;  // the common case: one walk
+  for (const auto& [instance, r] : remotes_) {
+    if (r.node.empty() || (!all && !r.set->matches(topic))) continue;
+    // A restarted node may be known twice (its old instance not yet forgotten).
+    if (std::find(nodes.begin(), nodes.end(), r.node) == nodes.end()) nodes.push_back(r.node);
+  }
+}
+
 void Gossip::set_synced(Remote& r, bool synced) {
   if (r.synced == synced) return;
   r.synced = synced;
@@ -194,11 +208,13 @@ void Gossip::apply(Remote& r, bool add, std::string filter) {
   if (add) {
     if (r.filters.contains(filter)) return;
     remote_.add(filter);
+    r.set->add(filter);
     remote_bytes_ += filter.size() + kFilterOverhead;
     r.filters.insert(std::move(filter));
     r.hash ^= h;
   } else if (r.filters.erase(filter) != 0) {
     remote_.remove(filter);
+    r.set->remove(filter);
     remote_bytes_ -= filter.size() + kFilterOverhead;
     r.hash ^= h;
   }
@@ -254,6 +270,7 @@ void Gossip::connected(uint64_t now_ms) {
 }
 
 void Gossip::disconnected() {
+  certain_when_lost_ = certain();
   up_ = false;
   pending_.clear();  // no cluster to wait for: the SUBACKs go
   settled_ = seq_;
@@ -422,6 +439,7 @@ void Gossip::on_snapshot(uint64_t from, uint64_t seq, uint32_t part, uint32_t pa
   for (const std::string& f : r.filters)
     remote_.remove(f);
   r.filters.clear();
+  r.set->clear();
   r.hash = 0;
   for (std::string& f : r.snap_filters) {
     remote_bytes_ -= f.size() + kFilterOverhead;

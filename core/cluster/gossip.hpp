@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -81,6 +82,10 @@ class Gossip {
 
   // Whether a message on `topic` is to be published to NATS.
   bool wanted(std::string_view topic) const { return !certain() || remote_.matches(topic); }
+  // The names of the nodes a message on `topic` is for (QoS 1/2 are stored once per
+  // node): those with a matching filter, or, while this node is unsure, every node known
+  // (without NATS: those whose filters matched when it was lost, if it was sure then).
+  void wanting(std::string_view topic, std::vector<std::string_view>& nodes) const;
   // Every DELTA up to this number has been acknowledged by every node (or waited for
   // long enough).
   uint64_t settled() const { return settled_; }
@@ -99,6 +104,7 @@ class Gossip {
     uint64_t acked = 0;  // our last DELTA it acknowledged
     bool synced = false;
     std::unordered_set<std::string> filters;
+    std::unique_ptr<FilterSet> set = std::make_unique<FilterSet>();  // the same, to match
     uint64_t hash = 0;
     uint64_t heard_ms = 0;
     uint64_t requested_ms = 0;  // SNAPSHOT-REQUEST sent (0: none outstanding)
@@ -135,6 +141,7 @@ class Gossip {
   bool up_ = false;
   bool left_ = false;  // leave() was called: stays down
   bool overflow_ = false;
+  bool certain_when_lost_ = false;  // certain() when NATS was lost (wanting() uses the view)
   uint64_t overflow_until_ = 0;
   uint64_t last_tick_ = 0;
   uint64_t last_hello_answer_ = 0;

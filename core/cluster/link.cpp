@@ -91,8 +91,15 @@ bool Link::probes_pending() {
 
 struct Link::Hooks {
   static void message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-    auto* self = static_cast<Link*>(closure);
+    enqueue(static_cast<Link*>(closure), msg, false);
+  }
+  // A JetStream delivery: kept with its ack subject.
+  static void delivery(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    enqueue(static_cast<Link*>(closure), msg, true);
+  }
+  static void enqueue(Link* self, natsMsg* msg, bool durable) {
     const char* subject = natsMsg_GetSubject(msg);
+    const char* reply = durable ? natsMsg_GetReply(msg) : nullptr;
     const char* data = natsMsg_GetData(msg);
     const int len = natsMsg_GetDataLength(msg);
     const std::string_view payload(data ? data : "", len > 0 ? static_cast<size_t>(len) : 0);
@@ -100,18 +107,44 @@ struct Link::Hooks {
     {
       std::lock_guard<std::mutex> lock(self->mutex_);
       const size_t bytes = payload.size() + std::strlen(subject);
-      if (self->inbox_.size() >= self->config_.inbound_queue_messages ||
-          self->inbox_bytes_ + bytes > self->config_.inbound_queue_bytes) {
-        // Counted here, logged by the loop (no logging from this thread).
-        if (envelope_qos(payload) == 0)
+      if (durable && (reply == nullptr || *reply == '\0')) {
+        // A status message (heartbeat, flow control): none is asked for; ignored.
+      } else if (self->inbox_.size() >= self->config_.inbound_queue_messages ||
+                 self->inbox_bytes_ + bytes > self->config_.inbound_queue_bytes) {
+        // Counted here, logged by the loop (no logging from this thread). A JetStream
+        // delivery dropped here is not acknowledged: it comes again.
+        if (!durable && envelope_qos(payload) == 0)
           self->stats_.dropped_qos0++;
         else
           self->stats_.dropped_qos12++;
         wake = true;  // the loop logs the start of the drops (wake-ups coalesce)
       } else {
         wake = self->inbox_.empty() && self->control_.empty();
-        self->inbox_.push_back({subject, std::string(payload)});
+        self->inbox_.push_back({subject, std::string(payload), reply ? reply : ""});
         self->inbox_bytes_ += bytes;
+      }
+    }
+    natsMsg_Destroy(msg);
+    if (wake) self->wake();
+  }
+  static void reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<Link*>(closure);
+    const char* data = natsMsg_GetData(msg);
+    const int len = natsMsg_GetDataLength(msg);
+    const std::string_view payload(data ? data : "", len > 0 ? static_cast<size_t>(len) : 0);
+    const char* status = nullptr;
+    if (payload.empty() && natsMsgHeader_Get(msg, "Status", &status) != NATS_OK) status = nullptr;
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      const size_t bytes = payload.size() + kControlOverhead;
+      if (self->reply_bytes_ + bytes > kMaxControlBytes) {
+        self->stats_.dropped_replies++;
+      } else {
+        wake = self->replies_.empty();
+        self->replies_.push_back(
+            {natsMsg_GetSubject(msg), std::string(payload), status ? status : ""});
+        self->reply_bytes_ += bytes;
       }
     }
     natsMsg_Destroy(msg);
@@ -482,32 +515,61 @@ bool Link::publish(const std::string& subject, std::string_view data) {
                                 static_cast<int>(data.size())) == NATS_OK;
 }
 
-natsSubscription* Link::subscribe(const std::string& subject) {
+natsSubscription* Link::subscribe_with(const std::string& subject, Handler handler,
+                                       bool unlimited) {
   if (conn_ == nullptr) return nullptr;
   natsSubscription* sub = nullptr;
-  const natsStatus s = natsConnection_Subscribe(&sub, conn_, subject.c_str(), Hooks::message, this);
+  const natsStatus s = natsConnection_Subscribe(&sub, conn_, subject.c_str(), handler, this);
   if (s != NATS_OK) {
     LOG_WARN("cluster: cannot subscribe to NATS subject \"%s\": %s", subject.c_str(),
              last_nats_error(s).c_str());
     return nullptr;
   }
+  if (unlimited) natsSubscription_SetPendingLimits(sub, -1, -1);
   track(sub);
   return sub;
 }
 
+natsSubscription* Link::subscribe(const std::string& subject) {
+  return subscribe_with(subject, Hooks::message, false);
+}
+
 natsSubscription* Link::subscribe_control(const std::string& subject) {
-  if (conn_ == nullptr) return nullptr;
-  natsSubscription* sub = nullptr;
-  const natsStatus s = natsConnection_Subscribe(&sub, conn_, subject.c_str(), Hooks::control, this);
-  if (s != NATS_OK) {
-    LOG_WARN("cluster: cannot subscribe to NATS subject \"%s\": %s", subject.c_str(),
-             last_nats_error(s).c_str());
-    return nullptr;
-  }
   // Control traffic is small and must not be cut by cnats's default pending limits.
-  natsSubscription_SetPendingLimits(sub, -1, -1);
-  track(sub);
-  return sub;
+  return subscribe_with(subject, Hooks::control, true);
+}
+
+natsSubscription* Link::subscribe_replies(const std::string& subject) {
+  // Answers are bounded by this node's own requests (max_pending); the reply queue
+  // bounds anything else.
+  return subscribe_with(subject, Hooks::reply, true);
+}
+
+natsSubscription* Link::subscribe_deliveries(const std::string& subject) {
+  // JetStream's max_ack_pending bounds what is in flight to this node.
+  return subscribe_with(subject, Hooks::delivery, true);
+}
+
+bool Link::publish_request(const std::string& subject, const std::string& reply,
+                           const std::string& msg_id, std::string_view data) {
+  if (conn_ == nullptr) return false;
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), reply.c_str(), data.data(),
+                                static_cast<int>(data.size()));
+  if (s == NATS_OK && !msg_id.empty()) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", msg_id.c_str());
+  if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, msg);
+  natsMsg_Destroy(msg);
+  return s == NATS_OK;
+}
+
+size_t Link::take_replies(std::deque<Reply>& out, size_t max) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  while (max-- > 0 && !replies_.empty()) {
+    reply_bytes_ -= replies_.front().data.size() + kControlOverhead;
+    out.push_back(std::move(replies_.front()));
+    replies_.pop_front();
+  }
+  return replies_.size();
 }
 
 size_t Link::take_control(std::deque<std::string>& out, size_t max) {
@@ -545,7 +607,7 @@ size_t Link::take(std::deque<Received>& out, size_t max) {
 
 size_t Link::queued() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return inbox_.size() + control_.size();
+  return inbox_.size() + control_.size() + replies_.size();
 }
 
 }  // namespace mqgate::cluster

@@ -36,12 +36,20 @@ class Link {
   struct Received {
     std::string subject;
     std::string data;
+    std::string reply;  // a JetStream delivery's ack subject (empty for core NATS)
+  };
+  // An answer to one of this node's requests (JetStream acks and API replies).
+  struct Reply {
+    std::string subject;
+    std::string data;
+    std::string status;  // a header-only status message ("503": no responders)
   };
   struct Stats {
     std::atomic<uint64_t> dropped_qos0{0};   // inbound queue full
     std::atomic<uint64_t> dropped_qos12{0};  // inbound queue full (JetStream later)
     std::atomic<uint64_t> slow_consumer{0};  // NATS dropped ours (cnats's pending limits)
     std::atomic<uint64_t> dropped_control{0};  // control queue full
+    std::atomic<uint64_t> dropped_replies{0};  // reply queue full (the publish is retried)
     uint64_t reconnects = 0;                 // connections regained after a loss
   };
   struct Callbacks {
@@ -80,6 +88,17 @@ class Link {
   static constexpr uint64_t kMaxControlBytes = 64u << 20;
   static constexpr uint64_t kControlOverhead = 64;  // per queued message
   void unsubscribe(__natsSubscription* sub);
+  // JetStream (jetstream.hpp): a publish whose answer comes on `reply`, with a
+  // Nats-Msg-Id header when `msg_id` is not empty. False if it could not be buffered.
+  bool publish_request(const std::string& subject, const std::string& reply,
+                       const std::string& msg_id, std::string_view data);
+  // The subscription of this node's reply subjects (a wildcard): answers wait in their
+  // own queue (bounded like the control one: only a hostile publisher fills it).
+  __natsSubscription* subscribe_replies(const std::string& subject);
+  size_t take_replies(std::deque<Reply>& out, size_t max);
+  // A JetStream consumer's deliver subject: its messages join the inbound queue with
+  // their ack subjects (a delivery dropped there is redelivered by JetStream).
+  __natsSubscription* subscribe_deliveries(const std::string& subject);
   // Moves up to `max` waiting messages into `out`; returns how many remain.
   size_t take(std::deque<Received>& out, size_t max);
   size_t queued() const;
@@ -96,6 +115,8 @@ class Link {
   // On the loop after cnats's events: `lost` if a disconnection was reported since.
   void check_state(bool lost);
   struct Hooks;  // cnats's callbacks (on its threads)
+  using Handler = void (*)(__natsConnection*, __natsSubscription*, __natsMsg*, void*);
+  __natsSubscription* subscribe_with(const std::string& subject, Handler handler, bool unlimited);
   friend struct Hooks;
 
   uv_loop_t* loop_;
@@ -121,6 +142,8 @@ class Link {
   uint64_t inbox_bytes_ = 0;        // guarded by mutex_
   std::deque<std::string> control_;  // guarded by mutex_
   uint64_t control_bytes_ = 0;       // guarded by mutex_
+  std::deque<Reply> replies_;        // guarded by mutex_
+  uint64_t reply_bytes_ = 0;         // guarded by mutex_
   bool alive_ = true;               // guarded by mutex_: false once stopped (no more wake-ups)
   std::atomic<int> events_{0};      // connection events since the loop last looked
   std::atomic<int> last_error_{0};  // an async error cnats reported (natsStatus)

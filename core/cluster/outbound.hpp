@@ -36,7 +36,12 @@ struct InboundMessage {
 class Outbound {
  public:
   virtual ~Outbound() = default;
-  virtual void publish(const OutboundMessage& msg) = 0;
+  // Returns a ticket (0: none) when the message's acknowledgement must wait for the
+  // cluster to store it (QoS 1/2 that other nodes want): Broker::on_cluster_stored
+  // reports it, once, stored or not.
+  virtual uint64_t publish(const OutboundMessage& msg) = 0;
+  // Past the bound of messages waiting to be stored: the publisher is held.
+  virtual bool backlogged() const = 0;
   // A local subscription to `filter` (valid, not a $share one) was added / removed.
   // add_interest returns a number the SUBACK waits for (0: none): until settled() reaches
   // it, other nodes may not know the filter yet, and a message published there could

@@ -709,6 +709,14 @@ void read_cluster(const toml::table& t, const std::string& file, ClusterConfig& 
     cc.inbound_queue_messages = static_cast<uint32_t>(*v);
   if (auto v = c.integer("inbound_queue_bytes", 65536, int64_t{1} << 40))
     cc.inbound_queue_bytes = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("replicas", 1, 5)) cc.replicas = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("max_age", 60, int64_t{10} * 365 * 24 * 3600))
+    cc.max_age_s = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("max_bytes", 1 << 20, int64_t{1} << 50))
+    cc.max_bytes = static_cast<uint64_t>(*v);
+  if (auto v = c.integer("max_pending", 16, 1000000)) cc.max_pending = static_cast<uint32_t>(*v);
+  if (auto v = c.integer("publish_timeout", 1, 3600))
+    cc.publish_timeout_s = static_cast<uint32_t>(*v);
   c.reject_unknown();
 }
 

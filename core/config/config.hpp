@@ -153,6 +153,16 @@ struct ClusterConfig {
   // Messages from NATS waiting for the loop; beyond either, new ones are dropped.
   uint32_t inbound_queue_messages = 100000;
   uint64_t inbound_queue_bytes = 64ull << 20;
+  // Durability of QoS 1/2 messages other nodes want (docs/cluster.md#durability): the
+  // JetStream stream's replicas, how long and how many bytes it keeps what a node has not
+  // taken yet, and how many publishes may wait for JetStream's acknowledgement.
+  uint32_t replicas = 3;
+  uint64_t max_age_s = 7 * 24 * 3600;
+  uint64_t max_bytes = 1ull << 30;
+  uint32_t max_pending = 8192;
+  // How long such a message waits for JetStream (retried meanwhile) before its publisher
+  // is refused.
+  uint32_t publish_timeout_s = 10;
   int line = 0;
   bool tls() const { return !ca_file.empty() || !cert_file.empty(); }
 };

@@ -327,12 +327,40 @@ void cluster_metrics(MetricsText& m, const MetricsSources& s) {
   m.family("mqgate_cluster_duplicates", kCounter,
            "Copies of one message through overlapping NATS subjects, dropped.");
   m.sample(st.duplicates);
+  const cluster::JetStream* js = c ? c->jetstream() : nullptr;
+  const cluster::JetStream::Stats js_none{};
+  const cluster::JetStream::Stats& jst = js ? js->stats() : js_none;
+  m.family("mqgate_cluster_jetstream_ready", kGauge,
+           "1 while this node's JetStream stream and consumer are set up; 0 otherwise.");
+  m.sample(uint64_t{js && js->ready() ? 1u : 0u});
+  m.family("mqgate_cluster_jetstream_published", kCounter,
+           "QoS 1/2 messages stored by JetStream for another node (once per node).");
+  m.sample(jst.published);
+  m.family("mqgate_cluster_jetstream_acks_pending", kGauge,
+           "Publishes to JetStream waiting for their acknowledgement.");
+  m.sample(uint64_t{js ? js->pending() : 0});
+  m.family("mqgate_cluster_jetstream_publish_retries", kCounter,
+           "Publishes to JetStream sent again (no answer in time, or an error).");
+  m.sample(jst.retries);
+  m.family("mqgate_cluster_jetstream_publish_failures", kCounter,
+           "QoS 1/2 messages JetStream did not store within publish_timeout: their publisher "
+           "was refused.");
+  m.sample(jst.failures);
+  m.family("mqgate_cluster_jetstream_received", kCounter,
+           "JetStream deliveries to this node handed to its router.");
+  m.sample(jst.received);
+  m.family("mqgate_cluster_jetstream_redelivered", kCounter,
+           "JetStream deliveries to this node made more than once (not acknowledged in time, "
+           "or after a restart).");
+  m.sample(jst.redelivered);
+  m.family("mqgate_cluster_jetstream_duplicates", kCounter,
+           "JetStream redeliveries of messages this process had handed over already, dropped.");
+  m.sample(jst.duplicates);
   m.family("mqgate_cluster_reconnects", kCounter, "NATS connections regained after a loss.");
   m.sample(ls ? ls->reconnects : 0);
   m.family("mqgate_cluster_messages_dropped", kCounter,
            "Messages not sent to or not taken from the cluster, by reason.");
   m.sample(st.dropped_down, {{"reason", "nats_down"}});
-  m.sample(st.dropped_send, {{"reason", "send_failed"}});
   m.sample(st.dropped_too_long, {{"reason", "too_long"}});
   m.sample(st.dropped_malformed, {{"reason", "malformed"}});
   m.sample(ls ? ls->dropped_qos0.load() : 0, {{"reason", "queue_full_qos0"}});

@@ -227,8 +227,12 @@ bool Server::start_http() {
 
 std::string Server::health_detail() const {
   if (!cluster_) return {};
-  return cluster_->connected() ? "cluster: connected\n"
-                               : "cluster: disconnected (local clients only, reconnecting)\n";
+  if (!cluster_->connected()) return "cluster: disconnected (local clients only, reconnecting)\n";
+  const cluster::JetStream* js = cluster_->jetstream();
+  if (js && !js->ready())
+    return "cluster: connected, JetStream not ready (QoS 1/2 messages for other nodes held, "
+           "then refused)\n";
+  return "cluster: connected\n";
 }
 
 void Server::drain_cluster() {
@@ -236,6 +240,9 @@ void Server::drain_cluster() {
   // Other nodes' interest and acknowledgements first, congested or not.
   const bool more_control = cluster_->drain_control();
   broker_.on_cluster_settled(cluster_->settled());
+  // JetStream's answers: held PUBACK/PUBREC go (or refusals), held publishers resume.
+  for (const auto& [ticket, stored] : cluster_->take_stored())
+    broker_.on_cluster_stored(ticket, stored);
   if (more_control && !uv_is_active(reinterpret_cast<uv_handle_t*>(&cluster_idle_)))
     uv_idle_start(&cluster_idle_, on_cluster_idle);
   if (broker_.congested()) {  // on_check comes back once the fan-out is done
@@ -243,9 +250,20 @@ void Server::drain_cluster() {
     return;
   }
   const uint64_t now = now_ms();
+  const uint64_t changes = broker_.store_changes();
   const bool more = cluster_->drain(Broker::kSliceBudget, [&](const cluster::InboundMessage& m) {
     broker_.on_cluster_message(m, now);
   });
+  // JetStream deliveries are acknowledged once the broker has them: queued to the local
+  // sessions, and durable where a persistent session's queue was written.
+  if (std::vector<std::string> acks = cluster_->take_acks(); !acks.empty()) {
+    if (broker_.store_changes() == changes)
+      cluster_->ack(acks);
+    else
+      broker_.when_stored([this, acks = std::move(acks)](bool ok) {
+        if (ok && cluster_) cluster_->ack(acks);  // not stored: JetStream delivers it again
+      });
+  }
   carry_out_requests();
   // More than a budget waits: the next iteration takes more, after polling the clients.
   if (more && !uv_is_active(reinterpret_cast<uv_handle_t*>(&cluster_idle_)))

@@ -24,6 +24,7 @@ from collections import namedtuple
 
 import brokers
 import mqgate_test
+import mqtt_raw as R
 import test_mqtt5  # Paho5 (imported as a module: its test cases stay out of this file)
 
 NATS_BIN = shutil.which("nats-server") or "/usr/bin/nats-server"
@@ -35,7 +36,7 @@ class NatsServer:
     """A nats-server on loopback, from a config file; stopped (or killed) by its PID."""
 
     def __init__(self, workdir, name="n1", port=None, cluster_port=None, routes=(),
-                 jetstream=False, auth=None):
+                 jetstream=True, auth=None):
         self.dir = os.path.join(workdir, f"nats-{name}")
         os.makedirs(self.dir, exist_ok=True)
         self.name = name
@@ -149,6 +150,7 @@ bind = "127.0.0.1:0"
 node = "{name}"
 nats = [{", ".join(f'"{u}"' for u in urls)}]
 {f'name = "{cluster_name}"' if cluster_name else ""}
+{"" if "replicas" in extra else f"replicas = {min(3, max(1, len(self.nats)))}"}
 {extra}
 """
         b = self.start_broker(cfg)
@@ -172,6 +174,16 @@ nats = [{", ".join(f'"{u}"' for u in urls)}]
             if line.startswith(want + " "):
                 return float(line.split()[-1])
         raise AssertionError(f"{want} not in /metrics")
+
+    def wait_certain(self, node, nodes, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.metric(node, "mqgate_cluster_interest_certain") == 1
+                    and self.metric(node, "mqgate_cluster_nodes") == nodes):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the node never knew the others' filters for certain")
+
 
     def paho(self, node, client_id="", **kw):
         c = brokers.PahoClient("127.0.0.1", node.port(), client_id=client_id, **kw)
@@ -323,6 +335,13 @@ class ClusterRoutingTest(ClusterTestCase):
         self.assertEqual(len(two.get_n(20)), 20)
         one.expect_nothing(0.5)
         two.expect_nothing(0.1)
+        # QoS 1/2 cross once per node through JetStream; QoS 0 once per NATS subscription,
+        # and the copies are dropped.
+        for i in range(20):
+            self.pub(self.a, "o/x", str(i), 0)
+        self.assertEqual(len(one.get_n(20)), 20)
+        self.assertEqual(len(two.get_n(20)), 20)
+        one.expect_nothing(0.5)
         self.assertGreaterEqual(self.metric(self.b, "mqgate_cluster_duplicates_total"), 40)
         self.assertEqual(self.metric(self.b, "mqgate_cluster_interest_filters"), 3)
 
@@ -339,7 +358,7 @@ class ClusterRoutingTest(ClusterTestCase):
         self.assertEqual(other.get().payload, b"still")
         other.unsubscribe("u/+")
         self.assertEqual(self.metric(self.b, "mqgate_cluster_interest_filters"), 0)
-        time.sleep(0.3)
+        self.wait_certain(self.a, 1)  # (unsure, a sends QoS 1 to every node it knows)
         before = self.metric(self.b, "mqgate_cluster_messages_received_total")
         for i in range(5):
             self.pub(self.a, "u/1", "gone", 1)
@@ -450,11 +469,12 @@ class ClusterNatsTroubleTest(ClusterTestCase):
 
     def test_nats_killed_and_restarted_the_nodes_recover_by_themselves(self):
         n = self.start_nats()
-        a = self.start_node("a", [n.url()])
+        a = self.start_node("a", [n.url()], extra="publish_timeout = 2")
         b = self.start_node("b", [n.url()])
         sub = self.paho(b, "s")
         sub.subscribe("k/#", 1)
         self.settle(a, sub, "k/x")
+        self.wait_certain(a, 1)  # a knows what b wants when NATS goes
         n.stop(signal.SIGKILL)
         a.wait_log(r"cluster: lost the NATS connection")
         b.wait_log(r"cluster: lost the NATS connection")
@@ -463,10 +483,23 @@ class ClusterNatsTroubleTest(ClusterTestCase):
         self.pub(a, "k/x", "lost", 0)  # QoS 0 while NATS is down: dropped, counted
         self.assertEqual(
             self.metric(a, "mqgate_cluster_messages_dropped_total", reason="nats_down"), 1)
-        local = self.paho(a, "local")  # local traffic goes on
-        local.subscribe("k/#", 1)
-        self.pub(a, "k/y", "local", 1)
+        local = self.paho(a, "local")  # local traffic goes on, QoS 1 acknowledged at once
+        local.subscribe("loc/#", 1)
+        self.pub(a, "loc/y", "local", 1)
         self.assertEqual(local.get().payload, b"local")
+        # QoS 1 that b wants cannot be stored for it: held (publish_timeout), then refused:
+        # 5.0 with 0x83 and a Reason String, 3.1.1 disconnected unacknowledged.
+        raw5 = R.RawClient5(a.port())
+        self.addCleanup(raw5.close)
+        raw5.connect("r5")
+        self.assertEqual(raw5.publish("k/y", b"held", qos=1, timeout=10), 0x83)
+        raw3 = R.RawClient(a.port())
+        self.addCleanup(raw3.close)
+        raw3.connect("r3")
+        raw3.send(R.publish("k/y", b"held", qos=1, packet_id=1))
+        self.assertTrue(raw3.closed_by_peer(10))
+        self.assertFalse([p for p in raw3.discarded if p.type == R.PUBACK])
+        self.assertEqual(self.metric(a, "mqgate_cluster_jetstream_publish_failures_total"), 2)
         n.start()
         a.wait_log(r"cluster: NATS connection regained", timeout=20)
         b.wait_log(r"cluster: NATS connection regained", timeout=20)
@@ -559,15 +592,6 @@ class ClusterInterestTest(ClusterTestCase):
         self.n = self.start_nats()
         self.a = self.start_node("a", [self.n.url()])
         self.b = self.start_node("b", [self.n.url()])
-
-    def wait_certain(self, node, nodes, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (self.metric(node, "mqgate_cluster_interest_certain") == 1
-                    and self.metric(node, "mqgate_cluster_nodes") == nodes):
-                return
-            time.sleep(0.1)
-        raise AssertionError("the node never knew the others' filters for certain")
 
     def test_a_message_no_other_node_wants_stays_on_its_node(self):
         local = self.paho(self.a, "local")

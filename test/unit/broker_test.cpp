@@ -969,10 +969,14 @@ namespace {
 struct FakeCluster : cluster::Outbound {
   std::vector<std::string> published;  // "topic qos retain client_id"
   std::map<std::string, int> interest;
-  void publish(const cluster::OutboundMessage& m) override {
+  uint64_t ticket_next = 0;  // non-zero: QoS 1/2 messages wait for the cluster (tickets)
+  bool backlog = false;
+  uint64_t publish(const cluster::OutboundMessage& m) override {
     published.push_back(std::string(m.topic) + " " + std::to_string(m.qos) + " " +
                         (m.retain ? "r " : "- ") + std::string(m.client_id));
+    return m.qos != 0 && ticket_next != 0 ? ticket_next++ : 0;
   }
+  bool backlogged() const override { return backlog; }
   uint64_t wait_next = 0;  // non-zero: add_interest asks SUBACKs to wait for this
   uint64_t settled_at = 0;
   uint64_t add_interest(std::string_view filter) override {
