@@ -91,9 +91,7 @@ void Bridge::on_tick(uv_timer_t* timer) {
   // Whether it moved in this tick or outside one (a DELTA added or removed meanwhile),
   // the broker has not heard of it yet.
   // Tickets given up in the tick wait for the broker too.
-  if ((self->gossip_.settled() != self->reported_settled_ || self->link_->queued() != 0 ||
-       (self->js_ && self->js_->has_done())) &&
-      self->ready_)
+  if ((self->gossip_.settled() != self->reported_settled_ || self->js_->has_done()) && self->ready_)
     self->ready_();
 }
 

@@ -1063,6 +1063,66 @@ TEST_CASE("cluster: a SUBACK for a new filter waits until the other nodes know i
   f.broker->set_cluster(nullptr);
 }
 
+TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in order") {
+  Fixture f;
+  FakeCluster fc;
+  f.broker->set_cluster(&fc);
+  auto pub = f.connect("pub");
+  fc.ticket_next = 7;
+  pub->feed(publish_packet("s/1", "a", 1, false, 1));  // ticket 7
+  pub->feed(publish_packet("s/1", "b", 1, false, 2));  // ticket 8
+  fc.ticket_next = 0;
+  pub->feed(publish_packet("s/1", "c", 1, false, 3));  // nothing to wait for: behind them
+  CHECK(pub->take().empty());
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_stored(8, true);  // out of order: 1 still holds 2 and 3
+  }
+  CHECK(pub->take().empty());
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_stored(7, true);
+  }
+  auto out = pub->take();
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].packet_id == 1);
+  CHECK(out[1].packet_id == 2);
+  CHECK(out[2].packet_id == 3);
+  // Not stored: a 3.1.1 publisher is closed without its PUBACK (it sends it again).
+  fc.ticket_next = 9;
+  pub->feed(publish_packet("s/1", "d", 1, false, 4));
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_stored(9, false);
+  }
+  CHECK(pub->take().empty());
+  CHECK(pub->closed);
+  f.broker->on_cluster_stored(12345, true);  // unknown (its client gone): nothing happens
+  f.broker->set_cluster(nullptr);
+}
+
+TEST_CASE("cluster: a backlogged cluster holds the publisher until it is not") {
+  Fixture f;
+  FakeCluster fc;
+  f.broker->set_cluster(&fc);
+  auto pub = f.connect("pub");
+  fc.ticket_next = 1;
+  fc.backlog = true;
+  pub->feed(publish_packet("s/1", "a", 1, false, 1));
+  CHECK(pub->input_held());
+  const int resumes = pub->resumes;
+  fc.backlog = false;
+  {
+    FakeClient::Call call;
+    f.broker->on_cluster_stored(1, true);
+  }
+  CHECK(!pub->input_held());
+  CHECK(pub->resumes == resumes + 1);
+  CHECK(pub->take().size() == 1);
+  pub->close("bye");
+  f.broker->set_cluster(nullptr);
+}
+
 TEST_CASE("cluster: a message from another node reaches local subscribers only") {
   Fixture f;
   FakeCluster fc;

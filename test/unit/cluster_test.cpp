@@ -16,6 +16,7 @@
 #include "cluster/filter_set.hpp"
 #include "cluster/gossip.hpp"
 #include "cluster/interest.hpp"
+#include "cluster/jetstream.hpp"
 #include "cluster/subject.hpp"
 #include "mqtt/topic.hpp"
 
@@ -372,6 +373,40 @@ TEST_CASE("gossip: each node learns the others' filters and publishes only what 
   CHECK(a.certain());
 }
 
+TEST_CASE("gossip: QoS 1/2 go to the nodes that want them; unsure, to every node known") {
+  GossipNet net;
+  Gossip& a = net.add(1);
+  Gossip& b = net.add(2);
+  Gossip& c = net.add(3);
+  std::vector<std::string_view> nodes;
+  net.settle();
+  a.wanting("k/1", nodes);  // unsure: every node known, by name
+  CHECK(std::set<std::string_view>(nodes.begin(), nodes.end()) ==
+        std::set<std::string_view>{"node2", "node3"});
+  net.advance(2000);
+  REQUIRE(a.certain());
+  a.wanting("k/1", nodes);
+  CHECK(nodes.empty());
+  b.local_add("k/+", net.now);
+  c.local_add("k/#", net.now);
+  c.local_add("other", net.now);
+  net.collect();
+  net.settle();
+  a.wanting("k/1", nodes);
+  CHECK(std::set<std::string_view>(nodes.begin(), nodes.end()) ==
+        std::set<std::string_view>{"node2", "node3"});
+  a.wanting("k", nodes);  // '#' also matches the parent level
+  CHECK(nodes == std::vector<std::string_view>{"node3"});
+  a.wanting("other", nodes);
+  CHECK(nodes == std::vector<std::string_view>{"node3"});
+  // NATS lost while sure: the view as it was (not every node).
+  a.disconnected();
+  a.wanting("other", nodes);
+  CHECK(nodes == std::vector<std::string_view>{"node3"});
+  a.wanting("nobody", nodes);
+  CHECK(nodes.empty());
+}
+
 TEST_CASE("gossip: a lost DELTA is found by the next BEAT and repaired by a snapshot") {
   GossipNet net;
   Gossip& a = net.add(1);
@@ -525,4 +560,24 @@ TEST_CASE("gossip: after leave() a reconnection does not bring the node back") {
   g.connected(100);
   CHECK(g.take_sends().empty());
   CHECK_FALSE(g.certain());
+}
+
+TEST_CASE("JetStream answers: errors and numbers found, hostile bytes only yield text") {
+  using mqgate::cluster::jetstream_error;
+  using mqgate::cluster::json_number;
+  CHECK(jetstream_error(R"({"stream":"MQGATE_x","seq":42})").empty());
+  uint64_t seq = 0;
+  CHECK(json_number(R"({"stream":"MQGATE_x","seq":42})", "seq", seq));
+  CHECK(seq == 42);
+  CHECK_FALSE(json_number(R"({"seq":"x"})", "seq", seq));
+  CHECK_FALSE(json_number(R"({"seq":)", "seq", seq));
+  const std::string e = jetstream_error(
+      R"({"error":{"code":400,"err_code":10058,"description":"stream name already in use"}})");
+  CHECK(e == "stream name already in use (err_code 10058)");
+  CHECK(jetstream_error("{\"error\":{\"description\":\"\x01"
+                        "bad") == "?bad");
+  CHECK(jetstream_error(R"({"error":{}})") == "an error without a description");
+  CHECK(jetstream_error(R"({"error":)") == "an error without a description");
+  uint64_t big = 0;
+  CHECK(json_number(R"({"n":99999999999999999999999999})", "n", big));  // 20 digits at most
 }
