@@ -42,9 +42,11 @@ void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bo
   // the Receive Maximum any longer).
   if (type == PacketType::kPubrec && reason >= 0x80 && client.v5() && client.session)
     client.session->end_incoming_qos2(packet_id, session_limits_);
-  durable = durable && persistence_ != nullptr;
   auto held = held_acks_.find(client.conn_id());
-  if (!durable && cluster_ticket == 0 && held == held_acks_.end()) {
+  // Behind a barrier if durable, or if others are held (a barrier each, as they complete
+  // in order: a failed store withholds those behind it too).
+  const bool barrier = persistence_ != nullptr && (durable || held != held_acks_.end());
+  if (!barrier && cluster_ticket == 0 && held == held_acks_.end()) {
     send_ack(client, type, packet_id, reason, codes);
     return;
   }
@@ -55,11 +57,11 @@ void Broker::acknowledge(Client& client, PacketType type, uint16_t packet_id, bo
     held->second.client = &client;
   }
   HeldAcks::Held h{type, packet_id, nullptr, reason, std::move(codes)};
-  h.store_wait = durable;
+  h.store_wait = barrier;
   h.cluster_ticket = cluster_ticket;
   held->second.acks.push_back(std::move(h));
   if (cluster_ticket != 0) cluster_tickets_[cluster_ticket] = client.conn_id();
-  if (durable)
+  if (barrier)
     persistence_->barrier([this, id = client.conn_id()](bool ok) { ack_durable(id, ok); });
 }
 

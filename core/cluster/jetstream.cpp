@@ -74,6 +74,7 @@ JetStream::JetStream(Link& link, const ClusterConfig& config, uint64_t instance)
       msg_id_prefix_(config.node + "-" + hex(instance) + "-") {}
 
 void JetStream::connected(uint64_t now_ms) {
+  setup_since_ms_ = now_ms;
   // cnats re-sends subscriptions after a reconnection: these are made once.
   if (replies_sub_ == nullptr) replies_sub_ = link_.subscribe_replies(reply_subscription());
   // Subscribed before the consumer exists, so its first deliveries find the interest.
@@ -142,16 +143,17 @@ void JetStream::on_setup_reply(const Link::Reply& r, uint64_t now_ms) {
       if (error.empty()) return request_consumer(now_ms);
       // It exists with other settings (changed keys, or another node's): update it.
       if (code == kStreamNameInUse) return request_stream(true, now_ms);
-      return setup_failed("stream " + stream_ + ": " + error, now_ms);
+      return setup_failed("stream " + stream_ + ": " + error, !r.status.empty(), now_ms);
     case Setup::kStreamUpdate:
-      if (!r.status.empty()) return setup_failed("stream " + stream_ + ": " + error, now_ms);
+      if (!r.status.empty())
+        return setup_failed("stream " + stream_ + ": " + error, !r.status.empty(), now_ms);
       if (!error.empty())
         LOG_WARN("cluster: JetStream stream %s kept its settings: %s", stream_.c_str(),
                  error.c_str());
       return request_consumer(now_ms);
     case Setup::kConsumer:
       if (!error.empty() && code != kConsumerNameInUse && code != kConsumerExists)
-        return setup_failed("consumer " + config_.node + ": " + error, now_ms);
+        return setup_failed("consumer " + config_.node + ": " + error, !r.status.empty(), now_ms);
       // An existing consumer with other settings still delivers to this node's subject.
       if (!error.empty())
         LOG_WARN("cluster: JetStream consumer %s of %s kept its settings: %s", config_.node.c_str(),
@@ -169,11 +171,13 @@ void JetStream::on_setup_reply(const Link::Reply& r, uint64_t now_ms) {
   }
 }
 
-void JetStream::setup_failed(const std::string& what, uint64_t now_ms) {
+void JetStream::setup_failed(const std::string& what, bool absent, uint64_t now_ms) {
   ready_ = false;
   setup_ = Setup::kIdle;
   setup_due_ms_ = now_ms + kSetupRetryMs;
-  if (!logged_setup_)
+  // A NATS cluster just started elects its JetStream leader first: quiet for a while,
+  // unless no JetStream answers at all.
+  if (!logged_setup_ && (absent || now_ms - setup_since_ms_ >= kSetupGraceMs))
     LOG_WARN(
         "cluster: cannot set up JetStream (%s); QoS 1/2 messages other nodes want are held, "
         "then refused; retrying",
@@ -244,29 +248,26 @@ void JetStream::on_reply(const Link::Reply& r, uint64_t now_ms) {
                                 ? "no JetStream stream answered (status " + r.status + ")"
                                 : jetstream_error(r.data);
   if (error.empty()) {
+    last_error_.clear();
     finish(id, true);
     return;
   }
-  // Sent again at the next tick (same Msg-Id), until publish_timeout.
+  // Sent again at the next tick (same Msg-Id), until publish_timeout. The last error
+  // is what the log says if the message is given up.
   it->second.due_ms = now_ms + kErrorRetryMs;
   it->second.sent = false;
-  if (!logged_failure_)
-    LOG_WARN(
-        "cluster: JetStream refused a message for another node: %s; retrying until "
-        "publish_timeout, then the publisher is refused (mqgate_cluster_jetstream_*)",
-        error.c_str());
-  logged_failure_ = true;
+  last_error_ = error;
 }
 
 void JetStream::tick(uint64_t now_ms) {
   if (setup_ != Setup::kDone && link_.connected() && now_ms >= setup_due_ms_) {
-    if (setup_ != Setup::kIdle && !logged_setup_) {  // a request went unanswered
+    if (setup_ != Setup::kIdle && !logged_setup_ && now_ms - setup_since_ms_ >= kSetupGraceMs) {
       LOG_WARN(
           "cluster: no answer from the JetStream API; QoS 1/2 messages other nodes want are "
           "held, then refused; retrying");
       logged_setup_ = true;
     }
-    request_setup(now_ms);
+    request_setup(now_ms);  // (also when a request went unanswered)
   }
   const uint64_t timeout_ms = uint64_t{config_.publish_timeout_s} * 1000;
   std::vector<uint64_t> due;
@@ -275,6 +276,13 @@ void JetStream::tick(uint64_t now_ms) {
   for (const uint64_t id : due) {
     auto it = pending_.find(id);
     if (now_ms - it->second.first_ms >= timeout_ms) {
+      if (!logged_failure_)
+        LOG_WARN(
+            "cluster: JetStream did not store a message for another node within "
+            "publish_timeout (%s); its publisher is refused, and so are the next ones until "
+            "it stores again (mqgate_cluster_jetstream_publish_failures_total)",
+            last_error_.empty() ? "no answer" : last_error_.c_str());
+      logged_failure_ = true;
       finish(id, false);
       continue;
     }

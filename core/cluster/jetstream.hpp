@@ -45,6 +45,7 @@ class JetStream {
   };
   static constexpr uint64_t kAttemptMs = 2000;  // one publish's wait for its answer
   static constexpr uint64_t kSetupRetryMs = 2000;
+  static constexpr uint64_t kSetupGraceMs = 10000;  // setup failures logged after this
   // The consumer: unacknowledged deliveries JetStream sends again after kAckWaitS, and
   // at most kMaxAckPending of them to this node at a time.
   static constexpr uint64_t kAckWaitS = 10;
@@ -117,7 +118,8 @@ class JetStream {
   void setup_request(Setup step, const std::string& subject, const std::string& body,
                      uint64_t now_ms);
   void on_setup_reply(const Link::Reply& r, uint64_t now_ms);
-  void setup_failed(const std::string& what, uint64_t now_ms);
+  // `absent`: no JetStream answered (logged at once; other failures after the grace).
+  void setup_failed(const std::string& what, bool absent, uint64_t now_ms);
 
   Link& link_;
   const ClusterConfig config_;
@@ -146,6 +148,8 @@ class JetStream {
   std::deque<uint64_t> handed_order_;
   static constexpr size_t kMaxHanded = 1u << 16;
   bool logged_failure_ = false;
+  std::string last_error_;       // of the last publish JetStream refused
+  uint64_t setup_since_ms_ = 0;  // the connection's time (the setup's grace period)
   Stats stats_;
 };
 

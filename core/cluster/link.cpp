@@ -100,9 +100,7 @@ struct Link::Hooks {
   static void enqueue(Link* self, natsMsg* msg, bool durable) {
     const char* subject = natsMsg_GetSubject(msg);
     const char* reply = durable ? natsMsg_GetReply(msg) : nullptr;
-    const char* data = natsMsg_GetData(msg);
-    const int len = natsMsg_GetDataLength(msg);
-    const std::string_view payload(data ? data : "", len > 0 ? static_cast<size_t>(len) : 0);
+    const std::string_view payload = payload_of(msg);
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(self->mutex_);
@@ -127,46 +125,50 @@ struct Link::Hooks {
     natsMsg_Destroy(msg);
     if (wake) self->wake();
   }
-  static void reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-    auto* self = static_cast<Link*>(closure);
+  static std::string_view payload_of(natsMsg* msg) {
     const char* data = natsMsg_GetData(msg);
     const int len = natsMsg_GetDataLength(msg);
-    const std::string_view payload(data ? data : "", len > 0 ? static_cast<size_t>(len) : 0);
+    return {data ? data : "", len > 0 ? static_cast<size_t>(len) : 0};
+  }
+  // Appends to one of the queues of small messages (control, replies), under mutex_:
+  // counted with an overhead per message (many tiny ones cost memory too), dropped and
+  // counted past kMaxControlBytes. Returns whether the loop must be woken.
+  template <typename T>
+  static bool push_small(std::deque<T>& queue, uint64_t& bytes, size_t size, T item,
+                         std::atomic<uint64_t>& dropped) {
+    const size_t cost = size + kControlOverhead;
+    if (bytes + cost > kMaxControlBytes) {
+      dropped++;
+      return false;
+    }
+    const bool wake = queue.empty();
+    queue.push_back(std::move(item));
+    bytes += cost;
+    return wake;
+  }
+  static void reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<Link*>(closure);
+    const std::string_view payload = payload_of(msg);
     const char* status = nullptr;
     if (payload.empty() && natsMsgHeader_Get(msg, "Status", &status) != NATS_OK) status = nullptr;
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(self->mutex_);
-      const size_t bytes = payload.size() + kControlOverhead;
-      if (self->reply_bytes_ + bytes > kMaxControlBytes) {
-        self->stats_.dropped_replies++;
-      } else {
-        wake = self->replies_.empty();
-        self->replies_.push_back(
-            {natsMsg_GetSubject(msg), std::string(payload), status ? status : ""});
-        self->reply_bytes_ += bytes;
-      }
+      wake = push_small(self->replies_, self->reply_bytes_, payload.size(),
+                        Reply{natsMsg_GetSubject(msg), std::string(payload), status ? status : ""},
+                        self->stats_.dropped_replies);
     }
     natsMsg_Destroy(msg);
     if (wake) self->wake();
   }
   static void control(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* self = static_cast<Link*>(closure);
-    const char* data = natsMsg_GetData(msg);
-    const int len = natsMsg_GetDataLength(msg);
-    const std::string_view payload(data ? data : "", len > 0 ? static_cast<size_t>(len) : 0);
+    const std::string_view payload = payload_of(msg);
     bool wake = false;
     {
       std::lock_guard<std::mutex> lock(self->mutex_);
-      // Counted with an overhead per message: many tiny ones cost memory too.
-      const size_t bytes = payload.size() + kControlOverhead;
-      if (self->control_bytes_ + bytes > kMaxControlBytes) {
-        self->stats_.dropped_control++;
-      } else {
-        wake = self->control_.empty();
-        self->control_.emplace_back(payload);
-        self->control_bytes_ += bytes;
-      }
+      wake = push_small(self->control_, self->control_bytes_, payload.size(), std::string(payload),
+                        self->stats_.dropped_control);
     }
     natsMsg_Destroy(msg);
     if (wake) self->wake();

@@ -330,32 +330,40 @@ void cluster_metrics(MetricsText& m, const MetricsSources& s) {
   const cluster::JetStream* js = c ? c->jetstream() : nullptr;
   const cluster::JetStream::Stats js_none{};
   const cluster::JetStream::Stats& jst = js ? js->stats() : js_none;
-  m.family("mqgate_cluster_jetstream_ready", kGauge,
-           "1 while this node's JetStream stream and consumer are set up; 0 otherwise.");
-  m.sample(uint64_t{js && js->ready() ? 1u : 0u});
-  m.family("mqgate_cluster_jetstream_published", kCounter,
-           "QoS 1/2 messages stored by JetStream for another node (once per node).");
-  m.sample(jst.published);
-  m.family("mqgate_cluster_jetstream_acks_pending", kGauge,
-           "Publishes to JetStream waiting for their acknowledgement.");
-  m.sample(uint64_t{js ? js->pending() : 0});
-  m.family("mqgate_cluster_jetstream_publish_retries", kCounter,
-           "Publishes to JetStream sent again (no answer in time, or an error).");
-  m.sample(jst.retries);
-  m.family("mqgate_cluster_jetstream_publish_failures", kCounter,
-           "QoS 1/2 messages JetStream did not store within publish_timeout: their publisher "
-           "was refused.");
-  m.sample(jst.failures);
-  m.family("mqgate_cluster_jetstream_received", kCounter,
-           "JetStream deliveries to this node handed to its router.");
-  m.sample(jst.received);
-  m.family("mqgate_cluster_jetstream_redelivered", kCounter,
-           "JetStream deliveries to this node made more than once (not acknowledged in time, "
-           "or after a restart).");
-  m.sample(jst.redelivered);
-  m.family("mqgate_cluster_jetstream_duplicates", kCounter,
-           "JetStream redeliveries of messages this process had handed over already, dropped.");
-  m.sample(jst.duplicates);
+  struct Row {
+    const char* name;
+    bool counter;
+    const char* help;
+    uint64_t value;
+  };
+  const Row jetstream[] = {
+      {"mqgate_cluster_jetstream_ready", false,
+       "1 while this node's JetStream stream and consumer are set up; 0 otherwise.",
+       js && js->ready() ? 1u : 0u},
+      {"mqgate_cluster_jetstream_published", true,
+       "QoS 1/2 messages stored by JetStream for another node (once per node).", jst.published},
+      {"mqgate_cluster_jetstream_acks_pending", false,
+       "Publishes to JetStream waiting for their acknowledgement.", js ? js->pending() : 0},
+      {"mqgate_cluster_jetstream_publish_retries", true,
+       "Publishes to JetStream sent again (no answer in time, or an error).", jst.retries},
+      {"mqgate_cluster_jetstream_publish_failures", true,
+       "QoS 1/2 messages JetStream did not store within publish_timeout: their publisher was "
+       "refused.",
+       jst.failures},
+      {"mqgate_cluster_jetstream_received", true,
+       "JetStream deliveries to this node handed to its router.", jst.received},
+      {"mqgate_cluster_jetstream_redelivered", true,
+       "JetStream deliveries to this node made more than once (not acknowledged in time, or "
+       "after a restart).",
+       jst.redelivered},
+      {"mqgate_cluster_jetstream_duplicates", true,
+       "JetStream redeliveries of messages this process had handed over already, dropped.",
+       jst.duplicates},
+  };
+  for (const Row& r : jetstream) {
+    m.family(r.name, r.counter ? kCounter : kGauge, r.help);
+    m.sample(r.value);
+  }
   m.family("mqgate_cluster_reconnects", kCounter, "NATS connections regained after a loss.");
   m.sample(ls ? ls->reconnects : 0);
   m.family("mqgate_cluster_messages_dropped", kCounter,

@@ -32,6 +32,7 @@ class Publisher:
         self.topic, self.qos = topic, qos
         self.mids = {}
         self.acked = set()
+        self.early = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.c.on_publish = self._on_publish
@@ -43,6 +44,8 @@ class Publisher:
         with self.lock:
             if mid in self.mids:
                 self.acked.add(self.mids.pop(mid))
+            else:
+                self.early.add(mid)  # acknowledged before _run recorded it
 
     def _run(self):
         i = 0
@@ -52,11 +55,16 @@ class Publisher:
             if backlog > 200:  # paho queues without bound: keep it near its window
                 time.sleep(0.005)
                 continue
+            # Not under self.lock: paho calls _on_publish holding its own lock.
+            info = self.c.publish(self.topic, str(i).encode(), self.qos)
+            if info.rc != 0:
+                break
             with self.lock:
-                info = self.c.publish(self.topic, str(i).encode(), self.qos)
-                if info.rc != 0:
-                    break
-                self.mids[info.mid] = i
+                if info.mid in self.early:
+                    self.early.discard(info.mid)
+                    self.acked.add(i)
+                else:
+                    self.mids[info.mid] = i
             i += 1
 
     def start(self):
@@ -134,6 +142,16 @@ class ClusterDurabilityTest(test_cluster.ClusterTestCase):
         self.assertEqual(missing, [], f"acknowledged but never delivered ({len(missing)})")
         return got
 
+    def flow(self, persistent=False):
+        """Nodes a (on server 0) and b (on server 1), a persistent session on b
+        subscribed to d/#, and a that knows it."""
+        a = self.node("a", 0)
+        b = self.node("b", 1, persistent)
+        sub = self.subscriber(b)
+        sub.subscribe("d/#", 1)
+        self.wait_certain(a, 1)
+        return a, b, sub
+
     def publish_through(self, a, topic, disrupt, before=150, after=150):
         pub = Publisher(a.port(), "dpub", topic).start()
         pub.wait_acked(before)
@@ -145,11 +163,7 @@ class ClusterDurabilityTest(test_cluster.ClusterTestCase):
         return pub.stop()
 
     def test_publishing_node_killed_nothing_acknowledged_is_lost(self):
-        a = self.node("a", 0)
-        b = self.node("b", 1)
-        sub = self.subscriber(b)
-        sub.subscribe("d/#", 1)
-        self.wait_certain(a, 1)
+        a, b, sub = self.flow()
         acked = self.publish_through(a, "d/a", lambda: self.kill(a))
         got = self.collect(sub, acked, [])
         self.assertGreaterEqual(len(acked), 150)
@@ -159,11 +173,7 @@ class ClusterDurabilityTest(test_cluster.ClusterTestCase):
         self.assertLessEqual(len(set(got)), len(acked) + 20)  # a's last window, unacked
 
     def test_subscribing_node_killed_and_restarted_gets_everything_acknowledged(self):
-        a = self.node("a", 0)
-        b = self.node("b", 1, persistent=True)
-        sub = self.subscriber(b)
-        sub.subscribe("d/#", 1)
-        self.wait_certain(a, 1)
+        a, b, sub = self.flow(True)
         got = []
         acked = self.publish_through(a, "d/b", lambda: self.kill(b))
         got.extend(int(m.payload) for m in sub.drain(0.2))
@@ -172,17 +182,10 @@ class ClusterDurabilityTest(test_cluster.ClusterTestCase):
         b.wait_log(r"consumer b ready", timeout=20)
         sub = self.subscriber(b)  # its session, with what was queued for it
         got = self.collect(sub, acked, got)
-        dups = len(got) - len(set(got))
-        redelivered = self.metric(b, "mqgate_cluster_jetstream_redelivered_total")
         self.assertGreaterEqual(len(acked), 300)  # a went on while b was down
-        self.assertGreaterEqual(redelivered + dups, 0)  # counted, allowed
 
     def test_a_nats_server_killed_nothing_acknowledged_is_lost(self):
-        a = self.node("a", 0)
-        b = self.node("b", 1)
-        sub = self.subscriber(b)
-        sub.subscribe("d/#", 1)
-        self.wait_certain(a, 1)
+        a, b, sub = self.flow()
         acked = self.publish_through(a, "d/c", lambda: self.servers[0].stop(signal.SIGKILL),
                                      after=300)
         got = self.collect(sub, acked, [])

@@ -1067,6 +1067,10 @@ TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in orde
   Fixture f;
   FakeCluster fc;
   f.broker->set_cluster(&fc);
+  const auto stored = [&](uint64_t ticket, bool ok) {
+    FakeClient::Call call;  // as the server calls it
+    f.broker->on_cluster_stored(ticket, ok);
+  };
   auto pub = f.connect("pub");
   fc.ticket_next = 7;
   pub->feed(publish_packet("s/1", "a", 1, false, 1));  // ticket 7
@@ -1079,10 +1083,7 @@ TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in orde
     f.broker->on_cluster_stored(8, true);  // out of order: 1 still holds 2 and 3
   }
   CHECK(pub->take().empty());
-  {
-    FakeClient::Call call;
-    f.broker->on_cluster_stored(7, true);
-  }
+  stored(7, true);
   auto out = pub->take();
   REQUIRE(out.size() == 3);
   CHECK(out[0].packet_id == 1);
@@ -1091,10 +1092,7 @@ TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in orde
   // Not stored: a 3.1.1 publisher is closed without its PUBACK (it sends it again).
   fc.ticket_next = 9;
   pub->feed(publish_packet("s/1", "d", 1, false, 4));
-  {
-    FakeClient::Call call;
-    f.broker->on_cluster_stored(9, false);
-  }
+  stored(9, false);
   CHECK(pub->take().empty());
   CHECK(pub->closed);
   f.broker->on_cluster_stored(12345, true);  // unknown (its client gone): nothing happens
@@ -1105,6 +1103,10 @@ TEST_CASE("cluster: a backlogged cluster holds the publisher until it is not") {
   Fixture f;
   FakeCluster fc;
   f.broker->set_cluster(&fc);
+  const auto stored = [&](uint64_t ticket, bool ok) {
+    FakeClient::Call call;  // as the server calls it
+    f.broker->on_cluster_stored(ticket, ok);
+  };
   auto pub = f.connect("pub");
   fc.ticket_next = 1;
   fc.backlog = true;
@@ -1112,10 +1114,7 @@ TEST_CASE("cluster: a backlogged cluster holds the publisher until it is not") {
   CHECK(pub->input_held());
   const int resumes = pub->resumes;
   fc.backlog = false;
-  {
-    FakeClient::Call call;
-    f.broker->on_cluster_stored(1, true);
-  }
+  stored(1, true);
   CHECK(!pub->input_held());
   CHECK(pub->resumes == resumes + 1);
   CHECK(pub->take().size() == 1);
