@@ -1063,14 +1063,25 @@ TEST_CASE("cluster: a SUBACK for a new filter waits until the other nodes know i
   f.broker->set_cluster(nullptr);
 }
 
-TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in order") {
+namespace {
+
+// A broker with a FakeCluster whose stored messages the test reports.
+struct StoredFixture {
   Fixture f;
   FakeCluster fc;
-  f.broker->set_cluster(&fc);
-  const auto stored = [&](uint64_t ticket, bool ok) {
+  StoredFixture() { f.broker->set_cluster(&fc); }
+  ~StoredFixture() { f.broker->set_cluster(nullptr); }
+  void stored(uint64_t ticket, bool ok) {
     FakeClient::Call call;  // as the server calls it
     f.broker->on_cluster_stored(ticket, ok);
-  };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in order") {
+  StoredFixture sf;
+  auto& [f, fc] = sf;
   auto pub = f.connect("pub");
   fc.ticket_next = 7;
   pub->feed(publish_packet("s/1", "a", 1, false, 1));  // ticket 7
@@ -1078,12 +1089,9 @@ TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in orde
   fc.ticket_next = 0;
   pub->feed(publish_packet("s/1", "c", 1, false, 3));  // nothing to wait for: behind them
   CHECK(pub->take().empty());
-  {
-    FakeClient::Call call;
-    f.broker->on_cluster_stored(8, true);  // out of order: 1 still holds 2 and 3
-  }
+  sf.stored(8, true);  // out of order: 1 still holds 2 and 3
   CHECK(pub->take().empty());
-  stored(7, true);
+  sf.stored(7, true);
   auto out = pub->take();
   REQUIRE(out.size() == 3);
   CHECK(out[0].packet_id == 1);
@@ -1092,21 +1100,15 @@ TEST_CASE("cluster: a PUBACK waits until the cluster stored the message, in orde
   // Not stored: a 3.1.1 publisher is closed without its PUBACK (it sends it again).
   fc.ticket_next = 9;
   pub->feed(publish_packet("s/1", "d", 1, false, 4));
-  stored(9, false);
+  sf.stored(9, false);
   CHECK(pub->take().empty());
   CHECK(pub->closed);
-  f.broker->on_cluster_stored(12345, true);  // unknown (its client gone): nothing happens
-  f.broker->set_cluster(nullptr);
+  sf.stored(12345, true);  // unknown (its client gone): nothing happens
 }
 
 TEST_CASE("cluster: a backlogged cluster holds the publisher until it is not") {
-  Fixture f;
-  FakeCluster fc;
-  f.broker->set_cluster(&fc);
-  const auto stored = [&](uint64_t ticket, bool ok) {
-    FakeClient::Call call;  // as the server calls it
-    f.broker->on_cluster_stored(ticket, ok);
-  };
+  StoredFixture sf;
+  auto& [f, fc] = sf;
   auto pub = f.connect("pub");
   fc.ticket_next = 1;
   fc.backlog = true;
@@ -1114,12 +1116,11 @@ TEST_CASE("cluster: a backlogged cluster holds the publisher until it is not") {
   CHECK(pub->input_held());
   const int resumes = pub->resumes;
   fc.backlog = false;
-  stored(1, true);
+  sf.stored(1, true);
   CHECK(!pub->input_held());
   CHECK(pub->resumes == resumes + 1);
   CHECK(pub->take().size() == 1);
   pub->close("bye");
-  f.broker->set_cluster(nullptr);
 }
 
 TEST_CASE("cluster: a message from another node reaches local subscribers only") {
