@@ -154,6 +154,7 @@ nats = [{", ".join(f'"{u}"' for u in urls)}]
 {extra}
 """
         b = self.start_broker(cfg)
+        b.wait_log(HTTP_LISTENING.pattern)  # logged just after the listeners
         b.http = int(HTTP_LISTENING.search(b.log()).group(1))
         if wait_connected:
             b.wait_log(r"cluster: node \"%s\" connected to NATS" % name, timeout=10)
@@ -554,7 +555,8 @@ class ClusterThreeServersTest(ClusterTestCase):
         self.settle(a, sub, "f/y", timeout=20)
         for i in range(0, 50, 10):
             self.pub(a, "f/z", str(i), 1)
-        got = [m.payload for m in sub.get_n(5)]
+        # (Stored by JetStream; the consumer may be electing a new leader meanwhile.)
+        got = [m.payload for m in sub.get_n(5, timeout=20)]
         self.assertEqual(got, [b"0", b"10", b"20", b"30", b"40"])
         self.assertIn("cluster: connected", self.get(a, "/healthz"))
         # A failover faster than the loop looks still counts as a loss and a regain.

@@ -123,6 +123,7 @@ class ClusterDurabilityTest(test_cluster.ClusterTestCase):
         self.killed.remove(node.dir)
         b = self.start_broker(None, config_file=node.config_path, workdir=node.dir)
         b.own_dir = True  # its directory goes when it stops
+        b.wait_log(test_cluster.HTTP_LISTENING.pattern)  # logged just after the listeners
         b.http = int(test_cluster.HTTP_LISTENING.search(b.log()).group(1))
         return b
 
