@@ -81,7 +81,11 @@ struct Console::ListJob {
 };
 
 Console::Console(uv_loop_t* loop, Host& host, const HttpConfig& config, Users users)
-    : loop_(loop), host_(host), token_(config.token), users_(std::move(users)) {
+    : loop_(loop),
+      host_(host),
+      https_(config.tls.has_value()),
+      token_(config.token),
+      users_(std::move(users)) {
   pki::leave_signals_alone();        // the broker's loop handles SIGINT/SIGTERM/SIGHUP
   uv_idle_init(loop_, &list_idle_);  // cannot fail
   list_idle_.data = this;
@@ -181,7 +185,13 @@ void Console::audit(const Call& call, const Caller& caller, const char* action,
            call.peer.c_str(), action, log::quote(target, 128).c_str(), outcome.c_str());
 }
 
-void Console::handle(const http::Request& request, const std::string& peer, http::Reply reply) {
+std::string Console::cookie_attributes() const {
+  return std::string("; Path=/; HttpOnly; SameSite=Strict") + (https_ ? "; Secure" : "");
+}
+
+void Console::handle(const http::Request& request, const std::string& peer,
+                     const TlsPeerInfo* tls, http::Reply reply) {
+  (void)tls;
   Call call{request, peer, std::move(reply)};
   const std::string& path = request.path;
   if (path == "/console" || path.starts_with("/console/")) {
@@ -353,11 +363,10 @@ void Console::login(Call& call) {
             .field("role", role_name(role))
             .field("csrf", login.csrf)
             .end_object();
-        // No Secure flag: the console is served on loopback binds only, over plain HTTP.
+        // Secure over HTTPS; plain HTTP is served on loopback binds only.
         call.send(200, j,
-                  {std::string("Set-Cookie: ") + kCookie + "=" + id +
-                   "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
-                   std::to_string(LoginSessions::kLifetimeMs / 1000)});
+                  {std::string("Set-Cookie: ") + kCookie + "=" + id + c.cookie_attributes() +
+                   "; Max-Age=" + std::to_string(LoginSessions::kLifetimeMs / 1000)});
       });
   if (rc != 0) {
     call.reply = std::move(work->reply);
@@ -375,7 +384,7 @@ void Console::logout(Call& call, const Caller& caller) {
   j.begin_object().field("logged_out", true).end_object();
   call.send(
       200, j,
-      {std::string("Set-Cookie: ") + kCookie + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"});
+      {std::string("Set-Cookie: ") + kCookie + "=" + cookie_attributes() + "; Max-Age=0"});
 }
 
 void Console::clients(Call& call, std::string_view rest, const Caller& caller) {

@@ -27,8 +27,10 @@ class Console {
   Console(const Console&) = delete;
   Console& operator=(const Console&) = delete;
 
-  // An /api/ or /console request (http::Endpoint::Callbacks::console).
-  void handle(const http::Request& request, const std::string& peer, http::Reply reply);
+  // An /api/ or /console request (http::Endpoint::Callbacks::console); `tls` is null over
+  // plain HTTP.
+  void handle(const http::Request& request, const std::string& peer, const TlsPeerInfo* tls,
+              http::Reply reply);
   // SIGHUP: the new token, users and admins (logins of users no longer listed end).
   void reload(const HttpConfig& config, Users users);
   // Shutdown: closes the loop handle (lists still walking are not answered).
@@ -71,8 +73,12 @@ class Console {
   void audit(const Call& call, const Caller& caller, const char* action, std::string_view target,
              const std::string& outcome);
 
+  // The login cookie's attributes: "; Secure" over HTTPS.
+  std::string cookie_attributes() const;
+
   uv_loop_t* loop_;
   Host& host_;
+  bool https_;  // [http] has TLS: cookies are Secure
   std::string token_;
   Users users_;
   LoginSessions logins_;

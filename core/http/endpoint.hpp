@@ -3,6 +3,9 @@
 // sockets and HTTP; what the numbers are and whether the broker is healthy come from the callbacks
 // it is given. Every request is bounded (head size, header count, time to send it and to read the
 // answer, connections at once) and answered once, then closed.
+//
+// With TLS material (HTTPS), each connection gets a TlsSession, the listeners' layer: its
+// handshake runs on the TLS worker threads, never on the loop; the loop only moves records.
 #pragma once
 
 #include <uv.h>
@@ -14,7 +17,13 @@
 #include <string>
 #include <string_view>
 
+#include "base/peer_info.hpp"
 #include "http/request.hpp"
+
+namespace mqgate {
+class TlsGeneration;
+class TlsWorkers;
+}  // namespace mqgate
 
 namespace mqgate::http {
 
@@ -47,14 +56,21 @@ class Endpoint {
     // long (from then) before it is answered 408.
     uint32_t crowded_timeout_ms = 1000;
     Limits limits;
+    // HTTPS: the material (a reload replaces it: install_tls) and the handshake threads.
+    std::shared_ptr<const TlsGeneration> tls;
+    TlsWorkers* tls_workers = nullptr;
   };
   struct Callbacks {
     std::function<std::string()> metrics;  // the exposition text
     std::function<bool()> healthy;         // 200 when true, 503 when not
     std::function<std::string()> health_detail;  // more lines for /healthz's body (or "")
     // Requests whose path starts with /api/ or /console (any method): `peer` is
-    // "ip:port". Unset: those paths are 404 like any other.
-    std::function<void(const Request& request, const std::string& peer, Reply reply)> console;
+    // "ip:port"; `tls` what the client proved over HTTPS (its certificate chain: may be
+    // empty), null over plain HTTP. Both live until the reply. Unset: those paths are 404
+    // like any other.
+    std::function<void(const Request& request, const std::string& peer, const TlsPeerInfo* tls,
+                       Reply reply)>
+        console;
   };
 
   Endpoint(uv_loop_t* loop, Options options, Callbacks callbacks);
@@ -70,6 +86,9 @@ class Endpoint {
   void stop();
   // SIGHUP: a new token (empty: none) for the next requests.
   void set_token(std::string token) { options_.bearer_token = std::move(token); }
+  // SIGHUP: new handshakes use `tls` (open connections keep theirs). Returns the previous.
+  std::shared_ptr<const TlsGeneration> install_tls(std::shared_ptr<const TlsGeneration> tls);
+  const std::shared_ptr<const TlsGeneration>& tls() const { return options_.tls; }
   uint16_t bound_port() const { return bound_port_; }
   uint64_t requests() const { return requests_; }  // whole request heads answered
   // Answers sent, by status code (a handful of codes: bounded).
@@ -88,6 +107,14 @@ class Endpoint {
   Exchange* find(uint64_t serial) const;
   // Sends `resp` (status `status`), then closes; the timer bounds the write.
   void respond(Exchange* x, int status, std::string resp);
+  // Request bytes (decrypted over HTTPS): parsed, and answered once the head is whole.
+  void on_request_bytes(Exchange* x, std::string_view bytes);
+  // HTTPS: writes what the connection's TLS layer has for the peer (a handshake flight,
+  // an alert, close_notify).
+  void write_tls_output(Exchange* x);
+  // The answer is written: our side ends (close_notify over HTTPS, then FIN) and the
+  // client's close is awaited until the timer.
+  void finish(Exchange* x);
   // Closes the connection's handles; it is freed when both are closed.
   void close(Exchange* x);
   // The oldest idle connection other than `except` (from `addr` if not null), or null.
@@ -122,6 +149,9 @@ class Endpoint {
   uint64_t episode_seen_ = 0;    // episode_events_ at the last tick
   uint64_t episode_evicted_ = 0;
   uint64_t episode_refused_ = 0;
+  // Decrypted records on their way to a parser (loop thread only; a record is <= 16 KiB).
+  std::unique_ptr<char[]> tls_scratch_;
+  static constexpr size_t kTlsScratchBytes = 16 * 1024 + 256;
 };
 
 }  // namespace mqgate::http

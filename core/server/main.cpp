@@ -138,6 +138,9 @@ int main(int argc, char** argv) {
       if (!l.tls) continue;
       if (!mqgate::Listener::check_tls(l, errors)) tls_ok = false;
     }
+    if (config->http && config->http->tls &&
+        !mqgate::Listener::check_tls(mqgate::Listener::http_tls_config(*config->http), errors))
+      tls_ok = false;
     if (!tls_ok) {
       for (const auto& e : errors)
         std::fprintf(stderr, "mqgate: %s\n", e.c_str());

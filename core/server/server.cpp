@@ -106,7 +106,8 @@ bool Server::start() {
     }
   }
   const bool any_tls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
-                                   [](const ListenerConfig& l) { return l.tls.has_value(); });
+                                   [](const ListenerConfig& l) { return l.tls.has_value(); }) ||
+                       (config_.http && config_.http->tls);
   if (any_tls) {
     const size_t threads = config_.tls_threads ? config_.tls_threads
                                                : std::max(1u, std::thread::hardware_concurrency());
@@ -199,6 +200,15 @@ bool Server::start_http() {
   o.request_timeout_ms = h.request_timeout * 1000;
   o.max_connections_per_address = h.max_connections_per_address;
   o.crowded_timeout_ms = h.crowded_request_timeout_ms;
+  if (h.tls) {
+    Errors errors;
+    o.tls = TlsGeneration::load(Listener::http_tls_config(h), tls_workers_->size(), errors);
+    if (!o.tls) {
+      LOG_ERROR("%s:%d: %s", config_.path.c_str(), h.line, one_line(errors).c_str());
+      return false;
+    }
+    o.tls_workers = tls_workers_.get();
+  }
   http::Endpoint::Callbacks callbacks{[this] { return metrics_text(); },
                                       [this] { return healthy(); },
                                       [this] { return health_detail(); }, nullptr};
@@ -212,8 +222,8 @@ bool Server::start_http() {
     }
     console_ = std::make_unique<console::Console>(&loop_, *this, h, std::move(users));
     callbacks.console = [this](const http::Request& request, const std::string& peer,
-                               http::Reply reply) {
-      console_->handle(request, peer, std::move(reply));
+                               const TlsPeerInfo* tls, http::Reply reply) {
+      console_->handle(request, peer, tls, std::move(reply));
     };
   }
   http_ = std::make_unique<http::Endpoint>(&loop_, std::move(o), std::move(callbacks));
@@ -270,11 +280,61 @@ void Server::reload_http(const Config& fresh) {
     LOG_INFO("reload: [http] bearer token %s", fresh.http->token.empty() ? "removed" : "replaced");
   }
   config_.http->token = fresh.http->token;
+  reload_http_tls(*fresh.http);
   if (fresh.http->console != config_.http->console)
     LOG_WARN("reload: [http] console %s; that takes effect at the next restart",
              fresh.http->console ? "turned on" : "turned off");
   else if (console_)
     reload_console(*fresh.http);
+}
+
+// [http]'s TLS material, loaded again off the loop as the listeners' is (TlsReload).
+void Server::reload_http_tls(const HttpConfig& fresh) {
+  if (!http_->tls()) {
+    if (fresh.tls) LOG_WARN("reload: [http] ssl turned on; that takes effect at the next restart");
+    return;
+  }
+  if (!fresh.tls) {
+    LOG_ERROR("reload: [http] ssl cannot be turned off without a restart; keeping TLS");
+    return;
+  }
+  struct Work {
+    uv_work_t req;
+    Server* server;
+    size_t workers;
+    ListenerConfig fresh;
+    std::shared_ptr<TlsGeneration> generation;
+    Errors errors;
+  };
+  auto work = std::make_unique<Work>();
+  work->server = this;
+  work->workers = tls_workers_->size();
+  work->fresh = Listener::http_tls_config(fresh);
+  work->req.data = work.get();
+  const int rc = uv_queue_work(
+      &loop_, &work->req,
+      [](uv_work_t* req) {
+        auto* w = static_cast<Work*>(req->data);
+        w->generation = TlsGeneration::load(w->fresh, w->workers, w->errors);
+      },
+      [](uv_work_t* req, int status) {
+        std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+        Server& self = *w->server;
+        if (status != 0 || self.shutting_down_ || !self.http_) return;
+        if (!w->generation) {
+          LOG_ERROR("reload: %s; keeping the previous TLS material", one_line(w->errors).c_str());
+          return;
+        }
+        LOG_INFO("reload: [http]: TLS %s (open connections keep theirs)",
+                 w->generation->summary().c_str());
+        self.retired_tls_.push_back(self.http_->install_tls(std::move(w->generation)));
+        self.free_retired_tls();
+      });
+  if (rc != 0)
+    LOG_ERROR("reload: cannot load [http]'s TLS material: %s; keeping the previous",
+              uv_strerror(rc));
+  else
+    work.release();
 }
 
 std::string Server::metrics_text() {

@@ -163,6 +163,7 @@ class Server final : public console::Host {
   void disconnect_revoked(Listener& listener, const TlsGeneration& generation);
   void free_retired_tls();
   void check_tls_health(uint64_t now_ms);
+  void reload_http_tls(const HttpConfig& fresh);
   // The [http] endpoint, if configured; false (logged) if it cannot listen.
   bool start_http();
   void reload_http(const Config& fresh);

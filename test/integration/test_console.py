@@ -169,7 +169,7 @@ class ConsoleTest(BrokerTestCase):
             '[http]\nbind = "127.0.0.1:0"', '[http]\nbind = "0.0.0.0:0"')
         code, out = run_config_check(text, self.tmp)
         self.assertNotEqual(code, 0)
-        self.assertRegex(out, r"console: is served on loopback binds only")
+        self.assertRegex(out, r"console: is served over plain HTTP on loopback binds only")
 
     # --- authentication ----------------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""The console and the [http] endpoint over HTTPS (issue 25, docs/console.md): TLS with the
+listeners' material (mbedTLS, handshakes on the TLS threads), /metrics and /healthz over
+it, Secure cookies, non-loopback binds allowed only with TLS, SIGHUP reloading the
+certificate, and the page in headless Chromium over https. Real clients: curl, openssl
+s_client, Python's ssl, Chromium.
+
+mqgate-only. Deterministic: every check follows the event it depends on."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+import pki
+import test_console as base  # a module: its test cases stay out of this file
+from cdp import Browser
+from mqgate_test import BrokerTestCase, pki_tool, run_config_check
+
+TOKEN = base.TOKEN
+
+
+def https(port, path, method="GET", headers=None, cafile=None, cert=None):
+    """(status, headers dict (lower-case names), parsed JSON or raw bytes) over TLS; `cert`
+    (certificate, key) is the client certificate."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    if cert:
+        ctx.load_cert_chain(*cert)
+    c = http.client.HTTPSConnection("localhost", port, timeout=20, context=ctx)
+    try:
+        c.request(method, path, headers=headers or {})
+        resp = c.getresponse()
+        body = resp.read()
+        hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        if hdrs.get("content-type", "").startswith("application/json"):
+            body = json.loads(body)
+        return resp.status, hdrs, body
+    finally:
+        c.close()
+
+
+class ConsoleTlsTest(BrokerTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.mkdtemp(prefix="mqgate-console-tls-")
+        d = cls.pki_dir
+        cls.ca = pki.make_ca(d, key_type="ec")
+        cls.server = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"])
+        cls.server2 = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"],
+                                      output_dir="second")
+        cls.passwd = os.path.join(d, "console.passwd")
+        subprocess.run([pki_tool("mqgate_passwd"), "-c", "-b", cls.passwd, "alice", "alice-pw"],
+                       check=True, capture_output=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.pki_dir, ignore_errors=True)
+
+    def config(self, bind="127.0.0.1:0", tls=True, extra=""):
+        # Copies: the reload test replaces them.
+        self.cert = os.path.join(self.tmp, "http.crt")
+        self.key = os.path.join(self.tmp, "http.key")
+        shutil.copy(self.server.cert, self.cert)
+        shutil.copy(self.server.key, self.key)
+        tls_keys = (f'ssl = true\ncertfile = "{self.cert}"\nkeyfile = "{self.key}"\n'
+                    f'cafile = "{self.ca.cert}"\nclient_cert = "optional"\n') if tls else ""
+        return ('log_level = "debug"\nsys_interval = 0\n'
+                '[listeners.plain]\nbind = "127.0.0.1:0"\nplugins = ["anonymous"]\n'
+                '[plugins.anonymous]\nallow_anonymous = true\n'
+                f'[http]\nbind = "{bind}"\ntoken = "{TOKEN}"\nconsole = true\n'
+                f'console_users = "{self.passwd}"\nconsole_admins = ["alice"]\n{tls_keys}{extra}')
+
+    def start(self, **kw):
+        b = self.start_broker(self.config(**kw))
+        m = b.wait_log(base.HTTP_LISTENING.pattern) and base.HTTP_LISTENING.search(b.log())
+        self.http = int(m.group(2))
+        self.b = b
+        return b
+
+    def curl(self, path, *args):
+        p = subprocess.run(["curl", "-sS", "--cacert", self.ca.cert, "-o", "-", "-w",
+                            "\n%{http_code}", *args, f"https://localhost:{self.http}{path}"],
+                           capture_output=True, text=True, timeout=20)
+        body, _, code = p.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def test_configuration(self):
+        # TLS lets the console bind beyond loopback; plain HTTP does not.
+        code, out = run_config_check(self.config(bind="0.0.0.0:0"), self.tmp)
+        self.assertEqual(code, 0, out)
+        code, out = run_config_check(self.config(bind="0.0.0.0:0", tls=False), self.tmp)
+        self.assertNotEqual(code, 0)
+        self.assertRegex(out, r"http\.console: is served over plain HTTP on loopback binds only")
+        for text, pattern in (
+                (self.config(tls=False, extra='certfile = "x.crt"\n'),
+                 r"http\.certfile: is a TLS setting: it needs ssl = true in \[http\]"),
+                (self.config(extra='crl_ca_certfile = "x.crt"\n'),
+                 r"http\.crl_ca_certfile: unknown key"),
+                (self.config(extra='disconnect_revoked = true\n'),
+                 r"http\.disconnect_revoked: unknown key"),
+                (self.config().replace('ssl = true\n', 'ssl = true\ntls_min_version = "1.3"\n'),
+                 r"http\.tls_min_version: TLS 1\.3 is not available"),
+                (self.config().replace(f'keyfile = "{self.key}"',
+                                       f'keyfile = "{self.ca.key}"'),
+                 r"\[http\]: keyfile .*does not match the certificate")):
+            code, out = run_config_check(text, self.tmp)
+            self.assertNotEqual(code, 0, text)
+            self.assertRegex(out, pattern)
+
+    def test_metrics_health_and_console_over_https(self):
+        self.start()
+        self.b.wait_log(r"http endpoint listening on 127\.0\.0\.1 port \d+, HTTPS: TLS")
+        self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
+        code, _ = self.curl("/metrics")
+        self.assertEqual(code, 401)
+        code, body = self.curl("/metrics", "-H", f"Authorization: Bearer {TOKEN}")
+        self.assertEqual(code, 200)
+        self.assertIn("mqgate_build_info", body)
+
+        # A browser login: the cookie is Secure; CSRF as over plain HTTP.
+        status, hdrs, body = https(self.http, "/api/v1/login", "POST",
+                                   base.basic("alice", "alice-pw"), cafile=self.ca.cert)
+        self.assertEqual(status, 200, body)
+        self.assertRegex(hdrs["set-cookie"], r"; HttpOnly; SameSite=Strict; Secure; Max-Age=")
+        cookie = {"Cookie": hdrs["set-cookie"].split(";")[0]}
+        status, _, body = https(self.http, "/api/v1/clients", headers=cookie, cafile=self.ca.cert)
+        self.assertEqual((status, body["total"]), (200, 0))
+        status, _, _ = https(self.http, "/api/v1/logout", "POST", cookie, cafile=self.ca.cert)
+        self.assertEqual(status, 403)  # no X-CSRF-Token
+
+        # openssl s_client verifies the chain; plain HTTP gets no answer, only a close.
+        p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{self.http}",
+                            "-CAfile", self.ca.cert, "-verify_return_error"],
+                           input="", capture_output=True, text=True, timeout=20)
+        self.assertIn("Verify return code: 0 (ok)", p.stdout)
+        with self.assertRaises((ConnectionError, http.client.RemoteDisconnected)):
+            base.request(self.http, "/healthz")
+        self.b.wait_log(r"http: 127\.0\.0\.1:\d+: TLS handshake failed")
+
+    def test_sighup_reloads_the_certificate(self):
+        self.start()
+        served = lambda: subprocess.run(  # noqa: E731
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.http}", "-showcerts"],
+            input="", capture_output=True, text=True, timeout=20).stdout
+        first = pki.serial_of(self.server.cert)
+        second = pki.serial_of(self.server2.cert)
+        self.assertNotEqual(first, second)
+        before = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=served(),
+                                capture_output=True, text=True).stdout
+        self.assertIn(first.upper(), before.upper())
+        shutil.copy(self.server2.cert, self.cert)
+        shutil.copy(self.server2.key, self.key)
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"reload: \[http\]: TLS ")
+        after = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=served(),
+                               capture_output=True, text=True).stdout
+        self.assertIn(second.upper(), after.upper())
+        self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
+        # A broken file on reload keeps the previous material.
+        with open(self.key, "w") as f:
+            f.write("not a key\n")
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"reload: \[http\]: keyfile .*; keeping the previous TLS material")
+        self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
+
+    def test_page_in_chromium_over_https(self):
+        self.start()
+        browser = Browser(extra_args=["--ignore-certificate-errors"])
+        self.addCleanup(browser.close)
+        os.makedirs(base.SCREENSHOTS, exist_ok=True)
+        browser.navigate(f"https://localhost:{self.http}/console/")
+        browser.wait_for("!document.getElementById('view-login').hidden")
+        browser.evaluate("document.getElementById('login-user').value = 'alice';"
+                         "document.getElementById('login-password').value = 'alice-pw';"
+                         "document.querySelector('#login-form button').click()")
+        browser.wait_for("!document.getElementById('view-devices').hidden")
+        self.assertEqual(browser.evaluate("location.protocol"), "https:")
+        browser.screenshot(os.path.join(base.SCREENSHOTS, "tls-1-devices.png"))
+        self.b.wait_log(r'console: user "alice" \(admin\) logged in from 127\.0\.0\.1')
+
+
+if __name__ == "__main__":
+    unittest.main()
