@@ -189,8 +189,8 @@ std::string Console::cookie_attributes() const {
   return std::string("; Path=/; HttpOnly; SameSite=Strict") + (https_ ? "; Secure" : "");
 }
 
-void Console::handle(const http::Request& request, const std::string& peer,
-                     const TlsPeerInfo* tls, http::Reply reply) {
+void Console::handle(const http::Request& request, const std::string& peer, const TlsPeerInfo* tls,
+                     http::Reply reply) {
   (void)tls;
   Call call{request, peer, std::move(reply)};
   const std::string& path = request.path;
@@ -382,9 +382,8 @@ void Console::logout(Call& call, const Caller& caller) {
   LOG_INFO("console: %s logged out from %s", caller.who.c_str(), call.peer.c_str());
   Json j;
   j.begin_object().field("logged_out", true).end_object();
-  call.send(
-      200, j,
-      {std::string("Set-Cookie: ") + kCookie + "=" + cookie_attributes() + "; Max-Age=0"});
+  call.send(200, j,
+            {std::string("Set-Cookie: ") + kCookie + "=" + cookie_attributes() + "; Max-Age=0"});
 }
 
 void Console::clients(Call& call, std::string_view rest, const Caller& caller) {

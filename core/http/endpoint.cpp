@@ -439,8 +439,8 @@ void Endpoint::on_request_bytes(Exchange* e, std::string_view bytes) {
       return;
     case ParseStatus::kError: {
       const int status = e->parser.error_status();
-      LOG_DEBUG("http: %s: bad request: %s; %d", e->peer.c_str(),
-                e->parser.error_reason().c_str(), status);
+      LOG_DEBUG("http: %s: bad request: %s; %d", e->peer.c_str(), e->parser.error_reason().c_str(),
+                status);
       respond(e, status,
               response(status, "text/plain; charset=utf-8", e->parser.error_reason() + "\n"));
       return;
@@ -548,15 +548,17 @@ void Endpoint::answer_later(Exchange* x) {
   const uint64_t serial = x->serial;
   callbacks_.console(request, x->peer, x->tls ? x->peer_tls.get() : nullptr,
                      [alive, serial](int status, std::string resp) {
-    auto self = alive.lock();
-    if (!self) return;
-    Endpoint* ep = *self;
-    Exchange* e = ep->find(serial);
-    if (e == nullptr || e->phase != Exchange::Phase::kAnswering) return;  // gone, or 503 sent
-    LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
-              log::quote(e->parser.request().path, 100).c_str(), status);
-    ep->respond(e, status, std::move(resp));
-  });
+                       auto self = alive.lock();
+                       if (!self) return;
+                       Endpoint* ep = *self;
+                       Exchange* e = ep->find(serial);
+                       if (e == nullptr || e->phase != Exchange::Phase::kAnswering)
+                         return;  // gone, or 503 sent
+                       LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(),
+                                 e->parser.request().method.c_str(),
+                                 log::quote(e->parser.request().path, 100).c_str(), status);
+                       ep->respond(e, status, std::move(resp));
+                     });
 }
 
 void Endpoint::respond(Exchange* x, int status, std::string resp) {
