@@ -542,14 +542,34 @@ void read_http_console(TableChecker& c, const toml::table& t, const std::string&
       h.console_users = resolve_config_path(*v, file);
   }
   if (auto v = c.string_array("console_admins")) h.console_admins = *v;
+  static constexpr const char* kCertKeys[] = {"console_cert_admins", "console_cert_readers"};
+  for (auto* list : {&h.console_cert_admins, &h.console_cert_readers}) {
+    const char* key = kCertKeys[list == &h.console_cert_admins ? 0 : 1];
+    if (auto v = c.string_array(key)) {
+      for (const std::string& id : *v)
+        if (id.empty() || id.size() > 1024)
+          c.error_at(c.where(key), key, "identities are 1 to 1024 bytes");
+      *list = *v;
+    }
+  }
   if (!h.console) {
-    for (const char* key : {"console_users", "console_admins"})
+    for (const char* key :
+         {"console_users", "console_admins", "console_cert_admins", "console_cert_readers"})
       if (t.get(key)) c.error_at(c.where(key), key, "needs console = true");
     return;
   }
-  if (h.token.empty() && h.console_users.empty())
+  const bool cert_logins = !h.console_cert_admins.empty() || !h.console_cert_readers.empty();
+  if (cert_logins &&
+      (!h.tls || h.tls->cafile.empty() || h.tls->client_cert == TlsConfig::ClientCert::kNone)) {
+    const char* key = h.console_cert_admins.empty() ? kCertKeys[1] : kCertKeys[0];
+    c.error_at(c.where(key), key,
+               "needs client certificates on [http]: ssl = true, cafile and client_cert = "
+               "\"optional\" (or \"required\")");
+  }
+  if (h.token.empty() && h.console_users.empty() && !cert_logins)
     c.error_at(c.where("console"), "console",
-               "needs token (or token_file) or console_users: every call is authenticated");
+               "needs token (or token_file), console_users or console_cert_admins/readers: "
+               "every call is authenticated");
   if (!h.console_admins.empty() && h.console_users.empty())
     c.error_at(c.where("console_admins"), "console_admins", "needs console_users");
   const bool loopback = h.ipv6 ? h.host == "::1" : h.host.starts_with("127.");

@@ -111,6 +111,11 @@ struct HttpConfig {
   bool console = false;
   std::string console_users;                // Mosquitto password file ("": token only)
   std::vector<std::string> console_admins;  // users who may act; the others read only
+  // Logins with a client certificate (needs ssl, cafile, client_cert): the identities (the
+  // leaf's subject CN, or a subjectAltName DNS name or URI) that log in as admin or
+  // read-only. Any other certificate is refused.
+  std::vector<std::string> console_cert_admins;
+  std::vector<std::string> console_cert_readers;
   int line = 0;
 };
 

@@ -1,6 +1,9 @@
 #include "console/auth.hpp"
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/base64.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/x509_crt.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -69,8 +72,44 @@ std::string random_token() {
   return out;
 }
 
-const LoginSessions::Login& LoginSessions::create(std::string user, Role role, uint64_t now_ms,
-                                                  std::string& id) {
+bool certificate_identities(const std::string& der, std::vector<std::string>& ids,
+                            std::string& subject) {
+  mbedtls_x509_crt crt;
+  mbedtls_x509_crt_init(&crt);
+  const bool ok = mbedtls_x509_crt_parse_der(
+                      &crt, reinterpret_cast<const unsigned char*>(der.data()), der.size()) == 0;
+  if (ok) {
+    char dn[512];
+    subject = mbedtls_x509_dn_gets(dn, sizeof dn, &crt.subject) >= 0 ? dn : "?";
+    for (const mbedtls_x509_name* n = &crt.subject; n != nullptr; n = n->next)
+      if (n->oid.p != nullptr && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) == 0)
+        ids.emplace_back(reinterpret_cast<const char*>(n->val.p), n->val.len);
+    for (const mbedtls_x509_sequence* san = &crt.subject_alt_names; san != nullptr;
+         san = san->next) {
+      const int tag = san->buf.tag;
+      if (san->buf.p != nullptr &&
+          (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME) ||
+           tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_UNIFORM_RESOURCE_IDENTIFIER)))
+        ids.emplace_back(reinterpret_cast<const char*>(san->buf.p), san->buf.len);
+    }
+  }
+  mbedtls_x509_crt_free(&crt);
+  return ok;
+}
+
+std::optional<Role> CertRoles::role_of(const std::vector<std::string>& ids,
+                                       std::string& matched) const {
+  for (const auto* list : {&admins, &readers})
+    for (const std::string& id : ids)
+      if (list->count(id)) {
+        matched = id;
+        return list == &admins ? Role::kAdmin : Role::kReadOnly;
+      }
+  return std::nullopt;
+}
+
+const LoginSessions::Login& LoginSessions::create(std::string user, bool by_certificate, Role role,
+                                                  uint64_t now_ms, std::string& id) {
   if (sessions_.size() >= kMaxSessions) {
     auto oldest = std::min_element(sessions_.begin(), sessions_.end(), [](auto& a, auto& b) {
       return a.second.used_ms < b.second.used_ms;
@@ -80,6 +119,7 @@ const LoginSessions::Login& LoginSessions::create(std::string user, Role role, u
   id = random_token();
   Login& l = sessions_[id];
   l.user = std::move(user);
+  l.by_certificate = by_certificate;
   l.role = role;
   l.csrf = random_token();
   l.created_ms = l.used_ms = now_ms;

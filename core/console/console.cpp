@@ -11,6 +11,7 @@
 #include "console/assets.hpp"
 #include "console/clients.hpp"
 #include "console/json.hpp"
+#include "console/throttle.hpp"
 #include "pki-tools/crl_update.hpp"
 #include "pki-tools/issuer.hpp"
 #include "pki-tools/output.hpp"
@@ -55,12 +56,20 @@ bool state_changing(const std::string& method) {
   return method != "GET" && method != "HEAD";
 }
 
+CertRoles cert_roles_of(const HttpConfig& config) {
+  CertRoles roles;
+  roles.admins.insert(config.console_cert_admins.begin(), config.console_cert_admins.end());
+  roles.readers.insert(config.console_cert_readers.begin(), config.console_cert_readers.end());
+  return roles;
+}
+
 }  // namespace
 
 struct Console::Call {
   const http::Request& request;
   std::string peer;
   http::Reply reply;
+  const TlsPeerInfo* tls = nullptr;  // over HTTPS: what the client's certificate proved
 
   void send(int status, const Json& body, std::vector<std::string> extra = {}) {
     std::vector<std::string> headers = json_headers();
@@ -85,7 +94,8 @@ Console::Console(uv_loop_t* loop, Host& host, const HttpConfig& config, Users us
       host_(host),
       https_(config.tls.has_value()),
       token_(config.token),
-      users_(std::move(users)) {
+      users_(std::move(users)),
+      cert_roles_(cert_roles_of(config)) {
   pki::leave_signals_alone();        // the broker's loop handles SIGINT/SIGTERM/SIGHUP
   uv_idle_init(loop_, &list_idle_);  // cannot fail
   list_idle_.data = this;
@@ -175,6 +185,7 @@ void Console::answer_list(ListJob& job) {
 void Console::reload(const HttpConfig& config, Users users) {
   token_ = config.token;
   users_ = std::move(users);
+  cert_roles_ = cert_roles_of(config);
   LOG_INFO("console: reloaded (%s, %zu admin%s)", users_.file ? "with users" : "token only",
            users_.admins.size(), users_.admins.size() == 1 ? "" : "s");
 }
@@ -191,8 +202,7 @@ std::string Console::cookie_attributes() const {
 
 void Console::handle(const http::Request& request, const std::string& peer, const TlsPeerInfo* tls,
                      http::Reply reply) {
-  (void)tls;
-  Call call{request, peer, std::move(reply)};
+  Call call{request, peer, std::move(reply), tls};
   const std::string& path = request.path;
   if (path == "/console" || path.starts_with("/console/")) {
     assets(call);
@@ -276,15 +286,23 @@ bool Console::authenticate(Call& call, Caller& caller) {
                {"WWW-Authenticate: Bearer realm=\"mqgate\""});
     return false;
   }
-  // A user dropped from the password file on reload loses the login; a role change applies.
-  if (!users_.file ||
-      pwfile_find(users_.file.get(), login->user.c_str()) == static_cast<size_t>(-1)) {
+  // A user dropped from the password file (an identity from the certificate lists) on
+  // reload loses the login; a role change applies.
+  std::optional<Role> role;
+  if (login->by_certificate) {
+    std::string matched;
+    role = cert_roles_.role_of({login->user}, matched);
+  } else if (users_.file &&
+             pwfile_find(users_.file.get(), login->user.c_str()) != static_cast<size_t>(-1)) {
+    role = users_.role_of(login->user);
+  }
+  if (!role) {
     logins_.remove(id);
     call.error(401, "the login has ended: log in again");
     return false;
   }
-  caller.who = "user " + login->user;
-  caller.role = users_.role_of(login->user);
+  caller.who = (login->by_certificate ? "certificate " : "user ") + login->user;
+  caller.role = *role;
   caller.session_id = id;
   caller.csrf = login->csrf;
   if (state_changing(request.method)) {
@@ -301,7 +319,17 @@ bool Console::authenticate(Call& call, Caller& caller) {
 }
 
 void Console::login(Call& call) {
+  const std::string address = address_of(call.peer);
+  if (const uint64_t wait = throttle_.wait_s(address, host_.console_now_ms())) {
+    call.error(429, "too many failed logins from this address; try again later",
+               {"Retry-After: " + std::to_string(wait)});
+    return;
+  }
   const std::string* auth = call.request.header("authorization");
+  if (auth == nullptr && call.tls != nullptr && !call.tls->chain_der.empty()) {
+    login_with_certificate(call);
+    return;
+  }
   std::string user, password;
   if (auth == nullptr || !parse_basic(*auth, user, password)) {
     call.error(401, "log in with Authorization: Basic base64(user:password)");
@@ -349,24 +377,11 @@ void Console::login(Call& call) {
         if (!w->ok) {
           LOG_WARN("console: login of user %s from %s refused: bad user or password",
                    log::quote(w->user, 64).c_str(), w->peer.c_str());
+          c.login_failed(call);
           call.error(401, "bad user or password");
           return;
         }
-        const Role role = c.users_.role_of(w->user);
-        std::string id;
-        const auto& login = c.logins_.create(w->user, role, c.host_.console_now_ms(), id);
-        LOG_INFO("console: user %s (%s) logged in from %s", log::quote(w->user, 64).c_str(),
-                 role_name(role), w->peer.c_str());
-        Json j;
-        j.begin_object()
-            .field("user", "user " + w->user)
-            .field("role", role_name(role))
-            .field("csrf", login.csrf)
-            .end_object();
-        // Secure over HTTPS; plain HTTP is served on loopback binds only.
-        call.send(200, j,
-                  {std::string("Set-Cookie: ") + kCookie + "=" + id + c.cookie_attributes() +
-                   "; Max-Age=" + std::to_string(LoginSessions::kLifetimeMs / 1000)});
+        c.logged_in(call, w->user, false, c.users_.role_of(w->user));
       });
   if (rc != 0) {
     call.reply = std::move(work->reply);
@@ -375,6 +390,56 @@ void Console::login(Call& call) {
   }
   work.release();
   logins_in_flight_++;
+}
+
+void Console::login_with_certificate(Call& call) {
+  // Verified against [http]'s cafile (and CRL) in the handshake: what is left is whether
+  // it names a console user. Parsing the leaf is quick (no signature to check).
+  std::vector<std::string> ids;
+  std::string subject, matched;
+  std::optional<Role> role;
+  if (certificate_identities(call.tls->chain_der.front(), ids, subject))
+    role = cert_roles_.role_of(ids, matched);
+  if (!role) {
+    LOG_WARN(
+        "console: certificate login from %s refused: %s is not in console_cert_admins or "
+        "console_cert_readers",
+        call.peer.c_str(), log::quote(subject, 256).c_str());
+    login_failed(call);
+    call.error(403, "this certificate is not a console user");
+    return;
+  }
+  logged_in(call, matched, true, *role);
+}
+
+void Console::login_failed(const Call& call) {
+  const std::string address = address_of(call.peer);
+  if (throttle_.failed(address, host_.console_now_ms()))
+    LOG_WARN(
+        "console: %u failed logins in a row from %s: its next tries wait (429), %llu s "
+        "doubling up to %llu s, until one succeeds",
+        LoginThrottle::kFreeFailures, address.c_str(),
+        static_cast<unsigned long long>(LoginThrottle::kBaseDelayMs / 1000),
+        static_cast<unsigned long long>(LoginThrottle::kMaxDelayMs / 1000));
+}
+
+void Console::logged_in(Call& call, const std::string& user, bool by_certificate, Role role) {
+  throttle_.succeeded(address_of(call.peer));
+  std::string id;
+  const auto& login = logins_.create(user, by_certificate, role, host_.console_now_ms(), id);
+  const char* kind = by_certificate ? "certificate " : "user ";
+  LOG_INFO("console: %s%s (%s) logged in from %s", kind, log::quote(user, 128).c_str(),
+           role_name(role), call.peer.c_str());
+  Json j;
+  j.begin_object()
+      .field("user", kind + user)
+      .field("role", role_name(role))
+      .field("csrf", login.csrf)
+      .end_object();
+  // Secure over HTTPS; plain HTTP is served on loopback binds only.
+  call.send(200, j,
+            {std::string("Set-Cookie: ") + kCookie + "=" + id + cookie_attributes() +
+             "; Max-Age=" + std::to_string(LoginSessions::kLifetimeMs / 1000)});
 }
 
 void Console::logout(Call& call, const Caller& caller) {

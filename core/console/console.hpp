@@ -16,6 +16,7 @@
 #include "console/auth.hpp"
 #include "console/clients.hpp"
 #include "console/host.hpp"
+#include "console/throttle.hpp"
 #include "http/endpoint.hpp"
 
 namespace mqgate::console {
@@ -56,6 +57,11 @@ class Console {
   // Authenticates the call; false once it has been answered (401/403).
   bool authenticate(Call& call, Caller& caller);
   void login(Call& call);
+  void login_with_certificate(Call& call);
+  // A login's outcome: a failure counts against the peer's address (LoginThrottle); a
+  // success clears it, creates the login and answers with its cookie and CSRF token.
+  void login_failed(const Call& call);
+  void logged_in(Call& call, const std::string& user, bool by_certificate, Role role);
   void logout(Call& call, const Caller& caller);
   void clients(Call& call, std::string_view rest, const Caller& caller);
   void disconnect(Call& call, const std::string& id, const Caller& caller);
@@ -81,7 +87,9 @@ class Console {
   bool https_;  // [http] has TLS: cookies are Secure
   std::string token_;
   Users users_;
+  CertRoles cert_roles_;
   LoginSessions logins_;
+  LoginThrottle throttle_;
   int logins_in_flight_ = 0;
   std::deque<std::unique_ptr<ListJob>> lists_;  // walking, the first one now
   size_t lists_sorting_ = 0;

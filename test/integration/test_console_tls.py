@@ -8,6 +8,7 @@ mqgate-only. Deterministic: every check follows the event it depends on."""
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -52,9 +53,14 @@ class ConsoleTlsTest(BrokerTestCase):
         cls.server = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"])
         cls.server2 = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"],
                                       output_dir="second")
+        # Operators' certificates: CN = the id, SAN URI spiffe://<domain>/device/<id>.
+        cls.op_admin = pki.make_device(d, "op-admin", base.DOMAIN, key_type="ec")
+        cls.op_reader = pki.make_device(d, "op-reader", base.DOMAIN, key_type="ec")
+        cls.stranger = pki.make_device(d, "stranger", base.DOMAIN, key_type="ec")
         cls.passwd = os.path.join(d, "console.passwd")
-        subprocess.run([pki_tool("mqgate_passwd"), "-c", "-b", cls.passwd, "alice", "alice-pw"],
-                       check=True, capture_output=True)
+        for user, password, first in (("alice", "alice-pw", True), ("bob", "bob-pw", False)):
+            subprocess.run([pki_tool("mqgate_passwd"), *(["-c"] if first else []), "-b",
+                            cls.passwd, user, password], check=True, capture_output=True)
 
     @classmethod
     def tearDownClass(cls):
@@ -102,6 +108,10 @@ class ConsoleTlsTest(BrokerTestCase):
                  r"http\.crl_ca_certfile: unknown key"),
                 (self.config(extra='disconnect_revoked = true\n'),
                  r"http\.disconnect_revoked: unknown key"),
+                (self.config(tls=False, extra='console_cert_admins = ["op"]\n'),
+                 r"http\.console_cert_admins: needs client certificates on \[http\]"),
+                (self.config(extra='console_cert_readers = [""]\n'),
+                 r"http\.console_cert_readers: identities are 1 to 1024 bytes"),
                 (self.config().replace('ssl = true\n', 'ssl = true\ntls_min_version = "1.3"\n'),
                  r"http\.tls_min_version: TLS 1\.3 is not available"),
                 (self.config().replace(f'keyfile = "{self.key}"',
@@ -141,6 +151,79 @@ class ConsoleTlsTest(BrokerTestCase):
             base.request(self.http, "/healthz")
         self.b.wait_log(r"http: 127\.0\.0\.1:\d+: TLS handshake failed")
 
+    def test_certificate_login(self):
+        self.start(extra='console_cert_admins = ["op-admin"]\n'
+                         f'console_cert_readers = ["spiffe://{base.DOMAIN}/device/op-reader"]\n')
+        ca = self.ca.cert
+        admin = (self.op_admin.cert, self.op_admin.key)
+        status, hdrs, body = https(self.http, "/api/v1/login", "POST", cafile=ca, cert=admin)
+        self.assertEqual((status, body["user"], body["role"]), (200, "certificate op-admin",
+                                                                  "admin"), body)
+        self.assertIn("; Secure", hdrs["set-cookie"])
+        cookie = {"Cookie": hdrs["set-cookie"].split(";")[0]}
+        self.b.wait_log(r'console: certificate "op-admin" \(admin\) logged in from 127\.0\.0\.1')
+        # The login is a session as a password login's: the cookie, CSRF for changes.
+        status, _, me = https(self.http, "/api/v1/session", headers=cookie, cafile=ca)
+        self.assertEqual((status, me["user"], me["role"]), (200, "certificate op-admin", "admin"))
+        status, _, _ = https(self.http, "/api/v1/clients/x/disconnect", "POST", cookie, cafile=ca)
+        self.assertEqual(status, 403)  # no X-CSRF-Token
+        status, _, _ = https(self.http, "/api/v1/clients/x/disconnect", "POST",
+                             {**cookie, "X-CSRF-Token": me["csrf"]}, cafile=ca)
+        self.assertEqual(status, 404)  # past CSRF and the role: no such client
+
+        # By a SAN URI, read-only: actions refused.
+        status, hdrs, body = https(self.http, "/api/v1/login", "POST", cafile=ca,
+                                   cert=(self.op_reader.cert, self.op_reader.key))
+        self.assertEqual((status, body["role"]), (200, "read-only"), body)
+        reader = {"Cookie": hdrs["set-cookie"].split(";")[0], "X-CSRF-Token": body["csrf"]}
+        status, _, body = https(self.http, "/api/v1/clients/x/disconnect", "POST", reader,
+                                cafile=ca)
+        self.assertEqual(status, 403, body)
+
+        # A certificate the CA signed but no list names: 403, logged.
+        status, _, body = https(self.http, "/api/v1/login", "POST", cafile=ca,
+                                cert=(self.stranger.cert, self.stranger.key))
+        self.assertEqual((status, body["error"]), (403, "this certificate is not a console user"))
+        self.b.wait_log(r"console: certificate login from 127\.0\.0\.1:\d+ refused: "
+                        r"\".*CN=stranger\" is not in console_cert_admins")
+        # curl --cert works the same; the password login stays.
+        code, body = self.curl("/api/v1/login", "-X", "POST", "--cert", self.op_admin.cert,
+                               "--key", self.op_admin.key)
+        self.assertEqual((code, json.loads(body)["role"]), (200, "admin"))
+        status, _, body = https(self.http, "/api/v1/login", "POST",
+                                base.basic("alice", "alice-pw"), cafile=ca, cert=admin)
+        self.assertEqual((status, body["user"]), (200, "user alice"))  # Basic wins
+
+    def test_failed_logins_back_off(self):
+        self.start()
+        ca = self.ca.cert
+        wrong = base.basic("alice", "wrong")
+        for _ in range(5):
+            status, _, _ = https(self.http, "/api/v1/login", "POST", wrong, cafile=ca)
+            self.assertEqual(status, 401)
+        status, hdrs, body = https(self.http, "/api/v1/login", "POST",
+                                   base.basic("alice", "alice-pw"), cafile=ca)
+        self.assertEqual(status, 429, body)  # even the right password waits
+        wait = int(hdrs["retry-after"])
+        self.assertGreaterEqual(wait, 1)
+        self.b.wait_log(r"console: 5 failed logins in a row from 127\.0\.0\.1: its next "
+                        r"tries wait \(429\)")
+        # Certificates count too: an unknown one is a failure.
+        time.sleep(wait)
+        status, _, _ = https(self.http, "/api/v1/login", "POST", cafile=ca,
+                             cert=(self.stranger.cert, self.stranger.key))
+        self.assertEqual(status, 403)
+        status, hdrs, _ = https(self.http, "/api/v1/login", "POST", wrong, cafile=ca)
+        self.assertEqual(status, 429)
+        self.assertGreaterEqual(int(hdrs["retry-after"]), 2)  # doubled
+        time.sleep(int(hdrs["retry-after"]))
+        status, _, _ = https(self.http, "/api/v1/login", "POST",
+                             base.basic("alice", "alice-pw"), cafile=ca)
+        self.assertEqual(status, 200)  # a success clears the address
+        status, _, _ = https(self.http, "/api/v1/login", "POST", wrong, cafile=ca)
+        self.assertEqual(status, 401)
+        self.assertEqual(len(re.findall(r"failed logins in a row", self.b.log())), 1)
+
     def test_sighup_reloads_the_certificate(self):
         self.start()
         served = lambda: subprocess.run(  # noqa: E731
@@ -168,19 +251,44 @@ class ConsoleTlsTest(BrokerTestCase):
         self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
 
     def test_page_in_chromium_over_https(self):
+        """Over https; a read-only user sees the actions disabled, and the server refuses
+        them anyway."""
         self.start()
+        c = base.r.RawClient(self.b.port("plain"))
+        self.addCleanup(c.close)
+        c.send(base.r.connect("sensor-1", clean=False))
+        c.expect(base.r.CONNACK)
         browser = Browser(extra_args=["--ignore-certificate-errors"])
         self.addCleanup(browser.close)
         os.makedirs(base.SCREENSHOTS, exist_ok=True)
         browser.navigate(f"https://localhost:{self.http}/console/")
         browser.wait_for("!document.getElementById('view-login').hidden")
-        browser.evaluate("document.getElementById('login-user').value = 'alice';"
-                         "document.getElementById('login-password').value = 'alice-pw';"
+        self.assertFalse(browser.evaluate("document.getElementById('login-cert-box').hidden"))
+        browser.evaluate("document.getElementById('login-user').value = 'bob';"
+                         "document.getElementById('login-password').value = 'bob-pw';"
                          "document.querySelector('#login-form button').click()")
         browser.wait_for("!document.getElementById('view-devices').hidden")
         self.assertEqual(browser.evaluate("location.protocol"), "https:")
+        self.b.wait_log(r'console: user "bob" \(read-only\) logged in from 127\.0\.0\.1')
+        browser.wait_for("document.querySelectorAll('#devices tbody a').length === 1")
         browser.screenshot(os.path.join(base.SCREENSHOTS, "tls-1-devices.png"))
-        self.b.wait_log(r'console: user "alice" \(admin\) logged in from 127\.0\.0\.1')
+        browser.evaluate("document.querySelector('#devices tbody a').click()")
+        browser.wait_for("document.getElementById('device-id').textContent === 'sensor-1' && "
+                         "document.querySelectorAll('#device-session dt').length > 0 && "
+                         "document.getElementById('act-revoke').title !== ''")
+        buttons = browser.evaluate(
+            "['act-disconnect', 'act-revoke', 'act-delete'].map(id => "
+            "[document.getElementById(id).disabled, document.getElementById(id).title])")
+        self.assertEqual(buttons, [[True, "read-only login: actions need an admin"]] * 3)
+        browser.screenshot(os.path.join(base.SCREENSHOTS, "tls-2-read-only-device.png"))
+        # The page's own credentials, forced past the disabled button: refused.
+        status = browser.evaluate(
+            "fetch('/api/v1/session').then(r => r.json()).then(me => "
+            "fetch('/api/v1/clients/sensor-1/disconnect', {method: 'POST', "
+            "headers: {'X-CSRF-Token': me.csrf}})).then(r => r.status)")
+        self.assertEqual(status, 403)
+        self.b.wait_log(r'console: user bob \(read-only\) from .*: disconnect "sensor-1": '
+                        r'refused: read-only')
 
 
 if __name__ == "__main__":

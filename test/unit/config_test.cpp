@@ -167,7 +167,8 @@ TEST_CASE("[http]: bind, token or token_file, limits; the token never in a messa
   e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nport = 1\n");
   CHECK(any_contains(e,
                      "http.port: unknown key (expected one of: bind, cafile, certfile, ciphers, "
-                     "client_cert, console, console_admins, console_users, crlfile, "
+                     "client_cert, console, console_admins, console_cert_admins, "
+                     "console_cert_readers, console_users, crlfile, "
                      "crowded_request_timeout_ms, keyfile, max_connections, "
                      "max_connections_per_address, request_timeout, session_cache_size, "
                      "session_lifetime, session_tickets, ssl, tls_min_version, token, "

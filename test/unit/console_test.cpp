@@ -1,5 +1,5 @@
 // The console's pure parts: JSON escaping of hostile bytes, the list query's parameters,
-// percent-decoding, Basic credentials, login sessions' bounds.
+// percent-decoding, Basic credentials, login sessions' bounds, the failed-login throttle.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include "console/auth.hpp"
 #include "console/clients.hpp"
 #include "console/json.hpp"
+#include "console/throttle.hpp"
 
 using namespace mqgate::console;
 
@@ -85,7 +86,7 @@ TEST_CASE("Basic credentials") {
 TEST_CASE("login sessions: idle and lifetime limits, bounded count") {
   LoginSessions s;
   std::string id;
-  const auto& login = s.create("alice", Role::kAdmin, 1000, id);
+  const auto& login = s.create("alice", false, Role::kAdmin, 1000, id);
   CHECK(login.csrf.size() == 64);
   CHECK(id.size() == 64);
   CHECK(s.find(id, 1000 + LoginSessions::kIdleMs) != nullptr);  // used: idle time restarts
@@ -93,13 +94,41 @@ TEST_CASE("login sessions: idle and lifetime limits, bounded count") {
   CHECK(s.find(id, 1000 + 3 * LoginSessions::kIdleMs + 1) == nullptr);  // idle too long
   CHECK(s.find("nope", 0) == nullptr);
   std::string first;
-  s.create("u", Role::kReadOnly, 0, first);
+  s.create("u", false, Role::kReadOnly, 0, first);
   for (size_t i = 0; i < LoginSessions::kMaxSessions; ++i) {
     std::string other;
-    s.create("u", Role::kReadOnly, 1 + i, other);
+    s.create("u", false, Role::kReadOnly, 1 + i, other);
   }
   CHECK(s.size() == LoginSessions::kMaxSessions);
   CHECK(s.find(first, 10) == nullptr);  // the least recently used went
+}
+
+TEST_CASE("login throttle: waits after 5 failures, doubling to a cap; success resets") {
+  LoginThrottle t;
+  const std::string a = "192.0.2.1";
+  for (uint32_t i = 1; i < LoginThrottle::kFreeFailures; ++i) {
+    CHECK(!t.failed(a, 1000));
+    CHECK(t.wait_s(a, 1000) == 0);
+  }
+  CHECK(t.failed(a, 1000));  // the 5th: throttled now, said once
+  CHECK(t.wait_s(a, 1000) == 1);
+  CHECK(t.wait_s(a, 2000) == 0);
+  CHECK(!t.failed(a, 2000));  // not said again
+  CHECK(t.wait_s(a, 2000) == 2);
+  uint64_t now = 10000;
+  for (int i = 0; i < 30; ++i)
+    t.failed(a, now);
+  CHECK(t.wait_s(a, now) == LoginThrottle::kMaxDelayMs / 1000);  // capped
+  CHECK(t.wait_s("192.0.2.2", now) == 0);                        // per address
+  t.succeeded(a);
+  CHECK(t.wait_s(a, now) == 0);
+  CHECK(t.tracked() == 0);
+  // Bounded: the least recently failing address goes.
+  for (size_t i = 0; i <= LoginThrottle::kMaxAddresses; ++i)
+    t.failed("10.0." + std::to_string(i), now);
+  CHECK(t.tracked() == LoginThrottle::kMaxAddresses);
+  CHECK(address_of("127.0.0.1:5000") == "127.0.0.1");
+  CHECK(address_of("[::1]:5000") == "::1");
 }
 
 namespace {
