@@ -553,16 +553,34 @@ void Console::revoke(Call& call, const std::string& id, const Caller& caller) {
   Session* s = host_.console_broker().sessions().find(id);
   const Client* client = s ? s->client() : nullptr;
   const TlsPeerInfo* tls = client ? client->tls() : nullptr;
-  if (tls == nullptr || tls->chain_der.empty()) {
-    audit(call, caller, "revoke", id, "refused: not connected with a client certificate");
+  // The certificate a connected device presents, or the one an offline session's client
+  // last connected with (kept with the session), and the listener whose CRL lists it.
+  std::string leaf_der, issuer_raw, serial_raw, listener_name;
+  if (tls != nullptr && !tls->chain_der.empty()) {
+    leaf_der = tls->chain_der.front();
+    issuer_raw = tls->issuer_raw;
+    serial_raw = tls->serial_raw;
+    listener_name = client->listener() ? client->listener()->name : "?";
+  } else if (client == nullptr && s != nullptr && s->certificate() &&
+             !s->certificate()->certificates().empty()) {
+    const SessionCertificate& kept = *s->certificate();
+    leaf_der = kept.certificates().front();
+    issuer_raw = kept.issuer_raw;
+    serial_raw = kept.serial_raw;
+    listener_name = kept.listener;
+  } else {
+    audit(call, caller, "revoke", id, "refused: no client certificate");
     call.error(409,
-               "the client is not connected with a certificate (the console revokes the "
-               "certificate a connected device presents)");
+               "no certificate to revoke: the client is not connected with one, nor an offline "
+               "session whose client last connected with one");
     return;
   }
-  const ListenerConfig* listener = client->listener();
+  const ListenerConfig* listener = nullptr;
+  for (const ListenerConfig& l : host_.console_config().listeners)
+    if (l.name == listener_name) listener = &l;
+  if (client != nullptr && client->listener() != nullptr) listener = client->listener();
   if (listener == nullptr || !listener->tls || listener->tls->crl_ca_keyfile.empty()) {
-    const std::string name = listener ? listener->name : "?";
+    const std::string name = listener ? listener->name : listener_name;
     audit(call, caller, "revoke", id, "refused: listener " + name + " has no crl_ca_keyfile");
     call.error(409, "listener \"" + name +
                         "\" has no crl_ca_certfile/crl_ca_keyfile to sign its CRL with");
@@ -584,9 +602,9 @@ void Console::revoke(Call& call, const std::string& id, const Caller& caller) {
   work->ca_key = listener->tls->crl_ca_keyfile;
   work->crl = listener->tls->crlfile;
   work->listener = listener->name;
-  work->leaf_der = tls->chain_der.front();
-  work->issuer_raw = tls->issuer_raw;
-  work->serial_raw = tls->serial_raw;
+  work->leaf_der = std::move(leaf_der);
+  work->issuer_raw = std::move(issuer_raw);
+  work->serial_raw = std::move(serial_raw);
   work->id = id;
   work->peer = call.peer;
   work->caller = caller;

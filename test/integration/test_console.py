@@ -392,6 +392,56 @@ class ConsoleTest(BrokerTestCase):
         self.assertEqual(tls["crl"]["entries"], 1)
         self.assertTrue(tls["crl"]["console_can_sign"])
 
+    def test_revoke_offline_device_after_restart(self):
+        # The certificate is kept with the persistent session (and in the store): shown
+        # while the device is offline, after a restart too, and revocable.
+        persistence = f'[persistence]\npath = "{os.path.join(self.tmp, "store.db")}"\n'
+        self.start_broker = (lambda start=self.start_broker:  # noqa: E731
+                             lambda text: start(text + persistence))()
+        self.start()
+        sub = self.device_sub(self.dev2, "dev2")
+        sub.kill()
+        sub.wait()
+        self.b.wait_log(r'client="dev2" .*(closed|disconnect)')
+        status, _, body, _ = request(self.http, "/api/v1/clients/dev2", headers=bearer())
+        self.assertEqual((status, body["connected"]), (200, False), body)
+        self.assertIn("CN=dev2", body["certificate"]["subject"])
+        self.b.stop()
+        self._brokers.remove(self.b)
+
+        self.start()
+        self.b.wait_log(r"restored 1 persistent session")
+        status, _, body, _ = request(self.http, "/api/v1/clients?state=offline", headers=bearer())
+        row = body["clients"][0]
+        self.assertEqual((row["client_id"], row["connected"], row["certificate_listener"]),
+                         ("dev2", False, "tls"))
+        self.assertIn("CN=dev2", row["certificate"]["subject"])
+        status, _, body, _ = request(self.http, "/api/v1/clients/dev2", headers=bearer())
+        self.assertEqual(len(body["chain"]), 2)
+        with open(self.dev2.cert) as f:
+            self.assertEqual(body["chain"][0]["pem"].split(), f.read().split())
+
+        # Revoked while offline: the CRL lists it and the device cannot come back.
+        admin, csrf = self.login("alice", "alice-pw")
+        status, _, body, _ = request(self.http, "/api/v1/clients/dev2/revoke", "POST",
+                                     {**admin, "X-CSRF-Token": csrf})
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["crl_written"], body["listener"], body["listener_reloaded"],
+                          body["disconnected"]), (True, "tls", True, 0))
+        serial = pki.serial_of(self.dev2.cert)
+        self.assertIn(serial.upper().lstrip("0"),
+                      pki.crl_text(self.crl_copy).replace(":", "").upper())
+        p = mosquitto_pub(self.b.port("tls"), self.dev2, "dev2", self.ca.cert)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.b.wait_log(r"CN=dev2\) rejected: The certificate has been revoked")
+        # A session without a certificate still has nothing to revoke.
+        off = self.raw_client("plain-off", clean=False)
+        off.send(r.disconnect())
+        self.b.wait_log(r'client="plain-off" .*(disconnect|closed)')
+        status, _, body, _ = request(self.http, "/api/v1/clients/plain-off/revoke", "POST",
+                                     bearer())
+        self.assertEqual(status, 409, body)
+
     def test_broker_page(self):
         self.start()
         self.raw_client("one")

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "broker/broker.hpp"
+#include "broker/session_certificate.hpp"
 
 #include "console/auth.hpp"
 #include "console/clients.hpp"
@@ -129,6 +130,24 @@ TEST_CASE("login throttle: waits after 5 failures, doubling to a cap; success re
   CHECK(t.tracked() == LoginThrottle::kMaxAddresses);
   CHECK(address_of("127.0.0.1:5000") == "127.0.0.1");
   CHECK(address_of("[::1]:5000") == "::1");
+}
+
+TEST_CASE("a session's kept certificate: a damaged store row shows none, never a crash") {
+  using mqgate::SessionCertificate;
+  CHECK(SessionCertificate::restore("tls", "") == nullptr);
+  CHECK(SessionCertificate::restore("tls", "not DER at all") == nullptr);
+  CHECK(SessionCertificate::restore("tls", std::string("\x30\x82\xff\xff\x01", 5)) == nullptr);
+  CHECK(SessionCertificate::restore(
+            "tls", std::string(SessionCertificate::kMaxChainBytes + 1, '\x30')) == nullptr);
+  mqgate::TlsPeerInfo none;
+  CHECK(SessionCertificate::of("tls", none) == nullptr);
+  mqgate::TlsPeerInfo big;
+  big.chain_der = {std::string(100, 'a'), std::string(SessionCertificate::kMaxChainBytes, 'b')};
+  auto kept = SessionCertificate::of("tls", big);
+  REQUIRE(kept != nullptr);
+  CHECK(kept->chain == std::string(100, 'a'));  // over the bound: the leaf alone
+  big.chain_der = {std::string(SessionCertificate::kMaxChainBytes + 1, 'a')};
+  CHECK(SessionCertificate::of("tls", big) == nullptr);
 }
 
 namespace {
