@@ -63,6 +63,23 @@ def quoted(client_id):
     return urllib.parse.quote(client_id, safe="")
 
 
+def make_pki(prefix, **server):
+    """A temporary directory with an EC CA and a server certificate for localhost (more
+    make_server arguments in `server`): (directory, ca, server)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    return d, pki.make_ca(d, key_type="ec"), pki.make_server(d, cn="localhost", key_type="ec",
+                                                             **server)
+
+
+def write_passwd(d):
+    """<d>/console.passwd with alice (alice-pw) and bob (bob-pw); returns its path."""
+    path = os.path.join(d, "console.passwd")
+    for user, password, first in (("alice", "alice-pw", True), ("bob", "bob-pw", False)):
+        subprocess.run([pki_tool("mqgate_passwd"), *(["-c"] if first else []), "-b", path,
+                        user, password], check=True, capture_output=True)
+    return path
+
+
 def mosquitto_pub(port, creds, client_id, ca):
     return subprocess.run(
         ["mosquitto_pub", "-h", "localhost", "-p", str(port), "--cafile", ca, "-i", client_id,
@@ -73,17 +90,12 @@ def mosquitto_pub(port, creds, client_id, ca):
 class ConsoleTest(BrokerTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pki_dir = tempfile.mkdtemp(prefix="mqgate-console-")
+        cls.pki_dir, cls.ca, cls.server = make_pki("mqgate-console-")
         d = cls.pki_dir
-        cls.ca = pki.make_ca(d, key_type="ec")
-        cls.server = pki.make_server(d, cn="localhost", key_type="ec")
         cls.dev1 = pki.make_device(d, "dev1", DOMAIN, key_type="ec")
         cls.dev2 = pki.make_device(d, "dev2", DOMAIN, key_type="ec")
         cls.crl = pki.revoke(d, refresh=True)
-        cls.passwd = os.path.join(d, "console.passwd")
-        for user, password, first in (("alice", "alice-pw", True), ("bob", "bob-pw", False)):
-            subprocess.run([pki_tool("mqgate_passwd"), *(["-c"] if first else []), "-b",
-                            cls.passwd, user, password], check=True, capture_output=True)
+        cls.passwd = write_passwd(d)
 
     @classmethod
     def tearDownClass(cls):

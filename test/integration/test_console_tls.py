@@ -13,14 +13,13 @@ import shutil
 import signal
 import ssl
 import subprocess
-import tempfile
 import time
 import unittest
 
 import pki
 import test_console as base  # a module: its test cases stay out of this file
 from cdp import Browser
-from mqgate_test import BrokerTestCase, pki_tool, run_config_check
+from mqgate_test import BrokerTestCase, run_config_check
 
 TOKEN = base.TOKEN
 
@@ -47,20 +46,16 @@ def https(port, path, method="GET", headers=None, cafile=None, cert=None):
 class ConsoleTlsTest(BrokerTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pki_dir = tempfile.mkdtemp(prefix="mqgate-console-tls-")
+        cls.pki_dir, cls.ca, cls.server = base.make_pki("mqgate-console-tls-",
+                                                        san_ip=["127.0.0.1"])
         d = cls.pki_dir
-        cls.ca = pki.make_ca(d, key_type="ec")
-        cls.server = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"])
         cls.server2 = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"],
                                       output_dir="second")
         # Operators' certificates: CN = the id, SAN URI spiffe://<domain>/device/<id>.
         cls.op_admin = pki.make_device(d, "op-admin", base.DOMAIN, key_type="ec")
         cls.op_reader = pki.make_device(d, "op-reader", base.DOMAIN, key_type="ec")
         cls.stranger = pki.make_device(d, "stranger", base.DOMAIN, key_type="ec")
-        cls.passwd = os.path.join(d, "console.passwd")
-        for user, password, first in (("alice", "alice-pw", True), ("bob", "bob-pw", False)):
-            subprocess.run([pki_tool("mqgate_passwd"), *(["-c"] if first else []), "-b",
-                            cls.passwd, user, password], check=True, capture_output=True)
+        cls.passwd = base.write_passwd(d)
 
     @classmethod
     def tearDownClass(cls):
