@@ -341,6 +341,7 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
     return;
   }
   x->peer = peer_name(&x->tcp, x->addr);
+  const uint32_t from_addr = ++self->per_address_[x->addr];  // close() counts it down
   if (self->options_.tls) {
     TlsWorkers& workers = *self->options_.tls_workers;
     if (!workers.has_room()) {  // tls_max_pending_handshakes, shared with the listeners
@@ -351,7 +352,6 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
     x->tls = std::make_unique<TlsSession>(&self->options_.tls, workers.next_worker(), workers, *x,
                                           self->tls_scratch_.get(), kTlsScratchBytes);
   }
-  const uint32_t from_addr = ++self->per_address_[x->addr];
   Exchange* victim = nullptr;
   const char* why = nullptr;
   if (from_addr > self->per_address_limit()) {
