@@ -19,7 +19,7 @@ import unittest
 import pki
 import test_console as base  # a module: its test cases stay out of this file
 from cdp import Browser
-from mqgate_test import BrokerTestCase, run_config_check
+from mqgate_test import BrokerTestCase, closed_by_peer, connect_raw, run_config_check
 
 TOKEN = base.TOKEN
 
@@ -117,7 +117,7 @@ class ConsoleTlsTest(BrokerTestCase):
             self.assertRegex(out, pattern)
 
     def test_metrics_health_and_console_over_https(self):
-        self.start()
+        self.start(extra="request_timeout = 1\n")
         self.b.wait_log(r"http endpoint listening on 127\.0\.0\.1 port \d+, HTTPS: TLS")
         self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
         code, _ = self.curl("/metrics")
@@ -145,6 +145,15 @@ class ConsoleTlsTest(BrokerTestCase):
         with self.assertRaises((ConnectionError, http.client.RemoteDisconnected)):
             base.request(self.http, "/healthz")
         self.b.wait_log(r"http: 127\.0\.0\.1:\d+: TLS handshake failed")
+        # A client that never starts (or finishes) its handshake is closed at request_timeout.
+        silent = connect_raw(self.http)
+        self.addCleanup(silent.close)
+        half = connect_raw(self.http)
+        self.addCleanup(half.close)
+        half.sendall(bytes.fromhex("160301"))  # the start of a record, no more
+        self.assertTrue(closed_by_peer(silent, timeout=10))
+        self.assertTrue(closed_by_peer(half, timeout=10))
+        self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
 
     def test_certificate_login(self):
         self.start(extra='console_cert_admins = ["op-admin"]\n'
