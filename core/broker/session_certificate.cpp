@@ -3,7 +3,7 @@
 #include <mbedtls/asn1.h>
 #include <mbedtls/x509_crt.h>
 
-#include "transport/tls/tls.hpp"
+#include "common/x509_time.h"
 
 namespace mqgate {
 
@@ -53,7 +53,9 @@ std::shared_ptr<const SessionCertificate> SessionCertificate::restore(std::strin
     c = std::make_shared<SessionCertificate>();
     c->issuer_raw.assign(reinterpret_cast<const char*>(leaf.issuer_raw.p), leaf.issuer_raw.len);
     c->serial_raw.assign(reinterpret_cast<const char*>(leaf.serial.p), leaf.serial.len);
-    c->not_after = x509_time_to_epoch(leaf.valid_to).value_or(INT64_MIN);
+    // As the TLS layer does: a date mbedTLS cannot convert counts as expired.
+    int64_t seconds = 0;
+    c->not_after = mqgate_x509_time_to_epoch(&leaf.valid_to, &seconds) == 0 ? seconds : INT64_MIN;
     c->listener = std::move(listener);
     c->chain = std::move(chain);
   }

@@ -7,23 +7,21 @@
 
 #include "base/log.hpp"
 #include "http/metrics_text.hpp"
-#include "transport/tls/tls.hpp"
 
 namespace mqgate::http {
 
 // One connection's life: reading its request head, writing the answer, then draining
 // what the client still sends until it closes (closing a socket with unread input
 // resets it, and the client could lose the answer). The timer bounds each phase. Over
-// HTTPS its TLS layer reports handshake steps (LayerEvents) and hands request bytes up
-// (Receiver).
-struct Endpoint::Exchange final : transport::LayerEvents, transport::Receiver {
+// HTTPS its channel reports handshake steps and hands request bytes up.
+struct Endpoint::Exchange final : Channel::Events {
   explicit Exchange(const Limits& limits) : parser(limits) {}
-  bool on_layer_output(transport::StreamLayer&) override {
+  bool on_channel_output() override {
     endpoint->write_tls_output(this);
     return !closed;
   }
-  void on_layer_ready(transport::StreamLayer& layer, const std::string& error) override;
-  bool on_bytes(std::string_view bytes) override {
+  void on_channel_ready(const std::string& error) override;
+  bool on_channel_bytes(std::string_view bytes) override {
     endpoint->on_request_bytes(this, bytes);
     return !closed && phase == Phase::kReading;
   }
@@ -46,12 +44,11 @@ struct Endpoint::Exchange final : transport::LayerEvents, transport::Receiver {
   bool closed = false;
   Exchange* prev = nullptr;
   Exchange* next = nullptr;
-  std::unique_ptr<TlsSession> tls;        // HTTPS only
-  std::unique_ptr<TlsPeerInfo> peer_tls;  // once its handshake is done
+  std::unique_ptr<Channel> tls;  // HTTPS only
   char buffer[2048];
 };
 
-void Endpoint::Exchange::on_layer_ready(transport::StreamLayer&, const std::string& error) {
+void Endpoint::Exchange::on_channel_ready(const std::string& error) {
   if (closed) return;
   if (!error.empty()) {
     LOG_INFO("http: %s: %s; closing", peer.c_str(), error.c_str());
@@ -59,10 +56,9 @@ void Endpoint::Exchange::on_layer_ready(transport::StreamLayer&, const std::stri
     endpoint->finish(this);
     return;
   }
-  peer_tls = tls->take_peer_info();
   std::string why;
   // What arrived with or after the client's Finished: the request, perhaps whole.
-  if (!tls->input({}, *this, why)) {
+  if (!tls->input({}, why)) {
     LOG_DEBUG("http: %s: %s; closing", peer.c_str(), why.c_str());
     endpoint->close(this);
     return;
@@ -149,15 +145,7 @@ bool has_unread_input(Endpoint::Exchange* x) {
 }  // namespace
 
 Endpoint::Endpoint(uv_loop_t* loop, Options options, Callbacks callbacks)
-    : loop_(loop), options_(std::move(options)), callbacks_(std::move(callbacks)) {
-  if (options_.tls) tls_scratch_ = std::make_unique<char[]>(kTlsScratchBytes);
-}
-
-std::shared_ptr<const TlsGeneration> Endpoint::install_tls(
-    std::shared_ptr<const TlsGeneration> tls) {
-  options_.tls.swap(tls);
-  return tls;
-}
+    : loop_(loop), options_(std::move(options)), callbacks_(std::move(callbacks)) {}
 
 Endpoint::~Endpoint() {
   stop();
@@ -197,8 +185,7 @@ bool Endpoint::start(std::string& error) {
   else
     bound_port_ = options_.port;
   LOG_INFO("http endpoint listening on %s port %u, %s (/metrics%s, /healthz%s)",
-           options_.host.c_str(), bound_port_,
-           options_.tls ? ("HTTPS: TLS " + options_.tls->summary()).c_str() : "plain HTTP",
+           options_.host.c_str(), bound_port_, options_.channel ? "HTTPS" : "plain HTTP",
            options_.bearer_token.empty() ? "" : " with a bearer token",
            callbacks_.console ? ", the console: /api/v1/, /console/" : "");
   return true;
@@ -232,11 +219,8 @@ void Endpoint::close(Exchange* x) {
     auto it = per_address_.find(x->addr);
     if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
   }
-  // A handshake step a worker runs now finishes first; the layer then deletes itself.
-  if (x->tls && !x->tls->wire_available())
-    x->tls.release()->abandon([] {});
-  else
-    x->tls.reset();
+  // A handshake step a worker runs now finishes first; the channel then deletes itself.
+  if (x->tls) x->tls.release()->abandon();
   // A pending write or shutdown gets its callback (cancelled) before the handle's close
   // callback: the exchange is still there for it.
   uv_close(reinterpret_cast<uv_handle_t*>(&x->timer), on_handle_closed);
@@ -342,15 +326,12 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
   }
   x->peer = peer_name(&x->tcp, x->addr);
   const uint32_t from_addr = ++self->per_address_[x->addr];  // close() counts it down
-  if (self->options_.tls) {
-    TlsWorkers& workers = *self->options_.tls_workers;
-    if (!workers.has_room()) {  // tls_max_pending_handshakes, shared with the listeners
-      workers.refused(uv_now(self->loop_));
+  if (self->options_.channel) {
+    x->tls = self->options_.channel(*x);
+    if (!x->tls) {  // no room for another handshake (the factory says so)
       self->close(x);
       return;
     }
-    x->tls = std::make_unique<TlsSession>(&self->options_.tls, workers.next_worker(), workers, *x,
-                                          self->tls_scratch_.get(), kTlsScratchBytes);
   }
   Exchange* victim = nullptr;
   const char* why = nullptr;
@@ -421,12 +402,12 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
           return;
         }
         std::string why;
-        if (!e->tls->input(bytes, *e, why)) {
+        if (!e->tls->input(bytes, why)) {
           LOG_DEBUG("http: %s: %s; closing", e->peer.c_str(), why.c_str());
           ep->close(e);
           return;
         }
-        if (!e->closed && e->tls->wire_available()) ep->write_tls_output(e);
+        if (!e->closed && e->tls->available()) ep->write_tls_output(e);
       });
   if (read_rc != 0) self->close(x);
 }
@@ -462,7 +443,7 @@ void Endpoint::on_request_bytes(Exchange* e, std::string_view bytes) {
 }
 
 void Endpoint::write_tls_output(Exchange* x) {
-  if (x->closed || !x->tls || !x->tls->wire_available() || x->tls->wire().empty()) return;
+  if (x->closed || !x->tls || !x->tls->available() || x->tls->wire().empty()) return;
   struct Write {
     uv_write_t req;
     std::string bytes;
@@ -546,7 +527,7 @@ void Endpoint::answer_later(Exchange* x) {
   const Request& request = x->parser.request();
   std::weak_ptr<Endpoint*> alive = alive_;
   const uint64_t serial = x->serial;
-  callbacks_.console(request, x->peer, x->tls ? x->peer_tls.get() : nullptr,
+  callbacks_.console(request, x->peer, x->tls ? x->tls->peer() : nullptr,
                      [alive, serial](int status, std::string resp) {
                        auto self = alive.lock();
                        if (!self) return;
@@ -567,7 +548,7 @@ void Endpoint::respond(Exchange* x, int status, std::string resp) {
     return;
   if (x->tls) {
     std::string why;
-    if (!x->tls->ready() || !x->tls->wire_available() || !x->tls->send(resp, why)) {
+    if (!x->tls->ready() || !x->tls->available() || !x->tls->send(resp, why)) {
       close(x);  // no TLS to say it in
       return;
     }

@@ -4,8 +4,8 @@
 // it is given. Every request is bounded (head size, header count, time to send it and to read the
 // answer, connections at once) and answered once, then closed.
 //
-// With TLS material (HTTPS), each connection gets a TlsSession, the listeners' layer: its
-// handshake runs on the TLS worker threads, never on the loop; the loop only moves records.
+// HTTPS: each connection gets a Channel (the server's TLS, whose handshakes run on the TLS
+// worker threads, never on the loop); the endpoint only moves bytes through it.
 #pragma once
 
 #include <uv.h>
@@ -18,12 +18,8 @@
 #include <string_view>
 
 #include "base/peer_info.hpp"
+#include "http/channel.hpp"
 #include "http/request.hpp"
-
-namespace mqgate {
-class TlsGeneration;
-class TlsWorkers;
-}  // namespace mqgate
 
 namespace mqgate::http {
 
@@ -56,9 +52,8 @@ class Endpoint {
     // long (from then) before it is answered 408.
     uint32_t crowded_timeout_ms = 1000;
     Limits limits;
-    // HTTPS: the material (a reload replaces it: install_tls) and the handshake threads.
-    std::shared_ptr<const TlsGeneration> tls;
-    TlsWorkers* tls_workers = nullptr;
+    // Set: HTTPS, each connection through a channel it makes.
+    ChannelFactory channel;
   };
   struct Callbacks {
     std::function<std::string()> metrics;  // the exposition text
@@ -86,9 +81,6 @@ class Endpoint {
   void stop();
   // SIGHUP: a new token (empty: none) for the next requests.
   void set_token(std::string token) { options_.bearer_token = std::move(token); }
-  // SIGHUP: new handshakes use `tls` (open connections keep theirs). Returns the previous.
-  std::shared_ptr<const TlsGeneration> install_tls(std::shared_ptr<const TlsGeneration> tls);
-  const std::shared_ptr<const TlsGeneration>& tls() const { return options_.tls; }
   uint16_t bound_port() const { return bound_port_; }
   uint64_t requests() const { return requests_; }  // whole request heads answered
   // Answers sent, by status code (a handful of codes: bounded).
@@ -109,7 +101,7 @@ class Endpoint {
   void respond(Exchange* x, int status, std::string resp);
   // Request bytes (decrypted over HTTPS): parsed, and answered once the head is whole.
   void on_request_bytes(Exchange* x, std::string_view bytes);
-  // HTTPS: writes what the connection's TLS layer has for the peer (a handshake flight,
+  // HTTPS: writes what the connection's channel has for the peer (a handshake flight,
   // an alert, close_notify).
   void write_tls_output(Exchange* x);
   // The answer is written: our side ends (close_notify over HTTPS, then FIN) and the
@@ -149,9 +141,6 @@ class Endpoint {
   uint64_t episode_seen_ = 0;    // episode_events_ at the last tick
   uint64_t episode_evicted_ = 0;
   uint64_t episode_refused_ = 0;
-  // Decrypted records on their way to a parser (loop thread only; a record is <= 16 KiB).
-  std::unique_ptr<char[]> tls_scratch_;
-  static constexpr size_t kTlsScratchBytes = 16 * 1024 + 256;
 };
 
 }  // namespace mqgate::http

@@ -15,6 +15,7 @@
 #include "console/console.hpp"
 #include "http/endpoint.hpp"
 #include "server/connection.hpp"
+#include "server/http_tls.hpp"
 #include "server/listener.hpp"
 #include "server/metrics.hpp"
 #include "server/sys_topics.hpp"
@@ -202,12 +203,20 @@ bool Server::start_http() {
   o.crowded_timeout_ms = h.crowded_request_timeout_ms;
   if (h.tls) {
     Errors errors;
-    o.tls = TlsGeneration::load(Listener::http_tls_config(h), tls_workers_->size(), errors);
-    if (!o.tls) {
+    http_tls_ = TlsGeneration::load(Listener::http_tls_config(h), tls_workers_->size(), errors);
+    if (!http_tls_) {
       LOG_ERROR("%s:%d: %s", config_.path.c_str(), h.line, one_line(errors).c_str());
       return false;
     }
-    o.tls_workers = tls_workers_.get();
+    LOG_INFO("[http]: TLS %s", http_tls_->summary().c_str());
+    o.channel = [this](http::Channel::Events& events) -> std::unique_ptr<http::Channel> {
+      if (!tls_workers_->has_room()) {  // tls_max_pending_handshakes, shared with listeners
+        tls_workers_->refused(now_ms());
+        return nullptr;
+      }
+      return std::make_unique<HttpTlsChannel>(&http_tls_, *tls_workers_, read_buffer(),
+                                              read_buffer_size(), events);
+    };
   }
   http::Endpoint::Callbacks callbacks{[this] { return metrics_text(); },
                                       [this] { return healthy(); },
@@ -290,7 +299,7 @@ void Server::reload_http(const Config& fresh) {
 
 // [http]'s TLS material, loaded again off the loop as the listeners' is (TlsReload).
 void Server::reload_http_tls(const HttpConfig& fresh) {
-  if (!http_->tls()) {
+  if (!http_tls_) {
     if (fresh.tls) LOG_WARN("reload: [http] ssl turned on; that takes effect at the next restart");
     return;
   }
@@ -327,7 +336,9 @@ void Server::reload_http_tls(const HttpConfig& fresh) {
         }
         LOG_INFO("reload: [http]: TLS %s (open connections keep theirs)",
                  w->generation->summary().c_str());
-        self.retired_tls_.push_back(self.http_->install_tls(std::move(w->generation)));
+        std::shared_ptr<const TlsGeneration> previous = std::move(w->generation);
+        self.http_tls_.swap(previous);
+        self.retired_tls_.push_back(std::move(previous));
         self.free_retired_tls();
       });
   if (rc != 0)

@@ -182,6 +182,7 @@ class Server final : public console::Host {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<uint64_t> accepted_;  // connections accepted, by listener index (metrics)
   std::unique_ptr<http::Endpoint> http_;
+  std::shared_ptr<const TlsGeneration> http_tls_;  // [http] ssl: what new handshakes use
   std::unique_ptr<console::Console> console_;  // [http] console = true
   void reload_console(const HttpConfig& fresh);
   std::unique_ptr<LoopLag> lag_;

@@ -118,7 +118,8 @@ class ConsoleTlsTest(BrokerTestCase):
 
     def test_metrics_health_and_console_over_https(self):
         self.start(extra="request_timeout = 1\n")
-        self.b.wait_log(r"http endpoint listening on 127\.0\.0\.1 port \d+, HTTPS: TLS")
+        self.b.wait_log(r"\[http\]: TLS ")
+        self.b.wait_log(r"http endpoint listening on 127\.0\.0\.1 port \d+, HTTPS ")
         self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
         code, _ = self.curl("/metrics")
         self.assertEqual(code, 401)
