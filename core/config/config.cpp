@@ -2,6 +2,7 @@
 
 #include "config/config_toml.hpp"
 
+#include "base/log.hpp"
 #include "base/privileges.hpp"
 
 #include <arpa/inet.h>
@@ -495,6 +496,7 @@ bool valid_token(const std::string& token) {
 }
 
 constexpr size_t kMaxTokenBytes = 4096;
+constexpr size_t kMinExposedTokenBytes = 32;
 
 // Reads token_file: at most kMaxTokenBytes, one line (a final newline is dropped). Never
 // puts the content in a message.
@@ -546,9 +548,19 @@ void read_http_console(TableChecker& c, const toml::table& t, const std::string&
   for (auto* list : {&h.console_cert_admins, &h.console_cert_readers}) {
     const char* key = kCertKeys[list == &h.console_cert_admins ? 0 : 1];
     if (auto v = c.string_array(key)) {
-      for (const std::string& id : *v)
+      for (const std::string& id : *v) {
+        const size_t colon = id.find(':');
+        const std::string_view type =
+            colon == std::string::npos ? std::string_view() : std::string_view(id).substr(0, colon);
         if (id.empty() || id.size() > 1024)
           c.error_at(c.where(key), key, "identities are 1 to 1024 bytes");
+        else if ((type != "cn" && type != "dns" && type != "uri") || colon + 1 == id.size())
+          // Typed, so that a device's CN cannot pass for an operator's name or URI.
+          c.error_at(c.where(key), key,
+                     "identities are typed: cn:<subject CN>, dns:<SAN DNS name> or "
+                     "uri:<SAN URI>, got " +
+                         log::quote(id, 64));
+      }
       *list = *v;
     }
   }
@@ -621,6 +633,15 @@ void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
   if (auto v = c.integer("crowded_request_timeout_ms", 100, 300000))
     h.crowded_request_timeout_ms = static_cast<uint32_t>(*v);
   read_tls(c, t, file, false, h.tls);
+  // A token reachable from a network is an admin's key: long enough not to be guessed.
+  const bool loopback = h.ipv6 ? h.host == "::1" : h.host.starts_with("127.");
+  if (!h.token.empty() && h.token.size() < kMinExposedTokenBytes && (h.tls || !loopback)) {
+    const char* key = token_file ? "token_file" : "token";
+    c.error_at(c.where(key), key,
+               "must be at least " + std::to_string(kMinExposedTokenBytes) +
+                   " characters when [http] has ssl = true or binds beyond loopback (e.g. "
+                   "openssl rand -hex 32)");
+  }
   read_http_console(c, t, file, h);
   c.reject_unknown();
 }

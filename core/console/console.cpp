@@ -25,6 +25,9 @@ namespace mqgate::console {
 namespace {
 
 constexpr const char* kCookie = "mqgate_console";
+// Over HTTPS: a __Host- cookie is Secure, has Path=/ and no Domain, so neither a plain
+// HTTP page nor a sibling host can set or shadow it.
+constexpr const char* kHostCookie = "__Host-mqgate_console";
 
 std::vector<std::string> json_headers() {
   return {"Cache-Control: no-store", "X-Content-Type-Options: nosniff"};
@@ -196,6 +199,10 @@ void Console::audit(const Call& call, const Caller& caller, const char* action,
            call.peer.c_str(), action, log::quote(target, 128).c_str(), outcome.c_str());
 }
 
+const char* Console::cookie_name() const {
+  return https_ ? kHostCookie : kCookie;
+}
+
 std::string Console::cookie_attributes() const {
   return std::string("; Path=/; HttpOnly; SameSite=Strict") + (https_ ? "; Secure" : "");
 }
@@ -268,15 +275,30 @@ void Console::handle(const http::Request& request, const std::string& peer, cons
 bool Console::authenticate(Call& call, Caller& caller) {
   const http::Request& request = call.request;
   if (const std::string* auth = request.header("authorization")) {
+    // Token guesses are throttled as password guesses are (the token is an admin's key).
+    const std::string address = throttle_key(address_of(call.peer));
+    const uint64_t now = host_.console_now_ms();
+    if (const uint64_t wait = throttle_.wait_s(address, now)) {
+      call.error(429, "too many failed logins from this address; try again later",
+                 {"Retry-After: " + std::to_string(wait)});
+      return false;
+    }
     if (!token_.empty() && http::bearer_matches(auth, token_)) {
+      throttle_.succeeded(address, "token");
       caller.who = "token";
       caller.role = Role::kAdmin;
       return true;  // not an ambient credential: a browser never sends it by itself
     }
+    if (throttle_.first_said(address, "token", now))
+      LOG_WARN(
+          "console: bad credentials (Authorization) from %s: counted as a failed login "
+          "(said once per address)",
+          call.peer.c_str());
+    login_failed(call, "token");
     call.error(401, "bad credentials", {"WWW-Authenticate: Bearer realm=\"mqgate\""});
     return false;
   }
-  const std::string id = cookie_value(request, kCookie);
+  const std::string id = cookie_value(request, cookie_name());
   const LoginSessions::Login* login =
       id.empty() ? nullptr : logins_.find(id, host_.console_now_ms());
   if (login == nullptr) {
@@ -290,8 +312,21 @@ bool Console::authenticate(Call& call, Caller& caller) {
   // reload loses the login; a role change applies.
   std::optional<Role> role;
   if (login->by_certificate) {
+    // Each call presents the login's certificate again (each HTTPS request is a handshake
+    // of its own, which checks it against the current CRL): a revoked or another
+    // certificate, or none, ends the login.
+    const bool same_certificate =
+        call.tls != nullptr && !call.tls->chain_der.empty() &&
+        http::equal_secret(certificate_fingerprint(call.tls->chain_der.front()),
+                           login->fingerprint);
     std::string matched;
-    role = cert_roles_.role_of({login->user}, matched);
+    if (same_certificate)
+      role = cert_roles_.role_of({login->user}, matched);
+    else
+      LOG_WARN(
+          "console: certificate %s from %s: the call does not present the login's "
+          "certificate: the login ends",
+          log::quote(login->user, 128).c_str(), call.peer.c_str());
   } else if (users_.file &&
              pwfile_find(users_.file.get(), login->user.c_str()) != static_cast<size_t>(-1)) {
     role = users_.role_of(login->user);
@@ -319,7 +354,7 @@ bool Console::authenticate(Call& call, Caller& caller) {
 }
 
 void Console::login(Call& call) {
-  const std::string address = address_of(call.peer);
+  const std::string address = throttle_key(address_of(call.peer));
   if (const uint64_t wait = throttle_.wait_s(address, host_.console_now_ms())) {
     call.error(429, "too many failed logins from this address; try again later",
                {"Retry-After: " + std::to_string(wait)});
@@ -347,7 +382,7 @@ void Console::login(Call& call) {
     uv_work_t req;
     std::weak_ptr<Console*> alive;
     std::shared_ptr<const pwfile> file;
-    std::string user, password, peer;
+    std::string user, password, peer, address;
     http::Reply reply;
     bool ok = false;
   };
@@ -358,6 +393,7 @@ void Console::login(Call& call) {
   work->password = std::move(password);
   work->peer = call.peer;
   work->reply = std::move(call.reply);
+  work->address = address;
   work->req.data = work.get();
   const int rc = uv_queue_work(
       loop_, &work->req,
@@ -372,12 +408,13 @@ void Console::login(Call& call) {
         if (!self) return;
         Console& c = **self;
         c.logins_in_flight_--;
+        c.throttle_.finished(w->address);
         const http::Request none{};
         Call call{none, w->peer, std::move(w->reply)};
         if (!w->ok) {
           LOG_WARN("console: login of user %s from %s refused: bad user or password",
                    log::quote(w->user, 64).c_str(), w->peer.c_str());
-          c.login_failed(call);
+          c.login_failed(call, "user:" + w->user);
           call.error(401, "bad user or password");
           return;
         }
@@ -390,6 +427,7 @@ void Console::login(Call& call) {
   }
   work.release();
   logins_in_flight_++;
+  throttle_.started(address, host_.console_now_ms());
 }
 
 void Console::login_with_certificate(Call& call) {
@@ -405,28 +443,32 @@ void Console::login_with_certificate(Call& call) {
         "console: certificate login from %s refused: %s is not in console_cert_admins or "
         "console_cert_readers",
         call.peer.c_str(), log::quote(subject, 256).c_str());
-    login_failed(call);
+    login_failed(call, "certificate");
     call.error(403, "this certificate is not a console user");
     return;
   }
   logged_in(call, matched, true, *role);
 }
 
-void Console::login_failed(const Call& call) {
-  const std::string address = address_of(call.peer);
-  if (throttle_.failed(address, host_.console_now_ms()))
+void Console::login_failed(const Call& call, const std::string& name) {
+  const std::string address = throttle_key(address_of(call.peer));
+  if (throttle_.failed(address, name, host_.console_now_ms()))
     LOG_WARN(
-        "console: %u failed logins in a row from %s: its next tries wait (429), %llu s "
-        "doubling up to %llu s, until one succeeds",
+        "console: %u failed logins from %s: its next tries wait (429), %llu s doubling up "
+        "to %llu s, until 30 minutes pass without a failure",
         LoginThrottle::kFreeFailures, address.c_str(),
         static_cast<unsigned long long>(LoginThrottle::kBaseDelayMs / 1000),
         static_cast<unsigned long long>(LoginThrottle::kMaxDelayMs / 1000));
 }
 
 void Console::logged_in(Call& call, const std::string& user, bool by_certificate, Role role) {
-  throttle_.succeeded(address_of(call.peer));
+  // Only this name's failures are forgiven: others' guesses from the address still count.
+  throttle_.succeeded(throttle_key(address_of(call.peer)),
+                      by_certificate ? std::string("certificate") : "user:" + user);
   std::string id;
-  const auto& login = logins_.create(user, by_certificate, role, host_.console_now_ms(), id);
+  const auto& login = logins_.create(
+      user, by_certificate, role, host_.console_now_ms(), id,
+      by_certificate ? certificate_fingerprint(call.tls->chain_der.front()) : std::string());
   const char* kind = by_certificate ? "certificate " : "user ";
   LOG_INFO("console: %s%s (%s) logged in from %s", kind, log::quote(user, 128).c_str(),
            role_name(role), call.peer.c_str());
@@ -438,7 +480,7 @@ void Console::logged_in(Call& call, const std::string& user, bool by_certificate
       .end_object();
   // Secure over HTTPS; plain HTTP is served on loopback binds only.
   call.send(200, j,
-            {std::string("Set-Cookie: ") + kCookie + "=" + id + cookie_attributes() +
+            {std::string("Set-Cookie: ") + cookie_name() + "=" + id + cookie_attributes() +
              "; Max-Age=" + std::to_string(LoginSessions::kLifetimeMs / 1000)});
 }
 
@@ -447,8 +489,9 @@ void Console::logout(Call& call, const Caller& caller) {
   LOG_INFO("console: %s logged out from %s", caller.who.c_str(), call.peer.c_str());
   Json j;
   j.begin_object().field("logged_out", true).end_object();
-  call.send(200, j,
-            {std::string("Set-Cookie: ") + kCookie + "=" + cookie_attributes() + "; Max-Age=0"});
+  call.send(
+      200, j,
+      {std::string("Set-Cookie: ") + cookie_name() + "=" + cookie_attributes() + "; Max-Age=0"});
 }
 
 void Console::clients(Call& call, std::string_view rest, const Caller& caller) {

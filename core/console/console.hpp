@@ -58,9 +58,10 @@ class Console {
   bool authenticate(Call& call, Caller& caller);
   void login(Call& call);
   void login_with_certificate(Call& call);
-  // A login's outcome: a failure counts against the peer's address (LoginThrottle); a
-  // success clears it, creates the login and answers with its cookie and CSRF token.
-  void login_failed(const Call& call);
+  // A login's outcome: a failure of `name` ("user:<u>", "certificate", "token") counts
+  // against the peer's address (LoginThrottle); a success clears that name's failures,
+  // creates the login and answers with its cookie and CSRF token.
+  void login_failed(const Call& call, const std::string& name);
   void logged_in(Call& call, const std::string& user, bool by_certificate, Role role);
   void logout(Call& call, const Caller& caller);
   void clients(Call& call, std::string_view rest, const Caller& caller);
@@ -81,6 +82,8 @@ class Console {
 
   // The login cookie's attributes: "; Secure" over HTTPS.
   std::string cookie_attributes() const;
+  // "__Host-mqgate_console" over HTTPS, else "mqgate_console".
+  const char* cookie_name() const;
 
   uv_loop_t* loop_;
   Host& host_;

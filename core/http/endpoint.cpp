@@ -547,6 +547,10 @@ void Endpoint::respond(Exchange* x, int status, std::string resp) {
       (x->phase != Exchange::Phase::kReading && x->phase != Exchange::Phase::kAnswering))
     return;
   if (x->tls) {
+    // Every HTTPS answer tells the browser to use HTTPS only for this host (a year).
+    const size_t status_line_end = resp.find("\r\n");
+    if (status_line_end != std::string::npos)
+      resp.insert(status_line_end + 2, "Strict-Transport-Security: max-age=31536000\r\n");
     std::string why;
     if (!x->tls->ready() || !x->tls->available() || !x->tls->send(resp, why)) {
       close(x);  // no TLS to say it in

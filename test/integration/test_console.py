@@ -26,7 +26,8 @@ from cdp import Browser
 from mqgate_test import BUILD_DIR, BrokerTestCase, pki_tool, run_config_check
 
 DOMAIN = "console.example"
-TOKEN = "s3cret-t0ken"
+TOKEN = "s3cret-t0ken-0123456789abcdef0123456789"  # 32+: the HTTPS tests need that
+LOGIN_FREE_FAILURES = 5  # LoginThrottle::kFreeFailures
 HTTP_LISTENING = re.compile(r"http endpoint listening on (\S+) port (\d+)")
 HOSTILE_ID = '<img src=x onerror=alert(1)>"\\\x01\x1f\x7f'
 # The page must show it as text: if it ever ran as HTML, the title would change.
@@ -187,20 +188,51 @@ class ConsoleTest(BrokerTestCase):
 
     def test_every_call_needs_credentials(self):
         self.start()
-        for method, path in (("GET", "/api/v1/clients"), ("GET", "/api/v1/clients/x"),
-                             ("GET", "/api/v1/broker"), ("GET", "/api/v1/session"),
-                             ("POST", "/api/v1/clients/x/disconnect"),
-                             ("POST", "/api/v1/clients/x/revoke"),
-                             ("DELETE", "/api/v1/sessions/x"), ("POST", "/api/v1/logout")):
+        calls = (("GET", "/api/v1/clients"), ("GET", "/api/v1/clients/x"),
+                 ("GET", "/api/v1/broker"), ("GET", "/api/v1/session"),
+                 ("POST", "/api/v1/clients/x/disconnect"), ("POST", "/api/v1/clients/x/revoke"),
+                 ("DELETE", "/api/v1/sessions/x"), ("POST", "/api/v1/logout"))
+        for i, (method, path) in enumerate(calls):
             status, _, body, _ = request(self.http, path, method)
-            self.assertEqual(status, 401, (method, path, body))
-            status, _, body, _ = request(self.http, path, method, bearer("wrong"))
             self.assertEqual(status, 401, (method, path, body))
             status, _, body, _ = request(self.http, path, method,
                                          {"Cookie": "mqgate_console=" + "0" * 64})
             self.assertEqual(status, 401, (method, path, body))
+            if i % 2:  # a wrong token counts as a failed login: at most 4 here
+                status, _, body, _ = request(self.http, path, method, bearer("wrong"))
+                self.assertEqual(status, 401, (method, path, body))
         status, _, body, _ = request(self.http, "/api/v1/clients", headers=bearer())
         self.assertEqual(status, 200, body)
+
+    def test_wrong_tokens_are_throttled_and_logged_once(self):
+        self.start()
+        for i in range(LOGIN_FREE_FAILURES):
+            status, _, body, _ = request(self.http, "/api/v1/clients", headers=bearer(f"guess{i}"))
+            self.assertEqual(status, 401, body)
+        # The 5th made the address wait: the right token too, and a password login.
+        status, hdrs, body, _ = request(self.http, "/api/v1/clients", headers=bearer())
+        self.assertEqual(status, 429, body)
+        self.assertGreaterEqual(int(hdrs["retry-after"]), 1)
+        status, _, _, _ = request(self.http, "/api/v1/login", "POST", basic("alice", "alice-pw"))
+        self.assertEqual(status, 429)
+        self.b.wait_log(r"console: 5 failed logins from 127\.0\.0\.1: its next tries wait")
+        log = self.b.log()
+        self.assertEqual(len(re.findall(r"console: bad credentials \(Authorization\) from "
+                                        r"127\.0\.0\.1:\d+: counted", log)), 1)
+        self.assertNotIn("guess", log)
+        self.assertNotIn(TOKEN, log)
+
+    def test_short_token_refused_when_exposed(self):
+        # Over HTTPS or beyond loopback a token is an admin's key on a network: 32+.
+        text = self.config('token = "short-token"\n').replace(
+            '[http]\nbind = "127.0.0.1:0"', '[http]\nbind = "0.0.0.0:0"')
+        code, out = run_config_check(text, self.tmp)
+        self.assertNotEqual(code, 0)
+        self.assertRegex(out, r"http\.token: must be at least 32 characters when \[http\] has "
+                              r"ssl = true or binds beyond loopback")
+        self.assertNotIn("short-token", out)
+        code, out = run_config_check(self.config('token = "short-token"\n'), self.tmp)
+        self.assertEqual(code, 0, out)  # loopback, plain HTTP: as before
 
     def test_login_logout_and_roles(self):
         self.start()

@@ -51,10 +51,18 @@ class ConsoleTlsTest(BrokerTestCase):
         d = cls.pki_dir
         cls.server2 = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"],
                                       output_dir="second")
-        # Operators' certificates: CN = the id, SAN URI spiffe://<domain>/device/<id>.
-        cls.op_admin = pki.make_device(d, "op-admin", base.DOMAIN, key_type="ec")
-        cls.op_reader = pki.make_device(d, "op-reader", base.DOMAIN, key_type="ec")
-        cls.stranger = pki.make_device(d, "stranger", base.DOMAIN, key_type="ec")
+        # Operators have a CA of their own (docs/console.md); their certificates: CN = the
+        # id, SAN URI spiffe://<domain>/device/<id>. A device of the devices' CA named
+        # like an operator must not get in.
+        ops = os.path.join(d, "operators")
+        os.makedirs(ops)
+        cls.op_ca = pki.make_ca(ops, key_type="ec", cn="mqgate test operators CA")
+        cls.op_admin = pki.make_device(ops, "op-admin", base.DOMAIN, key_type="ec")
+        cls.op_admin2 = pki.make_device(ops, "op-admin", base.DOMAIN, key_type="ec",
+                                        output_dir="second", force=True)
+        cls.op_reader = pki.make_device(ops, "op-reader", base.DOMAIN, key_type="ec")
+        cls.stranger = pki.make_device(ops, "stranger", base.DOMAIN, key_type="ec")
+        cls.impostor = pki.make_device(d, "op-admin", base.DOMAIN, key_type="ec")
         cls.passwd = base.write_passwd(d)
 
     @classmethod
@@ -68,7 +76,7 @@ class ConsoleTlsTest(BrokerTestCase):
         shutil.copy(self.server.cert, self.cert)
         shutil.copy(self.server.key, self.key)
         tls_keys = (f'ssl = true\ncertfile = "{self.cert}"\nkeyfile = "{self.key}"\n'
-                    f'cafile = "{self.ca.cert}"\nclient_cert = "optional"\n') if tls else ""
+                    f'cafile = "{self.op_ca.cert}"\nclient_cert = "optional"\n') if tls else ""
         return ('log_level = "debug"\nsys_interval = 0\n'
                 '[listeners.plain]\nbind = "127.0.0.1:0"\nplugins = ["anonymous"]\n'
                 '[plugins.anonymous]\nallow_anonymous = true\n'
@@ -107,6 +115,15 @@ class ConsoleTlsTest(BrokerTestCase):
                  r"http\.console_cert_admins: needs client certificates on \[http\]"),
                 (self.config(extra='console_cert_readers = [""]\n'),
                  r"http\.console_cert_readers: identities are 1 to 1024 bytes"),
+                (self.config(extra='console_cert_admins = ["op-admin"]\n'),
+                 r'http\.console_cert_admins: identities are typed: cn:<subject CN>, '
+                 r'dns:<SAN DNS name> or uri:<SAN URI>, got "op-admin"'),
+                (self.config(extra='console_cert_readers = ["cn:"]\n'),
+                 r"http\.console_cert_readers: identities are typed"),
+                (self.config(extra='console_cert_readers = ["email:a@b"]\n'),
+                 r"http\.console_cert_readers: identities are typed"),
+                (self.config().replace(TOKEN, "short-token"),
+                 r"http\.token: must be at least 32 characters when \[http\] has ssl = true"),
                 (self.config().replace('ssl = true\n', 'ssl = true\ntls_min_version = "1.3"\n'),
                  r"http\.tls_min_version: TLS 1\.3 is not available"),
                 (self.config().replace(f'keyfile = "{self.key}"',
@@ -115,6 +132,21 @@ class ConsoleTlsTest(BrokerTestCase):
             code, out = run_config_check(text, self.tmp)
             self.assertNotEqual(code, 0, text)
             self.assertRegex(out, pattern)
+
+    def test_warning_when_operators_share_the_devices_ca(self):
+        devices = (f'[listeners.devices]\nbind = "127.0.0.1:0"\nssl = true\n'
+                   f'certfile = "{self.server.cert}"\nkeyfile = "{self.server.key}"\n'
+                   f'cafile = "{self.ca.cert}"\nclient_cert = "required"\n'
+                   'plugins = ["anonymous"]\n')
+        warning = (r"\[http\] cafile .* is also listener devices's cafile: a device certificate "
+                   r"that CA signs can log in to the console")
+        text = self.config(extra='console_cert_admins = ["cn:op-admin"]\n') + devices
+        code, out = run_config_check(text.replace(self.op_ca.cert, self.ca.cert), self.tmp)
+        self.assertEqual(code, 0, out)  # a warning, not an error
+        self.assertRegex(out, warning)
+        code, out = run_config_check(text, self.tmp)  # the operators' own CA: no warning
+        self.assertEqual(code, 0, out)
+        self.assertNotRegex(out, r"is also listener")
 
     def test_metrics_health_and_console_over_https(self):
         self.start(extra="request_timeout = 1\n")
@@ -131,7 +163,10 @@ class ConsoleTlsTest(BrokerTestCase):
         status, hdrs, body = https(self.http, "/api/v1/login", "POST",
                                    base.basic("alice", "alice-pw"), cafile=self.ca.cert)
         self.assertEqual(status, 200, body)
-        self.assertRegex(hdrs["set-cookie"], r"; HttpOnly; SameSite=Strict; Secure; Max-Age=")
+        self.assertRegex(hdrs["set-cookie"],
+                         r"^__Host-mqgate_console=\w+; Path=/; HttpOnly; SameSite=Strict; Secure; "
+                         r"Max-Age=")
+        self.assertEqual(hdrs["strict-transport-security"], "max-age=31536000")
         cookie = {"Cookie": hdrs["set-cookie"].split(";")[0]}
         status, _, body = https(self.http, "/api/v1/clients", headers=cookie, cafile=self.ca.cert)
         self.assertEqual((status, body["total"]), (200, 0))
@@ -157,40 +192,66 @@ class ConsoleTlsTest(BrokerTestCase):
         self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
 
     def test_certificate_login(self):
-        self.start(extra='console_cert_admins = ["op-admin"]\n'
-                         f'console_cert_readers = ["spiffe://{base.DOMAIN}/device/op-reader"]\n')
+        self.start(extra='console_cert_admins = ["cn:op-admin"]\n'
+                         f'console_cert_readers = ["uri:spiffe://{base.DOMAIN}/device/op-reader"]\n')
         ca = self.ca.cert
         admin = (self.op_admin.cert, self.op_admin.key)
         status, hdrs, body = https(self.http, "/api/v1/login", "POST", cafile=ca, cert=admin)
-        self.assertEqual((status, body["user"], body["role"]), (200, "certificate op-admin",
+        self.assertEqual((status, body["user"], body["role"]), (200, "certificate cn:op-admin",
                                                                   "admin"), body)
         self.assertIn("; Secure", hdrs["set-cookie"])
         cookie = {"Cookie": hdrs["set-cookie"].split(";")[0]}
-        self.b.wait_log(r'console: certificate "op-admin" \(admin\) logged in from 127\.0\.0\.1')
-        # The login is a session as a password login's: the cookie, CSRF for changes.
-        status, _, me = https(self.http, "/api/v1/session", headers=cookie, cafile=ca)
-        self.assertEqual((status, me["user"], me["role"]), (200, "certificate op-admin", "admin"))
-        status, _, _ = https(self.http, "/api/v1/clients/x/disconnect", "POST", cookie, cafile=ca)
+        self.b.wait_log(r'console: certificate "cn:op-admin" \(admin\) logged in from 127\.0\.0\.1')
+        # The login is a session as a password login's: the cookie, CSRF for changes; each
+        # call presents the same certificate.
+        status, _, me = https(self.http, "/api/v1/session", headers=cookie, cafile=ca, cert=admin)
+        self.assertEqual((status, me["user"], me["role"]),
+                         (200, "certificate cn:op-admin", "admin"))
+        status, _, _ = https(self.http, "/api/v1/clients/x/disconnect", "POST", cookie, cafile=ca,
+                             cert=admin)
         self.assertEqual(status, 403)  # no X-CSRF-Token
         status, _, _ = https(self.http, "/api/v1/clients/x/disconnect", "POST",
-                             {**cookie, "X-CSRF-Token": me["csrf"]}, cafile=ca)
+                             {**cookie, "X-CSRF-Token": me["csrf"]}, cafile=ca, cert=admin)
         self.assertEqual(status, 404)  # past CSRF and the role: no such client
 
         # By a SAN URI, read-only: actions refused.
-        status, hdrs, body = https(self.http, "/api/v1/login", "POST", cafile=ca,
-                                   cert=(self.op_reader.cert, self.op_reader.key))
+        reader_cert = (self.op_reader.cert, self.op_reader.key)
+        status, hdrs, body = https(self.http, "/api/v1/login", "POST", cafile=ca, cert=reader_cert)
         self.assertEqual((status, body["role"]), (200, "read-only"), body)
         reader = {"Cookie": hdrs["set-cookie"].split(";")[0], "X-CSRF-Token": body["csrf"]}
         status, _, body = https(self.http, "/api/v1/clients/x/disconnect", "POST", reader,
-                                cafile=ca)
+                                cafile=ca, cert=reader_cert)
         self.assertEqual(status, 403, body)
 
-        # A certificate the CA signed but no list names: 403, logged.
+        # The login's cookie with another certificate (the same CN, another key), or none:
+        # the login ends.
+        status, _, body = https(self.http, "/api/v1/session", headers=reader, cafile=ca,
+                                cert=admin)
+        self.assertEqual((status, body["error"]), (401, "the login has ended: log in again"))
+        status, _, _ = https(self.http, "/api/v1/session", headers=reader, cafile=ca,
+                             cert=reader_cert)
+        self.assertEqual(status, 401)  # ended for good
+        status, _, _ = https(self.http, "/api/v1/session", headers=cookie, cafile=ca,
+                             cert=(self.op_admin2.cert, self.op_admin2.key))
+        self.assertEqual(status, 401)
+        self.b.wait_log(r'console: certificate "cn:op-admin" from 127\.0\.0\.1:\d+: the call does '
+                        r'not present the login\'s certificate: the login ends')
+        status, hdrs, _ = https(self.http, "/api/v1/login", "POST", cafile=ca, cert=admin)
+        cookie = {"Cookie": hdrs["set-cookie"].split(";")[0]}
+        status, _, _ = https(self.http, "/api/v1/session", headers=cookie, cafile=ca)
+        self.assertEqual(status, 401)
+
+        # A certificate the operators' CA signed but no list names: 403, logged.
         status, _, body = https(self.http, "/api/v1/login", "POST", cafile=ca,
                                 cert=(self.stranger.cert, self.stranger.key))
         self.assertEqual((status, body["error"]), (403, "this certificate is not a console user"))
         self.b.wait_log(r"console: certificate login from 127\.0\.0\.1:\d+ refused: "
                         r"\".*CN=stranger\" is not in console_cert_admins")
+        # A device of the devices' CA with the CN op-admin: refused in the handshake.
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            https(self.http, "/api/v1/login", "POST", cafile=ca,
+                  cert=(self.impostor.cert, self.impostor.key))
+        self.b.wait_log(r"http: 127\.0\.0\.1:\d+: TLS handshake failed: .* rejected")
         # curl --cert works the same; the password login stays.
         code, body = self.curl("/api/v1/login", "-X", "POST", "--cert", self.op_admin.cert,
                                "--key", self.op_admin.key)
@@ -211,8 +272,8 @@ class ConsoleTlsTest(BrokerTestCase):
         self.assertEqual(status, 429, body)  # even the right password waits
         wait = int(hdrs["retry-after"])
         self.assertGreaterEqual(wait, 1)
-        self.b.wait_log(r"console: 5 failed logins in a row from 127\.0\.0\.1: its next "
-                        r"tries wait \(429\)")
+        self.b.wait_log(r"console: 5 failed logins from 127\.0\.0\.1: its next tries wait "
+                        r"\(429\)")
         # Certificates count too: an unknown one is a failure.
         time.sleep(wait)
         status, _, _ = https(self.http, "/api/v1/login", "POST", cafile=ca,
@@ -224,10 +285,16 @@ class ConsoleTlsTest(BrokerTestCase):
         time.sleep(int(hdrs["retry-after"]))
         status, _, _ = https(self.http, "/api/v1/login", "POST",
                              base.basic("alice", "alice-pw"), cafile=ca)
-        self.assertEqual(status, 200)  # a success clears the address
-        status, _, _ = https(self.http, "/api/v1/login", "POST", wrong, cafile=ca)
-        self.assertEqual(status, 401)
-        self.assertEqual(len(re.findall(r"failed logins in a row", self.b.log())), 1)
+        self.assertEqual(status, 200)  # alice's own failures are forgiven, not the certificate's
+        # A reader who guesses alice's password and logs in as himself in between does not
+        # clear those guesses: 1 (certificate) + 4 guesses make 5.
+        bob = base.basic("bob", "bob-pw")
+        for i in range(4):
+            status, _, _ = https(self.http, "/api/v1/login", "POST", wrong, cafile=ca)
+            self.assertEqual(status, 401)
+            status, _, _ = https(self.http, "/api/v1/login", "POST", bob, cafile=ca)
+            self.assertEqual(status, 429 if i == 3 else 200)
+        self.assertEqual(len(re.findall(r"failed logins from", self.b.log())), 2)
 
     def test_sighup_reloads_the_certificate(self):
         self.start()
