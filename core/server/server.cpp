@@ -307,6 +307,18 @@ void Server::reload_http_tls(const HttpConfig& fresh) {
     LOG_ERROR("reload: [http] ssl cannot be turned off without a restart; keeping TLS");
     return;
   }
+  ListenerConfig tls = Listener::http_tls_config(fresh);
+  if (http_tls_reload_running_) {
+    LOG_INFO(
+        "reload: [http]'s TLS material of the previous SIGHUP is still loading; loading again "
+        "after it");
+    http_tls_reload_waiting_ = std::move(tls);
+    return;
+  }
+  start_http_tls_reload(tls);
+}
+
+bool Server::start_http_tls_reload(const ListenerConfig& fresh) {
   struct Work {
     uv_work_t req;
     Server* server;
@@ -318,7 +330,7 @@ void Server::reload_http_tls(const HttpConfig& fresh) {
   auto work = std::make_unique<Work>();
   work->server = this;
   work->workers = tls_workers_->size();
-  work->fresh = Listener::http_tls_config(fresh);
+  work->fresh = fresh;
   work->req.data = work.get();
   const int rc = uv_queue_work(
       &loop_, &work->req,
@@ -329,23 +341,32 @@ void Server::reload_http_tls(const HttpConfig& fresh) {
       [](uv_work_t* req, int status) {
         std::unique_ptr<Work> w(static_cast<Work*>(req->data));
         Server& self = *w->server;
+        self.http_tls_reload_running_ = false;
         if (status != 0 || self.shutting_down_ || !self.http_) return;
         if (!w->generation) {
           LOG_ERROR("reload: %s; keeping the previous TLS material", one_line(w->errors).c_str());
-          return;
+        } else {
+          LOG_INFO("reload: [http]: TLS %s (open connections keep theirs)",
+                   w->generation->summary().c_str());
+          std::shared_ptr<const TlsGeneration> previous = std::move(w->generation);
+          self.http_tls_.swap(previous);
+          self.retired_tls_.push_back(std::move(previous));
+          self.free_retired_tls();
         }
-        LOG_INFO("reload: [http]: TLS %s (open connections keep theirs)",
-                 w->generation->summary().c_str());
-        std::shared_ptr<const TlsGeneration> previous = std::move(w->generation);
-        self.http_tls_.swap(previous);
-        self.retired_tls_.push_back(std::move(previous));
-        self.free_retired_tls();
+        if (self.http_tls_reload_waiting_) {
+          const ListenerConfig next = std::move(*self.http_tls_reload_waiting_);
+          self.http_tls_reload_waiting_.reset();
+          self.start_http_tls_reload(next);
+        }
       });
-  if (rc != 0)
+  if (rc != 0) {
     LOG_ERROR("reload: cannot load [http]'s TLS material: %s; keeping the previous",
               uv_strerror(rc));
-  else
-    work.release();
+    return false;
+  }
+  work.release();
+  http_tls_reload_running_ = true;
+  return true;
 }
 
 std::string Server::metrics_text() {

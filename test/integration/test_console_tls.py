@@ -51,6 +51,8 @@ class ConsoleTlsTest(BrokerTestCase):
         d = cls.pki_dir
         cls.server2 = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"],
                                       output_dir="second")
+        cls.server3 = pki.make_server(d, cn="localhost", key_type="ec", san_ip=["127.0.0.1"],
+                                      output_dir="third")
         # Operators have a CA of their own (docs/console.md); their certificates: CN = the
         # id, SAN URI spiffe://<domain>/device/<id>. A device of the devices' CA named
         # like an operator must not get in.
@@ -306,6 +308,12 @@ class ConsoleTlsTest(BrokerTestCase):
         self.assertNotEqual(first, second)
         before = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=served(),
                                 capture_output=True, text=True).stdout
+
+        def served_serial():
+            out = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=served(),
+                                 capture_output=True, text=True).stdout
+            return out.strip().split("=")[-1].upper()
+
         self.assertIn(first.upper(), before.upper())
         shutil.copy(self.server2.cert, self.cert)
         shutil.copy(self.server2.key, self.key)
@@ -321,6 +329,25 @@ class ConsoleTlsTest(BrokerTestCase):
         self.b.signal(signal.SIGHUP)
         self.b.wait_log(r"reload: \[http\]: keyfile .*; keeping the previous TLS material")
         self.assertEqual(self.curl("/healthz"), (200, "ok\n"))
+        # SIGHUPs in a row: one load at a time, the latest files win.
+        shutil.copy(self.server.cert, self.cert)
+        shutil.copy(self.server.key, self.key)
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"reload: \[http\]: TLS ", count=2)
+        self.assertEqual(served_serial(), first.upper())
+        shutil.copy(self.server2.cert, self.cert)
+        shutil.copy(self.server2.key, self.key)
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"SIGHUP received", count=4)
+        shutil.copy(self.server3.cert, self.cert)
+        shutil.copy(self.server3.key, self.key)
+        self.b.signal(signal.SIGHUP)
+        third = pki.serial_of(self.server3.cert).upper()
+        for _ in range(200):
+            if served_serial() == third:
+                break
+            time.sleep(0.05)
+        self.assertEqual(served_serial(), third, self.b.log())
 
     def test_page_in_chromium_over_https(self):
         """Over https; a read-only user sees the actions disabled, and the server refuses
