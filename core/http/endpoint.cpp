@@ -37,6 +37,7 @@ struct Endpoint::Exchange final : Channel::Events {
   std::string peer;
   std::string addr;      // the peer's IP address, for the per-address limit
   size_t drained = 0;    // bytes read and thrown away after the head
+  size_t tls_read = 0;   // HTTPS: encrypted bytes read before the answer
   int handles_open = 0;  // tcp and timer: freed when both are closed
   uint64_t serial = 0;
   Phase phase = Phase::kReading;
@@ -93,6 +94,13 @@ namespace {
 
 // What a client may send after its request head before it is cut off.
 constexpr size_t kMaxDrainBytes = 64 * 1024;
+// HTTPS: the encrypted bytes a client may send before its request is answered (the
+// handshake, a client certificate chain, the head): records that decrypt to nothing
+// (empty records, renegotiation attempts) must not keep a connection busy forever.
+constexpr size_t kMaxTlsRequestBytes = 64 * 1024;
+// HTTPS: what may wait in the socket's write queue (handshake flights, alerts) for a
+// client that does not read; beyond, the connection closes.
+constexpr size_t kMaxTlsWriteQueueBytes = 64 * 1024;
 
 // "ip:port" ("[ip]:port"); `address` gets the IP alone.
 std::string peer_name(uv_tcp_t* tcp, std::string& address) {
@@ -401,6 +409,13 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
           ep->on_request_bytes(e, bytes);
           return;
         }
+        e->tls_read += bytes.size();
+        if (e->tls_read > kMaxTlsRequestBytes) {
+          LOG_DEBUG("http: %s: more than %zu encrypted bytes without a request; closing",
+                    e->peer.c_str(), kMaxTlsRequestBytes);
+          ep->close(e);
+          return;
+        }
         std::string why;
         if (!e->tls->input(bytes, why)) {
           LOG_DEBUG("http: %s: %s; closing", e->peer.c_str(), why.c_str());
@@ -464,6 +479,13 @@ void Endpoint::write_tls_output(Exchange* x) {
                           });
   if (rc != 0) {
     delete w;
+    close(x);
+    return;
+  }
+  if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&x->tcp)) >
+      kMaxTlsWriteQueueBytes) {
+    LOG_DEBUG("http: %s: does not read what it is sent (more than %zu bytes queued); closing",
+              x->peer.c_str(), kMaxTlsWriteQueueBytes);
     close(x);
   }
 }
