@@ -262,6 +262,43 @@ class ConsoleTlsTest(BrokerTestCase):
                                 base.basic("alice", "alice-pw"), cafile=ca, cert=admin)
         self.assertEqual((status, body["user"]), (200, "user alice"))  # Basic wins
 
+    def test_certificate_login_ends_when_revoked_or_unlisted(self):
+        ops = os.path.dirname(self.op_ca.cert)
+        crl = pki.revoke(ops, self.stranger.cert, crl=os.path.join(self.tmp, "operators.crl"))
+        lists = ('console_cert_admins = ["cn:op-admin"]\n'
+                 f'console_cert_readers = ["uri:spiffe://{base.DOMAIN}/device/op-reader"]\n')
+        self.start(extra=lists + f'crlfile = "{crl}"\n')
+        ca = self.ca.cert
+        admin = (self.op_admin.cert, self.op_admin.key)
+        reader = (self.op_reader.cert, self.op_reader.key)
+        logins = {}
+        for name, cert in (("admin", admin), ("reader", reader)):
+            status, hdrs, body = https(self.http, "/api/v1/login", "POST", cafile=ca, cert=cert)
+            self.assertEqual(status, 200, body)
+            logins[name] = {"Cookie": hdrs["set-cookie"].split(";")[0]}
+        # The reader's identity leaves the lists on SIGHUP: its login ends.
+        with open(self.b.config_path) as f:
+            text = f.read()
+        with open(self.b.config_path, "w") as f:
+            f.write(text.replace(f'console_cert_readers = ["uri:spiffe://{base.DOMAIN}/device/'
+                                 'op-reader"]\n', ""))
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"console: reloaded")
+        status, _, body = https(self.http, "/api/v1/session", headers=logins["reader"],
+                                cafile=ca, cert=reader)
+        self.assertEqual((status, body["error"]), (401, "the login has ended: log in again"))
+        # The admin's certificate is revoked in [http]'s CRL: refused in the handshake, and
+        # the cookie alone ends the login.
+        self.b.wait_log(r"reload: \[http\]: TLS ")  # the first SIGHUP's
+        pki.revoke(ops, self.op_admin.cert, crl=crl)
+        self.b.signal(signal.SIGHUP)
+        self.b.wait_log(r"reload: \[http\]: TLS ", count=2)
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            https(self.http, "/api/v1/session", headers=logins["admin"], cafile=ca, cert=admin)
+        self.b.wait_log(r"http: 127\.0\.0\.1:\d+: TLS handshake failed: .*revoked")
+        status, _, _ = https(self.http, "/api/v1/session", headers=logins["admin"], cafile=ca)
+        self.assertEqual(status, 401)
+
     def test_failed_logins_back_off(self):
         self.start()
         ca = self.ca.cert
