@@ -71,10 +71,10 @@ void LoginThrottle::succeeded(const std::string& address, const std::string& nam
   auto it = by_address_.find(address);
   if (it == by_address_.end()) return;
   Entry& e = it->second;
-  auto named = e.by_name.find(name);
-  if (named == e.by_name.end()) return;
-  e.failures -= std::min(e.failures, named->second);
-  e.by_name.erase(named);
+  if (auto named = e.by_name.find(name); named != e.by_name.end()) {
+    e.failures -= std::min(e.failures, named->second);
+    e.by_name.erase(named);
+  }
   if (e.failures < kFreeFailures) {
     e.until_ms = 0;
     e.logged = false;

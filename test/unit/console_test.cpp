@@ -189,6 +189,11 @@ TEST_CASE("login throttle: tries in flight count; IPv6 per /64") {
   CHECK(t.wait_s(a, 0) == 1);
   t.finished(a);
   CHECK(t.wait_s(a, 0) == 0);
+  LoginThrottle q;  // a right password checked: nothing left behind
+  q.started(a, 0);
+  q.finished(a);
+  q.succeeded(a, "user:alice");
+  CHECK(q.tracked() == 0);
   LoginThrottle p;  // 4 parallel guesses from a fresh address: the 5th waits
   for (int i = 0; i < 4; ++i)
     p.started(a, 0);
