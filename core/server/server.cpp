@@ -50,6 +50,12 @@ Server::~Server() {
   if (lag_) lag_->stop();
   if (console_) console_->stop();
   if (cluster_) {  // (start() failed after the cluster started)
+    // A connection made moments ago may still have socket-watcher changes queued in the
+    // loop (cnats's libuv adapter): closing it now closes its socket under them, and the
+    // loop's next epoll_ctl on that descriptor aborts. One turn of the loop first applies
+    // them; nothing reaches the broker (drain_cluster does nothing once shutting down).
+    shutting_down_ = true;
+    uv_run(&loop_, UV_RUN_NOWAIT);
     cluster_->stop();
     auto* idle = reinterpret_cast<uv_handle_t*>(&cluster_idle_);
     if (!uv_is_closing(idle)) uv_close(idle, nullptr);
