@@ -240,6 +240,11 @@ void Broker::finish_connect(Client& client, ConnectState& c, AuthResult auth) {
              client.username() ? ", username " : "",
              client.username() ? log::quote(*client.username(), 64).c_str() : "");
   offline_.remove(session);
+  if (!session->clean()) {  // kept for the console while the session is offline
+    const TlsPeerInfo* tls = client.tls();
+    session->set_certificate(
+        tls && client.listener() ? SessionCertificate::of(client.listener()->name, *tls) : nullptr);
+  }
   if (persistence_ && !session->clean()) persist_session(*session, true);
   if (present) check_resumed(client, *session);  // before anything queued is sent
   session->set_online_since(now_ms_);

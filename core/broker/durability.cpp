@@ -303,6 +303,8 @@ void Broker::restore(store::State& state, uint64_t now_ms, int64_t wall_ms) {
     persistent_sessions_++;
     s->set_owner(r.owner == *anonymous_identity_ ? anonymous_identity_
                                                  : std::make_shared<const std::string>(r.owner));
+    if (!r.cert_chain.empty())
+      s->set_certificate(SessionCertificate::restore(r.cert_listener, r.cert_chain));
     // Offline since the restart when it was online (or has no expiry): the stored expiry
     // is absolute, so the time the broker was down counts.
     s->detach(now_ms);

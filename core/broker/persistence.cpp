@@ -22,6 +22,10 @@ void Persistence::put_session(const Session& s, int64_t expires_at_ms) {
     m.session.protocol_level = 5;
     m.session.expiry_interval = s.expiry_interval();
   }
+  if (const auto& c = s.certificate()) {
+    m.session.cert_listener = c->listener;
+    m.session.cert_chain = c->chain;
+  }
   add(std::move(m));
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "broker/router.hpp"
+#include "broker/session_certificate.hpp"
 #include "mqtt/message.hpp"
 #include "mqtt/topic.hpp"
 
@@ -105,6 +106,9 @@ class Session : public RouteTarget {
   // identity may take it over or resume it.
   const std::string& owner() const;
   void set_owner(std::shared_ptr<const std::string> owner) { owner_ = std::move(owner); }
+  // A persistent session's client certificate, as its client last connected (null: none).
+  const std::shared_ptr<const SessionCertificate>& certificate() const { return certificate_; }
+  void set_certificate(std::shared_ptr<const SessionCertificate> c) { certificate_ = std::move(c); }
   bool clean() const { return clean_; }
   void set_clean(bool clean) { clean_ = clean; }
   // Destroyed, but still referenced by a fan-out in progress: deliver nothing to it.
@@ -447,6 +451,7 @@ class Session : public RouteTarget {
 
   std::string client_id_;
   std::shared_ptr<const std::string> owner_;
+  std::shared_ptr<const SessionCertificate> certificate_;
   Client* client_ = nullptr;
   uint64_t offline_since_ms_ = 0;
   bool clean_;

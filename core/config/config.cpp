@@ -2,6 +2,7 @@
 
 #include "config/config_toml.hpp"
 
+#include "base/log.hpp"
 #include "base/privileges.hpp"
 
 #include <arpa/inet.h>
@@ -110,6 +111,8 @@ class TableChecker {
     }
     return n->as_boolean()->get();
   }
+
+  bool seen(const std::string& key) const { return seen_.count(key) != 0; }
 
   const toml::source_region& where(const std::string& key) const {
     const toml::node* n = table_.get(key);
@@ -305,10 +308,12 @@ void read_persistence(const toml::table& t, const std::string& file, Persistence
   c.reject_unknown();
 }
 
-// The TLS keys of a listener table; called for every listener so that TLS keys
-// without `ssl = true` are reported rather than silently ignored.
-void read_listener_tls(TableChecker& c, const toml::table& t, const std::string& file,
-                       ListenerConfig& l) {
+// The TLS keys of a listener table, or of [http] (`listener` false: no CRL signing nor
+// disconnecting, which are about MQTT clients; those keys are then unknown). Called for
+// every such table so that TLS keys without `ssl = true` are reported rather than
+// silently ignored.
+void read_tls(TableChecker& c, const toml::table& t, const std::string& file, bool listener,
+              std::optional<TlsConfig>& out) {
   const bool ssl = c.boolean("ssl").value_or(false);
   TlsConfig tls;
   auto path_key = [&](const char* key, std::string& out) {
@@ -321,8 +326,10 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
   path_key("keyfile", tls.keyfile);
   path_key("cafile", tls.cafile);
   path_key("crlfile", tls.crlfile);
-  path_key("crl_ca_certfile", tls.crl_ca_certfile);
-  path_key("crl_ca_keyfile", tls.crl_ca_keyfile);
+  if (listener) {
+    path_key("crl_ca_certfile", tls.crl_ca_certfile);
+    path_key("crl_ca_keyfile", tls.crl_ca_keyfile);
+  }
   std::optional<std::string> client_cert = c.string("client_cert");
   if (client_cert) {
     if (*client_cert == "none")
@@ -354,8 +361,10 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
                  "expected \"1.2\", \"1.1\" or \"1.0\", got \"" + *v + "\"");
   }
   if (auto v = c.string_array("ciphers")) tls.ciphers = *v;
-  tls.disconnect_revoked = c.boolean("disconnect_revoked").value_or(false);
-  tls.disconnect_expired = c.boolean("disconnect_expired").value_or(false);
+  if (listener) {
+    tls.disconnect_revoked = c.boolean("disconnect_revoked").value_or(false);
+    tls.disconnect_expired = c.boolean("disconnect_expired").value_or(false);
+  }
   tls.session_tickets = c.boolean("session_tickets").value_or(true);
   if (auto v = c.integer("session_cache_size", 0, 1000000))
     tls.session_cache_size = static_cast<uint32_t>(*v);
@@ -378,8 +387,10 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
                                    "session_lifetime"};
   if (!ssl) {
     for (const char* key : kTlsKeys)
-      if (t.get(key))
-        c.error_at(c.where(key), key, "is a TLS setting: it needs ssl = true on this listener");
+      if (t.get(key) && c.seen(key))
+        c.error_at(c.where(key), key,
+                   listener ? "is a TLS setting: it needs ssl = true on this listener"
+                            : "is a TLS setting: it needs ssl = true in [http]");
     return;
   }
   if (tls.certfile.empty() && !t.get("certfile"))
@@ -407,7 +418,7 @@ void read_listener_tls(TableChecker& c, const toml::table& t, const std::string&
     c.error_at(c.where("crl_ca_certfile"), "crl_ca_certfile", "needs a crlfile (the CRL it signs)");
   if (tls.disconnect_revoked && tls.crlfile.empty())
     c.error_at(c.where("disconnect_revoked"), "disconnect_revoked", "needs a crlfile");
-  l.tls = std::move(tls);
+  out = std::move(tls);
 }
 
 // The WebSocket keys of a listener table (path and origins need websocket = true).
@@ -474,7 +485,7 @@ void read_listener(const std::string& name, const toml::table& t, const std::str
     l.max_connections = static_cast<uint32_t>(*v);
   if (auto v = c.string_array("plugins")) l.plugins = *v;
   read_listener_flow(c, l);
-  read_listener_tls(c, t, file, l);
+  read_tls(c, t, file, true, l.tls);
   read_listener_websocket(c, t, l);
   c.reject_unknown();
 }
@@ -485,6 +496,7 @@ bool valid_token(const std::string& token) {
 }
 
 constexpr size_t kMaxTokenBytes = 4096;
+constexpr size_t kMinExposedTokenBytes = 32;
 
 // Reads token_file: at most kMaxTokenBytes, one line (a final newline is dropped). Never
 // puts the content in a message.
@@ -520,7 +532,7 @@ bool read_token_file(const std::string& path, std::string& token, std::string& w
   return true;
 }
 
-// The console's keys of [http]. Until [http] speaks TLS, the console serves loopback
+// The console's keys of [http]. Without TLS on [http], the console serves loopback
 // binds only: passwords and session cookies must not cross a network in clear.
 void read_http_console(TableChecker& c, const toml::table& t, const std::string& file,
                        HttpConfig& h) {
@@ -532,21 +544,52 @@ void read_http_console(TableChecker& c, const toml::table& t, const std::string&
       h.console_users = resolve_config_path(*v, file);
   }
   if (auto v = c.string_array("console_admins")) h.console_admins = *v;
+  static constexpr const char* kCertKeys[] = {"console_cert_admins", "console_cert_readers"};
+  for (auto* list : {&h.console_cert_admins, &h.console_cert_readers}) {
+    const char* key = kCertKeys[list == &h.console_cert_admins ? 0 : 1];
+    if (auto v = c.string_array(key)) {
+      for (const std::string& id : *v) {
+        const size_t colon = id.find(':');
+        const std::string_view type =
+            colon == std::string::npos ? std::string_view() : std::string_view(id).substr(0, colon);
+        if (id.empty() || id.size() > 1024)
+          c.error_at(c.where(key), key, "identities are 1 to 1024 bytes");
+        else if ((type != "cn" && type != "dns" && type != "uri") || colon + 1 == id.size())
+          // Typed, so that a device's CN cannot pass for an operator's name or URI.
+          c.error_at(c.where(key), key,
+                     "identities are typed: cn:<subject CN>, dns:<SAN DNS name> or "
+                     "uri:<SAN URI>, got " +
+                         log::quote(id, 64));
+      }
+      *list = *v;
+    }
+  }
   if (!h.console) {
-    for (const char* key : {"console_users", "console_admins"})
+    for (const char* key :
+         {"console_users", "console_admins", "console_cert_admins", "console_cert_readers"})
       if (t.get(key)) c.error_at(c.where(key), key, "needs console = true");
     return;
   }
-  if (h.token.empty() && h.console_users.empty())
+  const bool cert_logins = !h.console_cert_admins.empty() || !h.console_cert_readers.empty();
+  if (cert_logins &&
+      (!h.tls || h.tls->cafile.empty() || h.tls->client_cert == TlsConfig::ClientCert::kNone)) {
+    const char* key = h.console_cert_admins.empty() ? kCertKeys[1] : kCertKeys[0];
+    c.error_at(c.where(key), key,
+               "needs client certificates on [http]: ssl = true, cafile and client_cert = "
+               "\"optional\" (or \"required\")");
+  }
+  if (h.token.empty() && h.console_users.empty() && !cert_logins)
     c.error_at(c.where("console"), "console",
-               "needs token (or token_file) or console_users: every call is authenticated");
+               "needs token (or token_file), console_users or console_cert_admins/readers: "
+               "every call is authenticated");
   if (!h.console_admins.empty() && h.console_users.empty())
     c.error_at(c.where("console_admins"), "console_admins", "needs console_users");
   const bool loopback = h.ipv6 ? h.host == "::1" : h.host.starts_with("127.");
-  if (!h.host.empty() && !loopback)
+  if (!h.host.empty() && !loopback && !h.tls)
     c.error_at(c.where("console"), "console",
-               "is served on loopback binds only (127.0.0.0/8, ::1) until [http] has TLS: "
-               "bind the endpoint to loopback and reach it through an SSH tunnel or a TLS proxy");
+               "is served over plain HTTP on loopback binds only (127.0.0.0/8, ::1): turn on "
+               "TLS for [http] (ssl = true, certfile, keyfile) or bind the endpoint to loopback "
+               "and reach it through an SSH tunnel");
 }
 
 void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
@@ -589,6 +632,16 @@ void read_http(const toml::table& t, const std::string& file, HttpConfig& h,
   }
   if (auto v = c.integer("crowded_request_timeout_ms", 100, 300000))
     h.crowded_request_timeout_ms = static_cast<uint32_t>(*v);
+  read_tls(c, t, file, false, h.tls);
+  // A token reachable from a network is an admin's key: long enough not to be guessed.
+  const bool loopback = h.ipv6 ? h.host == "::1" : h.host.starts_with("127.");
+  if (!h.token.empty() && h.token.size() < kMinExposedTokenBytes && (h.tls || !loopback)) {
+    const char* key = token_file ? "token_file" : "token";
+    c.error_at(c.where(key), key,
+               "must be at least " + std::to_string(kMinExposedTokenBytes) +
+                   " characters when [http] has ssl = true or binds beyond loopback (e.g. "
+                   "openssl rand -hex 32)");
+  }
   read_http_console(c, t, file, h);
   c.reject_unknown();
 }

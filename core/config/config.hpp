@@ -103,11 +103,19 @@ struct HttpConfig {
   uint32_t request_timeout = 5;   // seconds to send a request head (and to read the answer)
   uint32_t max_connections_per_address = 0;    // 0: half of max_connections (all below 4)
   uint32_t crowded_request_timeout_ms = 1000;  // the head's deadline while the pool is full
+  // Set when ssl = true: HTTPS, with the listeners' TLS keys (the CRL-signing and
+  // disconnect_* keys excepted). Then the console may bind beyond loopback.
+  std::optional<TlsConfig> tls;
   // The fleet console (docs/console.md): /api/v1/ and /console/ on this endpoint. Off
   // unless `console = true`; then every call needs the token or a logged-in user.
   bool console = false;
   std::string console_users;                // Mosquitto password file ("": token only)
   std::vector<std::string> console_admins;  // users who may act; the others read only
+  // Logins with a client certificate (needs ssl, cafile, client_cert): the identities (the
+  // leaf's subject CN, or a subjectAltName DNS name or URI) that log in as admin or
+  // read-only. Any other certificate is refused.
+  std::vector<std::string> console_cert_admins;
+  std::vector<std::string> console_cert_readers;
   int line = 0;
 };
 

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 struct pwfile;
 
@@ -32,25 +34,50 @@ bool load_users(const std::string& path, Users& users, std::string& error);
 // Off the loop: whether `password` is `user`'s (an unknown user costs a dummy check).
 bool verify_password(const pwfile& file, const std::string& user, const std::string& password);
 
+// Logins with a client certificate (verified by [http]'s TLS against its cafile): its
+// identities are typed, so that a device's CN cannot pass for an operator's URI:
+// "cn:<subject CN>", then "dns:<subjectAltName DNS name>" and "uri:<subjectAltName URI>"
+// for each, in that order. `subject` gets the subject DN (for the log). False if the DER
+// does not parse.
+bool certificate_identities(const std::string& der, std::vector<std::string>& ids,
+                            std::string& subject);
+// Which identities log in with a certificate, as what (http.console_cert_admins/readers).
+struct CertRoles {
+  std::set<std::string, std::less<>> admins, readers;
+  bool empty() const { return admins.empty() && readers.empty(); }
+  // The role of the first identity listed (admins first) and which one it was; nullopt
+  // if none is.
+  std::optional<Role> role_of(const std::vector<std::string>& ids, std::string& matched) const;
+};
+
 // "user:password" from "Basic <base64>"; false if the header is not that.
 bool parse_basic(const std::string& header, std::string& user, std::string& password);
 
+// SHA-256 of a certificate's DER, in hex: what a certificate login is tied to.
+std::string certificate_fingerprint(const std::string& der);
+
 // Browser logins: a random session id (the cookie) and CSRF token per login. Bounded:
-// at most kMaxSessions (the oldest goes), each idle at most kIdleMs, at most kLifetimeMs.
+// at most kMaxSessions (the oldest goes), at most kMaxPerIdentity of one user or
+// certificate identity (its oldest goes: one stolen password cannot push everyone else
+// out), each idle at most kIdleMs, at most kLifetimeMs.
 class LoginSessions {
  public:
   static constexpr size_t kMaxSessions = 256;
+  static constexpr size_t kMaxPerIdentity = 16;
   static constexpr uint64_t kIdleMs = 30 * 60 * 1000;
   static constexpr uint64_t kLifetimeMs = 12 * 3600 * 1000;
   struct Login {
-    std::string user;
+    std::string user;  // a password file's user, or a certificate's identity
+    bool by_certificate = false;
+    std::string fingerprint;  // a certificate login's certificate_fingerprint()
     Role role = Role::kReadOnly;
     std::string csrf;
     uint64_t created_ms = 0;
     uint64_t used_ms = 0;
   };
   // A new session; `id` gets the cookie value.
-  const Login& create(std::string user, Role role, uint64_t now_ms, std::string& id);
+  const Login& create(std::string user, bool by_certificate, Role role, uint64_t now_ms,
+                      std::string& id, std::string fingerprint = {});
   // The live session of cookie value `id` (its idle time restarts), or null.
   const Login* find(std::string_view id, uint64_t now_ms);
   void remove(std::string_view id) { sessions_.erase(std::string(id)); }

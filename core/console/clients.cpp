@@ -73,7 +73,7 @@ int64_t x509_seconds(const mbedtls_x509_time& t) {
   return static_cast<int64_t>(timegm(&tm));
 }
 
-std::string to_pem(const std::string& der) {
+std::string to_pem(std::string_view der) {
   size_t len = 0;
   mbedtls_base64_encode(nullptr, 0, &len, reinterpret_cast<const unsigned char*>(der.data()),
                         der.size());
@@ -88,7 +88,7 @@ std::string to_pem(const std::string& der) {
 }
 
 // One certificate's fields (DER from the verified chain); `pem` adds the PEM text.
-void write_certificate(const std::string& der, bool pem, int64_t now_s, Json& out) {
+void write_certificate(std::string_view der, bool pem, int64_t now_s, Json& out) {
   mbedtls_x509_crt crt;
   mbedtls_x509_crt_init(&crt);
   out.begin_object();
@@ -106,7 +106,9 @@ void write_certificate(const std::string& der, bool pem, int64_t now_s, Json& ou
 int64_t not_after_of(const Session& s) {
   const Client* c = s.client();
   const TlsPeerInfo* tls = c ? c->tls() : nullptr;
-  return tls && !tls->chain_der.empty() ? tls->not_after : INT64_MAX;
+  if (tls && !tls->chain_der.empty()) return tls->not_after;
+  // Offline (or connected without one now): the one it last connected with.
+  return !online(s) && s.certificate() ? s.certificate()->not_after : INT64_MAX;
 }
 
 void write_row(const Session& s, const Clock& clock, bool detail, Json& out) {
@@ -138,6 +140,19 @@ void write_row(const Session& s, const Clock& clock, bool detail, Json& out) {
         write_certificate(der, true, clock.wall_now_ms / 1000, out);
       out.end_array();
       out.field("tls_version", tls->version).field("cipher", tls->cipher);
+    }
+  } else if (const auto& kept = on ? nullptr : s.certificate()) {
+    // An offline session: the certificate its client last connected with, and where.
+    const std::vector<std::string_view> chain = kept->certificates();
+    if (chain.empty()) return;
+    out.key("certificate");
+    write_certificate(chain.front(), false, clock.wall_now_ms / 1000, out);
+    out.field("certificate_listener", kept->listener);
+    if (detail) {
+      out.key("chain").begin_array();
+      for (std::string_view der : chain)
+        write_certificate(der, true, clock.wall_now_ms / 1000, out);
+      out.end_array();
     }
   }
 }

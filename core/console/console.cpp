@@ -11,6 +11,7 @@
 #include "console/assets.hpp"
 #include "console/clients.hpp"
 #include "console/json.hpp"
+#include "console/throttle.hpp"
 #include "pki-tools/crl_update.hpp"
 #include "pki-tools/issuer.hpp"
 #include "pki-tools/output.hpp"
@@ -24,6 +25,9 @@ namespace mqgate::console {
 namespace {
 
 constexpr const char* kCookie = "mqgate_console";
+// Over HTTPS: a __Host- cookie is Secure, has Path=/ and no Domain, so neither a plain
+// HTTP page nor a sibling host can set or shadow it.
+constexpr const char* kHostCookie = "__Host-mqgate_console";
 
 std::vector<std::string> json_headers() {
   return {"Cache-Control: no-store", "X-Content-Type-Options: nosniff"};
@@ -55,12 +59,20 @@ bool state_changing(const std::string& method) {
   return method != "GET" && method != "HEAD";
 }
 
+CertRoles cert_roles_of(const HttpConfig& config) {
+  CertRoles roles;
+  roles.admins.insert(config.console_cert_admins.begin(), config.console_cert_admins.end());
+  roles.readers.insert(config.console_cert_readers.begin(), config.console_cert_readers.end());
+  return roles;
+}
+
 }  // namespace
 
 struct Console::Call {
   const http::Request& request;
   std::string peer;
   http::Reply reply;
+  const TlsPeerInfo* tls = nullptr;  // over HTTPS: what the client's certificate proved
 
   void send(int status, const Json& body, std::vector<std::string> extra = {}) {
     std::vector<std::string> headers = json_headers();
@@ -81,7 +93,12 @@ struct Console::ListJob {
 };
 
 Console::Console(uv_loop_t* loop, Host& host, const HttpConfig& config, Users users)
-    : loop_(loop), host_(host), token_(config.token), users_(std::move(users)) {
+    : loop_(loop),
+      host_(host),
+      https_(config.tls.has_value()),
+      token_(config.token),
+      users_(std::move(users)),
+      cert_roles_(cert_roles_of(config)) {
   pki::leave_signals_alone();        // the broker's loop handles SIGINT/SIGTERM/SIGHUP
   uv_idle_init(loop_, &list_idle_);  // cannot fail
   list_idle_.data = this;
@@ -171,6 +188,7 @@ void Console::answer_list(ListJob& job) {
 void Console::reload(const HttpConfig& config, Users users) {
   token_ = config.token;
   users_ = std::move(users);
+  cert_roles_ = cert_roles_of(config);
   LOG_INFO("console: reloaded (%s, %zu admin%s)", users_.file ? "with users" : "token only",
            users_.admins.size(), users_.admins.size() == 1 ? "" : "s");
 }
@@ -181,8 +199,17 @@ void Console::audit(const Call& call, const Caller& caller, const char* action,
            call.peer.c_str(), action, log::quote(target, 128).c_str(), outcome.c_str());
 }
 
-void Console::handle(const http::Request& request, const std::string& peer, http::Reply reply) {
-  Call call{request, peer, std::move(reply)};
+const char* Console::cookie_name() const {
+  return https_ ? kHostCookie : kCookie;
+}
+
+std::string Console::cookie_attributes() const {
+  return std::string("; Path=/; HttpOnly; SameSite=Strict") + (https_ ? "; Secure" : "");
+}
+
+void Console::handle(const http::Request& request, const std::string& peer, const TlsPeerInfo* tls,
+                     http::Reply reply) {
+  Call call{request, peer, std::move(reply), tls};
   const std::string& path = request.path;
   if (path == "/console" || path.starts_with("/console/")) {
     assets(call);
@@ -248,15 +275,30 @@ void Console::handle(const http::Request& request, const std::string& peer, http
 bool Console::authenticate(Call& call, Caller& caller) {
   const http::Request& request = call.request;
   if (const std::string* auth = request.header("authorization")) {
+    // Token guesses are throttled as password guesses are (the token is an admin's key).
+    const std::string address = throttle_key(address_of(call.peer));
+    const uint64_t now = host_.console_now_ms();
+    if (const uint64_t wait = throttle_.wait_s(address, now)) {
+      call.error(429, "too many failed logins from this address; try again later",
+                 {"Retry-After: " + std::to_string(wait)});
+      return false;
+    }
     if (!token_.empty() && http::bearer_matches(auth, token_)) {
+      throttle_.succeeded(address, "token");
       caller.who = "token";
       caller.role = Role::kAdmin;
       return true;  // not an ambient credential: a browser never sends it by itself
     }
+    if (throttle_.first_said(address, "token", now))
+      LOG_WARN(
+          "console: bad credentials (Authorization) from %s: counted as a failed login "
+          "(said once per address)",
+          call.peer.c_str());
+    login_failed(call, "token");
     call.error(401, "bad credentials", {"WWW-Authenticate: Bearer realm=\"mqgate\""});
     return false;
   }
-  const std::string id = cookie_value(request, kCookie);
+  const std::string id = cookie_value(request, cookie_name());
   const LoginSessions::Login* login =
       id.empty() ? nullptr : logins_.find(id, host_.console_now_ms());
   if (login == nullptr) {
@@ -266,15 +308,36 @@ bool Console::authenticate(Call& call, Caller& caller) {
                {"WWW-Authenticate: Bearer realm=\"mqgate\""});
     return false;
   }
-  // A user dropped from the password file on reload loses the login; a role change applies.
-  if (!users_.file ||
-      pwfile_find(users_.file.get(), login->user.c_str()) == static_cast<size_t>(-1)) {
+  // A user dropped from the password file (an identity from the certificate lists) on
+  // reload loses the login; a role change applies.
+  std::optional<Role> role;
+  if (login->by_certificate) {
+    // Each call presents the login's certificate again (each HTTPS request is a handshake
+    // of its own, which checks it against the current CRL): a revoked or another
+    // certificate, or none, ends the login.
+    const bool same_certificate =
+        call.tls != nullptr && !call.tls->chain_der.empty() &&
+        http::equal_secret(certificate_fingerprint(call.tls->chain_der.front()),
+                           login->fingerprint);
+    std::string matched;
+    if (same_certificate)
+      role = cert_roles_.role_of({login->user}, matched);
+    else
+      LOG_WARN(
+          "console: certificate %s from %s: the call does not present the login's "
+          "certificate: the login ends",
+          log::quote(login->user, 128).c_str(), call.peer.c_str());
+  } else if (users_.file &&
+             pwfile_find(users_.file.get(), login->user.c_str()) != static_cast<size_t>(-1)) {
+    role = users_.role_of(login->user);
+  }
+  if (!role) {
     logins_.remove(id);
     call.error(401, "the login has ended: log in again");
     return false;
   }
-  caller.who = "user " + login->user;
-  caller.role = users_.role_of(login->user);
+  caller.who = (login->by_certificate ? "certificate " : "user ") + login->user;
+  caller.role = *role;
   caller.session_id = id;
   caller.csrf = login->csrf;
   if (state_changing(request.method)) {
@@ -291,7 +354,17 @@ bool Console::authenticate(Call& call, Caller& caller) {
 }
 
 void Console::login(Call& call) {
+  const std::string address = throttle_key(address_of(call.peer));
+  if (const uint64_t wait = throttle_.wait_s(address, host_.console_now_ms())) {
+    call.error(429, "too many failed logins from this address; try again later",
+               {"Retry-After: " + std::to_string(wait)});
+    return;
+  }
   const std::string* auth = call.request.header("authorization");
+  if (auth == nullptr && call.tls != nullptr && !call.tls->chain_der.empty()) {
+    login_with_certificate(call);
+    return;
+  }
   std::string user, password;
   if (auth == nullptr || !parse_basic(*auth, user, password)) {
     call.error(401, "log in with Authorization: Basic base64(user:password)");
@@ -309,7 +382,7 @@ void Console::login(Call& call) {
     uv_work_t req;
     std::weak_ptr<Console*> alive;
     std::shared_ptr<const pwfile> file;
-    std::string user, password, peer;
+    std::string user, password, peer, address;
     http::Reply reply;
     bool ok = false;
   };
@@ -320,6 +393,7 @@ void Console::login(Call& call) {
   work->password = std::move(password);
   work->peer = call.peer;
   work->reply = std::move(call.reply);
+  work->address = address;
   work->req.data = work.get();
   const int rc = uv_queue_work(
       loop_, &work->req,
@@ -334,30 +408,17 @@ void Console::login(Call& call) {
         if (!self) return;
         Console& c = **self;
         c.logins_in_flight_--;
+        c.throttle_.finished(w->address);
         const http::Request none{};
         Call call{none, w->peer, std::move(w->reply)};
         if (!w->ok) {
           LOG_WARN("console: login of user %s from %s refused: bad user or password",
                    log::quote(w->user, 64).c_str(), w->peer.c_str());
+          c.login_failed(call, "user:" + w->user);
           call.error(401, "bad user or password");
           return;
         }
-        const Role role = c.users_.role_of(w->user);
-        std::string id;
-        const auto& login = c.logins_.create(w->user, role, c.host_.console_now_ms(), id);
-        LOG_INFO("console: user %s (%s) logged in from %s", log::quote(w->user, 64).c_str(),
-                 role_name(role), w->peer.c_str());
-        Json j;
-        j.begin_object()
-            .field("user", "user " + w->user)
-            .field("role", role_name(role))
-            .field("csrf", login.csrf)
-            .end_object();
-        // No Secure flag: the console is served on loopback binds only, over plain HTTP.
-        call.send(200, j,
-                  {std::string("Set-Cookie: ") + kCookie + "=" + id +
-                   "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
-                   std::to_string(LoginSessions::kLifetimeMs / 1000)});
+        c.logged_in(call, w->user, false, c.users_.role_of(w->user));
       });
   if (rc != 0) {
     call.reply = std::move(work->reply);
@@ -366,6 +427,61 @@ void Console::login(Call& call) {
   }
   work.release();
   logins_in_flight_++;
+  throttle_.started(address, host_.console_now_ms());
+}
+
+void Console::login_with_certificate(Call& call) {
+  // Verified against [http]'s cafile (and CRL) in the handshake: what is left is whether
+  // it names a console user. Parsing the leaf is quick (no signature to check).
+  std::vector<std::string> ids;
+  std::string subject, matched;
+  std::optional<Role> role;
+  if (certificate_identities(call.tls->chain_der.front(), ids, subject))
+    role = cert_roles_.role_of(ids, matched);
+  if (!role) {
+    LOG_WARN(
+        "console: certificate login from %s refused: %s is not in console_cert_admins or "
+        "console_cert_readers",
+        call.peer.c_str(), log::quote(subject, 256).c_str());
+    login_failed(call, "certificate");
+    call.error(403, "this certificate is not a console user");
+    return;
+  }
+  logged_in(call, matched, true, *role);
+}
+
+void Console::login_failed(const Call& call, const std::string& name) {
+  const std::string address = throttle_key(address_of(call.peer));
+  if (throttle_.failed(address, name, host_.console_now_ms()))
+    LOG_WARN(
+        "console: %u failed logins from %s: its next tries wait (429), %llu s doubling up "
+        "to %llu s, until 30 minutes pass without a failure",
+        LoginThrottle::kFreeFailures, address.c_str(),
+        static_cast<unsigned long long>(LoginThrottle::kBaseDelayMs / 1000),
+        static_cast<unsigned long long>(LoginThrottle::kMaxDelayMs / 1000));
+}
+
+void Console::logged_in(Call& call, const std::string& user, bool by_certificate, Role role) {
+  // Only this name's failures are forgiven: others' guesses from the address still count.
+  throttle_.succeeded(throttle_key(address_of(call.peer)),
+                      by_certificate ? std::string("certificate") : "user:" + user);
+  std::string id;
+  const auto& login = logins_.create(
+      user, by_certificate, role, host_.console_now_ms(), id,
+      by_certificate ? certificate_fingerprint(call.tls->chain_der.front()) : std::string());
+  const char* kind = by_certificate ? "certificate " : "user ";
+  LOG_INFO("console: %s%s (%s) logged in from %s", kind, log::quote(user, 128).c_str(),
+           role_name(role), call.peer.c_str());
+  Json j;
+  j.begin_object()
+      .field("user", kind + user)
+      .field("role", role_name(role))
+      .field("csrf", login.csrf)
+      .end_object();
+  // Secure over HTTPS; plain HTTP is served on loopback binds only.
+  call.send(200, j,
+            {std::string("Set-Cookie: ") + cookie_name() + "=" + id + cookie_attributes() +
+             "; Max-Age=" + std::to_string(LoginSessions::kLifetimeMs / 1000)});
 }
 
 void Console::logout(Call& call, const Caller& caller) {
@@ -375,7 +491,7 @@ void Console::logout(Call& call, const Caller& caller) {
   j.begin_object().field("logged_out", true).end_object();
   call.send(
       200, j,
-      {std::string("Set-Cookie: ") + kCookie + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"});
+      {std::string("Set-Cookie: ") + cookie_name() + "=" + cookie_attributes() + "; Max-Age=0"});
 }
 
 void Console::clients(Call& call, std::string_view rest, const Caller& caller) {
@@ -480,16 +596,34 @@ void Console::revoke(Call& call, const std::string& id, const Caller& caller) {
   Session* s = host_.console_broker().sessions().find(id);
   const Client* client = s ? s->client() : nullptr;
   const TlsPeerInfo* tls = client ? client->tls() : nullptr;
-  if (tls == nullptr || tls->chain_der.empty()) {
-    audit(call, caller, "revoke", id, "refused: not connected with a client certificate");
+  // The certificate a connected device presents, or the one an offline session's client
+  // last connected with (kept with the session), and the listener whose CRL lists it.
+  std::string leaf_der, issuer_raw, serial_raw, listener_name;
+  if (tls != nullptr && !tls->chain_der.empty()) {
+    leaf_der = tls->chain_der.front();
+    issuer_raw = tls->issuer_raw;
+    serial_raw = tls->serial_raw;
+    listener_name = client->listener() ? client->listener()->name : "?";
+  } else if (client == nullptr && s != nullptr && s->certificate() &&
+             !s->certificate()->certificates().empty()) {
+    const SessionCertificate& kept = *s->certificate();
+    leaf_der = kept.certificates().front();
+    issuer_raw = kept.issuer_raw;
+    serial_raw = kept.serial_raw;
+    listener_name = kept.listener;
+  } else {
+    audit(call, caller, "revoke", id, "refused: no client certificate");
     call.error(409,
-               "the client is not connected with a certificate (the console revokes the "
-               "certificate a connected device presents)");
+               "no certificate to revoke: the client is not connected with one, nor an offline "
+               "session whose client last connected with one");
     return;
   }
-  const ListenerConfig* listener = client->listener();
+  const ListenerConfig* listener = nullptr;
+  for (const ListenerConfig& l : host_.console_config().listeners)
+    if (l.name == listener_name) listener = &l;
+  if (client != nullptr && client->listener() != nullptr) listener = client->listener();
   if (listener == nullptr || !listener->tls || listener->tls->crl_ca_keyfile.empty()) {
-    const std::string name = listener ? listener->name : "?";
+    const std::string name = listener ? listener->name : listener_name;
     audit(call, caller, "revoke", id, "refused: listener " + name + " has no crl_ca_keyfile");
     call.error(409, "listener \"" + name +
                         "\" has no crl_ca_certfile/crl_ca_keyfile to sign its CRL with");
@@ -511,9 +645,9 @@ void Console::revoke(Call& call, const std::string& id, const Caller& caller) {
   work->ca_key = listener->tls->crl_ca_keyfile;
   work->crl = listener->tls->crlfile;
   work->listener = listener->name;
-  work->leaf_der = tls->chain_der.front();
-  work->issuer_raw = tls->issuer_raw;
-  work->serial_raw = tls->serial_raw;
+  work->leaf_der = std::move(leaf_der);
+  work->issuer_raw = std::move(issuer_raw);
+  work->serial_raw = std::move(serial_raw);
   work->id = id;
   work->peer = call.peer;
   work->caller = caller;

@@ -16,6 +16,7 @@
 #include "console/auth.hpp"
 #include "console/clients.hpp"
 #include "console/host.hpp"
+#include "console/throttle.hpp"
 #include "http/endpoint.hpp"
 
 namespace mqgate::console {
@@ -27,8 +28,10 @@ class Console {
   Console(const Console&) = delete;
   Console& operator=(const Console&) = delete;
 
-  // An /api/ or /console request (http::Endpoint::Callbacks::console).
-  void handle(const http::Request& request, const std::string& peer, http::Reply reply);
+  // An /api/ or /console request (http::Endpoint::Callbacks::console); `tls` is null over
+  // plain HTTP.
+  void handle(const http::Request& request, const std::string& peer, const TlsPeerInfo* tls,
+              http::Reply reply);
   // SIGHUP: the new token, users and admins (logins of users no longer listed end).
   void reload(const HttpConfig& config, Users users);
   // Shutdown: closes the loop handle (lists still walking are not answered).
@@ -54,6 +57,12 @@ class Console {
   // Authenticates the call; false once it has been answered (401/403).
   bool authenticate(Call& call, Caller& caller);
   void login(Call& call);
+  void login_with_certificate(Call& call);
+  // A login's outcome: a failure of `name` ("user:<u>", "certificate", "token") counts
+  // against the peer's address (LoginThrottle); a success clears that name's failures,
+  // creates the login and answers with its cookie and CSRF token.
+  void login_failed(const Call& call, const std::string& name);
+  void logged_in(Call& call, const std::string& user, bool by_certificate, Role role);
   void logout(Call& call, const Caller& caller);
   void clients(Call& call, std::string_view rest, const Caller& caller);
   void disconnect(Call& call, const std::string& id, const Caller& caller);
@@ -71,11 +80,19 @@ class Console {
   void audit(const Call& call, const Caller& caller, const char* action, std::string_view target,
              const std::string& outcome);
 
+  // The login cookie's attributes: "; Secure" over HTTPS.
+  std::string cookie_attributes() const;
+  // "__Host-mqgate_console" over HTTPS, else "mqgate_console".
+  const char* cookie_name() const;
+
   uv_loop_t* loop_;
   Host& host_;
+  bool https_;  // [http] has TLS: cookies are Secure
   std::string token_;
   Users users_;
+  CertRoles cert_roles_;
   LoginSessions logins_;
+  LoginThrottle throttle_;
   int logins_in_flight_ = 0;
   std::deque<std::unique_ptr<ListJob>> lists_;  // walking, the first one now
   size_t lists_sorting_ = 0;

@@ -12,9 +12,19 @@ namespace mqgate::http {
 
 // One connection's life: reading its request head, writing the answer, then draining
 // what the client still sends until it closes (closing a socket with unread input
-// resets it, and the client could lose the answer). The timer bounds each phase.
-struct Endpoint::Exchange {
+// resets it, and the client could lose the answer). The timer bounds each phase. Over
+// HTTPS its channel reports handshake steps and hands request bytes up.
+struct Endpoint::Exchange final : Channel::Events {
   explicit Exchange(const Limits& limits) : parser(limits) {}
+  bool on_channel_output() override {
+    endpoint->write_tls_output(this);
+    return !closed;
+  }
+  void on_channel_ready(const std::string& error) override;
+  bool on_channel_bytes(std::string_view bytes) override {
+    endpoint->on_request_bytes(this, bytes);
+    return !closed && phase == Phase::kReading;
+  }
   // kAnswering: the head is read and a console handler owes the answer.
   enum class Phase : uint8_t { kReading, kAnswering, kWriting, kDraining };
   Endpoint* endpoint = nullptr;
@@ -27,6 +37,7 @@ struct Endpoint::Exchange {
   std::string peer;
   std::string addr;      // the peer's IP address, for the per-address limit
   size_t drained = 0;    // bytes read and thrown away after the head
+  size_t tls_read = 0;   // HTTPS: encrypted bytes read before the answer
   int handles_open = 0;  // tcp and timer: freed when both are closed
   uint64_t serial = 0;
   Phase phase = Phase::kReading;
@@ -34,8 +45,27 @@ struct Endpoint::Exchange {
   bool closed = false;
   Exchange* prev = nullptr;
   Exchange* next = nullptr;
+  std::unique_ptr<Channel> tls;  // HTTPS only
   char buffer[2048];
 };
+
+void Endpoint::Exchange::on_channel_ready(const std::string& error) {
+  if (closed) return;
+  if (!error.empty()) {
+    LOG_INFO("http: %s: %s; closing", peer.c_str(), error.c_str());
+    endpoint->write_tls_output(this);  // the alert
+    endpoint->finish(this);
+    return;
+  }
+  std::string why;
+  // What arrived with or after the client's Finished: the request, perhaps whole.
+  if (!tls->input({}, why)) {
+    LOG_DEBUG("http: %s: %s; closing", peer.c_str(), why.c_str());
+    endpoint->close(this);
+    return;
+  }
+  endpoint->write_tls_output(this);
+}
 
 // Same time whether or not a prefix matches: the token is a secret.
 bool equal_secret(std::string_view a, std::string_view b) {
@@ -64,6 +94,13 @@ namespace {
 
 // What a client may send after its request head before it is cut off.
 constexpr size_t kMaxDrainBytes = 64 * 1024;
+// HTTPS: the encrypted bytes a client may send before its request is answered (the
+// handshake, a client certificate chain, the head): records that decrypt to nothing
+// (empty records, renegotiation attempts) must not keep a connection busy forever.
+constexpr size_t kMaxTlsRequestBytes = 64 * 1024;
+// HTTPS: what may wait in the socket's write queue (handshake flights, alerts) for a
+// client that does not read; beyond, the connection closes.
+constexpr size_t kMaxTlsWriteQueueBytes = 64 * 1024;
 
 // "ip:port" ("[ip]:port"); `address` gets the IP alone.
 std::string peer_name(uv_tcp_t* tcp, std::string& address) {
@@ -155,8 +192,9 @@ bool Endpoint::start(std::string& error) {
                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   else
     bound_port_ = options_.port;
-  LOG_INFO("http endpoint listening on %s port %u (/metrics%s, /healthz%s)", options_.host.c_str(),
-           bound_port_, options_.bearer_token.empty() ? "" : " with a bearer token",
+  LOG_INFO("http endpoint listening on %s port %u, %s (/metrics%s, /healthz%s)",
+           options_.host.c_str(), bound_port_, options_.channel ? "HTTPS" : "plain HTTP",
+           options_.bearer_token.empty() ? "" : " with a bearer token",
            callbacks_.console ? ", the console: /api/v1/, /console/" : "");
   return true;
 }
@@ -189,6 +227,8 @@ void Endpoint::close(Exchange* x) {
     auto it = per_address_.find(x->addr);
     if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
   }
+  // A handshake step a worker runs now finishes first; the channel then deletes itself.
+  if (x->tls) x->tls.release()->abandon();
   // A pending write or shutdown gets its callback (cancelled) before the handle's close
   // callback: the exchange is still there for it.
   uv_close(reinterpret_cast<uv_handle_t*>(&x->timer), on_handle_closed);
@@ -199,6 +239,10 @@ void Endpoint::on_timeout(uv_timer_t* t) {
   Exchange* e = owner(t);
   if (e->phase == Exchange::Phase::kReading) {
     LOG_DEBUG("http: %s: no whole request head in time; 408", e->peer.c_str());
+    if (e->tls && !e->tls->ready()) {
+      e->endpoint->close(e);  // still in its TLS handshake: nothing can be said
+      return;
+    }
     e->endpoint->respond(e, 408, response(408, "text/plain; charset=utf-8", "timeout\n"));
   } else if (e->phase == Exchange::Phase::kAnswering) {
     LOG_WARN("http: %s: %s: no answer within request_timeout; 503", e->peer.c_str(),
@@ -289,7 +333,14 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
     return;
   }
   x->peer = peer_name(&x->tcp, x->addr);
-  const uint32_t from_addr = ++self->per_address_[x->addr];
+  const uint32_t from_addr = ++self->per_address_[x->addr];  // close() counts it down
+  if (self->options_.channel) {
+    x->tls = self->options_.channel(*x);
+    if (!x->tls) {  // no room for another handshake (the factory says so)
+      self->close(x);
+      return;
+    }
+  }
   Exchange* victim = nullptr;
   const char* why = nullptr;
   if (from_addr > self->per_address_limit()) {
@@ -353,35 +404,107 @@ void Endpoint::on_connection(uv_stream_t* server, int status) {
           if (e->drained > kMaxDrainBytes) ep->close(e);
           return;
         }
-        size_t consumed = 0;
-        switch (e->parser.feed(std::string_view(buf->base, static_cast<size_t>(n)), consumed)) {
-          case ParseStatus::kIncomplete:
-            return;
-          case ParseStatus::kError: {
-            const int status = e->parser.error_status();
-            LOG_DEBUG("http: %s: bad request: %s; %d", e->peer.c_str(),
-                      e->parser.error_reason().c_str(), status);
-            ep->respond(
-                e, status,
-                response(status, "text/plain; charset=utf-8", e->parser.error_reason() + "\n"));
-            return;
-          }
-          case ParseStatus::kComplete: {
-            ep->requests_++;
-            if (ep->callbacks_.console && is_console_path(e->parser.request().path)) {
-              ep->answer_later(e);
-              return;
-            }
-            int status = 0;
-            std::string r = ep->answer(e->parser.request(), status);
-            LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
-                      log::quote(e->parser.request().path, 100).c_str(), status);
-            ep->respond(e, status, std::move(r));
-            return;
-          }
+        const std::string_view bytes(buf->base, static_cast<size_t>(n));
+        if (!e->tls) {
+          ep->on_request_bytes(e, bytes);
+          return;
         }
+        e->tls_read += bytes.size();
+        if (e->tls_read > kMaxTlsRequestBytes) {
+          LOG_DEBUG("http: %s: more than %zu encrypted bytes without a request; closing",
+                    e->peer.c_str(), kMaxTlsRequestBytes);
+          ep->close(e);
+          return;
+        }
+        std::string why;
+        if (!e->tls->input(bytes, why)) {
+          LOG_DEBUG("http: %s: %s; closing", e->peer.c_str(), why.c_str());
+          ep->close(e);
+          return;
+        }
+        if (!e->closed && e->tls->available()) ep->write_tls_output(e);
       });
   if (read_rc != 0) self->close(x);
+}
+
+void Endpoint::on_request_bytes(Exchange* e, std::string_view bytes) {
+  if (e->closed || e->phase != Exchange::Phase::kReading) return;
+  size_t consumed = 0;
+  switch (e->parser.feed(bytes, consumed)) {
+    case ParseStatus::kIncomplete:
+      return;
+    case ParseStatus::kError: {
+      const int status = e->parser.error_status();
+      LOG_DEBUG("http: %s: bad request: %s; %d", e->peer.c_str(), e->parser.error_reason().c_str(),
+                status);
+      respond(e, status,
+              response(status, "text/plain; charset=utf-8", e->parser.error_reason() + "\n"));
+      return;
+    }
+    case ParseStatus::kComplete: {
+      requests_++;
+      if (callbacks_.console && is_console_path(e->parser.request().path)) {
+        answer_later(e);
+        return;
+      }
+      int status = 0;
+      std::string r = answer(e->parser.request(), status);
+      LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
+                log::quote(e->parser.request().path, 100).c_str(), status);
+      respond(e, status, std::move(r));
+      return;
+    }
+  }
+}
+
+void Endpoint::write_tls_output(Exchange* x) {
+  if (x->closed || !x->tls || !x->tls->available() || x->tls->wire().empty()) return;
+  struct Write {
+    uv_write_t req;
+    std::string bytes;
+    Exchange* x;
+  };
+  auto* w = new Write;
+  w->bytes.swap(x->tls->wire());
+  w->x = x;
+  w->req.data = w;
+  uv_buf_t buf = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+  // A close cancels the write: its callback runs before the exchange is freed.
+  const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&x->tcp), &buf, 1,
+                          [](uv_write_t* req, int status) {
+                            auto* done = static_cast<Write*>(req->data);
+                            Exchange* e = done->x;
+                            delete done;
+                            if (status < 0 && !e->closed) e->endpoint->close(e);
+                          });
+  if (rc != 0) {
+    delete w;
+    close(x);
+    return;
+  }
+  if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&x->tcp)) >
+      kMaxTlsWriteQueueBytes) {
+    LOG_DEBUG("http: %s: does not read what it is sent (more than %zu bytes queued); closing",
+              x->peer.c_str(), kMaxTlsWriteQueueBytes);
+    close(x);
+  }
+}
+
+void Endpoint::finish(Exchange* e) {
+  if (e->closed) return;
+  if (e->tls) {
+    e->tls->shutdown();  // close_notify
+    write_tls_output(e);
+    if (e->closed) return;
+  }
+  e->phase = Exchange::Phase::kDraining;  // the running timer closes it at the latest
+  e->shutdown.data = e;
+  const int rc = uv_shutdown(&e->shutdown, reinterpret_cast<uv_stream_t*>(&e->tcp),
+                             [](uv_shutdown_t* req, int st) {
+                               Exchange* e2 = static_cast<Exchange*>(req->data);
+                               if (st < 0 && !e2->closed) e2->endpoint->close(e2);
+                             });
+  if (rc != 0) close(e);
 }
 
 std::string Endpoint::answer(const Request& request, int& status) const {
@@ -426,22 +549,38 @@ void Endpoint::answer_later(Exchange* x) {
   const Request& request = x->parser.request();
   std::weak_ptr<Endpoint*> alive = alive_;
   const uint64_t serial = x->serial;
-  callbacks_.console(request, x->peer, [alive, serial](int status, std::string resp) {
-    auto self = alive.lock();
-    if (!self) return;
-    Endpoint* ep = *self;
-    Exchange* e = ep->find(serial);
-    if (e == nullptr || e->phase != Exchange::Phase::kAnswering) return;  // gone, or 503 sent
-    LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(), e->parser.request().method.c_str(),
-              log::quote(e->parser.request().path, 100).c_str(), status);
-    ep->respond(e, status, std::move(resp));
-  });
+  callbacks_.console(request, x->peer, x->tls ? x->tls->peer() : nullptr,
+                     [alive, serial](int status, std::string resp) {
+                       auto self = alive.lock();
+                       if (!self) return;
+                       Endpoint* ep = *self;
+                       Exchange* e = ep->find(serial);
+                       if (e == nullptr || e->phase != Exchange::Phase::kAnswering)
+                         return;  // gone, or 503 sent
+                       LOG_DEBUG("http: %s: %s %s -> %d", e->peer.c_str(),
+                                 e->parser.request().method.c_str(),
+                                 log::quote(e->parser.request().path, 100).c_str(), status);
+                       ep->respond(e, status, std::move(resp));
+                     });
 }
 
 void Endpoint::respond(Exchange* x, int status, std::string resp) {
   if (x->closed ||
       (x->phase != Exchange::Phase::kReading && x->phase != Exchange::Phase::kAnswering))
     return;
+  if (x->tls) {
+    // Every HTTPS answer tells the browser to use HTTPS only for this host (a year).
+    const size_t status_line_end = resp.find("\r\n");
+    if (status_line_end != std::string::npos)
+      resp.insert(status_line_end + 2, "Strict-Transport-Security: max-age=31536000\r\n");
+    std::string why;
+    if (!x->tls->ready() || !x->tls->available() || !x->tls->send(resp, why)) {
+      close(x);  // no TLS to say it in
+      return;
+    }
+    x->tls->wire().swap(resp);  // the answer's records, ahead of close_notify
+    x->tls->wire().clear();
+  }
   responses_[status]++;
   x->phase = Exchange::Phase::kWriting;
   x->response = std::move(resp);
@@ -462,14 +601,7 @@ void Endpoint::respond(Exchange* x, int status, std::string resp) {
           return;
         }
         // Our side is done (FIN); wait for the client's until the timer.
-        e->phase = Exchange::Phase::kDraining;
-        e->shutdown.data = e;
-        const int rc = uv_shutdown(&e->shutdown, reinterpret_cast<uv_stream_t*>(&e->tcp),
-                                   [](uv_shutdown_t* req, int st) {
-                                     Exchange* e2 = static_cast<Exchange*>(req->data);
-                                     if (st < 0 && !e2->closed) e2->endpoint->close(e2);
-                                   });
-        if (rc != 0) ep->close(e);
+        ep->finish(e);
       });
   if (rc != 0) close(x);
 }

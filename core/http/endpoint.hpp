@@ -3,6 +3,9 @@
 // sockets and HTTP; what the numbers are and whether the broker is healthy come from the callbacks
 // it is given. Every request is bounded (head size, header count, time to send it and to read the
 // answer, connections at once) and answered once, then closed.
+//
+// HTTPS: each connection gets a Channel (the server's TLS, whose handshakes run on the TLS
+// worker threads, never on the loop); the endpoint only moves bytes through it.
 #pragma once
 
 #include <uv.h>
@@ -14,6 +17,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/peer_info.hpp"
+#include "http/channel.hpp"
 #include "http/request.hpp"
 
 namespace mqgate::http {
@@ -47,14 +52,20 @@ class Endpoint {
     // long (from then) before it is answered 408.
     uint32_t crowded_timeout_ms = 1000;
     Limits limits;
+    // Set: HTTPS, each connection through a channel it makes.
+    ChannelFactory channel;
   };
   struct Callbacks {
     std::function<std::string()> metrics;  // the exposition text
     std::function<bool()> healthy;         // 200 when true, 503 when not
     std::function<std::string()> health_detail;  // more lines for /healthz's body (or "")
     // Requests whose path starts with /api/ or /console (any method): `peer` is
-    // "ip:port". Unset: those paths are 404 like any other.
-    std::function<void(const Request& request, const std::string& peer, Reply reply)> console;
+    // "ip:port"; `tls` what the client proved over HTTPS (its certificate chain: may be
+    // empty), null over plain HTTP. Both live until the reply. Unset: those paths are 404
+    // like any other.
+    std::function<void(const Request& request, const std::string& peer, const TlsPeerInfo* tls,
+                       Reply reply)>
+        console;
   };
 
   Endpoint(uv_loop_t* loop, Options options, Callbacks callbacks);
@@ -88,6 +99,14 @@ class Endpoint {
   Exchange* find(uint64_t serial) const;
   // Sends `resp` (status `status`), then closes; the timer bounds the write.
   void respond(Exchange* x, int status, std::string resp);
+  // Request bytes (decrypted over HTTPS): parsed, and answered once the head is whole.
+  void on_request_bytes(Exchange* x, std::string_view bytes);
+  // HTTPS: writes what the connection's channel has for the peer (a handshake flight,
+  // an alert, close_notify).
+  void write_tls_output(Exchange* x);
+  // The answer is written: our side ends (close_notify over HTTPS, then FIN) and the
+  // client's close is awaited until the timer.
+  void finish(Exchange* x);
   // Closes the connection's handles; it is freed when both are closed.
   void close(Exchange* x);
   // The oldest idle connection other than `except` (from `addr` if not null), or null.

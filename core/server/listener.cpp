@@ -31,6 +31,14 @@ bool Listener::check_tls(const ListenerConfig& config, Errors& errors) {
   return !config.tls || TlsGeneration::load(config, 1, errors) != nullptr;
 }
 
+ListenerConfig Listener::http_tls_config(const HttpConfig& http) {
+  ListenerConfig l;
+  l.name = "[http]";
+  l.bind = http.bind;
+  l.tls = http.tls;
+  return l;
+}
+
 bool Listener::can_reload_tls(const ListenerConfig& fresh) const {
   if (!config_.tls) return false;
   if (!fresh.tls) {

@@ -32,6 +32,8 @@ class Listener {
   bool load_tls(size_t workers, Errors& errors);
   // `mqgate --check`: whether `config`'s TLS material loads; if not, `errors` says why.
   static bool check_tls(const ListenerConfig& config, Errors& errors);
+  // [http]'s TLS as a listener's, named "[http]" (for TlsGeneration::load's messages).
+  static ListenerConfig http_tls_config(const HttpConfig& http);
   // Binds and listens. On failure returns false; `errors` says why, naming the listener.
   bool start(Errors& errors);
   // SIGHUP, on the loop, before the new material is loaded (off the loop): whether

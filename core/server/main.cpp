@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
@@ -55,6 +57,26 @@ void check_access_after_drop(const mqgate::Config& config) {
   }
 }
 
+// Certificate logins to the console trust every certificate [http]'s cafile signed: a
+// CA that also signs devices lets a device named like an operator log in. Said at start
+// and by --check-config (a warning: a test rig may share one CA on purpose).
+void warn_shared_operator_ca(const mqgate::Config& config) {
+  const auto& h = config.http;
+  if (!h || !h->tls || h->tls->cafile.empty() ||
+      (h->console_cert_admins.empty() && h->console_cert_readers.empty()))
+    return;
+  char http_ca[PATH_MAX], other[PATH_MAX];
+  if (realpath(h->tls->cafile.c_str(), http_ca) == nullptr) return;
+  for (const auto& l : config.listeners)
+    if (l.tls && !l.tls->cafile.empty() && realpath(l.tls->cafile.c_str(), other) != nullptr &&
+        std::strcmp(http_ca, other) == 0)
+      LOG_WARN(
+          "[http] cafile %s is also listener %s's cafile: a device certificate that CA signs "
+          "can log in to the console if its identity is listed in console_cert_admins/readers; "
+          "give operators a CA of their own (docs/console.md)",
+          h->tls->cafile.c_str(), l.name.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +127,7 @@ int main(int argc, char** argv) {
   const bool check_only = args.count("check-config") > 0;
   if (check_only && config->log_level > mqgate::log::Level::kWarning)
     mqgate::log::set_level(mqgate::log::Level::kWarning);
+  warn_shared_operator_ca(*config);
 
   // Who to run as (base/privileges.hpp): decided before anything is loaded, done once
   // everything is bound, read and opened.
@@ -138,6 +161,9 @@ int main(int argc, char** argv) {
       if (!l.tls) continue;
       if (!mqgate::Listener::check_tls(l, errors)) tls_ok = false;
     }
+    if (config->http && config->http->tls &&
+        !mqgate::Listener::check_tls(mqgate::Listener::http_tls_config(*config->http), errors))
+      tls_ok = false;
     if (!tls_ok) {
       for (const auto& e : errors)
         std::fprintf(stderr, "mqgate: %s\n", e.c_str());

@@ -15,6 +15,7 @@
 #include "console/console.hpp"
 #include "http/endpoint.hpp"
 #include "server/connection.hpp"
+#include "server/http_tls.hpp"
 #include "server/listener.hpp"
 #include "server/metrics.hpp"
 #include "server/sys_topics.hpp"
@@ -49,6 +50,12 @@ Server::~Server() {
   if (lag_) lag_->stop();
   if (console_) console_->stop();
   if (cluster_) {  // (start() failed after the cluster started)
+    // A connection made moments ago may still have socket-watcher changes queued in the
+    // loop (cnats's libuv adapter): closing it now closes its socket under them, and the
+    // loop's next epoll_ctl on that descriptor aborts. One turn of the loop first applies
+    // them; nothing reaches the broker (drain_cluster does nothing once shutting down).
+    shutting_down_ = true;
+    uv_run(&loop_, UV_RUN_NOWAIT);
     cluster_->stop();
     auto* idle = reinterpret_cast<uv_handle_t*>(&cluster_idle_);
     if (!uv_is_closing(idle)) uv_close(idle, nullptr);
@@ -106,7 +113,8 @@ bool Server::start() {
     }
   }
   const bool any_tls = std::any_of(config_.listeners.begin(), config_.listeners.end(),
-                                   [](const ListenerConfig& l) { return l.tls.has_value(); });
+                                   [](const ListenerConfig& l) { return l.tls.has_value(); }) ||
+                       (config_.http && config_.http->tls);
   if (any_tls) {
     const size_t threads = config_.tls_threads ? config_.tls_threads
                                                : std::max(1u, std::thread::hardware_concurrency());
@@ -199,6 +207,23 @@ bool Server::start_http() {
   o.request_timeout_ms = h.request_timeout * 1000;
   o.max_connections_per_address = h.max_connections_per_address;
   o.crowded_timeout_ms = h.crowded_request_timeout_ms;
+  if (h.tls) {
+    Errors errors;
+    http_tls_ = TlsGeneration::load(Listener::http_tls_config(h), tls_workers_->size(), errors);
+    if (!http_tls_) {
+      LOG_ERROR("%s:%d: %s", config_.path.c_str(), h.line, one_line(errors).c_str());
+      return false;
+    }
+    LOG_INFO("[http]: TLS %s", http_tls_->summary().c_str());
+    o.channel = [this](http::Channel::Events& events) -> std::unique_ptr<http::Channel> {
+      if (!tls_workers_->has_room()) {  // tls_max_pending_handshakes, shared with listeners
+        tls_workers_->refused(now_ms());
+        return nullptr;
+      }
+      return std::make_unique<HttpTlsChannel>(&http_tls_, *tls_workers_, read_buffer(),
+                                              read_buffer_size(), events);
+    };
+  }
   http::Endpoint::Callbacks callbacks{[this] { return metrics_text(); },
                                       [this] { return healthy(); },
                                       [this] { return health_detail(); }, nullptr};
@@ -212,8 +237,8 @@ bool Server::start_http() {
     }
     console_ = std::make_unique<console::Console>(&loop_, *this, h, std::move(users));
     callbacks.console = [this](const http::Request& request, const std::string& peer,
-                               http::Reply reply) {
-      console_->handle(request, peer, std::move(reply));
+                               const TlsPeerInfo* tls, http::Reply reply) {
+      console_->handle(request, peer, tls, std::move(reply));
     };
   }
   http_ = std::make_unique<http::Endpoint>(&loop_, std::move(o), std::move(callbacks));
@@ -288,11 +313,84 @@ void Server::reload_http(const Config& fresh) {
     LOG_INFO("reload: [http] bearer token %s", fresh.http->token.empty() ? "removed" : "replaced");
   }
   config_.http->token = fresh.http->token;
+  reload_http_tls(*fresh.http);
   if (fresh.http->console != config_.http->console)
     LOG_WARN("reload: [http] console %s; that takes effect at the next restart",
              fresh.http->console ? "turned on" : "turned off");
   else if (console_)
     reload_console(*fresh.http);
+}
+
+// [http]'s TLS material, loaded again off the loop as the listeners' is (TlsReload).
+void Server::reload_http_tls(const HttpConfig& fresh) {
+  if (!http_tls_) {
+    if (fresh.tls) LOG_WARN("reload: [http] ssl turned on; that takes effect at the next restart");
+    return;
+  }
+  if (!fresh.tls) {
+    LOG_ERROR("reload: [http] ssl cannot be turned off without a restart; keeping TLS");
+    return;
+  }
+  ListenerConfig tls = Listener::http_tls_config(fresh);
+  if (http_tls_reload_running_) {
+    LOG_INFO(
+        "reload: [http]'s TLS material of the previous SIGHUP is still loading; loading again "
+        "after it");
+    http_tls_reload_waiting_ = std::move(tls);
+    return;
+  }
+  start_http_tls_reload(tls);
+}
+
+bool Server::start_http_tls_reload(const ListenerConfig& fresh) {
+  struct Work {
+    uv_work_t req;
+    Server* server;
+    size_t workers;
+    ListenerConfig fresh;
+    std::shared_ptr<TlsGeneration> generation;
+    Errors errors;
+  };
+  auto work = std::make_unique<Work>();
+  work->server = this;
+  work->workers = tls_workers_->size();
+  work->fresh = fresh;
+  work->req.data = work.get();
+  const int rc = uv_queue_work(
+      &loop_, &work->req,
+      [](uv_work_t* req) {
+        auto* w = static_cast<Work*>(req->data);
+        w->generation = TlsGeneration::load(w->fresh, w->workers, w->errors);
+      },
+      [](uv_work_t* req, int status) {
+        std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+        Server& self = *w->server;
+        self.http_tls_reload_running_ = false;
+        if (status != 0 || self.shutting_down_ || !self.http_) return;
+        if (!w->generation) {
+          LOG_ERROR("reload: %s; keeping the previous TLS material", one_line(w->errors).c_str());
+        } else {
+          LOG_INFO("reload: [http]: TLS %s (open connections keep theirs)",
+                   w->generation->summary().c_str());
+          std::shared_ptr<const TlsGeneration> previous = std::move(w->generation);
+          self.http_tls_.swap(previous);
+          self.retired_tls_.push_back(std::move(previous));
+          self.free_retired_tls();
+        }
+        if (self.http_tls_reload_waiting_) {
+          const ListenerConfig next = std::move(*self.http_tls_reload_waiting_);
+          self.http_tls_reload_waiting_.reset();
+          self.start_http_tls_reload(next);
+        }
+      });
+  if (rc != 0) {
+    LOG_ERROR("reload: cannot load [http]'s TLS material: %s; keeping the previous",
+              uv_strerror(rc));
+    return false;
+  }
+  work.release();
+  http_tls_reload_running_ = true;
+  return true;
 }
 
 std::string Server::metrics_text() {

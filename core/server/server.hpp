@@ -163,6 +163,10 @@ class Server final : public console::Host {
   void disconnect_revoked(Listener& listener, const TlsGeneration& generation);
   void free_retired_tls();
   void check_tls_health(uint64_t now_ms);
+  // [http]'s TLS material as the listeners': one load running, the latest SIGHUP's
+  // waiting for it (an older load finishing last must not win).
+  void reload_http_tls(const HttpConfig& fresh);
+  bool start_http_tls_reload(const ListenerConfig& fresh);
   // The [http] endpoint, if configured; false (logged) if it cannot listen.
   bool start_http();
   void reload_http(const Config& fresh);
@@ -181,6 +185,7 @@ class Server final : public console::Host {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<uint64_t> accepted_;  // connections accepted, by listener index (metrics)
   std::unique_ptr<http::Endpoint> http_;
+  std::shared_ptr<const TlsGeneration> http_tls_;  // [http] ssl: what new handshakes use
   std::unique_ptr<console::Console> console_;  // [http] console = true
   void reload_console(const HttpConfig& fresh);
   std::unique_ptr<LoopLag> lag_;
@@ -195,6 +200,8 @@ class Server final : public console::Host {
   uint64_t last_stale_crl_log_ms_ = 0;
   bool tls_reload_running_ = false;
   std::optional<std::vector<ListenerConfig>> tls_reload_waiting_;  // latest SIGHUP's listeners
+  bool http_tls_reload_running_ = false;
+  std::optional<ListenerConfig> http_tls_reload_waiting_;  // latest SIGHUP's [http]
   // Generations replaced by a reload, until no connection uses them (then freed off the loop).
   std::vector<std::shared_ptr<const TlsGeneration>> retired_tls_;
   std::unique_ptr<char[]> read_buffer_;

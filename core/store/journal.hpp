@@ -29,6 +29,11 @@ struct SessionRecord {
   // and the session's own Session Expiry Interval (s).
   uint8_t protocol_level = 4;
   std::optional<uint32_t> expiry_interval{};
+  // The client certificate chain its client last connected with (DER, leaf first,
+  // concatenated; bounded by the broker) and that connection's listener: the console
+  // shows and revokes it while the session is offline. Empty: none.
+  std::string cert_listener{};
+  std::string cert_chain{};
 };
 
 struct SubscriptionRecord {

@@ -23,14 +23,16 @@ namespace {
 
 // 2: MQTT 5 fields: nullable columns for sessions and subscriptions, tables of their own
 // for message and retained properties (a 3.1.1 message's rows do not grow by a byte),
-// and the wills table. A version 1 file is migrated when opened.
-constexpr int kSchemaVersion = 2;
+// and the wills table.
+// 3: a session's client certificate chain and its listener (the console, offline).
+// Older files are migrated when opened.
+constexpr int kSchemaVersion = 3;
 
 const char* const kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(client_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
   expires_at INTEGER NOT NULL, last_packet_id INTEGER NOT NULL, protocol_level INTEGER,
-  expiry_interval INTEGER) WITHOUT ROWID;
+  expiry_interval INTEGER, cert_listener TEXT, cert_chain BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,
   qos INTEGER NOT NULL, options INTEGER, subscription_id INTEGER,
   PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
@@ -51,17 +53,17 @@ CREATE TABLE IF NOT EXISTS wills(client_id TEXT PRIMARY KEY, topic TEXT NOT NULL
   due_at INTEGER NOT NULL, props BLOB, expiry_interval INTEGER) WITHOUT ROWID;
 )sql";
 
-// Columns schema 2 added to schema 1's tables (all nullable: old rows read as 3.1.1).
+// Columns later schemas added to schema 1's tables, in order (all nullable: old rows read
+// as 3.1.1 without a certificate). Schema 2: the first four; 3: the certificate.
 const char* const kMigrationColumns[][3] = {
-    {"sessions", "protocol_level", "INTEGER"},
-    {"sessions", "expiry_interval", "INTEGER"},
-    {"subscriptions", "options", "INTEGER"},
-    {"subscriptions", "subscription_id", "INTEGER"},
+    {"sessions", "protocol_level", "INTEGER"}, {"sessions", "expiry_interval", "INTEGER"},
+    {"subscriptions", "options", "INTEGER"},   {"subscriptions", "subscription_id", "INTEGER"},
+    {"sessions", "cert_listener", "TEXT"},     {"sessions", "cert_chain", "BLOB"},
 };
 
 // One statement per Mutation::Kind, in enum order.
 const char* const kStatements[] = {
-    "INSERT OR REPLACE INTO sessions VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    "INSERT OR REPLACE INTO sessions VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     "DELETE FROM sessions WHERE client_id = ?1",
     "INSERT OR REPLACE INTO subscriptions VALUES(?1, ?2, ?3, ?4, ?5)",
     "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
@@ -295,16 +297,18 @@ std::unique_ptr<SqliteJournal> SqliteJournal::open(const Options& options, Poste
   if (found == 0) {
     j->exec(("INSERT INTO meta VALUES('schema', " + std::to_string(kSchemaVersion) + ")").c_str(),
             why);
-  } else if (found == 1) {
-    if (!j->migrate_from_1(why)) {
-      error = path + ": cannot migrate from schema 1 (" + why + ")" + what_to_do(path);
+  } else if (found >= 1 && found < kSchemaVersion) {
+    if (!j->migrate(why)) {
+      error = path + ": cannot migrate from schema " + std::to_string(found) + " (" + why + ")" +
+              what_to_do(path);
       return nullptr;
     }
-    LOG_INFO("persistence: %s migrated from schema 1 to %d (MQTT 5 fields)", path.c_str(),
-             kSchemaVersion);
+    LOG_INFO("persistence: %s migrated from schema %d to %d (%s)", path.c_str(), found,
+             kSchemaVersion,
+             found == 1 ? "MQTT 5 fields, sessions' certificates" : "sessions' certificates");
   } else if (found != kSchemaVersion) {
     error = path + ": written by another version of mqgate (schema " + std::to_string(found) +
-            ", this broker reads 1 and " + std::to_string(kSchemaVersion) + ")";
+            ", this broker reads 1 to " + std::to_string(kSchemaVersion) + ")";
     return nullptr;
   }
   if (!j->prepare_statements(why)) {
@@ -351,8 +355,9 @@ bool SqliteJournal::has_column(const char* table, const char* column) {
   return found;
 }
 
-bool SqliteJournal::migrate_from_1(std::string& error) {
-  // One transaction: a crash half-way leaves a version 1 file, migrated again next time.
+bool SqliteJournal::migrate(std::string& error) {
+  // One transaction: a crash half-way leaves the old version, migrated again next time.
+  // Columns already there (a later schema's) are left as they are.
   if (!exec("BEGIN IMMEDIATE", error)) return false;
   for (const auto& c : kMigrationColumns) {
     if (has_column(c[0], c[1])) continue;
@@ -413,7 +418,7 @@ bool SqliteJournal::load(State& state, std::string& error) {
   auto u16 = [](sqlite3_stmt* s, int i) { return static_cast<uint16_t>(sqlite3_column_int(s, i)); };
   return query(
              "SELECT client_id, owner, expires_at, last_packet_id, protocol_level, "
-             "expiry_interval FROM sessions",
+             "expiry_interval, cert_listener, cert_chain FROM sessions",
              [&](sqlite3_stmt* s) {
                SessionRecord r;
                r.client_id = column_text(s, 0);
@@ -422,6 +427,8 @@ bool SqliteJournal::load(State& state, std::string& error) {
                r.last_packet_id = u16(s, 3);
                if (sqlite3_column_type(s, 4) != SQLITE_NULL) r.protocol_level = u8(s, 4);
                r.expiry_interval = column_optional_u32(s, 5);
+               r.cert_listener = column_text(s, 6);
+               r.cert_chain = column_text(s, 7);
                state.sessions.push_back(std::move(r));
              }) &&
          query("SELECT client_id, filter, qos, options, subscription_id FROM subscriptions",
@@ -552,6 +559,10 @@ bool SqliteJournal::apply(const Mutation& m) {
         sqlite3_bind_int(s, 5, m.session.protocol_level);
         bind_optional_int(s, 6, m.session.expiry_interval);
       }
+      if (!m.session.cert_chain.empty()) {
+        bind_text(s, 7, m.session.cert_listener);
+        bind_blob(s, 8, m.session.cert_chain);
+      }
       break;
     case K::kRemoveSession:
       for (size_t i = 0; i < std::size(kRemoveSessionContents); ++i) {
@@ -667,7 +678,8 @@ uint64_t approx_bytes(const Mutation& m) {
   using K = Mutation::Kind;
   switch (m.kind) {
     case K::kPutSession:
-      return kRowBytes + m.session.client_id.size() + m.session.owner.size();
+      return kRowBytes + m.session.client_id.size() + m.session.owner.size() +
+             m.session.cert_listener.size() + m.session.cert_chain.size();
     case K::kPutSubscription:
       return kRowBytes + m.subscription.client_id.size() + m.subscription.filter.size();
     case K::kPutMessage:

@@ -68,8 +68,9 @@ class SqliteJournal final : public Journal {
   bool has_column(const char* table, const char* column);
   // The MQTT 5 properties part of a message or retained mutation (kPropStatements).
   bool apply_props(size_t which, const Mutation& m);
-  // Schema 1 (before MQTT 5 fields) to the current one, in place.
-  bool migrate_from_1(std::string& error);
+  // An older schema (1: before MQTT 5 fields, 2: before sessions' certificates) to the
+  // current one, in place.
+  bool migrate(std::string& error);
   bool apply(const Mutation& m);
   void run();  // the writer thread
   static void skip_transient(const std::vector<Item>& batch, std::vector<bool>& skip);

@@ -26,7 +26,8 @@ from cdp import Browser
 from mqgate_test import BUILD_DIR, BrokerTestCase, pki_tool, run_config_check
 
 DOMAIN = "console.example"
-TOKEN = "s3cret-t0ken"
+TOKEN = "s3cret-t0ken-0123456789abcdef0123456789"  # 32+: the HTTPS tests need that
+LOGIN_FREE_FAILURES = 5  # LoginThrottle::kFreeFailures
 HTTP_LISTENING = re.compile(r"http endpoint listening on (\S+) port (\d+)")
 HOSTILE_ID = '<img src=x onerror=alert(1)>"\\\x01\x1f\x7f'
 # The page must show it as text: if it ever ran as HTML, the title would change.
@@ -63,6 +64,23 @@ def quoted(client_id):
     return urllib.parse.quote(client_id, safe="")
 
 
+def make_pki(prefix, **server):
+    """A temporary directory with an EC CA and a server certificate for localhost (more
+    make_server arguments in `server`): (directory, ca, server)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    return d, pki.make_ca(d, key_type="ec"), pki.make_server(d, cn="localhost", key_type="ec",
+                                                             **server)
+
+
+def write_passwd(d):
+    """<d>/console.passwd with alice (alice-pw) and bob (bob-pw); returns its path."""
+    path = os.path.join(d, "console.passwd")
+    for user, password, first in (("alice", "alice-pw", True), ("bob", "bob-pw", False)):
+        subprocess.run([pki_tool("mqgate_passwd"), *(["-c"] if first else []), "-b", path,
+                        user, password], check=True, capture_output=True)
+    return path
+
+
 def mosquitto_pub(port, creds, client_id, ca):
     return subprocess.run(
         ["mosquitto_pub", "-h", "localhost", "-p", str(port), "--cafile", ca, "-i", client_id,
@@ -73,17 +91,12 @@ def mosquitto_pub(port, creds, client_id, ca):
 class ConsoleTest(BrokerTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pki_dir = tempfile.mkdtemp(prefix="mqgate-console-")
+        cls.pki_dir, cls.ca, cls.server = make_pki("mqgate-console-")
         d = cls.pki_dir
-        cls.ca = pki.make_ca(d, key_type="ec")
-        cls.server = pki.make_server(d, cn="localhost", key_type="ec")
         cls.dev1 = pki.make_device(d, "dev1", DOMAIN, key_type="ec")
         cls.dev2 = pki.make_device(d, "dev2", DOMAIN, key_type="ec")
         cls.crl = pki.revoke(d, refresh=True)
-        cls.passwd = os.path.join(d, "console.passwd")
-        for user, password, first in (("alice", "alice-pw", True), ("bob", "bob-pw", False)):
-            subprocess.run([pki_tool("mqgate_passwd"), *(["-c"] if first else []), "-b",
-                            cls.passwd, user, password], check=True, capture_output=True)
+        cls.passwd = write_passwd(d)
 
     @classmethod
     def tearDownClass(cls):
@@ -169,26 +182,57 @@ class ConsoleTest(BrokerTestCase):
             '[http]\nbind = "127.0.0.1:0"', '[http]\nbind = "0.0.0.0:0"')
         code, out = run_config_check(text, self.tmp)
         self.assertNotEqual(code, 0)
-        self.assertRegex(out, r"console: is served on loopback binds only")
+        self.assertRegex(out, r"console: is served over plain HTTP on loopback binds only")
 
     # --- authentication ----------------------------------------------------------------
 
     def test_every_call_needs_credentials(self):
         self.start()
-        for method, path in (("GET", "/api/v1/clients"), ("GET", "/api/v1/clients/x"),
-                             ("GET", "/api/v1/broker"), ("GET", "/api/v1/session"),
-                             ("POST", "/api/v1/clients/x/disconnect"),
-                             ("POST", "/api/v1/clients/x/revoke"),
-                             ("DELETE", "/api/v1/sessions/x"), ("POST", "/api/v1/logout")):
+        calls = (("GET", "/api/v1/clients"), ("GET", "/api/v1/clients/x"),
+                 ("GET", "/api/v1/broker"), ("GET", "/api/v1/session"),
+                 ("POST", "/api/v1/clients/x/disconnect"), ("POST", "/api/v1/clients/x/revoke"),
+                 ("DELETE", "/api/v1/sessions/x"), ("POST", "/api/v1/logout"))
+        for i, (method, path) in enumerate(calls):
             status, _, body, _ = request(self.http, path, method)
-            self.assertEqual(status, 401, (method, path, body))
-            status, _, body, _ = request(self.http, path, method, bearer("wrong"))
             self.assertEqual(status, 401, (method, path, body))
             status, _, body, _ = request(self.http, path, method,
                                          {"Cookie": "mqgate_console=" + "0" * 64})
             self.assertEqual(status, 401, (method, path, body))
+            if i % 2:  # a wrong token counts as a failed login: at most 4 here
+                status, _, body, _ = request(self.http, path, method, bearer("wrong"))
+                self.assertEqual(status, 401, (method, path, body))
         status, _, body, _ = request(self.http, "/api/v1/clients", headers=bearer())
         self.assertEqual(status, 200, body)
+
+    def test_wrong_tokens_are_throttled_and_logged_once(self):
+        self.start()
+        for i in range(LOGIN_FREE_FAILURES):
+            status, _, body, _ = request(self.http, "/api/v1/clients", headers=bearer(f"guess{i}"))
+            self.assertEqual(status, 401, body)
+        # The 5th made the address wait: the right token too, and a password login.
+        status, hdrs, body, _ = request(self.http, "/api/v1/clients", headers=bearer())
+        self.assertEqual(status, 429, body)
+        self.assertGreaterEqual(int(hdrs["retry-after"]), 1)
+        status, _, _, _ = request(self.http, "/api/v1/login", "POST", basic("alice", "alice-pw"))
+        self.assertEqual(status, 429)
+        self.b.wait_log(r"console: 5 failed logins from 127\.0\.0\.1: its next tries wait")
+        log = self.b.log()
+        self.assertEqual(len(re.findall(r"console: bad credentials \(Authorization\) from "
+                                        r"127\.0\.0\.1:\d+: counted", log)), 1)
+        self.assertNotIn("guess", log)
+        self.assertNotIn(TOKEN, log)
+
+    def test_short_token_refused_when_exposed(self):
+        # Over HTTPS or beyond loopback a token is an admin's key on a network: 32+.
+        text = self.config('token = "short-token"\n').replace(
+            '[http]\nbind = "127.0.0.1:0"', '[http]\nbind = "0.0.0.0:0"')
+        code, out = run_config_check(text, self.tmp)
+        self.assertNotEqual(code, 0)
+        self.assertRegex(out, r"http\.token: must be at least 32 characters when \[http\] has "
+                              r"ssl = true or binds beyond loopback")
+        self.assertNotIn("short-token", out)
+        code, out = run_config_check(self.config('token = "short-token"\n'), self.tmp)
+        self.assertEqual(code, 0, out)  # loopback, plain HTTP: as before
 
     def test_login_logout_and_roles(self):
         self.start()
@@ -391,6 +435,56 @@ class ConsoleTest(BrokerTestCase):
         tls = next(listener for listener in body["listeners"] if listener["name"] == "tls")
         self.assertEqual(tls["crl"]["entries"], 1)
         self.assertTrue(tls["crl"]["console_can_sign"])
+
+    def test_revoke_offline_device_after_restart(self):
+        # The certificate is kept with the persistent session (and in the store): shown
+        # while the device is offline, after a restart too, and revocable.
+        persistence = f'[persistence]\npath = "{os.path.join(self.tmp, "store.db")}"\n'
+        self.start_broker = (lambda start=self.start_broker:  # noqa: E731
+                             lambda text: start(text + persistence))()
+        self.start()
+        sub = self.device_sub(self.dev2, "dev2")
+        sub.kill()
+        sub.wait()
+        self.b.wait_log(r'client="dev2" .*(closed|disconnect)')
+        status, _, body, _ = request(self.http, "/api/v1/clients/dev2", headers=bearer())
+        self.assertEqual((status, body["connected"]), (200, False), body)
+        self.assertIn("CN=dev2", body["certificate"]["subject"])
+        self.b.stop()
+        self._brokers.remove(self.b)
+
+        self.start()
+        self.b.wait_log(r"restored 1 persistent session")
+        status, _, body, _ = request(self.http, "/api/v1/clients?state=offline", headers=bearer())
+        row = body["clients"][0]
+        self.assertEqual((row["client_id"], row["connected"], row["certificate_listener"]),
+                         ("dev2", False, "tls"))
+        self.assertIn("CN=dev2", row["certificate"]["subject"])
+        status, _, body, _ = request(self.http, "/api/v1/clients/dev2", headers=bearer())
+        self.assertEqual(len(body["chain"]), 2)
+        with open(self.dev2.cert) as f:
+            self.assertEqual(body["chain"][0]["pem"].split(), f.read().split())
+
+        # Revoked while offline: the CRL lists it and the device cannot come back.
+        admin, csrf = self.login("alice", "alice-pw")
+        status, _, body, _ = request(self.http, "/api/v1/clients/dev2/revoke", "POST",
+                                     {**admin, "X-CSRF-Token": csrf})
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["crl_written"], body["listener"], body["listener_reloaded"],
+                          body["disconnected"]), (True, "tls", True, 0))
+        serial = pki.serial_of(self.dev2.cert)
+        self.assertIn(serial.upper().lstrip("0"),
+                      pki.crl_text(self.crl_copy).replace(":", "").upper())
+        p = mosquitto_pub(self.b.port("tls"), self.dev2, "dev2", self.ca.cert)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.b.wait_log(r"CN=dev2\) rejected: The certificate has been revoked")
+        # A session without a certificate still has nothing to revoke.
+        off = self.raw_client("plain-off", clean=False)
+        off.send(r.disconnect())
+        self.b.wait_log(r'client="plain-off" .*(disconnect|closed)')
+        status, _, body, _ = request(self.http, "/api/v1/clients/plain-off/revoke", "POST",
+                                     bearer())
+        self.assertEqual(status, 409, body)
 
     def test_broker_page(self):
         self.start()

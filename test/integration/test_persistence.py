@@ -667,7 +667,7 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         """)
         db.close()
         b = self.start()
-        b.wait_log(r"migrated from schema 1 to 2")
+        b.wait_log(r"migrated from schema 1 to 3")
         b.wait_log(r"restored 1 persistent session .* 1 subscription, 1 queued or in-flight "
                    r"message, 1 retained message")
         s = R.RawClient(b.port())
@@ -684,7 +684,7 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         b.stop()
         self._brokers.remove(b)
         db = sqlite3.connect(self.db)
-        self.assertEqual(db.execute("SELECT value FROM meta WHERE key='schema'").fetchone(), (2,))
+        self.assertEqual(db.execute("SELECT value FROM meta WHERE key='schema'").fetchone(), (3,))
         # A 3.1.1 message's rows are as before (5.0 properties live in a table of their own).
         for table in ("messages", "retained"):
             columns = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
@@ -692,6 +692,31 @@ class Mqtt5PersistenceTest(BrokerTestCase):
         db.close()
         b = self.start()  # and the migrated file opens again as it is
         b.wait_log(r"restored 1 persistent session")
+
+
+    def test_store_from_schema_2_is_migrated(self):
+        # A file written before sessions kept their client certificate (schema 2): its
+        # 5.0 session loads, and the sessions table gains the certificate's columns.
+        import sqlite3
+        db = sqlite3.connect(self.db)
+        db.executescript(SCHEMA_2 + """
+            INSERT INTO meta VALUES('schema', 2);
+            INSERT INTO sessions VALUES('old5', '(no auth plugin):anonymous', 0, 0, 5, 3600);
+            INSERT INTO subscriptions VALUES('old5', 'm/#', 1, 0, NULL);
+        """)
+        db.close()
+        b = self.start()
+        b.wait_log(r"migrated from schema 2 to 3 \(sessions' certificates\)")
+        b.wait_log(r"restored 1 persistent session .* 1 subscription")
+        s = self.raw5(b.port(), "old5", clean_start=False, props=[(R.SESSION_EXPIRY, 300)])
+        self.assertTrue(s.connack.session_present, b.log())
+        b.stop()
+        self._brokers.remove(b)
+        db = sqlite3.connect(self.db)
+        self.assertEqual(db.execute("SELECT value FROM meta WHERE key='schema'").fetchone(), (3,))
+        columns = [r[1] for r in db.execute("PRAGMA table_info(sessions)")]
+        self.assertEqual(columns[-2:], ["cert_listener", "cert_chain"])
+        db.close()
 
 
 # The tables as main wrote them before MQTT 5 (schema 1), for the migration test.
@@ -765,3 +790,15 @@ class TlsResumptionTest(BrokerTestCase):
 
     def test_without_persistence_a_restart_forgets_the_ticket_keys(self):
         self.assertFalse(self.resumed_after_restart(False))
+
+# Schema 2 (MQTT 5 fields, before sessions' certificates): the tables whose columns
+# schema 3 changed, as main wrote them (the others are created as they are).
+SCHEMA_2 = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE sessions(client_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+  expires_at INTEGER NOT NULL, last_packet_id INTEGER NOT NULL, protocol_level INTEGER,
+  expiry_interval INTEGER) WITHOUT ROWID;
+CREATE TABLE subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,
+  qos INTEGER NOT NULL, options INTEGER, subscription_id INTEGER,
+  PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
+"""

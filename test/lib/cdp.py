@@ -17,7 +17,8 @@ class CdpError(Exception):
 
 
 class Browser:
-    def __init__(self, chromium="/usr/bin/chromium", timeout=30.0):
+    def __init__(self, chromium="/usr/bin/chromium", timeout=30.0, extra_args=()):
+        """`extra_args`: more chromium flags (e.g. --ignore-certificate-errors)."""
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="mqgate-cdp-")
         # Chromium reads commands on fd 3 and writes answers on fd 4, NUL-terminated JSON.
@@ -33,7 +34,7 @@ class Browser:
         self.proc = subprocess.Popen(
             [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-extensions", "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
-             "--window-size=1280,900", "about:blank"],
+             "--window-size=1280,900", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=fds,
             close_fds=False)
         os.close(to_chrome_r)

@@ -94,7 +94,16 @@ class Broker:
                                       *(RUN_AS if run_as is None else run_as), *extra_args],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         if wait:
-            self.wait_listening(timeout)
+            try:
+                self.wait_listening(timeout)
+            except BaseException:
+                # Nobody holds this Broker yet: stop the process here, or a broker that
+                # never listened (a [cluster] node keeps retrying NATS) outlives the test.
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+                self._log.close()
+                raise
 
     # -- lifecycle -------------------------------------------------------------------
     def wait_listening(self, timeout=10.0):

@@ -166,9 +166,12 @@ TEST_CASE("[http]: bind, token or token_file, limits; the token never in a messa
   CHECK(any_contains(e, "test.toml:4:8: http.bind: \"localhost\" is not an IPv4 address"));
   e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\nport = 1\n");
   CHECK(any_contains(e,
-                     "http.port: unknown key (expected one of: bind, console, console_admins, "
-                     "console_users, crowded_request_timeout_ms, "
-                     "max_connections, max_connections_per_address, request_timeout, token, "
+                     "http.port: unknown key (expected one of: bind, cafile, certfile, ciphers, "
+                     "client_cert, console, console_admins, console_cert_admins, "
+                     "console_cert_readers, console_users, crlfile, "
+                     "crowded_request_timeout_ms, keyfile, max_connections, "
+                     "max_connections_per_address, request_timeout, session_cache_size, "
+                     "session_lifetime, session_tickets, ssl, tls_min_version, token, "
                      "token_file)"));
   e = errors_of(listener + "[http]\nbind = \"127.0.0.1:0\"\ntoken = \"has space\"\n");
   CHECK(any_contains(e, "http.token: expected 1 to 4096 visible ASCII characters"));

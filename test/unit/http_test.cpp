@@ -387,3 +387,81 @@ TEST_CASE("endpoint: answers reach clients that half-close or send more than the
   CHECK(f.endpoint->responses().at(401) == 1);
   CHECK(f.endpoint->responses().at(431) == 1);
 }
+
+namespace {
+
+// A stand-in for HTTPS's TLS channel: ready at once; what it is sent comes out as is;
+// input decrypts to nothing and puts `echo_bytes` bytes in wire() (as alerts would).
+class SilentChannel : public Channel {
+ public:
+  SilentChannel(std::atomic<int>& abandoned, size_t echo_bytes)
+      : abandoned_(abandoned), echo_bytes_(echo_bytes) {}
+  bool input(std::string_view, std::string&) override {
+    wire_.append(echo_bytes_, 'a');
+    return true;
+  }
+  bool ready() const override { return true; }
+  bool available() const override { return true; }
+  bool send(std::string& plain, std::string&) override {
+    wire_ += plain;
+    plain.clear();
+    return true;
+  }
+  std::string& wire() override { return wire_; }
+  void shutdown() override {}
+  const mqgate::TlsPeerInfo* peer() const override { return &info_; }
+  void abandon() override {
+    abandoned_++;
+    delete this;
+  }
+
+ private:
+  std::atomic<int>& abandoned_;
+  size_t echo_bytes_;
+  std::string wire_;
+  mqgate::TlsPeerInfo info_;
+};
+
+Endpoint::Options silent_tls(std::atomic<int>& abandoned, size_t echo_bytes) {
+  Endpoint::Options o;
+  o.request_timeout_ms = 2000;
+  o.channel = [&abandoned, echo_bytes](Channel::Events&) {
+    return std::make_unique<SilentChannel>(abandoned, echo_bytes);
+  };
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("endpoint, HTTPS: encrypted bytes that carry no request are capped") {
+  std::atomic<int> abandoned{0};
+  EndpointFixture f(silent_tls(abandoned, 0));
+  // 200 KiB of records that decrypt to nothing: closed without an answer (not a 408 at
+  // the request timeout).
+  CHECK(f.get(std::string(200 * 1024, 'x')).empty());
+  CHECK(abandoned == 1);
+}
+
+TEST_CASE("endpoint, HTTPS: a client that does not read what it is sent is closed") {
+  std::atomic<int> abandoned{0};
+  EndpointFixture f(silent_tls(abandoned, 4 * 1024 * 1024));
+  const uint16_t port = f.endpoint->bound_port();
+  const int seen = std::stoi(f.run([&] {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return std::string("-1");
+    // Small writes, each answered with 4 MiB the client never reads.
+    for (int i = 0; i < 16 && abandoned == 0; ++i) {
+      (void)!send(fd, "x", 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const int n = abandoned;  // before the request timeout (2 s)
+    close(fd);
+    return std::to_string(n);
+  }));
+  CHECK(seen == 1);
+}

@@ -95,6 +95,15 @@ $('login-form').addEventListener('submit', async (ev) => {
     bin += String.fromCharCode(b);
   const r = await api('login', {method: 'POST', headers: {Authorization: 'Basic ' + btoa(bin)}});
   $('login-password').value = '';
+  loggedIn(r);
+});
+
+// Over HTTPS, a login with the client certificate the browser presented (no password).
+$('login-cert-box').hidden = location.protocol !== 'https:';
+$('login-cert')
+    .addEventListener('click', async () => loggedIn(await api('login', {method: 'POST'})));
+
+function loggedIn(r) {
   if (r.status !== 200) {
     showError(r.body.error || 'login failed');
     return;
@@ -103,7 +112,7 @@ $('login-form').addEventListener('submit', async (ev) => {
   state.role = r.body.role;
   $('who').textContent = r.body.user + ' (' + r.body.role + ')';
   route('devices');
-});
+}
 
 $('logout').addEventListener('click', async () => {
   await api('logout', {method: 'POST'});
@@ -246,6 +255,9 @@ async function renderDevice(id, keepResult) {
   $('act-disconnect').disabled = !admin || !d.connected;
   $('act-revoke').disabled = !admin || !d.chain;
   $('act-delete').disabled = !admin || d.connected || !d.persistent;
+  // A read-only login sees why (the server refuses its actions anyway: 403).
+  for (const id of ['act-disconnect', 'act-revoke', 'act-delete'])
+    $(id).title = admin ? '' : 'read-only login: actions need an admin';
 }
 
 async function act(what, method, path, question) {

@@ -174,7 +174,10 @@ std::shared_ptr<TlsGeneration> TlsGeneration::load(const ListenerConfig& listene
   mbedtls_x509_crl_init(&g->crl_);
   mbedtls_ssl_ticket_init(&g->ticket_);
   mbedtls_ssl_cache_init(&g->cache_);
-  const std::string where = "listener \"" + listener.name + "\": ";
+  // "[http]" (the HTTP endpoint's material) is named as is.
+  const std::string where =
+      (listener.name.starts_with("[") ? listener.name : "listener \"" + listener.name + "\"") +
+      ": ";
   auto fail = [&](const std::string& key, const std::string& file, const std::string& why) {
     errors.push_back(where + key + " " + file + ": " + why);
     return nullptr;
