@@ -344,17 +344,25 @@ class Broker {
   // `source`: the publishing client, held if a subscriber is congested (none for wills
   // and $SYS). `props`: 5.0 properties forwarded to 5.0 subscribers. `origin`: the
   // publisher's session (No Local). `expires_at_ms`: 5.0 Message Expiry (loop time).
-  // Returns whether any subscription matched.
-  bool route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-             bool internal = false, Client* source = nullptr, std::string_view props = {},
-             const Session* origin = nullptr, std::optional<uint64_t> expires_at_ms = std::nullopt);
+  // Returns whether any subscription matched (here or on another node) and the ticket of
+  // the copy given to the cluster (0: none to wait for); the caller's acknowledgement waits
+  // for that ticket only when this call really routed its message.
+  struct Routed {
+    bool matched = false;
+    uint64_t cluster_ticket = 0;
+    explicit operator bool() const { return matched; }
+  };
+  Routed route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
+               bool internal = false, Client* source = nullptr, std::string_view props = {},
+               const Session* origin = nullptr,
+               std::optional<uint64_t> expires_at_ms = std::nullopt);
   void store_retained(const MessagePtr& msg, const Client* source = nullptr);
   // route()'s delivery to this node's sessions (`shared`: and shared groups).
   bool deliver_local(std::string_view topic, std::string_view payload, uint8_t qos, MessagePtr& msg,
                      Client* source, const Session* origin, bool shared);
-  void send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                       std::string_view props, const Session* origin,
-                       std::optional<uint64_t> expires_at_ms);
+  uint64_t send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos,
+                           bool retain, std::string_view props, const Session* origin,
+                           std::optional<uint64_t> expires_at_ms);
   // The plugins' decision on a PUBLISH or will, after the broker's own rules.
   AuthResult authorize_publish(const Client& client, std::string_view topic, uint8_t qos,
                                bool retain);
@@ -663,10 +671,8 @@ class Broker {
   size_t certificates_connected_ = 0;
   // Clients whose SUBSCRIBE waits in awaiting_ for the cluster to know its filters.
   std::vector<ConnId> cluster_waits_;
-  // The ticket of the message route() just gave the cluster (0: none to wait for), the
-  // client each ticket's acknowledgement belongs to, and publishers held while the
-  // cluster is backlogged.
-  uint64_t cluster_ticket_ = 0;
+  // The client each cluster ticket's acknowledgement belongs to, and publishers held
+  // while the cluster is backlogged.
   std::unordered_map<uint64_t, ConnId> cluster_tickets_;
   std::unordered_map<ConnId, Client*> cluster_held_;
 };

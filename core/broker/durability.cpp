@@ -222,10 +222,14 @@ void Broker::route_durable(uint64_t id, bool ok) {
   if (!ok && r.qos == 2) return;
   const uint64_t changes = store_changes();
   uint8_t ack_reason = r.ack_reason;
-  if (r.deliver && !route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, q_origin,
-                          r.expires_at_ms))
-    ack_reason = codec::reason::kNoMatchingSubscribers;
-  const uint64_t ticket = std::exchange(cluster_ticket_, 0);
+  // A resend (deliver false) was routed the first time: no ticket of its own to wait for.
+  Routed routed;
+  if (r.deliver) {
+    routed = route(r.topic, r.payload, r.qos, r.retain, false, source, r.props, q_origin,
+                   r.expires_at_ms);
+    if (!routed) ack_reason = codec::reason::kNoMatchingSubscribers;
+  }
+  const uint64_t ticket = routed.cluster_ticket;
   if (source == nullptr || r.qos == 0) return;  // gone: it sends again when it comes back
   // After what the routing changed (queues of persistent sessions) is durable in turn.
   acknowledge(*source, r.qos == 1 ? PacketType::kPuback : PacketType::kPubrec, r.packet_id,

@@ -87,6 +87,7 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     return;
   }
   uint8_t ack_reason = reason::kSuccess;
+  Routed routed;
   if (auth.allowed && claimed) {
     const ClaimedProperties cp = v5 ? claimed_properties(p.props) : ClaimedProperties{};
     take_claimed(client, p.topic, p.payload, p.qos, p.packet_id, v5 ? &cp : nullptr);
@@ -98,15 +99,16 @@ void Broker::handle_publish(Client& client, codec::Publish& p) {
     if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, true, props,
                            expires_at, reason::kSuccess))
       return;
-    if (!route(p.topic, p.payload, p.qos, p.retain, false, &client, props, client.session, expires_at))
-      ack_reason = reason::kNoMatchingSubscribers;
+    routed = route(p.topic, p.payload, p.qos, p.retain, false, &client, props, client.session,
+                   expires_at);
+    if (!routed) ack_reason = reason::kNoMatchingSubscribers;
   } else {
     state.topic.assign(p.topic);
     finish_publish(client, state, auth);
     return;
   }
   const bool durable = store_changes() != changes;
-  const uint64_t ticket = std::exchange(cluster_ticket_, 0);
+  const uint64_t ticket = routed.cluster_ticket;
   if (p.qos == 1)
     acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason, {}, ticket);
   if (p.qos == 2)
@@ -137,25 +139,27 @@ void Broker::finish_publish(Client& client, const PublishState& p, const AuthRes
   if (route_when_durable(client, p.topic, p.payload, p.qos, p.retain, p.packet_id, auth.allowed,
                          p.props, p.expires_at_ms, ack_reason))
     return;
-  if (auth.allowed && !route(p.topic, p.payload, p.qos, p.retain, false, &client, p.props,
-                             client.session, p.expires_at_ms))
-    ack_reason = reason::kNoMatchingSubscribers;
+  Routed routed;
+  if (auth.allowed) {
+    routed = route(p.topic, p.payload, p.qos, p.retain, false, &client, p.props, client.session,
+                   p.expires_at_ms);
+    if (!routed) ack_reason = reason::kNoMatchingSubscribers;
+  }
   // 3.1.1 has no negative acknowledgement: a denied QoS 1/2 message is still acked
   // (5.0: with Not authorized).
   // (A QoS 2 id of a persistent session was journaled when the PUBLISH arrived.)
   const bool durable =
       store_changes() != changes || (p.qos == 2 && client.session && !client.session->clean());
-  uint64_t ticket = std::exchange(cluster_ticket_, 0);
-  if (!auth.allowed) ticket = 0;  // not routed: an earlier will's ticket, not this one
+  const uint64_t ticket = routed.cluster_ticket;
   if (p.qos == 1)
     acknowledge(client, PacketType::kPuback, p.packet_id, durable, ack_reason, {}, ticket);
   if (p.qos == 2)
     acknowledge(client, PacketType::kPubrec, p.packet_id, durable, ack_reason, {}, ticket);
 }
 
-bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos, bool retain,
-                   bool internal, Client* source, std::string_view props, const Session* origin,
-                   std::optional<uint64_t> expires_at_ms) {
+Broker::Routed Broker::route(std::string_view topic, std::string_view payload, uint8_t qos,
+                             bool retain, bool internal, Client* source, std::string_view props,
+                             const Session* origin, std::optional<uint64_t> expires_at_ms) {
   MessagePtr msg;
   if (retain || !props.empty() || expires_at_ms)
     msg = Message::create(topic, payload, qos, retain, props, expires_at_ms);
@@ -164,23 +168,26 @@ bool Broker::route(std::string_view topic, std::string_view payload, uint8_t qos
     else
       store_retained(msg, source);
   }
-  cluster_ticket_ = 0;
+  Routed routed;
   if (cluster_ && !internal) {
-    send_to_cluster(topic, payload, qos, retain, props, origin, expires_at_ms);
+    routed.cluster_ticket =
+        send_to_cluster(topic, payload, qos, retain, props, origin, expires_at_ms);
     // Past the bound of messages waiting for the cluster: this publisher waits too.
-    if (cluster_ticket_ != 0 && source != nullptr && cluster_->backlogged())
+    if (routed.cluster_ticket != 0 && source != nullptr && cluster_->backlogged())
       hold_for_cluster(*source);
   }
   // Another node wants it (its subscribers match): not "no matching subscribers".
-  return deliver_local(topic, payload, qos, msg, source, origin, true) || cluster_ticket_ != 0;
+  routed.matched =
+      deliver_local(topic, payload, qos, msg, source, origin, true) || routed.cluster_ticket != 0;
+  return routed;
 }
 
-void Broker::send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos,
-                             bool retain, std::string_view props, const Session* origin,
-                             std::optional<uint64_t> expires_at_ms) {
+uint64_t Broker::send_to_cluster(std::string_view topic, std::string_view payload, uint8_t qos,
+                                 bool retain, std::string_view props, const Session* origin,
+                                 std::optional<uint64_t> expires_at_ms) {
   cluster::OutboundMessage m;
   if (expires_at_ms) {
-    if (*expires_at_ms <= now_ms_) return;  // expired on the way: nobody may get it
+    if (*expires_at_ms <= now_ms_) return 0;  // expired on the way: nobody may get it
     m.expiry_s = static_cast<uint32_t>((*expires_at_ms - now_ms_ + 999) / 1000);
   }
   m.topic = topic;
@@ -189,7 +196,7 @@ void Broker::send_to_cluster(std::string_view topic, std::string_view payload, u
   m.retain = retain;
   m.props = props;
   if (origin) m.client_id = origin->client_id();
-  cluster_ticket_ = cluster_->publish(m);
+  return cluster_->publish(m);
 }
 
 void Broker::on_cluster_message(const cluster::InboundMessage& m, uint64_t now_ms) {

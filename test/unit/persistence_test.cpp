@@ -6,6 +6,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/persistence.hpp"
+#include "cluster/outbound.hpp"
 #include "fake_client.hpp"
 
 using namespace mqgate;
@@ -267,4 +268,50 @@ TEST_CASE("a PUBLISH the store cannot take is refused alone, before routing") {
   CHECK(f.journal.kinds().empty());
   CHECK(live->take().size() == 1);
   CHECK(f.broker.stats().store_refused == 2);
+}
+
+namespace {
+
+// Every QoS 1/2 message is wanted by another node: its acknowledgement waits for a ticket.
+struct TicketCluster final : cluster::Outbound {
+  uint64_t next = 1;
+  uint64_t publish(const cluster::OutboundMessage& m) override { return m.qos != 0 ? next++ : 0; }
+  bool backlogged() const override { return false; }
+  uint64_t add_interest(std::string_view) override { return 0; }
+  void remove_interest(std::string_view) override {}
+  uint64_t settled() const override { return 0; }
+};
+
+}  // namespace
+
+TEST_CASE("cluster: a QoS 2 resend behind a pending store does not wait for a will's ticket") {
+  Fixture f;
+  TicketCluster cluster;
+  f.broker.set_cluster(&cluster);
+  auto stored = [&](uint64_t ticket) {
+    FakeClient::Call call;  // as the server calls it
+    f.broker.on_cluster_stored(ticket, true);
+  };
+  auto pub = f.connect("pub", false);
+  pub->feed(publish_packet("t", "x", 2, false, 7));
+  pub->feed(publish_packet("t", "x", 2, false, 7, true));  // its resend, behind it
+  REQUIRE(f.journal.barriers.size() == 2);
+  auto barriers = std::move(f.journal.barriers);
+  f.journal.barriers.clear();
+  barriers[0](true);  // the message is routed: ticket 1
+  // A will routed meanwhile (ticket 2, no client waits for it), stored at once.
+  auto w = std::make_unique<FakeClient>(f.broker, &f.listener);
+  w->feed(connect_packet("w", true, 60, codec::Will{"w/gone", "bye", 1, false}));
+  w->close("network error");
+  stored(2);
+  barriers[1](true);  // the resend: not routed again, so no ticket of its own
+  CHECK(pub->take().empty());
+  stored(1);
+  f.journal.complete(true);  // the PUBRECs' own barrier
+  auto out = pub->take();
+  REQUIRE(out.size() == 2);
+  CHECK((out[0].type == PacketType::kPubrec && out[0].packet_id == 7));
+  CHECK((out[1].type == PacketType::kPubrec && out[1].packet_id == 7));
+  pub->close("bye");
+  f.broker.set_cluster(nullptr);
 }
