@@ -768,7 +768,9 @@ void read_cluster(const toml::table& t, const std::string& file, ClusterConfig& 
   if (auto v = c.integer("max_bytes", 1 << 20, int64_t{1} << 50))
     cc.max_bytes = static_cast<uint64_t>(*v);
   if (auto v = c.integer("max_pending", 16, 1000000)) cc.max_pending = static_cast<uint32_t>(*v);
-  if (auto v = c.integer("publish_timeout", 1, 3600))
+  // At most the stream's duplicate window (2 minutes, at least max_age's 60 s): a message
+  // sent again until publish_timeout must still be recognised by its Nats-Msg-Id.
+  if (auto v = c.integer("publish_timeout", 1, 60))
     cc.publish_timeout_s = static_cast<uint32_t>(*v);
   c.reject_unknown();
 }

@@ -321,6 +321,9 @@ TEST_CASE("[cluster]: every bad key is named, secrets never shown") {
   CHECK(any_contains(e, "cluster.key_file: cert_file and key_file go together"));
   e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\nca_file = \"/nonexistent/ca\"\n");
   CHECK(any_contains(e, "cluster.ca_file: cannot open \"/nonexistent/ca\""));
+  // Within the stream's duplicate window, so a message sent again is not stored twice.
+  e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\npublish_timeout = 61\n");
+  CHECK(any_contains(e, "cluster.publish_timeout: expected an integer from 1 to 60"));
   e = errors_of(base + "node = \"a\"\nnats = [\"nats://h:1\"]\nbogus = 1\n");
   CHECK(any_contains(e, "cluster.bogus: unknown key"));
 }
