@@ -73,6 +73,7 @@ class NatsServer:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
+        self.stop(signal.SIGKILL)  # raised from the constructor: no test would stop it
         raise AssertionError(f"nats-server {self.name} did not start:\n{self.log()}")
 
     def log(self):
