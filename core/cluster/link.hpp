@@ -46,7 +46,7 @@ class Link {
   };
   struct Stats {
     std::atomic<uint64_t> dropped_qos0{0};   // inbound queue full
-    std::atomic<uint64_t> dropped_qos12{0};  // inbound queue full (JetStream later)
+    std::atomic<uint64_t> dropped_qos12{0};  // inbound queue full (JetStream delivers it again)
     std::atomic<uint64_t> slow_consumer{0};  // NATS dropped ours (cnats's pending limits)
     std::atomic<uint64_t> dropped_control{0};  // control queue full
     std::atomic<uint64_t> dropped_replies{0};  // reply queue full (the publish is retried)

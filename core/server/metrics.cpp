@@ -373,6 +373,7 @@ void cluster_metrics(MetricsText& m, const MetricsSources& s) {
   m.sample(st.dropped_malformed, {{"reason", "malformed"}});
   m.sample(ls ? ls->dropped_qos0.load() : 0, {{"reason", "queue_full_qos0"}});
   m.sample(ls ? ls->dropped_qos12.load() : 0, {{"reason", "queue_full_qos12"}});
+  m.sample(ls ? ls->dropped_replies.load() : 0, {{"reason", "reply_queue_full"}});
   m.sample(ls ? ls->slow_consumer.load() : 0, {{"reason", "slow_consumer"}});
   m.sample(ls ? ls->dropped_control.load() : 0, {{"reason", "control_queue_full"}});
   m.sample(uint64_t{c ? c->gossip().stats().malformed : 0}, {{"reason", "control_malformed"}});
